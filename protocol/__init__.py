@@ -3,5 +3,5 @@
 Nothing here does I/O: codecs and state machines are fed bytes and return values and bytes, so the
 device and the gateway provably produce and understand the same frames. Subpackages:
 lorawan (frames, MAC commands, crypto, regions, airtime), payload (application codecs),
-modbus (RTU framing, PDUs, the meter register map) and cbor (deterministic CBOR).
+modbus (RTU framing, PDUs, the meter register map), and the cbor module (deterministic CBOR).
 """
