@@ -1,0 +1,330 @@
+"""Modbus PDU codec for the four register functions streetgrid uses, in both roles.
+
+Master: encode_request -> (wire) -> decode_response(pdu, request).
+Slave:  decode_request -> handle -> encode_response, or exception_for() when decoding failed.
+
+A PDU is the function code plus its data, without address and CRC (see rtu.py). Validation
+follows the application-protocol spec: reads carry 1..125 registers, writes 1..123, the byte
+count must agree with the quantity, and address + quantity may not pass 65536. The errors a
+slave must answer carry the exception code to answer with (`ModbusError.code`), so that an
+unknown function becomes exception 01 and a bad quantity 03, as the spec's state charts say.
+"""
+
+import struct
+
+READ_HOLDING = 0x03
+READ_INPUT = 0x04
+WRITE_SINGLE = 0x06
+WRITE_MULTIPLE = 0x10
+
+ILLEGAL_FUNCTION = 1
+ILLEGAL_ADDRESS = 2
+ILLEGAL_VALUE = 3
+DEVICE_FAILURE = 4
+ACKNOWLEDGE = 5
+BUSY = 6
+
+EXCEPTION_NAMES = {
+    1: "ILLEGAL FUNCTION",
+    2: "ILLEGAL DATA ADDRESS",
+    3: "ILLEGAL DATA VALUE",
+    4: "SERVER DEVICE FAILURE",
+    5: "ACKNOWLEDGE",
+    6: "SERVER DEVICE BUSY",
+    8: "MEMORY PARITY ERROR",
+    10: "GATEWAY PATH UNAVAILABLE",
+    11: "GATEWAY TARGET DEVICE FAILED TO RESPOND",
+}
+
+MAX_READ = 125  # registers per 03 / 04 request: 250 data bytes fit a 256-byte ADU
+MAX_WRITE = 123  # registers per 16 request
+
+
+class ModbusError(ValueError):
+    """A malformed or unacceptable PDU. `code` is the exception a slave answers it with."""
+
+    code = ILLEGAL_VALUE
+
+
+class IllegalFunction(ModbusError):
+    """Function code this codec does not implement (a slave answers exception 01)."""
+
+    code = ILLEGAL_FUNCTION
+
+
+class IllegalAddress(ModbusError):
+    """Address + quantity runs past register 65535 (a slave answers exception 02)."""
+
+    code = ILLEGAL_ADDRESS
+
+
+class ResponseMismatch(ModbusError):
+    """A well-formed response that does not answer the request it was matched with."""
+
+
+class _Message:
+    def _key(self):
+        return ()
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self._key() == other._key()
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
+
+    def __repr__(self):
+        return "%s%r" % (type(self).__name__, self._key())
+
+
+class ReadRequest(_Message):
+    """Read `count` holding (function 3) or input (function 4) registers from `address`."""
+
+    def __init__(self, function, address, count):
+        self.function = function
+        self.address = address
+        self.count = count
+
+    def _key(self):
+        return (self.function, self.address, self.count)
+
+
+class ReadResponse(_Message):
+    """Registers (ints 0..65535, in address order) answering a ReadRequest."""
+
+    def __init__(self, function, registers):
+        self.function = function
+        self.registers = registers
+
+    def _key(self):
+        return (self.function, tuple(self.registers))
+
+
+class WriteSingle(_Message):
+    """Function 6; the slave's normal response is an exact echo, so one class serves both."""
+
+    function = WRITE_SINGLE
+
+    def __init__(self, address, value):
+        self.address = address
+        self.value = value
+
+    def _key(self):
+        return (self.address, self.value)
+
+
+class WriteMultiple(_Message):
+    """Function 16 request: `values` written from `address` on."""
+
+    function = WRITE_MULTIPLE
+
+    def __init__(self, address, values):
+        self.address = address
+        self.values = values
+
+    def _key(self):
+        return (self.address, tuple(self.values))
+
+
+class WriteMultipleResponse(_Message):
+    """Function 16 response: echoes address and quantity written."""
+
+    function = WRITE_MULTIPLE
+
+    def __init__(self, address, count):
+        self.address = address
+        self.count = count
+
+    def _key(self):
+        return (self.address, self.count)
+
+
+class ExceptionResponse(_Message):
+    """The slave refused `function` (the request's code, without the 0x80 bit) with `code`."""
+
+    def __init__(self, function, code):
+        self.function = function
+        self.code = code
+
+    @property
+    def name(self):
+        return EXCEPTION_NAMES.get(self.code, "EXCEPTION %d" % self.code)
+
+    def _key(self):
+        return (self.function, self.code)
+
+
+def _check_u16(what, value):
+    if not 0 <= value <= 0xFFFF:
+        raise ModbusError("%s out of range 0..65535: %r" % (what, value))
+
+
+def _check_regs(what, regs, limit):
+    n = len(regs)
+    if not 1 <= n <= limit:
+        raise ModbusError("%s: %d registers, must be 1..%d" % (what, n, limit))
+    if min(regs) < 0 or max(regs) > 0xFFFF:
+        raise ModbusError("%s: register value out of range 0..65535" % what)
+    return n
+
+
+def _check_span(address, count):
+    _check_u16("address", address)
+    if address + count > 0x10000:
+        raise IllegalAddress("address 0x%04X + %d registers runs past 0xFFFF" % (address, count))
+
+
+def _u16s(n):
+    return ">%dH" % n
+
+
+# ---------------------------------------------------------------- requests
+
+
+def encode_request(req):
+    """PDU bytes of a ReadRequest, WriteSingle or WriteMultiple (validated: ModbusError)."""
+    if isinstance(req, ReadRequest):
+        if req.function != READ_HOLDING and req.function != READ_INPUT:
+            raise ModbusError("read function must be 3 or 4, got %r" % (req.function,))
+        if not 1 <= req.count <= MAX_READ:
+            raise ModbusError("read count %r out of range 1..%d" % (req.count, MAX_READ))
+        _check_span(req.address, req.count)
+        return struct.pack(">BHH", req.function, req.address, req.count)
+    if isinstance(req, WriteSingle):
+        _check_u16("address", req.address)
+        _check_u16("value", req.value)
+        return struct.pack(">BHH", WRITE_SINGLE, req.address, req.value)
+    if isinstance(req, WriteMultiple):
+        n = _check_regs("write multiple", req.values, MAX_WRITE)
+        _check_span(req.address, n)
+        head = struct.pack(">BHHB", WRITE_MULTIPLE, req.address, n, 2 * n)
+        return head + struct.pack(_u16s(n), *req.values)
+    raise ModbusError("not a request: %r" % (req,))
+
+
+def decode_request(pdu):
+    """Parse a request PDU (slave side). ModbusError.code says which exception to answer."""
+    n = len(pdu)
+    if n == 0:
+        raise ModbusError("empty PDU")
+    fc = pdu[0]
+    if fc == READ_HOLDING or fc == READ_INPUT or fc == WRITE_SINGLE:
+        if n != 5:
+            raise ModbusError("function %d request must be 5 bytes, got %d" % (fc, n))
+        address, word = struct.unpack_from(">HH", pdu, 1)
+        if fc == WRITE_SINGLE:
+            return WriteSingle(address, word)
+        if not 1 <= word <= MAX_READ:
+            raise ModbusError("read count %d out of range 1..%d" % (word, MAX_READ))
+        _check_span(address, word)
+        return ReadRequest(fc, address, word)
+    if fc == WRITE_MULTIPLE:
+        if n < 6:
+            raise ModbusError("function 16 request too short: %d bytes, need at least 6" % n)
+        address, count, nbytes = struct.unpack_from(">HHB", pdu, 1)
+        if not 1 <= count <= MAX_WRITE:
+            raise ModbusError("write count %d out of range 1..%d" % (count, MAX_WRITE))
+        if nbytes != 2 * count or n != 6 + nbytes:
+            raise ModbusError(
+                "function 16 byte count %d does not match %d registers in %d bytes"
+                % (nbytes, count, n)
+            )
+        _check_span(address, count)
+        return WriteMultiple(address, struct.unpack_from(_u16s(count), pdu, 6))
+    raise IllegalFunction("function code 0x%02X not supported" % fc)
+
+
+def exception_for(pdu, error):
+    """What a slave sends back when decode_request(pdu) raised `error`; None = stay silent.
+
+    An unsupported function maps to exception 01, a bad quantity or byte count to 03, an
+    address overrun to 02. Silence for an empty PDU or a function code of 0 or >= 0x80,
+    which no valid exception response can echo.
+    """
+    if len(pdu) == 0 or pdu[0] == 0 or pdu[0] & 0x80:
+        return None
+    return ExceptionResponse(pdu[0], getattr(error, "code", ILLEGAL_VALUE))
+
+
+# ---------------------------------------------------------------- responses
+
+
+def response_length(request):
+    """PDU length of the normal response to `request` (an exception response is 2 bytes)."""
+    if isinstance(request, ReadRequest):
+        return 2 + 2 * request.count
+    if isinstance(request, (WriteSingle, WriteMultiple)):
+        return 5
+    raise ModbusError("not a request: %r" % (request,))
+
+
+def encode_response(resp):
+    """PDU bytes of a ReadResponse, WriteSingle, WriteMultipleResponse or ExceptionResponse."""
+    if isinstance(resp, ReadResponse):
+        if resp.function != READ_HOLDING and resp.function != READ_INPUT:
+            raise ModbusError("read function must be 3 or 4, got %r" % (resp.function,))
+        n = _check_regs("read response", resp.registers, MAX_READ)
+        return struct.pack(">BB", resp.function, 2 * n) + struct.pack(_u16s(n), *resp.registers)
+    if isinstance(resp, WriteSingle):
+        _check_u16("address", resp.address)
+        _check_u16("value", resp.value)
+        return struct.pack(">BHH", WRITE_SINGLE, resp.address, resp.value)
+    if isinstance(resp, WriteMultipleResponse):
+        if not 1 <= resp.count <= MAX_WRITE:
+            raise ModbusError("write count %r out of range 1..%d" % (resp.count, MAX_WRITE))
+        _check_span(resp.address, resp.count)
+        return struct.pack(">BHH", WRITE_MULTIPLE, resp.address, resp.count)
+    if isinstance(resp, ExceptionResponse):
+        if not 1 <= resp.function <= 0x7F:
+            raise ModbusError("exception for function %r: must be 1..127" % (resp.function,))
+        if not 1 <= resp.code <= 0xFF:
+            raise ModbusError("exception code %r out of range 1..255" % (resp.code,))
+        return struct.pack(">BB", resp.function | 0x80, resp.code)
+    raise ModbusError("not a response: %r" % (resp,))
+
+
+def _mismatch(request, got):
+    raise ResponseMismatch("response %r does not answer %r" % (got, request))
+
+
+def decode_response(pdu, request=None):
+    """Parse a response PDU (master side); with `request`, also check that it answers it.
+
+    An exception response is returned (ExceptionResponse), not raised: it is a valid answer.
+    """
+    n = len(pdu)
+    if n < 2:
+        raise ModbusError("response too short: %d bytes, need at least 2" % n)
+    fc = pdu[0]
+    if request is not None and (fc & 0x7F) != request.function:
+        raise ResponseMismatch(
+            "response function 0x%02X to a function %d request" % (fc, request.function)
+        )
+    if fc & 0x80:
+        if n != 2 or pdu[1] == 0:
+            raise ModbusError("exception response must be 2 bytes with a code 1..255, got %d" % n)
+        return ExceptionResponse(fc & 0x7F, pdu[1])
+    if fc == READ_HOLDING or fc == READ_INPUT:
+        nbytes = pdu[1]
+        if nbytes == 0 or nbytes & 1 or nbytes > 2 * MAX_READ or n != 2 + nbytes:
+            raise ModbusError("read response byte count %d does not fit %d bytes" % (nbytes, n))
+        if request is not None and nbytes != 2 * request.count:
+            raise ResponseMismatch(
+                "%d registers in response, %d requested" % (nbytes // 2, request.count)
+            )
+        return ReadResponse(fc, struct.unpack_from(_u16s(nbytes // 2), pdu, 2))
+    if fc == WRITE_SINGLE or fc == WRITE_MULTIPLE:
+        if n != 5:
+            raise ModbusError("function %d response must be 5 bytes, got %d" % (fc, n))
+        address, word = struct.unpack_from(">HH", pdu, 1)
+        if fc == WRITE_SINGLE:
+            resp = WriteSingle(address, word)
+            if request is not None and resp != request:
+                _mismatch(request, resp)
+            return resp
+        if not 1 <= word <= MAX_WRITE:
+            raise ModbusError("write count %d out of range 1..%d" % (word, MAX_WRITE))
+        resp = WriteMultipleResponse(address, word)
+        if request is not None and (address != request.address or word != len(request.values)):
+            _mismatch(request, resp)
+        return resp
+    raise ModbusError("function code 0x%02X not supported in a response" % fc)

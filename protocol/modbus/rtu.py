@@ -1,0 +1,264 @@
+"""Modbus RTU: ADU framing, line timing and a sans-I/O deframer.
+
+ADU = address (1 byte) | PDU | CRC-16/MODBUS (low byte first), at most 256 bytes. RTU has no
+length field and no start marker: frames are delimited by silence (>= 3.5 character times
+between frames; a gap > 1.5 character times inside one spoils it). Above 19200 baud the spec
+fixes the timers at 750 us / 1750 us. The deframer does no I/O and reads no clock: the caller
+passes the bytes it read and the time it read them, h11-style.
+
+All times are integer microseconds, rounded up so that a wait computed here is never short.
+"""
+
+from protocol.modbus.crc import crc16
+from protocol.modbus.pdu import ModbusError, ReadRequest, WriteMultiple, WriteSingle
+
+BROADCAST = 0  # writes to address 0 reach every slave; none of them answers
+MAX_ADDRESS = 247  # 248..255 are reserved
+MIN_ADU = 4  # address, function, CRC
+MAX_ADU = 256
+EXCEPTION_ADU = 5  # address, function | 0x80, code, CRC
+
+
+class FrameError(ModbusError):
+    """An ADU of impossible length or address."""
+
+
+class CrcError(FrameError):
+    """An ADU whose CRC does not match: line noise, a collision or a torn frame."""
+
+
+def encode_frame(address, pdu):
+    """ADU for slave `address` (0 = broadcast, 1..247) carrying `pdu`."""
+    if not 0 <= address <= MAX_ADDRESS:
+        raise FrameError("slave address %r out of range 0..%d" % (address, MAX_ADDRESS))
+    n = len(pdu)
+    if not 1 <= n <= MAX_ADU - 3:
+        raise FrameError("PDU length %d out of range 1..%d" % (n, MAX_ADU - 3))
+    head = bytes((address,)) + bytes(pdu)
+    c = crc16(head)
+    return head + bytes((c & 0xFF, c >> 8))
+
+
+def decode_frame(adu):
+    """(address, pdu) of a received ADU; FrameError on bad length, CrcError on bad CRC."""
+    n = len(adu)
+    if n < MIN_ADU:
+        raise FrameError("frame too short: %d bytes, need at least %d" % (n, MIN_ADU))
+    if n > MAX_ADU:
+        raise FrameError("frame too long: %d bytes, at most %d" % (n, MAX_ADU))
+    got = adu[n - 2] | (adu[n - 1] << 8)
+    want = crc16(adu[: n - 2])
+    if got != want:
+        raise CrcError("CRC mismatch: frame says 0x%04X, computed 0x%04X" % (got, want))
+    return adu[0], bytes(adu[1 : n - 2])
+
+
+def response_frame_length(request):
+    """ADU length of the normal response to `request`: 5 + 2N for reads, 8 for writes."""
+    if isinstance(request, ReadRequest):
+        return 5 + 2 * request.count
+    if isinstance(request, (WriteSingle, WriteMultiple)):
+        return 8
+    raise FrameError("not a request: %r" % (request,))
+
+
+# ---------------------------------------------------------------- timing
+
+
+def _ceil_div(a, b):
+    return -(-a // b)
+
+
+def _check_baud(baud):
+    if not 0 < baud <= 10000000:
+        raise FrameError("baud rate %r out of range" % (baud,))
+
+
+def char_bits(parity="E", stop_bits=None, data_bits=8):
+    """Bits per character: start + data + parity + stop (11 for 8E1, 8O1, 8N2; 10 for 8N1).
+
+    stop_bits defaults to the spec's rule: 2 without parity, 1 with.
+    """
+    if parity not in ("N", "E", "O"):
+        raise FrameError("parity must be 'N', 'E' or 'O', got %r" % (parity,))
+    if stop_bits is None:
+        stop_bits = 2 if parity == "N" else 1
+    return 1 + data_bits + (0 if parity == "N" else 1) + stop_bits
+
+
+def char_time_us(baud, bits=11):
+    """Time one character occupies the line."""
+    _check_baud(baud)
+    return _ceil_div(bits * 1000000, baud)
+
+
+def frame_time_us(n_bytes, baud, bits=11):
+    """Time `n_bytes` back-to-back characters occupy the line."""
+    _check_baud(baud)
+    return _ceil_div(n_bytes * bits * 1000000, baud)
+
+
+def t15_us(baud, bits=11):
+    """Longest gap allowed inside a frame (1.5 characters; 750 us above 19200 baud)."""
+    _check_baud(baud)
+    if baud > 19200:
+        return 750
+    return _ceil_div(15 * bits * 100000, baud)
+
+
+def t35_us(baud, bits=11):
+    """Shortest silence between frames (3.5 characters; 1750 us above 19200 baud)."""
+    _check_baud(baud)
+    if baud > 19200:
+        return 1750
+    return _ceil_div(35 * bits * 100000, baud)
+
+
+def transaction_time_us(baud, n_regs, turnaround_us=0, bits=11):
+    """One read of n_regs registers, bus idle to bus idle: (13 + 2N) * tc + 2 * t3.5 + Tturn.
+
+    8 request bytes + 5 + 2N response bytes, each frame followed by its t3.5 silence, plus the
+    slave's turnaround. The floor a perfect poller pays; 1e6 / this = transactions per second.
+    """
+    _check_baud(baud)
+    chars = 13 + 2 * n_regs
+    if baud > 19200:
+        return _ceil_div(chars * bits * 1000000, baud) + 2 * 1750 + turnaround_us
+    return _ceil_div((chars * 10 + 70) * bits * 100000, baud) + turnaround_us
+
+
+# ---------------------------------------------------------------- deframer
+
+
+class RtuDeframer:
+    """Cut a received byte stream into ADUs by RTU timing, or by length for a master.
+
+    feed(data, now_us): `data` just read, its last byte having arrived at `now_us`; bytes of
+    one feed are taken to have arrived back to back. poll(now_us) returns the list of ADUs
+    completed by then (not CRC-checked: pass each to decode_frame). deadline() says when
+    poll() should next be called.
+
+    Silence mode (default, for slaves): a gap >= t3.5 ends a frame; a frame with a gap > t1.5
+    inside, or longer than 256 bytes, is dropped when it ends (counted in gap_errors /
+    overruns).
+
+    Length mode, expect(n): a master that sent a request knows the answer is n bytes (see
+    response_frame_length) or 5 for an exception, so the frame ends on its last byte without
+    waiting t3.5, and timestamps are ignored: they are too coarse behind USB adapters and OS
+    buffers to judge a 1 ms gap. The master's response timeout replaces the silence rule:
+    on timeout call reset(). One frame ends length mode.
+
+    now_us may come from a wrapping tick counter (MicroPython ticks_us) if its period is
+    given as ticks_period.
+    """
+
+    def __init__(self, baud, bits=11, ticks_period=None):
+        self.t15 = t15_us(baud, bits)
+        self.t35 = t35_us(baud, bits)
+        self._num = bits * 1000000
+        self._baud = baud
+        self._period = ticks_period
+        self._buf = bytearray(MAX_ADU)
+        self._mv = memoryview(self._buf)
+        self._n = 0
+        self._gap = False  # a gap > t1.5 inside the current frame
+        self._over = False  # the current frame ran past 256 bytes
+        self._last = 0  # when the current frame's last byte arrived
+        self._expect = 0  # length mode: expected ADU length, 0 = silence mode
+        self._ready = []
+        self.frames = 0
+        self.gap_errors = 0
+        self.overruns = 0
+
+    def _diff(self, a, b):
+        d = a - b
+        p = self._period
+        if p:
+            d = (d + p // 2) % p - p // 2
+        return d
+
+    def expect(self, length):
+        """Length mode for the next frame (drops a partial frame: a master calls this before
+        sending its request)."""
+        if not MIN_ADU <= length <= MAX_ADU:
+            raise FrameError(
+                "expected frame length %r out of range %d..%d" % (length, MIN_ADU, MAX_ADU)
+            )
+        self.reset()
+        self._expect = length
+
+    def reset(self):
+        """Drop a partial frame and leave length mode (a master's response timeout)."""
+        self._n = 0
+        self._gap = False
+        self._over = False
+        self._expect = 0
+
+    def _finish(self):
+        n = self._n
+        if self._over:
+            self.overruns += 1
+        elif self._gap:
+            self.gap_errors += 1
+        elif n:
+            self._ready.append(bytes(self._mv[:n]))
+            self.frames += 1
+        self.reset()
+
+    def _append(self, data, i, j):
+        n = self._n
+        room = MAX_ADU - n
+        if j - i > room:
+            self._over = True
+            j = i + room
+        if i or j != len(data):
+            data = memoryview(data)[i:j]
+        self._mv[n : n + j - i] = data
+        self._n = n + j - i
+
+    def feed(self, data, now_us):
+        n = len(data)
+        if n == 0:
+            return
+        if not self._expect:
+            if self._n:
+                gap = self._diff(now_us - n * self._num // self._baud, self._last)
+                if gap >= self.t35:
+                    self._finish()
+                elif gap > self.t15:
+                    self._gap = True
+            self._last = now_us
+        i = 0
+        while i < n:
+            want = self._expect
+            if not want:
+                self._append(data, i, n)
+                return
+            if self._n < 2:
+                want = 2
+            elif self._buf[1] & 0x80:
+                want = EXCEPTION_ADU
+            j = min(n, i + want - self._n)
+            self._append(data, i, j)
+            i = j
+            if self._n >= want and want != 2:
+                self._finish()
+                self._last = now_us
+
+    def poll(self, now_us):
+        if self._n and not self._expect and self._diff(now_us, self._last) >= self.t35:
+            self._finish()
+        if not self._ready:
+            return ()
+        out = self._ready
+        self._ready = []
+        return out
+
+    def deadline(self):
+        """When the frame in progress ends by silence (None: nothing pending by time)."""
+        if not self._n or self._expect:
+            return None
+        t = self._last + self.t35
+        if self._period:
+            t %= self._period
+        return t
