@@ -1,0 +1,170 @@
+"""Frames plus crypto: what a device and a network server do with a LoRaWAN 1.0.x session.
+
+Sans-I/O and stateless: the caller keeps the keys and the last frame counter, and decides
+what to do with a frame from `mic_ok` and `fcnt_status` (see protocol.lorawan.fcnt). Only
+the caller may move its stored counter, and only after a good MIC.
+
+open_data_frame is the gateway's hot path (tens of thousands of uplinks per second on
+CPython): it decodes once, MACs the received bytes as they are, and decrypts only frames
+whose MIC holds.
+"""
+
+from protocol.lorawan import frame as _frame
+from protocol.lorawan import mac as _mac
+from protocol.lorawan import security as _sec
+from protocol.lorawan import fcnt as _fcnt
+from protocol.lorawan.fcnt import FCNT_MAX, MAX_GAP, OK, OVERFLOW, REPLAY, GAP_TOO_LARGE
+from protocol.lorawan.frame import DataFrame, FrameError
+
+_decode_data = _frame.decode_data
+_compute_mic = _sec.compute_mic
+_crypt = _sec.crypt_frm_payload
+
+
+class OpenedFrame:
+    """Result of open_data_frame.
+
+    frame: the DataFrame (frm_payload still encrypted); fcnt: the rebuilt 32-bit counter;
+    fcnt_status: "ok" / "replay" / "gap-too-large" / "overflow"; mic_ok: bool;
+    payload: decrypted FRMPayload (b"" when absent, None when the MIC failed);
+    mac_commands: list of dicts from FOpts or from FRMPayload on FPort 0 (None when the MIC
+    failed); mac_error: None, or why MAC command parsing stopped (mac_commands then holds
+    the commands before that point).
+    """
+
+    def __init__(self, frame, fcnt, fcnt_status, mic_ok, payload, mac_commands, mac_error):
+        self.frame = frame
+        self.fcnt = fcnt
+        self.fcnt_status = fcnt_status
+        self.mic_ok = mic_ok
+        self.payload = payload
+        self.mac_commands = mac_commands
+        self.mac_error = mac_error
+
+    @property
+    def accept(self):
+        """True when the frame is authentic and its counter is fresh."""
+        return self.mic_ok and self.fcnt_status == OK
+
+    def __repr__(self):
+        return "<OpenedFrame %r FCnt=%d %s mic_ok=%s payload=%r mac=%r>" % (
+            self.frame, self.fcnt, self.fcnt_status, self.mic_ok, self.payload, self.mac_commands)
+
+
+def build_data_frame(mtype, dev_addr, fcnt, fport, payload, nwk_s_key, app_s_key, fopts=b"",
+                     adr=False, ack=False, adr_ack_req=False, fpending=False, class_b=False,
+                     backend=None):
+    """Encrypt, frame and sign a data frame -> PHYPayload bytes.
+
+    fcnt is the full 32-bit counter (its low 16 bits go on the air). FRMPayload is encrypted
+    with AppSKey for fport > 0 and NwkSKey for fport 0; the MIC uses NwkSKey. fopts (and the
+    payload on FPort 0) may be given as bytes or as a list of MAC command dicts.
+    """
+    if not isinstance(mtype, int) or mtype < _frame.UNCONFIRMED_UP or mtype > _frame.CONFIRMED_DOWN:
+        raise FrameError("not a data MType: %r" % (mtype,))
+    _frame._check_int(dev_addr, "DevAddr", 32)
+    _frame._check_int(fcnt, "FCnt", 32)
+    direction = mtype & 1
+    uplink = direction == 0
+    if isinstance(fopts, list):
+        fopts = _mac.encode_commands(fopts, uplink)
+    if isinstance(payload, list):
+        if fport != 0:
+            raise FrameError("MAC commands as payload need FPort 0, got %r" % (fport,))
+        payload = _mac.encode_commands(payload, uplink)
+    if payload and fport is not None:
+        _frame._check_int(fport, "FPort", 8)
+        enc = _crypt(app_s_key if fport else nwk_s_key, direction, dev_addr, fcnt, payload, backend)
+    else:
+        enc = payload  # empty, or no FPort: encode_data_signed_part reports it
+    f = DataFrame(mtype, dev_addr, fcnt & 0xFFFF, fport, enc, fopts, adr, adr_ack_req, ack,
+                  fpending, class_b)
+    signed = _frame.encode_data_signed_part(f)
+    return signed + _compute_mic(nwk_s_key, direction, dev_addr, fcnt, signed, backend)
+
+
+def open_data_frame(phy_or_frame, nwk_s_key, app_s_key, last_fcnt=None, max_gap=MAX_GAP,
+                    backend=None):
+    """Decode, rebuild FCnt, verify the MIC and decrypt -> OpenedFrame.
+
+    last_fcnt: the last accepted full counter of this session for the frame's direction
+    (None for a fresh session). Raises FrameError for malformed frames; a wrong MIC or a
+    stale counter is reported, not raised.
+    """
+    f = phy_or_frame
+    if type(f) is not DataFrame:
+        if type(f) is not bytes:
+            if not isinstance(f, (bytearray, memoryview)):
+                raise FrameError("PHYPayload must be bytes or a DataFrame, got %s" % type(f).__name__)
+            f = bytes(f)
+        f = _decode_data(f)
+    if last_fcnt is None:
+        fcnt = f.fcnt16
+        status = OK
+    else:
+        if not 0 <= last_fcnt <= FCNT_MAX or not 1 <= max_gap <= 0xFFFF:
+            _fcnt.rebuild_fcnt(0, last_fcnt, max_gap)  # raises FCntError with the details
+        # Same policy as fcnt.rebuild_fcnt / check_fcnt, inlined for the hot path.
+        fcnt = _fcnt.rebuild_unchecked(f.fcnt16, last_fcnt, max_gap)
+        if fcnt > FCNT_MAX:
+            return OpenedFrame(f, fcnt, OVERFLOW, False, None, None, None)
+        status = OK if last_fcnt < fcnt <= last_fcnt + max_gap else (REPLAY if fcnt <= last_fcnt else GAP_TOO_LARGE)
+    direction = f.mtype & 1
+    raw = f.raw
+    signed = raw[:-4] if raw is not None else f.signed_part
+    if _compute_mic(nwk_s_key, direction, f.dev_addr, fcnt, signed, backend) != f.mic:
+        return OpenedFrame(f, fcnt, status, False, None, None, None)
+    fport = f.fport
+    frm = f.frm_payload
+    if frm:
+        payload = _crypt(app_s_key if fport else nwk_s_key, direction, f.dev_addr, fcnt, frm, backend)
+    else:
+        payload = b""
+    cmds = []
+    err = None
+    mac = payload if fport == 0 else f.fopts
+    if mac:
+        try:
+            cmds = _mac.decode_commands(mac, direction == 0)
+        except _mac.MacCommandError as e:
+            cmds = e.commands
+            err = str(e)
+    return OpenedFrame(f, fcnt, status, True, payload, cmds, err)
+
+
+def build_join_request(join_eui, dev_eui, dev_nonce, app_key, backend=None):
+    """Join-request PHYPayload. EUIs: 8 bytes in human order; dev_nonce: int (keep it
+    monotonic and persisted, servers reject reused nonces)."""
+    signed = _frame.JoinRequest(join_eui, dev_eui, dev_nonce).signed_part
+    return signed + _sec.join_request_mic(app_key, signed, backend)
+
+
+def open_join_request(phy_or_frame, app_key, backend=None):
+    """Network side: decode a join-request and set its `mic_ok`."""
+    j = phy_or_frame if isinstance(phy_or_frame, _frame.JoinRequest) else _frame.decode(phy_or_frame)
+    if not isinstance(j, _frame.JoinRequest):
+        raise FrameError("not a join-request: %s" % _frame.MTYPE_NAMES[j.mtype])
+    j.mic_ok = _sec.join_request_mic(app_key, j.signed_part, backend) == j.mic
+    return j
+
+
+def build_join_accept(app_key, join_nonce, net_id, dev_addr, rx1_dr_offset, rx2_dr, rx_delay,
+                      cflist=None, backend=None):
+    """Network side: join-accept wire bytes (MHDR | encrypted body | MIC). cflist: None or
+    16 bytes (frame.cflist_from_frequencies / cflist_from_ch_masks)."""
+    signed = _frame.JoinAccept(join_nonce, net_id, dev_addr, rx1_dr_offset, rx2_dr, rx_delay,
+                               cflist).signed_part
+    mic = _sec.join_accept_mic(app_key, signed, backend)
+    return signed[:1] + _sec.encrypt_join_accept(app_key, signed[1:] + mic, backend)
+
+
+def open_join_accept(wire, app_key, backend=None):
+    """Device side: decrypt and decode a join-accept -> JoinAccept with `mic_ok` set."""
+    e = wire if isinstance(wire, _frame.EncryptedJoinAccept) else _frame.decode(wire)
+    if not isinstance(e, _frame.EncryptedJoinAccept):
+        raise FrameError("not a join-accept: %s" % _frame.MTYPE_NAMES[e.mtype])
+    plain = _sec.decrypt_join_accept(app_key, e.payload, backend)
+    mhdr = e.raw[:1] if e.raw is not None else bytes((_frame.JOIN_ACCEPT << 5,))  # MIC covers MHDR as sent
+    j = _frame.decode_join_accept(mhdr + plain)
+    j.mic_ok = _sec.join_accept_mic(app_key, j.signed_part, backend) == j.mic
+    return j
