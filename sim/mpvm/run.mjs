@@ -33,7 +33,7 @@ function copyTree(mp, hostDir, vmDir) {
     if (entry.isDirectory()) {
       if (entry.name === "__pycache__" || entry.name === "node_modules") continue;
       copyTree(mp, host, vm);
-    } else if (/\.(py|json)$/.test(entry.name)) {
+    } else if (/\.(py|mpy|json)$/.test(entry.name)) {
       mp.FS.writeFile(vm, fs.readFileSync(host));
     }
   }
