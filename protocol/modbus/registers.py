@@ -430,7 +430,7 @@ def _allowed_text(allowed):
 
 
 def markdown_table():
-    """The register map as a Markdown table (docs/parts/modbus.md embeds it verbatim)."""
+    """The register map as a Markdown table (docs/wire-format.md embeds it verbatim)."""
     lines = [
         "| FC | Address | Regs | Type | Name | Unit | OBIS | SenML name (unit) | Access | Values "
         "| Description |",

@@ -33,7 +33,7 @@ def ref_toa_us(pl, sf, bw, cr=1, preamble=8, crc=True, explicit_header=True, de=
     return (t_pre + n_pay * tsym) * 1e6
 
 
-# --- the worked example from the project reference (docs/parts/regions-airtime.md) -----------
+# --- the worked example from the project reference (docs/wire-format.md) -----------
 
 def test_worked_example_sf7_pl20():
     assert symbol_time_ns(7, 125000) == 1024000  # 1.024 ms

@@ -371,7 +371,7 @@ def test_read_plan_rejects():
 
 
 def test_doc_table_matches_the_code():
-    with open(os.path.join(ROOT, "docs", "parts", "modbus.md")) as f:
+    with open(os.path.join(ROOT, "docs", "wire-format.md")) as f:
         doc = f.read()
     start = doc.index("<!-- register-map:begin -->\n") + len("<!-- register-map:begin -->\n")
     end = doc.index("<!-- register-map:end -->")

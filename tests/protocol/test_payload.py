@@ -384,7 +384,7 @@ def test_micropython_vm_agrees_with_cpython():
         assert close(decoded, payload.decode_uplink(cport, cdata))
 
 
-# ---- the byte tables in docs/parts/payload.md are rendered from the table -----------------------
+# ---- the byte tables in docs/wire-format.md are rendered from the table -----------------------
 
 
 def _num(v):
@@ -412,7 +412,7 @@ def _value_rule(f):
 
 
 def markdown_layout(port):
-    """The doc table of one fPort (see docs/parts/payload.md)."""
+    """The doc table of one fPort (see docs/wire-format.md)."""
     lay = payload.describe(port)
     kind = "common to both kinds" if lay["kind"] == "any" else lay["kind"] + " " + lay["dir"] + "link"
     size = "%d bytes" % lay["size"]
@@ -459,10 +459,10 @@ def markdown_tables():
 
 
 def test_doc_byte_tables_match_the_table():
-    with open(os.path.join(ROOT, "docs", "parts", "payload.md")) as f:
+    with open(os.path.join(ROOT, "docs", "wire-format.md")) as f:
         doc = f.read()
     for part in markdown_tables():
-        assert part in doc, "docs/parts/payload.md is stale; expected:\n" + part
+        assert part in doc, "docs/wire-format.md is stale; expected:\n" + part
 
 
 if __name__ == "__main__":  # print the doc tables: python tests/protocol/test_payload.py
