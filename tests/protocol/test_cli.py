@@ -181,3 +181,22 @@ def test_random_bytes_never_traceback(data, key):
         json.loads(out)
     else:
         _one_line_error(rc, out, err)
+
+
+def test_technician_guide_example_is_true():
+    """The example in docs/technician-guide.md is run as written and must print what the guide shows."""
+    import re
+
+    with open(os.path.join(ROOT, "docs", "technician-guide.md")) as f:
+        guide = f.read()
+    command = re.search(r"python -m protocol decode (.*?)\n```", guide, re.S).group(1)
+    argv = ["decode"] + command.replace("\\\n", " ").split()
+    rc, out, err = run_main(argv)
+    assert rc == 0, err
+    obj = json.loads(out)
+    shown = re.search(r'"payload": "([0-9a-f]+)"', guide).group(1)
+    assert obj["payload"] == shown
+    assert '"fcnt": %d' % obj["fcnt"] in guide and '"mic": "%s"' % obj["mic"] in guide
+    for name, value in obj["fields"]["fields"].items():
+        if "/" not in name:
+            assert '"%s": %s' % (name, json.dumps(value)) in guide, name
