@@ -158,12 +158,13 @@ function roundHalfAway(y) {
   return y >= 0 ? Math.floor(y + 0.5) : -Math.floor(0.5 - y);
 }
 
-function e4m12(n) {
+function e4m12(y) {
+  // y unrounded, as in the Python codec: one rounding, to the nearest code
   var e = 0;
-  var m = n;
+  var m = roundHalfAway(y);
   while (m > 4095) {
     e += 1;
-    m = Math.floor((n + Math.pow(2, e - 1)) / Math.pow(2, e));
+    m = roundHalfAway(y / Math.pow(2, e));
   }
   return e * 4096 + m;
 }
@@ -259,11 +260,10 @@ function rawValue(f, src, label, strict) {
     }
     y = y < lo ? lo : top;
   }
-  y = roundHalfAway(y);
   if (f.float === "e4m12") {
     return e4m12(y);
   }
-  return y;
+  return roundHalfAway(y);
 }
 
 function knownKey(fields, key) {

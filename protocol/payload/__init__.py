@@ -1,9 +1,11 @@
 """Application payloads v1 for streetgrid poles and meters: compact binary frames per fPort.
 
-One declarative table (layouts.py) defines every frame; this package interprets it in Python
-and protocol.payload.jsgen renders the same table into TS013 JavaScript codecs, so the device,
-the gateway and any LoRaWAN network server decode identically. Every uplink fPort belongs to one
-device kind, so decoding needs nothing but the fPort and the bytes.
+One declarative table (layouts.py) defines every frame. protocol.payload.tablegen compiles it
+into the compact device tables this package interprets (protocol/payload/tables/, one module
+per fPort, imported on first use), and protocol.payload.jsgen renders the
+same table into TS013 JavaScript codecs, so the device, the gateway and any LoRaWAN network
+server decode identically. Every uplink fPort belongs to one device kind, so decoding needs
+nothing but the fPort and the bytes.
 
     decode_uplink(fport, data)              -> {"kind", "message", "version", "fields"}
     encode_uplink(kind, message, fields)    -> (fport, bytes)        (device side)
@@ -12,54 +14,66 @@ device kind, so decoding needs nothing but the fPort and the bytes.
     senml_records(decoded)                  -> [{"n", "u", "v"|"vb"|"vs", "lwm2m"}, ...]
     describe(fport)                         -> the normalized layout (offsets, units, ranges)
 
-Every error is a PayloadError (a ValueError) with a one-line message. The table itself is the
-only schema kept in RAM on a device.
+Every error is a PayloadError (a ValueError) with a one-line message. A device imports the
+compact table of an fPort when it first uses it (a pole: fPort 10 for its first report, a
+command's fPort when one arrives); describe() and senml_records() read layouts.py (units, LwM2M
+paths, docs), which only the gateway needs.
 """
 
 import sys
 
 from protocol.payload import codec as _codec
-from protocol.payload import senml as _senml
 from protocol.payload.codec import PayloadError  # noqa: F401
-from protocol.payload.layouts import LAYOUTS, VERSION  # noqa: F401
-from protocol.payload.schema import SchemaError, normalize
+from protocol.payload.tables import DOWN, DOWNLINK_PORTS, UP, UPLINK_PORTS, VERSION  # noqa: F401
 
-SENML_BVER = _senml.SENML_BVER
+SENML_BVER = 26  # = senml.SENML_BVER (RFC 9100), which a device does not import
 KINDS = ("pole", "meter")
 
-_TABLE = {}  # fPort -> declarative layout
-_NAMED = {}  # (dir, kind, name) -> fPort
-for _lay in LAYOUTS:
-    if _lay["port"] in _TABLE:
-        raise SchemaError("fPort %d used twice" % _lay["port"])
-    _TABLE[_lay["port"]] = _lay
-    _NAMED[(_lay["dir"], _lay["kind"], _lay["name"])] = _lay["port"]
-del _lay
-
-UPLINK_PORTS = sorted(p for p in _TABLE if _TABLE[p]["dir"] == "up")
-DOWNLINK_PORTS = sorted(p for p in _TABLE if _TABLE[p]["dir"] == "down")
-
+_TABLE = {}  # fPort -> compact layout, filled as the tables modules are imported
 _updec = {}  # fPort -> decode function
 _downdec = {}
-_senml_cache = {}
+
+
+def _layout(port):
+    """The compact layout of an fPort (importing its tables module once), or None."""
+    lay = _TABLE.get(port)
+    if lay is None and (port in UPLINK_PORTS or port in DOWNLINK_PORTS):
+        mod = "protocol.payload.tables.p%d" % port
+        __import__(mod)
+        lay = _TABLE[port] = sys.modules[mod].LAYOUT
+    return lay
+
+
+def _port(names, kind, name):
+    """The fPort of message or command `name` of `kind` in index UP or DOWN, or None."""
+    if not isinstance(kind, str):
+        return None
+    ports = names.get(kind)
+    return None if ports is None else ports.get(name)
+
 
 _fast = None
 if sys.implementation.name != "micropython":
-    # the gateway: straight-line decoders generated from the table (protocol.payload.fastpath)
+    # the gateway: every table now, and straight-line decoders generated from them on first
+    # use (protocol.payload.fastpath)
     from protocol.payload import fastpath as _fastpath
 
     _fast = _fastpath.build
+    for _p in UPLINK_PORTS + DOWNLINK_PORTS:
+        _layout(_p)
 
 
-def _generic_decoder(layout):
-    return lambda data: _codec.decode(layout, data)
+def _generic_decoder(lay):
+    from protocol.payload.unpack import decode
+
+    return lambda data: decode(lay, data)
 
 
 def _decoder(port, direction):
-    src = _TABLE.get(port)
-    if src is None or src["dir"] != direction:
+    lay = _layout(port) if port in (UPLINK_PORTS if direction == "up" else DOWNLINK_PORTS) else None
+    if lay is None:
         raise PayloadError("unknown %s fPort %s" % ("uplink" if direction == "up" else "downlink", port))
-    dec = (_fast and _fast(src)) or _generic_decoder(src)
+    dec = (_fast and _fast(lay)) or _generic_decoder(lay)
     (_updec if direction == "up" else _downdec)[port] = dec
     return dec
 
@@ -85,37 +99,34 @@ def encode_uplink(kind, message, fields):
     Values are engineering units, rounded half away from zero to the wire resolution and clamped
     to the field's range; missing fields encode as "not available" where the field has such a
     value, else 0. Bitmaps take the raw int and/or "<field>/<bit>" booleans."""
-    port = _NAMED.get(("up", kind, message))
+    port = _port(UP, kind, message)
     if port is None:
         raise PayloadError("unknown uplink message %s for %s" % (message, kind))
-    return port, _codec.encode(_TABLE[port], fields)
+    return port, _codec.encode(_layout(port), fields)
 
 
 def encode_downlink(kind, command, fields):
     """(fport, bytes) for a command to a "pole" or "meter" (reboot and config go to both).
 
     Strict: unknown fields, missing required fields and values out of range raise."""
-    port = _NAMED.get(("down", kind, command))
+    port = _port(DOWN, kind, command)
     if port is None and kind in KINDS:
-        port = _NAMED.get(("down", "any", command))
+        port = _port(DOWN, "any", command)
     if port is None:
         raise PayloadError("unknown downlink command %s for %s" % (command, kind))
-    return port, _codec.encode(_TABLE[port], fields)
+    return port, _codec.encode(_layout(port), fields)
 
 
 def describe(fport):
     """The normalized layout of an fPort (a new dict): fields with byte offset "at", wire type,
     scale (mul, div, add), min / max, raw range, unit, LwM2M path, bit / enum names."""
-    src = _TABLE.get(fport)
-    if src is None:
-        raise PayloadError("unknown fPort %s" % (fport,))
-    return normalize(src)
+    from protocol.payload.schema import describe
+
+    return describe(fport)
 
 
 def senml_records(decoded):
     """SenML records (dicts with n, u, v / vb / vs, and lwm2m) for a decoded uplink or downlink."""
-    up = "message" in decoded
-    port = _NAMED.get(("up" if up else "down", decoded["kind"], decoded["message" if up else "command"]))
-    if port is None:
-        raise PayloadError("not a decoded payload")
-    return _senml.records(_TABLE[port], decoded, _senml_cache)
+    from protocol.payload.senml import records_of
+
+    return records_of(decoded)

@@ -1,4 +1,5 @@
-"""`python -m protocol.payload.jsgen`: write the TS013 JavaScript codecs from the layout table.
+"""`python -m protocol.payload.jsgen`: write the TS013 JavaScript codecs from the layout table
+(and the device tables, protocol/payload/tables/, with protocol.payload.tablegen).
 
 Each codec (protocol/codecs/streetgrid-<kind>.js) is the generic ES5 interpreter in
 ts013_template.js plus, as a JSON literal, the normalized layouts of that device kind and of the
@@ -60,6 +61,9 @@ def main():
         with open(outputs[kind], "w") as f:
             f.write(render(kind, template))
         print("wrote", outputs[kind])
+    from protocol.payload import tablegen
+
+    tablegen.main()
 
 
 if __name__ == "__main__":

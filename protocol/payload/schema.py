@@ -1,9 +1,10 @@
 """The layout table made explicit: every default filled in, byte offsets, raw bounds and sizes.
 
 normalize() turns a declarative layout from layouts.py into the explicit schema that describe()
-returns and the generated TS013 JavaScript embeds. The Python interpreter (codec.py) reads the
-declarative table itself but derives bounds and labels with the same functions (bounds, limits,
-label), so the two cannot disagree about a range or a message.
+returns and the generated TS013 JavaScript embeds. The device tables the Python interpreter
+(codec.py) reads are compiled by tablegen with the same functions (bounds, limits), and label()
+is the codec's, so the two cannot disagree about a range or a message. Gateway side: a device
+never imports this module.
 """
 
 from protocol.payload.layouts import LAYOUTS
@@ -29,7 +30,7 @@ _KEYS = ("name", "type", "unit", "lwm2m", "mul", "div", "add", "min", "max", "na
 
 class SchemaError(ValueError):
     """A layout in layouts.py is inconsistent: a programming error, which the tests catch by
-    normalizing every layout (a device never normalizes, it reads the table directly)."""
+    normalizing every layout (a device never normalizes, it reads the compiled tables)."""
 
 
 def _eng(raw, mul, div, add):
@@ -86,11 +87,10 @@ def limits(f):
 
 
 def label(layout):
-    """How messages name a layout: "fPort 10 (pole report)"."""
-    kind = layout["kind"]
-    name = layout["name"]
-    plain = kind == "any" or name.startswith(kind)
-    return "fPort %d (%s)" % (layout["port"], name if plain else kind + " " + name)
+    """How messages name a layout: "fPort 10 (pole report)" (the codec's words)."""
+    from protocol.payload.codec import label as compact_label
+
+    return compact_label((layout["port"], layout["kind"], layout["dir"], layout["name"]))
 
 
 def _field(src, at, where):
@@ -145,6 +145,27 @@ def normalize(layout):
         rfields, rsize = _fields(rep["fields"], 0, where)
         out["repeat"] = {"name": rep["name"], "max": rep["max"], "size": rsize, "fields": rfields}
     return out
+
+
+_sources = {}  # fPort -> declarative layout
+
+
+def source(port):
+    """The declarative layout (a dict of layouts.py) of an fPort, or None."""
+    if not _sources:
+        for lay in LAYOUTS:
+            _sources[lay["port"]] = lay
+    return _sources.get(port)
+
+
+def describe(port):
+    """protocol.payload.describe: the normalized layout of an fPort."""
+    src = source(port)
+    if src is None:
+        from protocol.payload.codec import PayloadError
+
+        raise PayloadError("unknown fPort %s" % (port,))
+    return normalize(src)
 
 
 def schema():

@@ -12,6 +12,8 @@ base version is SENML_BVER (RFC 9100, feature "secondary units").
 
 SENML_BVER = 26
 
+_cache = {}  # fPort -> record templates
+
 
 def templates(fields, prefix=""):
     """(name, unit, lwm2m, value key) per record a decoded field can produce."""
@@ -58,3 +60,17 @@ def records(layout, decoded, cache):
             prefix = "%s/%d/" % (rep["name"], k)
             _emit(templates(rep["fields"], prefix), entry, recs, len(prefix))
     return recs
+
+
+def records_of(decoded):
+    """protocol.payload.senml_records: the records of a decoded uplink or downlink."""
+    from protocol.payload.codec import PayloadError
+    from protocol.payload.schema import source
+    from protocol.payload.tables import DOWN, UP
+
+    up = "message" in decoded
+    ports = (UP if up else DOWN).get(decoded["kind"])
+    port = None if ports is None else ports.get(decoded["message" if up else "command"])
+    if port is None:
+        raise PayloadError("not a decoded payload")
+    return records(source(port), decoded, _cache)

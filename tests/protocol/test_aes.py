@@ -12,34 +12,12 @@ from hypothesis import strategies as st
 import sim.fakes.cryptolib as fake_cryptolib
 import sim.mpvm
 from protocol import aes, cipher
+from tests.protocol.vectors import AES_VECTORS as VECTORS
+from tests.protocol.vectors import ref_ecb
 
 H = binascii.unhexlify
 
-# (key, plaintext, ciphertext): FIPS-197 appendix B and C.1, SP 800-38A F.1.1 (ECB-AES128).
-VECTORS = [
-    ("2b7e151628aed2a6abf7158809cf4f3c", "3243f6a8885a308d313198a2e0370734", "3925841d02dc09fbdc118597196a0b32"),
-    ("000102030405060708090a0b0c0d0e0f", "00112233445566778899aabbccddeeff", "69c4e0d86a7b0430d8cdb78070b4c55a"),
-    ("2b7e151628aed2a6abf7158809cf4f3c", "6bc1bee22e409f96e93d7e117393172a", "3ad77bb40d7a3660a89ecaf32466ef97"),
-    ("2b7e151628aed2a6abf7158809cf4f3c", "ae2d8a571e03ac9c9eb76fac45af8e51", "f5d3d58503b9699de785895a96fdbaaf"),
-    ("2b7e151628aed2a6abf7158809cf4f3c", "30c81c46a35ce411e5fbc1191a0a52ef", "43b1cd7f598ece23881b00e3ed030688"),
-    ("2b7e151628aed2a6abf7158809cf4f3c", "f69f2445df4f9b17ad2b417be66c3710", "7b0c785e27e8ad3f8223207104725dd4"),
-]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _fake_cryptolib():
-    """Make the "cryptolib" backend importable (as on an ESP32) for this module's tests."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(sys.modules, "cryptolib", fake_cryptolib)
-        cipher.clear_cache()
-        yield
-    cipher.clear_cache()
-
-
-def openssl_ecb(key, data, decrypt=False):
-    c = Cipher(algorithms.AES(key), modes.ECB())
-    ctx = c.decryptor() if decrypt else c.encryptor()
-    return ctx.update(data) + ctx.finalize()
+pytestmark = pytest.mark.usefixtures("fake_cryptolib")
 
 
 # --- the pure implementation itself ---------------------------------------------------------
@@ -115,12 +93,12 @@ def test_multi_block_ecb_every_backend(backend):
 @given(key=st.binary(min_size=16, max_size=16), blocks=st.integers(1, 4), data=st.data())
 def test_backends_agree_with_openssl(key, blocks, data):
     pt = data.draw(st.binary(min_size=16 * blocks, max_size=16 * blocks))
-    ct = openssl_ecb(key, pt)
+    ct = ref_ecb(key, pt)
     for backend in cipher.BACKENDS:
         e = cipher.ecb(key, backend)
         assert e.encrypt(pt) == ct, backend
         assert e.decrypt(ct) == pt, backend
-        assert e.decrypt(pt) == openssl_ecb(key, pt, decrypt=True), backend
+        assert e.decrypt(pt) == ref_ecb(key, pt, decrypt=True), backend
 
 
 @settings(max_examples=100, deadline=None)
@@ -201,7 +179,7 @@ def test_cache_is_bounded_and_reused(backend, monkeypatch):
     keys = [bytes([i]) * 16 for i in range(10)]
     for k in keys:
         e = cipher.ecb(k, backend)
-        assert e.encrypt(bytes(16)) == openssl_ecb(k, bytes(16))
+        assert e.encrypt(bytes(16)) == ref_ecb(k, bytes(16))
         assert cipher.ecb(bytearray(k), backend) is e  # same key, any buffer type: cached
     assert len(cipher._ecb_caches[backend]) <= 3
     cipher.clear_cache()
@@ -324,6 +302,6 @@ def test_pure_aes_on_micropython_matches_cpython():
     assert lines[0] == "pure"
     for (k, p), line in zip(cases, lines[1:]):
         c, back = line.split()
-        assert H(c) == openssl_ecb(k, p)
+        assert H(c) == ref_ecb(k, p)
         assert H(back) == p
-    assert H(lines[len(cases) + 1]) == openssl_ecb(k, p * 3)
+    assert H(lines[len(cases) + 1]) == ref_ecb(k, p * 3)

@@ -4,28 +4,20 @@ and the same vectors on the MicroPython VM."""
 
 import binascii
 import random
-import sys
 
 import pytest
-from cryptography.hazmat.primitives import cmac as ossl_cmac
-from cryptography.hazmat.primitives.ciphers import algorithms
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import sim.fakes.cryptolib as fake_cryptolib
 import sim.mpvm
 from protocol import cipher
 from protocol.cmac import cmac
+from tests.protocol.vectors import RFC4493_KEY as RFC_KEY
+from tests.protocol.vectors import RFC4493_MSG as RFC_MSG
+from tests.protocol.vectors import ref_cmac
 
 H = binascii.unhexlify
 
-RFC_KEY = "2b7e151628aed2a6abf7158809cf4f3c"
-RFC_MSG = (
-    "6bc1bee22e409f96e93d7e117393172a"
-    "ae2d8a571e03ac9c9eb76fac45af8e51"
-    "30c81c46a35ce411e5fbc1191a0a52ef"
-    "f69f2445df4f9b17ad2b417be66c3710"
-)
 # RFC 4493 section 4, examples 1-4: (message length, tag)
 RFC_EXAMPLES = [
     (0, "bb1d6929e95937287fa37d129b756746"),
@@ -35,19 +27,7 @@ RFC_EXAMPLES = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fake_cryptolib():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(sys.modules, "cryptolib", fake_cryptolib)
-        cipher.clear_cache()
-        yield
-    cipher.clear_cache()
-
-
-def ref_cmac(key, msg):
-    c = ossl_cmac.CMAC(algorithms.AES(key))
-    c.update(msg)
-    return c.finalize()
+pytestmark = pytest.mark.usefixtures("fake_cryptolib")
 
 
 @pytest.mark.parametrize("backend", cipher.BACKENDS)

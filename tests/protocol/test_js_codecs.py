@@ -14,21 +14,15 @@ from hypothesis import strategies as st
 
 from protocol import payload
 from protocol.payload import jsgen
+from tests.protocol.ts013_examples import KINDS, ROOT, load_examples, python_answer, strict_equal
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RUNNER = os.path.join(ROOT, "tests", "protocol", "ts013_runner.js")
-KINDS = ("pole", "meter")
 
 pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 
 
 def codec_path(kind):
     return os.path.join(ROOT, "protocol", "codecs", "streetgrid-%s.js" % kind)
-
-
-def examples(kind):
-    with open(os.path.join(ROOT, "protocol", "codecs", "streetgrid-%s.examples.json" % kind)) as f:
-        return json.load(f)
 
 
 def run_js(kind, calls):
@@ -40,34 +34,6 @@ def run_js(kind, calls):
     for r in results:
         assert "thrown" not in r, r["thrown"]  # TS013: errors go into errors, never thrown
     return results
-
-
-def strict_equal(a, b):
-    """Equality where True is not 1 and 50 equals 50.0 (JSON has one number type)."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return a == b
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(strict_equal(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(strict_equal(x, y) for x, y in zip(a, b))
-    return type(a) is type(b) and a == b
-
-
-def python_answer(kind, call):
-    """The Python codec's answer to a TS013 call, in the TS013 output shape."""
-    inp = call["input"]
-    try:
-        if call["type"] == "uplink":
-            return {"data": payload.decode_uplink(inp["fPort"], bytes(inp["bytes"])), "errors": [], "warnings": []}
-        if call["type"] == "downlink-decode":
-            return {"data": payload.decode_downlink(inp["fPort"], bytes(inp["bytes"])), "errors": [], "warnings": []}
-        data = inp["data"]
-        port, out = payload.encode_downlink(kind, data["command"], data.get("fields", {}))
-        return {"bytes": list(out), "fPort": port, "errors": [], "warnings": []}
-    except payload.PayloadError as e:
-        return {"errors": [str(e)], "warnings": []}
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -112,7 +78,7 @@ def test_es5_check_would_catch_es6():
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_js_codec_matches_every_example(kind):
-    exs = examples(kind)
+    exs = load_examples(kind)
     results = run_js(kind, [{"type": e["type"], "input": e["input"]} for e in exs])
     bad = [(e["description"], got, e["output"]) for e, got in zip(exs, results) if not strict_equal(got, e["output"])]
     assert not bad, bad[:3]

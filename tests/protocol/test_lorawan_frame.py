@@ -26,14 +26,9 @@ from protocol.lorawan.frame import (
     decode,
     decode_join_accept,
 )
+from tests.protocol.vectors import VEC1, VEC2, VEC3
 
 H = binascii.unhexlify
-VEC1 = H("40F17DBE4900020001954378762B11FF0D")
-VEC2 = H(
-    "40f17dbe490004000155332de41a11adc072553544429ce7787707d1c316e027"
-    "e7e5e334263376affb8aa17ad30075293f28dea8a20af3c5e7"
-)
-VEC3 = H("0001010101010101010202020202020202030309b97b32")
 
 
 def test_mtype_constants_match_spec_bits():

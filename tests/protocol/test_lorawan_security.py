@@ -4,15 +4,11 @@ fuzzing, and the same computations on the MicroPython VM."""
 
 import binascii
 import random
-import sys
 
 import pytest
-from cryptography.hazmat.primitives import cmac as ossl_cmac
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import sim.fakes.cryptolib as fake_cryptolib
 import sim.mpvm
 from protocol import cipher
 from protocol.lorawan import security
@@ -28,60 +24,24 @@ from protocol.lorawan.security import (
     join_accept_mic,
     join_request_mic,
 )
+from tests.protocol.vectors import (
+    APP_KEY3,
+    APP_S_KEY,
+    FOX,
+    NWK_S_KEY,
+    VEC1,
+    VEC2,
+    VEC3,
+    ref_cmac,
+    ref_crypt,
+    ref_ecb,
+    ref_mic,
+)
 
 H = binascii.unhexlify
 BACKENDS = cipher.BACKENDS
 
-NWK_S_KEY = H("44024241ed4ce9a68c6a8bc055233fd3")
-APP_S_KEY = H("ec925802ae430ca77fd3dd73cb2cc588")
-VEC1 = H("40F17DBE4900020001954378762B11FF0D")
-VEC2 = H(
-    "40f17dbe490004000155332de41a11adc072553544429ce7787707d1c316e027"
-    "e7e5e334263376affb8aa17ad30075293f28dea8a20af3c5e7"
-)
-VEC3 = H("0001010101010101010202020202020202030309b97b32")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _fake_cryptolib():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(sys.modules, "cryptolib", fake_cryptolib)
-        cipher.clear_cache()
-        yield
-    cipher.clear_cache()
-
-
-# --- an independent, test-local reading of the spec, on OpenSSL --------------------------------
-
-
-def ref_cmac(key, msg):
-    c = ossl_cmac.CMAC(algorithms.AES(key))
-    c.update(msg)
-    return c.finalize()
-
-
-def ref_ecb(key, data, decrypt=False):
-    c = Cipher(algorithms.AES(key), modes.ECB())
-    ctx = c.decryptor() if decrypt else c.encryptor()
-    return ctx.update(data) + ctx.finalize()
-
-
-def ref_block(tag, direction, dev_addr, fcnt, last):
-    return (
-        bytes([tag, 0, 0, 0, 0, direction])
-        + dev_addr.to_bytes(4, "little")
-        + fcnt.to_bytes(4, "little")
-        + bytes([0, last])
-    )
-
-
-def ref_mic(key, direction, dev_addr, fcnt, msg):
-    return ref_cmac(key, ref_block(0x49, direction, dev_addr, fcnt, len(msg)) + msg)[:4]
-
-
-def ref_crypt(key, direction, dev_addr, fcnt, payload):
-    ks = b"".join(ref_ecb(key, ref_block(0x01, direction, dev_addr, fcnt, i)) for i in range(1, len(payload) // 16 + 2))
-    return bytes(a ^ b for a, b in zip(payload, ks))
+pytestmark = pytest.mark.usefixtures("fake_cryptolib")
 
 
 def split_data_frame(phy):
@@ -109,14 +69,14 @@ def test_vector2_three_ai_blocks(backend):
     dev_addr, fcnt, fport, frm, msg, mic = split_data_frame(VEC2)
     assert (dev_addr, fcnt, fport, len(frm)) == (0x49BE7DF1, 4, 1, 44)
     assert compute_mic(NWK_S_KEY, UPLINK, dev_addr, fcnt, msg, backend=backend) == H("0af3c5e7") == mic
-    plain = b"The quick brown fox jumps over the lazy dog."
+    plain = FOX
     assert crypt_frm_payload(APP_S_KEY, UPLINK, dev_addr, fcnt, frm, backend=backend) == plain
     assert crypt_frm_payload(APP_S_KEY, UPLINK, dev_addr, fcnt, plain, backend=backend) == frm
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_vector3_join_request(backend):
-    app_key = H("0102030405060708090a0b0c0d0e0f10")
+    app_key = APP_KEY3
     assert VEC3[1:9] == H("0101010101010101") and VEC3[17:19] == (771).to_bytes(2, "little")
     assert join_request_mic(app_key, VEC3[:-4], backend=backend) == VEC3[-4:] == H("09b97b32")
 

@@ -11,8 +11,6 @@ import struct
 import subprocess
 
 import pytest
-from cryptography.hazmat.primitives import cmac as ossl_cmac
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,41 +24,26 @@ from protocol.lorawan.frame import (
     UNCONFIRMED_UP,
     FrameError,
 )
+from tests.protocol.vectors import (
+    APP_KEY3,
+    FOX,
+    VEC1,
+    VEC2,
+    VEC3,
+    ref_cmac,
+    ref_crypt,
+    ref_ecb,
+    ref_mic,
+)
+from tests.protocol.vectors import APP_S_KEY as APP
+from tests.protocol.vectors import NWK_S_KEY as NWK
 
 H = binascii.unhexlify
 hx = lambda b: binascii.hexlify(b).decode()  # noqa: E731
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-NWK = H("44024241ed4ce9a68c6a8bc055233fd3")
-APP = H("ec925802ae430ca77fd3dd73cb2cc588")
-VEC1 = H("40F17DBE4900020001954378762B11FF0D")
-VEC2 = H(
-    "40f17dbe490004000155332de41a11adc072553544429ce7787707d1c316e027"
-    "e7e5e334263376affb8aa17ad30075293f28dea8a20af3c5e7"
-)
-FOX = b"The quick brown fox jumps over the lazy dog."
-APP_KEY3 = H("0102030405060708090a0b0c0d0e0f10")
-VEC3 = H("0001010101010101010202020202020202030309b97b32")
 
-
-# --- a test-local reading of the spec, directly on OpenSSL ---------------------------------------
-
-
-def ref_mic(key, direction, dev_addr, fcnt, msg):
-    b0 = bytes([0x49, 0, 0, 0, 0, direction]) + struct.pack("<II", dev_addr, fcnt) + bytes([0, len(msg)])
-    c = ossl_cmac.CMAC(algorithms.AES(key))
-    c.update(b0 + msg)
-    return c.finalize()[:4]
-
-
-def ref_crypt(key, direction, dev_addr, fcnt, data):
-    enc = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
-    out = bytearray()
-    for i in range((len(data) + 15) // 16):
-        a = bytes([1, 0, 0, 0, 0, direction]) + struct.pack("<II", dev_addr, fcnt) + bytes([0, i + 1])
-        s = enc.update(a)
-        out += bytes(x ^ y for x, y in zip(data[16 * i : 16 * i + 16], s))
-    return bytes(out)
+# --- a test-local reading of the spec, directly on OpenSSL (ref_mic, ref_crypt: tests.protocol.vectors)
 
 
 def ref_frame(mtype, dev_addr, fcnt, fport, payload, nwk, app, fopts=b"", fctrl_bits=0):
@@ -220,10 +203,8 @@ def test_build_errors():
 
 
 def ref_join_accept(app_key, body):
-    c = ossl_cmac.CMAC(algorithms.AES(app_key))
-    c.update(body)
-    mic = c.finalize()[:4]
-    return body[:1] + Cipher(algorithms.AES(app_key), modes.ECB()).decryptor().update(body[1:] + mic)
+    mic = ref_cmac(app_key, body)[:4]
+    return body[:1] + ref_ecb(app_key, body[1:] + mic, decrypt=True)
 
 
 def test_join_accept_round_trip_against_reference():

@@ -6,6 +6,7 @@ import binascii
 import json
 import os
 import re
+import sys
 
 import pytest
 
@@ -13,50 +14,16 @@ import sim.mpvm
 from protocol import payload
 from protocol.payload import codec, layouts, schema
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CODECS = os.path.join(ROOT, "protocol", "codecs")
-KINDS = ("pole", "meter")
-
-
-def load_examples(kind):
-    with open(os.path.join(CODECS, "streetgrid-%s.examples.json" % kind)) as f:
-        return json.load(f)
-
+if not __package__:  # run as a script (see the end of this file): make `tests` importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from tests.protocol.ts013_examples import KINDS, ROOT, load_examples, python_answer, strict_equal  # noqa: E402
 
 EXAMPLES = [(kind, ex) for kind in KINDS for ex in load_examples(kind)]
 
 
-def strict_equal(a, b):
-    """Equality where True is not 1 and 50 equals 50.0 (JSON has one number type)."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return a == b
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(strict_equal(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(strict_equal(x, y) for x, y in zip(a, b))
-    return type(a) is type(b) and a == b
-
-
-def run_python(kind, example):
-    """What the Python codec answers to one example input, in the TS013 output shape."""
-    inp = example["input"]
-    try:
-        if example["type"] == "uplink":
-            return {"data": payload.decode_uplink(inp["fPort"], bytes(inp["bytes"])), "errors": [], "warnings": []}
-        if example["type"] == "downlink-decode":
-            return {"data": payload.decode_downlink(inp["fPort"], bytes(inp["bytes"])), "errors": [], "warnings": []}
-        data = inp["data"]
-        port, data = payload.encode_downlink(kind, data["command"], data.get("fields", {}))
-        return {"bytes": list(data), "fPort": port, "errors": [], "warnings": []}
-    except payload.PayloadError as e:
-        return {"errors": [str(e)], "warnings": []}
-
-
 @pytest.mark.parametrize("kind,example", EXAMPLES, ids=["%s: %s" % (k, e["description"]) for k, e in EXAMPLES])
 def test_python_codec_matches_example(kind, example):
-    got = run_python(kind, example)
+    got = python_answer(kind, example)
     assert strict_equal(got, example["output"]), (got, example["output"])
 
 
@@ -375,7 +342,7 @@ def test_micropython_vm_agrees_with_cpython():
     out = json.loads(sim.mpvm.run(script))
     for kind in KINDS:
         for ex, got in zip(load_examples(kind), out[kind]):
-            assert close(got, run_python(kind, ex)), (kind, ex["description"], got)
+            assert close(got, python_answer(kind, ex)), (kind, ex["description"], got)
             assert close(got, ex["output"]), (kind, ex["description"], got)
     assert len(out["uplinks"]) == len(VM_UPLINKS)
     for (kind, message, fields), (port, data, decoded) in zip(VM_UPLINKS, out["uplinks"]):
