@@ -1,0 +1,473 @@
+"""Durable on-disk record queue for the gateway (SQLite in WAL mode, stdlib ``sqlite3``).
+
+Readings (CBOR-encoded SenML records from LoRaWAN and Modbus) are appended with
+:meth:`RecordQueue.put` as soon as they arrive, the MQTT publisher builds size-bounded batches
+with :meth:`RecordQueue.peek` and deletes them with :meth:`RecordQueue.ack` only after the
+broker's PUBACK.  Nothing is held only in memory, so an uplink outage, a crash or a power cut
+does not lose accepted readings.
+
+Durability
+    The database runs in WAL mode with ``PRAGMA synchronous=FULL`` (the default here): every
+    commit fsyncs the write-ahead log before returning.  So once ``put`` (or
+    ``ack``/``next_sequence``) returns, the change survives SIGKILL *and* power loss (given
+    storage that honours fsync; cheap SD cards/USB sticks that lie about flushes are outside
+    what software can fix).  ``synchronous=NORMAL`` is accepted for benchmarking or for storage
+    where fsync is too slow: it still survives a process crash (SIGKILL) without corruption, but
+    the most recent commits may be rolled back by a power cut. ``OFF`` is refused.  A newly
+    created database file also has its directory fsynced.
+
+Delivery semantics: at-least-once
+    There are no leases: ``peek`` does not hide records.  After a crash, everything not yet
+    acked is published again.  Consumers dedupe with the per-batch sequence number from
+    :meth:`next_sequence` (persistent and strictly increasing) and the record ids/timestamps
+    inside the batch.
+
+Bounded storage / back-pressure policy
+    The queue never evicts an accepted record.  Each record is accounted as ``len(payload) +
+    RECORD_OVERHEAD`` bytes (the overhead also bounds floods of tiny records); when a batch
+    would take the total past ``max_bytes``, ``put`` raises :class:`QueueFull`
+    (``reason="max_bytes"``) and stores *nothing* of that batch.  A real "database or disk is
+    full" from SQLite raises :class:`QueueFull` (``reason="disk"``) as well, the failed
+    transaction is rolled back, and the queue keeps working once space frees (acks free pages,
+    which SQLite reuses).  The caller counts/logs the rejection and applies back-pressure (e.g.
+    stop polling, keep the reading in its bounded in-RAM window, or drop it *explicitly* with a
+    metric) -- the decision is visible, never silent.  The file size tracks ``max_bytes`` plus
+    SQLite's page/index slack and a WAL bounded by ``journal_size_limit``.
+
+Threading / asyncio
+    The API is synchronous; every call is one short transaction (one fsync per commit).  From
+    asyncio, calling it inline is acceptable for small batches; if fsync latency matters, run
+    the calls in a thread executor (``await loop.run_in_executor(None, queue.put, records)``).
+    The connection is opened with ``check_same_thread=False`` and every call is serialised by an
+    internal lock, so one ``RecordQueue`` may be used from the event loop and executor threads.
+    Only one process should own a queue file.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterable
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "QueueCorrupt",
+    "QueueError",
+    "QueueFull",
+    "QueueStats",
+    "Record",
+    "RecordQueue",
+    "RECORD_OVERHEAD",
+]
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x53475131  # "SGQ1": marks the file as a streetgrid queue
+RECORD_OVERHEAD = 64  # bytes accounted per record on top of its payload (row, index, metadata)
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+MAX_KIND_LEN = 32
+WAL_SIZE_LIMIT = 4 * 1024 * 1024  # WAL file is truncated back to this after checkpoints
+_ID_CHUNK = 500  # ids per DELETE statement (stays below SQLite's host-parameter limit)
+_SYNC_MODES = ("NORMAL", "FULL", "EXTRA")
+
+
+class QueueError(Exception):
+    """Any failure of the durable queue (the underlying ``sqlite3`` error is the ``__cause__``)."""
+
+
+class QueueFull(QueueError):
+    """The record batch was *not* stored: the queue is at ``max_bytes`` or storage is full.
+
+    ``reason`` is ``"max_bytes"`` or ``"disk"``.  Nothing already accepted was evicted.
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class QueueCorrupt(QueueError):
+    """The file at the queue path is not a (healthy) streetgrid queue database."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A record to enqueue: an opaque payload (e.g. CBOR SenML) plus small metadata."""
+
+    payload: bytes
+    kind: str = ""  # e.g. "lorawan", "modbus"; at most MAX_KIND_LEN characters
+    created: float | None = None  # UNIX time; defaults to the time of put()
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    records: int
+    payload_bytes: int
+    used_bytes: int  # accounted bytes (payload + RECORD_OVERHEAD per record), compared to max_bytes
+    max_bytes: int
+    file_bytes: int  # database + WAL file sizes on disk
+    oldest_id: int | None
+    newest_id: int | None
+
+
+_SCHEMA = f"""
+BEGIN IMMEDIATE;
+CREATE TABLE records (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: ids never reused, even after acks
+    created REAL    NOT NULL,
+    kind    TEXT    NOT NULL,
+    payload BLOB    NOT NULL
+);
+CREATE TABLE usage (
+    singleton     INTEGER PRIMARY KEY CHECK (singleton = 0),
+    records       INTEGER NOT NULL,
+    payload_bytes INTEGER NOT NULL
+);
+INSERT INTO usage VALUES (0, 0, 0);
+CREATE TRIGGER records_after_insert AFTER INSERT ON records BEGIN
+    UPDATE usage SET records = records + 1, payload_bytes = payload_bytes + length(NEW.payload)
+    WHERE singleton = 0;
+END;
+CREATE TRIGGER records_after_delete AFTER DELETE ON records BEGIN
+    UPDATE usage SET records = records - 1, payload_bytes = payload_bytes - length(OLD.payload)
+    WHERE singleton = 0;
+END;
+CREATE TABLE counters (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+PRAGMA application_id = {APPLICATION_ID};
+PRAGMA user_version = {SCHEMA_VERSION};
+COMMIT;
+"""
+
+
+def _errcode(exc: sqlite3.Error) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else code & 0xFF  # primary code of an extended code
+
+
+def _is_full(exc: sqlite3.Error) -> bool:
+    return _errcode(exc) == sqlite3.SQLITE_FULL or "database or disk is full" in str(exc)
+
+
+def _is_corrupt(exc: sqlite3.Error) -> bool:
+    return _errcode(exc) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or (
+        "file is not a database" in str(exc) or "malformed" in str(exc)
+    )
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(os.path.dirname(os.path.abspath(path)) or ".", os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class RecordQueue:
+    """Durable FIFO of byte records on SQLite (see the module docstring for the guarantees)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        synchronous: str = "FULL",
+        *,
+        check_integrity: bool = True,
+        timeout: float = 5.0,
+    ) -> None:
+        sync = str(synchronous).upper()
+        if sync not in _SYNC_MODES:
+            raise ValueError(f"synchronous must be one of {_SYNC_MODES}, not {synchronous!r}")
+        if max_bytes <= RECORD_OVERHEAD:
+            raise ValueError(f"max_bytes must be > {RECORD_OVERHEAD}, not {max_bytes}")
+        self.path = os.fspath(path)
+        self.max_bytes = int(max_bytes)
+        self.synchronous = sync
+        self._lock = threading.Lock()
+        if os.path.isdir(self.path):
+            raise QueueError(f"queue path {self.path!r} is a directory")
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise QueueError(f"cannot open queue database {self.path!r}: {exc}") from exc
+        try:
+            self._setup(conn, check_integrity)
+        except sqlite3.Error as exc:
+            conn.close()
+            if _is_corrupt(exc):
+                raise QueueCorrupt(
+                    f"{self.path!r} is not a valid SQLite queue database ({exc}); "
+                    "move it aside to start an empty queue"
+                ) from exc
+            if _is_full(exc):
+                raise QueueFull(
+                    f"cannot initialise queue {self.path!r}: database or disk is full",
+                    reason="disk",
+                ) from exc
+            raise QueueError(f"cannot open queue database {self.path!r}: {exc}") from exc
+        except BaseException:
+            conn.close()
+            raise
+        self._conn: sqlite3.Connection | None = conn
+
+    def _setup(self, conn: sqlite3.Connection, check_integrity: bool) -> None:
+        # First statement that reads the header: a non-SQLite file fails here (SQLITE_NOTADB).
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise QueueError(f"could not put {self.path!r} in WAL mode (journal_mode={mode})")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+        if check_integrity:
+            result = [row[0] for row in conn.execute("PRAGMA quick_check")]
+            if result != ["ok"]:
+                raise QueueCorrupt(
+                    f"{self.path!r} failed SQLite quick_check: {'; '.join(map(str, result[:5]))}"
+                )
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if app_id == 0 and version == 0:
+            tables = conn.execute(
+                "SELECT count(*) FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%'"
+            ).fetchone()[0]
+            if tables:
+                raise QueueCorrupt(
+                    f"{self.path!r} is an SQLite database but not a streetgrid queue"
+                )
+            try:
+                conn.executescript(_SCHEMA)
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            _fsync_dir(self.path)
+        elif app_id != APPLICATION_ID:
+            raise QueueCorrupt(
+                f"{self.path!r} is an SQLite database but not a streetgrid queue "
+                f"(application_id={app_id:#x})"
+            )
+        elif version != SCHEMA_VERSION:
+            raise QueueError(
+                f"{self.path!r} has queue schema version {version}, expected {SCHEMA_VERSION}"
+            )
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _require_open(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise QueueError(f"queue {self.path!r} is closed")
+        return self._conn
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+
+    def _translate(self, exc: sqlite3.Error, op: str) -> QueueError:
+        if _is_full(exc):
+            return QueueFull(
+                f"{op} on queue {self.path!r} failed: database or disk is full; nothing was "
+                "written (retry after acks or after space frees)",
+                reason="disk",
+            )
+        if _is_corrupt(exc):
+            return QueueCorrupt(f"{op} on queue {self.path!r} failed: corrupt database ({exc})")
+        return QueueError(f"{op} on queue {self.path!r} failed: {exc}")
+
+    # -- API -----------------------------------------------------------------------------------
+
+    def put(self, records: Iterable[bytes | bytearray | memoryview | Record]) -> list[int]:
+        """Append a batch atomically (one transaction, one fsync); return the new ids in order.
+
+        Items are ``bytes``-like payloads or :class:`Record`.  When the function returns, every
+        record is durable.  On :class:`QueueFull` (or any error) none of the batch was stored.
+        A batch that could never fit (larger than ``max_bytes``) raises ``ValueError``.
+        """
+        now = time.time()
+        rows: list[tuple[float, str, bytes]] = []
+        batch_bytes = 0
+        for item in records:
+            if isinstance(item, Record):
+                payload, kind, created = item.payload, item.kind, item.created
+            elif isinstance(item, (bytes, bytearray, memoryview)):
+                payload, kind, created = item, "", None
+            else:
+                raise TypeError(f"record must be bytes or Record, not {type(item).__name__}")
+            if not isinstance(payload, (bytes, bytearray, memoryview)):
+                raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
+            if not isinstance(kind, str) or len(kind) > MAX_KIND_LEN:
+                raise ValueError(f"kind must be a str of at most {MAX_KIND_LEN} characters")
+            payload = bytes(payload)
+            rows.append((now if created is None else float(created), kind, payload))
+            batch_bytes += len(payload) + RECORD_OVERHEAD
+        if not rows:
+            return []
+        if batch_bytes > self.max_bytes:
+            raise ValueError(
+                f"batch of {len(rows)} records ({batch_bytes} accounted bytes) can never fit in "
+                f"max_bytes={self.max_bytes}; split it"
+            )
+        with self._lock:
+            conn = self._require_open()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                used = self._used_bytes(conn)
+                if used + batch_bytes > self.max_bytes:
+                    conn.execute("ROLLBACK")
+                    raise QueueFull(
+                        f"queue {self.path!r} is full: {used} of {self.max_bytes} bytes used, "
+                        f"batch of {len(rows)} records needs {batch_bytes}; nothing was stored",
+                        reason="max_bytes",
+                    )
+                ids = []
+                for row in rows:
+                    cur = conn.execute(
+                        "INSERT INTO records (created, kind, payload) VALUES (?, ?, ?)", row
+                    )
+                    ids.append(cur.lastrowid)
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback(conn)
+                raise self._translate(exc, "put") from exc
+            return ids
+
+    def peek(self, max_records: int = 100, max_bytes: int | None = None) -> list[tuple[int, bytes]]:
+        """Return up to ``max_records`` oldest ``(id, payload)`` pairs, FIFO, without removing them.
+
+        The sum of the payload sizes stays within ``max_bytes`` -- except that the first record is
+        always returned even if it alone is larger, so an oversized record cannot stall the queue.
+        """
+        if max_records <= 0:
+            return []
+        with self._lock:
+            conn = self._require_open()
+            out: list[tuple[int, bytes]] = []
+            total = 0
+            try:
+                cur = conn.execute(
+                    "SELECT id, payload FROM records ORDER BY id LIMIT ?", (int(max_records),)
+                )
+                try:
+                    for rid, payload in cur:
+                        if out and max_bytes is not None and total + len(payload) > max_bytes:
+                            break
+                        out.append((rid, bytes(payload)))
+                        total += len(payload)
+                finally:
+                    cur.close()  # end the read transaction so checkpoints are not held back
+            except sqlite3.Error as exc:
+                raise self._translate(exc, "peek") from exc
+            return out
+
+    def ack(self, ids: Iterable[int]) -> int:
+        """Delete exactly these ids in one durable transaction; return how many existed.
+
+        Idempotent: unknown or already-acked ids are ignored.  Call only after the broker's PUBACK.
+        """
+        unique = sorted({int(i) for i in ids})
+        if not unique:
+            return 0
+        with self._lock:
+            conn = self._require_open()
+            deleted = 0
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                for start in range(0, len(unique), _ID_CHUNK):
+                    chunk = unique[start : start + _ID_CHUNK]
+                    marks = ",".join("?" * len(chunk))
+                    cur = conn.execute(f"DELETE FROM records WHERE id IN ({marks})", chunk)
+                    deleted += cur.rowcount
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback(conn)
+                raise self._translate(exc, "ack") from exc
+            return deleted
+
+    def next_sequence(self, name: str) -> int:
+        """Increment and return the persistent counter ``name`` (first value 1).
+
+        Committed durably before returning, so a value is never handed out twice, even across
+        SIGKILL or power loss (values may be skipped if the caller crashes before using one).
+        """
+        with self._lock:
+            conn = self._require_open()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(
+                    "INSERT INTO counters (name, value) VALUES (?, 1) "
+                    "ON CONFLICT (name) DO UPDATE SET value = value + 1",
+                    (name,),
+                )
+                value = conn.execute(
+                    "SELECT value FROM counters WHERE name = ?", (name,)
+                ).fetchone()[0]
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback(conn)
+                raise self._translate(exc, "next_sequence") from exc
+            return value
+
+    def stats(self) -> QueueStats:
+        with self._lock:
+            conn = self._require_open()
+            try:
+                records, payload_bytes = conn.execute(
+                    "SELECT records, payload_bytes FROM usage WHERE singleton = 0"
+                ).fetchone()
+                oldest, newest = conn.execute("SELECT min(id), max(id) FROM records").fetchone()
+            except sqlite3.Error as exc:
+                raise self._translate(exc, "stats") from exc
+        file_bytes = 0
+        for suffix in ("", "-wal"):
+            try:
+                file_bytes += os.path.getsize(self.path + suffix)
+            except OSError:
+                pass
+        return QueueStats(
+            records=records,
+            payload_bytes=payload_bytes,
+            used_bytes=payload_bytes + records * RECORD_OVERHEAD,
+            max_bytes=self.max_bytes,
+            file_bytes=file_bytes,
+            oldest_id=oldest,
+            newest_id=newest,
+        )
+
+    def _used_bytes(self, conn: sqlite3.Connection) -> int:
+        records, payload_bytes = conn.execute(
+            "SELECT records, payload_bytes FROM usage WHERE singleton = 0"
+        ).fetchone()
+        return payload_bytes + records * RECORD_OVERHEAD
+
+    def __len__(self) -> int:
+        return self.stats().records
+
+    @property
+    def closed(self) -> bool:
+        return self._conn is None
+
+    def close(self) -> None:
+        """Close the connection (checkpoints the WAL).  Idempotent."""
+        with self._lock:
+            if self._conn is not None:
+                conn, self._conn = self._conn, None
+                conn.close()
+
+    def __enter__(self) -> RecordQueue:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
