@@ -1,0 +1,85 @@
+"""Sensirion SHT3x-DIS (SHT31) temperature/humidity sensor at I2C 0x44 (0x45 with ADDR high).
+
+Commands are 16-bit, MSB first. Modelled: single-shot measurements without clock stretching
+(0x2400 high / 0x240B medium / 0x2416 low repeatability; max durations 15.5 / 6.5 / 4.5 ms) and
+with clock stretching (0x2C06 / 0x2C0D / 0x2C10: the read is held until the result is ready, so
+it never NACKs); soft reset 0x30A2; read status 0xF32D; clear status 0x3041; heater on 0x306D /
+off 0x3066. A measurement result is 6 bytes: T msb, T lsb, CRC, RH msb, RH lsb, CRC (CRC-8 poly
+0x31, init 0xFF); it can be read once. Reading with nothing to read, or before the measurement
+time has elapsed (when the simulator supplies `clock`, a function returning milliseconds), NACKs
+the read header. Unknown commands are NACKed and set status bit 1. Periodic mode is not modelled.
+
+Conversions (datasheet section 4.13): T = -45 + 175 * raw / 65535, RH = 100 * raw / 65535.
+Fault injection: `corrupt_crc = True` sends wrong CRCs.
+"""
+
+from sim.devices import crc8_sensirion
+
+ADDRESS = 0x44
+
+_SINGLE_SHOT_MS = {0x2400: 15.5, 0x240B: 6.5, 0x2416: 4.5}
+_STRETCHED = (0x2C06, 0x2C0D, 0x2C10)
+_STATUS_AFTER_RESET = 0x8010  # alert pending (bit 15) + system reset detected (bit 4)
+
+
+class SHT3x:
+    def __init__(self, temperature=20.0, humidity=50.0, clock=None):
+        self.temperature = temperature  # true values in degC and %RH, set by the simulator
+        self.humidity = humidity
+        self.clock = clock
+        self.corrupt_crc = False
+        self.measurements = 0
+        self.status = _STATUS_AFTER_RESET
+        self._out = None  # bytes waiting to be read
+        self._ready_at = None
+
+    @staticmethod
+    def raw_temperature(t):
+        return min(max(int(round((t + 45.0) * 65535 / 175.0)), 0), 65535)
+
+    @staticmethod
+    def raw_humidity(rh):
+        return min(max(int(round(rh * 65535 / 100.0)), 0), 65535)
+
+    def _word(self, value):
+        w = bytes([value >> 8, value & 0xFF])
+        crc = crc8_sensirion(w)
+        return w + bytes([crc ^ 0x5A if self.corrupt_crc else crc])
+
+    def _now(self):
+        return self.clock() if self.clock else 0
+
+    def i2c_write(self, data, stop):
+        if len(data) != 2:
+            self.status |= 0x0002
+            return False
+        cmd = data[0] << 8 | data[1]
+        self._out = None
+        self._ready_at = None
+        if cmd in _SINGLE_SHOT_MS or cmd in _STRETCHED:
+            self.measurements += 1
+            self._out = (self._word(self.raw_temperature(self.temperature))
+                         + self._word(self.raw_humidity(self.humidity)))
+            if cmd in _SINGLE_SHOT_MS and self.clock:
+                self._ready_at = self._now() + _SINGLE_SHOT_MS[cmd]
+        elif cmd == 0x30A2:
+            self.status = 0x0010  # reset detected; heater off
+        elif cmd == 0xF32D:
+            self._out = self._word(self.status)
+        elif cmd == 0x3041:
+            self.status &= ~0x8C10 & 0xFFFF
+        elif cmd == 0x306D:
+            self.status |= 0x2000
+        elif cmd == 0x3066:
+            self.status &= ~0x2000 & 0xFFFF
+        else:
+            self.status |= 0x0002
+            return False
+        self.status &= ~0x0002 & 0xFFFF
+        return True
+
+    def i2c_read(self, n):
+        if self._out is None or (self._ready_at is not None and self._now() < self._ready_at):
+            return None
+        out, self._out = self._out, None
+        return (out + b"\xff" * n)[:n]  # the master may stop early; past the end it reads 0xFF

@@ -1,0 +1,410 @@
+"""A fake of MicroPython's `machine` module (ESP32 port) at bus/pin level, for emulated boards.
+
+Firmware sees the MicroPython API; the simulator owns the "hardware" through module-level hooks.
+Where ports differ this follows ports/esp32 (machine_i2c.c, machine_pin.c, machine_pwm.c,
+modmachine.c, machine_rtc.c, machine_wdt.c).
+
+I2C: `I2C(id, scl=None, sda=None, freq=400000)` (id 0 or 1) is a view of the simulator-owned
+`bus(id)`; `SoftI2C(scl, sda, freq=400000)` gets a bus of its own per (scl, sda) pin pair
+(`soft_bus(scl, sda)`). Devices are attached with `bus(id).attach(addr, model)`. A model
+implements `i2c_write(data, stop) -> bool` (False = NACK) and `i2c_read(n) -> bytes or None`
+(None = NACK). A NACK raises OSError(ENODEV), as the ESP32 port maps ESP_FAIL to MP_ENODEV (the
+port cannot tell an address NACK from a data NACK). `*_mem` methods follow extmod/machine_i2c.c:
+write the memory address (addrsize=8 or 16, big-endian) then, for reads, a repeated start.
+
+Pin: `Pin(id, mode=-1, pull=-1, *, value=None)`; Pin objects with the same id share one state.
+The simulator drives an input with `drive(id, level)` (None = released) and reads an output
+with `level(id)`. Pin.irq(handler, trigger) handlers run synchronously from drive().
+
+PWM: `PWM(pin, freq=5000, duty_u16=..)` (duty also settable as duty 0..1023 or duty_ns); the
+simulator sees the duty through `pwm_duty(id)` (None when no PWM runs on the pin).
+
+Board-level hooks: `power_cut()` (loses RTC memory, pin and WDT state; next reset_cause() is
+PWRON_RESET), `soft_reset()` (what machine.reset() does on the chip: RTC memory kept,
+reset_cause() SOFT_RESET), `set_clock(fn)` (ms clock used by WDT), `wdt_expired()`.
+`machine.reset()` raises ResetRequested (a BaseException, so firmware's `except Exception`
+does not swallow it); the simulator catches it, calls soft_reset() and boots the firmware again.
+"""
+
+import errno
+import time
+
+# reset causes (ports/esp32/modmachine.c)
+PWRON_RESET = 1
+HARD_RESET = 2
+WDT_RESET = 3
+DEEPSLEEP_RESET = 4
+SOFT_RESET = 5
+
+UNIQUE_ID = b"\x24\x6f\x28\x00\x00\x01"  # the ESP32's base MAC; a simulator sets one per board
+_RTC_MEM_MAX = 2048  # MICROPY_HW_RTC_USER_MEM_MAX on the ESP32
+
+
+class ResetRequested(BaseException):
+    """Raised by machine.reset() / deepsleep(); the simulator restarts the firmware."""
+
+
+class _Board:
+    def __init__(self):
+        self.reset_cause = PWRON_RESET
+        self.rtc_mem = b""
+        self.pins = {}
+        self.wdt = None  # [timeout_ms, last_feed_ms]
+        self.clock = lambda: int(time.monotonic() * 1000)
+
+
+BOARD = _Board()
+_buses = {}  # id or ("soft", scl, sda) -> I2CBus; hardware wiring, survives power cuts
+
+
+def set_clock(fn):
+    """Use fn() -> milliseconds as the board's time base (for the WDT)."""
+    BOARD.clock = fn
+
+
+def power_cut():
+    """Cut and restore power: RTC memory, pin levels, PWM and the WDT are lost."""
+    clock = BOARD.clock
+    BOARD.__init__()
+    BOARD.clock = clock
+
+
+def soft_reset(cause=SOFT_RESET):
+    """Reset the chip keeping RTC memory (machine.reset(), or WDT_RESET after a WDT expiry)."""
+    BOARD.reset_cause = cause
+    BOARD.pins = {}
+    BOARD.wdt = None
+
+
+def reset_cause():
+    return BOARD.reset_cause
+
+
+def reset():
+    raise ResetRequested("machine.reset()")
+
+
+def unique_id():
+    return UNIQUE_ID
+
+
+def freq(hz=None):
+    if hz is None:
+        return 160000000
+    if hz not in (20000000, 40000000, 80000000, 160000000, 240000000):
+        raise ValueError("frequency must be 20MHz, 40MHz, 80Mhz, 160MHz or 240MHz")
+
+
+def idle():
+    pass
+
+
+def disable_irq():
+    return 0
+
+
+def enable_irq(state=0):
+    pass
+
+
+# -- I2C -------------------------------------------------------------------------------------
+
+class I2CBus:
+    """The wires of one I2C bus, owned by the simulator: address -> device model."""
+
+    def __init__(self):
+        self.devices = {}
+        self.transfers = 0
+
+    def attach(self, addr, model):
+        if not 0 <= addr < 0x80:
+            raise ValueError("7-bit address expected")
+        self.devices[addr] = model
+        return model
+
+    def detach(self, addr):
+        self.devices.pop(addr, None)
+
+    def _dev(self, addr):
+        self.transfers += 1
+        dev = self.devices.get(addr)
+        if dev is None:
+            raise OSError(errno.ENODEV, "ENODEV")
+        return dev
+
+    def write(self, addr, data, stop=True):
+        if not self._dev(addr).i2c_write(bytes(data), stop):
+            raise OSError(errno.ENODEV, "ENODEV")
+
+    def read(self, addr, n, stop=True):
+        data = self._dev(addr).i2c_read(n)
+        if data is None:
+            raise OSError(errno.ENODEV, "ENODEV")
+        if len(data) != n:
+            raise AssertionError("device model returned %d bytes, %d asked" % (len(data), n))
+        return bytes(data)
+
+
+def bus(id):
+    """The simulator's handle on hardware I2C bus `id` (0 or 1)."""
+    return _buses.setdefault(id, I2CBus())
+
+
+def soft_bus(scl, sda):
+    return _buses.setdefault(("soft", _pin_id(scl), _pin_id(sda)), I2CBus())
+
+
+def _buffer(buf):
+    try:
+        return memoryview(buf)
+    except TypeError:
+        raise TypeError("object with buffer protocol required") from None
+
+
+class _I2CBase:
+    def scan(self):
+        return sorted(self._bus.devices)
+
+    def writeto(self, addr, buf, stop=True):
+        data = bytes(_buffer(buf))
+        self._bus.write(addr, data, stop)
+        return len(data)  # number of ACKs received
+
+    def readfrom(self, addr, nbytes, stop=True):
+        return self._bus.read(addr, nbytes, stop)
+
+    def readfrom_into(self, addr, buf, stop=True):
+        mv = _buffer(buf)
+        mv[:] = self._bus.read(addr, len(mv), stop)
+
+    def writevto(self, addr, vector, stop=True):
+        return self.writeto(addr, b"".join(bytes(_buffer(b)) for b in vector), stop)
+
+    def _memaddr(self, memaddr, addrsize):
+        if addrsize not in (8, 16):
+            raise ValueError("addrsize must be 8 or 16")  # extmod accepts up to 32 in steps of 8
+        return memaddr.to_bytes(addrsize // 8, "big") if addrsize == 16 else bytes([memaddr & 0xFF])
+
+    def writeto_mem(self, addr, memaddr, buf, *, addrsize=8):
+        self._bus.write(addr, self._memaddr(memaddr, addrsize) + bytes(_buffer(buf)), True)
+
+    def readfrom_mem(self, addr, memaddr, nbytes, *, addrsize=8):
+        self._bus.write(addr, self._memaddr(memaddr, addrsize), False)
+        return self._bus.read(addr, nbytes, True)
+
+    def readfrom_mem_into(self, addr, memaddr, buf, *, addrsize=8):
+        mv = _buffer(buf)
+        mv[:] = self.readfrom_mem(addr, memaddr, len(mv), addrsize=addrsize)
+
+
+class I2C(_I2CBase):
+    """Hardware I2C (ESP32: ids 0 and 1)."""
+
+    def __init__(self, id, *, scl=None, sda=None, freq=400000, timeout=50000):
+        if id not in (0, 1):
+            raise ValueError("I2C(%s) doesn't exist" % (id,))
+        self.id = id
+        self.scl, self.sda, self.freq = scl, sda, freq
+        self._bus = bus(id)
+
+
+class SoftI2C(_I2CBase):
+    def __init__(self, scl, sda, *, freq=400000, timeout=50000):
+        self.scl, self.sda, self.freq = scl, sda, freq
+        self._bus = soft_bus(scl, sda)
+
+
+# -- Pin and PWM -----------------------------------------------------------------------------
+
+_VALID_PINS = set(range(0, 40)) - {20, 24, 28, 29, 30, 31}
+_INPUT_ONLY = set(range(34, 40))
+
+
+class _PinState:
+    def __init__(self):
+        self.mode = None
+        self.pull = None
+        self.out = 0  # output register
+        self.ext = None  # level driven from outside (None = released)
+        self.pwm = None  # duty_u16 while a PWM runs on the pin
+        self.irq = None  # (handler, trigger, pin object)
+
+
+def _pin_id(pin):
+    return pin.id if isinstance(pin, Pin) else pin
+
+
+def _state(id):
+    return BOARD.pins.setdefault(id, _PinState())
+
+
+class Pin:
+    IN = 1
+    OUT = 3
+    OPEN_DRAIN = 7
+    PULL_DOWN = 1
+    PULL_UP = 2
+    IRQ_RISING = 1
+    IRQ_FALLING = 2
+
+    def __init__(self, id, mode=-1, pull=-1, *, value=None, drive=None, hold=None):
+        if id not in _VALID_PINS:
+            raise ValueError("invalid pin")
+        self.id = id
+        self.init(mode, pull, value=value)
+
+    def init(self, mode=-1, pull=-1, *, value=None, drive=None, hold=None):
+        s = _state(self.id)
+        if value is not None:
+            s.out = 1 if value else 0
+        if mode != -1 and mode is not None:
+            if mode not in (Pin.IN, Pin.OUT, Pin.OPEN_DRAIN):
+                raise ValueError("invalid pin mode")
+            if mode != Pin.IN and self.id in _INPUT_ONLY:
+                raise ValueError("pin can only be input")
+            s.mode = mode
+        if pull != -1:
+            s.pull = pull
+        return None
+
+    def value(self, x=None):
+        s = _state(self.id)
+        if x is not None:
+            s.out = 1 if x else 0
+            return None
+        if s.mode == Pin.OUT:
+            return s.out
+        if s.mode == Pin.OPEN_DRAIN and s.out == 0:
+            return 0
+        if s.ext is not None:
+            return s.ext
+        return 1 if s.pull == Pin.PULL_UP else 0
+
+    __call__ = value
+
+    def on(self):
+        self.value(1)
+
+    def off(self):
+        self.value(0)
+
+    def irq(self, handler=None, trigger=IRQ_FALLING | IRQ_RISING):
+        _state(self.id).irq = (handler, trigger, self) if handler else None
+
+    def __repr__(self):
+        return "Pin(%d)" % self.id
+
+
+def drive(id, level):
+    """Simulator: drive input pin `id` to 0/1 from outside (None releases it); fires Pin.irq."""
+    s = _state(id)
+    before = Pin(id).value()
+    s.ext = None if level is None else (1 if level else 0)
+    after = Pin(id).value()
+    if s.irq and before != after:
+        handler, trigger, pin = s.irq
+        if trigger & (Pin.IRQ_RISING if after else Pin.IRQ_FALLING):
+            handler(pin)
+
+
+def level(id):
+    """Simulator: the level the board drives on pin `id` (None when it is not an output)."""
+    s = BOARD.pins.get(id)
+    if s is None or s.mode not in (Pin.OUT, Pin.OPEN_DRAIN):
+        return None
+    return s.out if s.mode == Pin.OUT or s.out == 0 else None
+
+
+def pwm_duty(id):
+    """Simulator: duty_u16 of the PWM running on pin `id`, or None."""
+    s = BOARD.pins.get(id)
+    return None if s is None else s.pwm
+
+
+class PWM:
+    """LEDC PWM as on the ESP32 (default frequency 5 kHz, duty 0 until set)."""
+
+    def __init__(self, dest, *, freq=None, duty=None, duty_u16=None, duty_ns=None):
+        self._pin = dest if isinstance(dest, Pin) else Pin(dest, Pin.OUT)
+        self._freq = 5000
+        self._duty = 0
+        self._active = True
+        self.init(freq=freq, duty=duty, duty_u16=duty_u16, duty_ns=duty_ns)
+
+    def init(self, *, freq=None, duty=None, duty_u16=None, duty_ns=None):
+        self._active = True
+        if freq is not None:
+            self.freq(freq)
+        if duty is not None:
+            self.duty(duty)
+        if duty_u16 is not None:
+            self.duty_u16(duty_u16)
+        if duty_ns is not None:
+            self.duty_ns(duty_ns)
+        self._publish()
+
+    def _publish(self):
+        _state(self._pin.id).pwm = self._duty if self._active else None
+
+    def freq(self, value=None):
+        if value is None:
+            return self._freq
+        if not 1 <= value <= 40000000:
+            raise ValueError("frequency must be from 1Hz to 40MHz")
+        self._freq = value
+
+    def duty_u16(self, value=None):
+        if value is None:
+            return self._duty
+        if not 0 <= value <= 65535:
+            raise ValueError("duty_u16 must be from 0 to 65535")
+        self._duty = value
+        self._publish()
+
+    def duty(self, value=None):
+        if value is None:
+            return self._duty >> 6
+        self.duty_u16(min(max(value, 0), 1023) * 65535 // 1023)
+
+    def duty_ns(self, value=None):
+        period_ns = 1000000000 // self._freq
+        if value is None:
+            return self._duty * period_ns // 65535
+        self.duty_u16(min(value * 65535 // period_ns, 65535))
+
+    def deinit(self):
+        self._active = False
+        self._publish()
+
+
+# -- RTC, WDT --------------------------------------------------------------------------------
+
+class RTC:
+    def memory(self, data=None):
+        """RTC slow memory: survives machine.reset() and deep sleep, not a power cut."""
+        if data is None:
+            return BOARD.rtc_mem
+        data = bytes(_buffer(data))
+        if len(data) > _RTC_MEM_MAX:
+            raise ValueError("buffer too long")
+        BOARD.rtc_mem = data
+
+
+class WDT:
+    """Task watchdog: cannot be stopped once started; the simulator polls wdt_expired()."""
+
+    def __init__(self, id=0, timeout=5000):
+        if id != 0:
+            raise ValueError("WDT(%s) doesn't exist" % (id,))
+        if timeout <= 0:
+            raise ValueError("WDT timeout too short")
+        BOARD.wdt = [timeout, BOARD.clock()]
+
+    def feed(self):
+        if BOARD.wdt is not None:
+            BOARD.wdt[1] = BOARD.clock()
+
+
+def wdt_expired():
+    """Simulator: True when a started WDT has not been fed within its timeout."""
+    return BOARD.wdt is not None and BOARD.clock() - BOARD.wdt[1] > BOARD.wdt[0]
