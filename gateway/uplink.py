@@ -1,0 +1,155 @@
+"""Uplink processing: one de-duplicated frame (gateway.dedup.Uplink) -> SenML records or a reason.
+
+:meth:`UplinkProcessor.process` does no network I/O (only the SessionStore's SQLite commit of
+the frame counter) and never raises for anything a radio can send; every outcome is a
+:class:`Result`.  Checks, in order, and the rejection reason of each (``REASONS``):
+
+    "malformed"         the PHYPayload does not decode
+    "join"              a join-request: not handled here.  The Result has ``kind == "join"``;
+                        the caller passes ``result.uplink.phy`` to gateway.join.handle_join_request
+    "not-uplink"        a downlink data frame, a join-accept or a proprietary frame
+    "unknown-dev-addr"  no session for the DevAddr (or its DevEUI left the registry)
+    "fcnt-gap"          the counter is more than MAX_GAP ahead of the last one, or it would pass
+                        32 bits ("overflow": the session is worn out, the device must rejoin;
+                        the MIC cannot even be checked then)
+    "bad-mic"           the MIC does not verify with the rebuilt counter
+    "replay"            counter not ahead of the last accepted one (also when another worker
+                        accepted the same counter first)
+    "payload-error"     see below
+
+Only a good MIC with a fresh counter moves the stored counter (``SessionStore.accept_uplink``),
+and it is stored *before* the payload is decoded.  So a frame whose MIC holds but whose
+FRMPayload does not decode (unknown fPort, bad version, wrong length, fPort of the other device
+kind) still counts as received: fcnt moves, the Result has ``reason == "payload-error"``,
+``error`` says why and ``payload_hex`` keeps the decrypted FRMPayload, so nothing authentic is
+silently lost (the caller should log or queue it).
+
+An accepted Result has ``records``: SenML records (RFC 8428 labels) for the decoded payload.
+The first record carries ``bver`` (protocol.payload.SENML_BVER, since units such as Wh are
+secondary), ``bn`` = ``"urn:dev:eui64:<deveui hex>:"`` and ``bt`` = the caller's epoch seconds;
+each field record has ``n``, ``u`` (when it has a unit) and ``v`` / ``vb`` / ``vs``.  The
+non-SenML ``lwm2m`` hint is dropped.  A frame without FRMPayload or on fPort 0 (MAC commands
+only) is accepted with ``records == []`` and its ``mac_commands``.
+
+Radio metadata on every Result that got that far: ``copies`` (one dict per forwarder copy:
+forwarder, rssi, snr, freq, datr, tmst), ``fcnt``, ``fport``, ``dev_eui``, ``dev_addr``,
+``kind`` ("data" or "join"), ``device_kind`` ("pole"/"meter") and ``message``.
+
+``counters`` (a dict, REASONS plus "accepted") counts every outcome, for operators.
+SessionError (storage failure) is *not* caught: that is a gateway fault, not a bad frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gateway.dedup import Uplink
+from gateway.registry import Registry
+from gateway.sessions import SessionStore, UnknownSession
+from protocol import payload as _payload
+from protocol.lorawan import frame as _frame
+from protocol.lorawan.fcnt import GAP_TOO_LARGE, OVERFLOW, REPLAY
+from protocol.lorawan.session import open_data_frame
+
+__all__ = ["REASONS", "Result", "UplinkProcessor", "MIN_EPOCH"]
+
+REASONS = ("malformed", "unknown-dev-addr", "bad-mic", "replay", "fcnt-gap", "payload-error",
+           "not-uplink", "join")
+MIN_EPOCH = 1 << 28  # SenML: smaller times are relative, so bt must be at least this
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    accepted: bool
+    reason: str | None = None  # one of REASONS when not accepted
+    kind: str | None = None  # "data" / "join" once the frame decoded
+    uplink: Uplink | None = None  # the input (phy, copies, best())
+    dev_eui: bytes | None = None
+    dev_addr: int | None = None
+    fcnt: int | None = None  # rebuilt 32-bit counter
+    fport: int | None = None
+    confirmed: bool = False
+    device_kind: str | None = None  # registry kind: "pole" / "meter"
+    message: str | None = None  # decoded message: "report" / "alarm" / "ack"
+    records: list[dict] = field(default_factory=list)
+    mac_commands: list | None = None
+    payload_hex: str | None = None  # decrypted FRMPayload, kept on "payload-error"
+    error: str | None = None  # detail for "malformed" / "payload-error"
+
+    @property
+    def copies(self) -> list[dict]:
+        return [] if self.uplink is None else [m.as_dict() for m in self.uplink.copies]
+
+
+class UplinkProcessor:
+    """See the module docstring."""
+
+    def __init__(self, registry: Registry, sessions: SessionStore) -> None:
+        self.registry = registry
+        self.sessions = sessions
+        self.counters: dict[str, int] = {r: 0 for r in ("accepted",) + REASONS}
+
+    def _done(self, r: Result) -> Result:
+        self.counters["accepted" if r.accepted else r.reason] += 1
+        return r
+
+    def process(self, uplink: Uplink, now_epoch_s: float) -> Result:
+        """Authenticate, count and decode one uplink; ``now_epoch_s`` (UNIX seconds) becomes
+        the SenML base time."""
+        if not isinstance(now_epoch_s, (int, float)) or not now_epoch_s >= MIN_EPOCH:
+            raise ValueError(f"now_epoch_s must be absolute UNIX seconds, got {now_epoch_s!r}")
+        phy = bytes(uplink.phy)
+        try:
+            f = _frame.decode(phy)
+        except Exception as exc:  # FrameError and anything a garbage buffer may provoke
+            return self._done(Result(False, "malformed", uplink=uplink, error=str(exc)))
+        if isinstance(f, _frame.JoinRequest):
+            return self._done(Result(False, "join", "join", uplink, dev_eui=f.dev_eui))
+        if not isinstance(f, _frame.DataFrame) or not f.is_uplink:
+            return self._done(Result(False, "not-uplink", uplink=uplink))
+        base = dict(kind="data", uplink=uplink, dev_addr=f.dev_addr, fport=f.fport,
+                    confirmed=f.confirmed)
+        s = self.sessions.get_by_dev_addr(f.dev_addr)
+        dev = None if s is None else self.registry.get(s.dev_eui)
+        if s is None or dev is None:
+            return self._done(Result(False, "unknown-dev-addr", **base))
+        base.update(dev_eui=s.dev_eui, device_kind=dev.kind)
+        try:
+            o = open_data_frame(f, s.nwk_s_key, s.app_s_key, s.fcnt_up)
+        except Exception as exc:  # defensive: the frame already decoded
+            return self._done(Result(False, "malformed", error=str(exc), **base))
+        base["fcnt"] = o.fcnt
+        if o.fcnt_status == OVERFLOW:
+            return self._done(Result(False, "fcnt-gap", error="frame counter overflow: rejoin", **base))
+        if not o.mic_ok:
+            return self._done(Result(False, "bad-mic", **base))
+        if o.fcnt_status == REPLAY:
+            return self._done(Result(False, "replay", **base))
+        if o.fcnt_status == GAP_TOO_LARGE:
+            return self._done(Result(False, "fcnt-gap", **base))
+        try:
+            stored = self.sessions.accept_uplink(f.dev_addr, o.fcnt)
+        except UnknownSession:  # the device rejoined meanwhile
+            return self._done(Result(False, "unknown-dev-addr", **base))
+        if not stored:
+            return self._done(Result(False, "replay", **base))
+        base["mac_commands"] = o.mac_commands
+        if not f.fport:  # no FRMPayload, or MAC commands on fPort 0
+            return self._done(Result(True, **base))
+        try:
+            decoded = _payload.decode_uplink(f.fport, o.payload)
+            if decoded["kind"] != dev.kind:
+                raise _payload.PayloadError(
+                    f"fPort {f.fport} carries a {decoded['kind']} payload, device is a {dev.kind}")
+            recs = _payload.senml_records(decoded)
+        except Exception as exc:  # PayloadError, or a decoder bug: keep the bytes either way
+            return self._done(Result(False, "payload-error", payload_hex=o.payload.hex(),
+                                     error=str(exc), **base))
+        records = []
+        for r in recs:
+            r = {k: v for k, v in r.items() if k != "lwm2m"}
+            records.append(r)
+        if records:
+            records[0] = {"bver": _payload.SENML_BVER, "bn": f"urn:dev:eui64:{s.dev_eui.hex()}:",
+                          "bt": now_epoch_s, **records[0]}
+        return self._done(Result(True, message=decoded["message"], records=records, **base))
