@@ -1,0 +1,111 @@
+"""ST LIS3DH 3-axis accelerometer at I2C 0x18 (0x19 with SA0 high).
+
+Register map (LIS3DH datasheet DocID17530, section 8): WHO_AM_I 0x0F = 0x33 (read-only),
+CTRL_REG1 0x20 (ODR[7:4], LPen bit 3, Zen/Yen/Xen bits 2:0; reset value 0x07 = power-down),
+CTRL_REG4 0x23 (BDU bit 7, BLE bit 6, FS[5:4], HR bit 3; reset 0x00), STATUS_REG 0x27,
+OUT_X_L..OUT_Z_H 0x28..0x2D (read-only). Other registers are plain storage. Sub-address bit 7
+set = auto-increment across a multi-byte read/write; clear = the address stays put (datasheet
+6.1.1). Unknown addresses (0x00..0x06, 0x3F+) are NACKed, as are writes to read-only ones.
+
+Outputs are 16-bit two's complement, little-endian (BLE = 0), left-justified: 12 bits in
+high-resolution mode (HR = 1), 10 bits in normal mode, 8 bits in low-power mode (LPen = 1).
+Sensitivity (datasheet table 4), mg/digit at the native resolution:
+    FS     +-2g  +-4g  +-8g  +-16g
+    HR       1     2     4    12
+    normal   4     8    16    48
+    LP      16    32    64   192
+In power-down (ODR = 0) or with an axis disabled the axis reads 0.
+
+Physics: the sensor's z axis runs up the pole. The simulator sets `tilt_deg` (pole axis angle
+from vertical) and `azimuth_deg` (direction of lean, from the x axis towards y). At rest the
+accelerometer measures the reaction to gravity: (sin t cos a, sin t sin a, cos t) g.
+"""
+
+import math
+
+ADDRESS = 0x18
+WHO_AM_I = 0x33
+
+_SENS = {  # FS code -> (HR, normal, low-power) mg/digit
+    0: (1, 4, 16), 1: (2, 8, 32), 2: (4, 16, 64), 3: (12, 48, 192)}
+_READ_ONLY = (0x0F, 0x27, 0x28, 0x29, 0x2A, 0x2B, 0x2C, 0x2D, 0x31, 0x35, 0x39, 0x3D)
+
+
+def _valid(reg):
+    return 0x07 <= reg <= 0x3F and reg not in (0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17,
+                                                0x18, 0x19, 0x1A, 0x1B, 0x1C, 0x1D)
+
+
+class LIS3DH:
+    def __init__(self, tilt_deg=0.0, azimuth_deg=0.0):
+        self.tilt_deg = tilt_deg  # true tilt of the pole, set by the simulator
+        self.azimuth_deg = azimuth_deg
+        self.regs = dict((r, 0) for r in range(0x07, 0x40) if _valid(r))
+        self.regs[0x0F] = WHO_AM_I
+        self.regs[0x20] = 0x07
+        self.regs[0x1E] = 0x10  # CTRL_REG0 reset value
+        self.regs[0x1F] = 0x00
+        self._ptr = None
+
+    # -- configuration decoded from the control registers
+    def mode(self):
+        if self.regs[0x20] & 0x08:
+            return "lp"
+        return "hr" if self.regs[0x23] & 0x08 else "normal"
+
+    def bits(self):
+        return {"hr": 12, "normal": 10, "lp": 8}[self.mode()]
+
+    def sensitivity_mg(self):
+        return _SENS[(self.regs[0x23] >> 4) & 3][("hr", "normal", "lp").index(self.mode())]
+
+    def gravity_g(self):
+        t, a = math.radians(self.tilt_deg), math.radians(self.azimuth_deg)
+        return (math.sin(t) * math.cos(a), math.sin(t) * math.sin(a), math.cos(t))
+
+    def _outputs(self):
+        ctrl1 = self.regs[0x20]
+        bits, sens = self.bits(), self.sensitivity_mg()
+        lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+        out = b""
+        for axis, g in enumerate(self.gravity_g()):
+            counts = 0
+            if ctrl1 >> 4 and ctrl1 & (1 << axis):
+                counts = min(max(int(round(g * 1000.0 / sens)), lo), hi)
+            raw = (counts << (16 - bits)) & 0xFFFF
+            out += bytes([raw & 0xFF, raw >> 8]) if not self.regs[0x23] & 0x40 else bytes([raw >> 8, raw & 0xFF])
+        return out
+
+    def _read_reg(self, reg):
+        if 0x28 <= reg <= 0x2D:
+            return self._outputs()[reg - 0x28]
+        if reg == 0x27:
+            return 0xFF if self.regs[0x20] >> 4 else 0x00  # ZYXOR..ZYXDA: always fresh data
+        return self.regs[reg]
+
+    def i2c_write(self, data, stop):
+        if not data:
+            return True
+        sub = data[0]
+        reg, inc = sub & 0x7F, bool(sub & 0x80)
+        if not _valid(reg):
+            return False
+        for b in data[1:]:
+            if reg in _READ_ONLY or not _valid(reg):
+                return False
+            self.regs[reg] = b
+            if inc:
+                reg += 1
+        self._ptr = (sub & 0x7F, inc)
+        return True
+
+    def i2c_read(self, n):
+        if self._ptr is None:
+            return None
+        reg, inc = self._ptr
+        out = []
+        for _ in range(n):
+            out.append(self._read_reg(reg) if _valid(reg) else 0)
+            if inc:
+                reg += 1
+        return bytes(out)
