@@ -1,0 +1,284 @@
+"""Publish the durable record queue to MQTT as CBOR batches (see :mod:`gateway.batch`).
+
+Design (threads, no asyncio needed):
+
+* paho-mqtt's network thread (``loop_start``) handles the socket, keepalive and automatic
+  reconnects with exponential backoff (``reconnect_delay_set``).
+* One worker thread builds batches from :meth:`RecordQueue.peek` and publishes them with QoS 1
+  over a persistent session (``clean_session=False``, fixed client id).
+* Records are deleted with :meth:`RecordQueue.ack` only in ``on_publish`` for the batch's mid,
+  i.e. after the broker's PUBACK.  "Published" never means "acknowledged".
+* At most ``max_inflight`` batches (each <= ``max_batch_bytes``) are held in memory; the worker
+  publishes only while connected.  During an outage the data stays in the SQLite queue, so
+  memory stays bounded however long the outage lasts.
+* After a reconnect paho re-sends the unacknowledged in-flight batches (DUP flag, same
+  payload); after a restart of the gateway everything not acked is published again from the
+  queue with a new ``seq``.  Delivery is therefore **at-least-once**: consumers dedupe on
+  (gateway_id, seq) and on the records' name/time.
+
+A queued item that is not a CBOR record map or array cannot be framed; it is removed from the
+queue explicitly, logged, and counted in ``counters["invalid_dropped"]`` instead of blocking
+the queue forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+import paho.mqtt.client as mqtt
+
+from gateway import batch as wire
+from gateway.store import RecordQueue
+
+__all__ = ["Publisher"]
+
+log = logging.getLogger(__name__)
+
+SEQUENCE_NAME = "mqtt"
+
+
+def _default_factory(client_id: str):
+    return mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        clean_session=False,
+        protocol=mqtt.MQTTv311,
+    )
+
+
+class Publisher:
+    def __init__(
+        self,
+        queue: RecordQueue,
+        *,
+        gateway_id: str,
+        site: str,
+        host: str = "127.0.0.1",
+        port: int = 1883,
+        client_factory: Callable[[str], object] | None = None,
+        client_id: str | None = None,
+        topic_prefix: str = wire.DEFAULT_PREFIX,
+        max_batch_bytes: int = 16384,
+        max_batch_records: int = 500,
+        max_batch_age_s: float = 1.0,
+        max_inflight: int = 2,
+        keepalive: int = 60,
+        reconnect_min_s: int = 1,
+        reconnect_max_s: int = 60,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not 1 <= max_inflight <= 16:
+            raise ValueError("max_inflight must be in 1..16")
+        self.queue = queue
+        self.gateway_id = gateway_id
+        self.topic = wire.topic(site, gateway_id, prefix=topic_prefix)
+        self.host, self.port, self.keepalive = host, port, keepalive
+        self.max_batch_bytes = max_batch_bytes
+        self.max_batch_records = max_batch_records
+        self.max_batch_age_s = max_batch_age_s
+        self.max_inflight = max_inflight
+        self._clock = clock
+        self.client_id = client_id or f"streetgrid-{gateway_id}"
+        self.counters = {"published": 0, "acked": 0, "acked_records": 0, "reconnects": 0,
+                         "invalid_dropped": 0}
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._inflight: dict[int, list[int]] = {}  # mid -> queue ids
+        self._inflight_ids: set[int] = set()
+        self._early: set[int] = set()  # mids whose PUBACK came before publish() returned
+        self._connected = False
+        self._ever_connected = False
+        self._stopping = False
+        self._partial_since: float | None = None
+        self._worker: threading.Thread | None = None
+        factory = client_factory or _default_factory
+        self.client = factory(self.client_id)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_publish = self._on_publish
+        self.client.reconnect_delay_set(reconnect_min_s, reconnect_max_s)
+        self.client.max_inflight_messages_set(max_inflight)
+        self.client.max_queued_messages_set(max_inflight)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> "Publisher":
+        # connect_async + loop_start: paho's thread connects (and keeps retrying) in background
+        self.client.connect_async(self.host, self.port, keepalive=self.keepalive)
+        self.client.loop_start()
+        self._worker = threading.Thread(target=self._run, name="mqtt-publisher", daemon=True)
+        self._worker.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop publishing.  Unacknowledged records stay in the queue.  Idempotent."""
+        with self._lock:
+            if self._stopping:
+                return
+            self._stopping = True
+            self._wake.notify_all()
+        if self._worker is not None:
+            self._worker.join(timeout)
+        try:
+            self.client.disconnect()
+        except Exception:  # pragma: no cover - best effort
+            pass
+        self.client.loop_stop()
+
+    def __enter__(self) -> "Publisher":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def notify(self) -> None:
+        """Wake the worker (e.g. right after ``queue.put``)."""
+        with self._lock:
+            self._wake.notify_all()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    @property
+    def inflight(self) -> int:
+        with self._lock:
+            return len(self._inflight)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until the queue is empty and nothing is in flight; return whether it got there."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                idle = not self._inflight
+            if idle and self.queue.stats().records == 0:
+                return True
+            self.notify()
+            time.sleep(0.02)
+        return False
+
+    run_until_empty = flush
+
+    # -- paho callbacks (paho's network thread) --------------------------------------------
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.warning("MQTT connect refused: %s", reason_code)
+            return
+        with self._lock:
+            if self._ever_connected:
+                self.counters["reconnects"] += 1
+            self._ever_connected = True
+            self._connected = True
+            self._wake.notify_all()
+        log.info("MQTT connected (session present: %s)", getattr(flags, "session_present", None))
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        with self._lock:
+            self._connected = False
+        if not self._stopping:
+            log.warning("MQTT disconnected (%s); data stays queued, reconnecting", reason_code)
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        with self._lock:
+            ids = self._inflight.get(mid)
+            if ids is None:
+                self._early.add(mid)
+                return
+        self._complete(mid, ids, reason_code)
+
+    def _complete(self, mid: int, ids: list[int], reason_code) -> None:
+        failed = reason_code is not None and getattr(reason_code, "is_failure", False)
+        if not failed:
+            try:
+                self.queue.ack(ids)  # after PUBACK only; before releasing the ids (no re-peek)
+            except Exception:
+                log.exception("ack of %d records failed; they will be re-sent", len(ids))
+                failed = True
+        with self._lock:
+            self._inflight.pop(mid, None)
+            self._inflight_ids.difference_update(ids)
+            if not failed:
+                self.counters["acked"] += 1
+                self.counters["acked_records"] += len(ids)
+            self._wake.notify_all()
+
+    # -- worker ----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._stopping and (
+                    not self._connected or len(self._inflight) >= self.max_inflight
+                ):
+                    self._wake.wait(0.5)
+                if self._stopping:
+                    return
+                skip = set(self._inflight_ids)
+            try:
+                wait = self._publish_one(skip)
+            except Exception:
+                log.exception("publisher iteration failed")
+                wait = 0.5
+            if wait:
+                with self._lock:
+                    if not self._stopping:
+                        self._wake.wait(wait)
+
+    def _publish_one(self, skip: set[int]) -> float:
+        """Publish at most one batch; return how long to wait before the next attempt (0: none)."""
+        rows = self.queue.peek(max_records=len(skip) + self.max_batch_records)
+        rows = [(rid, p) for rid, p in rows if rid not in skip]
+        if not rows:
+            self._partial_since = None
+            return 0.2
+        good, bad = [], []
+        for rid, payload in rows:
+            try:
+                wire.item_records(payload)
+                good.append((rid, payload))
+            except wire.BatchError:
+                bad.append(rid)
+        if bad:
+            log.error("dropping %d queued items that are not CBOR SenML records", len(bad))
+            self.queue.ack(bad)
+            with self._lock:
+                self.counters["invalid_dropped"] += len(bad)
+            return 0
+        n = wire.fit_count([len(p) for _, p in good], self.max_batch_bytes, self.gateway_id)
+        full = n < len(good) or n >= self.max_batch_records
+        now = time.monotonic()
+        if not full:
+            if self._partial_since is None:
+                self._partial_since = now
+            left = self._partial_since + self.max_batch_age_s - now
+            if left > 0:
+                return min(left, 0.2)
+        self._partial_since = None
+        chosen = good[:n]
+        ids = [rid for rid, _ in chosen]
+        seq = self.queue.next_sequence(SEQUENCE_NAME)
+        payload = wire.encode_batch(
+            self.gateway_id, seq, int(self._clock()), [p for _, p in chosen]
+        )
+        with self._lock:
+            self._inflight_ids.update(ids)
+        info = self.client.publish(self.topic, payload, qos=1)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            # not accepted by paho at all: release the ids, retry later
+            with self._lock:
+                self._inflight_ids.difference_update(ids)
+            log.warning("publish not accepted by paho (rc=%s); retrying", info.rc)
+            return 0.5
+        # MQTT_ERR_NO_CONN: paho keeps the message and sends it after the reconnect
+        with self._lock:
+            self.counters["published"] += 1
+            early = info.mid in self._early
+            self._early.discard(info.mid)
+            self._inflight[info.mid] = ids
+        if early:
+            self._complete(info.mid, ids, None)
+        return 0
