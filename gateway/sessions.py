@@ -50,7 +50,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
-from gateway.store import _fsync_dir, _is_corrupt
+from gateway.sqlite_file import FileMismatch, check_sync_mode, is_corrupt, prepare
 
 __all__ = [
     "DevAddrExhausted", "DevNonceReplay", "JoinNonceExhausted", "Session", "SessionError",
@@ -61,7 +61,6 @@ SCHEMA_VERSION = 1
 APPLICATION_ID = 0x53475332  # "SGS2": marks the file as a streetgrid session store
 FCNT_MAX = 0xFFFFFFFF
 JOIN_NONCE_MAX = 0xFFFFFF
-_SYNC_MODES = ("NORMAL", "FULL", "EXTRA")
 _NONCE_MODES = ("counter", "random")
 _ALLOC_TRIES = 64
 
@@ -144,9 +143,7 @@ class SessionStore:
     def __init__(self, path: str | os.PathLike[str], nwk_id: int = 0, *,
                  dev_nonce_mode: str = "counter", synchronous: str = "FULL",
                  timeout: float = 5.0) -> None:
-        sync = str(synchronous).upper()
-        if sync not in _SYNC_MODES:
-            raise ValueError(f"synchronous must be one of {_SYNC_MODES}, not {synchronous!r}")
+        sync = check_sync_mode(synchronous)
         if dev_nonce_mode not in _NONCE_MODES:
             raise ValueError(f"dev_nonce_mode must be one of {_NONCE_MODES}, not {dev_nonce_mode!r}")
         self.addr_lo, self.addr_hi = dev_addr_prefix(nwk_id)
@@ -165,7 +162,7 @@ class SessionStore:
             self._setup(conn, sync)
         except sqlite3.Error as exc:
             conn.close()
-            what = "corrupt or not an SQLite database" if _is_corrupt(exc) else str(exc)
+            what = "corrupt or not an SQLite database" if is_corrupt(exc) else str(exc)
             raise SessionError(f"cannot open session store {self.path!r}: {what}") from exc
         except BaseException:
             conn.close()
@@ -180,30 +177,11 @@ class SessionStore:
         return cls(path, net_id & 0x7F, **kw)
 
     def _setup(self, conn: sqlite3.Connection, sync: str) -> None:
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise SessionError(f"could not put {self.path!r} in WAL mode (journal_mode={mode})")
-        conn.execute(f"PRAGMA synchronous={sync}")
-        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if app_id == 0 and version == 0:
-            n = conn.execute(
-                "SELECT count(*) FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%'").fetchone()[0]
-            if n:
-                raise SessionError(f"{self.path!r} is an SQLite database but not a session store")
-            try:
-                conn.executescript(_SCHEMA)
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            _fsync_dir(self.path)
-        elif app_id != APPLICATION_ID:
-            raise SessionError(f"{self.path!r} is not a streetgrid session store "
-                               f"(application_id={app_id:#x})")
-        elif version != SCHEMA_VERSION:
-            raise SessionError(f"{self.path!r} has session schema version {version}, "
-                               f"expected {SCHEMA_VERSION}")
+        try:
+            prepare(conn, self.path, label="session store", synchronous=sync,
+                    application_id=APPLICATION_ID, schema_version=SCHEMA_VERSION, schema=_SCHEMA)
+        except FileMismatch as exc:
+            raise SessionError(str(exc)) from exc
 
     # -- helpers -------------------------------------------------------------------------------
 

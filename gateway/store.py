@@ -52,6 +52,8 @@ import time
 from dataclasses import dataclass
 from typing import Iterable
 
+from gateway.sqlite_file import FileMismatch, check_sync_mode, is_corrupt, is_full, prepare
+
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "QueueCorrupt",
@@ -70,7 +72,6 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 MAX_KIND_LEN = 32
 WAL_SIZE_LIMIT = 4 * 1024 * 1024  # WAL file is truncated back to this after checkpoints
 _ID_CHUNK = 500  # ids per DELETE statement (stays below SQLite's host-parameter limit)
-_SYNC_MODES = ("NORMAL", "FULL", "EXTRA")
 
 
 class QueueError(Exception):
@@ -144,34 +145,6 @@ COMMIT;
 """
 
 
-def _errcode(exc: sqlite3.Error) -> int | None:
-    code = getattr(exc, "sqlite_errorcode", None)
-    return None if code is None else code & 0xFF  # primary code of an extended code
-
-
-def _is_full(exc: sqlite3.Error) -> bool:
-    return _errcode(exc) == sqlite3.SQLITE_FULL or "database or disk is full" in str(exc)
-
-
-def _is_corrupt(exc: sqlite3.Error) -> bool:
-    return _errcode(exc) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or (
-        "file is not a database" in str(exc) or "malformed" in str(exc)
-    )
-
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(os.path.dirname(os.path.abspath(path)) or ".", os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 class RecordQueue:
     """Durable FIFO of byte records on SQLite (see the module docstring for the guarantees)."""
 
@@ -184,9 +157,7 @@ class RecordQueue:
         check_integrity: bool = True,
         timeout: float = 5.0,
     ) -> None:
-        sync = str(synchronous).upper()
-        if sync not in _SYNC_MODES:
-            raise ValueError(f"synchronous must be one of {_SYNC_MODES}, not {synchronous!r}")
+        sync = check_sync_mode(synchronous)
         if max_bytes <= RECORD_OVERHEAD:
             raise ValueError(f"max_bytes must be > {RECORD_OVERHEAD}, not {max_bytes}")
         self.path = os.fspath(path)
@@ -205,12 +176,12 @@ class RecordQueue:
             self._setup(conn, check_integrity)
         except sqlite3.Error as exc:
             conn.close()
-            if _is_corrupt(exc):
+            if is_corrupt(exc):
                 raise QueueCorrupt(
                     f"{self.path!r} is not a valid SQLite queue database ({exc}); "
                     "move it aside to start an empty queue"
                 ) from exc
-            if _is_full(exc):
+            if is_full(exc):
                 raise QueueFull(
                     f"cannot initialise queue {self.path!r}: database or disk is full",
                     reason="disk",
@@ -222,44 +193,14 @@ class RecordQueue:
         self._conn: sqlite3.Connection | None = conn
 
     def _setup(self, conn: sqlite3.Connection, check_integrity: bool) -> None:
-        # First statement that reads the header: a non-SQLite file fails here (SQLITE_NOTADB).
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise QueueError(f"could not put {self.path!r} in WAL mode (journal_mode={mode})")
-        conn.execute(f"PRAGMA synchronous={self.synchronous}")
-        conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
-        if check_integrity:
-            result = [row[0] for row in conn.execute("PRAGMA quick_check")]
-            if result != ["ok"]:
-                raise QueueCorrupt(
-                    f"{self.path!r} failed SQLite quick_check: {'; '.join(map(str, result[:5]))}"
-                )
-        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if app_id == 0 and version == 0:
-            tables = conn.execute(
-                "SELECT count(*) FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%'"
-            ).fetchone()[0]
-            if tables:
-                raise QueueCorrupt(
-                    f"{self.path!r} is an SQLite database but not a streetgrid queue"
-                )
-            try:
-                conn.executescript(_SCHEMA)
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            _fsync_dir(self.path)
-        elif app_id != APPLICATION_ID:
-            raise QueueCorrupt(
-                f"{self.path!r} is an SQLite database but not a streetgrid queue "
-                f"(application_id={app_id:#x})"
-            )
-        elif version != SCHEMA_VERSION:
-            raise QueueError(
-                f"{self.path!r} has queue schema version {version}, expected {SCHEMA_VERSION}"
-            )
+        try:
+            prepare(conn, self.path, label="queue", synchronous=self.synchronous,
+                    application_id=APPLICATION_ID, schema_version=SCHEMA_VERSION, schema=_SCHEMA,
+                    pragmas=(f"journal_size_limit={WAL_SIZE_LIMIT}",), check_integrity=check_integrity)
+        except FileMismatch as exc:
+            if exc.kind in ("integrity", "foreign"):
+                raise QueueCorrupt(str(exc)) from exc
+            raise QueueError(str(exc)) from exc
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -277,13 +218,13 @@ class RecordQueue:
                 pass
 
     def _translate(self, exc: sqlite3.Error, op: str) -> QueueError:
-        if _is_full(exc):
+        if is_full(exc):
             return QueueFull(
                 f"{op} on queue {self.path!r} failed: database or disk is full; nothing was "
                 "written (retry after acks or after space frees)",
                 reason="disk",
             )
-        if _is_corrupt(exc):
+        if is_corrupt(exc):
             return QueueCorrupt(f"{op} on queue {self.path!r} failed: corrupt database ({exc})")
         return QueueError(f"{op} on queue {self.path!r} failed: {exc}")
 
