@@ -1,0 +1,200 @@
+"""LocalBoard: private fakes per board, ticks conversion, resets and power cuts, radio events."""
+
+import pytest
+
+from sim.board import LocalBoard, ticks, ticks_diff, TICKS_PERIOD
+from sim.sim_radio import SimRadio
+
+
+class StandInApp:
+    """A tiny firmware stand-in: reads the VEML7700 ALS register, keeps a boot counter in NVS
+    (committed) and a scratch value (uncommitted), transmits a frame every 10 s."""
+
+    def __init__(self, machine, esp32, cfg, radio, sleep_ms):
+        self.machine, self.radio, self.sleep_ms = machine, radio, sleep_ms
+        self.i2c = machine.I2C(0)
+        self.i2c.writeto_mem(0x10, 0x00, b"\x00\x00")  # ALS on, gain x1, 100 ms
+        self.nvs = esp32.NVS("app")
+        try:
+            self.boots = self.nvs.get_i32("boots") + 1
+        except OSError:
+            self.boots = 1
+        self.nvs.set_i32("boots", self.boots)
+        self.nvs.commit()
+        self.nvs.set_i32("scratch", 7)  # never committed
+        self.next = None
+        self.measured = None
+        self.events = []
+        self.polls = []
+
+    def poll(self, now):
+        self.polls.append(now)
+        ev = self.radio.poll()
+        if ev:
+            self.events.append((now, ev))
+        if self.next is None:
+            self.next = now
+        if ticks_diff(now, self.next) >= 0:
+            self.sleep_ms(120)  # wait for the integration, as a driver would
+            raw = self.i2c.readfrom_mem(0x10, 0x04, 2)
+            self.measured = {"als": raw[0] | raw[1] << 8}
+            self.radio.transmit(868100000, 7, 125000, 14, b"x" * 20)
+            self.next = (self.next + 10000) % TICKS_PERIOD
+        return self.next
+
+
+def make(name, eui, **kw):
+    return LocalBoard(name, eui, {"kind": "pole"}, app_factory=StandInApp, strict=True, **kw)
+
+
+def test_ticks_helpers_wrap_like_micropython():
+    assert ticks(TICKS_PERIOD + 5) == 5
+    assert ticks_diff(3, TICKS_PERIOD - 2) == 5
+    assert ticks_diff(TICKS_PERIOD - 2, 3) == -5
+
+
+def test_two_boards_share_no_state():
+    a, b = make("a", "70B3D57ED0000001"), make("b", "70B3D57ED0000002")
+    assert a.machine is not b.machine and a.esp32 is not b.esp32
+    a.apply_env({"lux": 50.0})
+    b.apply_env({"lux": 500.0})
+    a.boot(0)
+    b.boot(0)
+    a.poll(0)
+    b.poll(0)
+    assert a.measured["als"] != b.measured["als"]
+    assert abs(a.measured["als"] * 0.0576 - 50) < 1 and abs(b.measured["als"] * 0.0576 - 500) < 1
+    a.power_cut(20000)
+    assert a.app.boots == 2 and b.app.boots == 1  # NVS flash per board
+    assert a.nvs_flash["app"]["boots"] == ("i32", 2)
+    assert b.nvs_flash["app"]["boots"] == ("i32", 1)
+    assert a.machine.unique_id() != b.machine.unique_id()
+
+
+def test_power_cut_loses_uncommitted_nvs_and_counts_a_cold_boot():
+    a = make("a", "70B3D57ED0000001")
+    a.boot(0)
+    a.poll(0)
+    assert a.app.nvs.get_i32("scratch") == 7
+    a.machine.RTC().memory(b"keep")
+    a.power_cut()
+    assert "scratch" not in a.nvs_flash.get("app", {})
+    assert a.machine.RTC().memory() == b""
+    assert a.machine.reset_cause() == a.machine.PWRON_RESET
+    assert a.counters["power_cuts"] == 1 and a.counters["boots"] == 2
+
+
+def test_machine_reset_soft_resets_and_keeps_rtc_memory():
+    class Resetting(StandInApp):
+        def poll(self, now):
+            if self.boots == 1 and ticks_diff(now, 5000) >= 0:
+                self.machine.RTC().memory(b"state")
+                self.machine.reset()
+            return super().poll(now)
+
+    a = LocalBoard("a", "70B3D57ED0000001", {}, app_factory=Resetting, strict=True)
+    a.boot(0)
+    a.poll(0)
+    a.poll(6000)
+    assert a.counters["soft_resets"] == 1
+    assert a.app.boots == 2
+    assert a.machine.reset_cause() == a.machine.SOFT_RESET
+    assert a.machine.RTC().memory() == b"state"
+
+
+def test_crash_is_recorded_and_board_reboots():
+    class Crashing(StandInApp):
+        def poll(self, now):
+            if self.boots == 1:
+                raise ValueError("boom")
+            return super().poll(now)
+
+    a = LocalBoard("a", "70B3D57ED0000001", {}, app_factory=Crashing)
+    a.boot(0)
+    a.poll(0)
+    assert a.counters["crashes"] == 1 and a.errors[0][1] == "ValueError('boom')"
+    assert a.app.boots == 2
+
+
+def test_poll_converts_ticks_across_the_wrap():
+    a = make("a", "70B3D57ED0000001")
+    start = TICKS_PERIOD - 3000
+    a.boot(start)
+    wake = a.poll(start)
+    # the app slept 120 ms in the poll; its next slot is 10 s after the start, past the wrap
+    assert wake == start + 10000
+    assert a.app.polls[-1] == ticks(start)
+    a.poll(wake)
+    assert a.app.polls[-1] == ticks(start + 10000) == 7000
+
+
+def test_sleep_ms_moves_the_board_clock_and_the_radio_reports_tx_done():
+    a = make("a", "70B3D57ED0000001")
+    a.boot(1000)
+    a.poll(1000)
+    (tx,) = a.radio.pending_tx()
+    assert tx[0] == 1120 and tx[5] == b"x" * 20  # transmitted after the 120 ms sleep
+    end = a.radio.next_event_ms()
+    assert end == 1120 + 57  # SF7 20-byte frame: 56.576 ms, rounded up
+    assert a.next_wake_ms() == end
+    a.poll(end)
+    assert a.app.events == [(ticks(end), ("tx_done",))]
+
+
+def test_outputs_and_door_pin():
+    def factory(machine, esp32, cfg, radio, sleep_ms):
+        class App:
+            def __init__(self):
+                self.door = machine.Pin(27, machine.Pin.IN, machine.Pin.PULL_UP)
+                self.pwm = machine.PWM(machine.Pin(25), duty_u16=32768)
+                self.relay = machine.Pin(26, machine.Pin.OUT, value=1)
+
+            def poll(self, now):
+                self.measured = {"door": self.door.value()}
+                return now + 1000
+        return App()
+
+    a = LocalBoard("a", "70B3D57ED0000001", {}, app_factory=factory, strict=True)
+    a.boot(0)
+    a.poll(0)
+    assert a.outputs() == {"dimmer_duty_u16": 32768, "relay": 1}
+    assert a.measured == {"door": 0}
+    a.apply_env({"door_open": True})
+    a.poll(1000)
+    assert a.measured == {"door": 1}
+    a.power_cut(1500)
+    a.poll(1500)
+    assert a.measured == {"door": 1}  # still open after the reboot
+
+
+def test_meter_integrates_energy_between_env_changes():
+    a = make("a", "70B3D57ED0000001")
+    a.boot(0)
+    a.apply_env({"power_w": 100.0})
+    a.poll(3600 * 1000)  # one hour at 100 W = 0.1 kWh
+    assert 533 <= a.energy_counts <= 535  # 5347.3 counts/kWh
+
+
+def test_sim_radio_rx_window_catch_and_timeout():
+    r = SimRadio("r")
+    r.now_ms = 1000
+    r.receive(868100000, 7, 125000, 20)
+    assert r.rx_window() == (868100000, 7, 125000, 1000, 1020)
+    assert not r.catches(868300000, 7, 125000, 1000000)  # wrong channel
+    assert not r.catches(868100000, 8, 125000, 1000000)  # wrong SF
+    assert not r.catches(868100000, 7, 125000, 1021000)  # starts after the timeout
+    assert r.catches(868100000, 7, 125000, 999000)  # window opened 1 ms into the preamble
+    assert not r.catches(868100000, 7, 125000, 990000)  # too little preamble left
+    r.deliver(b"down", -80, 7.5, 1040)
+    r.now_ms = 1020
+    assert r.poll() is None  # locked on a preamble: no timeout
+    assert r.next_event_ms() == 1040
+    r.now_ms = 1040
+    assert r.poll() == ("rx", b"down", -80, 7.5)
+    assert r.poll() is None
+    r.receive(869525000, 12, 125000, 30)
+    r.now_ms = 1070
+    assert r.poll() == ("rx_timeout",)
+    assert r.poll() is None
+    with pytest.raises(RuntimeError):
+        r.deliver(b"x", -80, 5, 1100)
