@@ -1,0 +1,252 @@
+"""The gateway's TOML configuration file, validated before anything starts.
+
+Format (stdlib ``tomllib``; every key but ``gateway.id``, ``gateway.site`` and
+``gateway.registry`` has the default shown)::
+
+    [gateway]
+    id          = "gw-1"            # MQTT topic part and batch gateway_id
+    site        = "block-a"         # MQTT topic part
+    region      = "EU868"           # "EU868" | "KR920"
+    net_id      = 0x000013          # 24-bit NetID (DevAddr prefix: net_id & 0x7F)
+    data_dir    = "var/<id>"        # sessions.db, queue.db, stats.json
+    registry    = "devices.toml"    # device registry (gateway/registry.py)
+    time_source = "forwarder"       # record time: the best copy's rxpk "time", else the
+                                    # gateway clock; "gateway": always the gateway clock
+    [udp]
+    host = "127.0.0.1"              # packet-forwarder (GWMP) socket; port 0 = any free port
+    port = 1700
+    [dedup]
+    window_ms = 200                 # how long copies of one frame are collected
+    [downlink]
+    rx1_margin_ms = 200             # send in RX2 when less than this is left before RX1
+    [mqtt]
+    url = "mqtt://127.0.0.1:1883"   # mqtt://host[:port] (no TLS or credentials yet)
+    topic_prefix = "streetgrid/"
+    client_id = "streetgrid-<id>"   # persistent session id (QoS 1)
+    max_batch_bytes = 16384
+    max_batch_records = 500
+    max_batch_age_s = 1.0
+    [queue]
+    max_bytes = 67108864            # durable queue bound (gateway/store.py)
+    backlog_records = 10000         # in-memory hold while the durable queue is full
+    [log]
+    level = "INFO"                  # DEBUG | INFO | WARNING | ERROR
+    stats_interval_s = 10           # stats line in the log + <data_dir>/stats.json
+
+Relative paths (``data_dir``, ``registry``) are resolved against the directory of the config
+file, not the working directory, so a service manager can start the gateway from anywhere.
+
+Error policy (as gateway/registry.py): the whole file is checked and **every** problem is
+collected into one :class:`ConfigError`; unknown sections and keys are errors (typos of
+optional keys would otherwise be silently ignored).  The gateway refuses to start on any.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from protocol.lorawan.region import REGIONS
+
+__all__ = ["Config", "ConfigError", "load_config", "parse_config", "parse_mqtt_url"]
+
+TIME_SOURCES = ("forwarder", "gateway")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class ConfigError(ValueError):
+    """The config file is unusable; ``errors`` lists every problem found."""
+
+    def __init__(self, path: str, errors: list[str]) -> None:
+        self.path = path
+        self.errors = list(errors)
+        n = len(self.errors)
+        super().__init__(f"config {path!r}: {n} error{'s' if n != 1 else ''}:\n  "
+                         + "\n  ".join(self.errors))
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    path: str  # absolute path of the file it came from
+    gateway_id: str
+    site: str
+    region: str
+    net_id: int
+    data_dir: str  # absolute
+    registry: str  # absolute
+    time_source: str
+    udp_host: str
+    udp_port: int
+    dedup_window_s: float
+    rx1_margin_s: float
+    mqtt_host: str
+    mqtt_port: int
+    topic_prefix: str
+    client_id: str
+    max_batch_bytes: int
+    max_batch_records: int
+    max_batch_age_s: float
+    queue_max_bytes: int
+    backlog_records: int
+    log_level: str
+    stats_interval_s: float
+
+    @property
+    def mqtt_url(self) -> str:
+        return f"mqtt://{self.mqtt_host}:{self.mqtt_port}"
+
+
+def parse_mqtt_url(url: object) -> tuple[str, int]:
+    """``mqtt://host[:port]`` -> (host, port); port defaults to 1883.  ValueError if unusable."""
+    if not isinstance(url, str):
+        raise ValueError(f"must be a string like 'mqtt://127.0.0.1:1883', got {type(url).__name__}")
+    try:
+        u = urlsplit(url)
+        port = u.port
+    except ValueError as exc:
+        raise ValueError(f"{url!r} is not a valid URL ({exc})") from None
+    if u.scheme != "mqtt":
+        raise ValueError(f"{url!r}: scheme must be 'mqtt' (mqtt://host:port)")
+    if not u.hostname:
+        raise ValueError(f"{url!r}: no host (mqtt://host:port)")
+    if u.username is not None or u.password is not None:
+        raise ValueError(f"{url!r}: credentials in the URL are not supported")
+    if u.path not in ("", "/") or u.query or u.fragment:
+        raise ValueError(f"{url!r}: unexpected path, query or fragment")
+    return u.hostname, 1883 if port is None else port
+
+
+def _is_int(v: object) -> bool:
+    return type(v) is int
+
+
+def _is_num(v: object) -> bool:
+    return type(v) in (int, float) and v == v and v not in (float("inf"), float("-inf"))
+
+
+def _name_ok(v: object) -> bool:
+    return isinstance(v, str) and bool(v) and not any(c in v for c in "/+#\0")
+
+
+# section -> key -> (default, check, description of what is expected); default None = required
+_REQ = object()
+_SCHEMA: dict[str, dict[str, tuple]] = {
+    "gateway": {
+        "id": (_REQ, _name_ok, "a non-empty string without '/', '+', '#'"),
+        "site": (_REQ, _name_ok, "a non-empty string without '/', '+', '#'"),
+        "region": ("EU868", lambda v: isinstance(v, str) and v in REGIONS, "one of " + ", ".join(sorted(REGIONS))),
+        "net_id": (0x000013, lambda v: _is_int(v) and 0 <= v <= 0xFFFFFF, "an integer 0..0xFFFFFF"),
+        "data_dir": (None, lambda v: isinstance(v, str) and bool(v), "a non-empty path"),
+        "registry": (_REQ, lambda v: isinstance(v, str) and bool(v), "a non-empty path"),
+        "time_source": ("forwarder", lambda v: isinstance(v, str) and v in TIME_SOURCES, "one of " + ", ".join(TIME_SOURCES)),
+    },
+    "udp": {
+        "host": ("127.0.0.1", lambda v: isinstance(v, str) and bool(v), "a host name or address"),
+        "port": (1700, lambda v: _is_int(v) and 0 <= v <= 65535, "an integer 0..65535"),
+    },
+    "dedup": {
+        "window_ms": (200, lambda v: _is_num(v) and 0 < v <= 10_000, "a number of ms in (0, 10000]"),
+    },
+    "downlink": {
+        "rx1_margin_ms": (200, lambda v: _is_num(v) and 0 <= v < 1000, "a number of ms in [0, 1000)"),
+    },
+    "mqtt": {
+        "url": ("mqtt://127.0.0.1:1883", None, ""),
+        "topic_prefix": ("streetgrid/", lambda v: isinstance(v, str) and not any(c in v for c in "+#\0"),
+                         "a string without '+', '#'"),
+        "client_id": (None, lambda v: isinstance(v, str) and 0 < len(v) <= 64, "1..64 characters"),
+        "max_batch_bytes": (16384, lambda v: _is_int(v) and 256 <= v <= 256 * 1024 * 1024,
+                            "an integer >= 256"),
+        "max_batch_records": (500, lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+        "max_batch_age_s": (1.0, lambda v: _is_num(v) and 0 <= v <= 3600, "seconds in [0, 3600]"),
+    },
+    "queue": {
+        "max_bytes": (64 * 1024 * 1024, lambda v: _is_int(v) and v >= 4096, "an integer >= 4096"),
+        "backlog_records": (10_000, lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    },
+    "log": {
+        "level": ("INFO", lambda v: isinstance(v, str) and v.upper() in LOG_LEVELS,
+                  "one of " + ", ".join(LOG_LEVELS)),
+        "stats_interval_s": (10, lambda v: _is_num(v) and 0 < v <= 86400, "seconds in (0, 86400]"),
+    },
+}
+
+
+def parse_config(data: object, path: str = "<memory>", base_dir: str | None = None) -> Config:
+    """Validate an already-parsed TOML document -> Config, or raise ConfigError (all errors)."""
+    if base_dir is None:
+        base_dir = os.path.dirname(os.path.abspath(path)) if path != "<memory>" else os.getcwd()
+    errors: list[str] = []
+    if not isinstance(data, dict):
+        raise ConfigError(path, ["top level is not a table"])
+    vals: dict[str, dict[str, object]] = {}
+    for section in data:
+        if section not in _SCHEMA:
+            errors.append(f"unknown section [{section}] (expected "
+                          + ", ".join(f"[{s}]" for s in _SCHEMA) + ")")
+    for section, keys in _SCHEMA.items():
+        table = data.get(section, {})
+        if not isinstance(table, dict):
+            errors.append(f"[{section}] must be a table")
+            table = {}
+        for key in table:
+            if key not in keys:
+                errors.append(f"[{section}] unknown key {key!r}")
+        got: dict[str, object] = {}
+        for key, (default, check, expected) in keys.items():
+            if key not in table:
+                if default is _REQ:
+                    errors.append(f"[{section}] missing key {key!r}")
+                got[key] = None if default is _REQ else default
+                continue
+            v = table[key]
+            if check is not None and not check(v):
+                errors.append(f"[{section}] {key} = {v!r}: expected {expected}")
+                got[key] = None
+            else:
+                got[key] = v
+        vals[section] = got
+    mqtt_host, mqtt_port = "", 0
+    try:
+        mqtt_host, mqtt_port = parse_mqtt_url(vals["mqtt"]["url"])
+    except ValueError as exc:
+        errors.append(f"[mqtt] url: {exc}")
+    if errors:
+        raise ConfigError(path, errors)
+    g, m = vals["gateway"], vals["mqtt"]
+    data_dir = g["data_dir"] or os.path.join("var", str(g["id"]))
+    return Config(
+        path=os.path.abspath(path) if path != "<memory>" else path,
+        gateway_id=g["id"], site=g["site"], region=g["region"], net_id=g["net_id"],
+        data_dir=os.path.normpath(os.path.join(base_dir, data_dir)),
+        registry=os.path.normpath(os.path.join(base_dir, g["registry"])),
+        time_source=g["time_source"],
+        udp_host=vals["udp"]["host"], udp_port=vals["udp"]["port"],
+        dedup_window_s=vals["dedup"]["window_ms"] / 1000.0,
+        rx1_margin_s=vals["downlink"]["rx1_margin_ms"] / 1000.0,
+        mqtt_host=mqtt_host, mqtt_port=mqtt_port, topic_prefix=m["topic_prefix"],
+        client_id=m["client_id"] or f"streetgrid-{g['id']}",
+        max_batch_bytes=m["max_batch_bytes"], max_batch_records=m["max_batch_records"],
+        max_batch_age_s=float(m["max_batch_age_s"]),
+        queue_max_bytes=vals["queue"]["max_bytes"], backlog_records=vals["queue"]["backlog_records"],
+        log_level=vals["log"]["level"].upper(), stats_interval_s=float(vals["log"]["stats_interval_s"]),
+    )
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate the config file; raise ConfigError listing every problem."""
+    p = os.fspath(path)
+    try:
+        with open(p, "rb") as fp:
+            raw = fp.read()
+    except OSError as exc:
+        raise ConfigError(p, [f"cannot read file: {exc.strerror or exc}"]) from exc
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(p, [f"not UTF-8 text (byte offset {exc.start})"]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(p, [f"TOML syntax error: {exc}"]) from exc
+    return parse_config(data, p, os.path.dirname(os.path.abspath(p)))
