@@ -16,6 +16,15 @@ Pin: `Pin(id, mode=-1, pull=-1, *, value=None)`; Pin objects with the same id sh
 The simulator drives an input with `drive(id, level)` (None = released) and reads an output
 with `level(id)`. Pin.irq(handler, trigger) handlers run synchronously from drive().
 
+UART: `UART(id, baudrate, tx=, rx=, timeout=)` (ids 0..2) is a view of the simulator-owned
+`uart(id)`; a chip model is wired with `uart(id).attach(model)`, where the model has
+`uart_write(bytes)` and `uart_read(n) -> bytes` (fewer bytes than asked = the line went quiet,
+which the real UART reports after its timeout). read()/readinto() return None when nothing came.
+
+RTC: `RTC().datetime()` is the board clock (set_clock) plus `set_epoch(unix_s_at_clock_zero)`;
+without set_epoch the board starts at 2000-01-01 00:00:00 like an ESP32 whose RTC was never
+set. It stands for the board's time source, so power_cut() keeps it. datetime(tuple) sets it.
+
 PWM: `PWM(pin, freq=5000, duty_u16=..)` (duty also settable as duty 0..1023 or duty_ns); the
 simulator sees the duty through `pwm_duty(id)` (None when no PWM runs on the pin).
 
@@ -51,10 +60,12 @@ class _Board:
         self.pins = {}
         self.wdt = None  # [timeout_ms, last_feed_ms]
         self.clock = lambda: int(time.monotonic() * 1000)
+        self.epoch = None  # unix seconds at clock() == 0; None = RTC never set
 
 
 BOARD = _Board()
 _buses = {}  # id or ("soft", scl, sda) -> I2CBus; hardware wiring, survives power cuts
+_uarts = {}  # id -> UARTPort; hardware wiring, survives power cuts
 
 
 def set_clock(fn):
@@ -62,11 +73,17 @@ def set_clock(fn):
     BOARD.clock = fn
 
 
+def set_epoch(epoch_s):
+    """Wall clock: unix seconds at the moment the board clock (set_clock) reads 0."""
+    BOARD.epoch = epoch_s
+
+
 def power_cut():
     """Cut and restore power: RTC memory, pin levels, PWM and the WDT are lost."""
-    clock = BOARD.clock
+    clock, epoch = BOARD.clock, BOARD.epoch
     BOARD.__init__()
     BOARD.clock = clock
+    BOARD.epoch = epoch
 
 
 def soft_reset(cause=SOFT_RESET):
@@ -377,9 +394,144 @@ class PWM:
         self._publish()
 
 
+# -- UART ------------------------------------------------------------------------------------
+
+class UARTPort:
+    """The wires of one UART, owned by the simulator: at most one device model on the other end."""
+
+    def __init__(self):
+        self.model = None
+        self.rx = b""  # bytes the model sent that the firmware has not read yet
+        self.written = 0
+
+    def attach(self, model):
+        self.model = model
+        self.rx = b""
+        return model
+
+    def detach(self):
+        self.model = None
+        self.rx = b""
+
+    def _pull(self, n):
+        if self.model is not None and len(self.rx) < n:
+            self.rx += bytes(self.model.uart_read(n - len(self.rx)))
+
+
+def uart(id):
+    """The simulator's handle on UART `id`."""
+    return _uarts.setdefault(id, UARTPort())
+
+
+class UART:
+    """ESP32 UART (ids 0..2), byte-level, as machine_uart.c behaves for a polling reader."""
+
+    def __init__(self, id, baudrate=115200, bits=8, parity=None, stop=1, *, tx=None, rx=None,
+                 timeout=0, timeout_char=0, rxbuf=256, txbuf=256, invert=0, flow=0):
+        if id not in (0, 1, 2):
+            raise ValueError("UART(%s) does not exist" % (id,))
+        self.id = id
+        self._port = uart(id)
+        self.init(baudrate, bits, parity, stop, tx=tx, rx=rx, timeout=timeout)
+
+    def init(self, baudrate=115200, bits=8, parity=None, stop=1, *, tx=None, rx=None,
+             timeout=0, timeout_char=0, rxbuf=256, txbuf=256, invert=0, flow=0):
+        if bits not in (5, 6, 7, 8) or stop not in (1, 2) or parity not in (None, 0, 1):
+            raise ValueError("invalid UART format")
+        self.baudrate, self.tx, self.rx, self.timeout = baudrate, tx, rx, timeout
+
+    def deinit(self):
+        pass
+
+    def write(self, buf):
+        data = bytes(_buffer(buf))
+        self._port.written += len(data)
+        if self._port.model is not None:
+            self._port.model.uart_write(data)
+        return len(data)
+
+    def any(self):
+        self._port._pull(4096)
+        return len(self._port.rx)
+
+    def read(self, nbytes=-1):
+        port = self._port
+        port._pull(4096 if nbytes is None or nbytes < 0 else nbytes)
+        if nbytes is None or nbytes < 0:
+            nbytes = len(port.rx)
+        data, port.rx = port.rx[:nbytes], port.rx[nbytes:]
+        return data or None
+
+    def readinto(self, buf, nbytes=None):
+        mv = _buffer(buf)
+        n = len(mv) if nbytes is None else min(nbytes, len(mv))
+        data = self.read(n)
+        if not data:
+            return None
+        mv[:len(data)] = data
+        return len(data)
+
+    def readline(self):
+        port = self._port
+        port._pull(4096)
+        i = port.rx.find(b"\n")
+        n = len(port.rx) if i < 0 else i + 1
+        data, port.rx = port.rx[:n], port.rx[n:]
+        return data or None
+
+    def flush(self):
+        pass
+
+    def txdone(self):
+        return True
+
+
 # -- RTC, WDT --------------------------------------------------------------------------------
 
+def _days_from_civil(y, m, d):
+    y -= m <= 2
+    era = (y if y >= 0 else y - 399) // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def _civil_from_days(z):
+    z += 719468
+    era = (z if z >= 0 else z - 146096) // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + (3 if mp < 10 else -9)
+    return yoe + era * 400 + (m <= 2), m, d
+
+
+_Y2K = 946684800  # unix seconds of 2000-01-01, where an unset ESP32 RTC starts
+
+
 class RTC:
+    def datetime(self, dt=None):
+        """(year, month, day, weekday 0=Monday, hours, minutes, seconds, microseconds)."""
+        ms = BOARD.clock()
+        if dt is not None:
+            y, mo, d, _wd, h, mi, s = dt[:7]
+            us = dt[7] if len(dt) > 7 else 0
+            unix_ms = (_days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s) * 1000 + us // 1000
+            BOARD.epoch = (unix_ms - ms) / 1000
+            return None
+        epoch = _Y2K if BOARD.epoch is None else BOARD.epoch
+        unix_ms = int(epoch * 1000) + ms
+        secs, frac = divmod(unix_ms, 1000)
+        days, rem = divmod(secs, 86400)
+        y, mo, d = _civil_from_days(days)
+        return (y, mo, d, (days + 3) % 7, rem // 3600, rem // 60 % 60, rem % 60, frac * 1000)
+
+    def init(self, dt):
+        self.datetime(dt)
+
     def memory(self, data=None):
         """RTC slow memory: survives machine.reset() and deep sleep, not a power cut."""
         if data is None:

@@ -1,0 +1,160 @@
+"""Device configuration: DEFAULTS, overridden by /config.json, validated once at boot.
+
+Every key the firmware reads is listed in DEFAULTS, so a typo in config.json is an error at
+boot (with the key named), not a silently ignored setting. merge(overrides) is what both
+load() and main.create() use, so the simulator may pass a partial dict.
+
+Pin and bus numbers are the streetgrid pole board's (see the spine contract); the simulator
+attaches its chip models at whatever the config says. Thresholds that the network can change
+later (pole_config, config downlinks) start from here.
+"""
+
+DEFAULTS = {
+    "kind": "pole",
+    # LoRaWAN identity and radio
+    "dev_eui": "0000000000000000",
+    "join_eui": "0000000000000000",
+    "app_key": "00000000000000000000000000000000",
+    "region": "EU868",
+    "data_rate": 5,
+    "tx_power_dbm": 14,
+    "channels": None,  # None: the region's default channels; else a list of Hz
+    "confirmed_retries": 8,  # transmissions of a confirmed uplink before it is reported failed
+    "uplink_queue": 4,  # bounded queue of waiting uplinks (each kind)
+    "rejoin_after_failures": 4,  # consecutive failed confirmed uplinks; 0 = never rejoin
+    "join_backoff_min_s": 15,
+    "join_backoff_max_s": 3600,
+    "join_jitter_s": 10,  # random delay before the first join (a city-wide power cut)
+    "keep_session": True,  # resume the LoRaWAN session from NVS after a reboot
+    "fcnt_step": 256,  # FCnt values reserved per flash write
+    "devnonce_step": 16,
+    # application
+    "report_interval_s": 900,
+    "sample_interval_s": 60,
+    "alarm_repeat_s": 3600,
+    "utc_offset_min": 0,
+    "default_level": 100,  # lamp level (%) at boot and when nothing else decides
+    "default_fade_ms": 0,
+    "photocell_on_lux": 20,  # lamp on when darker than this (dusk)
+    "photocell_off_lux": 50,  # lamp off when brighter than this (dawn)
+    "day_burner_lux": 500,  # "bright daylight" for the day-burner alarm
+    "tilt_threshold_cdeg": 1000,  # 10.00 deg
+    "lamp_fail_ma": 30,  # a lamp commanded on drawing less than this has failed
+    "lamp_settle_s": 30,  # ignore lamp current this long after a level change
+    "latitude": None,  # degrees; with longitude, enables the solar calculation
+    "longitude": None,
+    # board wiring
+    "i2c_id": 0,
+    "i2c_scl": 22,
+    "i2c_sda": 21,
+    "uart_id": 2,
+    "uart_tx": 17,
+    "uart_rx": 16,
+    "dimmer_pin": 25,
+    "dimmer_freq": 1000,
+    "dimmer_invert": False,
+    "relay_pin": 26,  # None: no relay
+    "door_pin": 27,
+    "door_debounce_ms": 50,
+    "veml7700_addr": 0x10,
+    "sht3x_addr": 0x44,
+    "lis3dh_addr": 0x18,
+}
+
+_HEX = {"dev_eui": 16, "join_eui": 16, "app_key": 32}
+_OPTIONAL = ("channels", "relay_pin", "latitude", "longitude")
+_BOOLS = ("keep_session", "dimmer_invert")
+_FLOATS = ("latitude", "longitude")
+_RANGES = {
+    "data_rate": (0, 15), "tx_power_dbm": (-10, 30), "confirmed_retries": (1, 15),
+    "uplink_queue": (1, 32), "rejoin_after_failures": (0, 1000), "report_interval_s": (0, 65535),
+    "sample_interval_s": (1, 86400), "alarm_repeat_s": (0, 65535), "utc_offset_min": (-720, 840),
+    "default_level": (0, 100), "photocell_on_lux": (0, 100000), "photocell_off_lux": (0, 100000),
+    "fcnt_step": (1, 65536), "devnonce_step": (1, 1024), "latitude": (-90, 90),
+    "longitude": (-180, 180),
+}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _check(cfg):
+    for key in DEFAULTS:
+        v = cfg[key]
+        if v is None and key in _OPTIONAL:
+            continue
+        want = type(DEFAULTS[key])
+        if key in _HEX:
+            ok = isinstance(v, str) and len(v) == _HEX[key]
+            if ok:
+                try:
+                    int(v, 16)
+                except ValueError:
+                    ok = False
+            if not ok:
+                raise ConfigError("config %s: want %d hex characters, got %r" % (key, _HEX[key], v))
+        elif key == "channels":
+            if not isinstance(v, list) or not v or not all(isinstance(f, int) for f in v):
+                raise ConfigError("config channels: want null or a list of frequencies in Hz")
+        elif key in _BOOLS:
+            if v is not True and v is not False:
+                raise ConfigError("config %s: want true or false, got %r" % (key, v))
+        elif key in _FLOATS:
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
+                raise ConfigError("config %s: want a number, got %r" % (key, v))
+        elif want is int or key in _OPTIONAL:
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise ConfigError("config %s: want an integer, got %r" % (key, v))
+        elif not isinstance(v, want):
+            raise ConfigError("config %s: want %s, got %r" % (key, want.__name__, v))
+        r = _RANGES.get(key)
+        if r is not None and not r[0] <= v <= r[1]:
+            raise ConfigError("config %s: %r outside %d..%d" % (key, v, r[0], r[1]))
+    if cfg["kind"] != "pole":
+        raise ConfigError("config kind: only \"pole\" is implemented, got %r" % (cfg["kind"],))
+    from protocol.lorawan import region as _region
+
+    try:
+        reg = _region.region(cfg["region"])
+        reg.data_rate(cfg["data_rate"])
+        for f in cfg["channels"] or ():
+            if not reg.channel_ok(f):
+                raise ConfigError("config channels: %d Hz is not a %s channel" % (f, reg.name))
+    except _region.RegionError as e:
+        raise ConfigError("config: %s" % e)
+    if cfg["photocell_on_lux"] > cfg["photocell_off_lux"]:
+        raise ConfigError("config photocell_on_lux must not exceed photocell_off_lux (hysteresis)")
+
+
+def merge(overrides=None):
+    """DEFAULTS updated with overrides (unknown keys rejected), validated -> new dict."""
+    cfg = dict(DEFAULTS)
+    if overrides:
+        unknown = [k for k in overrides if k not in DEFAULTS]
+        if unknown:
+            raise ConfigError("config: unknown key(s) %s" % ", ".join(sorted(unknown)))
+        cfg.update(overrides)
+    _check(cfg)
+    return cfg
+
+
+def load(path="/config.json"):
+    """merge() of the JSON object in path; a missing file gives DEFAULTS (the lamp still works:
+    boot-safe level and photocell, no network until provisioned)."""
+    import json
+
+    try:
+        f = open(path)
+    except OSError:
+        return merge(None)
+    try:
+        try:
+            data = json.load(f)
+        except ValueError as e:
+            raise ConfigError("config %s: not valid JSON (%s)" % (path, e))
+    finally:
+        f.close()
+    if not isinstance(data, dict):
+        raise ConfigError("config %s: want a JSON object" % path)
+    return merge(data)
