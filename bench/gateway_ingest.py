@@ -1,0 +1,619 @@
+"""Gateway ingest benchmark: uplinks/s end to end through ONE gateway process, latency, RSS, loss.
+
+Usage: python bench/gateway_ingest.py [--devices 10000] [--rate 5000] [--seconds 30]
+                                      [--rxpk 8] [--copies 1] [--senders 1] [--gateway auto]
+
+What runs (all real, on 127.0.0.1):
+  * a mosquitto broker on a free port (tests/gateway/mosquitto.py);
+  * the gateway under test as its own process: ``python -m gateway run --config FILE
+    --ready-file PATH`` (``--gateway real``), or, while that does not exist yet, a stand-in
+    process built from the gateway's parts, ForwarderServer + RecordQueue + Publisher
+    (``--gateway standin``, this file's ``--serve``; ``--standin-batch`` makes it release each
+    dedup batch through UplinkProcessor.process_batch and one RecordQueue.put, the wiring
+    recommended for gateway/forwarders.py and app.py).  ``auto`` picks real when available;
+  * load generator process(es): pre-built pole report frames (protocol.payload.encode_uplink +
+    protocol.lorawan.session.build_data_frame, each device its own keys and FCnt) in PUSH_DATA
+    datagrams of ``--rxpk`` frames each, paced to ``--rate`` uplinks/s for ``--seconds``;
+    every uplink may be heard by ``--copies`` forwarders (dedup path);
+  * a subscriber process (paho) on the readings topic that stamps every batch on arrival.
+
+Devices: a registry TOML of ``--devices`` poles; their sessions are pre-populated in the
+gateway's session store (gateway.sessions.SessionStore.save_join with the LoRaWAN key
+derivation) before the gateway starts, so no joins happen during the run.
+
+Measured: end-to-end uplinks/s (uplinks delivered / (last delivery - first send)), latency
+per uplink = arrival of the MQTT batch holding its records - send of its PUSH_DATA (both
+CLOCK_MONOTONIC, same host), p50/p99/max; loss (sent, never delivered) and duplicates
+(delivered more than once), uplinks are identified by (DevEUI from ``bn``, FCnt from the
+"lora" metadata); the gateway's RSS from /proc/<pid>/status (VmHWM and VmRSS sampled).
+Goal (issue #3): >= 5,000 uplinks/s sustained, p99 < 500 ms, nothing lost.
+It prints numbers; it asserts nothing about time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+NET_ID = 0x000013
+JOIN_EUI = bytes.fromhex("70B3D57ED0000000")
+GATEWAY_ID = "gw-bench"
+SITE = "bench"
+FREQS = (868100000, 868300000, 868500000)
+SENML_BN = -2  # RFC 8428 CBOR label of "bn"
+
+
+# ---- setup ------------------------------------------------------------------------------------
+
+def device(i: int) -> tuple[bytes, bytes]:
+    """(DevEUI, AppKey) of bench device i (deterministic)."""
+    eui = bytes.fromhex("70B3D57EB0%06X" % i)
+    return eui, bytes.fromhex("%032X" % (0x2B7E151628AED2A6ABF7158800000000 + i))
+
+
+def write_registry(path: str, n: int) -> None:
+    lines = []
+    for i in range(n):
+        eui, key = device(i)
+        lines.append('[[device]]\nname = "pole-%05d"\nsite = "%s"\nkind = "pole"\n'
+                     'dev_eui = "%s"\njoin_eui = "%s"\napp_key = "%s"\n'
+                     % (i, SITE, eui.hex().upper(), JOIN_EUI.hex().upper(), key.hex().upper()))
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+
+
+def populate_sessions(path: str, n: int) -> list[tuple[bytes, int, bytes, bytes]]:
+    """Create one session per device in a SessionStore file -> [(dev_eui, dev_addr, nwk, app)]."""
+    from gateway.sessions import SessionStore
+    from protocol.lorawan.security import derive_session_keys
+
+    out = []
+    store = SessionStore.for_net_id(path, NET_ID, synchronous="NORMAL")
+    try:
+        for i in range(n):
+            eui, key = device(i)
+            s = store.save_join(eui, 1, lambda jn, _addr, key=key: derive_session_keys(key, jn, NET_ID, 1),
+                                time.time())
+            out.append((eui, s.dev_addr, s.nwk_s_key, s.app_s_key))
+    finally:
+        store.close()
+    return out
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_config(path: str, data_dir: str, udp_port: int, mqtt_port: int, args) -> None:
+    with open(path, "w") as f:
+        f.write(f"""[gateway]
+id = "{GATEWAY_ID}"
+site = "{SITE}"
+region = "EU868"
+net_id = {NET_ID:#08x}
+data_dir = "{data_dir}"
+registry = "devices.toml"
+time_source = "gateway"
+
+[udp]
+host = "127.0.0.1"
+port = {udp_port}
+
+[dedup]
+window_ms = {args.dedup_ms}
+
+[mqtt]
+url = "mqtt://127.0.0.1:{mqtt_port}"
+topic_prefix = "streetgrid/"
+max_batch_bytes = {args.batch_bytes}
+max_batch_records = {args.batch_records}
+max_batch_age_s = {args.batch_age}
+
+[log]
+level = "WARNING"
+stats_interval_s = 5
+""")
+
+
+def real_gateway_available() -> bool:
+    if not os.path.exists(os.path.join(ROOT, "gateway", "__main__.py")):
+        return False
+    r = subprocess.run([sys.executable, "-m", "gateway", "run", "--help"], cwd=ROOT,
+                       capture_output=True, text=True)
+    return r.returncode == 0 and "--ready-file" in r.stdout
+
+
+# ---- load generator (its own process) ---------------------------------------------------------
+
+def build_plan(sessions, total: int, copies: int, rxpk_per_dgram: int, forwarders: int, sender: int):
+    """Pre-build this sender's datagrams: [(forwarder index, datagram bytes, [(eui, fcnt)])].
+
+    Devices are taken round-robin so each device's FCnt rises in time (fresh sessions: 1, 2,..).
+    """
+    from protocol import gwmp, payload
+    from protocol.lorawan import frame
+    from protocol.lorawan.session import build_data_frame
+
+    fcnts = [0] * len(sessions)
+    frames = []
+    for k in range(total):
+        d = k % len(sessions)
+        eui, addr, nwk, app = sessions[d]
+        fcnts[d] += 1
+        fc = fcnts[d]
+        fport, body = payload.encode_uplink("pole", "report", {
+            "dim_level": (d + fc) % 101, "lamp_power": 35.5 + fc % 10, "lamp_energy": 12345 + fc,
+            "ambient_light": 20 + fc % 500, "temperature": 12.5, "humidity": 55.0})
+        phy = build_data_frame(frame.UNCONFIRMED_UP, addr, fc, fport, body, nwk, app)
+        frames.append((eui.hex(), fc, phy, FREQS[k % 3]))
+    # every copy of a frame goes through a different forwarder; group per forwarder into datagrams
+    dgrams = []
+    token = 0
+    for start in range(0, len(frames), rxpk_per_dgram):
+        chunk = frames[start:start + rxpk_per_dgram]
+        for c in range(copies):
+            fw = (start // rxpk_per_dgram + c) % forwarders
+            token = (token + 1) & 0xFFFF
+            rx = [gwmp.Rxpk((start + j) * 1000 & 0xFFFFFFFF, f, "SF7BW125", phy, -80 - c, stat=1,
+                            lsnr=7.5 - c, codr="4/5", chan=0, rfch=0)
+                  for j, (_, _, phy, f) in enumerate(chunk)]
+            eui = bytes.fromhex("AA555A%02X%08X" % (sender, fw))
+            ids = [(e, fc) for e, fc, _, _ in chunk] if c == 0 else []
+            dgrams.append((fw, gwmp.PushData(token, eui, rx).encode(), ids))
+    return dgrams
+
+
+def loadgen(sender, sessions, args, port, ready, start_at, out_path):
+    dgrams = build_plan(sessions, args.per_sender, args.copies, args.rxpk, args.forwarders, sender)
+    socks = []
+    for _ in range(args.forwarders):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        s.bind(("127.0.0.1", 0))
+        s.setblocking(False)
+        socks.append(s)
+    ready.set()
+    while start_at.value == 0.0:
+        time.sleep(0.001)
+    t0 = start_at.value
+    # uplinks per datagram (first copies only count) -> seconds between datagrams at this rate
+    per_uplink = args.senders / args.rate
+    sent_times = []
+    acks = 0
+    uplinks = 0
+    mono = time.monotonic
+    for fw, data, ids in dgrams:
+        due = t0 + uplinks * per_uplink
+        while True:
+            now = mono()
+            if now >= due:
+                break
+            if due - now > 0.002:
+                time.sleep(due - now - 0.001)
+        t = mono()
+        socks[fw].sendto(data, ("127.0.0.1", port))
+        uplinks += len(ids)
+        for key in ids:
+            sent_times.append((key[0], key[1], t))
+        for s in socks:  # drain PUSH_ACKs (they tell us the gateway is reading)
+            try:
+                while True:
+                    s.recv(64)
+                    acks += 1
+            except BlockingIOError:
+                pass
+    t_end = mono()
+    deadline = t_end + 2.0
+    while mono() < deadline:
+        got = False
+        for s in socks:
+            try:
+                while True:
+                    s.recv(64)
+                    acks += 1
+                    got = True
+            except BlockingIOError:
+                pass
+        if not got:
+            time.sleep(0.05)
+    with open(out_path, "w") as f:
+        json.dump({"sent": sent_times, "datagrams": len(dgrams), "acks": acks,
+                   "t_first": sent_times[0][2] if sent_times else t0, "t_last": t_end}, f)
+
+
+# ---- subscriber (its own process) -------------------------------------------------------------
+
+def subscriber(mqtt_port, topic, ready, stop, delivered, out_path):
+    import cbor2
+    import paho.mqtt.client as mqtt
+
+    arrivals = []  # (monotonic arrival, payload)
+
+    def on_connect(client, userdata, flags, rc, props):
+        client.subscribe(topic, qos=1)
+
+    def on_subscribe(client, userdata, mid, rcs, props):
+        ready.set()
+
+    def on_message(client, userdata, msg):
+        arrivals.append((time.monotonic(), msg.payload))
+
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-sub", clean_session=True)
+    c.on_connect, c.on_subscribe, c.on_message = on_connect, on_subscribe, on_message
+    c.connect("127.0.0.1", mqtt_port, keepalive=60)
+    c.loop_start()
+    seen: dict[tuple[str, int], list[float]] = {}
+    foreign = 0
+    done = 0
+    while not stop.is_set():
+        time.sleep(0.2)
+        n = len(arrivals)
+        for t, p in arrivals[done:n]:
+            batch = cbor2.loads(p)
+            for rec in batch[4]:
+                bn = rec.get(SENML_BN, rec.get("bn"))
+                if bn is None:
+                    continue
+                lora = rec.get("lora") or {}
+                fcnt = lora.get("fcnt")
+                if not isinstance(bn, str) or fcnt is None:
+                    foreign += 1
+                    continue
+                eui = bn.split(":")[3]
+                seen.setdefault((eui, fcnt), []).append(t)
+        done = n
+        delivered.value = len(seen)
+    c.loop_stop()
+    c.disconnect()
+    with open(out_path, "w") as f:
+        json.dump({"seen": [[k[0], k[1], v] for k, v in seen.items()], "batches": len(arrivals),
+                   "unidentified": foreign}, f)
+
+
+# ---- stand-in gateway process (until `python -m gateway run` exists) --------------------------
+
+def serve_standin(config_path: str, ready_file: str, batched: bool, sync: str) -> None:
+    """ForwarderServer + RecordQueue + Publisher wired as app.py would, with the bench's config."""
+    import asyncio
+    import tomllib
+
+    from gateway.forwarders import ForwarderServer
+    from gateway.publisher import Publisher
+    from gateway.registry import load_registry
+    from gateway.sessions import SessionStore
+    from gateway.store import Record, RecordQueue
+    from protocol import cbor
+    from protocol.lorawan.region import EU868
+
+    with open(config_path, "rb") as f:
+        cfg = tomllib.load(f)
+    g = cfg["gateway"]
+    data_dir = g["data_dir"]
+    reg = load_registry(os.path.join(os.path.dirname(config_path), g["registry"]))
+    sessions = SessionStore.for_net_id(os.path.join(data_dir, "sessions.db"), g["net_id"],
+                                       synchronous=sync)
+    queue = RecordQueue(os.path.join(data_dir, "queue.db"), synchronous=sync)
+    m = cfg["mqtt"]
+    host, port = m["url"].split("//")[1].split(":")
+    pub = Publisher(queue, gateway_id=g["id"], site=g["site"], host=host, port=int(port),
+                    topic_prefix=m["topic_prefix"], max_batch_bytes=m["max_batch_bytes"],
+                    max_batch_records=m["max_batch_records"], max_batch_age_s=m["max_batch_age_s"])
+
+    def encode(r) -> Record:
+        first = dict(r.records[0])
+        first["lora"] = {"fcnt": r.fcnt, "fport": r.fport, "copies": r.copies}
+        recs = [first] + r.records[1:]
+        labels = {"bver": -1, "bn": -2, "bt": -3, "n": 0, "u": 1, "v": 2, "vs": 3, "vb": 4}
+        return Record(cbor.dumps([{labels.get(k, k): v for k, v in rec.items()} for rec in recs]),
+                      "lorawan")
+
+    def on_records(r) -> None:  # naive: one durable put per uplink
+        queue.put([encode(r)])
+        pub.notify()
+
+    class BatchedServer(ForwarderServer):
+        """Release loop that group-commits: process_batch (one session commit) + one put."""
+
+        async def _release_loop(self) -> None:
+            while True:
+                deadline = self.dedup.next_deadline()
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                self._wake.clear()
+                if timeout is None or timeout > 0:
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), timeout)
+                    except asyncio.TimeoutError:
+                        pass
+                ups = self.dedup.due(time.monotonic())
+                if ups:
+                    self._inc("uplinks", len(ups))
+                    results = self.processor.process_batch(ups, time.time())
+                    good = []
+                    for up, r in zip(ups, results):
+                        if r.kind == "join":
+                            self._join(up)
+                        elif not r.accepted:
+                            self._inc("uplink-%s" % r.reason)
+                        else:
+                            good.append(r)
+                    if good:
+                        self._inc("records", len(good))
+                        queue.put([encode(r) for r in good])
+                        pub.notify()
+                await asyncio.sleep(0)
+
+    async def main() -> None:
+        cls = BatchedServer if batched else ForwarderServer
+        srv = cls(reg, sessions, EU868, g["net_id"], on_records, host=cfg["udp"]["host"],
+                  port=cfg["udp"]["port"], dedup_window_s=cfg["dedup"]["window_ms"] / 1000)
+        await srv.start()
+        pub.start()
+        tmp = ready_file + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"udp_host": srv.host, "udp_port": srv.port, "pid": os.getpid()}, f)
+        os.replace(tmp, ready_file)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), 2.0)
+            except asyncio.TimeoutError:
+                pass
+            with open(os.path.join(data_dir, "stats.json"), "w") as f:
+                json.dump({"forwarders": srv.counters, "uplink": srv.processor.counters,
+                           "publisher": pub.counters}, f)
+        await srv.stop()
+
+    try:
+        asyncio.run(main())
+    finally:
+        pub.stop()
+        queue.close()
+        sessions.close()
+
+
+# ---- orchestration ----------------------------------------------------------------------------
+
+def rss_kb(pid: int) -> dict:
+    out = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(("VmHWM:", "VmRSS:")):
+                    k, v = line.split(":")
+                    out[k] = int(v.split()[0])
+    except OSError:
+        pass
+    return out
+
+
+def pct(sorted_vals, p):
+    if not sorted_vals:
+        return float("nan")
+    i = min(len(sorted_vals) - 1, max(0, int(round(p / 100 * len(sorted_vals) + 0.5)) - 1))
+    return sorted_vals[i]
+
+
+def run(args) -> dict:
+    from tests.gateway.mosquitto import Mosquitto
+
+    use_real = args.gateway == "real" or (args.gateway == "auto" and real_gateway_available())
+    tmp = tempfile.mkdtemp(prefix="gw-ingest-")
+    data_dir = os.path.join(tmp, "data")
+    os.makedirs(data_dir)
+    t = time.monotonic()
+    write_registry(os.path.join(tmp, "devices.toml"), args.devices)
+    sessions = populate_sessions(os.path.join(data_dir, "sessions.db"), args.devices)
+    print("setup: %d devices registered, %d sessions pre-populated in %s (%.1f s)"
+          % (args.devices, len(sessions), os.path.join(data_dir, "sessions.db"), time.monotonic() - t),
+          flush=True)
+
+    ctx = mp.get_context("fork")
+    udp_port = free_udp_port()
+    start_at = ctx.Value("d", 0.0)
+    senders = []
+    t = time.monotonic()
+    for s in range(args.senders):
+        ready = ctx.Event()
+        part = sessions[s::args.senders]  # disjoint devices per sender: FCnt order is kept
+        out = os.path.join(tmp, "sent-%d.json" % s)
+        p = ctx.Process(target=loadgen, args=(s, part, args, udp_port, ready, start_at, out))
+        p.start()
+        senders.append((p, ready, out))
+
+    broker = Mosquitto(tmp).start()
+    config = os.path.join(tmp, "gateway.toml")
+    write_config(config, data_dir, udp_port, broker.port, args)
+    topic = "streetgrid/%s/%s/readings" % (SITE, GATEWAY_ID)
+    sub_ready, sub_stop, delivered = ctx.Event(), ctx.Event(), ctx.Value("i", 0)
+    sub_out = os.path.join(tmp, "received.json")
+    sub = ctx.Process(target=subscriber, args=(broker.port, topic, sub_ready, sub_stop, delivered, sub_out))
+    sub.start()
+
+    ready_file = os.path.join(tmp, "ready.json")
+    if use_real:
+        cmd = [sys.executable, "-m", "gateway", "run", "--config", config, "--ready-file", ready_file]
+        kind = "real gateway (python -m gateway run)"
+    else:
+        cmd = [sys.executable, os.path.abspath(__file__), "--serve", config, ready_file,
+               "--sync", args.sync] + (["--standin-batch"] if args.standin_batch else [])
+        kind = "stand-in (ForwarderServer + RecordQueue + Publisher, %s, synchronous=%s)" % (
+            "batched release: process_batch + one put" if args.standin_batch else "one put per uplink",
+            args.sync)
+    gw_log = open(os.path.join(tmp, "gateway.log"), "w")
+    gw = subprocess.Popen(cmd, cwd=ROOT, stdout=gw_log, stderr=subprocess.STDOUT)
+    result = {}
+    try:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(ready_file):
+            if gw.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("gateway did not become ready; log: %s\n%s" % (
+                    gw_log.name, open(gw_log.name).read()[-3000:]))
+            time.sleep(0.05)
+        info = json.load(open(ready_file))
+        pid = info.get("pid", gw.pid)
+        port = info.get("udp_port", udp_port)
+        if port != udp_port:
+            raise SystemExit("gateway serves UDP on %s, configured %s" % (port, udp_port))
+        for p, ready, _ in senders:
+            ready.wait(600)
+        sub_ready.wait(10)
+        print("load: %d uplinks built in %.1f s by %d sender process(es); gateway: %s, pid %d"
+              % (args.per_sender * args.senders, time.monotonic() - t, args.senders, kind, pid), flush=True)
+        rss_idle = rss_kb(pid)
+        start_at.value = time.monotonic() + 0.2
+        peak_rss = 0
+        total = args.per_sender * args.senders
+        last_n, last_change = -1, time.monotonic()
+        while True:
+            time.sleep(0.25)
+            r = rss_kb(pid)
+            peak_rss = max(peak_rss, r.get("VmRSS", 0))
+            n = delivered.value
+            now = time.monotonic()
+            if n != last_n:
+                last_n, last_change = n, now
+            sending = any(p.is_alive() for p, _, _ in senders)
+            if not sending and (n >= total or now - last_change > args.drain):
+                break
+            if gw.poll() is not None:
+                print("gateway exited with %s during the run" % gw.returncode)
+                break
+        final_rss = rss_kb(pid)
+        sub_stop.set()
+        sub.join(60)
+        for p, _, _ in senders:
+            p.join(10)
+        stats_path = os.path.join(data_dir, "stats.json")
+        gw_stats = json.load(open(stats_path)) if os.path.exists(stats_path) else None
+    finally:
+        if gw.poll() is None:
+            gw.send_signal(signal.SIGTERM)
+            try:
+                gw.wait(20)
+            except subprocess.TimeoutExpired:
+                gw.kill()
+                gw.wait()
+        gw_log.close()
+        broker.stop()
+
+    sent = {}
+    acks = datagrams = 0
+    t_first, t_last = float("inf"), 0.0
+    for _, _, out in senders:
+        d = json.load(open(out))
+        for eui, fc, ts in d["sent"]:
+            sent[(eui, fc)] = ts
+        acks += d["acks"]
+        datagrams += d["datagrams"]
+        t_first, t_last = min(t_first, d["t_first"]), max(t_last, d["t_last"])
+    recv = json.load(open(sub_out))
+    lat = []
+    dups = 0
+    unknown = 0
+    last_arrival = 0.0
+    in_window = 0  # delivered while the load was still being sent
+    for eui, fc, times in recv["seen"]:
+        ts = sent.get((eui, fc))
+        if ts is None:
+            unknown += 1
+            continue
+        dups += len(times) - 1
+        lat.append(times[0] - ts)
+        last_arrival = max(last_arrival, times[0])
+        in_window += times[0] <= t_last
+    lat.sort()
+    got = len(lat)
+    result = {
+        "gateway": kind, "pid": pid, "devices": args.devices, "sessions": "pre-populated (SessionStore.save_join)",
+        "rate": args.rate, "seconds": args.seconds, "rxpk_per_datagram": args.rxpk, "copies": args.copies,
+        "senders": args.senders, "forwarders": args.forwarders * args.senders, "datagrams": datagrams,
+        "push_acks": acks, "sent": len(sent), "delivered": got, "lost": len(sent) - got,
+        "duplicates": dups, "unidentified": unknown + recv["unidentified"], "batches": recv["batches"],
+        "offered_per_s": len(sent) / max(1e-9, t_last - t_first),
+        "sustained_per_s": in_window / max(1e-9, t_last - t_first),
+        "drain_s": max(0.0, last_arrival - t_last),
+        "delivered_per_s": got / max(1e-9, last_arrival - t_first) if got else 0.0,
+        "p50_ms": pct(lat, 50) * 1000, "p99_ms": pct(lat, 99) * 1000,
+        "max_ms": (lat[-1] * 1000 if lat else float("nan")),
+        "rss_idle_kb": rss_idle.get("VmRSS"), "rss_peak_sampled_kb": peak_rss,
+        "vmhwm_kb": final_rss.get("VmHWM"), "gateway_stats": gw_stats, "tmp": tmp,
+    }
+    if not args.keep:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+def report(r: dict) -> None:
+    print()
+    print("gateway ingest: %s" % r["gateway"])
+    print("  settings: %d devices (%s), offered %d uplinks/s for %d s, %d rxpk per PUSH_DATA, "
+          "%d cop%s per uplink, %d sender process(es), %d forwarder sockets"
+          % (r["devices"], r["sessions"], r["rate"], r["seconds"], r["rxpk_per_datagram"], r["copies"],
+             "y" if r["copies"] == 1 else "ies", r["senders"], r["forwarders"]))
+    print("  sent      %d uplinks in %d datagrams (%d PUSH_ACKs back), achieved offer %.0f uplinks/s"
+          % (r["sent"], r["datagrams"], r["push_acks"], r["offered_per_s"]))
+    print("  delivered %d uplinks in %d MQTT batches; sustained %.0f uplinks/s end to end while "
+          "sending (goal >= 5,000); all of them: %.0f uplinks/s, the last %.2f s after the last send"
+          % (r["delivered"], r["batches"], r["sustained_per_s"], r["delivered_per_s"], r["drain_s"]))
+    print("  latency   p50 %.1f ms, p99 %.1f ms, max %.1f ms (goal p99 < 500 ms)"
+          % (r["p50_ms"], r["p99_ms"], r["max_ms"]))
+    print("  lost      %d, duplicates %d, unidentified records %d (goal 0 lost)"
+          % (r["lost"], r["duplicates"], r["unidentified"]))
+    print("  gateway RSS: idle %s kB, peak sampled %s kB, VmHWM %s kB"
+          % (r["rss_idle_kb"], r["rss_peak_sampled_kb"], r["vmhwm_kb"]))
+    st = r.get("gateway_stats")
+    if st:
+        print("  gateway counters: %s" % json.dumps(st, sort_keys=True)[:600])
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--devices", type=int, default=10000)
+    ap.add_argument("--rate", type=float, default=5000, help="offered uplinks/s (all senders)")
+    ap.add_argument("--seconds", type=float, default=30)
+    ap.add_argument("--rxpk", type=int, default=8, help="frames per PUSH_DATA datagram")
+    ap.add_argument("--copies", type=int, default=1, help="forwarders hearing each uplink")
+    ap.add_argument("--senders", type=int, default=1, help="load generator processes")
+    ap.add_argument("--forwarders", type=int, default=4, help="forwarder sockets per sender")
+    ap.add_argument("--gateway", choices=("auto", "real", "standin"), default="auto")
+    ap.add_argument("--standin-batch", action="store_true",
+                    help="stand-in releases each dedup batch via process_batch + one put")
+    ap.add_argument("--sync", default="FULL", help="stand-in SQLite synchronous (FULL/NORMAL)")
+    ap.add_argument("--dedup-ms", type=int, default=200)
+    ap.add_argument("--batch-bytes", type=int, default=16384)
+    ap.add_argument("--batch-records", type=int, default=500)
+    ap.add_argument("--batch-age", type=float, default=1.0)
+    ap.add_argument("--drain", type=float, default=15.0, help="stop after this long without progress")
+    ap.add_argument("--json", action="store_true", help="also print the result as JSON")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--serve", nargs=2, metavar=("CONFIG", "READY"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.serve:
+        serve_standin(args.serve[0], args.serve[1], args.standin_batch, args.sync)
+        return
+    args.per_sender = int(args.rate * args.seconds) // args.senders
+    r = run(args)
+    report(r)
+    if args.json:
+        print(json.dumps(r, default=str))
+
+
+if __name__ == "__main__":
+    main()
