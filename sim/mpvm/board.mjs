@@ -1,0 +1,119 @@
+// One emulated board on the real MicroPython VM, as a long-lived process driven by sim/vmboard.py.
+//
+// Usage: node sim/mpvm/board.mjs [--heapsize BYTES] [--mount HOSTDIR:VMDIR]...
+//
+// Loads MicroPython (the official WebAssembly build), copies the mounted trees into its
+// in-memory file system, registers the `hostlink` module and runs sim.mpvm.board.serve(),
+// which speaks JSON lines with the host on stdin/stdout (protocol in sim/mpvm/board.py).
+// hostlink's calls are synchronous (fs.readSync / fs.writeSync), so the firmware's radio calls
+// reach the host in the middle of a poll, as driver calls do on the device.
+// The firmware's prints never mix with the protocol: they go to stderr, one line each,
+// prefixed with "| ". The process exits when the host closes stdin.
+import { loadMicroPython } from "@micropython/micropython-webassembly-pyscript";
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+
+function parseArgs(argv) {
+  const opts = { heapsize: 2 * 1024 * 1024, mounts: [] };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === "--heapsize") opts.heapsize = parseInt(argv[++i], 10);
+    else if (a === "--mount") {
+      const spec = argv[++i];
+      const at = spec.lastIndexOf(":");
+      opts.mounts.push([spec.slice(0, at), spec.slice(at + 1)]);
+    } else throw new Error("unknown argument " + a);
+  }
+  return opts;
+}
+
+function copyTree(mp, hostDir, vmDir) {
+  mp.FS.mkdirTree(vmDir);
+  for (const entry of fs.readdirSync(hostDir, { withFileTypes: true })) {
+    const host = path.join(hostDir, entry.name);
+    const vm = vmDir + "/" + entry.name;
+    if (entry.isDirectory()) {
+      if (entry.name === "__pycache__" || entry.name === "node_modules") continue;
+      copyTree(mp, host, vm);
+    } else if (/\.(py|mpy|json)$/.test(entry.name)) {
+      mp.FS.writeFile(vm, fs.readFileSync(host));
+    }
+  }
+}
+
+// ---- synchronous line I/O on fds 0 and 1 -------------------------------------------------
+
+const sleeper = new Int32Array(new SharedArrayBuffer(4));
+const chunk = Buffer.alloc(1 << 16);
+let pending = Buffer.alloc(0);
+
+function readLine() {
+  for (;;) {
+    const nl = pending.indexOf(10);
+    if (nl >= 0) {
+      const line = pending.subarray(0, nl).toString("utf8");
+      pending = pending.subarray(nl + 1);
+      return line;
+    }
+    let n;
+    try {
+      n = fs.readSync(0, chunk, 0, chunk.length, null);
+    } catch (err) {
+      if (err.code === "EAGAIN") {
+        Atomics.wait(sleeper, 0, 0, 1);
+        continue;
+      }
+      if (err.code === "EOF") return null;
+      throw err;
+    }
+    if (n === 0) return null;
+    pending = Buffer.concat([pending, chunk.subarray(0, n)]);
+  }
+}
+
+function writeAll(fd, text) {
+  let buf = Buffer.from(text, "utf8");
+  while (buf.length) {
+    try {
+      const n = fs.writeSync(fd, buf);
+      buf = buf.subarray(n);
+    } catch (err) {
+      if (err.code !== "EAGAIN") throw err;
+      Atomics.wait(sleeper, 0, 0, 1);
+    }
+  }
+}
+
+// ---- the VM ------------------------------------------------------------------------------
+
+const opts = parseArgs(process.argv.slice(2));
+const firmwareOut = (line) => writeAll(2, "| " + line + "\n");
+const mp = await loadMicroPython({
+  heapsize: opts.heapsize,
+  linebuffer: true,
+  stdout: firmwareOut,
+  stderr: firmwareOut,
+});
+for (const [host, vm] of opts.mounts) copyTree(mp, host, vm);
+mp.FS.mkdirTree("/lib/sim/mpvm");
+for (const pkg of ["/lib/sim/__init__.py", "/lib/sim/mpvm/__init__.py"]) {
+  try {
+    mp.FS.stat(pkg);
+  } catch {
+    mp.FS.writeFile(pkg, "");
+  }
+}
+mp.FS.writeFile("/lib/sim/mpvm/board.py", fs.readFileSync(path.join(HERE, "board.py")));
+mp.registerJsModule("hostlink", {
+  read_line: () => readLine(),
+  write_line: (line) => writeAll(1, line + "\n"),
+});
+try {
+  mp.runPython("import sim.mpvm.board\nsim.mpvm.board.serve()\n");
+} catch (err) {
+  writeAll(2, String(err && err.message ? err.message : err) + "\n");
+  process.exitCode = 1;
+}

@@ -1,0 +1,216 @@
+"""VMBoard: an emulated board whose firmware runs on the real MicroPython VM (node + WebAssembly).
+
+Same Board protocol as sim.board.LocalBoard (see that module), so the hub, the City and the
+demo mix both kinds freely. Each VMBoard owns one long-lived `node sim/mpvm/board.mjs` process
+holding MicroPython with protocol/, firmware/, sim/fakes/ and sim/devices/ in its file system;
+the fakes are installed as `machine`/`esp32` and the chip models attached there, so drivers,
+MAC and application run with MicroPython's ints, bytes and heap. The transceiver model stays
+here (a sim.sim_radio.SimRadio): each radio call of the firmware comes over the pipe, is
+carried out on it at the VM's virtual time, and the answer goes back, before the firmware
+continues. The wire protocol is in sim/mpvm/board.py.
+
+The firmware's own prints go to a log file (`firmware_output()`), never into the protocol.
+"""
+
+import json
+import os
+import subprocess
+import tempfile
+
+from sim.board import Board
+from sim.mpvm import PACKAGE, ROOT, available
+from sim.sim_radio import SimRadio
+
+__all__ = ["VMBoard", "VMError", "FirmwareError", "available"]
+
+BOARD_JS = os.path.join(ROOT, "sim", "mpvm", "board.mjs")
+MOUNTS = (("protocol", "/lib/protocol"), ("firmware", "/lib/firmware"),
+          ("sim/fakes", "/lib/sim/fakes"), ("sim/devices", "/lib/sim/devices"))
+
+
+class VMError(RuntimeError):
+    """The VM process failed or answered something it should not have."""
+
+
+class FirmwareError(VMError):
+    """strict=True: the firmware raised on the VM; the message is MicroPython's traceback."""
+
+
+class VMBoard(Board):
+    """A board on the MicroPython VM (see the module docstring).
+
+    app: "module:function" called as function(machine, esp32, cfg, radio, sleep_ms) inside the
+    VM (default the firmware's create()); mounts: extra (host_dir, vm_dir) trees, e.g. a test
+    app; strict: re-raise firmware exceptions as FirmwareError instead of counting a crash and
+    soft-resetting.
+    """
+
+    def __init__(self, name, dev_eui, cfg, x=0.0, y=0.0, app="firmware.main:create", mounts=(),
+                 strict=False, epoch_s=1767225600, heapsize=2 * 1024 * 1024):
+        if not available():
+            raise VMError("node or %s is missing (run `npm ci`)" % os.path.relpath(PACKAGE, ROOT))
+        self.name = name
+        self.dev_eui = dev_eui.upper()
+        self.cfg = dict(cfg)
+        self.x, self.y = float(x), float(y)
+        self.strict = strict
+        self.epoch_s = epoch_s
+        self.radio = SimRadio(name)
+        self.now_ms = 0
+        self._wake_ms = None
+        self.counters = {"boots": 0, "soft_resets": 0, "wdt_resets": 0, "power_cuts": 0,
+                         "crashes": 0}
+        self.errors = []
+        self.round_trips = 0  # host <-> VM messages answered, for the benchmarks
+        args = ["node", BOARD_JS, "--heapsize", str(int(heapsize))]
+        for host, vm in tuple(MOUNTS) + tuple(mounts):
+            args += ["--mount", "%s:%s" % (os.path.join(ROOT, host), vm)]
+        self._log = tempfile.NamedTemporaryFile(prefix="vmboard-%s-" % name, suffix=".log")
+        self._proc = subprocess.Popen(args, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=self._log, start_new_session=True)
+        try:
+            self._request({"op": "init", "dev_eui": self.dev_eui, "cfg": self.cfg, "app": app,
+                           "strict": strict, "epoch_s": epoch_s})
+        except BaseException:
+            self.close()
+            raise
+
+    # ---- the pipe ---------------------------------------------------------------------
+
+    def _send(self, msg):
+        try:
+            self._proc.stdin.write(json.dumps(msg, separators=(",", ":")).encode() + b"\n")
+            self._proc.stdin.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            raise self._died() from None
+
+    def _died(self):
+        try:
+            self._proc.wait(2)
+        except subprocess.TimeoutExpired:
+            pass
+        return VMError("%s: the MicroPython VM process stopped (status %s): %s"
+                       % (self.name, self._proc.returncode, self.firmware_output()[-2000:]))
+
+    def _request(self, msg):
+        if self._proc is None:
+            raise VMError("%s: board is closed" % self.name)
+        self._send(msg)
+        while True:
+            line = self._proc.stdout.readline()
+            if not line:
+                raise self._died()
+            self.round_trips += 1
+            reply = json.loads(line)
+            if "call" in reply:
+                self._send(self._radio_call(reply))
+                continue
+            if "fail" in reply:
+                err = FirmwareError if self.strict and msg["op"] in ("boot", "poll", "power_cut") \
+                    else VMError
+                raise err("%s: %s failed on the VM:\n%s" % (self.name, msg["op"], reply["fail"]))
+            if "now" in reply:
+                self.now_ms = reply["now"]
+                self.radio.now_ms = self.now_ms
+                self.counters = reply["counters"]
+                self.errors.extend(tuple(e) for e in reply["errors"])
+            return reply["ok"]
+
+    def _radio_call(self, m):
+        r = self.radio
+        r.now_ms = m["now"]
+        fn, a = m["call"], m["args"]
+        try:
+            if fn == "poll":
+                ev = r.poll()
+                if ev is not None and ev[0] == "rx":
+                    ev = ("rx", ev[1].hex(), ev[2], ev[3])
+                return {"ret": ev}
+            if fn == "transmit":
+                r.transmit(a[0], a[1], a[2], a[3], bytes.fromhex(a[4]))
+            elif fn == "receive":
+                r.receive(*a)
+            elif fn == "rssi":
+                return {"ret": r.rssi(*a)}
+            elif fn == "standby":
+                r.standby()
+            elif fn == "power_off":
+                r.power_off()
+            else:
+                return {"err": "unknown radio call %r" % fn}
+        except Exception as e:  # the firmware sees it as an exception from its driver
+            return {"err": repr(e)}
+        return {"ret": None}
+
+    # ---- Board protocol ---------------------------------------------------------------
+
+    def boot(self, now_ms):
+        self._wake_ms = self._request({"op": "boot", "now": int(now_ms)})
+        return self._wake_ms
+
+    def poll(self, now_ms):
+        self._wake_ms = self._request({"op": "poll", "now": int(now_ms)})
+        return self._wake_ms
+
+    def apply_env(self, env):
+        self._request({"op": "env", "env": dict(env)})
+
+    def outputs(self):
+        return self._request({"op": "outputs"})
+
+    def power_cut(self, now_ms=None):
+        self._wake_ms = self._request({"op": "power_cut",
+                                       "now": None if now_ms is None else int(now_ms)})
+        return self._wake_ms
+
+    @property
+    def measured(self):
+        return self._request({"op": "measured"})
+
+    @property
+    def energy_counts(self):
+        """The BL0942's CF_CNT (true energy pulses since its last reset)."""
+        return self._request({"op": "energy"})
+
+    @property
+    def nvs_flash(self):
+        """The board's committed NVS data; blobs as hex strings, i32 as ["i32", n]."""
+        return self._request({"op": "nvs"})
+
+    def heap(self, collect=True):
+        """{"alloc", "free"} bytes of the VM's MicroPython heap (after a gc.collect())."""
+        return self._request({"op": "heap", "collect": collect})
+
+    def eval(self, expr):
+        """Evaluate a Python expression inside the VM (names: board, app, machine, esp32)."""
+        return self._request({"op": "eval", "expr": expr})
+
+    def firmware_output(self):
+        """Everything the firmware printed (and the VM's own errors), as text."""
+        try:
+            with open(self._log.name, errors="replace") as f:
+                return f.read()
+        except (OSError, ValueError):
+            return ""
+
+    def close(self):
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        self._log.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
