@@ -4,12 +4,13 @@
 
 * PUSH_DATA: answers PUSH_ACK at once (same token and version) to the sender, then feeds
   every decoded rxpk with ``stat == 1`` (CRC ok) into a :class:`gateway.dedup.Deduplicator`
-  as ``RadioMeta.from_rxpk(gateway_eui, rxpk)``.  rxpk entries the decoder dropped count in
-  ``rxpk-errors``, CRC-bad / no-CRC frames in ``crc-bad``.
+  as a :class:`ForwarderCopy` (RadioMeta plus the rxpk ``time`` string).  rxpk entries the
+  decoder dropped count in ``rxpk-errors``, CRC-bad / no-CRC frames in ``crc-bad``.
 * PULL_DATA: answers PULL_ACK and remembers the sender's address in ``forwarders``
   (gateway EUI upper-case hex -> :class:`ForwarderInfo` (addr, last_seen monotonic)); that
   address is where PULL_RESP for this forwarder goes (the forwarder's downstream socket).
-* TX_ACK: counts ``tx-ack-ok`` or ``tx-ack-<ERROR>`` (e.g. ``tx-ack-TOO_LATE``).
+* TX_ACK: counts ``tx-ack`` and ``tx-ack-ok`` or ``tx-ack-<ERROR>`` (e.g. ``tx-ack-TOO_LATE``)
+  and settles the downlink with that PULL_RESP token (see Downlinks).
 * Any datagram decode() rejects (GwmpError), or one of a type a forwarder never sends, counts
   ``malformed`` and logs one warning line with the peer address and the error; the server
   keeps serving.
@@ -17,23 +18,35 @@
 A background task sleeps until ``Deduplicator.next_deadline()`` (or until a new copy arrives),
 releases due groups and passes each Uplink to ``UplinkProcessor.process(uplink, time.time())``:
 
-* accepted data results -> ``on_records(result)`` (the caller queues them, e.g. RecordQueue);
-  rejected ones count as ``uplink-<reason>``.
-* join-requests -> :func:`gateway.join.handle_join_request`; an accepted join is sent as a
-  class-A RX1 downlink: PULL_RESP with ``Txpk.for_class_a(tmst = copy.tmst + rx1_delay_us
-  (mod 2**32), freq/DR = region.rx1(uplink freq, uplink DR, 0), codr "4/5", powe 14)``.
-  The forwarder is the best copy's (``Uplink.best()`` order: SNR, then RSSI), or the next best
-  that has sent PULL_DATA; if none has, ``no-downlink-path`` is counted.
+* accepted data results, and ``payload-error`` ones (good MIC, undecodable FRMPayload: the
+  counter moved, the device will not resend it) -> ``on_records(result)``; the caller queues
+  them.  Other rejections count as ``uplink-<reason>`` (payload-error counts there too).
+* a confirmed uplink (accepted or payload-error) is answered with an ACK: UnconfirmedDown,
+  FCtrl.ACK = 1, no FRMPayload, FCntDown reserved with SessionStore.next_fcnt_down.
+* join-requests -> :func:`gateway.join.handle_join_request`; an accepted join's join-accept
+  goes out the same way, with JOIN_ACCEPT_DELAY1/2 instead of RECEIVE_DELAY1/2.
 
-Not implemented (documented fallback): RX2 (``region.rx2()``, ``tmst + rx2_delay_us``) when
-RX1 is refused (TX_ACK TOO_LATE / COLLISION); TX_ACK results are only counted, not matched to
-the downlink.  Storage errors (SessionError) and on_records exceptions are logged and counted
+Downlinks (gateway/downlink.py decides, this class sends): through the forwarder of the best
+copy (``Uplink.best()`` order: SNR, then RSSI) or the next best that has sent PULL_DATA (none:
+``no-downlink-path``).  RX1 (``tmst + rx1 delay``, region.rx1 frequency/DR) when the real time
+since the first copy arrived plus ``rx1_margin_s`` is still before the RX1 delay, else RX2
+directly (``rx2-direct``; region.rx2(), ``tmst + rx2 delay``), else nothing (``downlink-late``
+and ``downlink-failed``).  Each PULL_RESP is remembered by token; its TX_ACK settles it:
+ok -> ``downlink-rx1`` / ``downlink-rx2``; an RX1 refusal in downlink.RETRY_IN_RX2 (TOO_LATE,
+TOO_EARLY, COLLISION_*) -> one retry in RX2 through the same forwarder (``rx2-retry``); any
+other refusal, or a refused RX2 -> ``downlink-failed``.  A TX_ACK whose token (and EUI) matches
+nothing counts ``tx-ack-unmatched``; a PULL_RESP without TX_ACK for 15 s counts
+``tx-ack-missing`` (v1 forwarders never send TX_ACK).
+
+Storage errors (SessionError) and on_records exceptions are logged and counted
 (``process-error`` / ``on-records-error``), and never stop the task.
 
 Counters (``counters``, a dict with missing keys meaning 0): datagrams, malformed, push-data,
 pull-data, tx-ack, rxpk, rxpk-errors, crc-bad, uplinks, records, joins-accepted,
-join-<reason>, uplink-<reason>, downlinks, no-downlink-path, downlink-error, tx-ack-ok,
-tx-ack-<ERROR>, process-error, on-records-error.
+join-<reason>, uplink-<reason>, acks (ACK frames built), downlinks (PULL_RESPs sent),
+rx2-direct, rx2-retry, downlink-rx1, downlink-rx2, downlink-failed, downlink-late,
+no-downlink-path, downlink-error, tx-ack-ok, tx-ack-<ERROR>, tx-ack-unmatched,
+tx-ack-missing, process-error, on-records-error.
 """
 
 from __future__ import annotations
@@ -44,20 +57,40 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from gateway import downlink as dl
 from gateway.dedup import Deduplicator, RadioMeta, Uplink, _rank
 from gateway.join import handle_join_request
 from gateway.registry import Registry
-from gateway.sessions import SessionStore
+from gateway.sessions import SessionError, SessionStore
 from gateway.uplink import Result, UplinkProcessor
 from protocol import gwmp
 from protocol.lorawan.region import Region, RegionError
 
-__all__ = ["ForwarderServer", "ForwarderInfo", "JOIN_ACCEPT_POWE", "JOIN_ACCEPT_CODR"]
+__all__ = ["ForwarderServer", "ForwarderInfo", "ForwarderCopy", "JOIN_ACCEPT_POWE",
+           "JOIN_ACCEPT_CODR"]
 
 log = logging.getLogger(__name__)
 
-JOIN_ACCEPT_POWE = 14
-JOIN_ACCEPT_CODR = "4/5"
+JOIN_ACCEPT_POWE = dl.DOWNLINK_POWE
+JOIN_ACCEPT_CODR = dl.DOWNLINK_CODR
+
+
+@dataclass(frozen=True, slots=True)
+class ForwarderCopy(RadioMeta):
+    """RadioMeta plus the rxpk ``time`` (ISO 8601 string as sent, None when absent): the
+    forwarder's own reception time, used as the record time (gateway/readings.py)."""
+
+    time: str | None = None
+
+    @classmethod
+    def from_rxpk(cls, gateway_eui: bytes, rxpk) -> "ForwarderCopy":
+        return cls(gateway_eui.hex().upper(), rxpk.rssi, rxpk.lsnr, rxpk.freq_hz, rxpk.datr,
+                   rxpk.tmst, rxpk.time)
+
+    def as_dict(self) -> dict:
+        d = RadioMeta.as_dict(self)
+        d["time"] = self.time
+        return d
 
 
 @dataclass(slots=True)
@@ -85,7 +118,7 @@ class ForwarderServer:
 
     def __init__(self, registry: Registry, sessions: SessionStore, region: Region, net_id: int,
                  on_records: Callable[[Result], object], host: str = "127.0.0.1", port: int = 0,
-                 dedup_window_s: float = 0.2) -> None:
+                 dedup_window_s: float = 0.2, rx1_margin_s: float = 0.2) -> None:
         self.registry = registry
         self.sessions = sessions
         self.region = region
@@ -93,14 +126,15 @@ class ForwarderServer:
         self.on_records = on_records
         self.host = host
         self.port = port
+        self.rx1_margin_s = rx1_margin_s
         self.dedup = Deduplicator(dedup_window_s)
         self.processor = UplinkProcessor(registry, sessions)
+        self.downlinks = dl.DownlinkTracker()
         self.counters: dict[str, int] = {}
         self.forwarders: dict[str, ForwarderInfo] = {}
         self._transport: asyncio.DatagramTransport | None = None
         self._task: asyncio.Task | None = None
         self._wake: asyncio.Event | None = None
-        self._token = 0
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -149,6 +183,7 @@ class ForwarderServer:
         elif isinstance(msg, gwmp.TxAck):
             self._inc("tx-ack")
             self._inc("tx-ack-ok" if msg.ok else "tx-ack-%s" % msg.error)
+            self._tx_ack(msg)
         else:  # PUSH_ACK / PULL_ACK / PULL_RESP: server-to-forwarder types
             self._inc("malformed")
             log.warning("unexpected datagram from %s:%s: %s", addr[0], addr[1],
@@ -168,7 +203,7 @@ class ForwarderServer:
             if not rxpk.crc_ok:
                 self._inc("crc-bad")
                 continue
-            self.dedup.add(rxpk.data, RadioMeta.from_rxpk(msg.gateway_eui, rxpk), now)
+            self.dedup.add(rxpk.data, ForwarderCopy.from_rxpk(msg.gateway_eui, rxpk), now)
             added = True
         if added and self._wake is not None:
             self._wake.set()
@@ -183,6 +218,8 @@ class ForwarderServer:
         while True:
             deadline = self.dedup.next_deadline()
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if timeout is None and len(self.downlinks):
+                timeout = 1.0  # wake up to expire PULL_RESPs whose TX_ACK never comes
             self._wake.clear()
             if timeout is None or timeout > 0:
                 try:
@@ -191,6 +228,7 @@ class ForwarderServer:
                     pass
             for uplink in self.dedup.due(time.monotonic()):
                 self._handle(uplink)
+            self._expire_downlinks()
             await asyncio.sleep(0)
 
     def _handle(self, uplink: Uplink) -> None:
@@ -202,17 +240,35 @@ class ForwarderServer:
                 return
             if not r.accepted:
                 self._inc("uplink-%s" % r.reason)
-                return
+                if r.reason != "payload-error":
+                    return
         except Exception:
             self._inc("process-error")
             log.exception("processing an uplink failed")
             return
-        self._inc("records")
+        if r.accepted:
+            self._inc("records")
+        else:
+            log.warning("uplink from %s FCnt %s: payload does not decode (%s); queued as hex",
+                        r.dev_eui.hex().upper(), r.fcnt, r.error)
         try:
             self.on_records(r)
         except Exception:
             self._inc("on-records-error")
             log.exception("on_records callback failed")
+        if r.confirmed:
+            self._ack(uplink, r)
+
+    def _ack(self, uplink: Uplink, r: Result) -> None:
+        try:
+            phy = dl.ack_frame(self.sessions, r.dev_addr)
+        except SessionError as e:
+            self._inc("downlink-error")
+            log.warning("no ACK for %08X: %s", r.dev_addr, e)
+            return
+        self._inc("acks")
+        self._downlink(uplink, phy, self.region.receive_delay1_us, self.region.receive_delay2_us,
+                       "ack")
 
     def _join(self, uplink: Uplink) -> None:
         j = handle_join_request(uplink.phy, self.registry, self.sessions, self.net_id,
@@ -221,28 +277,69 @@ class ForwarderServer:
             self._inc("join-%s" % j.reason)
             return
         self._inc("joins-accepted")
-        self._downlink_rx1(uplink, j.phy, j.rx1_delay_us)
+        self._downlink(uplink, j.phy, j.rx1_delay_us, j.rx2_delay_us, "join-accept")
 
-    def _downlink_rx1(self, uplink: Uplink, phy: bytes, delay_us: int) -> None:
+    # ---- downlinks -----------------------------------------------------------------------
+
+    def _downlink(self, uplink: Uplink, phy: bytes, rx1_delay_us: int, rx2_delay_us: int,
+                  what: str) -> None:
+        window = dl.choose_window(time.monotonic() - uplink.first_seen, rx1_delay_us,
+                                  rx2_delay_us, self.rx1_margin_s)
+        if window is None:
+            self._inc("downlink-late")
+            self._inc("downlink-failed")
+            log.warning("%s not sent: too late even for RX2", what)
+            return
+        if window == "rx2":
+            self._inc("rx2-direct")
         # best() order: highest SNR, then RSSI, ties the earliest (sort is stable)
         for copy in sorted(uplink.copies, key=_rank, reverse=True):
-            fw = self.forwarders.get(copy.forwarder)
-            if fw is None:
-                continue
-            try:
-                dr = self.region.dr_from_datr(copy.datr)
-                freq, rx1_dr = self.region.rx1(copy.freq_hz, dr, 0)
-                txpk = gwmp.Txpk.for_class_a(copy.tmst + delay_us, freq,
-                                             self.region.datr_string(rx1_dr), JOIN_ACCEPT_CODR,
-                                             JOIN_ACCEPT_POWE, phy)
-            except (RegionError, gwmp.GwmpError) as e:
-                self._inc("downlink-error")
-                log.warning("no RX1 downlink via %s: %s", copy.forwarder, e)
+            if copy.forwarder in self.forwarders:
+                p = dl.Pending(0, copy.forwarder, copy, bytes(phy), window, rx1_delay_us,
+                               rx2_delay_us, what, time.monotonic())
+                self._send_pending(p)
                 return
-            self._token = (self._token + 1) & 0xFFFF
-            self._send(gwmp.PullResp(self._token, txpk).encode(), fw.addr)
-            self._inc("downlinks")
-            return
         self._inc("no-downlink-path")
-        log.warning("join-accept not sent: none of %s has sent PULL_DATA",
+        self._inc("downlink-failed")
+        log.warning("%s not sent: none of %s has sent PULL_DATA", what,
                     [c.forwarder for c in uplink.copies])
+
+    def _send_pending(self, p: dl.Pending) -> None:
+        fw = self.forwarders.get(p.forwarder)
+        try:
+            txpk = dl.class_a_txpk(self.region, p.copy, p.phy, p.window, p.rx1_delay_us,
+                                   p.rx2_delay_us)
+        except (RegionError, gwmp.GwmpError) as e:
+            self._inc("downlink-error")
+            self._inc("downlink-failed")
+            log.warning("no %s downlink via %s: %s", p.window.upper(), p.forwarder, e)
+            return
+        p.token = self.downlinks.next_token()
+        p.sent = time.monotonic()
+        for old in self.downlinks.add(p):
+            self._inc("tx-ack-missing")
+        self._send(gwmp.PullResp(p.token, txpk).encode(), fw.addr)
+        self._inc("downlinks")
+        log.debug("%s sent in %s via %s (token %d, tmst %d)", p.what, p.window.upper(),
+                  p.forwarder, p.token, txpk.tmst)
+
+    def _tx_ack(self, msg: gwmp.TxAck) -> None:
+        p = self.downlinks.take(msg.token, msg.gateway_eui.hex().upper())
+        if p is None:
+            self._inc("tx-ack-unmatched")
+            return
+        if msg.ok:
+            self._inc("downlink-%s" % p.window)
+            return
+        if p.window == "rx1" and msg.error in dl.RETRY_IN_RX2 and p.forwarder in self.forwarders:
+            self._inc("rx2-retry")
+            log.info("%s refused in RX1 by %s (%s); retrying in RX2", p.what, p.forwarder, msg.error)
+            p.window = "rx2"
+            self._send_pending(p)
+            return
+        self._inc("downlink-failed")
+        log.warning("%s refused in %s by %s: %s", p.what, p.window.upper(), p.forwarder, msg.error)
+
+    def _expire_downlinks(self) -> None:
+        for p in self.downlinks.expire(time.monotonic()):
+            self._inc("tx-ack-missing")

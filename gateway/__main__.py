@@ -1,0 +1,43 @@
+"""``python -m gateway``: run the gateway service, or decode MQTT batches for people.
+
+    python -m gateway run --config FILE [--ready-file PATH]
+    python -m gateway decode-batch [FILE|-]
+    python -m gateway decode-batch --mqtt mqtt://host:port [--topic T] [--count N] [--timeout S]
+
+Exit status: 0 ok, 1 runtime failure (or --count not reached before --timeout), 2 bad
+config, registry, arguments or input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m gateway", description="streetgrid gateway: run the service, decode MQTT batches")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the gateway service")
+    run.add_argument("--config", required=True, help="gateway TOML config file")
+    run.add_argument("--ready-file", help="write {udp_host, udp_port, pid} JSON here once serving")
+    dec = sub.add_parser("decode-batch", help="print MQTT batches as JSON lines")
+    dec.add_argument("file", nargs="?", default=None,
+                     help="file with one or more CBOR batches back to back, '-' for stdin")
+    dec.add_argument("--mqtt", metavar="URL", help="subscribe to mqtt://host:port instead")
+    dec.add_argument("--topic", default="streetgrid/+/+/readings", help="MQTT topic filter")
+    dec.add_argument("--count", type=int, help="exit after N batches")
+    dec.add_argument("--timeout", type=float, help="give up after S seconds")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        from gateway.app import main as run_main
+        return run_main(args.config, args.ready_file)
+    from gateway import decode_cli
+    return decode_cli.main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

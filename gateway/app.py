@@ -1,0 +1,234 @@
+"""The gateway service: one asyncio process wiring the parts of gateway/ together.
+
+    packet forwarders --UDP--> ForwarderServer --Result--> readings.uplink_item --> Intake
+        --> RecordQueue (SQLite) --> Publisher (paho thread) --QoS 1--> MQTT broker
+
+Files in ``data_dir``: ``sessions.db`` (SessionStore), ``queue.db`` (RecordQueue),
+``stats.json`` (every counter, rewritten atomically every ``stats_interval_s`` and at
+shutdown; a one-line summary goes to the log at the same time).
+
+Lifecycle of :meth:`GatewayService.run`: open the registry and the stores, start the
+publisher, bind the UDP socket, write the ready file (JSON ``{"udp_host", "udp_port",
+"pid"}``, atomically: its existence means forwarders may send), then serve until ``stop()``
+(SIGINT/SIGTERM in :func:`main`).  Shutdown: stop taking datagrams, move held items into the
+queue if it has room (what cannot be stored is logged as lost), write the final stats, stop
+the publisher (unacknowledged records stay in the queue for the next start), close the
+stores, remove the ready file.  Everything needed after a restart (sessions, frame counters,
+queued records, the batch sequence) is in the two SQLite files, committed before use, so a
+SIGKILL loses at most held (backlog) items and uplinks being processed at that instant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+
+from gateway.config import Config, ConfigError, load_config
+from gateway.forwarders import ForwarderServer
+from gateway.intake import Intake
+from gateway.publisher import Publisher
+from gateway.readings import uplink_item
+from gateway.registry import RegistryError, load_registry
+from gateway.sessions import SessionError, SessionStore
+from gateway.stats import summary_line, write_json_atomic
+from gateway.store import QueueError, Record, RecordQueue
+from gateway.uplink import Result
+from protocol.lorawan.region import region as get_region
+
+__all__ = ["GatewayService", "main", "STATS_FILE"]
+
+log = logging.getLogger("gateway")
+
+STATS_FILE = "stats.json"
+RETRY_INTERVAL_S = 1.0
+
+
+class GatewayService:
+    """See the module docstring.  Construct, then ``await run(ready_file)``; ``stop()`` ends it."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.region = get_region(cfg.region)
+        self.counters = {"items": 0, "time_fallback": 0, "payload_errors": 0}
+        self.started = time.time()
+        self.server: ForwarderServer | None = None
+        self.publisher: Publisher | None = None
+        self.intake: Intake | None = None
+        self.queue: RecordQueue | None = None
+        self.sessions: SessionStore | None = None
+        self._stop: asyncio.Event | None = None
+        self.stats_path = os.path.join(cfg.data_dir, STATS_FILE)
+
+    # ---- data path -----------------------------------------------------------------------
+
+    def on_records(self, r: Result) -> None:
+        """ForwarderServer callback: one accepted (or payload-error) uplink -> one queued item."""
+        item, fallback = uplink_item(r, self.region, time.time(), self.cfg.time_source)
+        if fallback:
+            self.counters["time_fallback"] += 1
+        if not r.accepted:
+            self.counters["payload_errors"] += 1
+        self.counters["items"] += 1
+        self.intake.put(item)
+
+    # ---- stats ---------------------------------------------------------------------------
+
+    def snapshot(self) -> dict:
+        now_mono = time.monotonic()
+        srv, pub = self.server, self.publisher
+        q = {}
+        try:
+            qs = self.queue.stats()
+            q = {"records": qs.records, "used_bytes": qs.used_bytes, "max_bytes": qs.max_bytes,
+                 "file_bytes": qs.file_bytes}
+        except QueueError as exc:
+            q = {"error": str(exc)}
+        return {
+            "gateway_id": self.cfg.gateway_id,
+            "site": self.cfg.site,
+            "time": round(time.time(), 3),
+            "uptime_s": round(time.time() - self.started, 3),
+            "udp": {"host": self.cfg.udp_host, "port": srv.port},
+            "forwarder_server": dict(srv.counters),
+            "uplink": dict(srv.processor.counters),
+            "dedup": dict(srv.dedup.counters, open=len(srv.dedup)),
+            "downlinks_pending": len(srv.downlinks),
+            "forwarders": {eui: {"addr": "%s:%s" % tuple(info.addr[:2]),
+                                 "last_pull_s": round(now_mono - info.last_seen, 3)}
+                           for eui, info in sorted(srv.forwarders.items())},
+            "records": dict(self.counters),
+            "intake": dict(self.intake.counters, backlog=len(self.intake)),
+            "publisher": dict(pub.counters, connected=pub.connected, inflight=pub.inflight),
+            "queue": q,
+        }
+
+    def write_stats(self) -> dict:
+        s = self.snapshot()
+        try:
+            write_json_atomic(self.stats_path, s)
+        except OSError as exc:
+            log.error("cannot write %s: %s", self.stats_path, exc)
+        log.info("%s", summary_line(s))
+        return s
+
+    async def _stats_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.stats_interval_s)
+            self.write_stats()
+
+    async def _retry_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RETRY_INTERVAL_S)
+            if len(self.intake):
+                self.intake.retry()
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+
+    async def run(self, ready_file: str | None = None) -> None:
+        cfg = self.cfg
+        self._stop = asyncio.Event()
+        registry = load_registry(cfg.registry)
+        os.makedirs(cfg.data_dir, exist_ok=True)
+        self.sessions = SessionStore.for_net_id(os.path.join(cfg.data_dir, "sessions.db"), cfg.net_id)
+        tasks: list[asyncio.Task] = []
+        try:
+            self.queue = RecordQueue(os.path.join(cfg.data_dir, "queue.db"),
+                                     max_bytes=cfg.queue_max_bytes)
+            self.publisher = Publisher(
+                self.queue, gateway_id=cfg.gateway_id, site=cfg.site, host=cfg.mqtt_host,
+                port=cfg.mqtt_port, client_id=cfg.client_id, topic_prefix=cfg.topic_prefix,
+                max_batch_bytes=cfg.max_batch_bytes, max_batch_records=cfg.max_batch_records,
+                max_batch_age_s=cfg.max_batch_age_s)
+            self.intake = Intake(_KindQueue(self.queue), cfg.backlog_records, self.publisher.notify)
+            self.server = ForwarderServer(registry, self.sessions, self.region, cfg.net_id,
+                                          self.on_records, cfg.udp_host, cfg.udp_port,
+                                          cfg.dedup_window_s, cfg.rx1_margin_s)
+            self.publisher.start()
+            port = await self.server.start()
+            log.info("gateway %s (site %s, %s, %d devices) serving GWMP on %s:%d, MQTT %s, "
+                     "%d records queued", cfg.gateway_id, cfg.site, cfg.region, len(registry),
+                     cfg.udp_host, port, cfg.mqtt_url, self.queue.stats().records)
+            if ready_file:
+                write_json_atomic(ready_file, {"udp_host": cfg.udp_host, "udp_port": port,
+                                               "pid": os.getpid()})
+            tasks = [asyncio.create_task(self._stats_loop()),
+                     asyncio.create_task(self._retry_loop())]
+            await self._stop.wait()
+            log.info("shutting down")
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                try:
+                    await t
+                except asyncio.CancelledError:
+                    pass
+            await self._shutdown(ready_file)
+
+    async def _shutdown(self, ready_file: str | None) -> None:
+        if self.server is not None:
+            await self.server.stop()
+        if self.intake is not None and len(self.intake):
+            self.intake.retry()
+            if len(self.intake):
+                log.error("ACCEPTED DATA LOST: %d held items could not be stored at shutdown",
+                          len(self.intake))
+        if self.server is not None and self.queue is not None:
+            self.write_stats()
+        if self.publisher is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.publisher.stop)
+        for store in (self.queue, self.sessions):
+            if store is not None:
+                store.close()
+        if ready_file:
+            try:
+                os.unlink(ready_file)
+            except OSError:
+                pass
+
+
+class _KindQueue:
+    """Tags the items the intake stores as LoRaWAN records (the queue's ``kind`` column)."""
+
+    def __init__(self, queue: RecordQueue) -> None:
+        self._queue = queue
+
+    def put(self, items) -> list[int]:
+        return self._queue.put([Record(bytes(i), "lorawan") for i in items])
+
+
+def main(config_path: str, ready_file: str | None = None) -> int:
+    """``python -m gateway run``: exit status 0 after a clean shutdown, 2 for a bad config or
+    registry, 1 when the gateway cannot start or fails."""
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as exc:
+        print("gateway: %s" % exc, file=sys.stderr)
+        return 2
+    logging.basicConfig(level=getattr(logging, cfg.log_level), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    service = GatewayService(cfg)
+
+    async def amain() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, service.stop)
+        await service.run(ready_file)
+
+    try:
+        asyncio.run(amain())
+    except RegistryError as exc:
+        print("gateway: %s" % exc, file=sys.stderr)
+        return 2
+    except (SessionError, QueueError, OSError) as exc:
+        print("gateway: cannot run: %s" % exc, file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,140 @@
+"""Class-A downlink decisions, sans I/O: which receive window, the txpk, the ACK frame, and the
+PULL_RESP tokens still waiting for their TX_ACK.
+
+A class-A device listens twice after each uplink: RX1 at ``tmst + rx1 delay`` on the uplink's
+frequency and a DR from the region's RX1 table, RX2 at ``tmst + rx2 delay`` on the region's
+fixed RX2 frequency/DR (EU868 869.525 MHz DR0).  Delays: RECEIVE_DELAY1/2 (1 s / 2 s) after
+data frames, JOIN_ACCEPT_DELAY1/2 (5 s / 6 s) after a join-request.
+
+:func:`choose_window`: the PULL_RESP must reach the forwarder before the window, so when the
+real time since the first copy arrived plus ``margin_s`` has passed the RX1 delay, RX1 is
+skipped and RX2 used directly; past the RX2 delay too, nothing is sent.
+
+:class:`DownlinkTracker` remembers each PULL_RESP by its token until its TX_ACK (same token,
+same forwarder) arrives.  A refused RX1 (``RETRY_IN_RX2``: TOO_LATE, TOO_EARLY,
+COLLISION_PACKET, COLLISION_BEACON) is worth one retry in RX2 through the same forwarder
+(the frame was not sent, so its FCntDown is not spent on air).  Any other refusal (TX_FREQ,
+TX_POWER, GPS_UNLOCKED) would fail again and is final.  Entries without a TX_ACK (protocol v1
+forwarders never send one) expire after ``expiry_s``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.dedup import RadioMeta
+from gateway.sessions import SessionStore, UnknownSession
+from protocol import gwmp
+from protocol.lorawan import frame as _frame
+from protocol.lorawan.region import Region
+from protocol.lorawan.session import build_data_frame
+
+__all__ = ["RETRY_IN_RX2", "DOWNLINK_POWE", "DOWNLINK_CODR", "Pending", "DownlinkTracker",
+           "choose_window", "class_a_txpk", "ack_frame"]
+
+RETRY_IN_RX2 = frozenset(("TOO_LATE", "TOO_EARLY", "COLLISION_PACKET", "COLLISION_BEACON"))
+DOWNLINK_POWE = 14  # dBm: within EU868 RX1 (16) and RX2 (27) limits and KR920's 14 from 922.1 MHz
+DOWNLINK_CODR = "4/5"
+
+
+def choose_window(elapsed_s: float, rx1_delay_us: int, rx2_delay_us: int,
+                  margin_s: float) -> str | None:
+    """"rx1", "rx2" or None (too late for both) for a downlink decided ``elapsed_s`` after the
+    uplink's first copy arrived."""
+    if elapsed_s + margin_s < rx1_delay_us / 1e6:
+        return "rx1"
+    if elapsed_s + margin_s < rx2_delay_us / 1e6:
+        return "rx2"
+    return None
+
+
+def class_a_txpk(region: Region, copy: RadioMeta, phy: bytes, window: str, rx1_delay_us: int,
+                 rx2_delay_us: int, rx1_dr_offset: int = 0) -> gwmp.Txpk:
+    """The txpk answering the uplink ``copy`` (as heard by the forwarder that will send it) in
+    ``window``.  Raises RegionError for an uplink frequency/datr the region does not have."""
+    if window == "rx1":
+        freq, dr = region.rx1(copy.freq_hz, region.dr_from_datr(copy.datr), rx1_dr_offset)
+        tmst = copy.tmst + rx1_delay_us
+    elif window == "rx2":
+        freq, dr = region.rx2()
+        tmst = copy.tmst + rx2_delay_us
+    else:
+        raise ValueError(f"window must be 'rx1' or 'rx2', not {window!r}")
+    return gwmp.Txpk.for_class_a(tmst, freq, region.datr_string(dr), DOWNLINK_CODR, DOWNLINK_POWE,
+                                 phy)
+
+
+def ack_frame(sessions: SessionStore, dev_addr: int) -> bytes:
+    """UnconfirmedDown with FCtrl.ACK, no FPort/FRMPayload, the session's next FCntDown.
+
+    The counter is reserved durably first (SessionStore.next_fcnt_down), so it is never reused
+    even if the gateway dies before sending.  Raises UnknownSession / SessionError.
+    """
+    fcnt = sessions.next_fcnt_down(dev_addr)
+    s = sessions.get_by_dev_addr(dev_addr)
+    if s is None:
+        raise UnknownSession(f"no session for DevAddr {dev_addr:08X}")
+    return build_data_frame(_frame.UNCONFIRMED_DOWN, dev_addr, fcnt, None, b"", s.nwk_s_key,
+                            s.app_s_key, ack=True)
+
+
+@dataclass(slots=True)
+class Pending:
+    """One PULL_RESP waiting for its TX_ACK."""
+
+    token: int
+    forwarder: str  # gateway EUI, upper-case hex
+    copy: RadioMeta  # that forwarder's copy of the uplink (tmst, freq, datr)
+    phy: bytes
+    window: str  # "rx1" / "rx2"
+    rx1_delay_us: int
+    rx2_delay_us: int
+    what: str  # "join-accept" / "ack"
+    sent: float  # monotonic seconds
+
+
+class DownlinkTracker:
+    """Tokens of sent PULL_RESPs, see the module docstring."""
+
+    def __init__(self, expiry_s: float = 15.0, max_pending: int = 4096) -> None:
+        self.expiry_s = expiry_s
+        self.max_pending = max_pending
+        self._pending: dict[int, Pending] = {}
+        self._token = 0
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def next_token(self) -> int:
+        """A 16-bit token not in use (wraps; in-use tokens are skipped)."""
+        for _ in range(0x10000):
+            self._token = (self._token + 1) & 0xFFFF
+            if self._token not in self._pending:
+                return self._token
+        raise RuntimeError("all 65536 PULL_RESP tokens are pending")  # max_pending prevents it
+
+    def add(self, p: Pending) -> list[Pending]:
+        """Remember p; returns the entries evicted to stay within max_pending (oldest first)."""
+        evicted = []
+        while len(self._pending) >= self.max_pending:
+            token = next(iter(self._pending))
+            evicted.append(self._pending.pop(token))
+        self._pending[p.token] = p
+        return evicted
+
+    def take(self, token: int, forwarder: str) -> Pending | None:
+        """The entry this TX_ACK answers (removed), or None for an unknown token/forwarder."""
+        p = self._pending.get(token)
+        if p is None or p.forwarder != forwarder:
+            return None
+        return self._pending.pop(token)
+
+    def expire(self, now: float) -> list[Pending]:
+        """Remove and return entries older than expiry_s (their TX_ACK never came)."""
+        out = []
+        while self._pending:
+            token, p = next(iter(self._pending.items()))
+            if now - p.sent < self.expiry_s:
+                break
+            out.append(self._pending.pop(token))
+        return out
