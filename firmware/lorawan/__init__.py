@@ -1,0 +1,1 @@
+"""The device side of LoRaWAN: the class-A end-device MAC (device.py) over protocol.lorawan."""

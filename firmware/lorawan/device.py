@@ -1,0 +1,657 @@
+"""LoRaWAN 1.0.x class-A end device, poll-driven: `poll(now_ms) -> next_wake_ms`.
+
+Built on protocol.lorawan (session for frames and crypto, region for channels, data rates and
+RX windows, txgate for the EU868 duty cycle and KR920 listen-before-talk, mac for MAC
+commands); it adds the timing, the persistence and the retry policy. It never blocks and never
+reads a clock: the caller passes ticks (firmware.ticks semantics) and sleeps until the
+returned tick, or until the radio has an event.
+
+Join: OTAA after a random jitter (a city-wide power cut must not make every pole join at once),
+then randomised exponential back-off (0.5..1.5 x min(join_backoff_min_s * 2^n, max)). DevNonce
+comes from a ReservedCounter in NVS, so it increases across power cuts and is never reused.
+
+Session: kept in NVS (keep_session) so a reboot resumes without a join storm; FCnt up is a
+ReservedCounter (one flash write per fcnt_step frames, jumps ahead after a cold boot, reset to
+0 only after a new session has been committed); FCnt down is written on each accepted
+downlink (rare in class A) so a replayed downlink is refused even after a reboot.
+
+Uplinks: send() queues (bounded; confirmed ones go first). A confirmed uplink is sent up to
+confirmed_retries times with the same FCnt, 1..3 s apart (ACK_TIMEOUT) plus whatever the duty
+cycle demands, until a downlink carries ACK; on_result(tag, acked) reports the outcome. After
+rejoin_after_failures failed confirmed uplinks in a row the device joins again.
+
+Downlinks: RX1 at the uplink frequency with the DR offset, RX2 on the session's RX2 channel,
+1 s / 2 s after the uplink (RxDelay from the join-accept or RXTimingSetupReq; 5 s / 6 s for a
+join-accept). A frame must match DevAddr, pass its MIC and carry a fresh FCnt; then its ACK
+bit settles the confirmed uplink, its MAC commands are answered in the next uplink's FOpts
+(LinkADRReq, DutyCycleReq, RXParamSetupReq, DevStatusReq, NewChannelReq, RXTimingSetupReq,
+DlChannelReq; LinkCheckAns and DeviceTimeAns are recorded), and FRMPayload on FPort > 0 goes
+to on_downlink(fport, payload). A confirmed downlink is acknowledged by the next uplink (an
+empty one if nothing else is queued).
+
+Every transmission asks the TxGate first, so no sequence of polls can exceed a sub-band's duty
+cycle; DutyCycleReq adds an aggregated limit on top. Channels are picked at random among the
+enabled ones that are free earliest.
+"""
+
+import binascii
+
+from protocol.lorawan import frame as _frame
+from protocol.lorawan import mac as _mac
+from protocol.lorawan import region as _region
+from protocol.lorawan import security as _security
+from protocol.lorawan import session as _session
+from protocol.lorawan.txgate import TxGate
+from firmware.nvs_store import NvsStore
+from firmware.reserved_counter import ReservedCounter
+from firmware.ticks import Monotonic
+
+S_JOIN_WAIT = 0
+S_IDLE = 1
+S_SEND = 2
+S_TX = 3
+S_RX1_WAIT = 4
+S_RX1 = 5
+S_RX2_WAIT = 6
+S_RX2 = 7
+S_DEAD = 8  # DevNonce space exhausted: nothing more may be sent
+
+STATE_NAMES = ("join_wait", "idle", "send", "tx", "rx1_wait", "rx1", "rx2_wait", "rx2", "dead")
+
+_RX_MARGIN = 5  # ms: windows open this early and stay open this much longer
+_TX_GUARD = 1000  # ms after the computed end of a frame to wait for tx_done
+_IDLE_WAKE = 3600000
+_SESSION_VERSION = 1
+
+
+def _default_rng(n):
+    import random
+
+    return random.getrandbits(30) % n if n > 0 else 0
+
+
+def _unhex(s):
+    return binascii.unhexlify(s)
+
+
+class EndDevice:
+    def __init__(self, radio, cfg, nvs, rng=None, on_downlink=None, on_result=None,
+                 on_joined=None):
+        self.radio = radio
+        self.region = _region.region(cfg["region"])
+        self.cfg = cfg
+        self.on_downlink = on_downlink
+        self.on_result = on_result
+        self.on_joined = on_joined
+        self._rng = rng or _default_rng
+        self._dev_eui = _unhex(cfg["dev_eui"])
+        self._join_eui = _unhex(cfg["join_eui"])
+        self._app_key = _unhex(cfg["app_key"])
+        self._nvs = nvs
+        self._store = NvsStore(nvs)
+        self._nonce = ReservedCounter(self._store, "devnonce", cfg["devnonce_step"], 0xFFFF)
+        self._fcnt = ReservedCounter(self._store, "fcnt_up", cfg["fcnt_step"])
+        self._gate = TxGate(self.region)
+        self._qmax = cfg["uplink_queue"]
+        self._conf = []  # (fport, data, tag)
+        self._unconf = []
+        self.dr = cfg["data_rate"]
+        self.tx_power_dbm = cfg["tx_power_dbm"]
+        self.nb_trans = 1
+        self._max_dc = 1  # DutyCycleReq aggregate divisor
+        self._dc_free = 0
+        self._join_channels = list(cfg["channels"] or self.region.join_channels)
+        self._reset_channels()
+        self._clear_session()
+        # counters, for reports and tests
+        self.join_attempts = 0
+        self.joins = 0
+        self.uplinks = 0
+        self.transmissions = 0
+        self.retransmissions = 0
+        self.downlinks = 0
+        self.bad_frames = 0
+        self.replays = 0
+        self.acked = 0
+        self.failed = 0
+        self.dropped = 0
+        self.lbt_busy = 0
+        self.radio_errors = 0
+        self.callback_errors = 0
+        self.link_check = None  # (margin dB, gateway count) from the last LinkCheckAns
+        self.device_time = None  # (GPS seconds, 1/256 s) from the last DeviceTimeAns
+        self.last_rssi = None
+        self.last_snr = None
+        self._fails_in_row = 0
+        self._join_failures = 0
+        self._mono = None
+        self._state = S_JOIN_WAIT
+        self._at = 0
+        self._phy = b""
+        self._is_join = False
+        self._confirmed = False
+        self._acked = False
+        self._got = False
+        self._tag = None
+        self._tx_left = 0
+        self._not_before = 0
+        self._dev_nonce = None
+        if cfg["keep_session"]:
+            self._load_session()
+
+    # -- public --------------------------------------------------------------------------
+
+    @property
+    def state(self):
+        return STATE_NAMES[self._state]
+
+    def send(self, fport, data, confirmed=False, tag=None):
+        """Queue an uplink. False (and counted in `dropped`) when that queue is full. Raises
+        ValueError for an FPort outside 1..223 or a payload too long for the data rate."""
+        if not 1 <= fport <= 223:
+            raise ValueError("FPort must be 1..223, got %r" % (fport,))
+        if len(data) > self.region.max_payload(self.dr):
+            raise ValueError("payload of %d bytes exceeds %d at DR%d"
+                             % (len(data), self.region.max_payload(self.dr), self.dr))
+        q = self._conf if confirmed else self._unconf
+        if len(q) >= self._qmax:
+            self.dropped += 1
+            return False
+        q.append((fport, bytes(data), tag))
+        return True
+
+    def queued(self):
+        return len(self._conf) + len(self._unconf)
+
+    def busy(self):
+        """True while a frame is in flight or waiting for the gate."""
+        return self._state not in (S_IDLE, S_JOIN_WAIT, S_DEAD)
+
+    def peek_fcnt_up(self):
+        return self._fcnt.peek()
+
+    def rejoin(self):
+        """Forget the session and join again (queued uplinks wait for the new session)."""
+        self.joined = False
+        self._state = S_JOIN_WAIT
+        self._join_failures = 0
+        self._at = self._mono.ms if self._mono is not None else 0
+
+    def poll(self, now_ms):
+        if self._mono is None:
+            self._mono = Monotonic(now_ms)
+            if self._state == S_JOIN_WAIT:
+                self._at = self._rng(self.cfg["join_jitter_s"] * 1000 + 1)
+        mono = self._mono.update(now_ms)
+        wake = None
+        for _ in range(10):
+            wake = self._step(mono)
+            if wake is not None:
+                break
+        if wake is None or wake <= mono:
+            wake = mono + 1
+        return self._mono.to_ticks(wake, now_ms)
+
+    # -- session -------------------------------------------------------------------------
+
+    def _reset_channels(self):
+        chans = list(self.cfg["channels"] or self.region.default_channels)
+        self._channels = chans + [None] * (self.region.max_channels - len(chans))
+        self._enabled = [f is not None for f in self._channels]
+        self._dl_freq = {}
+
+    def _clear_session(self):
+        self.joined = False
+        self.dev_addr = None
+        self._nwk = None
+        self._app = None
+        self._fcnt_down = None
+        self._rx1_dr_offset = 0
+        self._rx2_dr = self.region.rx2_dr
+        self._rx2_freq = self.region.rx2_frequency
+        self._rx1_delay = 1000
+        self._ack_down = False
+        self._fpending = False
+        self._fopts_once = b""
+        self._fopts_sticky = b""
+
+    def _save_session(self):
+        b = bytearray()
+        b.append(_SESSION_VERSION)
+        b += self._dev_eui + self._join_eui
+        b += self.dev_addr.to_bytes(4, "little") + self._nwk + self._app
+        b.append(self._rx1_dr_offset)
+        b.append(self._rx2_dr)
+        b.append(self._rx1_delay // 1000)
+        b += self._rx2_freq.to_bytes(4, "little")
+        for f in self._channels:
+            b += (f or 0).to_bytes(4, "little")
+        self._nvs.set_blob("session", b)
+        self._nvs.commit()
+
+    def _load_session(self):
+        buf = bytearray(64 + 4 * self.region.max_channels)
+        try:
+            n = self._nvs.get_blob("session", buf)
+        except OSError:
+            return
+        b = bytes(buf[:n])
+        if n != 64 + 4 * self.region.max_channels or b[0] != _SESSION_VERSION:
+            return
+        if b[1:9] != self._dev_eui or b[9:17] != self._join_eui:
+            return  # provisioned with another identity: join
+        self.dev_addr = int.from_bytes(b[17:21], "little")
+        self._nwk = b[21:37]
+        self._app = b[37:53]
+        self._rx1_dr_offset = b[53]
+        self._rx2_dr = b[54]
+        self._rx1_delay = b[55] * 1000
+        self._rx2_freq = int.from_bytes(b[56:60], "little")
+        for i in range(self.region.max_channels):
+            f = int.from_bytes(b[60 + 4 * i:64 + 4 * i], "little")
+            self._channels[i] = f or None
+            self._enabled[i] = f != 0
+        down = self._store.load("fcnt_dn")
+        self._fcnt_down = None if not down else down - 1
+        self.joined = True
+        self._state = S_IDLE
+
+    def _accept_join(self, acc):
+        nwk, app = _security.derive_session_keys(self._app_key, acc.join_nonce, acc.net_id,
+                                                 self._dev_nonce)
+        self._clear_session()
+        self._reset_channels()
+        self.dev_addr = acc.dev_addr
+        self._nwk = nwk
+        self._app = app
+        self._rx1_dr_offset = acc.rx1_dr_offset
+        self._rx2_dr = acc.rx2_dr
+        self._rx1_delay = acc.rx1_delay_s * 1000
+        if acc.cflist is not None and acc.cflist[15] == _frame.CFLIST_FREQUENCIES:
+            for i, f in enumerate(_frame.decode_cflist(acc.cflist)["frequencies"]):
+                if f and self.region.channel_ok(f):
+                    self._channels[3 + i] = f
+                    self._enabled[3 + i] = True
+        # Order matters for power cuts: the new session is durable before FCnt restarts at 0,
+        # so the old session's keys can never be used with a reset counter.
+        if self.cfg["keep_session"]:
+            self._save_session()
+        self._store.save("fcnt_dn", 0)
+        self._store.save("fcnt_up", 0)
+        self._fcnt = ReservedCounter(self._store, "fcnt_up", self.cfg["fcnt_step"])
+        self.joined = True
+        self.joins += 1
+        self._join_failures = 0
+        self._fails_in_row = 0
+
+    # -- the state machine -----------------------------------------------------------------
+
+    def _step(self, mono):
+        s = self._state
+        if s == S_IDLE:
+            if not self.joined:
+                self._state = S_JOIN_WAIT
+                return None
+            if self._next_uplink():
+                return None
+            return mono + _IDLE_WAKE
+        if s == S_SEND:
+            return self._try_transmit(mono)
+        if s == S_TX:
+            ev = self.radio.poll()
+            if ev is None and mono < self._tx_end + _TX_GUARD:
+                return self._tx_end if mono < self._tx_end else self._tx_end + _TX_GUARD
+            if ev is None:
+                self.radio_errors += 1
+                self.radio.standby()
+            elif ev[0] != "tx_done":
+                return None  # a stale event: look again
+            d1 = 5000 if self._is_join else self._rx1_delay
+            self._rx1_at = self._tx_end + d1
+            self._rx2_at = self._rx1_at + 1000
+            self._got = False
+            self._state = S_RX1_WAIT
+            return None
+        if s == S_RX1_WAIT:
+            if mono < self._rx1_at - _RX_MARGIN:
+                return self._rx1_at - _RX_MARGIN
+            freq = self._dl_freq.get(self._tx_freq, self._tx_freq)
+            off = 0 if self._is_join else self._rx1_dr_offset
+            return self._open(mono, S_RX1, freq, self.region.rx1(self._tx_freq, self._tx_dr, off)[1])
+        if s == S_RX2_WAIT:
+            if mono < self._rx2_at - _RX_MARGIN:
+                return self._rx2_at - _RX_MARGIN
+            if mono > self._rx2_at + _RX_MARGIN:
+                return self._end_exchange(mono)  # RX1 reception ran past RX2
+            if self._is_join:
+                return self._open(mono, S_RX2, self.region.rx2_frequency, self.region.rx2_dr)
+            return self._open(mono, S_RX2, self._rx2_freq, self._rx2_dr)
+        if s == S_RX1 or s == S_RX2:
+            ev = self.radio.poll()
+            if ev is None:
+                if mono < self._win_check:
+                    return self._win_check
+                if mono < self._win_hard:
+                    return self._win_hard  # a preamble was seen: the frame is still arriving
+                self.radio_errors += 1
+                self.radio.standby()
+            elif ev[0] == "rx":
+                if self._on_rx(ev[1], ev[2], ev[3]):
+                    self._got = True
+                    return self._end_exchange(mono)
+            elif ev[0] != "rx_timeout":
+                return None
+            if s == S_RX1:
+                self._state = S_RX2_WAIT
+                return None
+            return self._end_exchange(mono)
+        if s == S_JOIN_WAIT:
+            if mono < self._at:
+                return self._at
+            try:
+                self._dev_nonce = self._nonce.take()
+            except OverflowError:
+                self._state = S_DEAD
+                return None
+            self._phy = _session.build_join_request(self._join_eui, self._dev_eui,
+                                                    self._dev_nonce, self._app_key)
+            self._is_join = True
+            self._confirmed = False
+            self._tx_left = 1
+            self._not_before = mono
+            self.join_attempts += 1
+            self._state = S_SEND
+            return None
+        return mono + _IDLE_WAKE  # S_DEAD
+
+    def _open(self, mono, state, freq, dr):
+        d = self.region.data_rate(dr)
+        sym_ms = ((1 << d.sf) * 1000 + d.bw_hz - 1) // d.bw_hz
+        timeout = 8 * sym_ms + 2 * _RX_MARGIN + 1
+        self.radio.receive(freq, d.sf, d.bw_hz, timeout)
+        self._win_check = mono + timeout + 1
+        self._win_hard = self._win_check + self.region.time_on_air_us(dr, 255, False) // 1000 + 50
+        self._state = state
+        return self._win_check
+
+    def _pick(self, channels, mono):
+        """(freq, start_ms): among channels, the earliest free; ties broken at random."""
+        n = len(channels)
+        k = self._rng(n) if n > 1 else 0
+        best_f = None
+        best_t = 0
+        now_us = mono * 1000
+        for i in range(n):
+            f = channels[(i + k) % n]
+            if f is None:
+                continue
+            t = self._gate.earliest(f, now_us)
+            if best_f is None or t < best_t:
+                best_f, best_t = f, t
+        return best_f, (best_t + 999) // 1000
+
+    def _try_transmit(self, mono):
+        if mono < self._not_before:
+            return self._not_before
+        if self._is_join:
+            chans = self._join_channels
+        else:
+            chans = [f if self._enabled[i] else None for i, f in enumerate(self._channels)]
+        freq, start = self._pick(chans, mono)
+        if freq is None:
+            self._fail_frame()
+            return None
+        if self._dc_free > start:
+            start = self._dc_free
+        if start > mono:
+            return start
+        if not self._gate.clear_channel(self.radio.rssi(freq)):
+            # KR920 listen-before-talk: busy, back off at random and sense again
+            self.lbt_busy += 1
+            self._not_before = mono + self.region.lbt_sense_time_us // 1000 + 10 + self._rng(100)
+            return self._not_before
+        dr = self.dr
+        toa = self.region.time_on_air_us(dr, len(self._phy))
+        self._gate.sent(freq, mono * 1000, toa)
+        if self._max_dc > 1:
+            self._dc_free = mono + (toa * self._max_dc + 999) // 1000
+        d = self.region.data_rate(dr)
+        power = self.tx_power_dbm
+        cap = self.region.max_eirp(freq)
+        if power > cap:
+            power = cap
+        self.radio.transmit(freq, d.sf, d.bw_hz, power, self._phy)
+        self.transmissions += 1
+        self._tx_freq = freq
+        self._tx_dr = dr
+        self._tx_end = mono + (toa + 999) // 1000
+        self._state = S_TX
+        return self._tx_end
+
+    def _fail_frame(self):
+        # no enabled channel (a bad LinkADRReq cannot cause this: it is refused) - give up
+        self._tx_left = 0
+        self._end_exchange(0)
+
+    def _next_uplink(self):
+        confirmed = False
+        if self._conf:
+            fport, data, tag = self._conf.pop(0)
+            confirmed = True
+        elif self._unconf:
+            fport, data, tag = self._unconf.pop(0)
+        elif self._ack_down or self._fopts_once or self._fopts_sticky or self._fpending:
+            fport, data, tag = None, b"", None
+        else:
+            return False
+        fopts = (self._fopts_sticky + self._fopts_once)[:15]
+        if 8 + len(fopts) + 1 + len(data) > self.region.max_mac_payload_len(self.dr):
+            fopts = b""
+        try:
+            fcnt = self._fcnt.take()
+        except OverflowError:
+            self.rejoin()
+            return False
+        mtype = _frame.CONFIRMED_UP if confirmed else _frame.UNCONFIRMED_UP
+        self._phy = _session.build_data_frame(mtype, self.dev_addr, fcnt, fport, data, self._nwk,
+                                              self._app, fopts=fopts, ack=self._ack_down)
+        self._ack_down = False
+        self._fpending = False
+        self._fopts_once = b""
+        self._is_join = False
+        self._confirmed = confirmed
+        self._tag = tag
+        self._acked = False
+        self._tx_left = self.cfg["confirmed_retries"] if confirmed else self.nb_trans
+        self._not_before = 0
+        self.uplinks += 1
+        self._state = S_SEND
+        return True
+
+    def _end_exchange(self, mono):
+        self._state = S_IDLE
+        if self._is_join:
+            if self.joined:
+                if self.on_joined is not None:
+                    self._call(self.on_joined)
+                return None
+            self._join_failures += 1
+            n = self._join_failures - 1
+            base = self.cfg["join_backoff_min_s"] * 1000 << (n if n < 16 else 16)
+            cap = self.cfg["join_backoff_max_s"] * 1000
+            if base > cap:
+                base = cap
+            self._at = mono + base // 2 + self._rng(base + 1)
+            self._state = S_JOIN_WAIT
+            return None
+        self._tx_left -= 1
+        if self._confirmed:
+            if self._acked:
+                self.acked += 1
+                self._fails_in_row = 0
+                self._result(True)
+            elif self._tx_left > 0:
+                self.retransmissions += 1
+                self._not_before = mono + 1000 + self._rng(2001)  # ACK_TIMEOUT 1..3 s
+                self._state = S_SEND
+            else:
+                self.failed += 1
+                self._fails_in_row += 1
+                self._result(False)
+                limit = self.cfg["rejoin_after_failures"]
+                if limit and self._fails_in_row >= limit:
+                    self.rejoin()
+                    self._at = mono + self._rng(self.cfg["join_jitter_s"] * 1000 + 1)
+        elif not self._got and self._tx_left > 0:
+            self.retransmissions += 1
+            self._not_before = mono
+            self._state = S_SEND
+        return None
+
+    def _result(self, acked):
+        if self.on_result is not None:
+            self._call(self.on_result, self._tag, acked)
+
+    def _call(self, fn, *args):
+        try:
+            fn(*args)
+        except Exception as e:  # the application's bug must not stop the MAC
+            self.callback_errors += 1
+            print("lorawan: callback failed: %r" % (e,))
+
+    # -- downlinks -------------------------------------------------------------------------
+
+    def _on_rx(self, phy, rssi, snr):
+        """True when phy was a valid downlink for this device (then no RX2 is opened)."""
+        if not phy:
+            self.bad_frames += 1
+            return False
+        mtype = phy[0] >> 5
+        try:
+            if self._is_join:
+                if mtype != _frame.JOIN_ACCEPT:
+                    return False
+                acc = _session.open_join_accept(bytes(phy), self._app_key)
+                if not acc.mic_ok:
+                    self.bad_frames += 1
+                    return False
+                self._accept_join(acc)
+                self.last_rssi, self.last_snr = rssi, snr
+                return True
+            if mtype != _frame.UNCONFIRMED_DOWN and mtype != _frame.CONFIRMED_DOWN:
+                return False
+            f = _frame.decode_data(bytes(phy))
+            if f.dev_addr != self.dev_addr:
+                return False  # another device's frame
+            o = _session.open_data_frame(f, self._nwk, self._app, self._fcnt_down)
+        except (_frame.FrameError, ValueError):
+            self.bad_frames += 1
+            return False
+        if not o.mic_ok:
+            self.bad_frames += 1
+            return False
+        if o.fcnt_status != "ok":
+            self.replays += 1
+            return False
+        self._fcnt_down = o.fcnt
+        self._store.save("fcnt_dn", o.fcnt + 1)
+        self.downlinks += 1
+        self.last_rssi, self.last_snr = rssi, snr
+        if f.ack and self._confirmed:
+            self._acked = True
+        if f.mtype == _frame.CONFIRMED_DOWN:
+            self._ack_down = True
+        if f.fpending:
+            self._fpending = True
+        self._fopts_sticky = b""
+        if o.mac_commands:
+            self._mac_commands(o.mac_commands)
+        if f.fport and self.on_downlink is not None:
+            self._call(self.on_downlink, f.fport, o.payload)
+        return True
+
+    def _mac_commands(self, cmds):
+        once = []
+        sticky = []
+        reg = self.region
+        for c in cmds:
+            name = c["name"]
+            if name == "LinkCheckAns":
+                self.link_check = (c["margin"], c["gw_cnt"])
+            elif name == "DeviceTimeAns":
+                self.device_time = (c["seconds"], c["fractional"])
+            elif name == "LinkADRReq":
+                once.append(self._link_adr(c))
+            elif name == "DutyCycleReq":
+                self._max_dc = 1 << c["max_duty_cycle"]
+                once.append({"name": "DutyCycleAns"})
+            elif name == "DevStatusReq":
+                m = int(self.last_snr or 0)
+                m = -32 if m < -32 else (31 if m > 31 else m)
+                once.append({"name": "DevStatusAns", "battery": 0, "margin": m})  # mains powered
+            elif name == "RXTimingSetupReq":
+                d = c["delay"]
+                self._rx1_delay = (d if d else 1) * 1000
+                sticky.append({"name": "RXTimingSetupAns"})
+            elif name == "RXParamSetupReq":
+                f_ok = reg.in_band(c["frequency"])
+                dr_ok = c["rx2_data_rate"] < len(reg.data_rates)
+                off_ok = c["rx1_dr_offset"] < len(reg.rx1_dr_table[0])
+                if f_ok and dr_ok and off_ok:
+                    self._rx2_freq = c["frequency"]
+                    self._rx2_dr = c["rx2_data_rate"]
+                    self._rx1_dr_offset = c["rx1_dr_offset"]
+                sticky.append({"name": "RXParamSetupAns", "rx1_dr_offset_ack": off_ok,
+                               "rx2_data_rate_ack": dr_ok, "channel_ack": f_ok})
+            elif name == "NewChannelReq":
+                i, f = c["ch_index"], c["frequency"]
+                f_ok = i >= 3 and i < reg.max_channels and (f == 0 or reg.channel_ok(f))
+                dr_ok = c["min_dr"] <= c["max_dr"] < len(reg.data_rates)
+                if f_ok and dr_ok:
+                    self._channels[i] = f or None
+                    self._enabled[i] = f != 0
+                once.append({"name": "NewChannelAns", "data_rate_range_ok": dr_ok,
+                             "channel_frequency_ok": f_ok})
+            elif name == "DlChannelReq":
+                i, f = c["ch_index"], c["frequency"]
+                exists = i < reg.max_channels and self._channels[i] is not None
+                f_ok = reg.channel_ok(f)
+                if exists and f_ok:
+                    self._dl_freq[self._channels[i]] = f
+                sticky.append({"name": "DlChannelAns", "uplink_frequency_exists": exists,
+                               "channel_frequency_ok": f_ok})
+            # TxParamSetupReq: not implemented in EU868 / KR920 (RP002), so no answer
+        if once:
+            self._fopts_once = self._fopts_once + _mac.encode_commands(once, True)
+        if sticky:
+            self._fopts_sticky = _mac.encode_commands(sticky, True)
+        if self.joined and self.cfg["keep_session"] and (sticky or once):
+            self._save_session()
+
+    def _link_adr(self, c):
+        reg = self.region
+        dr, pw, mask, cntl = c["data_rate"], c["tx_power"], c["ch_mask"], c["ch_mask_cntl"]
+        n = reg.max_channels
+        if cntl == 0:
+            enabled = [bool(mask >> i & 1) for i in range(n)]
+            ch_ok = mask != 0
+            for i in range(n):
+                if enabled[i] and self._channels[i] is None:
+                    ch_ok = False
+        elif cntl == 6:
+            enabled = [f is not None for f in self._channels]
+            ch_ok = True
+        else:
+            enabled = None
+            ch_ok = False
+        dr_ok = dr == 15 or (dr < len(reg.data_rates) and reg.data_rates[dr].sf is not None)
+        pw_ok = pw == 15 or pw < len(reg.tx_power_offsets)
+        if ch_ok and dr_ok and pw_ok:
+            self._enabled = enabled
+            if dr != 15:
+                self.dr = dr
+            if pw != 15:
+                self.tx_power_dbm = reg.tx_power_eirp(pw)
+            self.nb_trans = c["nb_trans"] or 1
+        return {"name": "LinkADRAns", "power_ack": pw_ok, "data_rate_ack": dr_ok,
+                "channel_mask_ack": ch_ok}
