@@ -36,12 +36,16 @@ forwarder, rssi, snr, freq, datr, tmst), ``fcnt``, ``fport``, ``dev_eui``, ``dev
 ``kind`` ("data" or "join"), ``device_kind`` ("pole"/"meter") and ``message``.
 
 ``counters`` (a dict, REASONS plus "accepted") counts every outcome, for operators.
+
+:meth:`UplinkProcessor.process_batch` gives the same Results for a list of uplinks (e.g. one
+dedup release) with one frame-counter commit for all of them instead of one per uplink.
 SessionError (storage failure) is *not* caught: that is a gateway fault, not a bad frame.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Iterable
 
 from gateway.dedup import Uplink
 from gateway.registry import Registry
@@ -96,46 +100,85 @@ class UplinkProcessor:
     def process(self, uplink: Uplink, now_epoch_s: float) -> Result:
         """Authenticate, count and decode one uplink; ``now_epoch_s`` (UNIX seconds) becomes
         the SenML base time."""
-        if not isinstance(now_epoch_s, (int, float)) or not now_epoch_s >= MIN_EPOCH:
-            raise ValueError(f"now_epoch_s must be absolute UNIX seconds, got {now_epoch_s!r}")
+        _check_time(now_epoch_s)
+        step = self._open(uplink, None)
+        if isinstance(step, Result):
+            return self._done(step)
+        try:
+            stored = self.sessions.accept_uplink(step.dev_addr, step.fcnt)
+        except UnknownSession:  # the device rejoined meanwhile
+            stored = None
+        return self._done(self._finish(step, stored, now_epoch_s))
+
+    def process_batch(self, uplinks: Iterable[Uplink], now_epoch_s: float) -> list[Result]:
+        """:meth:`process` for many uplinks with ONE frame-counter commit (group commit).
+
+        Same checks, Results (in input order) and counters as calling :meth:`process` on each
+        in turn: a device's later frame in the batch is checked against the counter its earlier
+        frame moved.  Every counter is committed (``SessionStore.accept_uplinks``, one fsync)
+        before any Result is returned, so the caller may queue the records right away.  On
+        SessionError (storage failure) it raises, nothing is stored and nothing counted.
+        """
+        _check_time(now_epoch_s)
+        steps: list[Result | _Pending] = []
+        moved: dict[int, int] = {}  # dev_addr -> counter a frame earlier in this batch took
+        for uplink in uplinks:
+            step = self._open(uplink, moved)
+            if not isinstance(step, Result):
+                moved[step.dev_addr] = step.fcnt
+            steps.append(step)
+        pending = [st for st in steps if not isinstance(st, Result)]
+        stored = iter(self.sessions.accept_uplinks([(p.dev_addr, p.fcnt) for p in pending]))
+        return [self._done(st if isinstance(st, Result) else self._finish(st, next(stored), now_epoch_s))
+                for st in steps]
+
+    def _open(self, uplink: Uplink, moved: dict[int, int] | None) -> "Result | _Pending":
+        """Every check up to the frame counter: a rejection Result (not yet counted), or the
+        authentic frame waiting for its counter to be stored.  ``moved`` overrides the stored
+        counter for devices whose earlier frame in the same batch is about to be stored."""
         phy = bytes(uplink.phy)
         try:
             f = _frame.decode(phy)
         except Exception as exc:  # FrameError and anything a garbage buffer may provoke
-            return self._done(Result(False, "malformed", uplink=uplink, error=str(exc)))
+            return Result(False, "malformed", uplink=uplink, error=str(exc))
         if isinstance(f, _frame.JoinRequest):
-            return self._done(Result(False, "join", "join", uplink, dev_eui=f.dev_eui))
+            return Result(False, "join", "join", uplink, dev_eui=f.dev_eui)
         if not isinstance(f, _frame.DataFrame) or not f.is_uplink:
-            return self._done(Result(False, "not-uplink", uplink=uplink))
+            return Result(False, "not-uplink", uplink=uplink)
         base = dict(kind="data", uplink=uplink, dev_addr=f.dev_addr, fport=f.fport,
                     confirmed=f.confirmed)
         s = self.sessions.get_by_dev_addr(f.dev_addr)
         dev = None if s is None else self.registry.get(s.dev_eui)
         if s is None or dev is None:
-            return self._done(Result(False, "unknown-dev-addr", **base))
+            return Result(False, "unknown-dev-addr", **base)
         base.update(dev_eui=s.dev_eui, device_kind=dev.kind)
+        last = s.fcnt_up if not moved or f.dev_addr not in moved else moved[f.dev_addr]
         try:
-            o = open_data_frame(f, s.nwk_s_key, s.app_s_key, s.fcnt_up)
+            o = open_data_frame(f, s.nwk_s_key, s.app_s_key, last)
         except Exception as exc:  # defensive: the frame already decoded
-            return self._done(Result(False, "malformed", error=str(exc), **base))
+            return Result(False, "malformed", error=str(exc), **base)
         base["fcnt"] = o.fcnt
         if o.fcnt_status == OVERFLOW:
-            return self._done(Result(False, "fcnt-gap", error="frame counter overflow: rejoin", **base))
+            return Result(False, "fcnt-gap", error="frame counter overflow: rejoin", **base)
         if not o.mic_ok:
-            return self._done(Result(False, "bad-mic", **base))
+            return Result(False, "bad-mic", **base)
         if o.fcnt_status == REPLAY:
-            return self._done(Result(False, "replay", **base))
+            return Result(False, "replay", **base)
         if o.fcnt_status == GAP_TOO_LARGE:
-            return self._done(Result(False, "fcnt-gap", **base))
-        try:
-            stored = self.sessions.accept_uplink(f.dev_addr, o.fcnt)
-        except UnknownSession:  # the device rejoined meanwhile
-            return self._done(Result(False, "unknown-dev-addr", **base))
+            return Result(False, "fcnt-gap", **base)
+        return _Pending(f, s, dev, o, base)
+
+    def _finish(self, p: "_Pending", stored: bool | None, now_epoch_s: float) -> Result:
+        """The Result of an authentic frame once the store said whether its counter moved
+        (True), was not ahead (False: replay) or had no session any more (None)."""
+        f, s, dev, o, base = p.frame, p.session, p.device, p.opened, p.base
+        if stored is None:  # the device rejoined meanwhile
+            return Result(False, "unknown-dev-addr", **base)
         if not stored:
-            return self._done(Result(False, "replay", **base))
+            return Result(False, "replay", **base)
         base["mac_commands"] = o.mac_commands
         if not f.fport:  # no FRMPayload, or MAC commands on fPort 0
-            return self._done(Result(True, **base))
+            return Result(True, **base)
         try:
             decoded = _payload.decode_uplink(f.fport, o.payload)
             if decoded["kind"] != dev.kind:
@@ -143,8 +186,7 @@ class UplinkProcessor:
                     f"fPort {f.fport} carries a {decoded['kind']} payload, device is a {dev.kind}")
             recs = _payload.senml_records(decoded)
         except Exception as exc:  # PayloadError, or a decoder bug: keep the bytes either way
-            return self._done(Result(False, "payload-error", payload_hex=o.payload.hex(),
-                                     error=str(exc), **base))
+            return Result(False, "payload-error", payload_hex=o.payload.hex(), error=str(exc), **base)
         records = []
         for r in recs:
             r = {k: v for k, v in r.items() if k != "lwm2m"}
@@ -152,4 +194,27 @@ class UplinkProcessor:
         if records:
             records[0] = {"bver": _payload.SENML_BVER, "bn": f"urn:dev:eui64:{s.dev_eui.hex()}:",
                           "bt": now_epoch_s, **records[0]}
-        return self._done(Result(True, message=decoded["message"], records=records, **base))
+        return Result(True, message=decoded["message"], records=records, **base)
+
+
+class _Pending:
+    """An authentic, fresh frame between its checks and the commit of its counter."""
+
+    __slots__ = ("frame", "session", "device", "opened", "base")
+
+    def __init__(self, frame, session, device, opened, base) -> None:
+        self.frame, self.session, self.device, self.opened, self.base = (
+            frame, session, device, opened, base)
+
+    @property
+    def dev_addr(self) -> int:
+        return self.frame.dev_addr
+
+    @property
+    def fcnt(self) -> int:
+        return self.opened.fcnt
+
+
+def _check_time(now_epoch_s: float) -> None:
+    if not isinstance(now_epoch_s, (int, float)) or not now_epoch_s >= MIN_EPOCH:
+        raise ValueError(f"now_epoch_s must be absolute UNIX seconds, got {now_epoch_s!r}")
