@@ -1,0 +1,593 @@
+"""PoleApp: the smart street pole's application, poll-driven (`poll(now_ms) -> next_wake_ms`).
+
+Safe state. The lamp is switched ON at default_level in the constructor, before the radio,
+the sensors or the network can fail: a dark street is the unsafe failure, a lamp burning for
+one sample interval in daylight costs a few watt-hours. From the first sample on, the
+photocell decides until a schedule and the wall clock are both available; if the light sensor
+fails the pole counts it as dark (lamp on) and raises light_sensor_failure.
+
+Who decides the level, first match wins:
+  1. override (fPort 52) until it expires or is cancelled;
+  2. the schedule (fPort 51) when the wall clock is known (RTC year >= 2020) and every anchor
+     it uses resolves: an entry holds from its time until the next entry's (cyclic over the
+     local day); fixed entries are local minutes (UTC + utc_offset), sunset/sunrise entries are
+     offsets from the solar calculation (firmware/solar.py) when latitude/longitude are set,
+     else from the dusk/dawn this photocell last observed; entries are checked at each poll,
+     so transitions happen within one sample interval;
+  3. the photocell with hysteresis: dark below photocell_on, light above photocell_off;
+     dark -> default_level, light -> off.
+A dim command (fPort 50) replaces that level until the deciding source moves on (the next
+schedule entry, the photocell flipping, an override). Changes use default_fade unless the
+command brings its own fade.
+
+Commands are acknowledged on fPort 12 with the echoed seq and a result code. The last
+(seq, result) per fPort is kept in RTC memory (it survives machine.reset(), so a repeated
+reboot command cannot reboot the pole twice): a repeat is acked with the stored result and
+not executed again. Settings changed by the network (pole_config, config, schedule) are saved
+as JSON in NVS namespace "pole" and restored at boot.
+
+Reports (fPort 10) every report_interval_s, the first one right after boot. Sampling every
+sample_interval_s. Lamp energy is the BL0942 accumulator on top of the total saved in NVS;
+the total is saved before each report that carries a new value, so a reported energy never
+goes backwards across power cuts (energy since the last save may be lost, undercounted, never
+double counted).
+
+Alarms (fPort 11, confirmed, sent as soon as the bitmap changes, raised or cleared): tilted
+(above tilt_threshold, 1 deg hysteresis), door_open (debounced), lamp_failure (the lamp is
+commanded on, settled for lamp_settle_s, and draws under lamp_fail_ma), day_burner (the lamp
+is lit - commanded on or drawing current - while the light sensor reads at least
+day_burner_lux and no override or dim asked for light), light_sensor_failure, meter_failure.
+While the last alarm frame is unacknowledged by the network it is resent every
+alarm_repeat_s (0 = never).
+"""
+
+import json
+
+from protocol import payload as _payload
+from firmware.nvs_store import NvsStore
+from firmware.ticks import Monotonic, ticks_add, ticks_diff
+from firmware import solar as _solar
+
+PORT_REPORT = 10
+PORT_ALARM = 11
+PORT_ACK = 12
+PORT_DIM = 50
+PORT_SCHEDULE = 51
+PORT_OVERRIDE = 52
+PORT_POLE_CONFIG = 53
+PORT_REBOOT = 60
+PORT_CONFIG = 61
+COMMAND_PORTS = (PORT_DIM, PORT_SCHEDULE, PORT_OVERRIDE, PORT_POLE_CONFIG, PORT_REBOOT, PORT_CONFIG)
+
+# alarm bits (protocol/payload/layouts.py POLE_ALARMS)
+A_LAMP_FAILURE = 1 << 0
+A_DAY_BURNER = 1 << 3
+A_DOOR_OPEN = 1 << 7
+A_TILTED = 1 << 8
+A_LIGHT_SENSOR = 1 << 14
+A_METER = 1 << 15
+
+# status bits (POLE_STATUS)
+S_LAMP_ON = 1 << 0
+S_OVERRIDE = 1 << 1
+S_DARK = 1 << 2
+S_DOOR_OPEN = 1 << 3
+S_TILTED = 1 << 4
+S_LAMP_FAILURE = 1 << 5
+S_DAY_BURNER = 1 << 6
+S_ALARM = 1 << 7
+
+_RESULTS = ("ok", "unknown_port", "bad_version", "bad_length", "bad_value", "failed")
+_ANCHORS = ("fixed", "sunset", "sunrise")
+_RTC_MAGIC = b"SGP1"
+_TILT_HYST = 100  # centidegrees
+_PI_CDEG = 18000
+_FOREVER = None
+
+
+class PoleApp:
+    def __init__(self, hw, cfg, reset=None):
+        self.hw = hw
+        self.cfg = cfg
+        self.mac = None
+        self._reset = reset or hw.reset
+        self.default_level = cfg["default_level"]
+        self.photocell_on_mlx = cfg["photocell_on_lux"] * 1000
+        self.photocell_off_mlx = cfg["photocell_off_lux"] * 1000
+        self.tilt_threshold_cdeg = cfg["tilt_threshold_cdeg"]
+        self.latitude = cfg["latitude"]
+        self.longitude = cfg["longitude"]
+        self.default_fade_ms = cfg["default_fade_ms"]
+        self.report_interval_s = cfg["report_interval_s"]
+        self.alarm_repeat_s = cfg["alarm_repeat_s"]
+        self.utc_offset_min = cfg["utc_offset_min"]
+        self.schedule = None  # [(anchor index, minute, level)], None = no schedule
+        # the safe state, before anything that can fail
+        hw.dimmer.set(self.default_level)
+        self._store = NvsStore(hw.app_nvs) if hw.app_nvs is not None else None
+        self._load_settings()
+        self._seen = {}  # fPort -> (seq, result index)
+        self._load_seen()
+        self.dark = True
+        self.lux_mlx = None
+        self.temp_c100 = None
+        self.rh_c100 = None
+        self.tilt_cdeg = None
+        self.mv = self.ma = self.dw = None
+        self.light_failed = hw.light is None
+        self.meter_failed = False
+        self.tilted = False
+        self.alarms = 0
+        self.alarm_count = 0
+        self.dusk_utc_min = None  # observed by the photocell
+        self.dawn_utc_min = None
+        self._energy_base = 0
+        self._energy_saved = None
+        if self._store is not None:
+            self._energy_base = self._store.load("energy_mwh") or 0
+            self._energy_saved = self._energy_base
+            self.alarm_count = self._store.load("alarm_count") or 0
+        self._override = None  # (level, until mono or None)
+        self._dim = None  # (level, key of the source it replaced)
+        self._source = None
+        self._changed_at = 0
+        self._mono = None
+        self._next_sample = 0
+        self._next_report = 0
+        self._alarm_due = False
+        self._alarm_repeat_at = None
+        self._reboot_at = None
+        self.reports = 0
+        self.alarm_frames = 0
+        self.commands = 0
+        self.duplicates = 0
+        self.sample_errors = 0
+        self.last_report = None  # fields of the last report sent, for tests and the simulator
+        self.last_alarm = None
+
+    def attach(self, mac):
+        self.mac = mac
+        mac.on_downlink = self._on_downlink
+        mac.on_result = self._on_result
+
+    # -- persistence -----------------------------------------------------------------------
+
+    def _load_settings(self):
+        nvs = self.hw.app_nvs
+        if nvs is None:
+            return
+        buf = bytearray(1024)
+        try:
+            n = nvs.get_blob("settings", buf)
+            s = json.loads(bytes(buf[:n]))
+        except (OSError, ValueError):
+            return
+        self.default_level = s.get("default_level", self.default_level)
+        self.photocell_on_mlx = s.get("on_mlx", self.photocell_on_mlx)
+        self.photocell_off_mlx = s.get("off_mlx", self.photocell_off_mlx)
+        self.tilt_threshold_cdeg = s.get("tilt_cdeg", self.tilt_threshold_cdeg)
+        self.latitude = s.get("lat", self.latitude)
+        self.longitude = s.get("lon", self.longitude)
+        self.default_fade_ms = s.get("fade_ms", self.default_fade_ms)
+        self.report_interval_s = s.get("report_s", self.report_interval_s)
+        self.alarm_repeat_s = s.get("repeat_s", self.alarm_repeat_s)
+        self.utc_offset_min = s.get("utc_min", self.utc_offset_min)
+        sch = s.get("schedule")
+        self.schedule = None if sch is None else [tuple(e) for e in sch]
+        if self.hw.dimmer.target != self.default_level:
+            self.hw.dimmer.set(self.default_level)
+
+    def _save_settings(self):
+        nvs = self.hw.app_nvs
+        if nvs is None:
+            return
+        s = {"default_level": self.default_level, "on_mlx": self.photocell_on_mlx,
+             "off_mlx": self.photocell_off_mlx, "tilt_cdeg": self.tilt_threshold_cdeg,
+             "lat": self.latitude, "lon": self.longitude, "fade_ms": self.default_fade_ms,
+             "report_s": self.report_interval_s, "repeat_s": self.alarm_repeat_s,
+             "utc_min": self.utc_offset_min,
+             "schedule": None if self.schedule is None else [list(e) for e in self.schedule]}
+        nvs.set_blob("settings", json.dumps(s).encode())
+        nvs.commit()
+
+    def _load_seen(self):
+        try:
+            mem = self.hw.rtc.memory()
+        except Exception:
+            return
+        if mem[:4] != _RTC_MAGIC:
+            return
+        for i in range(4, len(mem) - 2, 3):
+            self._seen[mem[i]] = (mem[i + 1], mem[i + 2])
+
+    def _save_seen(self):
+        b = bytearray(_RTC_MAGIC)
+        for port in self._seen:
+            seq, res = self._seen[port]
+            b.append(port)
+            b.append(seq)
+            b.append(res)
+        try:
+            self.hw.rtc.memory(b)
+        except Exception:
+            pass
+
+    # -- time ------------------------------------------------------------------------------
+
+    def wall_clock(self):
+        """(day of year, UTC minute of the day) or None when the RTC was never set."""
+        try:
+            dt = self.hw.rtc.datetime()
+        except Exception:
+            return None
+        if dt[0] < 2020:
+            return None
+        return _solar.day_of_year(dt[0], dt[1], dt[2]), dt[4] * 60 + dt[5]
+
+    def _sun(self, doy):
+        """(sunrise, sunset) in UTC minutes, or None."""
+        if self.latitude is not None and self.longitude is not None:
+            return _solar.sun_times_utc(doy, self.latitude, self.longitude)
+        if self.dawn_utc_min is not None and self.dusk_utc_min is not None:
+            return self.dawn_utc_min, self.dusk_utc_min
+        return None
+
+    def _schedule_level(self):
+        """(level, entry index) from the schedule now, or None when it cannot decide."""
+        if not self.schedule:
+            return None
+        wc = self.wall_clock()
+        if wc is None:
+            return None
+        doy, utc_min = wc
+        sun = None
+        local = (utc_min + self.utc_offset_min) % 1440
+        best = None
+        last = None
+        for i in range(len(self.schedule)):
+            anchor, minute, level = self.schedule[i]
+            if anchor == 0:
+                t = minute % 1440
+            else:
+                if sun is None:
+                    sun = self._sun(doy)
+                    if sun is None:
+                        return None
+                base = sun[1] if anchor == 1 else sun[0]
+                t = (base + self.utc_offset_min + minute) % 1440
+            if t <= local and (best is None or t >= best[0]):
+                best = (t, i, level)
+            if last is None or t >= last[0]:
+                last = (t, i, level)
+        e = best or last
+        return e[2], e[1]
+
+    # -- lamp --------------------------------------------------------------------------------
+
+    def _decide(self, mono):
+        """(level, source key, asked_for_light) without a dim command."""
+        ov = self._override
+        if ov is not None:
+            if ov[1] is not None and mono >= ov[1]:
+                self._override = None
+            else:
+                return ov[0], ("o",), True
+        s = self._schedule_level()
+        if s is not None:
+            return s[0], ("s", s[1]), False
+        dark = self.dark or self.light_failed
+        return (self.default_level if dark else 0), ("p", dark), False
+
+    def _update_lamp(self, now, mono, fade_ms=None):
+        level, key, _ = self._decide(mono)
+        if self._dim is not None:
+            if self._dim[1] == key:
+                level = self._dim[0]
+            else:
+                self._dim = None
+        self._source = key
+        d = self.hw.dimmer
+        if level != d.target:
+            d.set(level, self.default_fade_ms if fade_ms is None else fade_ms, now)
+            self._changed_at = mono
+
+    def override_active(self):
+        return self._override is not None
+
+    # -- sampling --------------------------------------------------------------------------
+
+    def _sample(self, now, mono):
+        hw = self.hw
+        if hw.light is not None:
+            try:
+                self.lux_mlx = hw.light.lux_milli()
+                self.light_failed = False
+            except (OSError, ValueError):
+                self.lux_mlx = None
+                self.light_failed = True
+                self.sample_errors += 1
+        if hw.climate is not None:
+            try:
+                self.temp_c100, self.rh_c100 = hw.climate.measure()
+            except (OSError, ValueError):
+                self.temp_c100 = self.rh_c100 = None
+                self.sample_errors += 1
+        if hw.accel is not None:
+            try:
+                self.tilt_cdeg = hw.accel.tilt_centideg()
+            except (OSError, ValueError):
+                self.tilt_cdeg = None
+                self.sample_errors += 1
+        try:
+            self.mv, self.ma, self.dw, cf = hw.meter.read()
+            hw.energy.update(cf, hw.meter.chip_was_reset())
+            self.meter_failed = False
+        except (OSError, ValueError):
+            self.mv = self.ma = self.dw = None
+            self.meter_failed = True
+            self.sample_errors += 1
+        lux = self.lux_mlx
+        if lux is not None:
+            was = self.dark
+            if self.dark and lux >= self.photocell_off_mlx:
+                self.dark = False
+            elif not self.dark and lux <= self.photocell_on_mlx:
+                self.dark = True
+            if was != self.dark:
+                wc = self.wall_clock()
+                if wc is not None:
+                    if self.dark:
+                        self.dusk_utc_min = wc[1]
+                    else:
+                        self.dawn_utc_min = wc[1]
+
+    def energy_wh(self):
+        return (self._energy_base + self.hw.energy.milli_wh()) // 1000
+
+    # -- alarms ----------------------------------------------------------------------------
+
+    def _evaluate_alarms(self, mono):
+        a = 0
+        if self.hw.door.is_open:
+            a |= A_DOOR_OPEN
+        t = self.tilt_cdeg
+        if t is not None:
+            if self.tilted:
+                self.tilted = t > self.tilt_threshold_cdeg - _TILT_HYST
+            else:
+                self.tilted = t > self.tilt_threshold_cdeg
+        if self.tilted:
+            a |= A_TILTED
+        d = self.hw.dimmer
+        on = d.target > 0
+        fail_ma = self.cfg["lamp_fail_ma"]
+        if self.meter_failed:
+            a |= A_METER
+        elif (on and not d.fading() and self.ma is not None
+              and mono - self._changed_at >= self.cfg["lamp_settle_s"] * 1000
+              and self.ma < fail_ma):
+            a |= A_LAMP_FAILURE
+        if self.light_failed:
+            a |= A_LIGHT_SENSOR
+        elif self.lux_mlx is not None and self.lux_mlx >= self.cfg["day_burner_lux"] * 1000:
+            lit = on or (self.ma is not None and self.ma >= fail_ma)
+            asked = self._override is not None or self._dim is not None
+            if lit and not asked:
+                a |= A_DAY_BURNER
+        if a != self.alarms:
+            x = a ^ self.alarms
+            while x:
+                self.alarm_count += x & 1
+                x >>= 1
+            self.alarms = a
+            self._alarm_due = True
+            if self._store is not None:
+                self._store.save("alarm_count", self.alarm_count)
+
+    def status(self):
+        s = 0
+        if self.hw.dimmer.level > 0:
+            s |= S_LAMP_ON
+        if self._override is not None:
+            s |= S_OVERRIDE
+        if self.dark:
+            s |= S_DARK
+        if self.hw.door.is_open:
+            s |= S_DOOR_OPEN
+        if self.tilted:
+            s |= S_TILTED
+        if self.alarms & A_LAMP_FAILURE:
+            s |= S_LAMP_FAILURE
+        if self.alarms & A_DAY_BURNER:
+            s |= S_DAY_BURNER
+        if self.alarms:
+            s |= S_ALARM
+        return s
+
+    def _send_alarm(self, mono):
+        f = {"alarms": self.alarms, "alarm_count": self.alarm_count, "status": self.status(),
+             "dim_level": self.hw.dimmer.target,
+             "tilt_angle": None if self.tilt_cdeg is None else self.tilt_cdeg * 3.14159265 / _PI_CDEG,
+             "supply_voltage": (self.mv or 0) / 1000, "lamp_current": (self.ma or 0) / 1000,
+             "lamp_power": max(self.dw or 0, 0) / 10,
+             "temperature": None if self.temp_c100 is None else self.temp_c100 / 100}
+        port, data = _payload.encode_uplink("pole", "alarm", f)
+        if self.mac is None or self.mac.send(port, data, True, "alarm"):
+            self._alarm_due = False
+            self._alarm_repeat_at = None
+            self.alarm_frames += 1
+            self.last_alarm = f
+
+    def _on_result(self, tag, acked):
+        if tag != "alarm" or acked:
+            return
+        if self.alarm_repeat_s and self._mono is not None:
+            self._alarm_repeat_at = self._mono.ms + self.alarm_repeat_s * 1000
+
+    # -- reports ---------------------------------------------------------------------------
+
+    def _send_report(self):
+        wh = self.energy_wh()
+        if self._store is not None and wh * 1000 != self._energy_saved:
+            total = self._energy_base + self.hw.energy.milli_wh()
+            self._store.save("energy_mwh", total)
+            self._energy_saved = wh * 1000
+        f = {"status": self.status(), "dim_level": self.hw.dimmer.target,
+             "lamp_power": max(self.dw or 0, 0) / 10, "lamp_energy": wh,
+             "ambient_light": None if self.lux_mlx is None else self.lux_mlx / 1000,
+             "temperature": None if self.temp_c100 is None else self.temp_c100 / 100,
+             "humidity": None if self.rh_c100 is None else self.rh_c100 / 100}
+        port, data = _payload.encode_uplink("pole", "report", f)
+        if self.mac is not None:
+            self.mac.send(port, data)
+        self.reports += 1
+        self.last_report = f
+
+    # -- commands --------------------------------------------------------------------------
+
+    def _ack(self, port, seq, result):
+        _, data = _payload.encode_uplink("pole", "ack", {"port": port, "seq": seq,
+                                                         "result": _RESULTS[result]})
+        if self.mac is not None:
+            self.mac.send(PORT_ACK, data)
+
+    def _on_downlink(self, fport, data):
+        self.commands += 1
+        seq = data[1] if len(data) > 1 else 0
+        if fport in self._seen and self._seen[fport][0] == seq:
+            self.duplicates += 1
+            self._ack(fport, seq, self._seen[fport][1])
+            return
+        if fport not in COMMAND_PORTS:
+            result = 1
+        elif not data:
+            result = 3
+        elif data[0] != 1:
+            result = 2
+        else:
+            try:
+                fields = _payload.decode_downlink(fport, data)["fields"]
+            except _payload.PayloadError as e:
+                result = 3 if "length" in str(e) else 4
+            else:
+                try:
+                    result = self._execute(fport, fields)
+                except (ValueError, TypeError, KeyError):
+                    result = 4
+        if fport in COMMAND_PORTS:
+            self._seen[fport] = (seq, result)
+            self._save_seen()
+        self._ack(fport, seq, result)
+
+    def _execute(self, port, f):
+        now = self._now
+        mono = self._mono.ms
+        if port == PORT_DIM:
+            if not 0 <= f["level"] <= 100:
+                return 4
+            _, key, _ = self._decide(mono)
+            self._dim = (f["level"], key)
+            self._update_lamp(now, mono, int(f["fade"] * 1000))
+        elif port == PORT_SCHEDULE:
+            entries = []
+            for e in f["entries"]:
+                a = _ANCHORS.index(e["anchor"])
+                if not 0 <= e["level"] <= 100 or (a == 0 and not 0 <= e["minute"] < 1440):
+                    return 4
+                entries.append((a, e["minute"], e["level"]))
+            self.schedule = entries or None
+            self._dim = None
+            self._save_settings()
+            self._update_lamp(now, mono)
+        elif port == PORT_OVERRIDE:
+            if not 0 <= f["level"] <= 100:
+                return 4
+            dur = f["duration"]
+            if dur == 0:
+                self._override = None
+            else:
+                self._override = (f["level"], None if dur is None else mono + dur * 60000)
+            self._dim = None
+            self._update_lamp(now, mono, int(f["fade"] * 1000))
+        elif port == PORT_POLE_CONFIG:
+            on = self.photocell_on_mlx if f["photocell_on"] is None else int(f["photocell_on"] * 1000)
+            off = self.photocell_off_mlx if f["photocell_off"] is None else int(f["photocell_off"] * 1000)
+            lvl = f["default_level"]
+            if on > off or (lvl is not None and not 0 <= lvl <= 100):
+                return 4
+            self.photocell_on_mlx, self.photocell_off_mlx = on, off
+            if lvl is not None:
+                self.default_level = lvl
+            if f["tilt_threshold"] is not None:
+                self.tilt_threshold_cdeg = int(f["tilt_threshold"] * _PI_CDEG / 3.14159265 + 0.5)
+            if f["latitude"] is not None:
+                self.latitude = f["latitude"]
+            if f["longitude"] is not None:
+                self.longitude = f["longitude"]
+            if f["default_fade"] is not None:
+                self.default_fade_ms = int(f["default_fade"] * 1000)
+            self._save_settings()
+            self._update_lamp(now, mono)
+        elif port == PORT_CONFIG:
+            if f["report_interval"] is not None:
+                self.report_interval_s = f["report_interval"]
+                self._next_report = mono + self.report_interval_s * 1000
+            if f["alarm_repeat"] is not None:
+                self.alarm_repeat_s = f["alarm_repeat"]
+            if f["utc_offset"] is not None:
+                self.utc_offset_min = f["utc_offset"]
+            self._save_settings()
+            self._update_lamp(now, mono)
+        elif port == PORT_REBOOT:
+            self._reboot_at = mono + f["delay"] * 1000
+        return 0
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def poll(self, now_ms):
+        self._now = now_ms
+        if self._mono is None:
+            self._mono = Monotonic(now_ms)
+        mono = self._mono.update(now_ms)
+        hw = self.hw
+        door_wake = hw.door.poll(now_ms)
+        if mono >= self._next_sample:
+            self._sample(now_ms, mono)
+            self._next_sample += self.cfg["sample_interval_s"] * 1000
+            if self._next_sample <= mono:
+                self._next_sample = mono + self.cfg["sample_interval_s"] * 1000
+        self._update_lamp(now_ms, mono)
+        self._evaluate_alarms(mono)
+        if self._alarm_repeat_at is not None and mono >= self._alarm_repeat_at:
+            self._alarm_due = True
+        if self._alarm_due:
+            self._send_alarm(mono)
+        if self.report_interval_s and mono >= self._next_report:
+            self._send_report()
+            self._next_report = mono + self.report_interval_s * 1000
+        if self._reboot_at is not None and mono >= self._reboot_at:
+            mac = self.mac
+            if mac is None or (not mac.busy() and not mac.queued()) or mono >= self._reboot_at + 60000:
+                self._reset()
+        wake = self._next_sample
+        if self.report_interval_s and self._next_report < wake:
+            wake = self._next_report
+        for t in (self._alarm_repeat_at, self._reboot_at,
+                  None if self._override is None else self._override[1]):
+            if t is not None and t < wake:
+                wake = t
+        if self._reboot_at is not None and wake <= mono:
+            wake = mono + 100
+        if wake <= mono:
+            wake = mono + 1
+        best = self._mono.to_ticks(wake, now_ms)
+        if self.mac is not None:
+            w = self.mac.poll(now_ms)
+            if ticks_diff(w, best) < 0:
+                best = w
+        for w in (hw.dimmer.poll(now_ms), door_wake):
+            if w is not None and ticks_diff(w, best) < 0:
+                best = w
+        if ticks_diff(best, now_ms) <= 0:
+            best = ticks_add(now_ms, 1)
+        return best
