@@ -11,8 +11,11 @@ Host side (the hub, sim/air.py, moves frames between boards and the medium):
 * ``rx_window()`` -> ``(freq_hz, sf, bw_hz, open_ms, close_ms)`` of the open RX window, or None.
 * ``catches(freq_hz, sf, bw_hz, start_us, airtime_us)`` -> True when a downlink starting at
   ``start_us`` would be picked up by the current window (see below).
-* ``deliver(phy, rssi, snr, at_ms)``: a downlink fully received at ``at_ms``; ``poll()`` at or
-  after ``at_ms`` returns ``("rx", phy, rssi, snr)``.
+* ``lock(until_ms)``: the window locked on a preamble (the hub checked ``catches``): it no
+  longer times out; if nothing is delivered by ``until_ms`` (the frame was lost: collision,
+  too weak) ``poll()`` then returns ``("rx_timeout",)``, as a driver reports a CRC failure.
+* ``deliver(phy, rssi, snr, at_ms)``: a downlink fully received at ``at_ms`` (window open or
+  locked); ``poll()`` at or after ``at_ms`` returns ``("rx", phy, rssi, snr)``.
 * ``next_event_ms()`` -> the earliest virtual ms at which ``poll()`` has something to return
   (TX end, delivery, window timeout), or None; the hub wakes the board then.
 * ``channel_power`` (a callable ``(freq_hz, now_ms) -> dBm`` or None) answers ``rssi()``, for
@@ -49,6 +52,7 @@ class SimRadio:
         self._tx_end_us = None  # TX in progress until then
         self._window = None  # [freq, sf, bw, open_ms, close_ms]
         self._locked = None  # (at_ms, phy, rssi, snr): a frame being received by the window
+                             # (phy None: locked, outcome not known yet)
         self._events = []  # ready events, in order
 
     # ---- firmware side -----------------------------------------------------------------
@@ -98,8 +102,12 @@ class SimRadio:
             _, phy, rssi, snr = self._locked
             self._locked = None
             self._window = None
-            self._events.append(("rx", phy, rssi, snr))
-            self.counters["rx"] += 1
+            if phy is None:
+                self._events.append(("rx_timeout",))
+                self.counters["rx_lost"] += 1
+            else:
+                self._events.append(("rx", phy, rssi, snr))
+                self.counters["rx"] += 1
         elif self._locked is None and self._window is not None and now_ms >= self._window[4]:
             self._window = None
             self._events.append(("rx_timeout",))
@@ -126,9 +134,18 @@ class SimRadio:
         slack_us = (PREAMBLE * 4 + 17 - 4 * LOCK_SYMBOLS) * airtime.symbol_time_ns(sf, bw_hz) // 4000
         return open_ms * 1000 <= start_us + slack_us and close_ms * 1000 >= start_us
 
+    def lock(self, until_ms):
+        """The open window locked on a preamble; the frame's fate is known by until_ms."""
+        if self.rx_window() is None:
+            raise RuntimeError("%s: lock() without an open RX window" % self.name)
+        self._locked = (int(until_ms), None, None, None)
+
+    def locked(self):
+        return self._locked is not None and self._locked[1] is None
+
     def deliver(self, phy, rssi, snr, at_ms):
-        """The open window receives phy, complete at at_ms (the hub checked catches())."""
-        if self._window is None or self._locked is not None:
+        """The open (or locked) window receives phy, complete at at_ms."""
+        if self._window is None or (self._locked is not None and self._locked[1] is not None):
             raise RuntimeError("%s: deliver() without an open RX window" % self.name)
         self._locked = (int(at_ms), bytes(phy), rssi, snr)
 
@@ -147,6 +164,9 @@ class SimRadio:
     def busy(self):
         """True while transmitting or listening (the hub must not skip past its events)."""
         return self._tx_end_us is not None or self._window is not None
+
+    def clear_events(self):
+        self._events = []
 
     def power_off(self):
         """Power cut: the chip forgets everything, including frames the hub has not taken."""

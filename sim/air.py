@@ -1,0 +1,238 @@
+"""The air between boards and forwarders: moves frames through sim.radio.Medium on virtual time.
+
+Boards and forwarders are all receivers of one Medium (so downlinks suffer path loss and
+collisions too). Routing by direction, since the medium does not model IQ polarity:
+uplinks (from boards) are offered to forwarders only, downlinks (from forwarders) to boards
+only, and only to boards whose RX window catches the preamble (SimRadio.catches): at the
+downlink's start, or when a board opens its window later during the preamble. A board that
+locked on a downlink gets ``deliver`` when the medium says the frame arrived intact, else its
+window ends with rx_timeout at the frame's end.
+
+``step(now_us)`` does everything due at now_us, in this order: start due downlinks, poll due
+boards (their new frames go into the medium), hand out medium deliveries that ended by now,
+and repeat while a board's radio has an event at now. ``next_event_us()`` tells the driver
+(City) when to call again.
+
+Uplink log (``uplinks``): one dict per board transmission: ``board``, ``dev_eui``, ``t_us``
+(start), ``end_us``, ``freq_hz``, ``sf``, ``bw_hz``, ``phy``, ``mtype`` (LoRaWAN MType
+0..7), ``dev_addr`` (hex, data frames), ``fcnt`` (16-bit, data frames), ``fport`` (None
+without), ``received`` (forwarder EUI hex -> (rssi, snr) of intact copies pushed to the
+gateway), ``lost`` (forwarder EUI hex -> medium reason: collision, no_path, interference).
+"""
+
+import asyncio
+import heapq
+
+from protocol.lorawan import airtime
+
+JOIN_REQUEST = 0
+
+
+def frame_fields(phy):
+    """(mtype, dev_addr hex or None, fcnt16 or None, fport or None) from a PHYPayload."""
+    if not phy:
+        return None, None, None, None
+    mtype = phy[0] >> 5
+    if mtype in (2, 3, 4, 5) and len(phy) >= 12:
+        fopts = phy[5] & 0x0F
+        addr = phy[1:5][::-1].hex().upper()
+        fcnt = phy[6] | phy[7] << 8
+        fport = phy[8 + fopts] if len(phy) > 8 + fopts + 4 else None
+        return mtype, addr, fcnt, fport
+    return mtype, None, None, None
+
+
+class Air:
+    def __init__(self, medium, clock, rx1_delay_us=1000000, join_delay_us=5000000,
+                 barrier_lead_us=20000):
+        self.medium = medium
+        self.clock = clock
+        self.rx1_delay_us = rx1_delay_us
+        self.join_delay_us = join_delay_us
+        self.barrier_lead_us = barrier_lead_us
+        self.boards = {}  # name -> board
+        self.forwarders = {}  # rx_id ("fwd:<EUI>") -> forwarder
+        self._wake = {}  # board name -> absolute ms of its next poll
+        self._downlinks = []  # heap (start_us, seq, forwarder, txpk, (freq, sf, bw), airtime)
+        self._preamble = []  # downlinks on the air still catchable: [lock_deadline_us, ...]
+        self._ends = []  # heap of end_us of frames in the medium
+        self._tx_meta = {}  # medium seq -> uplink log entry or ("down", ...)
+        self._locks = {}  # (board name, medium seq) -> True
+        self._seq = 0
+        self.uplinks = []
+        self.counters = {"uplinks": 0, "downlinks": 0, "downlinks_caught": 0,
+                         "downlinks_delivered": 0, "downlinks_missed": 0}
+
+    # ---- topology ------------------------------------------------------------------------
+
+    def add_board(self, board):
+        self.boards[board.name] = board
+        self.medium.add_receiver("board:" + board.name, board.x, board.y)
+        self._wake[board.name] = None
+
+    def add_forwarder(self, fwd):
+        rx_id = "fwd:" + fwd.eui_hex
+        self.forwarders[rx_id] = fwd
+        self.medium.add_receiver(rx_id, fwd.x, fwd.y)
+        fwd.air = self
+
+    def boot_all(self, now_ms):
+        for b in self.boards.values():
+            self._wake[b.name] = b.boot(now_ms)
+
+    def wake(self, board, at_ms):
+        """Poll board at at_ms at the latest (e.g. after an injected event)."""
+        w = self._wake.get(board.name)
+        self._wake[board.name] = at_ms if w is None else min(w, at_ms)
+
+    # ---- downlinks from forwarders --------------------------------------------------------
+
+    def schedule_downlink(self, fwd, start_us, freq_hz, sf, bw_hz, power_dbm, phy):
+        toa = airtime.time_on_air_us(len(phy), sf, bw_hz, crc=False)
+        self._seq += 1
+        heapq.heappush(self._downlinks, (start_us, self._seq, fwd, (freq_hz, sf, bw_hz),
+                                         power_dbm, bytes(phy), toa))
+        self.clock.poke()
+        return toa
+
+    def _start_downlinks(self, now_us):
+        while self._downlinks and self._downlinks[0][0] <= now_us:
+            start, _, fwd, (freq, sf, bw), power, phy, toa = heapq.heappop(self._downlinks)
+            seq = self.medium.transmit("fwd:" + fwd.eui_hex, fwd.x, fwd.y, start, freq, sf, bw,
+                                       phy=phy, tx_power_dbm=power, crc=False)
+            heapq.heappush(self._ends, start + toa)
+            self._tx_meta[seq] = ("down", fwd)
+            self.counters["downlinks"] += 1
+            fwd.on_air(start, toa)
+            slack = (4 * 8 + 17 - 20) * airtime.symbol_time_ns(sf, bw) // 4000
+            self._preamble.append((start + slack, seq, start, freq, sf, bw, toa))
+        self._preamble = [p for p in self._preamble if p[0] >= now_us]
+
+    def _try_lock(self, board, now_us):
+        radio = board.radio
+        if radio.rx_window() is None:
+            return
+        for deadline, seq, start, freq, sf, bw, toa in self._preamble:
+            if start <= now_us <= deadline and radio.catches(freq, sf, bw, start, toa):
+                radio.lock(-(-(start + toa) // 1000))
+                self._locks[(board.name, seq)] = True
+                self.counters["downlinks_caught"] += 1
+                self.wake(board, -(-(start + toa) // 1000))
+                return
+
+    # ---- the step ------------------------------------------------------------------------
+
+    def next_event_us(self):
+        times = []
+        for name, w in self._wake.items():
+            r = self.boards[name].radio.next_event_ms()
+            for t in (w, r):
+                if t is not None:
+                    times.append(t * 1000)
+        if self._downlinks:
+            times.append(self._downlinks[0][0])
+        if self._ends:
+            times.append(self._ends[0])
+        return min(times) if times else None
+
+    def step(self, now_us):
+        now_ms = now_us // 1000
+        self._start_downlinks(now_us)
+        self._deliver(now_us)  # frames that ended by now, before boards look at their radios
+        for b in self.boards.values():
+            self._try_lock(b, now_us)
+        for _ in range(100):  # events at the same instant cascade a few times at most
+            due = []
+            for name, b in self.boards.items():
+                w = self._wake[name]
+                r = b.radio.next_event_ms()
+                if (w is not None and w <= now_ms) or (r is not None and r <= now_ms):
+                    due.append(b)
+            for b in due:
+                self._wake[b.name] = b.poll(now_ms)
+                self._take_tx(b)
+                self._try_lock(b, now_us)
+            self._deliver(now_us)
+            if not due and not any(
+                    (r is not None and r <= now_ms)
+                    for r in (b.radio.next_event_ms() for b in self.boards.values())):
+                break
+        for name, w in self._wake.items():
+            if w is not None and w <= now_ms:
+                self._wake[name] = now_ms + 1  # a firmware asking for "now" again: next ms
+        while self._ends and self._ends[0] <= now_us:
+            heapq.heappop(self._ends)
+        for fwd in self.forwarders.values():
+            fwd.flush()
+
+    def _take_tx(self, board):
+        for start_ms, freq, sf, bw, power, phy in board.radio.pending_tx():
+            start_us = start_ms * 1000
+            seq = self.medium.transmit("board:" + board.name, board.x, board.y, start_us, freq,
+                                       sf, bw, phy=phy, tx_power_dbm=power)
+            toa = airtime.time_on_air_us(len(phy), sf, bw)
+            heapq.heappush(self._ends, start_us + toa)
+            mtype, addr, fcnt, fport = frame_fields(phy)
+            entry = {"board": board.name, "dev_eui": board.dev_eui, "t_us": start_us,
+                     "end_us": start_us + toa, "freq_hz": freq, "sf": sf, "bw_hz": bw,
+                     "phy": phy, "mtype": mtype, "dev_addr": addr, "fcnt": fcnt,
+                     "fport": fport, "received": {}, "lost": {}, "barrier": None}
+            self.uplinks.append(entry)
+            self._tx_meta[seq] = entry
+            self.counters["uplinks"] += 1
+
+    def _deliver(self, now_us):
+        for d in self.medium.deliveries(now_us):
+            meta = self._tx_meta.get(d.tx_seq)
+            if meta is None:
+                continue
+            if isinstance(meta, dict):  # an uplink
+                if not d.rx_id.startswith("fwd:"):
+                    continue
+                fwd = self.forwarders[d.rx_id]
+                if d.ok:
+                    meta["received"][fwd.eui_hex] = (round(d.rssi, 1), round(d.snr, 1))
+                    if meta["barrier"] is None:
+                        delay = self.join_delay_us if meta["mtype"] == JOIN_REQUEST \
+                            else self.rx1_delay_us
+                        meta["barrier"] = self.clock.hold(d.end_us + delay - self.barrier_lead_us)
+                else:
+                    meta["lost"][fwd.eui_hex] = d.reason
+                fwd.receive(d)
+            else:  # a downlink
+                if not d.rx_id.startswith("board:"):
+                    continue
+                name = d.rx_id[6:]
+                if not self._locks.pop((name, d.tx_seq), None):
+                    continue
+                radio = self.boards[name].radio
+                if d.ok and radio.locked():
+                    radio.deliver(d.phy, int(round(d.rssi)), round(d.snr, 1),
+                                  -(-d.end_us // 1000))
+                    self.counters["downlinks_delivered"] += 1
+                else:
+                    self.counters["downlinks_missed"] += 1
+
+    # ---- driving -------------------------------------------------------------------------
+
+    async def run_until(self, until_us, next_hook_us=None, hook=None):
+        """Drive boards, medium and forwarders on the clock up to virtual until_us.
+
+        next_hook_us() -> virtual us of the caller's next own event (or None) and hook(now_us)
+        let a caller (City: world, fault injection) act at its instants before the air step.
+        """
+        while True:
+            now = self.clock.now_us
+            nxt = self.next_event_us()
+            target = until_us if nxt is None else min(nxt, until_us)
+            if next_hook_us is not None:
+                h = next_hook_us()
+                if h is not None:
+                    target = min(target, h)
+            now = await self.clock.advance_to(max(target, now))
+            if hook is not None:
+                hook(now)
+            self.step(now)
+            await asyncio.sleep(0)  # let datagrams in (PUSH_ACK, PULL_RESP)
+            if now >= until_us:
+                return now
