@@ -61,19 +61,32 @@ class GatewayService:
         self.queue: RecordQueue | None = None
         self.sessions: SessionStore | None = None
         self._stop: asyncio.Event | None = None
+        self._pending: list[bytes] = []
         self.stats_path = os.path.join(cfg.data_dir, STATS_FILE)
 
     # ---- data path -----------------------------------------------------------------------
 
     def on_records(self, r: Result) -> None:
-        """ForwarderServer callback: one accepted (or payload-error) uplink -> one queued item."""
+        """ForwarderServer callback: one accepted (or payload-error) uplink -> one item.
+
+        Items are collected and stored by :meth:`flush`, scheduled right after the current
+        event-loop step: all uplinks the dedup releases together share one transaction (one
+        fsync) instead of one each."""
         item, fallback = uplink_item(r, self.region, time.time(), self.cfg.time_source)
         if fallback:
             self.counters["time_fallback"] += 1
         if not r.accepted:
             self.counters["payload_errors"] += 1
         self.counters["items"] += 1
-        self.intake.put(item)
+        self._pending.append(item)
+        if len(self._pending) == 1:
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Store the items collected by on_records (in order) through the intake."""
+        items, self._pending = self._pending, []
+        if items:
+            self.intake.put_many(items)
 
     # ---- stats ---------------------------------------------------------------------------
 
@@ -176,6 +189,8 @@ class GatewayService:
     async def _shutdown(self, ready_file: str | None) -> None:
         if self.server is not None:
             await self.server.stop()
+        if self.intake is not None:
+            self.flush()
         if self.intake is not None and len(self.intake):
             self.intake.retry()
             if len(self.intake):

@@ -70,25 +70,48 @@ class Intake:
 
     def put(self, item: bytes) -> bool:
         """Queue one item (or hold it); False only when it was dropped (counted, logged)."""
-        item = bytes(item)
+        return self.put_many([item]) == 1
+
+    def put_many(self, items: list[bytes]) -> int:
+        """Queue items in one transaction (one fsync) when possible, else one by one, holding
+        what the queue refuses; returns how many were queued or held (the rest were dropped)."""
+        items = [bytes(i) for i in items]
+        if not items:
+            return 0
         if self._backlog:
             self.retry()
-        if not self._backlog:
-            status = self._store(item)
-            if status == "ok":
+        if not self._backlog and len(items) > 1:
+            try:
+                self.queue.put(items)
+            except (QueueError, ValueError):
+                pass  # retried one by one below, which counts and logs each outcome
+            else:
+                self.counters["queued"] += len(items)
                 self._notify()
-                return True
-            if status == "never":
-                return False
-        if len(self._backlog) >= self.backlog_max:
-            self.counters["dropped"] += 1
-            log.error("ACCEPTED DATA LOST: durable queue full and in-memory backlog full "
-                      "(%d items); %d items dropped so far", len(self._backlog),
-                      self.counters["dropped"])
-            return False
-        self._backlog.append(item)
-        self.counters["held"] += 1
-        return True
+                return len(items)
+        kept = 0
+        queued = False
+        for item in items:
+            if not self._backlog:
+                status = self._store(item)
+                if status == "ok":
+                    kept += 1
+                    queued = True
+                    continue
+                if status == "never":
+                    continue
+            if len(self._backlog) >= self.backlog_max:
+                self.counters["dropped"] += 1
+                log.error("ACCEPTED DATA LOST: durable queue full and in-memory backlog full "
+                          "(%d items); %d items dropped so far", len(self._backlog),
+                          self.counters["dropped"])
+                continue
+            self._backlog.append(item)
+            self.counters["held"] += 1
+            kept += 1
+        if queued:
+            self._notify()
+        return kept
 
     def retry(self) -> int:
         """Move backlog items into the durable queue, oldest first; return how many moved."""

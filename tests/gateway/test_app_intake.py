@@ -66,3 +66,18 @@ def test_closed_queue_is_an_error_that_holds(tmp_path):
         assert [p for _, p in intake.queue.peek(5)] == [b"a", b"b"]
     finally:
         intake.queue.close()
+
+
+def test_put_many_is_one_transaction_or_falls_back_to_one_by_one(tmp_path):
+    q = RecordQueue(tmp_path / "q.db", max_bytes=3 * (100 + RECORD_OVERHEAD))
+    intake = Intake(q, backlog_max=1)
+    try:
+        assert intake.put_many([item(0), item(1)]) == 2 and len(q) == 2
+        # two more: the batch does not fit, one by one the first fits, the second is held
+        assert intake.put_many([item(2), item(3), item(4)]) == 2
+        assert len(q) == 3 and len(intake) == 1 and intake.counters["dropped"] == 1
+        q.ack([rid for rid, _ in q.peek(3)])
+        assert intake.put_many([item(5), item(6)]) == 2
+        assert [p[0] for _, p in q.peek(10)] == [3, 5, 6]  # the held one first
+    finally:
+        q.close()
