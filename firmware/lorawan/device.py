@@ -230,13 +230,13 @@ class EndDevice:
         self._nvs.commit()
 
     def _load_session(self):
-        buf = bytearray(64 + 4 * self.region.max_channels)
+        buf = bytearray(60 + 4 * self.region.max_channels)
         try:
             n = self._nvs.get_blob("session", buf)
         except OSError:
             return
         b = bytes(buf[:n])
-        if n != 64 + 4 * self.region.max_channels or b[0] != _SESSION_VERSION:
+        if n != 60 + 4 * self.region.max_channels or b[0] != _SESSION_VERSION:
             return
         if b[1:9] != self._dev_eui or b[9:17] != self._join_eui:
             return  # provisioned with another identity: join
@@ -440,7 +440,7 @@ class EndDevice:
             confirmed = True
         elif self._unconf:
             fport, data, tag = self._unconf.pop(0)
-        elif self._ack_down or self._fopts_once or self._fopts_sticky or self._fpending:
+        elif self._ack_down or self._fopts_once or self._fpending:  # not sticky ones: no loop
             fport, data, tag = None, b"", None
         else:
             return False
