@@ -113,3 +113,20 @@ def test_payload_error_and_mac_only_items():
     assert "fport" not in first["lora"] and "dr" not in first["lora"]
     with pytest.raises(ItemError):
         uplink_item(Result(False, "replay", uplink=Uplink(b"", [], 0.0)), EU868, NOW)
+
+
+def test_wire_format_documents_every_lora_key():
+    import os
+    import re
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(os.path.join(root, "docs", "wire-format.md")) as f:
+        doc = f.read()
+    table = doc.split('`"lora"` is a map with text keys:')[1].split("\n\n")[1]
+    documented = set(re.findall(r"^\| `(\w+)` \|", table, re.M))
+    produced = set()
+    for r in (result([{"n": "a", "v": 1}]), result(accepted=False)):
+        produced |= set(decode(uplink_item(r, EU868, NOW)[0])[0]["lora"])
+    assert documented == produced
+    copy_keys = set(decode(uplink_item(result([{"n": "a", "v": 1}]), EU868, NOW)[0])[0]["lora"]["copies"][0])
+    for k in copy_keys:
+        assert f"`{k}`" in table

@@ -146,3 +146,17 @@ def test_any_document_gives_config_or_config_error(doc):
         assert exc.errors
     else:
         assert os.path.isabs(c.data_dir)
+
+
+def test_operator_guide_example_is_a_valid_config_with_the_documented_defaults(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(os.path.join(root, "docs", "operator-guide.md")) as f:
+        doc = f.read()
+    example = doc.split("```toml\n")[1].split("```")[0]
+    documented = load_config(write(tmp_path, example))
+    defaults = load_config(write(tmp_path, MINIMAL, "minimal.toml"))
+    # the example spells out every default; only what the minimal file sets may differ
+    for name in documented.__slots__:
+        if name not in ("path", "data_dir", "registry"):
+            assert getattr(documented, name) == getattr(defaults, name), name
+    assert documented.data_dir == defaults.data_dir
