@@ -37,6 +37,11 @@ Frame counters
     :meth:`next_fcnt_down` increments fcnt_down durably and returns the value to use, so call it
     *before* sending: a crash after it skips a counter value but never reuses one.
 
+Cache: the store keeps the sessions it has read or written in memory, by DevAddr (at most
+``max_cached``), and updates them only after a successful COMMIT, so the uplink hot path
+(:meth:`get_by_dev_addr`) does not hit SQLite each time.  Hence the file must not be changed
+behind the back of an open store (only one process should own it anyway).
+
 Threading: synchronous API, one internal lock, ``check_same_thread=False`` (event loop plus
 executor threads may share one store).  Only one process should own the file.  Keys never
 appear in ``repr()`` of :class:`Session`.
@@ -48,7 +53,7 @@ import os
 import secrets
 import sqlite3
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable
 
 from gateway.sqlite_file import FileMismatch, check_sync_mode, is_corrupt, prepare
@@ -64,6 +69,7 @@ FCNT_MAX = 0xFFFFFFFF
 JOIN_NONCE_MAX = 0xFFFFFF
 _NONCE_MODES = ("counter", "random")
 _ALLOC_TRIES = 64
+DEFAULT_MAX_CACHED = 100_000  # sessions kept in memory (~0.5 KB each)
 
 _SCHEMA = f"""
 BEGIN IMMEDIATE;
@@ -143,7 +149,7 @@ class SessionStore:
 
     def __init__(self, path: str | os.PathLike[str], nwk_id: int = 0, *,
                  dev_nonce_mode: str = "counter", synchronous: str = "FULL",
-                 timeout: float = 5.0) -> None:
+                 timeout: float = 5.0, max_cached: int = DEFAULT_MAX_CACHED) -> None:
         sync = check_sync_mode(synchronous)
         if dev_nonce_mode not in _NONCE_MODES:
             raise ValueError(f"dev_nonce_mode must be one of {_NONCE_MODES}, not {dev_nonce_mode!r}")
@@ -152,6 +158,8 @@ class SessionStore:
         self.dev_nonce_mode = dev_nonce_mode
         self.path = os.fspath(path)
         self._lock = threading.Lock()
+        self.max_cached = max(0, int(max_cached))
+        self._cache: dict[int, Session] = {}  # dev_addr -> committed session (see docstring)
         if os.path.isdir(self.path):
             raise SessionError(f"session store path {self.path!r} is a directory")
         try:
@@ -191,16 +199,16 @@ class SessionStore:
             raise SessionError(f"session store {self.path!r} is closed")
         return self._conn
 
-    def _write(self, op: str, fn):
-        """Run fn(conn) inside BEGIN IMMEDIATE ... COMMIT under the lock."""
+    def _write(self, op: str, fn, committed=None):
+        """Run fn(conn) inside BEGIN IMMEDIATE ... COMMIT under the lock; then, still under the
+        lock, committed(result) (cache updates: only what is durable gets cached)."""
         with self._lock:
             conn = self._conn_or_raise()
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 result = fn(conn)
                 conn.execute("COMMIT")
-                return result
-            except BaseException as exc:
+            except BaseException as exc:  # the cache holds committed state only: still valid
                 if conn.in_transaction:
                     try:
                         conn.execute("ROLLBACK")
@@ -209,20 +217,42 @@ class SessionStore:
                 if isinstance(exc, sqlite3.Error):
                     raise SessionError(f"{op} on session store {self.path!r} failed: {exc}") from exc
                 raise
+            if committed is not None:
+                committed(result)
+            return result
 
     def _read(self, sql: str, args: tuple) -> Session | None:
         with self._lock:
-            conn = self._conn_or_raise()
-            try:
-                row = conn.execute(sql, args).fetchone()
-            except sqlite3.Error as exc:
-                raise SessionError(f"read from session store {self.path!r} failed: {exc}") from exc
+            return self._read_locked(sql, args)
+
+    def _read_locked(self, sql: str, args: tuple) -> Session | None:
+        conn = self._conn_or_raise()
+        try:
+            row = conn.execute(sql, args).fetchone()
+        except sqlite3.Error as exc:
+            raise SessionError(f"read from session store {self.path!r} failed: {exc}") from exc
         return None if row is None else Session(*row)
 
     # -- API -----------------------------------------------------------------------------------
 
+    def _remember(self, s: Session) -> None:
+        """Cache a committed session (caller holds the lock)."""
+        cache = self._cache
+        if s.dev_addr not in cache and len(cache) >= self.max_cached:
+            if not self.max_cached:
+                return
+            del cache[next(iter(cache))]  # oldest entry; it is simply read again when needed
+        cache[s.dev_addr] = s
+
     def get_by_dev_addr(self, dev_addr: int) -> Session | None:
-        return self._read(f"SELECT {_COLS} FROM sessions WHERE dev_addr = ?", (dev_addr,))
+        s = self._cache.get(dev_addr)
+        if s is not None:
+            return s
+        with self._lock:
+            s = self._read_locked(f"SELECT {_COLS} FROM sessions WHERE dev_addr = ?", (dev_addr,))
+            if s is not None:
+                self._remember(s)
+        return s
 
     def get_by_dev_eui(self, dev_eui: bytes) -> Session | None:
         return self._read(f"SELECT {_COLS} FROM sessions WHERE dev_eui = ?", (bytes(dev_eui),))
@@ -261,7 +291,15 @@ class SessionStore:
         if len(eui) != 8:
             raise ValueError(f"DevEUI must be 8 bytes, got {len(eui)}")
 
+        freed: list[int] = []
+
+        def committed(s: Session) -> None:
+            for addr in freed:
+                self._cache.pop(addr, None)
+            self._remember(s)
+
         def tx(conn: sqlite3.Connection) -> Session:
+            del freed[:]
             if self._replayed(conn, eui, dev_nonce, mode):
                 raise DevNonceReplay(f"DevNonce {dev_nonce} already used by {eui.hex().upper()} ({mode} mode)")
             row = conn.execute("SELECT last_join_nonce, last_dev_nonce FROM devices WHERE dev_eui = ?",
@@ -275,7 +313,8 @@ class SessionStore:
                 "ON CONFLICT(dev_eui) DO UPDATE SET last_join_nonce = excluded.last_join_nonce, "
                 "last_dev_nonce = excluded.last_dev_nonce", (eui, join_nonce, last_dn))
             conn.execute("INSERT OR IGNORE INTO dev_nonces (dev_eui, nonce) VALUES (?, ?)", (eui, dev_nonce))
-            conn.execute("DELETE FROM sessions WHERE dev_eui = ?", (eui,))  # frees the old DevAddr
+            freed.extend(r[0] for r in conn.execute(  # frees the old DevAddr
+                "DELETE FROM sessions WHERE dev_eui = ? RETURNING dev_addr", (eui,)).fetchall())
             for _ in range(_ALLOC_TRIES):
                 dev_addr = self.addr_lo | secrets.randbelow(0x2000000)
                 if conn.execute("SELECT 1 FROM sessions WHERE dev_addr = ?", (dev_addr,)).fetchone() is None:
@@ -290,7 +329,7 @@ class SessionStore:
                           s.join_time, s.join_nonce, s.dev_nonce))
             return s
 
-        return self._write("save_join", tx)
+        return self._write("save_join", tx, committed)
 
     def accept_uplink(self, dev_addr: int, fcnt: int) -> bool:
         """Store fcnt as the last accepted uplink counter if it is ahead of it (or the first).
@@ -310,7 +349,11 @@ class SessionStore:
                 raise UnknownSession(f"no session for DevAddr {dev_addr:08X}")
             return False
 
-        return self._write("accept_uplink", tx)
+        def committed(stored: bool) -> None:
+            if stored:
+                self._moved_up(dev_addr, fcnt)
+
+        return self._write("accept_uplink", tx, committed)
 
     def accept_uplinks(self, uplinks: Iterable[tuple[int, int]]) -> list[bool | None]:
         """Group commit of :meth:`accept_uplink`: many ``(dev_addr, fcnt)`` in ONE transaction.
@@ -345,7 +388,12 @@ class SessionStore:
                     out.append(False)
             return out
 
-        return self._write("accept_uplinks", tx)
+        def committed(out: list[bool | None]) -> None:
+            for (dev_addr, fcnt), stored in zip(pairs, out):
+                if stored:
+                    self._moved_up(dev_addr, fcnt)
+
+        return self._write("accept_uplinks", tx, committed)
 
     def next_fcnt_down(self, dev_addr: int) -> int:
         """Reserve the next downlink FCnt: durably incremented before it is returned.
@@ -362,7 +410,17 @@ class SessionStore:
                 raise UnknownSession(f"no session for DevAddr {dev_addr:08X}")
             raise SessionError(f"downlink FCnt of DevAddr {dev_addr:08X} exhausted: the device must rejoin")
 
-        return self._write("next_fcnt_down", tx)
+        def committed(used: int) -> None:
+            c = self._cache.get(dev_addr)
+            if c is not None:
+                self._cache[dev_addr] = replace(c, fcnt_down=used + 1)
+
+        return self._write("next_fcnt_down", tx, committed)
+
+    def _moved_up(self, dev_addr: int, fcnt: int) -> None:
+        c = self._cache.get(dev_addr)
+        if c is not None:
+            self._cache[dev_addr] = replace(c, fcnt_up=fcnt)
 
     @property
     def closed(self) -> bool:
@@ -371,6 +429,7 @@ class SessionStore:
     def close(self) -> None:
         """Close the connection. Idempotent."""
         with self._lock:
+            self._cache.clear()
             if self._conn is not None:
                 conn, self._conn = self._conn, None
                 conn.close()
