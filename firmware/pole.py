@@ -568,7 +568,8 @@ class PoleApp:
         if self._reboot_at is not None and mono >= self._reboot_at:
             mac = self.mac
             if mac is None or (not mac.busy() and not mac.queued()) or mono >= self._reboot_at + 60000:
-                self._reset()
+                self._reboot_at = None
+                self._reset()  # machine.reset() does not return
         wake = self._next_sample
         if self.report_interval_s and self._next_report < wake:
             wake = self._next_report

@@ -161,14 +161,17 @@ class NetworkServer:
         return [(delay, freq, dr, phy)]
 
 
-def run(dev, radio, until_ms, start_ms=0, offset=0, polls=None):
+def run(dev, radio, until_ms, start_ms=0, offset=0, polls=None, advance=None):
     """Poll dev from start_ms to until_ms (test milliseconds) at the times it asks for and
-    whenever the radio has an event. offset shifts the ticks the device sees (wrap tests)."""
+    whenever the radio has an event. offset shifts the ticks the device sees (wrap tests);
+    advance(t) is called before each poll (to move chip models' time)."""
     t = start_ms
     mask = (1 << 30) - 1
     n = 0
     while t < until_ms:
         radio.now = t
+        if advance is not None:
+            advance(t)
         wake = dev.poll((t + offset) & mask)
         n += 1
         d = ((wake - ((t + offset) & mask) + (1 << 29)) & mask) - (1 << 29)

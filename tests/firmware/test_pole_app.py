@@ -1,0 +1,329 @@
+"""PoleApp with the real drivers on the fake machine, the sim/devices chip models mounted at the
+board's pins and addresses, and the real MAC talking to a CPython network server."""
+
+import pytest
+
+from firmware import main
+from protocol import payload
+from sim.devices.bl0942 import BL0942
+from sim.devices.lis3dh import LIS3DH
+from sim.devices.sht3x import SHT3x
+from sim.devices.veml7700 import VEML7700
+from sim.fakes import esp32, machine
+from tests.firmware.scripted_network import CFG, NetworkServer, ScriptedRadio, run
+
+EPOCH_2026 = 1767225600  # 2026-01-01 00:00 UTC
+
+
+class Pole:
+    """One emulated pole: fake machine + chip models + scripted network, time in ms."""
+
+    def __init__(self, lux=5.0, power=60.0, current=0.27, epoch=None, light=True, **cfg):
+        self.t = 0
+        machine.set_clock(lambda: self.t)
+        machine.set_epoch(epoch)
+        self.light = VEML7700(lux=lux)
+        if light:
+            machine.bus(0).attach(0x10, self.light)
+        self.climate = machine.bus(0).attach(0x44, SHT3x(temperature=12.5, humidity=70.0))
+        self.accel = machine.bus(0).attach(0x18, LIS3DH(tilt_deg=0.5))
+        self.meter = machine.uart(2).attach(BL0942(voltage=230.0, current=current, power=power))
+        machine.drive(27, 0)  # door shut
+        self.ns = NetworkServer()
+        c = dict(CFG, report_interval_s=300, sample_interval_s=10, lamp_settle_s=5)
+        c.update(cfg)
+        self.cfg = c
+        self.boot()
+
+    def boot(self):
+        self.radio = ScriptedRadio(on_uplink=self.ns.on_uplink)
+        self.resets = []
+        self.app = main.create(machine, esp32, self.cfg, self.radio, lambda ms: None,
+                               rng=lambda n: 0)
+        self.app._reset = lambda: self.resets.append(self.t)
+        self.start = self.t
+        self._meter_t = self.t
+
+    def _advance(self, t):
+        self.meter.advance((t - self._meter_t) / 1000.0)
+        self._meter_t = t
+        self.t = t
+
+    def run(self, seconds):
+        self.t = run(self.app, self.radio, self.t + seconds * 1000, self.t,
+                     offset=-self.start, advance=self._advance)
+
+    def level(self):
+        duty = machine.pwm_duty(25)
+        return None if duty is None else round(duty * 100 / 65535)
+
+    def relay(self):
+        return machine.level(26)
+
+    def uplinks(self, port):
+        return [(o, payload.decode_uplink(port, o.payload)["fields"])
+                for o in self.ns.uplinks if o.frame.fport == port]
+
+    def command(self, name, fields):
+        port, data = payload.encode_downlink("pole", name, fields)
+        self.ns.downlink = (port, data, False)
+        return port
+
+    def raw_command(self, port, data):
+        self.ns.downlink = (port, data, False)
+
+
+@pytest.fixture(autouse=True)
+def fresh_board(monkeypatch):
+    monkeypatch.setattr(esp32, "FLASH", esp32.Flash())
+    machine._buses.clear()
+    machine._uarts.clear()
+    machine.power_cut()
+    yield
+    machine._buses.clear()
+    machine._uarts.clear()
+    esp32.power_cut()
+
+
+# -- lamp ---------------------------------------------------------------------------------
+
+def test_lamp_on_at_default_level_from_construction():
+    pole = Pole(lux=20000.0, default_level=80)
+    assert pole.level() == 80 and pole.relay() == 1  # before the first poll: safe side
+    pole.run(1)
+    assert pole.level() == 0 and pole.relay() == 0  # the photocell sees daylight
+
+
+def test_photocell_hysteresis():
+    pole = Pole(lux=100.0, photocell_on_lux=20, photocell_off_lux=50)
+    steps = [(100.0, 0), (30.0, 0), (19.0, 100), (30.0, 100), (49.0, 100), (51.0, 0), (21.0, 0)]
+    seen = []
+    for lux, _ in steps:
+        pole.light.lux = lux
+        pole.run(12)
+        seen.append(pole.level())
+    assert seen == [want for _, want in steps]
+
+
+def test_light_sensor_missing_keeps_the_lamp_on_and_raises_an_alarm():
+    pole = Pole(lux=20000.0, light=False)
+    pole.run(30)
+    assert pole.level() == 100
+    (o, f), = pole.uplinks(11)[:1]
+    assert o.frame.confirmed and f["alarms/light_sensor_failure"]
+
+
+def test_schedule_with_fixed_times_and_the_clock():
+    # 2026-01-01 20:00 UTC, local time UTC+1 -> 21:00
+    pole = Pole(lux=5.0, epoch=EPOCH_2026 + 20 * 3600, utc_offset_min=60)
+    pole.run(20)
+    pole.command("schedule", {"seq": 1, "entries": [
+        {"anchor": "fixed", "minute": 7 * 60, "level": 0},
+        {"anchor": "fixed", "minute": 21 * 60 + 30, "level": 40},
+        {"anchor": "sunset", "minute": 0, "level": 100}]})
+    pole.run(400)  # the next report carries the command's RX window
+    acks = [f for _, f in pole.uplinks(12)]
+    assert acks and acks[0]["port"] == 51 and acks[0]["result"] == "ok"
+    # no position and no observed dusk: a sunset anchor cannot resolve -> photocell decides
+    assert pole.level() == 100
+    pole.command("pole_config", {"seq": 2, "latitude": 52.52, "longitude": 13.40})
+    pole.run(300)
+    # Berlin sunset on 1 January is 15:02 UTC = 16:02 local: at 21:12 local the sunset entry
+    # holds; from 21:30 local the 40 % entry
+    assert pole.t < 1800 * 1000 and pole.level() == 100
+    pole.run(1200)
+    assert pole.t > 1800 * 1000 and pole.level() == 40
+
+
+def test_schedule_ignored_until_the_wall_clock_is_known():
+    pole = Pole(lux=5.0, epoch=None)  # RTC never set: it reads year 2000
+    pole.run(20)
+    pole.command("schedule", {"seq": 1, "entries": [{"anchor": "fixed", "minute": 0, "level": 10}]})
+    pole.run(400)
+    assert pole.level() == 100  # photocell fallback: dark -> default level
+    machine.set_epoch(EPOCH_2026)
+    pole.run(20)
+    assert pole.level() == 10
+
+
+# -- commands -------------------------------------------------------------------------------
+
+def test_dim_acked_and_duplicate_seq_not_executed_again():
+    pole = Pole(lux=5.0)
+    pole.run(20)
+    pole.command("dim", {"seq": 7, "level": 30})
+    pole.run(310)
+    assert pole.level() == 30
+    pole.command("dim", {"seq": 7, "level": 90})  # the same seq again: acked, not executed
+    pole.run(310)
+    assert pole.level() == 30
+    acks = [f for _, f in pole.uplinks(12)]
+    assert [(a["port"], a["seq"], a["result"]) for a in acks] == [(50, 7, "ok"), (50, 7, "ok")]
+    assert pole.app.duplicates == 1
+    pole.command("dim", {"seq": 8, "level": 90, "fade": 2.0})
+    pole.run(310)
+    assert pole.level() == 90
+
+
+def test_bad_commands_get_result_codes():
+    pole = Pole(lux=5.0)
+    pole.run(20)
+    results = []
+    for port, data in ((70, b"\x01\x05\x00"), (50, b"\x02\x06\x10\x00\x00"), (50, b"\x01\x07"),
+                       (50, b"\x01\x08\xc8\x00\x00")):
+        pole.raw_command(port, data)
+        pole.run(310)
+        f = pole.uplinks(12)[-1][1]
+        results.append((f["port"], f["seq"], f["result"]))
+    assert results == [(70, 5, "unknown_port"), (50, 6, "bad_version"), (50, 7, "bad_length"),
+                       (50, 8, "bad_value")]
+    assert pole.level() == 100  # none of them changed the lamp
+
+
+def test_override_with_duration_then_back_to_photocell():
+    pole = Pole(lux=5.0)
+    pole.run(20)
+    pole.command("override", {"seq": 1, "level": 20, "duration": 10})
+    pole.run(310)
+    assert pole.level() == 20 and pole.app.status() & 2  # override bit
+    pole.run(600)
+    assert pole.level() == 100
+
+
+def test_config_changes_report_interval_and_reboot_once():
+    pole = Pole(lux=5.0)
+    pole.run(20)
+    pole.command("config", {"seq": 3, "report_interval": 60})
+    pole.run(310)
+    n = len(pole.uplinks(10))
+    pole.run(600)
+    assert 9 <= len(pole.uplinks(10)) - n <= 11
+    pole.command("reboot", {"seq": 4, "delay": 2})
+    pole.run(120)
+    assert len(pole.resets) == 1
+    ack = pole.uplinks(12)[-1][1]
+    assert (ack["port"], ack["seq"], ack["result"]) == (60, 4, "ok")
+    assert pole.uplinks(12)[-1][0].airtime_t < pole.resets[0]  # acked before the reset
+    # the soft reset keeps RTC memory: a repeated reboot command is acked, not executed
+    machine.soft_reset()
+    esp32.power_cut()
+    pole.boot()
+    pole.run(20)
+    pole.command("reboot", {"seq": 4, "delay": 0})
+    pole.run(120)
+    assert pole.resets == [] and pole.uplinks(12)[-1][1]["seq"] == 4
+    assert pole.app.report_interval_s == 60  # settings survived the reboot (NVS)
+
+
+def test_pole_config_photocell_thresholds_and_bad_hysteresis_refused():
+    pole = Pole(lux=40.0)
+    pole.run(20)
+    assert pole.level() == 100  # 40 lx: still "dark" (below 50 lx)
+    pole.command("pole_config", {"seq": 1, "photocell_on": 10, "photocell_off": 30})
+    pole.run(310)
+    assert pole.level() == 0
+    pole.command("pole_config", {"seq": 2, "photocell_on": 60, "photocell_off": 30})
+    pole.run(310)
+    assert pole.uplinks(12)[-1][1]["result"] == "bad_value"
+    assert pole.app.photocell_on_mlx == 10000
+
+
+# -- alarms ---------------------------------------------------------------------------------
+
+def alarm_frames(pole):
+    return pole.uplinks(11)
+
+
+@pytest.mark.parametrize("name", ["door_open", "tilted", "lamp_failure", "day_burner"])
+def test_each_alarm_raised_and_cleared_as_confirmed_uplinks(name):
+    pole = Pole(lux=5.0)
+    pole.run(60)
+    assert alarm_frames(pole) == []
+    if name == "door_open":
+        machine.drive(27, 1)
+    elif name == "tilted":
+        pole.accel.tilt_deg = 15.0
+    elif name == "lamp_failure":
+        pole.meter.current, pole.meter.power = 0.0, 0.0
+    else:  # a stuck relay: commanded off in daylight but the lamp draws current
+        pole.light.lux = 20000.0
+        pole.app.cfg = dict(pole.app.cfg)
+        pole.run(15)
+        assert pole.level() == 0
+        pole.meter.current, pole.meter.power = 0.27, 60.0
+    pole.run(30)
+    frames = alarm_frames(pole)
+    assert frames, "no alarm sent"
+    o, f = frames[-1]
+    assert o.frame.confirmed and f["alarms/" + name] and f["status/alarm"]
+    assert f["alarm_count"] == 1
+    if name in ("door_open", "tilted"):
+        assert f["status/" + name]
+    if name == "tilted":
+        assert abs(f["tilt_angle"] - 0.26) <= 0.01
+    # clear it: a new alarm frame without the bit, the transition counted
+    if name == "door_open":
+        machine.drive(27, 0)
+    elif name == "tilted":
+        pole.accel.tilt_deg = 0.5
+    else:
+        pole.meter.current, pole.meter.power = 0.27, 60.0
+        if name == "day_burner":
+            pole.meter.current, pole.meter.power = 0.0, 0.0
+    pole.run(30)
+    o, f = alarm_frames(pole)[-1]
+    assert o.frame.confirmed and not f["alarms/" + name] and f["alarm_count"] == 2
+
+
+def test_unacknowledged_alarm_repeated():
+    pole = Pole(lux=5.0, alarm_repeat_s=120, confirmed_retries=2, rejoin_after_failures=0)
+    pole.run(30)
+    pole.ns.ack_confirmed = False
+    machine.drive(27, 1)
+    pole.run(20)
+    first = len(alarm_frames(pole))
+    pole.run(400)
+    assert len(alarm_frames(pole)) >= first + 2 * 2  # repeated (each sent twice by the MAC)
+    pole.ns.ack_confirmed = True
+    pole.run(200)
+    n = len(alarm_frames(pole))
+    pole.run(600)
+    assert len(alarm_frames(pole)) == n  # acknowledged: no more repeats
+
+
+# -- reports --------------------------------------------------------------------------------
+
+def test_report_values_match_the_models():
+    pole = Pole(lux=5.0, power=60.0, current=0.27)
+    pole.climate.temperature, pole.climate.humidity = -7.3, 81.2
+    pole.run(3 * 3600)
+    reports = [f for _, f in pole.uplinks(10)]
+    assert len(reports) >= 30
+    f = reports[-1]
+    assert f["status/lamp_on"] and f["status/dark"] and not f["status/alarm"]
+    assert f["dim_level"] == 100
+    assert abs(f["lamp_power"] - 60.0) <= 0.1
+    assert abs(f["temperature"] + 7.3) <= 0.5 and abs(f["humidity"] - 81.2) <= 0.5
+    assert abs(f["ambient_light"] - 5.0) <= 0.1
+    # 60 W for (3 h minus one report interval): energy as integer Wh, within a CF count
+    elapsed_h = (pole.uplinks(10)[-1][0].airtime_t - pole.uplinks(10)[0][0].airtime_t) / 3600000
+    assert abs(f["lamp_energy"] - 60.0 * elapsed_h) <= 1.5
+    energies = [r["lamp_energy"] for r in reports]
+    assert energies == sorted(energies)
+
+
+def test_energy_never_goes_backwards_across_power_cuts():
+    pole = Pole(lux=5.0, power=500.0, current=2.2)
+    reported = []
+    for cut in range(3):
+        pole.run(3600)
+        reported += [f["lamp_energy"] for _, f in pole.uplinks(10)]
+        pole.ns.uplinks.clear()
+        machine.power_cut()
+        esp32.power_cut()
+        pole.meter.power_cycle()
+        pole.boot()
+    pole.run(1200)
+    reported += [f["lamp_energy"] for _, f in pole.uplinks(10)]
+    assert reported == sorted(reported)
+    assert reported[-1] >= 1400  # ~3 h at 500 W, minus what each cut lost
