@@ -3,10 +3,11 @@
 // Usage: node sim/mpvm/board.mjs [--heapsize BYTES] [--mount HOSTDIR:VMDIR]...
 //
 // Loads MicroPython (the official WebAssembly build), copies the mounted trees into its
-// in-memory file system, registers the `hostlink` module and runs sim.mpvm.board.serve(),
-// which speaks JSON lines with the host on stdin/stdout (protocol in sim/mpvm/board.py).
-// hostlink's calls are synchronous (fs.readSync / fs.writeSync), so the firmware's radio calls
-// reach the host in the middle of a poll, as driver calls do on the device.
+// in-memory file system and answers the host's JSON lines on stdin/stdout with
+// sim.mpvm.board.handle(), one call per request (protocol in sim/mpvm/board.py). A request's
+// radio calls go to the host through the `hostlink` module, synchronously (fs.readSync /
+// fs.writeSync), so they reach the host in the middle of a poll, as driver calls do on the
+// device.
 // The firmware's prints never mix with the protocol: they go to stderr, one line each,
 // prefixed with "| ". The process exits when the host closes stdin.
 import { loadMicroPython } from "@micropython/micropython-webassembly-pyscript";
@@ -108,11 +109,18 @@ for (const pkg of ["/lib/sim/__init__.py", "/lib/sim/mpvm/__init__.py"]) {
 }
 mp.FS.writeFile("/lib/sim/mpvm/board.py", fs.readFileSync(path.join(HERE, "board.py")));
 mp.registerJsModule("hostlink", {
-  read_line: () => readLine(),
-  write_line: (line) => writeAll(1, line + "\n"),
+  call: (line) => {
+    writeAll(1, line + "\n");
+    return readLine();
+  },
 });
 try {
-  mp.runPython("import sim.mpvm.board\nsim.mpvm.board.serve()\n");
+  const handle = mp.pyimport("sim.mpvm.board").handle;
+  for (;;) {
+    const line = readLine();
+    if (line === null) break;
+    writeAll(1, handle(line) + "\n");
+  }
 } catch (err) {
   writeAll(2, String(err && err.message ? err.message : err) + "\n");
   process.exitCode = 1;

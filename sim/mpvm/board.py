@@ -7,7 +7,8 @@ bytes and memory behaviour are MicroPython's. The radio stays on the host: every
 the firmware makes goes to the host's SimRadio synchronously, so both boards share one radio
 model. Time, chip wiring and resets follow sim.board.LocalBoard exactly.
 
-Lines, one JSON object each (`hostlink` is a JS module with read_line/write_line):
+Lines, one JSON object each (board.mjs reads a request, calls handle(), writes the reply;
+`hostlink.call(line)` writes a line and returns the host's answer line, synchronously):
   host -> VM   {"op": NAME, ...}       init, boot, poll, env, power_cut, outputs, measured,
                                        energy, nvs, heap, eval
   VM -> host   {"call": FN, "args": [...], "now": ms}   a radio call at virtual ms `now`;
@@ -49,13 +50,8 @@ class HostError(Exception):
     """The host could not carry out a radio call."""
 
 
-def _send(msg):
-    hostlink.write_line(json.dumps(msg))
-
-
 def _host_call(fn, now, args=()):
-    _send({"call": fn, "args": args, "now": now})
-    line = hostlink.read_line()
+    line = hostlink.call(json.dumps({"call": fn, "args": args, "now": now}))
     if line is None:
         raise SystemExit  # the host went away in the middle of a call
     reply = json.loads(line)
@@ -306,29 +302,28 @@ def _handle(board, msg):
     raise ValueError("unknown op %r" % op)
 
 
-def serve():
-    """Answer the host's requests until it closes our stdin."""
-    board = None
-    while True:
-        line = hostlink.read_line()
-        if line is None:
-            return
-        try:
-            msg = json.loads(line)
-            if msg["op"] == "init":
-                board = VMSide(msg)
-                value = None
-            else:
-                value = _handle(board, msg)
-        except SystemExit:
-            return
-        except BaseException as e:  # noqa: B036 - reported to the host, which decides
-            _send({"fail": _traceback(e)})
-            continue
-        reply = {"ok": value}
-        if board is not None:
-            reply["now"] = board.clock()
-            reply["counters"] = board.counters
-            reply["errors"] = board.errors
-            board.errors = []
-        _send(reply)
+_board = None
+
+
+def handle(line):
+    """Answer one request line with one reply line. board.mjs calls this from JS for every
+    request, instead of running one long Python loop, because the WebAssembly port's GC can
+    only reclaim objects once control is back in JS: inside a single long call nothing
+    allocated would ever be freed."""
+    global _board
+    try:
+        msg = json.loads(line)
+        if msg["op"] == "init":
+            _board = VMSide(msg)
+            value = None
+        else:
+            value = _handle(_board, msg)
+    except BaseException as e:  # noqa: B036 - reported to the host, which decides
+        return json.dumps({"fail": _traceback(e)})
+    reply = {"ok": value}
+    if _board is not None:
+        reply["now"] = _board.clock()
+        reply["counters"] = _board.counters
+        reply["errors"] = _board.errors
+        _board.errors = []
+    return json.dumps(reply)

@@ -174,3 +174,122 @@ def test_a_missing_app_is_a_clear_error():
     from sim.vmboard import VMBoard, VMError
     with pytest.raises(VMError, match="no_such_module"):
         VMBoard("x", "70B3D57ED0000003", {}, app="no_such_module:create")
+
+
+# ---- the real firmware on the VM, against a network server played by CPython ---------------
+
+APP_KEY = bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c")
+JOIN_EUI = bytes.fromhex("70b3d57ed0000000")
+DEV_EUI = bytes.fromhex("70b3d57ed0000011")
+POLE_CFG = {"kind": "pole", "dev_eui": DEV_EUI.hex(), "join_eui": JOIN_EUI.hex(),
+            "app_key": APP_KEY.hex(), "join_jitter_s": 0, "report_interval_s": 300}
+
+
+class NetworkServer:
+    """Answers joins in the device's RX1 window (same channel and SF, JOIN_ACCEPT_DELAY1 = 5 s)
+    and opens data frames, with protocol.lorawan.session on the `cryptography` backend."""
+
+    def __init__(self, board):
+        from protocol.lorawan import airtime
+        self.airtime = airtime
+        self.board = board
+        self.join_requests, self.uplinks = [], []
+        self.keys = None
+        self.dev_addr = 0x26011F3A
+        self._pending = None  # (open_at_ms, phy) downlink waiting for the RX1 window
+
+    def on_tx(self, tx):
+        from protocol.lorawan import frame, security, session
+        start_ms, freq, sf, bw, power, phy = tx
+        end_ms = start_ms + -(-self.airtime.time_on_air_us(len(phy), sf, bw) // 1000)
+        mtype = phy[0] >> 5
+        if mtype == frame.JOIN_REQUEST:
+            jr = session.open_join_request(phy, APP_KEY, backend="cryptography")
+            self.join_requests.append(jr)
+            join_nonce = 0x000100 + len(self.join_requests)
+            self.keys = security.derive_session_keys(APP_KEY, join_nonce, 0x000013, jr.dev_nonce,
+                                                     backend="cryptography")
+            accept = session.build_join_accept(APP_KEY, join_nonce, 0x000013, self.dev_addr, 0, 0,
+                                               1, backend="cryptography")
+            self._pending = (end_ms + 5000, freq, sf, bw, accept)
+        else:
+            nwk, app = self.keys
+            last = self.uplinks[-1].fcnt if self.uplinks else None
+            self.uplinks.append(session.open_data_frame(phy, nwk, app, last_fcnt=last,
+                                                        backend="cryptography"))
+
+    def offer_downlink(self):
+        """Deliver the pending downlink if the board's window catches it now."""
+        if self._pending is None:
+            return
+        at, freq, sf, bw, phy = self._pending
+        w = self.board.radio.rx_window()
+        if w is not None and self.board.radio.catches(freq, sf, bw, at * 1000):
+            toa = self.airtime.time_on_air_us(len(phy), sf, bw)
+            self.board.radio.deliver(phy, -70, 8.5, at + -(-toa // 1000))
+            self._pending = None
+
+
+def run_until(board, ns, until_ms, done):
+    t = 0
+    board.boot(t)
+    while t < until_ms and not done():
+        for tx in board.radio.pending_tx():
+            ns.on_tx(tx)
+        ns.offer_downlink()
+        t = board.next_wake_ms()
+        board.poll(t)
+    for tx in board.radio.pending_tx():
+        ns.on_tx(tx)
+    return t
+
+
+def test_firmware_on_the_vm_joins_and_reports_bytes_checked_by_cpython():
+    from protocol import payload
+    from protocol.lorawan import frame
+    from sim.vmboard import VMBoard
+
+    b = VMBoard("pole-vm", DEV_EUI.hex(), POLE_CFG, strict=True)
+    try:
+        b.apply_env({"lux": 5.0, "temperature_c": 12.5, "humidity_rh": 70.0, "power_w": 41.0})
+        ns = NetworkServer(b)
+        run_until(b, ns, 10 * 60 * 1000, lambda: len(ns.uplinks) >= 2)
+        assert b.counters["crashes"] == 0 and b.errors == []
+        assert len(ns.join_requests) == 1  # accepted at the first attempt
+        jr = ns.join_requests[0]
+        assert jr.mic_ok and jr.dev_eui == DEV_EUI and jr.join_eui == JOIN_EUI
+        assert len(ns.uplinks) >= 2, b.firmware_output()
+        first = ns.uplinks[0]
+        assert first.mic_ok and first.frame.dev_addr == ns.dev_addr
+        assert first.frame.mtype == frame.UNCONFIRMED_UP and first.frame.fport == 10
+        fields = payload.decode_uplink(first.frame.fport, first.payload)["fields"]
+        assert abs(fields["temperature"] - 12.5) <= 0.5 and abs(fields["humidity"] - 70) <= 1
+        assert fields["status/dark"] is True and fields["status/lamp_on"] is True  # 5 lx: dusk
+        assert ns.uplinks[1].fcnt == first.fcnt + 1 and ns.uplinks[1].mic_ok
+    finally:
+        b.close()
+
+
+def test_firmware_heap_on_the_vm_is_steady_over_hours_of_reports():
+    """Each request is one call from JS into the VM, so its garbage is reclaimed (a long
+    Python-side loop would keep everything alive on the WebAssembly port)."""
+    from sim.vmboard import VMBoard
+
+    b = VMBoard("pole-vm", DEV_EUI.hex(), POLE_CFG, strict=True)
+    try:
+        b.apply_env({"lux": 5.0, "temperature_c": 12.5, "humidity_rh": 70.0, "power_w": 41.0,
+                     "current_a": 0.18})
+        ns = NetworkServer(b)
+        run_until(b, ns, 3600 * 1000, lambda: False)
+        after_1h = b.heap()["alloc"]
+        n = len(ns.uplinks)
+        t = b.now_ms
+        while t < 3 * 3600 * 1000:
+            for tx in b.radio.pending_tx():
+                ns.on_tx(tx)
+            t = b.next_wake_ms()
+            b.poll(t)
+        assert len(ns.uplinks) >= n + 20  # 2 h more of 5-minute reports
+        assert b.heap()["alloc"] <= after_1h + 2048
+    finally:
+        b.close()
