@@ -8,6 +8,10 @@ downlink's start, or when a board opens its window later during the preamble. A 
 locked on a downlink gets ``deliver`` when the medium says the frame arrived intact, else its
 window ends with rx_timeout at the frame's end.
 
+Clock barriers: when a forwarder pushes an intact uplink, the clock is held at its RX1 instant
+(end + RECEIVE_DELAY1, or JOIN_ACCEPT_DELAY1 for a join-request) minus ``barrier_lead_us``
+(the forwarder needs a PULL_RESP that much ahead), for the uplinks ``barriers`` selects.
+
 ``step(now_us)`` does everything due at now_us, in this order: start due downlinks, poll due
 boards (their new frames go into the medium), hand out medium deliveries that ended by now,
 and repeat while a board's radio has an event at now. ``next_event_us()`` tells the driver
@@ -26,6 +30,12 @@ import heapq
 from protocol.lorawan import airtime
 
 JOIN_REQUEST = 0
+CONFIRMED_UP = 4
+# which uplinks hold the clock at their RX1 instant: every one (a gateway may answer any
+# uplink, e.g. with a queued command), only those that expect an answer (join-requests and
+# confirmed uplinks: much faster runs, but other downlinks only make it when the gateway is
+# quicker than the accelerated clock), or none
+BARRIER_MODES = ("all", "expected", "none")
 
 
 def frame_fields(phy):
@@ -44,7 +54,10 @@ def frame_fields(phy):
 
 class Air:
     def __init__(self, medium, clock, rx1_delay_us=1000000, join_delay_us=5000000,
-                 barrier_lead_us=20000):
+                 barrier_lead_us=20000, barriers="all"):
+        if barriers not in BARRIER_MODES:
+            raise ValueError("barriers must be one of %r" % (BARRIER_MODES,))
+        self.barriers = barriers
         self.medium = medium
         self.clock = clock
         self.rx1_delay_us = rx1_delay_us
@@ -59,6 +72,7 @@ class Air:
         self._tx_meta = {}  # medium seq -> uplink log entry or ("down", ...)
         self._locks = {}  # (board name, medium seq) -> True
         self._seq = 0
+        self.after_poll = None  # callback(board) after each poll (the world follows the lamp)
         self.uplinks = []
         self.counters = {"uplinks": 0, "downlinks": 0, "downlinks_caught": 0,
                          "downlinks_delivered": 0, "downlinks_missed": 0}
@@ -79,6 +93,8 @@ class Air:
     def boot_all(self, now_ms):
         for b in self.boards.values():
             self._wake[b.name] = b.boot(now_ms)
+            if self.after_poll is not None:
+                self.after_poll(b)
 
     def wake(self, board, at_ms):
         """Poll board at at_ms at the latest (e.g. after an injected event)."""
@@ -150,6 +166,8 @@ class Air:
                     due.append(b)
             for b in due:
                 self._wake[b.name] = b.poll(now_ms)
+                if self.after_poll is not None:
+                    self.after_poll(b)
                 self._take_tx(b)
                 self._try_lock(b, now_us)
             self._deliver(now_us)
@@ -192,7 +210,9 @@ class Air:
                 fwd = self.forwarders[d.rx_id]
                 if d.ok:
                     meta["received"][fwd.eui_hex] = (round(d.rssi, 1), round(d.snr, 1))
-                    if meta["barrier"] is None:
+                    if meta["barrier"] is None and (
+                            self.barriers == "all" or (self.barriers == "expected" and meta[
+                                "mtype"] in (JOIN_REQUEST, CONFIRMED_UP))):
                         delay = self.join_delay_us if meta["mtype"] == JOIN_REQUEST \
                             else self.rx1_delay_us
                         meta["barrier"] = self.clock.hold(d.end_us + delay - self.barrier_lead_us)

@@ -34,6 +34,7 @@ device's ``run()`` resets then, so the board records it, counts a crash and soft
 
 import importlib.util
 import os
+import random
 
 TICKS_PERIOD = 1 << 30
 TICKS_MASK = TICKS_PERIOD - 1
@@ -62,9 +63,16 @@ def load_fake(name, tag):
     return mod
 
 
-def default_app_factory(machine, esp32, cfg, radio, sleep_ms):
-    from firmware import main  # the firmware engineer's create(); imported late on purpose
-    return main.create(machine, esp32, cfg, radio, sleep_ms)
+def default_app_factory(machine, esp32, cfg, radio, sleep_ms, rng=None):
+    from firmware import main  # the firmware's create(); imported late on purpose
+    return main.create(machine, esp32, cfg, radio, sleep_ms, rng=rng)
+
+
+def seeded_rng(seed, dev_eui):
+    """The firmware's rng(n) -> 0..n-1 (join jitter, channel choice), per board and seed, so
+    a simulation replays identically."""
+    r = random.Random("%s/%s" % (seed, dev_eui))
+    return lambda n: r.randrange(n) if n > 0 else 0
 
 
 class Board:
@@ -119,14 +127,14 @@ class LocalBoard(Board):
     """Runs the firmware in this CPython process with private copies of the fakes.
 
     app_factory(machine, esp32, cfg, radio, sleep_ms) -> app with poll(now_ticks) -> wake_ticks
-    (default: firmware.main.create). Every board loads its own ``machine`` and ``esp32`` module
+    (default: firmware.main.create with an rng seeded by seed and dev_eui). Every board loads its own ``machine`` and ``esp32`` module
     objects, so pins, buses, RTC memory and NVS flash are per board. firmware.* and protocol.*
     modules are shared: they keep only caches keyed by key and per-call scratch buffers at
     module level, which is safe single-threaded.
     """
 
     def __init__(self, name, dev_eui, cfg, x=0.0, y=0.0, app_factory=None, strict=False,
-                 epoch_s=1767225600):
+                 epoch_s=1767225600, seed=0):
         global _instances
         from sim.devices.bl0942 import BL0942
         from sim.devices.lis3dh import LIS3DH
@@ -142,7 +150,10 @@ class LocalBoard(Board):
         self.x, self.y = float(x), float(y)
         self.strict = strict
         self.epoch_s = epoch_s  # virtual UTC (unix seconds) at virtual time 0
-        self.app_factory = app_factory or default_app_factory
+        if app_factory is None:
+            rng = seeded_rng(seed, self.dev_eui)
+            app_factory = lambda *a: default_app_factory(*a, rng=rng)  # noqa: E731
+        self.app_factory = app_factory
         self.machine = load_fake("machine", tag)
         self.esp32 = load_fake("esp32", tag)
         eui = bytes.fromhex(self.dev_eui)
@@ -308,7 +319,11 @@ class LocalBoard(Board):
     @property
     def measured(self):
         app = self.app
-        return getattr(app, "measured", None) if app is not None else None
+        if app is None:
+            return None
+        if hasattr(app, "last_report"):  # firmware.pole.PoleApp
+            return app.last_report
+        return getattr(app, "measured", None)
 
     @property
     def nvs_flash(self):
