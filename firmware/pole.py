@@ -82,7 +82,9 @@ _ANCHORS = ("fixed", "sunset", "sunrise")
 _RTC_MAGIC = b"SGP1"
 _TILT_HYST = 100  # centidegrees
 _PI_CDEG = 18000
-_FOREVER = None
+_KEY_OVERRIDE = -1  # who decided the level: an override, the photocell, or a schedule entry index
+_KEY_DARK = -2
+_KEY_LIGHT = -3
 
 
 class PoleApp:
@@ -271,12 +273,13 @@ class PoleApp:
             if ov[1] is not None and mono >= ov[1]:
                 self._override = None
             else:
-                return ov[0], ("o",), True
+                return ov[0], _KEY_OVERRIDE, True
         s = self._schedule_level()
         if s is not None:
-            return s[0], ("s", s[1]), False
-        dark = self.dark or self.light_failed
-        return (self.default_level if dark else 0), ("p", dark), False
+            return s[0], s[1], False  # the entry index is the key
+        if self.dark or self.light_failed:
+            return self.default_level, _KEY_DARK, False
+        return 0, _KEY_LIGHT, False
 
     def _update_lamp(self, now, mono, fade_ms=None):
         level, key, _ = self._decide(mono)
@@ -550,14 +553,20 @@ class PoleApp:
             self._mono = Monotonic(now_ms)
         mono = self._mono.update(now_ms)
         hw = self.hw
+        door = hw.door.is_open
         door_wake = hw.door.poll(now_ms)
+        ov = self._override
         if mono >= self._next_sample:
             self._sample(now_ms, mono)
             self._next_sample += self.cfg["sample_interval_s"] * 1000
             if self._next_sample <= mono:
                 self._next_sample = mono + self.cfg["sample_interval_s"] * 1000
-        self._update_lamp(now_ms, mono)
-        self._evaluate_alarms(mono)
+            self._update_lamp(now_ms, mono)
+            self._evaluate_alarms(mono)
+        elif door != hw.door.is_open or (ov is not None and ov[1] is not None and mono >= ov[1]):
+            # between samples only what can change without one (idle polls allocate nothing)
+            self._update_lamp(now_ms, mono)
+            self._evaluate_alarms(mono)
         if self._alarm_repeat_at is not None and mono >= self._alarm_repeat_at:
             self._alarm_due = True
         if self._alarm_due:
@@ -573,8 +582,14 @@ class PoleApp:
         wake = self._next_sample
         if self.report_interval_s and self._next_report < wake:
             wake = self._next_report
-        for t in (self._alarm_repeat_at, self._reboot_at,
-                  None if self._override is None else self._override[1]):
+        t = self._alarm_repeat_at
+        if t is not None and t < wake:
+            wake = t
+        t = self._reboot_at
+        if t is not None and t < wake:
+            wake = t
+        if self._override is not None:
+            t = self._override[1]
             if t is not None and t < wake:
                 wake = t
         if self._reboot_at is not None and wake <= mono:
@@ -586,9 +601,11 @@ class PoleApp:
             w = self.mac.poll(now_ms)
             if ticks_diff(w, best) < 0:
                 best = w
-        for w in (hw.dimmer.poll(now_ms), door_wake):
-            if w is not None and ticks_diff(w, best) < 0:
-                best = w
+        w = hw.dimmer.poll(now_ms)
+        if w is not None and ticks_diff(w, best) < 0:
+            best = w
+        if door_wake is not None and ticks_diff(door_wake, best) < 0:
+            best = door_wake
         if ticks_diff(best, now_ms) <= 0:
             best = ticks_add(now_ms, 1)
         return best

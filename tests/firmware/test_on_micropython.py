@@ -1,0 +1,146 @@
+"""The pole firmware (MAC + PoleApp + drivers) on the real MicroPython VM, with the fake machine
+and the chip models mounted beside it; CPython plays the network server and checks every byte.
+
+The join-accept does not depend on the DevNonce, and a fresh flash makes the first DevNonce 0,
+so CPython can prepare the join-accept and a dim command for the session the VM will derive;
+the VM's radio plays them into RX1 and prints every frame the device transmitted.
+"""
+
+import json
+
+import pytest
+
+import sim.mpvm
+from protocol import payload
+from protocol.lorawan import frame, security, session
+from tests.firmware.scripted_network import APP_KEY, CFG, DEV_EUI
+
+pytestmark = pytest.mark.skipif(not sim.mpvm.available(), reason="node or the MicroPython npm package missing")
+
+MOUNTS = ("protocol", "firmware", (sim.mpvm.ROOT + "/sim/fakes", "/lib/sim/fakes"),
+          (sim.mpvm.ROOT + "/sim/devices", "/lib/sim/devices"))
+
+SCRIPT = """
+import binascii, gc, json
+from sim.fakes import machine, esp32
+from sim.devices.veml7700 import VEML7700
+from sim.devices.sht3x import SHT3x
+from sim.devices.lis3dh import LIS3DH
+from sim.devices.bl0942 import BL0942
+from protocol.lorawan import airtime
+from firmware import main
+
+ACCEPT = binascii.unhexlify(%(accept)r)
+DOWN = binascii.unhexlify(%(down)r)
+T = [0]
+machine.set_clock(lambda: T[0])
+machine.bus(0).attach(0x10, VEML7700(lux=5.0))
+machine.bus(0).attach(0x44, SHT3x(temperature=12.5, humidity=70.0))
+machine.bus(0).attach(0x18, LIS3DH(tilt_deg=0.5))
+meter = machine.uart(2).attach(BL0942(voltage=230.0, current=0.27, power=60.0))
+machine.drive(27, 0)
+
+class Radio:
+    def __init__(self):
+        self.sent = []
+        self.ev = None
+        self.air = []
+        self.script = [(ACCEPT, 5000), (DOWN, 1000)]
+    def rssi(self, f):
+        return -120
+    def transmit(self, f, sf, bw, p, data):
+        end = T[0] + (airtime.time_on_air_us(len(data), sf, bw) + 999) // 1000
+        self.sent.append(binascii.hexlify(bytes(data)).decode())
+        self.ev = (end, ("tx_done",))
+        if self.script:
+            phy, delay = self.script.pop(0)
+            self.air.append((end + delay, f, sf, phy))
+    def receive(self, f, sf, bw, timeout):
+        for a in self.air:
+            if a[1] == f and a[2] == sf and T[0] <= a[0] <= T[0] + timeout:
+                self.air.remove(a)
+                toa = airtime.time_on_air_us(len(a[3]), sf, bw, crc=False)
+                self.ev = (a[0] + (toa + 999) // 1000, ("rx", a[3], -60, 7))
+                return
+        self.ev = (T[0] + timeout, ("rx_timeout",))
+    def poll(self):
+        if self.ev is not None and T[0] >= self.ev[0]:
+            e = self.ev[1]
+            self.ev = None
+            return e
+        return None
+    def standby(self):
+        self.ev = None
+
+radio = Radio()
+cfg = json.loads(%(cfg)r)
+app = main.create(machine, esp32, cfg, radio, lambda ms: None, rng=lambda n: 0)
+boot_level = machine.pwm_duty(25)
+
+def step(until):
+    polls = 0
+    while T[0] < until:
+        wake = app.poll(T[0])
+        polls += 1
+        nxt = wake
+        if radio.ev is not None and radio.ev[0] < nxt:
+            nxt = radio.ev[0]
+        if nxt <= T[0]:
+            nxt = T[0] + 1
+        meter.advance((nxt - T[0]) / 1000)
+        T[0] = nxt
+    return polls
+
+polls = step(40000)
+# heap per poll on the VM, once joined and idle between samples (10 s apart)
+gc.collect()
+a0 = gc.mem_alloc()
+n = 0
+t = T[0]
+while n < 50:
+    app.poll(t)
+    t += 1
+    n += 1
+idle = (gc.mem_alloc() - a0) // n
+gc.collect()
+a0 = gc.mem_alloc()
+T[0] += 10000
+app.poll(T[0])
+sample = gc.mem_alloc() - a0
+gc.collect()
+print(json.dumps({"sent": radio.sent, "boot_duty": boot_level, "duty": machine.pwm_duty(25),
+                  "state": app.mac.state, "polls": polls, "idle_poll_bytes": idle,
+                  "sample_poll_bytes": sample, "heap_used": gc.mem_alloc()}))
+"""
+
+
+def test_pole_joins_reports_and_obeys_a_command_on_micropython():
+    join_nonce, net_id, dev_addr = 0x0A1B2C, 0x000013, 0x2601ABCD
+    accept = session.build_join_accept(APP_KEY, join_nonce, net_id, dev_addr, 0, 0, 1,
+                                       backend="cryptography")
+    nwk, app = security.derive_session_keys(APP_KEY, join_nonce, net_id, 0, backend="cryptography")
+    dport, ddata = payload.encode_downlink("pole", "dim", {"seq": 5, "level": 40})
+    down = session.build_data_frame(frame.UNCONFIRMED_DOWN, dev_addr, 0, dport, ddata, nwk, app,
+                                    backend="cryptography")
+    cfg = dict(CFG, report_interval_s=300, sample_interval_s=10)
+    out = json.loads(sim.mpvm.run(SCRIPT % {"accept": accept.hex(), "down": down.hex(),
+                                            "cfg": json.dumps(cfg)}, mounts=MOUNTS))
+    assert out["boot_duty"] == 65535  # the lamp was on before the first poll
+    sent = [bytes.fromhex(h) for h in out["sent"]]
+    assert len(sent) == 3, out
+    jr = session.open_join_request(sent[0], APP_KEY, backend="cryptography")
+    assert jr.mic_ok and jr.dev_nonce == 0 and jr.dev_eui == DEV_EUI
+    report = session.open_data_frame(sent[1], nwk, app, None, backend="cryptography")
+    assert report.mic_ok and report.fcnt == 0 and report.frame.fport == 10
+    f = payload.decode_uplink(10, report.payload)["fields"]
+    assert f["status/lamp_on"] and f["status/dark"] and f["dim_level"] == 100
+    assert f["temperature"] == 12.5 and f["humidity"] == 70.0
+    assert abs(f["ambient_light"] - 5.0) <= 0.1 and abs(f["lamp_power"] - 60.0) <= 0.1
+    ack = session.open_data_frame(sent[2], nwk, app, 0, backend="cryptography")
+    assert ack.mic_ok and ack.fcnt == 1 and ack.frame.fport == 12
+    a = payload.decode_uplink(12, ack.payload)["fields"]
+    assert (a["port"], a["seq"], a["result"]) == (50, 5, "ok")
+    assert out["duty"] == round(40 * 65535 / 100) and out["state"] == "idle"
+    print("VM: %d polls to join and report; heap per idle poll %d B, per sample poll %d B, "
+          "in use %d B" % (out["polls"], out["idle_poll_bytes"], out["sample_poll_bytes"],
+                           out["heap_used"]))
