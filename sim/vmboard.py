@@ -17,6 +17,8 @@ import os
 import subprocess
 import tempfile
 
+import random
+
 from sim.board import Board
 from sim.mpvm import PACKAGE, ROOT, available
 from sim.sim_radio import SimRadio
@@ -26,6 +28,16 @@ __all__ = ["VMBoard", "VMError", "FirmwareError", "available"]
 BOARD_JS = os.path.join(ROOT, "sim", "mpvm", "board.mjs")
 MOUNTS = (("protocol", "/lib/protocol"), ("firmware", "/lib/firmware"),
           ("sim/fakes", "/lib/sim/fakes"), ("sim/devices", "/lib/sim/devices"))
+
+
+def _seeded_rng(seed, dev_eui):
+    try:
+        from sim.board import seeded_rng
+    except ImportError:  # older sim.board: the same recipe
+        def seeded_rng(seed, dev_eui):
+            r = random.Random("%s/%s" % (seed, dev_eui))
+            return lambda n: r.randrange(n) if n > 0 else 0
+    return seeded_rng(seed, dev_eui)
 
 
 class VMError(RuntimeError):
@@ -42,11 +54,12 @@ class VMBoard(Board):
     app: "module:function" called as function(machine, esp32, cfg, radio, sleep_ms) inside the
     VM (default the firmware's create()); mounts: extra (host_dir, vm_dir) trees, e.g. a test
     app; strict: re-raise firmware exceptions as FirmwareError instead of counting a crash and
-    soft-resetting.
+    soft-resetting; seed: the firmware's rng (join jitter, channel choice) is served from the
+    host, seeded as LocalBoard's, so a city replays the same with either kind of board.
     """
 
     def __init__(self, name, dev_eui, cfg, x=0.0, y=0.0, app="firmware.main:create", mounts=(),
-                 strict=False, epoch_s=1767225600, heapsize=2 * 1024 * 1024):
+                 strict=False, epoch_s=1767225600, seed=0, heapsize=2 * 1024 * 1024):
         if not available():
             raise VMError("node or %s is missing (run `npm ci`)" % os.path.relpath(PACKAGE, ROOT))
         self.name = name
@@ -62,6 +75,7 @@ class VMBoard(Board):
                          "crashes": 0}
         self.errors = []
         self.round_trips = 0  # host <-> VM messages answered, for the benchmarks
+        self._rng = _seeded_rng(seed, self.dev_eui)
         args = ["node", BOARD_JS, "--heapsize", str(int(heapsize))]
         for host, vm in tuple(MOUNTS) + tuple(mounts):
             args += ["--mount", "%s:%s" % (os.path.join(ROOT, host), vm)]
@@ -70,7 +84,8 @@ class VMBoard(Board):
                                       stderr=self._log, start_new_session=True)
         try:
             self._request({"op": "init", "dev_eui": self.dev_eui, "cfg": self.cfg, "app": app,
-                           "strict": strict, "epoch_s": epoch_s})
+                           "strict": strict, "epoch_s": epoch_s,
+                           "rng": app == "firmware.main:create"})
         except BaseException:
             self.close()
             raise
@@ -136,6 +151,8 @@ class VMBoard(Board):
                 r.standby()
             elif fn == "power_off":
                 r.power_off()
+            elif fn == "rng":
+                return {"ret": self._rng(*a)}
             else:
                 return {"err": "unknown radio call %r" % fn}
         except Exception as e:  # the firmware sees it as an exception from its driver

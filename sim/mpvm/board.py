@@ -109,6 +109,9 @@ class VMSide:
         self.cfg = msg["cfg"]
         self.strict = msg.get("strict", False)
         self.factory = _load_factory(msg.get("app", "firmware.main:create"))
+        self.rng = None
+        if msg.get("rng"):  # the host's seeded generator, so a run replays as on LocalBoard
+            self.rng = lambda n: _host_call("rng", self.clock(), [n])
         machine.UNIQUE_ID = unhexlify(msg["dev_eui"])[2:]
         self.now_ms = 0
         self._slept = 0
@@ -167,7 +170,11 @@ class VMSide:
         self.counters["boots"] += 1
         self.app = None
         try:
-            self.app = self.factory(machine, esp32, self.cfg, self.radio, self.sleep_ms)
+            if self.rng is None:
+                self.app = self.factory(machine, esp32, self.cfg, self.radio, self.sleep_ms)
+            else:
+                self.app = self.factory(machine, esp32, self.cfg, self.radio, self.sleep_ms,
+                                        rng=self.rng)
         except machine.ResetRequested:
             return self.soft_reset()
         except Exception as e:
@@ -251,7 +258,12 @@ class VMSide:
                 "relay": machine.level(self.wiring["relay_pin"])}
 
     def measured(self):
-        return getattr(self.app, "measured", None) if self.app is not None else None
+        app = self.app
+        if app is None:
+            return None
+        if hasattr(app, "last_report"):  # firmware.pole.PoleApp
+            return app.last_report
+        return getattr(app, "measured", None)
 
 
 def _jsonable(value):
