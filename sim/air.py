@@ -185,7 +185,9 @@ class Air:
 
     def _take_tx(self, board):
         for start_ms, freq, sf, bw, power, phy in board.radio.pending_tx():
-            start_us = start_ms * 1000
+            # boards count ms, the medium us: a board polled inside a ms that the medium has
+            # already settled up to now starts its frame at now (< 1 ms later)
+            start_us = max(start_ms * 1000, self.medium.now_us)
             seq = self.medium.transmit("board:" + board.name, board.x, board.y, start_us, freq,
                                        sf, bw, phy=phy, tx_power_dbm=power)
             toa = airtime.time_on_air_us(len(phy), sf, bw)

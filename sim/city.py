@@ -103,7 +103,8 @@ class City:
         self._actions = []  # (t_us, seq, fn)
         self._seq = 0
         # poles are not all switched on at the same millisecond (reports would stay in step)
-        self.boot_at_us = {b.name: int(rng.random() * boot_spread_s * 1e6) for b in self.boards}
+        self.boot_at_us = {b.name: int(rng.random() * boot_spread_s * 1e3) * 1000
+                          for b in self.boards}
         self._next_env_us = 0
         self._started = False
         self.booted = set()
@@ -169,7 +170,7 @@ class City:
 
     def schedule(self, at_s, fn):
         self._seq += 1
-        self._actions.append((int(at_s * 1e6), self._seq, fn))
+        self._actions.append((int(round(at_s * 1e3)) * 1000, self._seq, fn))  # whole ms
         self._actions.sort(key=lambda a: (a[0], a[1]))
 
     def power_cut(self, at_s, pole):

@@ -1,5 +1,6 @@
 """A tiny class-A stand-in firmware for simulator tests that must not depend on firmware/:
-transmits `payload` every `period_ms`, then opens RX1 one second after the end of the frame
+transmits a data frame (DevAddr = the low 32 bits of cfg dev_eui, FCnt = frames sent)
+every `period_ms`, then opens RX1 one second after the end of the frame
 and records what its radio reports."""
 
 from protocol.lorawan import airtime
@@ -16,7 +17,7 @@ class StandInApp:
         self.cfg = cfg
         self.sf = cfg.get("sf", 7)
         self.freq = cfg.get("freq_hz", 868100000)
-        self.payload = cfg.get("payload", b"\x40" + bytes(12))
+        self.dev_addr = int(cfg.get("dev_eui", "0")[-8:], 16)
         self.next_tx = None
         self.rx1_at = None
         self.events = []
@@ -36,7 +37,10 @@ class StandInApp:
         if self.next_tx is None:
             self.next_tx = (now + self.cfg.get("first_tx_ms", 0)) % TICKS_PERIOD
         if ticks_diff(now, self.next_tx) >= 0:
-            data = self.payload + self.sent.to_bytes(2, "little")
+            # an unconfirmed data frame: MHDR, DevAddr, FCtrl, FCnt, FPort 1, 2 bytes, MIC
+            data = (b"\x40" + self.dev_addr.to_bytes(4, "little") + b"\x00"
+                    + (self.sent & 0xFFFF).to_bytes(2, "little") + b"\x01"
+                    + self.sent.to_bytes(2, "little") + bytes(4))
             self.radio.transmit(self.freq, self.sf, 125000, 14, data)
             self.sent += 1
             self.next_tx = (self.next_tx + self.period_ms) % TICKS_PERIOD

@@ -1,0 +1,141 @@
+"""City: layout and coverage, registry file, the uplink log against what a GWMP server got,
+determinism, fault hooks; and a few poles running the real firmware through the real gateway
+(`python -m gateway run`) to a real mosquitto."""
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway.registry import load_registry
+from protocol import gwmp
+from sim.board import LocalBoard
+from sim.city import City
+from tests.sim.standin import StandInApp
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def standin_factory(name, dev_eui, cfg, x, y, seed):
+    return LocalBoard(name, dev_eui, cfg, x=x, y=y, app_factory=StandInApp, strict=True)
+
+
+class MiniServer(asyncio.DatagramProtocol):
+    """The least a network server does over GWMP: ack everything, remember what came."""
+
+    def __init__(self):
+        self.rxpk = []  # (forwarder EUI hex, Rxpk)
+        self.pulls = set()
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        m = gwmp.decode(data)
+        if isinstance(m, gwmp.PushData):
+            self.transport.sendto(m.ack().encode(), addr)
+            self.rxpk += [(m.gateway_eui.hex().upper(), r) for r in m.rxpk]
+        elif isinstance(m, gwmp.PullData):
+            self.pulls.add(m.gateway_eui.hex().upper())
+            self.transport.sendto(m.ack().encode(), addr)
+
+
+async def run_city(seed, virtual_s=120, **kw):
+    server = MiniServer()
+    tr, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+        lambda: server, local_addr=("127.0.0.1", 0))
+    city = City(9, 2, tr.get_extra_info("sockname"), seed=seed, speed=None,
+                board_factory=standin_factory, boot_spread_s=10, grace_s=0.01, **kw)
+    await city.run(virtual_s)
+    await asyncio.sleep(0.05)
+    await city.close()
+    tr.close()
+    return city, server
+
+
+def test_layout_covers_every_pole_and_some_twice():
+    city = City(20, 2, ("127.0.0.1", 9), seed=3, board_factory=standin_factory)
+    cov = city.coverage()
+    assert all(len(f) >= 1 for f in cov.values())
+    assert sum(1 for f in cov.values() if len(f) >= 2) >= 3
+    xs = sorted({b.x for b in city.boards})
+    assert xs[1] - xs[0] == 25.0
+    with pytest.raises(ValueError, match="out of range"):
+        City(60, 1, ("127.0.0.1", 9), board_factory=standin_factory)
+
+
+def test_registry_file_loads_in_the_gateway(tmp_path):
+    city = City(5, 1, ("127.0.0.1", 9), seed=7, site="harbour", board_factory=standin_factory)
+    reg = load_registry(city.write_registry(tmp_path / "devices.toml"))
+    assert len(reg) == 5
+    d = city.devices()[2]
+    dev = reg.get(bytes.fromhex(d["dev_eui"])) if hasattr(reg, "get") else None
+    assert d["site"] == "harbour" and d["kind"] == "pole" and len(d["app_key"]) == 32
+    assert dev is None or dev.app_key == bytes.fromhex(d["app_key"])
+    assert len({x["app_key"] for x in city.devices()}) == 5
+    assert city.boards[2].cfg["app_key"] == d["app_key"]
+
+
+def test_every_uplink_in_the_log_reached_exactly_the_forwarders_it_names():
+    city, server = asyncio.run(asyncio.wait_for(run_city(5), 60))
+    assert server.pulls == {f.eui_hex for f in city.forwarders}
+    ups = city.uplinks
+    assert len(ups) >= 9 * 11  # every 10 s for ~110 s
+    got = {}
+    for fwd, r in server.rxpk:
+        if r.stat == 1:
+            got.setdefault(r.data, set()).add(fwd)
+    for u in ups:
+        assert got.get(u["phy"], set()) == set(u["received"]), u
+        assert u["utc"].startswith("2026-01-01T00:0")
+    assert sum(1 for u in ups if len(u["received"]) >= 2) > 0  # dedup material
+    assert {r.tmst for _, r in server.rxpk if r.stat == 1} == {
+        u["end_us"] % 2**32 for u in ups if u["received"]}
+    assert {u["fcnt"] for u in ups if u["board"] == "pole-0001"} == set(range(len(
+        [u for u in ups if u["board"] == "pole-0001"])))
+
+
+def test_same_seed_same_city():
+    a, _ = asyncio.run(asyncio.wait_for(run_city(11, 60), 60))
+    b, _ = asyncio.run(asyncio.wait_for(run_city(11, 60), 60))
+    c, _ = asyncio.run(asyncio.wait_for(run_city(12, 60), 60))
+    key = lambda city: [(u["board"], u["t_us"], u["phy"], sorted(u["received"])) for u in city.uplinks]  # noqa: E731
+    assert key(a) == key(b)
+    assert key(a) != key(c)
+    assert a.world.log == b.world.log
+
+
+def test_fault_hooks_act_at_their_virtual_instants():
+    async def main():
+        server = MiniServer()
+        tr, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: server, local_addr=("127.0.0.1", 0))
+        city = City(3, 1, tr.get_extra_info("sockname"), seed=2, speed=None,
+                    board_factory=standin_factory, boot_spread_s=5, grace_s=0.01)
+        city.power_cut(30, "pole-0002")
+        city.door(40, "pole-0003", True)
+        city.tilt(50, "pole-0001", 15.0)
+        seen = []
+        city.schedule(45, lambda c: seen.append(c.clock.now_us))
+        await city.run(60)
+        await city.close()
+        tr.close()
+        return city, seen
+
+    city, seen = asyncio.run(asyncio.wait_for(main(), 60))
+    assert seen == [45_000_000]
+    p2 = city.by_name["pole-0002"]
+    assert p2.counters["power_cuts"] == 1 and p2.counters["boots"] == 2
+    assert p2.app.sent >= 3  # rebooted at 30 s: a new app counting from 0
+    first_after_cut = min(u["t_us"] for u in city.uplinks
+                          if u["board"] == "pole-0002" and u["t_us"] >= 30_000_000)
+    assert first_after_cut == 30_000_000
+    assert city.by_name["pole-0003"].machine.Pin(27).value() == 1  # door open, pulled up
+    assert city.by_name["pole-0001"].lis.tilt_deg == 15.0
+    assert city.by_name["pole-0002"].lis.tilt_deg == 0.0
+    tilt_log = [e for t, n, e in city.world.log if n == "pole-0001" and t == 50_000_000]
+    assert tilt_log and tilt_log[0]["tilt_deg"] == 15.0
