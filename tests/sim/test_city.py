@@ -73,9 +73,10 @@ def test_registry_file_loads_in_the_gateway(tmp_path):
     reg = load_registry(city.write_registry(tmp_path / "devices.toml"))
     assert len(reg) == 5
     d = city.devices()[2]
-    dev = reg.get(bytes.fromhex(d["dev_eui"])) if hasattr(reg, "get") else None
+    dev = reg[d["dev_eui"]]
     assert d["site"] == "harbour" and d["kind"] == "pole" and len(d["app_key"]) == 32
-    assert dev is None or dev.app_key == bytes.fromhex(d["app_key"])
+    assert dev.app_key == bytes.fromhex(d["app_key"]) and dev.name == d["name"] == "pole-0003"
+    assert dev.join_eui == bytes.fromhex(d["join_eui"])
     assert len({x["app_key"] for x in city.devices()}) == 5
     assert city.boards[2].cfg["app_key"] == d["app_key"]
 
