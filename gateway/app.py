@@ -60,7 +60,7 @@ class GatewayService:
         self.intake: Intake | None = None
         self.queue: RecordQueue | None = None
         self.sessions: SessionStore | None = None
-        self._stop: asyncio.Event | None = None
+        self._stop = asyncio.Event()  # binds to the running loop on first use (3.10+)
         self._pending: list[bytes] = []
         self.stats_path = os.path.join(cfg.data_dir, STATS_FILE)
 
@@ -105,7 +105,7 @@ class GatewayService:
             "site": self.cfg.site,
             "time": round(time.time(), 3),
             "uptime_s": round(time.time() - self.started, 3),
-            "udp": {"host": self.cfg.udp_host, "port": srv.port},
+            "udp": {"host": self.cfg.udp_host, "port": srv.port, "rcvbuf": srv.rcvbuf},
             "forwarder_server": dict(srv.counters),
             "uplink": dict(srv.processor.counters),
             "dedup": dict(srv.dedup.counters, open=len(srv.dedup)),
@@ -142,12 +142,11 @@ class GatewayService:
     # ---- lifecycle -----------------------------------------------------------------------
 
     def stop(self) -> None:
-        if self._stop is not None:
-            self._stop.set()
+        """Ask run() to shut down (also before it is serving: it then stops right away)."""
+        self._stop.set()
 
     async def run(self, ready_file: str | None = None) -> None:
         cfg = self.cfg
-        self._stop = asyncio.Event()
         registry = load_registry(cfg.registry)
         os.makedirs(cfg.data_dir, exist_ok=True)
         self.sessions = SessionStore.for_net_id(os.path.join(cfg.data_dir, "sessions.db"), cfg.net_id)
@@ -163,7 +162,8 @@ class GatewayService:
             self.intake = Intake(_KindQueue(self.queue), cfg.backlog_records, self.publisher.notify)
             self.server = ForwarderServer(registry, self.sessions, self.region, cfg.net_id,
                                           self.on_records, cfg.udp_host, cfg.udp_port,
-                                          cfg.dedup_window_s, cfg.rx1_margin_s)
+                                          cfg.dedup_window_s, cfg.rx1_margin_s,
+                                          cfg.udp_rcvbuf_bytes)
             self.publisher.start()
             port = await self.server.start()
             log.info("gateway %s (site %s, %s, %d devices) serving GWMP on %s:%d, MQTT %s, "

@@ -15,6 +15,7 @@ Format (stdlib ``tomllib``; every key but ``gateway.id``, ``gateway.site`` and
     [udp]
     host = "127.0.0.1"              # packet-forwarder (GWMP) socket; port 0 = any free port
     port = 1700
+    rcvbuf_bytes = 4194304          # UDP receive buffer asked for (capped by net.core.rmem_max)
     [dedup]
     window_ms = 200                 # how long copies of one frame are collected
     [downlink]
@@ -79,6 +80,7 @@ class Config:
     time_source: str
     udp_host: str
     udp_port: int
+    udp_rcvbuf_bytes: int
     dedup_window_s: float
     rx1_margin_s: float
     mqtt_host: str
@@ -145,6 +147,8 @@ _SCHEMA: dict[str, dict[str, tuple]] = {
     "udp": {
         "host": ("127.0.0.1", lambda v: isinstance(v, str) and bool(v), "a host name or address"),
         "port": (1700, lambda v: _is_int(v) and 0 <= v <= 65535, "an integer 0..65535"),
+        "rcvbuf_bytes": (4 * 1024 * 1024, lambda v: _is_int(v) and 0 <= v <= 1 << 30,
+                         "an integer 0..2**30 (0: OS default)"),
     },
     "dedup": {
         "window_ms": (200, lambda v: _is_num(v) and 0 < v <= 10_000, "a number of ms in (0, 10000]"),
@@ -224,6 +228,7 @@ def parse_config(data: object, path: str = "<memory>", base_dir: str | None = No
         registry=os.path.normpath(os.path.join(base_dir, g["registry"])),
         time_source=g["time_source"],
         udp_host=vals["udp"]["host"], udp_port=vals["udp"]["port"],
+        udp_rcvbuf_bytes=vals["udp"]["rcvbuf_bytes"],
         dedup_window_s=vals["dedup"]["window_ms"] / 1000.0,
         rx1_margin_s=vals["downlink"]["rx1_margin_ms"] / 1000.0,
         mqtt_host=mqtt_host, mqtt_port=mqtt_port, topic_prefix=m["topic_prefix"],

@@ -16,7 +16,8 @@
   keeps serving.
 
 A background task sleeps until ``Deduplicator.next_deadline()`` (or until a new copy arrives),
-releases due groups and passes each Uplink to ``UplinkProcessor.process(uplink, time.time())``:
+releases due groups and passes them together to ``UplinkProcessor.process_batch(uplinks,
+time.time())`` (one frame-counter commit for the whole release):
 
 * accepted data results, and ``payload-error`` ones (good MIC, undecodable FRMPayload: the
   counter moved, the device will not resend it) -> ``on_records(result)``; the caller queues
@@ -53,6 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -118,7 +120,8 @@ class ForwarderServer:
 
     def __init__(self, registry: Registry, sessions: SessionStore, region: Region, net_id: int,
                  on_records: Callable[[Result], object], host: str = "127.0.0.1", port: int = 0,
-                 dedup_window_s: float = 0.2, rx1_margin_s: float = 0.2) -> None:
+                 dedup_window_s: float = 0.2, rx1_margin_s: float = 0.2,
+                 rcvbuf_bytes: int = 0) -> None:
         self.registry = registry
         self.sessions = sessions
         self.region = region
@@ -127,6 +130,8 @@ class ForwarderServer:
         self.host = host
         self.port = port
         self.rx1_margin_s = rx1_margin_s
+        self.rcvbuf_bytes = rcvbuf_bytes  # SO_RCVBUF to ask for (0: OS default); see rcvbuf
+        self.rcvbuf = 0  # what the kernel granted (Linux reports twice the usable size)
         self.dedup = Deduplicator(dedup_window_s)
         self.processor = UplinkProcessor(registry, sessions)
         self.downlinks = dl.DownlinkTracker()
@@ -145,6 +150,15 @@ class ForwarderServer:
         self._transport, _ = await loop.create_datagram_endpoint(
             lambda: _Protocol(self), local_addr=(self.host, self.port))
         self.port = self._transport.get_extra_info("sockname")[1]
+        sock = self._transport.get_extra_info("socket")
+        if self.rcvbuf_bytes:
+            # bursts of PUSH_DATA queue here while a release batch is processed; the kernel
+            # caps the request at net.core.rmem_max
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf_bytes)
+            except OSError as e:
+                log.warning("cannot set SO_RCVBUF to %d: %s", self.rcvbuf_bytes, e)
+        self.rcvbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         self._task = asyncio.create_task(self._release_loop())
         return self.port
 
@@ -226,26 +240,45 @@ class ForwarderServer:
                     await asyncio.wait_for(self._wake.wait(), timeout)
                 except asyncio.TimeoutError:
                     pass
-            for uplink in self.dedup.due(time.monotonic()):
-                self._handle(uplink)
+            ups = self.dedup.due(time.monotonic())
+            if ups:
+                self._handle_batch(ups)
             self._expire_downlinks()
             await asyncio.sleep(0)
 
-    def _handle(self, uplink: Uplink) -> None:
-        self._inc("uplinks")
+    def _handle_batch(self, ups: list[Uplink]) -> None:
+        """Every uplink released together: one frame-counter commit for all of them
+        (UplinkProcessor.process_batch); on a storage failure, one by one so each is counted."""
+        self._inc("uplinks", len(ups))
         try:
-            r = self.processor.process(uplink, time.time())
+            results = self.processor.process_batch(ups, time.time())
+        except Exception:
+            log.exception("processing %d uplinks together failed; retrying one by one", len(ups))
+            results = []
+            for uplink in ups:
+                try:
+                    results.append(self.processor.process(uplink, time.time()))
+                except Exception:
+                    self._inc("process-error")
+                    log.exception("processing an uplink failed")
+                    results.append(None)
+        for uplink, r in zip(ups, results):
+            if r is not None:
+                self._result(uplink, r)
+
+    def _result(self, uplink: Uplink, r: Result) -> None:
+        try:
             if r.kind == "join":
                 self._join(uplink)
                 return
-            if not r.accepted:
-                self._inc("uplink-%s" % r.reason)
-                if r.reason != "payload-error":
-                    return
         except Exception:
             self._inc("process-error")
-            log.exception("processing an uplink failed")
+            log.exception("processing a join-request failed")
             return
+        if not r.accepted:
+            self._inc("uplink-%s" % r.reason)
+            if r.reason != "payload-error":
+                return
         if r.accepted:
             self._inc("records")
         else:

@@ -28,6 +28,7 @@ def test_minimal_config_gets_documented_defaults(tmp_path):
     assert c.registry == str(tmp_path / "devices.toml")
     assert c.data_dir == str(tmp_path / "var" / "gw-1")
     assert (c.udp_host, c.udp_port, c.dedup_window_s, c.rx1_margin_s) == ("127.0.0.1", 1700, 0.2, 0.2)
+    assert c.udp_rcvbuf_bytes == 4 * 1024 * 1024
     assert (c.mqtt_host, c.mqtt_port, c.topic_prefix, c.client_id) == ("127.0.0.1", 1883, "streetgrid/",
                                                                        "streetgrid-gw-1")
     assert (c.max_batch_bytes, c.max_batch_records, c.max_batch_age_s) == (16384, 500, 1.0)
