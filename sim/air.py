@@ -17,6 +17,9 @@ boards (their new frames go into the medium), hand out medium deliveries that en
 and repeat while a board's radio has an event at now. ``next_event_us()`` tells the driver
 (City) when to call again.
 
+Channel power for listen-before-talk: each board's ``radio.channel_power`` answers from the
+frames on the air now (mean path loss, strongest within +-100 kHz), else the noise floor.
+
 Uplink log (``uplinks``): one dict per board transmission: ``board``, ``dev_eui``, ``t_us``
 (start), ``end_us``, ``freq_hz``, ``sf``, ``bw_hz``, ``phy``, ``mtype`` (LoRaWAN MType
 0..7), ``dev_addr`` (hex, data frames), ``fcnt`` (16-bit, data frames), ``fport`` (None
@@ -26,8 +29,11 @@ gateway), ``lost`` (forwarder EUI hex -> medium reason: collision, no_path, inte
 
 import asyncio
 import heapq
+import math
 
 from protocol.lorawan import airtime
+from sim.radio import path_loss_db
+from sim.sim_radio import NOISE_DBM
 
 JOIN_REQUEST = 0
 CONFIRMED_UP = 4
@@ -72,6 +78,7 @@ class Air:
         self._tx_meta = {}  # medium seq -> uplink log entry or ("down", ...)
         self._locks = {}  # (board name, medium seq) -> True
         self._seq = 0
+        self._on_air = []  # (start_us, end_us, freq, x, y, power, source) for rssi() / LBT
         self.after_poll = None  # callback(board) after each poll (the world follows the lamp)
         self.uplinks = []
         self.counters = {"uplinks": 0, "downlinks": 0, "downlinks_caught": 0,
@@ -81,6 +88,7 @@ class Air:
 
     def add_board(self, board):
         self.boards[board.name] = board
+        board.radio.channel_power = self._channel_power_for(board)
         self.medium.add_receiver("board:" + board.name, board.x, board.y)
         self._wake[board.name] = None
 
@@ -101,6 +109,23 @@ class Air:
         w = self._wake.get(board.name)
         self._wake[board.name] = at_ms if w is None else min(w, at_ms)
 
+    def _channel_power_for(self, board):
+        def channel_power(freq_hz, now_ms):
+            # what the board's RSSI register shows: the strongest frame on air within the
+            # LBT bandwidth (KR920: 200 kHz) at the mean path loss, else the noise floor
+            t = now_ms * 1000
+            best = NOISE_DBM
+            for start, end, f, x, y, p, src in self._on_air:
+                if start <= t < end and abs(f - freq_hz) <= 100000 and src != board.name:
+                    best = max(best, p - path_loss_db(math.hypot(x - board.x, y - board.y)))
+            return best
+        return channel_power
+
+    def _note_on_air(self, start, end, freq, x, y, power, src):
+        now = self.medium.now_us
+        self._on_air = [a for a in self._on_air if a[1] > now]
+        self._on_air.append((start, end, freq, x, y, power, src))
+
     # ---- downlinks from forwarders --------------------------------------------------------
 
     def schedule_downlink(self, fwd, start_us, freq_hz, sf, bw_hz, power_dbm, phy):
@@ -117,6 +142,7 @@ class Air:
             seq = self.medium.transmit("fwd:" + fwd.eui_hex, fwd.x, fwd.y, start, freq, sf, bw,
                                        phy=phy, tx_power_dbm=power, crc=False)
             heapq.heappush(self._ends, start + toa)
+            self._note_on_air(start, start + toa, freq, fwd.x, fwd.y, power, fwd.eui_hex)
             self._tx_meta[seq] = ("down", fwd)
             self.counters["downlinks"] += 1
             fwd.on_air(start, toa)
@@ -192,6 +218,7 @@ class Air:
                                        sf, bw, phy=phy, tx_power_dbm=power)
             toa = airtime.time_on_air_us(len(phy), sf, bw)
             heapq.heappush(self._ends, start_us + toa)
+            self._note_on_air(start_us, start_us + toa, freq, board.x, board.y, power, board.name)
             mtype, addr, fcnt, fport = frame_fields(phy)
             entry = {"board": board.name, "dev_eui": board.dev_eui, "t_us": start_us,
                      "end_us": start_us + toa, "freq_hz": freq, "sf": sf, "bw_hz": bw,

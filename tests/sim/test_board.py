@@ -198,3 +198,42 @@ def test_sim_radio_rx_window_catch_and_timeout():
     assert r.poll() is None
     with pytest.raises(RuntimeError):
         r.deliver(b"x", -80, 5, 1100)
+
+
+def test_rssi_sees_a_neighbours_frame_for_listen_before_talk():
+    from sim.air import Air
+    from sim.clock import VirtualClock
+    from sim.radio import Medium, path_loss_db
+
+    air = Air(Medium(), VirtualClock(speed=None))
+    a, b = make("a", "70B3D57ED0000001", x=0.0), make("b", "70B3D57ED0000002", x=50.0)
+    air.add_board(a)
+    air.add_board(b)
+    a.boot(0)
+    air.wake(a, 0)
+    air.step(0)  # a samples for 120 ms, then transmits until ~177 ms
+    b.radio.now_ms = 150
+    assert b.radio.rssi(868100000) == round(14 - path_loss_db(50.0))
+    assert b.radio.rssi(868500000) == -120  # another channel: idle
+    b.radio.now_ms = 200
+    assert b.radio.rssi(868100000) == -120  # the frame has ended
+
+
+def test_real_firmware_boards_are_isolated():
+    cfg = {"join_eui": "70B3D57ED0000000", "app_key": "2B7E151628AED2A6ABF7158809CF4F3C",
+           "join_jitter_s": 0}
+    a = LocalBoard("a", "70B3D57ED0000001", dict(cfg, dev_eui="70B3D57ED0000001"), strict=True)
+    b = LocalBoard("b", "70B3D57ED0000002", dict(cfg, dev_eui="70B3D57ED0000002"), strict=True)
+    a.apply_env({"lux": 3.0, "temperature_c": 4.0, "humidity_rh": 90.0})
+    b.apply_env({"lux": 800.0, "temperature_c": 21.0, "humidity_rh": 40.0})
+    for board in (a, b):
+        w = board.boot(0)
+        for _ in range(3):
+            w = board.poll(w)
+    (ta,), (tb,) = a.radio.pending_tx() or [None], b.radio.pending_tx() or [None]
+    assert ta[5][0] == tb[5][0] == 0x00  # both sent a join-request ...
+    assert ta[5][9:17] != tb[5][9:17]  # ... with their own DevEUI
+    assert a.measured["temperature"] == 4.0 and b.measured["temperature"] == 21.0
+    assert a.measured["ambient_light"] < 10 < 500 < b.measured["ambient_light"]
+    assert a.outputs()["dimmer_duty_u16"] == 65535  # dark: lamp on
+    assert a.nvs_flash is not b.nvs_flash and a.nvs_flash and b.nvs_flash
