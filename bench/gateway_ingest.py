@@ -186,6 +186,7 @@ def loadgen(sender, sessions, args, port, ready, start_at, out_path):
         s.bind(("127.0.0.1", 0))
         s.setblocking(False)
         socks.append(s)
+    cpu_built = time.process_time()
     ready.set()
     while start_at.value == 0.0:
         time.sleep(0.001)
@@ -217,6 +218,7 @@ def loadgen(sender, sessions, args, port, ready, start_at, out_path):
             except BlockingIOError:
                 pass
     t_end = mono()
+    cpu_sending = time.process_time() - cpu_built
     deadline = t_end + 2.0
     while mono() < deadline:
         got = False
@@ -231,7 +233,7 @@ def loadgen(sender, sessions, args, port, ready, start_at, out_path):
         if not got:
             time.sleep(0.05)
     with open(out_path, "w") as f:
-        json.dump({"sent": sent_times, "datagrams": len(dgrams), "acks": acks,
+        json.dump({"sent": sent_times, "datagrams": len(dgrams), "acks": acks, "cpu_s": cpu_sending,
                    "t_first": sent_times[0][2] if sent_times else t0, "t_last": t_end}, f)
 
 
@@ -286,7 +288,8 @@ def subscriber(mqtt_port, topic, ready, stop, delivered, out_path):
 
 # ---- stand-in gateway process (until `python -m gateway run` exists) --------------------------
 
-def serve_standin(config_path: str, ready_file: str, batched: bool, sync: str) -> None:
+def serve_standin(config_path: str, ready_file: str, batched: bool, sync: str,
+                  linger_s: float = 0.0, rcvbuf: int = 0, cipher_cache: int = 0) -> None:
     """ForwarderServer + RecordQueue + Publisher wired as app.py would, with the bench's config."""
     import asyncio
     import tomllib
@@ -299,6 +302,9 @@ def serve_standin(config_path: str, ready_file: str, batched: bool, sync: str) -
     from protocol import cbor
     from protocol.lorawan.region import EU868
 
+    if cipher_cache:  # proposed protocol/cipher.py change: a cache that holds 2 keys per device
+        import protocol.cipher
+        protocol.cipher.CACHE_SIZE = cipher_cache
     with open(config_path, "rb") as f:
         cfg = tomllib.load(f)
     g = cfg["gateway"]
@@ -331,6 +337,8 @@ def serve_standin(config_path: str, ready_file: str, batched: bool, sync: str) -
         async def _release_loop(self) -> None:
             while True:
                 deadline = self.dedup.next_deadline()
+                if deadline is not None:
+                    deadline += linger_s  # let more groups fall due: bigger group commits
                 timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
                 self._wake.clear()
                 if timeout is None or timeout > 0:
@@ -340,8 +348,10 @@ def serve_standin(config_path: str, ready_file: str, batched: bool, sync: str) -
                         pass
                 ups = self.dedup.due(time.monotonic())
                 if ups:
+                    t0 = time.perf_counter()
                     self._inc("uplinks", len(ups))
                     results = self.processor.process_batch(ups, time.time())
+                    t1 = time.perf_counter()
                     good = []
                     for up, r in zip(ups, results):
                         if r.kind == "join":
@@ -352,15 +362,44 @@ def serve_standin(config_path: str, ready_file: str, batched: bool, sync: str) -
                             good.append(r)
                     if good:
                         self._inc("records", len(good))
-                        queue.put([encode(r) for r in good])
+                        items = [encode(r) for r in good]
+                        t2 = time.perf_counter()
+                        queue.put(items)
                         pub.notify()
+                        t3 = time.perf_counter()
+                        timing.append((len(ups), t1 - t0, t2 - t1, t3 - t2))
                 await asyncio.sleep(0)
 
+    timing: list[tuple] = []  # (uplinks, process_batch s, encode s, put s) per release
+    lags: list[float] = []
+
+    async def lag_monitor() -> None:  # how late the event loop runs a 5 ms timer
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(0.005)
+            lags.append(time.perf_counter() - t - 0.005)
+
+    def summary() -> dict:
+        out = {}
+        if timing:
+            for i, name in ((0, "release_size"), (1, "process_batch_ms"), (2, "encode_ms"), (3, "put_ms")):
+                v = sorted(x[i] * (1 if i == 0 else 1000) for x in timing)
+                out[name] = {"p50": round(v[len(v) // 2], 2), "p99": round(v[int(len(v) * .99)], 2),
+                             "max": round(v[-1], 2)}
+        if lags:
+            v = sorted(lags)
+            out["loop_lag_ms"] = {"p50": round(v[len(v) // 2] * 1000, 2),
+                                  "p99": round(v[int(len(v) * .99)] * 1000, 2), "max": round(v[-1] * 1000, 2)}
+        return out
+
     async def main() -> None:
+        asyncio.get_running_loop().create_task(lag_monitor())
         cls = BatchedServer if batched else ForwarderServer
         srv = cls(reg, sessions, EU868, g["net_id"], on_records, host=cfg["udp"]["host"],
                   port=cfg["udp"]["port"], dedup_window_s=cfg["dedup"]["window_ms"] / 1000)
         await srv.start()
+        if rcvbuf:
+            srv._transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         pub.start()
         tmp = ready_file + ".tmp"
         with open(tmp, "w") as f:
@@ -376,7 +415,7 @@ def serve_standin(config_path: str, ready_file: str, batched: bool, sync: str) -
             except asyncio.TimeoutError:
                 pass
             with open(os.path.join(data_dir, "stats.json"), "w") as f:
-                json.dump({"forwarders": srv.counters, "uplink": srv.processor.counters,
+                json.dump({"timing": summary(), "forwarders": srv.counters, "uplink": srv.processor.counters,
                            "publisher": pub.counters}, f)
         await srv.stop()
 
@@ -401,6 +440,30 @@ def rss_kb(pid: int) -> dict:
     except OSError:
         pass
     return out
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds used so far by a process (all its threads)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def udp_drops(port: int) -> int | None:
+    """Datagrams the kernel dropped on the gateway's UDP socket (receive buffer full)."""
+    try:
+        with open("/proc/net/udp") as f:
+            next(f)
+            for line in f:
+                parts = line.split()
+                if int(parts[1].split(":")[1], 16) == port:
+                    return int(parts[-1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def pct(sorted_vals, p):
@@ -452,10 +515,14 @@ def run(args) -> dict:
         kind = "real gateway (python -m gateway run)"
     else:
         cmd = [sys.executable, os.path.abspath(__file__), "--serve", config, ready_file,
-               "--sync", args.sync] + (["--standin-batch"] if args.standin_batch else [])
+               "--sync", args.sync, "--standin-linger-ms", str(args.standin_linger_ms),
+               "--standin-rcvbuf", str(args.standin_rcvbuf),
+               "--standin-cipher-cache", str(args.standin_cipher_cache)] + (
+                   ["--standin-batch"] if args.standin_batch else [])
         kind = "stand-in (ForwarderServer + RecordQueue + Publisher, %s, synchronous=%s)" % (
-            "batched release: process_batch + one put" if args.standin_batch else "one put per uplink",
-            args.sync)
+            "batched release: process_batch + one put, linger %d ms" % args.standin_linger_ms
+            if args.standin_batch else "one put per uplink", args.sync) + ", SO_RCVBUF %s, cipher cache %s" % (
+                args.standin_rcvbuf or "default", args.standin_cipher_cache or "default")
     gw_log = open(os.path.join(tmp, "gateway.log"), "w")
     gw = subprocess.Popen(cmd, cwd=ROOT, stdout=gw_log, stderr=subprocess.STDOUT)
     result = {}
@@ -477,6 +544,9 @@ def run(args) -> dict:
         print("load: %d uplinks built in %.1f s by %d sender process(es); gateway: %s, pid %d"
               % (args.per_sender * args.senders, time.monotonic() - t, args.senders, kind, pid), flush=True)
         rss_idle = rss_kb(pid)
+        cpu0 = {"gateway": cpu_s(pid), "mosquitto": cpu_s(broker.proc.pid), "subscriber": cpu_s(sub.pid)}
+        wall0 = time.monotonic()
+        cpu = None
         start_at.value = time.monotonic() + 0.2
         peak_rss = 0
         total = args.per_sender * args.senders
@@ -490,12 +560,17 @@ def run(args) -> dict:
             if n != last_n:
                 last_n, last_change = n, now
             sending = any(p.is_alive() for p, _, _ in senders)
+            if not sending and cpu is None:  # CPU while the load ran (drain/idle time excluded)
+                wall = time.monotonic() - wall0
+                cpu = {"gateway": cpu_s(pid), "mosquitto": cpu_s(broker.proc.pid), "subscriber": cpu_s(sub.pid)}
+                cpu = {k: (v - cpu0[k]) / wall for k, v in cpu.items()}
             if not sending and (n >= total or now - last_change > args.drain):
                 break
             if gw.poll() is not None:
                 print("gateway exited with %s during the run" % gw.returncode)
                 break
         final_rss = rss_kb(pid)
+        drops = udp_drops(udp_port)
         sub_stop.set()
         sub.join(60)
         for p, _, _ in senders:
@@ -515,12 +590,14 @@ def run(args) -> dict:
 
     sent = {}
     acks = datagrams = 0
+    gen_cpu = 0.0
     t_first, t_last = float("inf"), 0.0
     for _, _, out in senders:
         d = json.load(open(out))
         for eui, fc, ts in d["sent"]:
             sent[(eui, fc)] = ts
         acks += d["acks"]
+        gen_cpu += d["cpu_s"]
         datagrams += d["datagrams"]
         t_first, t_last = min(t_first, d["t_first"]), max(t_last, d["t_last"])
     recv = json.load(open(sub_out))
@@ -539,13 +616,14 @@ def run(args) -> dict:
         last_arrival = max(last_arrival, times[0])
         in_window += times[0] <= t_last
     lat.sort()
+    cpu = dict(cpu or {}, **{"load generator": gen_cpu / max(1e-9, t_last - t_first)})
     got = len(lat)
     result = {
         "gateway": kind, "pid": pid, "devices": args.devices, "sessions": "pre-populated (SessionStore.save_join)",
         "rate": args.rate, "seconds": args.seconds, "rxpk_per_datagram": args.rxpk, "copies": args.copies,
         "senders": args.senders, "forwarders": args.forwarders * args.senders, "datagrams": datagrams,
         "push_acks": acks, "sent": len(sent), "delivered": got, "lost": len(sent) - got,
-        "duplicates": dups, "unidentified": unknown + recv["unidentified"], "batches": recv["batches"],
+        "duplicates": dups, "udp_drops": drops, "cpu_cores": cpu, "cores": os.cpu_count(), "unidentified": unknown + recv["unidentified"], "batches": recv["batches"],
         "offered_per_s": len(sent) / max(1e-9, t_last - t_first),
         "sustained_per_s": in_window / max(1e-9, t_last - t_first),
         "drain_s": max(0.0, last_arrival - t_last),
@@ -574,13 +652,16 @@ def report(r: dict) -> None:
           % (r["delivered"], r["batches"], r["sustained_per_s"], r["delivered_per_s"], r["drain_s"]))
     print("  latency   p50 %.1f ms, p99 %.1f ms, max %.1f ms (goal p99 < 500 ms)"
           % (r["p50_ms"], r["p99_ms"], r["max_ms"]))
-    print("  lost      %d, duplicates %d, unidentified records %d (goal 0 lost)"
-          % (r["lost"], r["duplicates"], r["unidentified"]))
+    print("  lost      %d, duplicates %d, unidentified records %d (goal 0 lost); datagrams the "
+          "kernel dropped at the gateway's UDP socket (receive buffer full): %s"
+          % (r["lost"], r["duplicates"], r["unidentified"], r["udp_drops"]))
     print("  gateway RSS: idle %s kB, peak sampled %s kB, VmHWM %s kB"
           % (r["rss_idle_kb"], r["rss_peak_sampled_kb"], r["vmhwm_kb"]))
+    print("  CPU while sending (cores busy on average, of %d): %s" % (
+        r["cores"], ", ".join("%s %.2f" % kv for kv in r["cpu_cores"].items())))
     st = r.get("gateway_stats")
     if st:
-        print("  gateway counters: %s" % json.dumps(st, sort_keys=True)[:600])
+        print("  gateway counters: %s" % json.dumps(st, sort_keys=True)[:1200])
 
 
 def main(argv=None) -> None:
@@ -595,6 +676,11 @@ def main(argv=None) -> None:
     ap.add_argument("--gateway", choices=("auto", "real", "standin"), default="auto")
     ap.add_argument("--standin-batch", action="store_true",
                     help="stand-in releases each dedup batch via process_batch + one put")
+    ap.add_argument("--standin-linger-ms", type=int, default=0,
+                    help="batched stand-in: release dedup groups this much after they fall due")
+    ap.add_argument("--standin-rcvbuf", type=int, default=0, help="stand-in UDP SO_RCVBUF (0: OS default)")
+    ap.add_argument("--standin-cipher-cache", type=int, default=0,
+                    help="stand-in: protocol.cipher.CACHE_SIZE (0: as shipped)")
     ap.add_argument("--sync", default="FULL", help="stand-in SQLite synchronous (FULL/NORMAL)")
     ap.add_argument("--dedup-ms", type=int, default=200)
     ap.add_argument("--batch-bytes", type=int, default=16384)
@@ -606,7 +692,8 @@ def main(argv=None) -> None:
     ap.add_argument("--serve", nargs=2, metavar=("CONFIG", "READY"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.serve:
-        serve_standin(args.serve[0], args.serve[1], args.standin_batch, args.sync)
+        serve_standin(args.serve[0], args.serve[1], args.standin_batch, args.sync,
+                      args.standin_linger_ms / 1000, args.standin_rcvbuf, args.standin_cipher_cache)
         return
     args.per_sender = int(args.rate * args.seconds) // args.senders
     r = run(args)

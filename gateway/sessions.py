@@ -419,8 +419,9 @@ class SessionStore:
 
     def _moved_up(self, dev_addr: int, fcnt: int) -> None:
         c = self._cache.get(dev_addr)
-        if c is not None:
-            self._cache[dev_addr] = replace(c, fcnt_up=fcnt)
+        if c is not None:  # Session(...) directly: dataclasses.replace costs more on this hot path
+            self._cache[dev_addr] = Session(c.dev_eui, dev_addr, c.nwk_s_key, c.app_s_key, fcnt,
+                                            c.fcnt_down, c.join_time, c.join_nonce, c.dev_nonce)
 
     @property
     def closed(self) -> bool:

@@ -187,10 +187,9 @@ class UplinkProcessor:
             recs = _payload.senml_records(decoded)
         except Exception as exc:  # PayloadError, or a decoder bug: keep the bytes either way
             return Result(False, "payload-error", payload_hex=o.payload.hex(), error=str(exc), **base)
-        records = []
-        for r in recs:
-            r = {k: v for k, v in r.items() if k != "lwm2m"}
-            records.append(r)
+        records = recs  # fresh dicts from senml_records: drop the non-SenML hint in place
+        for r in records:
+            r.pop("lwm2m", None)
         if records:
             records[0] = {"bver": _payload.SENML_BVER, "bn": f"urn:dev:eui64:{s.dev_eui.hex()}:",
                           "bt": now_epoch_s, **records[0]}
