@@ -128,17 +128,19 @@ class Air:
 
     # ---- downlinks from forwarders --------------------------------------------------------
 
-    def schedule_downlink(self, fwd, start_us, freq_hz, sf, bw_hz, power_dbm, phy):
+    def schedule_downlink(self, fwd, start_us, freq_hz, sf, bw_hz, power_dbm, phy, ipol=True):
+        """A forwarder's transmission at start_us; ipol False (IQ not inverted, as an uplink)
+        is on the air but no device's RX window demodulates it."""
         toa = airtime.time_on_air_us(len(phy), sf, bw_hz, crc=False)
         self._seq += 1
         heapq.heappush(self._downlinks, (start_us, self._seq, fwd, (freq_hz, sf, bw_hz),
-                                         power_dbm, bytes(phy), toa))
+                                         power_dbm, bytes(phy), toa, ipol))
         self.clock.poke()
         return toa
 
     def _start_downlinks(self, now_us):
         while self._downlinks and self._downlinks[0][0] <= now_us:
-            start, _, fwd, (freq, sf, bw), power, phy, toa = heapq.heappop(self._downlinks)
+            start, _, fwd, (freq, sf, bw), power, phy, toa, ipol = heapq.heappop(self._downlinks)
             seq = self.medium.transmit("fwd:" + fwd.eui_hex, fwd.x, fwd.y, start, freq, sf, bw,
                                        phy=phy, tx_power_dbm=power, crc=False)
             heapq.heappush(self._ends, start + toa)
@@ -146,6 +148,8 @@ class Air:
             self._tx_meta[seq] = ("down", fwd)
             self.counters["downlinks"] += 1
             fwd.on_air(start, toa)
+            if ipol is False:
+                continue
             slack = (4 * 8 + 17 - 20) * airtime.symbol_time_ns(sf, bw) // 4000
             self._preamble.append((start + slack, seq, start, freq, sf, bw, toa))
         self._preamble = [p for p in self._preamble if p[0] >= now_us]

@@ -29,8 +29,9 @@ end_us, freq_hz, sf, bw_hz, phy, mtype, dev_addr, fcnt, fport, received = {forwa
 ``utc`` (virtual time of the end of the frame). ``delivered()`` are those some forwarder
 pushed intact, i.e. what the gateway must publish exactly once.
 
-Boards are built by ``board_factory(name, dev_eui, cfg, x, y, seed)`` (default: LocalBoard
-running firmware.main.create; sim.vmboard.VMBoard fits the same call).
+Boards are built by ``board_factory(name, dev_eui, cfg, x, y)`` (default: LocalBoard running
+firmware.main.create, its rng seeded from the city's seed; ``board_factory=VMBoard`` runs the
+firmware on the MicroPython VM instead).
 """
 
 import asyncio
@@ -49,7 +50,7 @@ DEV_EUI_PREFIX = "70B3D57ED0"
 FWD_EUI_PREFIX = "AA555A00000000"
 
 
-def default_board_factory(name, dev_eui, cfg, x, y, seed, epoch_s=DEFAULT_EPOCH_S):
+def default_board_factory(name, dev_eui, cfg, x, y, seed=0, epoch_s=DEFAULT_EPOCH_S):
     return LocalBoard(name, dev_eui, cfg, x=x, y=y, seed=seed, epoch_s=epoch_s)
 
 
@@ -76,7 +77,7 @@ class City:
         base_cfg.update(cfg or {})
         self.pole_cfg = base_cfg
         factory = board_factory or (
-            lambda *a: default_board_factory(*a, epoch_s=epoch_s))  # noqa: E731
+            lambda *a: default_board_factory(*a, seed=seed, epoch_s=epoch_s))  # noqa: E731
         self.boards = []
         self._devices = []
         cols = max(1, int(math.ceil(math.sqrt(n_poles * block_m / spacing_m))))
@@ -86,7 +87,7 @@ class City:
             app_key = "%032X" % rng.getrandbits(128)
             c = dict(base_cfg, dev_eui=dev_eui, app_key=app_key)
             x, y = (i % cols) * spacing_m, (i // cols) * block_m
-            b = factory(name, dev_eui, c, x, y, seed)
+            b = factory(name, dev_eui, c, x, y)
             self.boards.append(b)
             self.air.add_board(b)
             self.world.add_pole(name, invert=bool(c.get("dimmer_invert", False)))

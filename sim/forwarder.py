@@ -18,7 +18,8 @@ checked like lora_pkt_fwd's just-in-time queue does: TOO_LATE when it is less th
 (jitqueue.c: (3 beacons + 1) x 128 s), COLLISION_PACKET when it overlaps a downlink already
 scheduled here, TX_FREQ outside the region's band; ``imme`` sends at once. Accepted ones are
 handed to the air for transmission at that instant and the clock barrier for that RX1 instant
-is released. TX_ACK carries the result (no JSON body for NONE).
+is released. TX_ACK carries the result (no JSON body for NONE). As in lora_pkt_fwd, a txpk
+without ``"ipol": true`` goes out with normal IQ, which no device's RX window demodulates.
 
 Like lora_pkt_fwd, unacknowledged PUSH_DATA are not retransmitted; they are counted
 (``push_unacked``) after ``push_timeout_s`` real seconds.
@@ -230,7 +231,7 @@ class Forwarder:
             sf, bw = parse_datr(txpk.datr)
             toa = self.air.schedule_downlink(self, start, txpk.freq_hz, sf, bw,
                                              txpk.powe if txpk.powe is not None else 14,
-                                             txpk.data)
+                                             txpk.data, ipol=txpk.ipol is True)
             self._scheduled.append((start, start + toa))
             self.clock.release_at(start - self.air.barrier_lead_us)
             self._inc("tx_ok")

@@ -20,7 +20,7 @@ from tests.sim.standin import StandInApp
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def standin_factory(name, dev_eui, cfg, x, y, seed):
+def standin_factory(name, dev_eui, cfg, x, y):
     return LocalBoard(name, dev_eui, cfg, x=x, y=y, app_factory=StandInApp, strict=True)
 
 

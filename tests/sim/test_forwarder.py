@@ -233,3 +233,25 @@ def test_keepalives_stats_and_unacked_pushes_are_counted():
     assert pushes[0][1] != pulls[0][1]  # two sockets, as lora_pkt_fwd has
     assert fwd.counters["push_unacked"] == fwd.counters["push_sent"] > 0
     assert "push_acked" not in fwd.counters
+
+
+def test_downlink_without_inverted_iq_is_sent_but_not_received():
+    def respond(rx):
+        t = gwmp.Txpk.for_class_a((rx.tmst + 1_000_000) & 0xFFFFFFFF, rx.freq_hz, rx.datr,
+                                  "4/5", 14, b"\x60" + bytes(15))
+        t.ipol = None  # lora_pkt_fwd default: IQ not inverted
+        return t
+
+    async def main():
+        server = Server(respond=respond)
+        clock, air, fwd, tr = await setup(server)
+        await air.run_until(3_000_000)
+        await asyncio.sleep(0.05)
+        await fwd.stop()
+        tr.close()
+        return air, fwd, server
+
+    air, fwd, server = run(main())
+    assert [a.ok for a in server.of(gwmp.TxAck)] == [True]
+    assert fwd.counters["tx_sent"] == 1
+    assert [e[0] for _, e in air.boards["b1"].app.events] == ["tx_done", "rx_timeout"]
