@@ -1,0 +1,72 @@
+"""`python -m sim demo ...`: the simulator's command line (see sim/demo.py)."""
+
+import argparse
+import sys
+
+from sim import demo
+
+
+def _positive(kind):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("%r is not a number" % text) from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError("must be > 0, got %s" % text)
+        return value
+    return parse
+
+
+def _count(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a whole number" % text) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0, got %s" % text)
+    return value
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m sim")
+    sub = p.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("demo", help="emulated poles -> forwarders -> gateway -> MQTT, live",
+                       description=demo.__doc__.splitlines()[0])
+    dd = demo.DEFAULTS
+    d.add_argument("--poles", type=_positive(int), default=dd["poles"],
+                   help="street poles (default %(default)s)")
+    d.add_argument("--forwarders", type=_positive(int), default=dd["forwarders"],
+                   help="packet forwarders (default %(default)s)")
+    d.add_argument("--duration", type=_positive(float), default=dd["duration"], metavar="S",
+                   help="virtual seconds to simulate (default %(default)g = 3 h)")
+    d.add_argument("--speed", type=_positive(float), default=dd["speed"], metavar="X",
+                   help="virtual seconds per real second (default %(default)g)")
+    d.add_argument("--broker", metavar="mqtt://HOST:PORT",
+                   help="use this broker (default: start mosquitto if installed, else an "
+                        "embedded amqtt broker)")
+    d.add_argument("--vm-poles", type=_count, default=None, metavar="K",
+                   help="poles whose firmware runs on the MicroPython VM (default 1 when node "
+                        "and the npm package are installed, else 0)")
+    d.add_argument("--report-interval", type=_positive(int), default=dd["report_interval_s"],
+                   metavar="S", help="poles' report interval in seconds (default %(default)s)")
+    d.add_argument("--seed", type=int, default=dd["seed"], help="simulation seed")
+    d.add_argument("--workdir", metavar="DIR",
+                   help="keep the gateway's config, registry, data and log here (default: a "
+                        "temporary directory, removed at the end)")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.vm_poles is not None and args.vm_poles > args.poles:
+        build_parser().error("--vm-poles (%d) is more than --poles (%d)" % (args.vm_poles,
+                                                                             args.poles))
+    return demo.Demo(poles=args.poles, forwarders=args.forwarders, duration=args.duration,
+                     broker=args.broker, speed=args.speed, vm_poles=args.vm_poles,
+                     seed=args.seed, report_interval_s=args.report_interval,
+                     workdir=args.workdir).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

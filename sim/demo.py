@@ -1,0 +1,381 @@
+"""`python -m sim demo`: a city block of emulated poles, live, through the real gateway to MQTT.
+
+What runs, all on this machine: an MQTT broker (sim/broker.py), the gateway as its own process
+(`python -m gateway run`, exactly as deployed), and a sim.city.City whose poles run the real
+firmware (one or more of them on the real MicroPython VM) and whose packet forwarders speak
+GWMP over UDP to the gateway. The demo subscribes to `streetgrid/#` like any consumer and
+prints one line per uplink it receives (sim/demo_view.py), then a summary that compares what
+the poles sent, what the air delivered and what arrived at MQTT, with the gateway's counters.
+
+Ctrl-C (or SIGTERM) stops the city, lets the gateway flush, stops it with SIGTERM, stops the
+broker and prints the summary; a second Ctrl-C skips the flush. Children run in their own
+process groups, so the terminal's Ctrl-C reaches only the demo, which stops them in order.
+"""
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import sim.broker
+import sim.mpvm
+from sim import demo_view
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GATEWAY_ID = "gw-1"
+SITE = "block-a"
+
+DEFAULTS = {"poles": 6, "forwarders": 2, "duration": 3 * 3600.0, "speed": 300.0,
+            "report_interval_s": 600, "seed": 1}
+EPOCH_S = 1774069200  # virtual start: 2026-03-21 05:00 UTC, an hour before sunrise (lamps go off)
+# (virtual seconds from the start, pole index, incident, value): alarms show up in the feed
+INCIDENTS = ((40 * 60, 2, "door", True), (55 * 60, 2, "door", False),
+             (90 * 60, 4, "tilt", 12.0))
+
+
+class DemoError(RuntimeError):
+    """Something the demo depends on failed; the message says what and where its log is."""
+
+
+class Printer:
+    """Serialises output lines from the MQTT thread and the main thread."""
+
+    def __init__(self, out):
+        self.out = out
+        self.lock = threading.Lock()
+
+    def __call__(self, line=""):
+        with self.lock:
+            self.out.write(line + "\n")
+            self.out.flush()
+
+
+class LiveReadings:
+    """The demo's MQTT subscriber: decodes each batch and prints one line per uplink."""
+
+    def __init__(self, broker, names, printer):
+        import paho.mqtt.client as mqtt
+
+        self.names = names
+        self.printer = printer
+        self.batches = 0
+        self.uplinks = 0
+        self.seen = set()  # (DevEUI, fcnt): the gateway delivers at least once
+        self.repeats = 0
+        self.bad = 0
+        self._subscribed = threading.Event()
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                   client_id="streetgrid-demo-%d" % os.getpid(),
+                                   protocol=mqtt.MQTTv311)
+        self._client.on_connect = self._on_connect
+        self._client.on_subscribe = lambda *a: self._subscribed.set()
+        self._client.on_message = self._on_message
+        self._broker = broker
+
+    def start(self, timeout=10.0):
+        self._client.connect(self._broker.host, self._broker.port, keepalive=30)
+        self._client.loop_start()
+        if not self._subscribed.wait(timeout):
+            raise DemoError("no SUBACK from the broker at %s" % self._broker.url)
+        return self
+
+    def stop(self):
+        self._client.loop_stop()
+        self._client.disconnect()
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        client.subscribe("streetgrid/#", qos=1)
+
+    def _on_message(self, client, userdata, msg):
+        try:
+            ups = demo_view.uplinks(msg.payload)
+        except ValueError as exc:
+            self.bad += 1
+            self.printer("  ! %s: not a readings batch (%s)" % (msg.topic, exc))
+            return
+        self.batches += 1
+        for up in ups:
+            key = (up["eui"], up["lora"].get("fcnt"))
+            if key in self.seen:
+                self.repeats += 1
+                continue
+            self.seen.add(key)
+            self.uplinks += 1
+            self.printer(demo_view.format_uplink(up, self.names))
+
+
+class Gateway:
+    """`python -m gateway run` as a child process with its own config, data dir and log."""
+
+    def __init__(self, workdir, registry, mqtt_url, region="EU868", stats_interval_s=5):
+        self.workdir = workdir
+        self.config = os.path.join(workdir, "gateway.toml")
+        self.ready = os.path.join(workdir, "gateway.ready.json")
+        self.log = os.path.join(workdir, "gateway.log")
+        self.data_dir = os.path.join(workdir, "var", GATEWAY_ID)
+        with open(self.config, "w") as f:
+            f.write('[gateway]\nid = "%s"\nsite = "%s"\nregion = "%s"\ndata_dir = "var/%s"\n'
+                    'registry = "%s"\n\n[udp]\nhost = "127.0.0.1"\nport = 0\n\n'
+                    '[mqtt]\nurl = "%s"\nmax_batch_age_s = 0.5\n\n'
+                    '[log]\nlevel = "INFO"\nstats_interval_s = %d\n'
+                    % (GATEWAY_ID, SITE, region, GATEWAY_ID, os.path.basename(registry),
+                       mqtt_url, stats_interval_s))
+        self.proc = None
+        self.addr = None
+
+    def start(self, timeout=30.0):
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
+        self._logf = open(self.log, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "run", "--config", self.config,
+             "--ready-file", self.ready],
+            cwd=self.workdir, env=env, stdin=subprocess.DEVNULL, stdout=self._logf,
+            stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise DemoError("the gateway exited with status %d:\n%s"
+                                % (self.proc.returncode, self.log_tail()))
+            try:
+                with open(self.ready) as f:
+                    info = json.load(f)
+                self.addr = (info["udp_host"], int(info["udp_port"]))
+                return self
+            except (OSError, ValueError, KeyError):
+                time.sleep(0.05)
+        raise DemoError("the gateway did not get ready in %.0f s:\n%s" % (timeout, self.log_tail()))
+
+    def stats(self):
+        """The gateway's last stats.json snapshot ({} if none yet)."""
+        try:
+            with open(os.path.join(self.data_dir, "stats.json")) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return {}
+
+    def stop(self, timeout=20.0):
+        """SIGTERM (the gateway's clean shutdown writes a final stats.json); exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._logf.close()
+        return self.proc.returncode
+
+    def log_tail(self, n=30):
+        try:
+            with open(self.log, errors="replace") as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return "(no gateway log)"
+
+
+def _board_factory(vm_poles, epoch_s):
+    """The City's board factory: the first vm_poles poles on the MicroPython VM, the rest
+    LocalBoard (firmware on CPython)."""
+    from sim.board import LocalBoard
+    from sim.vmboard import VMBoard
+
+    made = []
+
+    def factory(name, dev_eui, cfg, x, y, seed):
+        made.append(name)
+        if len(made) <= vm_poles:
+            return VMBoard(name, dev_eui, cfg, x=x, y=y, seed=seed, epoch_s=epoch_s)
+        return LocalBoard(name, dev_eui, cfg, x=x, y=y, seed=seed, epoch_s=epoch_s)
+
+    return factory
+
+
+class Demo:
+    def __init__(self, poles=6, forwarders=2, duration=3 * 3600.0, broker=None, speed=300.0,
+                 vm_poles=None, seed=1, report_interval_s=600, workdir=None, out=None):
+        self.n_poles = poles
+        self.n_forwarders = forwarders
+        self.duration = float(duration)
+        self.broker_url = broker
+        self.speed = speed
+        self.vm_poles = (1 if sim.mpvm.available() else 0) if vm_poles is None else vm_poles
+        self.seed = seed
+        self.report_interval_s = report_interval_s
+        self.keep = workdir is not None
+        self.workdir = workdir
+        self.say = Printer(out or sys.stdout)
+        self.stopping = False
+        self.hurry = False
+        self.city = self.gateway = self.broker = self.live = None
+
+    # ---- signals -------------------------------------------------------------------------
+
+    def _on_signal(self):
+        if self.stopping:
+            self.hurry = True
+            return
+        self.stopping = True
+        self.say("\n-- stopping (Ctrl-C again to skip waiting for the last readings)")
+
+    # ---- run -----------------------------------------------------------------------------
+
+    def run(self):
+        """Exit status: 0 when readings flowed end to end (or the user stopped the demo), 1 when
+        a part failed."""
+        try:
+            return asyncio.run(self._main())
+        except DemoError as exc:
+            self.say("demo: %s" % exc)
+            return 1
+
+    async def _main(self):
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal)
+        if self.workdir is None:
+            self.workdir = tempfile.mkdtemp(prefix="streetgrid-demo-")
+        os.makedirs(self.workdir, exist_ok=True)
+        t0 = time.monotonic()
+        try:
+            self._build_city()
+            await self._start_services()
+            virtual = await self._run_city()
+            await self._drain()
+            return self._finish(virtual, time.monotonic() - t0)
+        finally:
+            await self._teardown()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    def _build_city(self):
+        from sim.city import City
+
+        if self.vm_poles and not sim.mpvm.available():
+            raise DemoError("--vm-poles needs node and the MicroPython npm package (npm ci)")
+        cfg = {"report_interval_s": self.report_interval_s}
+        self.city = City(self.n_poles, self.n_forwarders, ("127.0.0.1", 9), seed=self.seed,
+                         speed=self.speed, site=SITE, cfg=cfg, barriers="expected",
+                         jump_idle=False,  # a steady pace: readings arrive as a live feed
+                         epoch_s=EPOCH_S, board_factory=_board_factory(self.vm_poles, EPOCH_S))
+        for at_s, index, kind, value in INCIDENTS:
+            if index < len(self.city.boards):
+                getattr(self.city, kind)(at_s, self.city.boards[index].name, value)
+        self.names = {}
+        for i, b in enumerate(self.city.boards):
+            self.names[b.dev_eui.upper()] = b.name + ("*" if i < self.vm_poles else "")
+        for j, f in enumerate(self.city.forwarders):
+            self.names[f.eui_hex.upper()] = "fwd-%d" % (j + 1)
+
+    async def _start_services(self):
+        registry = self.city.write_registry(os.path.join(self.workdir, "devices.toml"))
+        self.broker = sim.broker.choose(self.broker_url)
+        self.broker.start()
+        self.say("streetgrid demo: %d poles (%d on the MicroPython VM, marked *), %d forwarders, "
+                 "%.1f virtual hours at %gx" % (
+                     self.n_poles, self.vm_poles, self.n_forwarders, self.duration / 3600.0,
+                     self.speed))
+        self.say("broker: %s (%s); work dir %s" % (self.broker.url, self.broker.kind,
+                                                    self.workdir))
+        self.live = LiveReadings(self.broker, self.names, self.say).start()
+        self.gateway = Gateway(self.workdir, registry, self.broker.url)
+        await asyncio.get_running_loop().run_in_executor(None, self.gateway.start)
+        self.say("gateway: %s:%d (log %s)" % (self.gateway.addr + (self.gateway.log,)))
+        self.city.gateway_addr = self.gateway.addr
+        for f in self.city.forwarders:
+            f.gateway_addr = self.gateway.addr
+        self.say("")
+
+    async def _run_city(self, chunk_s=60.0):
+        city = self.city
+        start = city.clock.now_us / 1e6
+        while not self.stopping:
+            done = city.clock.now_us / 1e6 - start
+            if done >= self.duration:
+                break
+            await city.run(min(chunk_s, self.duration - done))
+            if self.gateway.proc.poll() is not None:
+                raise DemoError("the gateway stopped (status %s):\n%s"
+                                % (self.gateway.proc.returncode, self.gateway.log_tail()))
+        return city.clock.now_us / 1e6 - start
+
+    async def _drain(self, timeout=10.0):
+        """Wait until every data uplink the forwarders pushed has come back over MQTT."""
+        want = len(self.city.delivered())
+        deadline = time.monotonic() + timeout
+        while not self.hurry and self.live.uplinks < want and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+
+    def _finish(self, virtual_s, real_s):
+        city = self.city
+        uplinks = city.uplinks
+        joins = sum(1 for u in uplinks if u["mtype"] == 0)
+        data = [u for u in uplinks if u["mtype"] in (2, 4)]
+        delivered = city.delivered()
+        copies = sum(len(u["received"]) for u in uplinks)
+        status = self.gateway.stop()
+        gw = self.gateway.stats()
+        fs, up = gw.get("forwarder_server", {}), gw.get("uplink", {})
+        dd, pub = gw.get("dedup", {}), gw.get("publisher", {})
+        rejected = dict((k, v) for k, v in up.items() if k not in ("accepted", "join") and v)
+        say = self.say
+        say("")
+        say("summary: %.2f virtual hours in %.1f s of real time%s" % (
+            virtual_s / 3600.0, real_s, " (stopped early)" if self.stopping else ""))
+        say("  uplinks sent by the poles      %5d  (%d join-requests, %d data frames)"
+            % (len(uplinks), joins, len(data)))
+        say("  data frames delivered          %5d  (heard intact by at least one forwarder)"
+            % len(delivered))
+        say("  copies pushed to the gateway   %5d  (duplicates removed by the gateway: %d)"
+            % (copies, dd.get("merged", 0) + dd.get("late", 0)))
+        air = city.air.counters
+        say("  downlinks (join-accepts, acks) %5d  sent by the gateway (RX1 %d, RX2 %d, failed %d), "
+            "%d received by the poles" % (
+                fs.get("downlink-rx1", 0) + fs.get("downlink-rx2", 0), fs.get("downlink-rx1", 0),
+                fs.get("downlink-rx2", 0), fs.get("downlink-failed", 0),
+                air.get("downlinks_delivered", 0)))
+        say("  received at MQTT               %5d  uplinks in %d batches%s" % (
+            self.live.uplinks, self.live.batches,
+            (", %d repeats ignored" % self.live.repeats) if self.live.repeats else ""))
+        say("  gateway: joins accepted %d, uplinks accepted %d, rejected %s, batches "
+            "published %d, records acked %d, exit status %s" % (
+                fs.get("joins-accepted", 0), up.get("accepted", 0),
+                json.dumps(rejected, sort_keys=True) if rejected else "none",
+                pub.get("published", 0), pub.get("acked_records", 0), status))
+        vm = [b for b in city.boards if hasattr(b, "heap")]
+        for b in vm:
+            try:
+                h = b.heap()
+                say("  %s on the MicroPython VM: heap %.0f KB in use, %d crashes"
+                    % (b.name, h["alloc"] / 1024.0, b.counters.get("crashes", 0)))
+            except Exception as exc:  # the summary must not fail on a dead VM
+                say("  %s on the MicroPython VM: %s" % (b.name, exc))
+        if self.keep:
+            say("  work dir kept: %s" % self.workdir)
+        if self.live.uplinks == 0 and not self.stopping:
+            say("demo: no reading reached MQTT; gateway log:\n%s" % self.gateway.log_tail())
+            return 1
+        return 0
+
+    async def _teardown(self):
+        if self.city is not None:
+            try:
+                await self.city.close()
+            except Exception as exc:
+                self.say("demo: closing the city: %s" % exc)
+        if self.gateway is not None:
+            self.gateway.stop()
+        if self.live is not None:
+            self.live.stop()
+        if self.broker is not None:
+            self.broker.stop()
+        if not self.keep and self.workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
