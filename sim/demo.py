@@ -182,7 +182,7 @@ class Gateway:
             return "(no gateway log)"
 
 
-def _board_factory(vm_poles, epoch_s):
+def _board_factory(vm_poles, epoch_s, seed):
     """The City's board factory: the first vm_poles poles on the MicroPython VM, the rest
     LocalBoard (firmware on CPython)."""
     from sim.board import LocalBoard
@@ -190,7 +190,7 @@ def _board_factory(vm_poles, epoch_s):
 
     made = []
 
-    def factory(name, dev_eui, cfg, x, y, seed):
+    def factory(name, dev_eui, cfg, x, y):
         made.append(name)
         if len(made) <= vm_poles:
             return VMBoard(name, dev_eui, cfg, x=x, y=y, seed=seed, epoch_s=epoch_s)
@@ -265,7 +265,7 @@ class Demo:
         self.city = City(self.n_poles, self.n_forwarders, ("127.0.0.1", 9), seed=self.seed,
                          speed=self.speed, site=SITE, cfg=cfg, barriers="expected",
                          jump_idle=False,  # a steady pace: readings arrive as a live feed
-                         epoch_s=EPOCH_S, board_factory=_board_factory(self.vm_poles, EPOCH_S))
+                         epoch_s=EPOCH_S, board_factory=_board_factory(self.vm_poles, EPOCH_S, self.seed))
         for at_s, index, kind, value in INCIDENTS:
             if index < len(self.city.boards):
                 getattr(self.city, kind)(at_s, self.city.boards[index].name, value)
