@@ -30,6 +30,7 @@ DEFAULTS = {
     "devnonce_step": 16,
     # application
     "report_interval_s": 900,
+    "confirmed_report_every": 24,  # every Nth report confirmed (a lost session shows up); 0 = never
     "sample_interval_s": 60,
     "alarm_repeat_s": 3600,
     "utc_offset_min": 0,
@@ -67,7 +68,7 @@ _BOOLS = ("keep_session", "dimmer_invert")
 _FLOATS = ("latitude", "longitude")
 _RANGES = {
     "data_rate": (0, 15), "tx_power_dbm": (-10, 30), "confirmed_retries": (1, 15),
-    "uplink_queue": (1, 32), "rejoin_after_failures": (0, 1000), "report_interval_s": (0, 65535),
+    "uplink_queue": (1, 32), "confirmed_report_every": (0, 65535), "rejoin_after_failures": (0, 1000), "report_interval_s": (0, 65535),
     "sample_interval_s": (1, 86400), "alarm_repeat_s": (0, 65535), "utc_offset_min": (-720, 840),
     "default_level": (0, 100), "photocell_on_lux": (0, 100000), "photocell_off_lux": (0, 100000),
     "fcnt_step": (1, 65536), "devnonce_step": (1, 1024), "latitude": (-90, 90),

@@ -26,7 +26,9 @@ reboot command cannot reboot the pole twice): a repeat is acked with the stored 
 not executed again. Settings changed by the network (pole_config, config, schedule) are saved
 as JSON in NVS namespace "pole" and restored at boot.
 
-Reports (fPort 10) every report_interval_s, the first one right after boot. Sampling every
+Reports (fPort 10) every report_interval_s, the first one right after boot; every
+confirmed_report_every-th one is confirmed, so a session the network has lost (the pole keeps
+its session across reboots) ends in failed confirmed uplinks and a new join. Sampling every
 sample_interval_s. Lamp energy is the BL0942 accumulator on top of the total saved in NVS;
 the total is saved before each report that carries a new value, so a reported energy never
 goes backwards across power cuts (energy since the last save may be lost, undercounted, never
@@ -364,15 +366,16 @@ class PoleApp:
         d = self.hw.dimmer
         on = d.target > 0
         fail_ma = self.cfg["lamp_fail_ma"]
+        # right after a level change the current still shows the old state (and HID lamps
+        # take minutes to strike): judge the lamp only once it has settled
+        settled = not d.fading() and mono - self._changed_at >= self.cfg["lamp_settle_s"] * 1000
         if self.meter_failed:
             a |= A_METER
-        elif (on and not d.fading() and self.ma is not None
-              and mono - self._changed_at >= self.cfg["lamp_settle_s"] * 1000
-              and self.ma < fail_ma):
+        elif on and settled and self.ma is not None and self.ma < fail_ma:
             a |= A_LAMP_FAILURE
         if self.light_failed:
             a |= A_LIGHT_SENSOR
-        elif self.lux_mlx is not None and self.lux_mlx >= self.cfg["day_burner_lux"] * 1000:
+        elif settled and self.lux_mlx is not None and self.lux_mlx >= self.cfg["day_burner_lux"] * 1000:
             lit = on or (self.ma is not None and self.ma >= fail_ma)
             asked = self._override is not None or self._dim is not None
             if lit and not asked:
@@ -441,8 +444,12 @@ class PoleApp:
              "temperature": None if self.temp_c100 is None else self.temp_c100 / 100,
              "humidity": None if self.rh_c100 is None else self.rh_c100 / 100}
         port, data = _payload.encode_uplink("pole", "report", f)
+        n = self.cfg["confirmed_report_every"]
+        # now and then a confirmed report: if the network lost the session (kept in NVS across
+        # reboots), the failures make the MAC join again
+        confirmed = n > 0 and self.reports % n == n - 1
         if self.mac is not None:
-            self.mac.send(port, data)
+            self.mac.send(port, data, confirmed, "report")
         self.reports += 1
         self.last_report = f
 

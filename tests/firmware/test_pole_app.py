@@ -28,6 +28,8 @@ class Pole:
         self.climate = machine.bus(0).attach(0x44, SHT3x(temperature=12.5, humidity=70.0))
         self.accel = machine.bus(0).attach(0x18, LIS3DH(tilt_deg=0.5))
         self.meter = machine.uart(2).attach(BL0942(voltage=230.0, current=current, power=power))
+        self.lamp = (current, power)  # at 100 %; the meter follows the relay and the PWM
+        self.fault = None  # "dead" lamp (draws nothing) or "stuck" relay (always full power)
         machine.drive(27, 0)  # door shut
         self.ns = NetworkServer()
         c = dict(CFG, report_interval_s=300, sample_interval_s=10, lamp_settle_s=5)
@@ -46,6 +48,10 @@ class Pole:
 
     def _advance(self, t):
         self.meter.advance((t - self._meter_t) / 1000.0)
+        duty = machine.pwm_duty(25) or 0
+        k = 0.0 if self.fault == "dead" or not (machine.level(26) or self.fault == "stuck") else (
+            1.0 if self.fault == "stuck" else duty / 65535)
+        self.meter.current, self.meter.power = self.lamp[0] * k, self.lamp[1] * k
         self._meter_t = t
         self.t = t
 
@@ -244,13 +250,12 @@ def test_each_alarm_raised_and_cleared_as_confirmed_uplinks(name):
     elif name == "tilted":
         pole.accel.tilt_deg = 15.0
     elif name == "lamp_failure":
-        pole.meter.current, pole.meter.power = 0.0, 0.0
+        pole.fault = "dead"
     else:  # a stuck relay: commanded off in daylight but the lamp draws current
         pole.light.lux = 20000.0
-        pole.app.cfg = dict(pole.app.cfg)
         pole.run(15)
-        assert pole.level() == 0
-        pole.meter.current, pole.meter.power = 0.27, 60.0
+        assert pole.level() == 0 and alarm_frames(pole) == []
+        pole.fault = "stuck"
     pole.run(30)
     frames = alarm_frames(pole)
     assert frames, "no alarm sent"
@@ -267,9 +272,7 @@ def test_each_alarm_raised_and_cleared_as_confirmed_uplinks(name):
     elif name == "tilted":
         pole.accel.tilt_deg = 0.5
     else:
-        pole.meter.current, pole.meter.power = 0.27, 60.0
-        if name == "day_burner":
-            pole.meter.current, pole.meter.power = 0.0, 0.0
+        pole.fault = None
     pole.run(30)
     o, f = alarm_frames(pole)[-1]
     assert o.frame.confirmed and not f["alarms/" + name] and f["alarm_count"] == 2
@@ -312,6 +315,15 @@ def test_report_values_match_the_models():
     assert energies == sorted(energies)
 
 
+def test_dimmed_lamp_draws_less_and_reports_it():
+    pole = Pole(lux=5.0, power=60.0, current=0.27)
+    pole.run(20)
+    pole.command("dim", {"seq": 1, "level": 50})
+    pole.run(600)
+    f = pole.uplinks(10)[-1][1]
+    assert f["dim_level"] == 50 and abs(f["lamp_power"] - 30.0) <= 0.1
+
+
 def test_energy_never_goes_backwards_across_power_cuts():
     pole = Pole(lux=5.0, power=500.0, current=2.2)
     reported = []
@@ -327,3 +339,29 @@ def test_energy_never_goes_backwards_across_power_cuts():
     reported += [f["lamp_energy"] for _, f in pole.uplinks(10)]
     assert reported == sorted(reported)
     assert reported[-1] >= 1400  # ~3 h at 500 W, minus what each cut lost
+
+
+def test_daytime_boot_raises_no_alarm():
+    """The lamp is on for the first instant of a daytime boot (safe state), and the meter still
+    shows its current in the first sample: no day-burner alarm for that."""
+    pole = Pole(lux=20000.0)
+    pole.run(120)
+    assert pole.level() == 0 and alarm_frames(pole) == [] and pole.app.alarms == 0
+
+
+def test_lost_network_session_leads_to_a_rejoin():
+    """The network forgets the session (e.g. its store was replaced): every confirmed_report_every-th
+    report is confirmed, their failures make the MAC join again, and reports flow once more."""
+    pole = Pole(lux=5.0, report_interval_s=60, confirmed_report_every=2, confirmed_retries=2,
+                rejoin_after_failures=2)
+    pole.run(120)
+    assert pole.app.mac.joins == 1
+    pole.ns.ack_confirmed = False  # as if it could not open the frames any more
+    pole.run(600)
+    assert pole.app.mac.failed >= 2 and pole.app.mac.joins >= 2
+    assert pole.ns.nonces == sorted(set(pole.ns.nonces))
+    joins = pole.app.mac.joins
+    pole.ns.ack_confirmed = True
+    n = len(pole.uplinks(10))
+    pole.run(600)
+    assert pole.app.mac.joins == joins and len(pole.uplinks(10)) >= n + 9
