@@ -2,6 +2,7 @@
 
     packet forwarders --UDP--> ForwarderServer --Result--> readings.uplink_item --> Intake
         --> RecordQueue (SQLite) --> Publisher (paho thread) --QoS 1--> MQTT broker
+    MQTT .../commands --> CommandSubscriber --> DeviceQueue --> ForwarderServer (class-A reply)
 
 Files in ``data_dir``: ``sessions.db`` (SessionStore), ``queue.db`` (RecordQueue),
 ``stats.json`` (every counter, rewritten atomically every ``stats_interval_s`` and at
@@ -27,7 +28,9 @@ import signal
 import sys
 import time
 
+from gateway.commands import CommandSubscriber, command_topic
 from gateway.config import Config, ConfigError, load_config
+from gateway.device_queue import DeviceQueue
 from gateway.forwarders import ForwarderServer
 from gateway.intake import Intake
 from gateway.publisher import Publisher
@@ -60,6 +63,8 @@ class GatewayService:
         self.intake: Intake | None = None
         self.queue: RecordQueue | None = None
         self.sessions: SessionStore | None = None
+        self.device_queue = DeviceQueue()
+        self.commands: CommandSubscriber | None = None
         self._stop = asyncio.Event()  # binds to the running loop on first use (3.10+)
         self._pending: list[bytes] = []
         self.stats_path = os.path.join(cfg.data_dir, STATS_FILE)
@@ -116,6 +121,10 @@ class GatewayService:
             "records": dict(self.counters),
             "intake": dict(self.intake.counters, backlog=len(self.intake)),
             "publisher": dict(pub.counters, connected=pub.connected, inflight=pub.inflight),
+            "commands": dict(self.commands.counters, waiting=len(self.device_queue),
+                             subscribed=self.commands.subscribed,
+                             **{k: v for k, v in self.device_queue.counters.items()
+                                if k != "queued"}),
             "queue": q,
         }
 
@@ -164,7 +173,13 @@ class GatewayService:
                                           self.on_records, cfg.udp_host, cfg.udp_port,
                                           cfg.dedup_window_s, cfg.rx1_margin_s,
                                           cfg.udp_rcvbuf_bytes)
+            self.server.app_downlinks = self.device_queue
+            self.commands = CommandSubscriber(
+                self.device_queue, registry, self.region,
+                command_topic(cfg.topic_prefix, cfg.site, cfg.gateway_id), cfg.mqtt_host,
+                cfg.mqtt_port, cfg.client_id + "-commands", asyncio.get_running_loop())
             self.publisher.start()
+            self.commands.start()
             port = await self.server.start()
             log.info("gateway %s (site %s, %s, %d devices) serving GWMP on %s:%d, MQTT %s, "
                      "%d records queued", cfg.gateway_id, cfg.site, cfg.region, len(registry),
@@ -198,6 +213,8 @@ class GatewayService:
                           len(self.intake))
         if self.server is not None and self.queue is not None:
             self.write_stats()
+        if self.commands is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.commands.stop)
         if self.publisher is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.publisher.stop)
         for store in (self.queue, self.sessions):

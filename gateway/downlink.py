@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.dedup import RadioMeta
+from gateway.device_queue import AppDownlink
 from gateway.sessions import SessionStore, UnknownSession
 from protocol import gwmp
 from protocol.lorawan import frame as _frame
@@ -30,7 +31,7 @@ from protocol.lorawan.region import Region
 from protocol.lorawan.session import build_data_frame
 
 __all__ = ["RETRY_IN_RX2", "DOWNLINK_POWE", "DOWNLINK_CODR", "Pending", "DownlinkTracker",
-           "choose_window", "class_a_txpk", "ack_frame"]
+           "choose_window", "class_a_txpk", "ack_frame", "data_down_frame"]
 
 RETRY_IN_RX2 = frozenset(("TOO_LATE", "TOO_EARLY", "COLLISION_PACKET", "COLLISION_BEACON"))
 DOWNLINK_POWE = 14  # dBm: within EU868 RX1 (16) and RX2 (27) limits and KR920's 14 from 922.1 MHz
@@ -64,8 +65,11 @@ def class_a_txpk(region: Region, copy: RadioMeta, phy: bytes, window: str, rx1_d
                                  phy)
 
 
-def ack_frame(sessions: SessionStore, dev_addr: int) -> bytes:
-    """UnconfirmedDown with FCtrl.ACK, no FPort/FRMPayload, the session's next FCntDown.
+def data_down_frame(sessions: SessionStore, dev_addr: int, ack: bool, fport: int | None = None,
+                    payload: bytes = b"", fpending: bool = False) -> bytes:
+    """UnconfirmedDown answering an uplink: FCtrl.ACK when it was confirmed, an application
+    payload (encrypted with AppSKey) on fport when one waits, FPending when more wait; the
+    session's next FCntDown.
 
     The counter is reserved durably first (SessionStore.next_fcnt_down), so it is never reused
     even if the gateway dies before sending.  Raises UnknownSession / SessionError.
@@ -74,8 +78,13 @@ def ack_frame(sessions: SessionStore, dev_addr: int) -> bytes:
     s = sessions.get_by_dev_addr(dev_addr)
     if s is None:
         raise UnknownSession(f"no session for DevAddr {dev_addr:08X}")
-    return build_data_frame(_frame.UNCONFIRMED_DOWN, dev_addr, fcnt, None, b"", s.nwk_s_key,
-                            s.app_s_key, ack=True)
+    return build_data_frame(_frame.UNCONFIRMED_DOWN, dev_addr, fcnt, fport, payload, s.nwk_s_key,
+                            s.app_s_key, ack=ack, fpending=fpending)
+
+
+def ack_frame(sessions: SessionStore, dev_addr: int) -> bytes:
+    """The bare ACK: UnconfirmedDown, FCtrl.ACK, no FPort/FRMPayload (see data_down_frame)."""
+    return data_down_frame(sessions, dev_addr, True)
 
 
 @dataclass(slots=True)
@@ -89,8 +98,10 @@ class Pending:
     window: str  # "rx1" / "rx2"
     rx1_delay_us: int
     rx2_delay_us: int
-    what: str  # "join-accept" / "ack"
+    what: str  # "join-accept" / "ack" / "downlink" (application payload, maybe with ACK)
     sent: float  # monotonic seconds
+    dev_eui: bytes | None = None
+    app: AppDownlink | None = None  # the application downlink carried, requeued on failure
 
 
 class DownlinkTracker:

@@ -61,6 +61,7 @@ from typing import Callable
 
 from gateway import downlink as dl
 from gateway.dedup import Deduplicator, RadioMeta, Uplink, _rank
+from gateway.device_queue import AppDownlink, DeviceQueue
 from gateway.join import handle_join_request
 from gateway.registry import Registry
 from gateway.sessions import SessionError, SessionStore
@@ -135,6 +136,7 @@ class ForwarderServer:
         self.dedup = Deduplicator(dedup_window_s)
         self.processor = UplinkProcessor(registry, sessions)
         self.downlinks = dl.DownlinkTracker()
+        self.app_downlinks: DeviceQueue | None = None  # set to send operator commands
         self.counters: dict[str, int] = {}
         self.forwarders: dict[str, ForwarderInfo] = {}
         self._transport: asyncio.DatagramTransport | None = None
@@ -289,19 +291,29 @@ class ForwarderServer:
         except Exception:
             self._inc("on-records-error")
             log.exception("on_records callback failed")
-        if r.confirmed:
-            self._ack(uplink, r)
+        app = None
+        if self.app_downlinks is not None and r.dev_eui is not None:
+            app = self.app_downlinks.pop(r.dev_eui)
+        if r.confirmed or app is not None:
+            self._reply(uplink, r, app)
 
-    def _ack(self, uplink: Uplink, r: Result) -> None:
+    def _reply(self, uplink: Uplink, r: Result, app: AppDownlink | None) -> None:
+        """The class-A answer to a data uplink: ACK and/or the device's next queued payload."""
+        more = app is not None and self.app_downlinks.pending(r.dev_eui) > 0
         try:
-            phy = dl.ack_frame(self.sessions, r.dev_addr)
+            phy = dl.data_down_frame(self.sessions, r.dev_addr, r.confirmed,
+                                     None if app is None else app.fport,
+                                     b"" if app is None else app.payload, more)
         except SessionError as e:
             self._inc("downlink-error")
-            log.warning("no ACK for %08X: %s", r.dev_addr, e)
+            log.warning("no downlink for %08X: %s", r.dev_addr, e)
+            if app is not None:
+                self.app_downlinks.push_front(r.dev_eui, app)
             return
-        self._inc("acks")
+        if r.confirmed:
+            self._inc("acks")
         self._downlink(uplink, phy, self.region.receive_delay1_us, self.region.receive_delay2_us,
-                       "ack")
+                       "ack" if app is None else "downlink", r.dev_eui, app)
 
     def _join(self, uplink: Uplink) -> None:
         j = handle_join_request(uplink.phy, self.registry, self.sessions, self.net_id,
@@ -315,12 +327,12 @@ class ForwarderServer:
     # ---- downlinks -----------------------------------------------------------------------
 
     def _downlink(self, uplink: Uplink, phy: bytes, rx1_delay_us: int, rx2_delay_us: int,
-                  what: str) -> None:
+                  what: str, dev_eui: bytes | None = None, app: AppDownlink | None = None) -> None:
         window = dl.choose_window(time.monotonic() - uplink.first_seen, rx1_delay_us,
                                   rx2_delay_us, self.rx1_margin_s)
         if window is None:
             self._inc("downlink-late")
-            self._inc("downlink-failed")
+            self._failed(dev_eui, app)
             log.warning("%s not sent: too late even for RX2", what)
             return
         if window == "rx2":
@@ -329,11 +341,11 @@ class ForwarderServer:
         for copy in sorted(uplink.copies, key=_rank, reverse=True):
             if copy.forwarder in self.forwarders:
                 p = dl.Pending(0, copy.forwarder, copy, bytes(phy), window, rx1_delay_us,
-                               rx2_delay_us, what, time.monotonic())
+                               rx2_delay_us, what, time.monotonic(), dev_eui, app)
                 self._send_pending(p)
                 return
         self._inc("no-downlink-path")
-        self._inc("downlink-failed")
+        self._failed(dev_eui, app)
         log.warning("%s not sent: none of %s has sent PULL_DATA", what,
                     [c.forwarder for c in uplink.copies])
 
@@ -344,7 +356,7 @@ class ForwarderServer:
                                    p.rx2_delay_us)
         except (RegionError, gwmp.GwmpError) as e:
             self._inc("downlink-error")
-            self._inc("downlink-failed")
+            self._failed(p.dev_eui, p.app)
             log.warning("no %s downlink via %s: %s", p.window.upper(), p.forwarder, e)
             return
         p.token = self.downlinks.next_token()
@@ -363,6 +375,8 @@ class ForwarderServer:
             return
         if msg.ok:
             self._inc("downlink-%s" % p.window)
+            if p.app is not None and self.app_downlinks is not None:
+                self.app_downlinks.sent()
             return
         if p.window == "rx1" and msg.error in dl.RETRY_IN_RX2 and p.forwarder in self.forwarders:
             self._inc("rx2-retry")
@@ -370,8 +384,14 @@ class ForwarderServer:
             p.window = "rx2"
             self._send_pending(p)
             return
-        self._inc("downlink-failed")
+        self._failed(p.dev_eui, p.app)
         log.warning("%s refused in %s by %s: %s", p.what, p.window.upper(), p.forwarder, msg.error)
+
+    def _failed(self, dev_eui: bytes | None, app: AppDownlink | None) -> None:
+        """A downlink that will not be sent; its application payload waits for the next uplink."""
+        self._inc("downlink-failed")
+        if app is not None and self.app_downlinks is not None:
+            self.app_downlinks.push_front(dev_eui, app)
 
     def _expire_downlinks(self) -> None:
         for p in self.downlinks.expire(time.monotonic()):

@@ -363,3 +363,37 @@ def test_bad_config_and_registry_exit_2(tmp_path):
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 2 and "device registry" in p.stderr and "missing field 'dev_eui'" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_operator_command_over_mqtt_reaches_the_device(tmp_path, broker):
+    cfg = write_setup(tmp_path, broker.port)
+    gw = Gateway(tmp_path, cfg)
+    a, b = Forwarder(GW_A, gw.port), Forwarder(GW_B, gw.port)
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-app-ops")
+    try:
+        a.pull()
+        keys = join(a, b)
+        gw.wait_stats(lambda s: s["commands"]["subscribed"], "the command subscription")
+        pub.connect("127.0.0.1", broker.port)
+        pub.loop_start()
+        topic = f"streetgrid/{SITE}/{GW_ID}/commands"
+        for body in (b"not json", json.dumps({"dev_eui": POLE.hex(), "command": "dim",
+                                              "fields": {"seq": 9, "level": 25}}).encode()):
+            pub.publish(topic, body, qos=1).wait_for_publish(5)
+        gw.wait_stats(lambda s: s["commands"]["accepted"] == 1 and s["commands"]["rejected"] == 1
+                      and s["commands"]["waiting"] == 1, "the commands")
+        a.push(data_frame(keys, 0), 50_000, snr=5.0)
+        resp = a.recv(gwmp.PullResp)
+        o = open_data_frame(resp.txpk.data, keys[1], keys[2])
+        assert o.mic_ok and payload.decode_downlink(o.frame.fport, o.payload)["fields"]["level"] == 25
+        a.tx_ack(resp.token)
+        s = gw.wait_stats(lambda s: s["commands"]["sent"] == 1, "the command sent")
+        assert s["commands"]["waiting"] == 0 and s["forwarder_server"]["downlink-rx1"] == 2
+        assert gw.terminate() == 0
+    finally:
+        pub.disconnect()
+        pub.loop_stop()
+        a.close()
+        b.close()
+        if gw.proc.poll() is None:
+            gw.kill()
