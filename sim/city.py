@@ -10,7 +10,8 @@ Poles are switched on at seeded instants within the first ``boot_spread_s`` virt
 (``boot_at_us``), as real installations are, so their report timers do not run in step.
 
 Layout: poles ``spacing_m`` apart along streets ``block_m`` apart (a near-square grid);
-forwarders at the centres of an even partition of the area, so every pole is within radio
+forwarders at the centres of an even partition of the area (extra ones where coverage is
+thinnest), so every pole is within radio
 range of at least one (checked with the medium's mean link budget and ``link_margin_db``;
 ValueError names the pole otherwise) and poles between two forwarders are heard by both
 (``coverage()``), which exercises the gateway's dedup.
@@ -114,18 +115,20 @@ class City:
     # ---- layout --------------------------------------------------------------------------
 
     def _forwarder_sites(self, n):
+        """Centres of an fx x fy partition of the poles' bounding box (fx * fy <= n), then the
+        remaining forwarders each at the pole farthest from every forwarder so far."""
         xs = [b.x for b in self.boards]
         ys = [b.y for b in self.boards]
         x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
         w, h = max(x1 - x0, 1.0), max(y1 - y0, 1.0)
-        fx = max(1, int(round(math.sqrt(n * w / h))))
-        fx = min(fx, n)
-        fy = int(math.ceil(n / fx))
-        sites = []
-        for k in range(n):
-            i, j = k % fx, k // fx
-            in_row = fx if j < fy - 1 else n - fx * (fy - 1)
-            sites.append((x0 + w * (i + 0.5) / in_row, y0 + h * (j + 0.5) / fy))
+        fx = min(n, max(1, int(round(math.sqrt(n * w / h)))))
+        fy = max(1, n // fx)
+        sites = [(x0 + w * (i + 0.5) / fx, y0 + h * (j + 0.5) / fy)
+                 for j in range(fy) for i in range(fx)]
+        while len(sites) < n:
+            far = max(self.boards, key=lambda b: (min(math.hypot(b.x - sx, b.y - sy)
+                                                      for sx, sy in sites), -b.x, -b.y))
+            sites.append((far.x, far.y))
         return sites
 
     def _in_range(self, b, fwd):
