@@ -23,7 +23,10 @@ time.time())`` (one frame-counter commit for the whole release):
   counter moved, the device will not resend it) -> ``on_records(result)``; the caller queues
   them.  Other rejections count as ``uplink-<reason>`` (payload-error counts there too).
 * a confirmed uplink (accepted or payload-error) is answered with an ACK: UnconfirmedDown,
-  FCtrl.ACK = 1, no FRMPayload, FCntDown reserved with SessionStore.next_fcnt_down.
+  FCtrl.ACK = 1, no FRMPayload, FCntDown reserved with SessionStore.next_fcnt_down.  When
+  ``app_downlinks`` (gateway.device_queue.DeviceQueue) holds a command for the device, any data
+  uplink is answered with it (plus ACK when confirmed, FPending when more wait); a command
+  whose downlink fails goes back to the front of the device's queue.
 * join-requests -> :func:`gateway.join.handle_join_request`; an accepted join's join-accept
   goes out the same way, with JOIN_ACCEPT_DELAY1/2 instead of RECEIVE_DELAY1/2.
 
