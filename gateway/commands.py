@@ -10,7 +10,7 @@ the registry)::
 
 or raw bytes on an fPort (for tests and for payloads this gateway has no table for)::
 
-    {"dev_eui": "70B3D57ED0001234", "fport": 50, "data": "0107003200"}
+    {"dev_eui": "70B3D57ED0001234", "fport": 50, "data": "0107320a00"}
 
 A command is checked completely before it is queued (:func:`parse_command`): the device must
 be in the registry, the fields must encode, and the payload must fit the region's RX2 data
