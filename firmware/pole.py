@@ -12,7 +12,8 @@ Who decides the level, first match wins:
      it uses resolves: an entry holds from its time until the next entry's (cyclic over the
      local day); fixed entries are local minutes (UTC + utc_offset), sunset/sunrise entries are
      offsets from the solar calculation (firmware/solar.py) when latitude/longitude are set,
-     else from the dusk/dawn this photocell last observed; entries are checked at each poll,
+     else from the dusk/dawn this photocell last observed (transitions after a state that held
+     for 2 h); entries are checked at each poll,
      so transitions happen within one sample interval;
   3. the photocell with hysteresis: dark below photocell_on, light above photocell_off;
      dark -> default_level, light -> off.
@@ -125,6 +126,7 @@ class PoleApp:
         self.alarm_count = 0
         self.dusk_utc_min = None  # observed by the photocell
         self.dawn_utc_min = None
+        self._state_since = None  # when the photocell state last changed (None: first sample)
         self._energy_base = 0
         self._energy_saved = None
         if self._store is not None:
@@ -339,12 +341,18 @@ class PoleApp:
             elif not self.dark and lux <= self.photocell_on_mlx:
                 self.dark = True
             if was != self.dark:
-                wc = self.wall_clock()
-                if wc is not None:
-                    if self.dark:
-                        self.dusk_utc_min = wc[1]
-                    else:
-                        self.dawn_utc_min = wc[1]
+                # a dusk/dawn estimate needs a real transition: not the boot assumption, and
+                # not headlights or a passing cloud (the previous state must have held 2 h)
+                if self._state_since is not None and mono - self._state_since >= 7200000:
+                    wc = self.wall_clock()
+                    if wc is not None:
+                        if self.dark:
+                            self.dusk_utc_min = wc[1]
+                        else:
+                            self.dawn_utc_min = wc[1]
+                self._state_since = mono
+            elif self._state_since is None:
+                self._state_since = mono
 
     def energy_wh(self):
         return (self._energy_base + self.hw.energy.milli_wh()) // 1000

@@ -146,3 +146,16 @@ def test_fake_uart_talks_to_a_model():
     assert model.packets == 1
     with pytest.raises(ValueError):
         machine.UART(3)
+
+
+def test_solar_times_against_published_tables():
+    from firmware.solar import day_of_year, sun_times_utc
+
+    # Berlin (52.52 N, 13.40 E), timeanddate.com: 2025-06-21 sunrise 04:43 / sunset 21:33 CEST,
+    # 2025-12-21 sunrise 08:15 / sunset 15:54 CET
+    rise, set_ = sun_times_utc(day_of_year(2025, 6, 21), 52.52, 13.40)
+    assert abs(rise - (2 * 60 + 43)) <= 3 and abs(set_ - (19 * 60 + 33)) <= 3
+    rise, set_ = sun_times_utc(day_of_year(2025, 12, 21), 52.52, 13.40)
+    assert abs(rise - (7 * 60 + 15)) <= 3 and abs(set_ - (14 * 60 + 54)) <= 3
+    assert sun_times_utc(day_of_year(2025, 6, 21), 80.0, 0.0) is None  # midnight sun
+    assert day_of_year(2024, 3, 1) == 61 and day_of_year(2025, 3, 1) == 60

@@ -2,6 +2,7 @@
 board's pins and addresses, and the real MAC talking to a CPython network server."""
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from firmware import main
 from protocol import payload
@@ -365,3 +366,73 @@ def test_lost_network_session_leads_to_a_rejoin():
     n = len(pole.uplinks(10))
     pole.run(600)
     assert pole.app.mac.joins == joins and len(pole.uplinks(10)) >= n + 9
+
+
+def test_sunset_anchor_from_the_dusk_and_dawn_the_photocell_saw():
+    start = 12 * 3600  # 2026-01-01 12:00 UTC, no position configured
+    pole = Pole(lux=1000.0, epoch=EPOCH_2026 + start, sample_interval_s=60)
+
+    def until(hours):
+        pole.run(hours * 3600 - start - pole.t / 1000)
+
+    pole.run(20)
+    pole.command("schedule", {"seq": 1, "entries": [
+        {"anchor": "sunset", "minute": 30, "level": 70},
+        {"anchor": "sunrise", "minute": -30, "level": 0}]})
+    until(16)
+    assert pole.level() == 0  # light, and no dusk seen yet: the photocell decides
+    pole.light.lux = 5.0
+    until(16.1)
+    assert pole.app.dusk_utc_min == 16 * 60 and pole.level() == 100  # no dawn yet: photocell
+    pole.light.lux = 1000.0  # headlights for two minutes: not a dawn
+    until(16.15)
+    pole.light.lux = 5.0
+    until(16.4)
+    assert pole.app.dawn_utc_min is None
+    until(24 + 7)
+    pole.light.lux = 1000.0  # dawn at 07:00
+    until(24 + 7.1)
+    assert pole.app.dawn_utc_min == 7 * 60 and pole.level() == 0
+    until(24 + 16)
+    pole.light.lux = 5.0
+    until(24 + 16.25)
+    assert pole.level() == 0  # the schedule rules now: its sunrise - 30 min entry holds until dusk + 30
+    until(24 + 16.6)
+    assert pole.level() == 70
+
+
+@settings(max_examples=150, deadline=None)
+@given(cmds=st.lists(st.tuples(st.sampled_from([50, 51, 52, 53, 60, 61, 70, 99]),
+                               st.binary(max_size=12)), max_size=20))
+def test_any_command_bytes_get_exactly_one_ack_and_never_crash(cmds):
+    esp32.FLASH = esp32.Flash()
+    machine._buses.clear()
+    machine._uarts.clear()
+    machine.power_cut()
+    pole = Pole(lux=5.0)
+    sent = []
+
+    class Mac:
+        def send(self, port, data, confirmed=False, tag=None):
+            sent.append((port, data))
+            return True
+
+        def poll(self, now):
+            return now + 1000
+
+        def busy(self):
+            return False
+
+        def queued(self):
+            return 0
+
+    pole.app.attach(Mac())
+    pole.run(1)
+    for port, data in cmds:
+        before = len(sent)
+        pole.app._on_downlink(port, data)
+        acks = [payload.decode_uplink(12, d)["fields"] for p, d in sent[before:] if p == 12]
+        assert len(acks) == 1
+        assert acks[0]["port"] == port and acks[0]["seq"] == (data[1] if len(data) > 1 else 0)
+        pole.run(1)
+        assert 0 <= pole.app.hw.dimmer.target <= 100
