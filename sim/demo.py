@@ -288,7 +288,8 @@ class Demo:
         self.live = LiveReadings(self.broker, self.names, self.say).start()
         self.gateway = Gateway(self.workdir, registry, self.broker.url)
         await asyncio.get_running_loop().run_in_executor(None, self.gateway.start)
-        self.say("gateway: %s:%d (log %s)" % (self.gateway.addr + (self.gateway.log,)))
+        self.say("gateway: pid %d, GWMP on %s:%d, log %s" % (
+            (self.gateway.proc.pid,) + self.gateway.addr + (self.gateway.log,)))
         self.city.gateway_addr = self.gateway.addr
         for f in self.city.forwarders:
             f.gateway_addr = self.gateway.addr
@@ -307,9 +308,14 @@ class Demo:
                                 % (self.gateway.proc.returncode, self.gateway.log_tail()))
         return city.clock.now_us / 1e6 - start
 
+    def _distinct_delivered(self):
+        """Data frames some forwarder pushed intact, a retransmission (same DevEUI and FCnt)
+        counted once: what the gateway must publish exactly once."""
+        return len(set((u["dev_eui"], u["fcnt"]) for u in self.city.delivered()))
+
     async def _drain(self, timeout=10.0):
         """Wait until every data uplink the forwarders pushed has come back over MQTT."""
-        want = len(self.city.delivered())
+        want = self._distinct_delivered()
         deadline = time.monotonic() + timeout
         while not self.hurry and self.live.uplinks < want and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
@@ -320,6 +326,7 @@ class Demo:
         joins = sum(1 for u in uplinks if u["mtype"] == 0)
         data = [u for u in uplinks if u["mtype"] in (2, 4)]
         delivered = city.delivered()
+        distinct = self._distinct_delivered()
         copies = sum(len(u["received"]) for u in uplinks)
         status = self.gateway.stop()
         gw = self.gateway.stats()
@@ -332,8 +339,8 @@ class Demo:
             virtual_s / 3600.0, real_s, " (stopped early)" if self.stopping else ""))
         say("  uplinks sent by the poles      %5d  (%d join-requests, %d data frames)"
             % (len(uplinks), joins, len(data)))
-        say("  data frames delivered          %5d  (heard intact by at least one forwarder)"
-            % len(delivered))
+        say("  data frames delivered          %5d  (heard intact by at least one forwarder; "
+            "%d of them retransmissions)" % (len(delivered), len(delivered) - distinct))
         say("  copies pushed to the gateway   %5d  (duplicates removed by the gateway: %d)"
             % (copies, dd.get("merged", 0) + dd.get("late", 0)))
         air = city.air.counters
@@ -360,6 +367,9 @@ class Demo:
                 say("  %s on the MicroPython VM: %s" % (b.name, exc))
         if self.keep:
             say("  work dir kept: %s" % self.workdir)
+        if self.live.uplinks < distinct:
+            say("  %d delivered frames did not reach MQTT (see %s)"
+                % (distinct - self.live.uplinks, self.gateway.log))
         if self.live.uplinks == 0 and not self.stopping:
             say("demo: no reading reached MQTT; gateway log:\n%s" % self.gateway.log_tail())
             return 1

@@ -1,0 +1,195 @@
+"""`python -m sim demo`: what it prints per uplink, its command line, and the whole thing end to
+end in a subprocess (broker, real gateway process, City, MQTT), including Ctrl-C."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import sim.broker
+import sim.mpvm
+from gateway.batch import encode_batch
+from gateway.readings import LABELS
+from protocol import cbor
+from sim import demo_view
+
+ROOT = sim.mpvm.ROOT
+POLE_EUI = "70B3D57ED0000001"
+
+
+def _item(eui, fcnt, records, copies=None, t=1774069200):
+    recs = []
+    for i, r in enumerate(records):
+        r = dict(r)
+        if i == 0:
+            r.update({"bver": 26, "bn": "urn:dev:eui64:%s:" % eui.lower(), "bt": t})
+        out = {LABELS[k]: v for k, v in r.items()}
+        if i == 0:
+            out["lora"] = {"fcnt": fcnt, "fport": 10, "copies": copies or []}
+        recs.append(out)
+    return cbor.dumps(recs)
+
+
+REPORT = [{"n": "status", "v": 5}, {"n": "status/lamp_on", "vb": True},
+          {"n": "status/dark", "vb": True}, {"n": "status/door_open", "vb": False},
+          {"n": "dim_level", "v": 60, "u": "/100"}, {"n": "lamp_power", "v": 41.3, "u": "W"},
+          {"n": "temperature", "v": -7.0, "u": "Cel"}, {"n": "humidity", "v": 81.5, "u": "%RH"}]
+COPIES = [{"fwd": "AA555A0000000001", "rssi": -109, "snr": 7.5, "tmst": 1},
+          {"fwd": "AA555A0000000002", "rssi": -101, "snr": 9.25, "tmst": 2}]
+NAMES = {POLE_EUI: "pole-0001*", "AA555A0000000001": "fwd-1", "AA555A0000000002": "fwd-2"}
+
+
+def test_one_line_per_uplink_with_units_radio_and_forwarders():
+    batch = encode_batch("gw-1", 7, 1, [_item(POLE_EUI, 17, REPORT, COPIES),
+                                         _item("70B3D57ED0000002", 3, REPORT[4:6])])
+    ups = demo_view.uplinks(batch)
+    assert [u["eui"] for u in ups] == [POLE_EUI, "70B3D57ED0000002"]
+    assert ups[0]["bits"] == {"status": ["lamp_on", "dark"]}
+    assert ups[0]["fields"][0] == ("dim_level", 60, "/100")
+    line = demo_view.format_uplink(ups[0], NAMES)
+    assert line.startswith("2026-03-21 05:00:00  pole-0001*")
+    for part in ("dim 60%", "lamp 41.3 W", "temp -7°C", "rh 81.5 %RH", "[lamp_on dark]",
+                 "fcnt 17", "rssi -101 dBm", "snr 9.2 dB", "via fwd-1,fwd-2"):
+        assert part in line, (part, line)
+    other = demo_view.format_uplink(ups[1], NAMES)
+    assert "70B3D57ED0000002" in other and "fcnt 3" in other and "rssi" not in other
+
+
+def test_alarm_bits_are_named_and_a_cleared_alarm_says_so():
+    raised = [{"n": "alarms", "v": 128}, {"n": "alarms/door_open", "vb": True},
+              {"n": "alarms/tilted", "vb": False}, {"n": "tilt_angle", "v": 0.21, "u": "rad"}]
+    cleared = [{"n": "alarms", "v": 0}, {"n": "alarms/door_open", "vb": False}]
+    ups = demo_view.uplinks(encode_batch("gw-1", 1, 1, [_item(POLE_EUI, 4, raised),
+                                                         _item(POLE_EUI, 5, cleared)]))
+    first, second = (demo_view.format_uplink(u, NAMES) for u in ups)
+    assert "ALARM door_open" in first and "tilt 12°" in first
+    assert "ALARM cleared" in second
+
+
+def test_a_message_that_is_not_a_batch_is_a_value_error():
+    with pytest.raises(ValueError):
+        demo_view.uplinks(b"\xa1\x01")
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 0xFFFFFF), st.integers(0, 2**32 - 1),
+                          st.floats(-40, 80, allow_nan=False)), min_size=1, max_size=20))
+def test_every_uplink_of_a_batch_becomes_one_line(ups):
+    items = [_item("70B3D57ED0%06X" % n, fcnt, [{"n": "temperature", "v": t, "u": "Cel"}])
+             for n, fcnt, t in ups]
+    got = demo_view.uplinks(encode_batch("gw-1", 1, 1, items))
+    assert [(u["eui"], u["lora"]["fcnt"]) for u in got] == [("70B3D57ED0%06X" % n, f)
+                                                            for n, f, _ in ups]
+    for u in got:
+        line = demo_view.format_uplink(u)
+        assert line.count("\n") == 0 and "temp " in line and "fcnt %d" % u["lora"]["fcnt"] in line
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["demo", "--poles", "0"], "must be > 0"),
+    (["demo", "--poles", "2", "--vm-poles", "3"], "more than --poles"),
+    (["demo", "--duration", "soon"], "not a number"),
+])
+def test_bad_arguments_exit_2_with_the_reason(argv, message, capsys):
+    from sim.__main__ import main
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+# ---- end to end, in a subprocess, with the real gateway ------------------------------------
+
+needs_broker = pytest.mark.skipif(
+    sim.broker.find_mosquitto() is None and sim.broker.BaseAuthPlugin is None,
+    reason="neither mosquitto nor amqtt installed")
+
+
+def _demo(*args, **kw):
+    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "sim", "demo", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _number(out, label):
+    m = re.search(r"%s\s+(\d+)" % re.escape(label), out)
+    assert m, "no %r in the output:\n%s" % (label, out)
+    return int(m.group(1))
+
+
+def _check_complete_run(out, err, code, vm_poles):
+    assert code == 0, out + err
+    assert "Traceback" not in out + err
+    lines = [ln for ln in out.splitlines() if re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d  pole-", ln)]
+    assert lines, out
+    assert all("fcnt" in ln and "rssi" in ln and "via fwd-" in ln for ln in lines)
+    if vm_poles:
+        assert any(ln.split()[2] == "pole-0001*" for ln in lines)  # the VM pole reported
+        assert "pole-0001 on the MicroPython VM: heap" in out and "0 crashes" in out
+    delivered = _number(out, "data frames delivered")
+    repeats = int(re.search(r"(\d+) of them retransmissions", out).group(1))
+    assert delivered > 0
+    # every distinct frame the air delivered reached MQTT, once
+    assert _number(out, "received at MQTT") == delivered - repeats == len(lines)
+    assert _number(out, "joins accepted") >= 3 and "exit status 0" in out
+
+
+@needs_broker
+def test_demo_end_to_end_prints_every_delivered_reading_and_exits_0():
+    vm = 1 if sim.mpvm.available() else 0
+    p = _demo("--poles", "3", "--duration", "1500", "--speed", "500", "--vm-poles", str(vm))
+    out, err = p.communicate(timeout=180)
+    _check_complete_run(out, err, p.returncode, vm)
+
+
+@pytest.mark.skipif(sim.broker.BaseAuthPlugin is None, reason="amqtt not installed")
+def test_demo_against_an_embedded_amqtt_broker_given_by_url():
+    broker = sim.broker.Embedded().start()
+    try:
+        p = _demo("--poles", "3", "--duration", "1500", "--speed", "500", "--vm-poles", "0",
+                  "--broker", broker.url)
+        out, err = p.communicate(timeout=180)
+    finally:
+        broker.stop()
+    assert "(external)" in out
+    _check_complete_run(out, err, p.returncode, 0)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@needs_broker
+def test_ctrl_c_stops_the_demo_cleanly():
+    p = _demo("--poles", "2", "--duration", "36000", "--speed", "300", "--vm-poles",
+              "1" if sim.mpvm.available() else "0")
+    out = []
+    gateway_pid = None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = p.stdout.readline()
+        if not line:
+            break
+        out.append(line)
+        m = re.match(r"gateway: pid (\d+)", line)
+        if m:
+            gateway_pid = int(m.group(1))
+        if re.match(r"\d{4}-\d\d-\d\d .* pole-", line):
+            break  # readings are flowing
+    assert gateway_pid and _alive(gateway_pid), "".join(out)
+    p.send_signal(signal.SIGINT)
+    rest, err = p.communicate(timeout=60)
+    text = "".join(out) + rest
+    assert p.returncode == 0, text + err
+    assert "Traceback" not in text + err and "KeyboardInterrupt" not in text + err
+    assert "(stopped early)" in text and "received at MQTT" in text
+    assert not _alive(gateway_pid)  # the gateway was stopped (SIGTERM) and reaped
