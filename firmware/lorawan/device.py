@@ -64,10 +64,36 @@ _IDLE_WAKE = 3600000
 _SESSION_VERSION = 1
 
 
-def _default_rng(n):
-    import random
+class XorShift:
+    """rng(n) -> 0..n-1 for back-off jitter (xorshift32). Seeded per device: the DevEUI, mixed
+    with hardware entropy on MicroPython (the ESP32's os.urandom), so poles that boot together
+    after a power cut do not pick the same delays; on CPython the DevEUI alone, so simulations
+    are reproducible."""
 
-    return random.getrandbits(30) % n if n > 0 else 0
+    def __init__(self, seed):
+        self.s = (seed & 0xFFFFFFFF) or 0x9E3779B9
+
+    def __call__(self, n):
+        x = self.s
+        x ^= (x << 13) & 0xFFFFFFFF
+        x ^= x >> 17
+        x ^= (x << 5) & 0xFFFFFFFF
+        self.s = x
+        return x % n if n > 0 else 0
+
+
+def device_rng(dev_eui_hex):
+    import sys
+
+    seed = int(dev_eui_hex[8:], 16) ^ int(dev_eui_hex[:8], 16)
+    if sys.implementation.name == "micropython":
+        try:
+            import os
+
+            seed ^= int.from_bytes(os.urandom(4), "little")
+        except (ImportError, AttributeError):
+            pass
+    return XorShift(seed)
 
 
 def _unhex(s):
@@ -83,7 +109,7 @@ class EndDevice:
         self.on_downlink = on_downlink
         self.on_result = on_result
         self.on_joined = on_joined
-        self._rng = rng or _default_rng
+        self._rng = rng or device_rng(cfg["dev_eui"])
         self._dev_eui = _unhex(cfg["dev_eui"])
         self._join_eui = _unhex(cfg["join_eui"])
         self._app_key = _unhex(cfg["app_key"])

@@ -299,3 +299,13 @@ def test_duty_cycle_never_exceeded_over_any_window(dr, events, acks, seed):
         for i, a in enumerate(txs):  # any window of an hour starting at a frame
             on_air = sum(x.airtime_ms for x in txs[i:] if x.t < a.t + 3600000)
             assert on_air <= 3600000 / band[2] + max(x.airtime_ms for x in txs)
+
+
+def test_default_jitter_differs_between_devices_and_stays_in_range():
+    from firmware.lorawan.device import device_rng
+
+    a, b = device_rng("0004a30b001c0530"), device_rng("0004a30b001c0531")
+    xs, ys = [a(10000) for _ in range(200)], [b(10000) for _ in range(200)]
+    assert xs != ys and all(0 <= x < 10000 for x in xs + ys)
+    assert len(set(xs)) > 150  # spread, not stuck
+    assert device_rng("0004a30b001c0530")(10000) == xs[0]  # reproducible on CPython
