@@ -431,7 +431,7 @@ class EndDevice:
             start = self._dc_free
         if start > mono:
             return start
-        if not self._gate.clear_channel(self.radio.rssi(freq)):
+        if self.region.lbt and not self._gate.clear_channel(self.radio.rssi(freq)):
             # KR920 listen-before-talk: busy, back off at random and sense again
             self.lbt_busy += 1
             self._not_before = mono + self.region.lbt_sense_time_us // 1000 + 10 + self._rng(100)

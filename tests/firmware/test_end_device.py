@@ -309,3 +309,8 @@ def test_default_jitter_differs_between_devices_and_stays_in_range():
     assert xs != ys and all(0 <= x < 10000 for x in xs + ys)
     assert len(set(xs)) > 150  # spread, not stuck
     assert device_rng("0004a30b001c0530")(10000) == xs[0]  # reproducible on CPython
+
+
+def test_eu868_does_not_sense_the_channel():
+    ns, radio, dev, t = joined()
+    assert radio.sent and radio.sensed == []  # no LBT in EU868: no RSSI reads (VM pipe trips)
