@@ -266,6 +266,10 @@ class EndDevice:
             return
         if b[1:9] != self._dev_eui or b[9:17] != self._join_eui:
             return  # provisioned with another identity: join
+        for i in range(self.region.max_channels):
+            f = int.from_bytes(b[60 + 4 * i:64 + 4 * i], "little")
+            if f and not self.region.channel_ok(f):
+                return  # stored under another region's plan: join again
         self.dev_addr = int.from_bytes(b[17:21], "little")
         self._nwk = b[21:37]
         self._app = b[37:53]

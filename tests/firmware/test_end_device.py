@@ -314,3 +314,14 @@ def test_default_jitter_differs_between_devices_and_stays_in_range():
 def test_eu868_does_not_sense_the_channel():
     ns, radio, dev, t = joined()
     assert radio.sent and radio.sensed == []  # no LBT in EU868: no RSSI reads (VM pipe trips)
+
+
+def test_session_of_another_region_is_not_resumed():
+    ns, radio, dev, t = joined()
+    esp32.power_cut()
+    ns2 = NetworkServer("KR920")
+    radio = ScriptedRadio("KR920", on_uplink=ns2.on_uplink)
+    dev = device(radio, region="KR920")
+    assert not dev.joined
+    run(dev, radio, 20000)
+    assert dev.joined and ns2.nonces == [1] and radio.sent[0].freq in (922100000, 922300000, 922500000)
