@@ -71,7 +71,10 @@ class Air:
         self.barrier_lead_us = barrier_lead_us
         self.boards = {}  # name -> board
         self.forwarders = {}  # rx_id ("fwd:<EUI>") -> forwarder
-        self._wake = {}  # board name -> absolute ms of its next poll
+        self._wake = {}  # board name -> absolute ms the firmware asked to be polled at
+        self._next = {}  # board name -> min(wake, radio event): when it is due
+        self._due = []  # heap (due ms, n, name); stale entries (!= _next) are skipped
+        self._n = 0
         self._downlinks = []  # heap (start_us, seq, forwarder, txpk, (freq, sf, bw), airtime)
         self._preamble = []  # downlinks on the air still catchable: [lock_deadline_us, ...]
         self._ends = []  # heap of end_us of frames in the medium
@@ -103,11 +106,42 @@ class Air:
             self._wake[b.name] = b.boot(now_ms)
             if self.after_poll is not None:
                 self.after_poll(b)
+            self._resched(b)
 
     def wake(self, board, at_ms):
         """Poll board at at_ms at the latest (e.g. after an injected event)."""
         w = self._wake.get(board.name)
         self._wake[board.name] = at_ms if w is None else min(w, at_ms)
+        self._resched(board)
+
+    def _resched(self, board):
+        # call after anything that may change when the board is due (poll, wake, radio)
+        w = self._wake[board.name]
+        r = board.radio.next_event_ms()
+        t = w if r is None or (w is not None and w <= r) else r
+        if t != self._next.get(board.name):
+            self._next[board.name] = t
+            if t is not None:
+                self._n += 1
+                heapq.heappush(self._due, (t, self._n, board.name))
+
+    def _peek_due(self):
+        while self._due:
+            t, _, name = self._due[0]
+            if self._next.get(name) == t:
+                return t
+            heapq.heappop(self._due)
+        return None
+
+    def _pop_due(self, now_ms):
+        out = []
+        while True:
+            t = self._peek_due()
+            if t is None or t > now_ms:
+                return out
+            name = heapq.heappop(self._due)[2]
+            self._next[name] = None
+            out.append(self.boards[name])
 
     def _channel_power_for(self, board):
         def channel_power(freq_hz, now_ms):
@@ -163,18 +197,16 @@ class Air:
                 radio.lock(-(-(start + toa) // 1000))
                 self._locks[(board.name, seq)] = True
                 self.counters["downlinks_caught"] += 1
-                self.wake(board, -(-(start + toa) // 1000))
+                self._resched(board)
                 return
 
     # ---- the step ------------------------------------------------------------------------
 
     def next_event_us(self):
         times = []
-        for name, w in self._wake.items():
-            r = self.boards[name].radio.next_event_ms()
-            for t in (w, r):
-                if t is not None:
-                    times.append(t * 1000)
+        t = self._peek_due()
+        if t is not None:
+            times.append(t * 1000)
         if self._downlinks:
             times.append(self._downlinks[0][0])
         if self._ends:
@@ -185,29 +217,30 @@ class Air:
         now_ms = now_us // 1000
         self._start_downlinks(now_us)
         self._deliver(now_us)  # frames that ended by now, before boards look at their radios
-        for b in self.boards.values():
-            self._try_lock(b, now_us)
+        if self._preamble:
+            for b in self.boards.values():
+                self._try_lock(b, now_us)
         for _ in range(100):  # events at the same instant cascade a few times at most
-            due = []
-            for name, b in self.boards.items():
-                w = self._wake[name]
-                r = b.radio.next_event_ms()
-                if (w is not None and w <= now_ms) or (r is not None and r <= now_ms):
-                    due.append(b)
+            due = self._pop_due(now_ms)
+            if not due:
+                break
             for b in due:
                 self._wake[b.name] = b.poll(now_ms)
                 if self.after_poll is not None:
                     self.after_poll(b)
                 self._take_tx(b)
                 self._try_lock(b, now_us)
+                self._resched(b)
             self._deliver(now_us)
-            if not due and not any(
-                    (r is not None and r <= now_ms)
-                    for r in (b.radio.next_event_ms() for b in self.boards.values())):
-                break
-        for name, w in self._wake.items():
-            if w is not None and w <= now_ms:
-                self._wake[name] = now_ms + 1  # a firmware asking for "now" again: next ms
+        for b in self._pop_due(now_ms):  # a firmware asking for "now" again: the next ms
+            if self._wake[b.name] is not None and self._wake[b.name] <= now_ms:
+                self._wake[b.name] = now_ms + 1
+            self._next[b.name] = None
+            t = b.radio.next_event_ms()
+            self._n += 1
+            t = now_ms + 1 if t is None or t <= now_ms else min(t, self._wake[b.name] or t)
+            self._next[b.name] = t
+            heapq.heappush(self._due, (t, self._n, b.name))
         while self._ends and self._ends[0] <= now_us:
             heapq.heappop(self._ends)
         for fwd in self.forwarders.values():
@@ -263,6 +296,7 @@ class Air:
                     radio.deliver(d.phy, int(round(d.rssi)), round(d.snr, 1),
                                   -(-d.end_us // 1000))
                     self.counters["downlinks_delivered"] += 1
+                    self._resched(self.boards[name])
                 else:
                     self.counters["downlinks_missed"] += 1
 

@@ -49,6 +49,7 @@ class World:
         self._power = {}  # name -> (watts now, since t_us)
         self.log = []  # (t_us, pole, applied env dict)
         self._hourly = {}
+        self._base_cache = None
 
     # ---- setup ---------------------------------------------------------------------------
 
@@ -145,12 +146,21 @@ class World:
 
     # ---- per pole ------------------------------------------------------------------------
 
+    def _base(self, t_us):
+        # the city-wide values at t_us, computed once for all poles
+        c = self._base_cache
+        if c is None or c[0] != t_us:
+            c = self._base_cache = (t_us, self.daylight_lux(t_us), self.temperature_c(t_us),
+                                    self.humidity_rh(t_us))
+        return c
+
     def env(self, name, t_us):
         p = self.poles[name]
         s = self.state(name, t_us)
-        return {"lux": max(0.0, self.daylight_lux(t_us) * p["shade"] + s["lux_offset"]),
-                "temperature_c": self.temperature_c(t_us) + p["temp_off"],
-                "humidity_rh": max(0.0, min(100.0, self.humidity_rh(t_us) + p["rh_off"])),
+        _, lux, temp, rh = self._base(t_us)
+        return {"lux": max(0.0, lux * p["shade"] + s["lux_offset"]),
+                "temperature_c": temp + p["temp_off"],
+                "humidity_rh": max(0.0, min(100.0, rh + p["rh_off"])),
                 "tilt_deg": float(s["tilt"]), "door_open": bool(s["door"])}
 
     def lamp(self, name, outputs, t_us):
