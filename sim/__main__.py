@@ -69,4 +69,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C before the demo took over the signal: nothing to stop
+        sys.exit(130)

@@ -188,14 +188,15 @@ def _board_factory(vm_poles, epoch_s, seed):
     from sim.board import LocalBoard
     from sim.vmboard import VMBoard
 
-    made = []
-
     def factory(name, dev_eui, cfg, x, y):
-        made.append(name)
-        if len(made) <= vm_poles:
-            return VMBoard(name, dev_eui, cfg, x=x, y=y, seed=seed, epoch_s=epoch_s)
-        return LocalBoard(name, dev_eui, cfg, x=x, y=y, seed=seed, epoch_s=epoch_s)
+        if len(factory.made) < vm_poles:
+            b = VMBoard(name, dev_eui, cfg, x=x, y=y, seed=seed, epoch_s=epoch_s)
+        else:
+            b = LocalBoard(name, dev_eui, cfg, x=x, y=y, seed=seed, epoch_s=epoch_s)
+        factory.made.append(b)
+        return b
 
+    factory.made = []  # so a City that fails half-built does not leave VM processes behind
     return factory
 
 
@@ -262,10 +263,18 @@ class Demo:
         if self.vm_poles and not sim.mpvm.available():
             raise DemoError("--vm-poles needs node and the MicroPython npm package (npm ci)")
         cfg = {"report_interval_s": self.report_interval_s}
-        self.city = City(self.n_poles, self.n_forwarders, ("127.0.0.1", 9), seed=self.seed,
-                         speed=self.speed, site=SITE, cfg=cfg, barriers="expected",
-                         jump_idle=False,  # a steady pace: readings arrive as a live feed
-                         epoch_s=EPOCH_S, board_factory=_board_factory(self.vm_poles, EPOCH_S, self.seed))
+        factory = _board_factory(self.vm_poles, EPOCH_S, self.seed)
+        try:
+            self.city = City(self.n_poles, self.n_forwarders, ("127.0.0.1", 9), seed=self.seed,
+                             speed=self.speed, site=SITE, cfg=cfg, barriers="expected",
+                             jump_idle=False,  # a steady pace: readings arrive as a live feed
+                             epoch_s=EPOCH_S, board_factory=factory)
+        except BaseException as exc:
+            for b in factory.made:
+                b.close()
+            if isinstance(exc, ValueError):  # e.g. a pole out of every forwarder's range
+                raise DemoError(str(exc)) from None
+            raise
         for at_s, index, kind, value in INCIDENTS:
             if index < len(self.city.boards):
                 getattr(self.city, kind)(at_s, self.city.boards[index].name, value)

@@ -122,6 +122,12 @@ def _number(out, label):
     return int(m.group(1))
 
 
+def _distinct_delivered(out):
+    """Data frames the forwarders pushed, a retransmission (same FCnt) counted once."""
+    repeats = int(re.search(r"(\d+) of them retransmissions", out).group(1))
+    return _number(out, "data frames delivered") - repeats
+
+
 def _check_complete_run(out, err, code, vm_poles):
     assert code == 0, out + err
     assert "Traceback" not in out + err
@@ -131,11 +137,10 @@ def _check_complete_run(out, err, code, vm_poles):
     if vm_poles:
         assert any(ln.split()[2] == "pole-0001*" for ln in lines)  # the VM pole reported
         assert "pole-0001 on the MicroPython VM: heap" in out and "0 crashes" in out
-    delivered = _number(out, "data frames delivered")
-    repeats = int(re.search(r"(\d+) of them retransmissions", out).group(1))
-    assert delivered > 0
+    distinct = _distinct_delivered(out)
+    assert distinct > 0
     # every distinct frame the air delivered reached MQTT, once
-    assert _number(out, "received at MQTT") == delivered - repeats == len(lines)
+    assert _number(out, "received at MQTT") == distinct == len(lines)
     assert _number(out, "joins accepted") >= 3 and "exit status 0" in out
 
 
@@ -193,3 +198,24 @@ def test_ctrl_c_stops_the_demo_cleanly():
     assert "Traceback" not in text + err and "KeyboardInterrupt" not in text + err
     assert "(stopped early)" in text and "received at MQTT" in text
     assert not _alive(gateway_pid)  # the gateway was stopped (SIGTERM) and reaped
+
+
+def test_a_city_that_cannot_be_built_is_a_one_line_error_without_leftovers(capsys):
+    from sim.__main__ import main
+    vm = "1" if sim.mpvm.available() else "0"
+    assert main(["demo", "--poles", "40", "--forwarders", "1", "--vm-poles", vm]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("demo: pole-") and "out of range" in out
+
+
+@pytest.mark.skipif(sim.broker.BaseAuthPlugin is None, reason="amqtt not installed")
+def test_without_mosquitto_the_demo_runs_its_own_amqtt_broker(monkeypatch):
+    import io
+    from sim.demo import Demo
+    monkeypatch.setattr(sim.broker, "find_mosquitto", lambda: None)
+    out = io.StringIO()
+    assert Demo(poles=3, duration=1200, speed=600, vm_poles=0, out=out).run() == 0
+    text = out.getvalue()
+    assert "(amqtt)" in text
+    distinct = _distinct_delivered(text)
+    assert distinct > 0 and _number(text, "received at MQTT") == distinct
