@@ -397,3 +397,29 @@ def test_operator_command_over_mqtt_reaches_the_device(tmp_path, broker):
         b.close()
         if gw.proc.poll() is None:
             gw.kill()
+
+
+def test_starts_without_a_broker_and_sigint_shuts_down_cleanly(tmp_path):
+    from tests.gateway.mosquitto import free_port
+    cfg = write_setup(tmp_path, free_port())  # nothing listens there
+    gw = Gateway(tmp_path, cfg)
+    a, b = Forwarder(GW_A, gw.port), Forwarder(GW_B, gw.port)
+    try:
+        a.pull()
+        keys = join(a, b)
+        a.push(data_frame(keys, 0, {"dim_level": 5}), 10_000, snr=5.0)
+        s = gw.wait_stats(lambda s: s["intake"]["queued"] == 1, "the queued reading")
+        assert s["publisher"]["connected"] is False and s["queue"]["records"] == 1
+        gw.proc.send_signal(signal.SIGINT)
+        assert gw.proc.wait(10) == 0
+        gw.log.close()
+        assert not gw.ready.exists()
+        final = json.loads(gw.stats_path.read_text())
+        assert final["queue"]["records"] == 1  # unpublished data stays on disk
+        log = (tmp_path / "gateway.log").read_text()
+        assert "shutting down" in log and "Traceback" not in log
+    finally:
+        a.close()
+        b.close()
+        if gw.proc.poll() is None:
+            gw.kill()
