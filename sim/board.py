@@ -127,7 +127,8 @@ class LocalBoard(Board):
     """Runs the firmware in this CPython process with private copies of the fakes.
 
     app_factory(machine, esp32, cfg, radio, sleep_ms) -> app with poll(now_ticks) -> wake_ticks
-    (default: firmware.main.create with an rng seeded by seed and dev_eui). Every board loads its own ``machine`` and ``esp32`` module
+    (default: firmware.main.create with an rng seeded by seed and dev_eui). Every board loads
+    its own ``machine`` and ``esp32`` module
     objects, so pins, buses, RTC memory and NVS flash are per board. firmware.* and protocol.*
     modules are shared: they keep only caches keyed by key and per-call scratch buffers at
     module level, which is safe single-threaded.

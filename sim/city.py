@@ -134,7 +134,8 @@ class City:
     def _in_range(self, b, fwd):
         sf = 12 - int(b.cfg.get("data_rate", 5)) if int(b.cfg.get("data_rate", 5)) <= 5 else 7
         power = b.cfg.get("tx_power_dbm", 14)
-        return math.hypot(b.x - fwd.x, b.y - fwd.y) <= range_m(sf, 125000, power - self.link_margin_db)
+        reach = range_m(sf, 125000, power - self.link_margin_db)
+        return math.hypot(b.x - fwd.x, b.y - fwd.y) <= reach
 
     def coverage(self):
         """pole name -> forwarder EUIs whose mean link budget (with the margin) reaches it."""

@@ -131,7 +131,8 @@ class SimRadio:
         wf, wsf, wbw, open_ms, close_ms = w
         if abs(wf - freq_hz) > 1000 or wsf != sf or wbw != bw_hz:
             return False
-        slack_us = (PREAMBLE * 4 + 17 - 4 * LOCK_SYMBOLS) * airtime.symbol_time_ns(sf, bw_hz) // 4000
+        quarters = PREAMBLE * 4 + 17 - 4 * LOCK_SYMBOLS  # preamble left to lock, in 1/4 symbols
+        slack_us = quarters * airtime.symbol_time_ns(sf, bw_hz) // 4000
         return open_ms * 1000 <= start_us + slack_us and close_ms * 1000 >= start_us
 
     def lock(self, until_ms):

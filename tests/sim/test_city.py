@@ -1,13 +1,7 @@
 """City: layout and coverage, registry file, the uplink log against what a GWMP server got,
-determinism, fault hooks; and a few poles running the real firmware through the real gateway
-(`python -m gateway run`) to a real mosquitto."""
+determinism, fault hooks (stand-in firmware; the real one is in test_city_gateway.py)."""
 
 import asyncio
-import json
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
@@ -16,8 +10,6 @@ from protocol import gwmp
 from sim.board import LocalBoard
 from sim.city import City
 from tests.sim.standin import StandInApp
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def standin_factory(name, dev_eui, cfg, x, y):
@@ -104,7 +96,8 @@ def test_same_seed_same_city():
     a, _ = asyncio.run(asyncio.wait_for(run_city(11, 60), 60))
     b, _ = asyncio.run(asyncio.wait_for(run_city(11, 60), 60))
     c, _ = asyncio.run(asyncio.wait_for(run_city(12, 60), 60))
-    key = lambda city: [(u["board"], u["t_us"], u["phy"], sorted(u["received"])) for u in city.uplinks]  # noqa: E731
+    def key(city):
+        return [(u["board"], u["t_us"], u["phy"], sorted(u["received"])) for u in city.uplinks]
     assert key(a) == key(b)
     assert key(a) != key(c)
     assert a.world.log == b.world.log
