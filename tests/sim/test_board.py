@@ -1,6 +1,7 @@
 """LocalBoard: private fakes per board, ticks conversion, resets and power cuts, radio events."""
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from sim.board import LocalBoard, ticks, ticks_diff, TICKS_PERIOD
 from sim.sim_radio import SimRadio
@@ -237,3 +238,73 @@ def test_real_firmware_boards_are_isolated():
     assert a.measured["ambient_light"] < 10 < 500 < b.measured["ambient_light"]
     assert a.outputs()["dimmer_duty_u16"] == 65535  # dark: lamp on
     assert a.nvs_flash is not b.nvs_flash and a.nvs_flash and b.nvs_flash
+
+
+def test_rtc_reads_the_virtual_utc():
+    a = make("a", "70B3D57ED0000001", epoch_s=1767225600)  # 2026-01-01T00:00:00Z
+    a.boot(0)
+    a.poll(86_400_000 + 3_723_000)  # one day, 1 h 2 min 3 s later
+    assert a.machine.RTC().datetime()[:7] == (2026, 1, 2, 4, 1, 2, 3)
+
+
+# -- SimRadio as a state machine: every event exactly once, in a sane order ---------------
+
+_ops = st.lists(st.one_of(
+    st.tuples(st.just("tx"), st.integers(1, 60)),
+    st.tuples(st.just("rx"), st.integers(0, 50)),
+    st.tuples(st.just("deliver"), st.integers(0, 80)),
+    st.tuples(st.just("standby"), st.just(0)),
+    st.tuples(st.just("wait"), st.integers(0, 300))), max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_ops)
+def test_sim_radio_reports_each_operation_once_unless_aborted(ops):
+    r = SimRadio("r")
+    now = 0
+    started = aborted = 0
+    events = []
+
+    def drain():
+        e = r.poll()
+        while e is not None:
+            events.append(e)
+            e = r.poll()
+
+    for op, n in ops:
+        r.now_ms = now
+        drain()  # the MAC looks at its radio first
+        if op in ("tx", "rx", "standby") and r.busy():
+            aborted += 1  # the new operation (or standby) cuts the running one short
+        if op == "tx":
+            r.transmit(868100000, 7, 125000, 14, bytes(n))
+            started += 1
+        elif op == "rx":
+            r.receive(868100000, 7, 125000, n)
+            started += 1
+        elif op == "deliver" and r.rx_window() is not None:
+            r.deliver(b"d", -80, 5.0, now + n)
+        elif op == "standby":
+            r.standby()
+        elif op == "wait":
+            now += n
+    while r.next_event_ms() is not None:
+        now = max(now, r.next_event_ms())
+        r.now_ms = now
+        drain()
+    assert r.poll() is None and not r.busy()
+    assert len(events) == started - aborted
+    assert all(e[0] in ("tx_done", "rx", "rx_timeout") for e in events)
+    assert all(e == ("rx", b"d", -80, 5.0) for e in events if e[0] == "rx")
+
+
+def test_a_new_operation_aborts_the_running_one_without_an_event():
+    r = SimRadio("r")
+    r.receive(868100000, 7, 125000, 100)
+    r.now_ms = 10
+    r.transmit(868100000, 7, 125000, 14, bytes(10))  # RX aborted
+    r.now_ms = 20
+    r.standby()  # TX aborted (the frame is already on the air for the hub)
+    r.now_ms = 500
+    assert r.poll() is None and r.next_event_ms() is None
+    assert len(r.pending_tx()) == 1
