@@ -147,6 +147,7 @@ class PoleApp:
         self.alarm_frames = 0
         self.commands = 0
         self.duplicates = 0
+        self.bad_commands = 0
         self.sample_errors = 0
         self.last_report = None  # fields of the last report sent, for tests and the simulator
         self.last_alarm = None
@@ -389,6 +390,7 @@ class PoleApp:
             if lit and not asked:
                 a |= A_DAY_BURNER
         if a != self.alarms:
+            print("pole: alarms 0x%04x -> 0x%04x" % (self.alarms, a))
             x = a ^ self.alarms
             while x:
                 self.alarm_count += x & 1
@@ -495,6 +497,9 @@ class PoleApp:
         if fport in COMMAND_PORTS:
             self._seen[fport] = (seq, result)
             self._save_seen()
+        if result:
+            self.bad_commands += 1
+            print("pole: command on fPort %d seq %d refused: %s" % (fport, seq, _RESULTS[result]))
         self._ack(fport, seq, result)
 
     def _execute(self, port, f):
