@@ -32,7 +32,8 @@ time.time())`` (one frame-counter commit for the whole release):
 
 Downlinks (gateway/downlink.py decides, this class sends): through the forwarder of the best
 copy (``Uplink.best()`` order: SNR, then RSSI) or the next best that has sent PULL_DATA (none:
-``no-downlink-path``).  RX1 (``tmst + rx1 delay``, region.rx1 frequency/DR) when the real time
+``no-downlink-path``); forwarders whose last PULL_DATA is older than STALE_PULL_S come last
+(``stale-downlink-path`` when one is used anyway).  RX1 (``tmst + rx1 delay``, region.rx1 frequency/DR) when the real time
 since the first copy arrived plus ``rx1_margin_s`` is still before the RX1 delay, else RX2
 directly (``rx2-direct``; region.rx2(), ``tmst + rx2 delay``), else nothing (``downlink-late``
 and ``downlink-failed``).  Each PULL_RESP is remembered by token; its TX_ACK settles it:
@@ -49,7 +50,7 @@ Counters (``counters``, a dict with missing keys meaning 0): datagrams, malforme
 pull-data, tx-ack, rxpk, rxpk-errors, crc-bad, uplinks, records, joins-accepted,
 join-<reason>, uplink-<reason>, acks (ACK frames built), downlinks (PULL_RESPs sent),
 rx2-direct, rx2-retry, downlink-rx1, downlink-rx2, downlink-failed, downlink-late,
-no-downlink-path, downlink-error, tx-ack-ok, tx-ack-<ERROR>, tx-ack-unmatched,
+no-downlink-path, stale-downlink-path, downlink-error, tx-ack-ok, tx-ack-<ERROR>, tx-ack-unmatched,
 tx-ack-missing, process-error, on-records-error.
 """
 
@@ -77,6 +78,7 @@ __all__ = ["ForwarderServer", "ForwarderInfo", "ForwarderCopy", "JOIN_ACCEPT_POW
 
 log = logging.getLogger(__name__)
 
+STALE_PULL_S = 60.0  # forwarders send PULL_DATA every ~10 s (Semtech default keepalive)
 JOIN_ACCEPT_POWE = dl.DOWNLINK_POWE
 JOIN_ACCEPT_CODR = dl.DOWNLINK_CODR
 
@@ -340,9 +342,16 @@ class ForwarderServer:
             return
         if window == "rx2":
             self._inc("rx2-direct")
-        # best() order: highest SNR, then RSSI, ties the earliest (sort is stable)
-        for copy in sorted(uplink.copies, key=_rank, reverse=True):
+        # best() order: highest SNR, then RSSI, ties the earliest (sort is stable); forwarders
+        # whose PULL_DATA keep-alives stopped (a dead or disconnected one) only as a last resort
+        now = time.monotonic()
+        ranked = sorted(uplink.copies, key=_rank, reverse=True)
+        fresh = [c for c in ranked if c.forwarder in self.forwarders
+                 and now - self.forwarders[c.forwarder].last_seen <= STALE_PULL_S]
+        for copy in fresh + ranked:
             if copy.forwarder in self.forwarders:
+                if copy not in fresh:
+                    self._inc("stale-downlink-path")
                 p = dl.Pending(0, copy.forwarder, copy, bytes(phy), window, rx1_delay_us,
                                rx2_delay_us, what, time.monotonic(), dev_eui, app)
                 self._send_pending(p)

@@ -197,3 +197,34 @@ def test_payload_error_is_passed_on_and_acked(env):
             a.close()
 
     run(main())
+
+
+def test_forwarder_with_stale_keepalive_is_used_only_as_last_resort(env):
+    reg, store = env
+
+    async def main():
+        srv = ForwarderServer(reg, store, EU868, NET_ID, lambda r: None, dedup_window_s=0.05)
+        port = await srv.start()
+        a, b = FakeForwarder(GW_A, port), FakeForwarder(GW_B, port)
+        try:
+            keys = await joined(srv, a)
+            await b.pull()
+            srv.forwarders[GW_B.hex().upper()].last_seen -= 61  # B's keep-alives stopped
+            up = confirmed(keys, 0)
+            await a.push([rxpk(up, 1_000, 1.0)])
+            await b.push([rxpk(up, 2_000, 9.0)])  # B heard it best, but is stale
+            r = await a.recv()
+            assert isinstance(r, gwmp.PullResp) and r.txpk.tmst == 1_000 + 1_000_000
+            await b.nothing(0.1)
+            srv.forwarders.pop(GW_A.hex().upper())  # only the stale path is left
+            await a.push([rxpk(confirmed(keys, 1), 3_000, 1.0)])
+            await b.push([rxpk(confirmed(keys, 1), 4_000, 9.0)])
+            r = await b.recv()
+            assert isinstance(r, gwmp.PullResp) and r.txpk.tmst == 4_000 + 1_000_000
+            assert srv.counters["stale-downlink-path"] == 1
+        finally:
+            await srv.stop()
+            a.close()
+            b.close()
+
+    run(main())
