@@ -17,6 +17,9 @@ boards (their new frames go into the medium), hand out medium deliveries that en
 and repeat while a board's radio has an event at now. ``next_event_us()`` tells the driver
 (City) when to call again.
 
+Forwarders are half-duplex like a real concentrator: an uplink that overlaps one of the
+forwarder's own downlinks is lost there (reason "half_duplex"), whatever the medium says.
+
 Channel power for listen-before-talk: each board's ``radio.channel_power`` answers from the
 frames on the air now (mean path loss, strongest within +-100 kHz), else the noise floor.
 
@@ -24,7 +27,8 @@ Uplink log (``uplinks``): one dict per board transmission: ``board``, ``dev_eui`
 (start), ``end_us``, ``freq_hz``, ``sf``, ``bw_hz``, ``phy``, ``mtype`` (LoRaWAN MType
 0..7), ``dev_addr`` (hex, data frames), ``fcnt`` (16-bit, data frames), ``fport`` (None
 without), ``received`` (forwarder EUI hex -> (rssi, snr) of intact copies pushed to the
-gateway), ``lost`` (forwarder EUI hex -> medium reason: collision, no_path, interference).
+gateway), ``lost`` (forwarder EUI hex -> why not: collision, no_path, interference (medium),
+half_duplex).
 """
 
 import asyncio
@@ -274,6 +278,10 @@ class Air:
                 if not d.rx_id.startswith("fwd:"):
                     continue
                 fwd = self.forwarders[d.rx_id]
+                if fwd.transmitting_during(d.start_us, d.end_us):
+                    meta["lost"][fwd.eui_hex] = "half_duplex"  # its radio was busy sending
+                    fwd.deaf(d)
+                    continue
                 if d.ok:
                     meta["received"][fwd.eui_hex] = (round(d.rssi, 1), round(d.snr, 1))
                     if meta["barrier"] is None and (

@@ -39,6 +39,7 @@ import asyncio
 import math
 import random
 
+from protocol.lorawan.region import region
 from sim.air import Air
 from sim.board import LocalBoard
 from sim.clock import DEFAULT_EPOCH_S, DEFAULT_GRACE_S, VirtualClock
@@ -97,8 +98,10 @@ class City:
         self.by_name = {b.name: b for b in self.boards}
         self.forwarders = []
         for j, (fx, fy) in enumerate(self._forwarder_sites(n_forwarders)):
+            kw = {"band": region(base_cfg.get("region", "EU868")).band}
+            kw.update(forwarder_kw or {})
             fwd = Forwarder("%s%02X" % (FWD_EUI_PREFIX, j + 1), fx, fy, self.clock,
-                            self.gateway_addr, seed=seed, **(forwarder_kw or {}))
+                            self.gateway_addr, seed=seed, **kw)
             self.forwarders.append(fwd)
             self.air.add_forwarder(fwd)
         self._check_coverage()

@@ -26,7 +26,8 @@ Like lora_pkt_fwd, unacknowledged PUSH_DATA are not retransmitted; they are coun
 
 Counters (``counters``): rx_ok, rx_bad (CRC-bad pushed), rx_dropped (not pushed), push_sent,
 push_acked, push_unacked, pull_sent, pull_acked, pull_resp, tx_ok, tx_<ERROR>, tx_sent,
-malformed, socket_errors, stat_sent.
+malformed, socket_errors, stat_sent, rx_half_duplex (frames lost because this forwarder was
+transmitting: a concentrator is half-duplex).
 """
 
 import asyncio
@@ -85,6 +86,7 @@ class Forwarder:
         self._queue = []  # rxpk waiting for flush()
         self._pending_push = {}  # token -> real send time
         self._scheduled = []  # (start_us, end_us) of accepted downlinks
+        self._sent_on_air = []  # (start_us, end_us) of downlinks actually sent (half duplex)
         self.counters = {}
         self.stat_window = {"rxnb": 0, "rxok": 0, "rxfw": 0, "dwnb": 0, "txnb": 0,
                             "push": 0, "ack": 0}
@@ -273,3 +275,15 @@ class Forwarder:
         """The air started one of our downlinks."""
         self._inc("tx_sent")
         self.stat_window["txnb"] += 1
+        self._sent_on_air.append((start_us, start_us + airtime_us))
+        cutoff = start_us - 60000000
+        self._sent_on_air = [s for s in self._sent_on_air if s[1] > cutoff]
+
+    def transmitting_during(self, start_us, end_us):
+        """True when one of our downlinks overlapped [start_us, end_us): the concentrator is
+        half-duplex, it cannot receive while it transmits."""
+        return any(s < end_us and start_us < e for s, e in self._sent_on_air)
+
+    def deaf(self, d):
+        """A frame arrived while we were transmitting: never received (counted)."""
+        self._inc("rx_half_duplex")

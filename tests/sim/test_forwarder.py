@@ -256,3 +256,35 @@ def test_downlink_without_inverted_iq_is_sent_but_not_received():
     assert [a.ok for a in server.of(gwmp.TxAck)] == [True]
     assert fwd.counters["tx_sent"] == 1
     assert [e[0] for _, e in air.boards["b1"].app.events] == ["tx_done", "rx_timeout"]
+
+
+def test_forwarder_is_deaf_while_it_transmits():
+    # b1's uplink gets an RX1 downlink at end + 1 s; b2 (another channel, so no collision)
+    # transmits right then: the forwarder, busy sending, never hears it
+    down = b"\x60" + bytes(15)
+
+    def respond(rx):
+        if rx.freq_hz != 868100000:
+            return None
+        return gwmp.Txpk.for_class_a((rx.tmst + 1_000_000) & 0xFFFFFFFF, rx.freq_hz, rx.datr,
+                                     "4/5", 14, down)
+
+    boards = (("b1", 0.0, 0.0, {}),
+              ("b2", 10.0, 0.0, {"freq_hz": 868300000, "first_tx_ms": 1050}))
+
+    async def main():
+        server = Server(respond=respond)
+        clock, air, fwd, tr = await setup(server, boards)
+        await air.run_until(3_000_000)
+        await asyncio.sleep(0.05)
+        await fwd.stop()
+        tr.close()
+        return air, fwd, server
+
+    air, fwd, server = run(main())
+    u1, u2 = sorted(air.uplinks, key=lambda u: u["t_us"])[:2]
+    assert u2["board"] == "b2" and u2["t_us"] == 1_050_000
+    assert u2["lost"] == {FWD_EUI: "half_duplex"} and not u2["received"]
+    assert fwd.counters["rx_half_duplex"] == 1 and fwd.counters["tx_sent"] == 1
+    assert [r.freq_hz for r in server.rxpk()] == [868100000]
+    assert ("rx", down) in [e[:2] for _, e in air.boards["b1"].app.events]
