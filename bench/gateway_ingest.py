@@ -142,16 +142,23 @@ def real_gateway_available() -> bool:
 def build_plan(sessions, total: int, copies: int, rxpk_per_dgram: int, forwarders: int, sender: int):
     """Pre-build this sender's datagrams: [(forwarder index, datagram bytes, [(eui, fcnt)])].
 
-    Devices are taken round-robin so each device's FCnt rises in time (fresh sessions: 1, 2,..).
+    Devices are taken in rounds so each device's FCnt rises in time (fresh sessions: 1, 2,..);
+    each round visits them in a new random order (fixed seed), as devices reporting on their
+    own timers do, so consecutive uplinks hit unrelated rows of the session store.
     """
+    import random
     from protocol import gwmp, payload
     from protocol.lorawan import frame
     from protocol.lorawan.session import build_data_frame
 
     fcnts = [0] * len(sessions)
     frames = []
+    rng = random.Random(sender)
+    order = list(range(len(sessions)))
     for k in range(total):
-        d = k % len(sessions)
+        if k % len(sessions) == 0:
+            rng.shuffle(order)
+        d = order[k % len(sessions)]
         eui, addr, nwk, app = sessions[d]
         fcnts[d] += 1
         fc = fcnts[d]
@@ -615,6 +622,22 @@ def run(args) -> dict:
         lat.append(times[0] - ts)
         last_arrival = max(last_arrival, times[0])
         in_window += times[0] <= t_last
+    # per second of the run: uplinks sent, lost, latency p50/p99 (where trouble starts)
+    delivered_at = {(eui, fc): times[0] for eui, fc, times in recv["seen"]}
+    secs: dict[int, list] = {}
+    for key, ts in sent.items():
+        b = secs.setdefault(int(ts - t_first), [0, 0, []])
+        b[0] += 1
+        arr = delivered_at.get(key)
+        if arr is None:
+            b[1] += 1
+        else:
+            b[2].append(arr - ts)
+    timeline = []
+    for sec in sorted(secs):
+        n, lost, ls = secs[sec]
+        ls.sort()
+        timeline.append((sec, n, lost, pct(ls, 50) * 1000, pct(ls, 99) * 1000))
     lat.sort()
     cpu = dict(cpu or {}, **{"load generator": gen_cpu / max(1e-9, t_last - t_first)})
     got = len(lat)
@@ -632,6 +655,7 @@ def run(args) -> dict:
         "max_ms": (lat[-1] * 1000 if lat else float("nan")),
         "rss_idle_kb": rss_idle.get("VmRSS"), "rss_peak_sampled_kb": peak_rss,
         "vmhwm_kb": final_rss.get("VmHWM"), "gateway_stats": gw_stats, "tmp": tmp,
+        "timeline": timeline,
     }
     if not args.keep:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -659,6 +683,8 @@ def report(r: dict) -> None:
           % (r["rss_idle_kb"], r["rss_peak_sampled_kb"], r["vmhwm_kb"]))
     print("  CPU while sending (cores busy on average, of %d): %s" % (
         r["cores"], ", ".join("%s %.2f" % kv for kv in r["cpu_cores"].items())))
+    print("  per second of sending (s: sent/lost p50/p99 ms): " + "; ".join(
+        "%d: %d/%d %.0f/%.0f" % t for t in r["timeline"]))
     st = r.get("gateway_stats")
     if st:
         print("  gateway counters: %s" % json.dumps(st, sort_keys=True)[:1200])
