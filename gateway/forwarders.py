@@ -33,10 +33,10 @@ time.time())`` (one frame-counter commit for the whole release):
 Downlinks (gateway/downlink.py decides, this class sends): through the forwarder of the best
 copy (``Uplink.best()`` order: SNR, then RSSI) or the next best that has sent PULL_DATA (none:
 ``no-downlink-path``); forwarders whose last PULL_DATA is older than STALE_PULL_S come last
-(``stale-downlink-path`` when one is used anyway).  RX1 (``tmst + rx1 delay``, region.rx1 frequency/DR) when the real time
-since the first copy arrived plus ``rx1_margin_s`` is still before the RX1 delay, else RX2
-directly (``rx2-direct``; region.rx2(), ``tmst + rx2 delay``), else nothing (``downlink-late``
-and ``downlink-failed``).  Each PULL_RESP is remembered by token; its TX_ACK settles it:
+(``stale-downlink-path`` when one is used anyway).  RX1 (``tmst + rx1 delay``, region.rx1
+frequency/DR) when the real time since the first copy arrived plus ``rx1_margin_s`` is still
+before the RX1 delay, else RX2 directly (``rx2-direct``; region.rx2(), ``tmst + rx2
+delay``), else nothing (``downlink-late`` and ``downlink-failed``).  Each PULL_RESP is remembered by token; its TX_ACK settles it:
 ok -> ``downlink-rx1`` / ``downlink-rx2``; an RX1 refusal in downlink.RETRY_IN_RX2 (TOO_LATE,
 TOO_EARLY, COLLISION_*) -> one retry in RX2 through the same forwarder (``rx2-retry``); any
 other refusal, or a refused RX2 -> ``downlink-failed``.  A TX_ACK whose token (and EUI) matches
@@ -50,8 +50,8 @@ Counters (``counters``, a dict with missing keys meaning 0): datagrams, malforme
 pull-data, tx-ack, rxpk, rxpk-errors, crc-bad, uplinks, records, joins-accepted,
 join-<reason>, uplink-<reason>, acks (ACK frames built), downlinks (PULL_RESPs sent),
 rx2-direct, rx2-retry, downlink-rx1, downlink-rx2, downlink-failed, downlink-late,
-no-downlink-path, stale-downlink-path, downlink-error, tx-ack-ok, tx-ack-<ERROR>, tx-ack-unmatched,
-tx-ack-missing, process-error, on-records-error.
+no-downlink-path, stale-downlink-path, downlink-error, tx-ack-ok, tx-ack-<ERROR>,
+tx-ack-unmatched, tx-ack-missing, process-error, on-records-error.
 """
 
 from __future__ import annotations
