@@ -36,8 +36,8 @@ copy (``Uplink.best()`` order: SNR, then RSSI) or the next best that has sent PU
 (``stale-downlink-path`` when one is used anyway).  RX1 (``tmst + rx1 delay``, region.rx1
 frequency/DR) when the real time since the first copy arrived plus ``rx1_margin_s`` is still
 before the RX1 delay, else RX2 directly (``rx2-direct``; region.rx2(), ``tmst + rx2
-delay``), else nothing (``downlink-late`` and ``downlink-failed``).  Each PULL_RESP is remembered by token; its TX_ACK settles it:
-ok -> ``downlink-rx1`` / ``downlink-rx2``; an RX1 refusal in downlink.RETRY_IN_RX2 (TOO_LATE,
+delay``), else nothing (``downlink-late`` and ``downlink-failed``).  Each PULL_RESP is
+remembered by token; its TX_ACK settles it: ok -> ``downlink-rx1`` / ``downlink-rx2``; an RX1 refusal in downlink.RETRY_IN_RX2 (TOO_LATE,
 TOO_EARLY, COLLISION_*) -> one retry in RX2 through the same forwarder (``rx2-retry``); any
 other refusal, or a refused RX2 -> ``downlink-failed``.  A TX_ACK whose token (and EUI) matches
 nothing counts ``tx-ack-unmatched``; a PULL_RESP without TX_ACK for 15 s counts
