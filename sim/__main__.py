@@ -28,21 +28,29 @@ def _count(text):
     return value
 
 
+def _broker_url(text):
+    import sim.broker
+    try:
+        return sim.broker.External(text).url
+    except sim.broker.BrokerError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m sim")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="emulated poles -> forwarders -> gateway -> MQTT, live",
                        description=demo.__doc__.splitlines()[0])
     dd = demo.DEFAULTS
-    d.add_argument("--poles", type=_positive(int), default=dd["poles"],
+    d.add_argument("--poles", type=_positive(int), default=dd["poles"], metavar="N",
                    help="street poles (default %(default)s)")
-    d.add_argument("--forwarders", type=_positive(int), default=dd["forwarders"],
+    d.add_argument("--forwarders", type=_positive(int), default=dd["forwarders"], metavar="M",
                    help="packet forwarders (default %(default)s)")
     d.add_argument("--duration", type=_positive(float), default=dd["duration"], metavar="S",
                    help="virtual seconds to simulate (default %(default)g = 3 h)")
     d.add_argument("--speed", type=_positive(float), default=dd["speed"], metavar="X",
                    help="virtual seconds per real second (default %(default)g)")
-    d.add_argument("--broker", metavar="mqtt://HOST:PORT",
+    d.add_argument("--broker", type=_broker_url, metavar="mqtt://HOST:PORT",
                    help="use this broker (default: start mosquitto if installed, else an "
                         "embedded amqtt broker)")
     d.add_argument("--vm-poles", type=_count, default=None, metavar="K",

@@ -79,7 +79,11 @@ class LiveReadings:
         self._broker = broker
 
     def start(self, timeout=10.0):
-        self._client.connect(self._broker.host, self._broker.port, keepalive=30)
+        try:
+            self._client.connect(self._broker.host, self._broker.port, keepalive=30)
+        except OSError as exc:
+            raise DemoError("cannot connect to the MQTT broker at %s: %s"
+                            % (self._broker.url, exc)) from None
         self._client.loop_start()
         if not self._subscribed.wait(timeout):
             raise DemoError("no SUBACK from the broker at %s" % self._broker.url)
@@ -234,7 +238,7 @@ class Demo:
         a part failed."""
         try:
             return asyncio.run(self._main())
-        except DemoError as exc:
+        except (DemoError, sim.broker.BrokerError) as exc:
             self.say("demo: %s" % exc)
             return 1
 

@@ -94,6 +94,7 @@ def test_every_uplink_of_a_batch_becomes_one_line(ups):
     (["demo", "--poles", "0"], "must be > 0"),
     (["demo", "--poles", "2", "--vm-poles", "3"], "more than --poles"),
     (["demo", "--duration", "soon"], "not a number"),
+    (["demo", "--broker", "localhost:1883"], "mqtt://HOST:PORT"),
 ])
 def test_bad_arguments_exit_2_with_the_reason(argv, message, capsys):
     from sim.__main__ import main
@@ -206,6 +207,14 @@ def test_a_city_that_cannot_be_built_is_a_one_line_error_without_leftovers(capsy
     assert main(["demo", "--poles", "40", "--forwarders", "1", "--vm-poles", vm]) == 1
     out = capsys.readouterr().out
     assert out.startswith("demo: pole-") and "out of range" in out
+
+
+def test_a_broker_that_does_not_answer_is_a_one_line_error(capsys):
+    from sim.__main__ import main
+    port = sim.broker.free_port()  # nobody listens there
+    assert main(["demo", "--vm-poles", "0", "--broker", "mqtt://127.0.0.1:%d" % port]) == 1
+    out = capsys.readouterr().out
+    assert "demo: cannot connect to the MQTT broker at mqtt://127.0.0.1:%d" % port in out
 
 
 @pytest.mark.skipif(sim.broker.BaseAuthPlugin is None, reason="amqtt not installed")
