@@ -40,6 +40,7 @@ def test_it_runs_on_micropython_and_reads_the_chip_models(board):
     board.poll(0)
     assert abs(board.measured["als"] * 0.0576 - 50) < 1  # VEML7700 model, gain x1, 100 ms
     assert board.eval("machine.unique_id()") == "d57ed0000001"  # per board, from the DevEUI
+    assert "| standin boot 1\n" in board.firmware_output()  # prints kept out of the protocol
 
 
 def test_radio_calls_cross_the_pipe_at_the_vm_clock(board):
