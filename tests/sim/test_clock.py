@@ -118,3 +118,14 @@ def test_advance_to_passes_an_expired_barrier():
         assert c.counters["expired"] == 1
 
     asyncio.run(main())
+
+
+def test_paced_advance_to_reaches_the_target_without_jumping():
+    async def main():
+        c = VirtualClock(speed=100_000.0, jump_idle=False)
+        assert await asyncio.wait_for(c.advance_to(2_000_000), 5) == 2_000_000
+        assert await asyncio.wait_for(c.advance_to(2_500_000), 5) == 2_500_000
+        return c
+
+    c = asyncio.run(main())
+    assert c.counters["jumps"] == 0 and c.now_us == 2_500_000
