@@ -3,6 +3,7 @@ radio medium, the physical world and one virtual clock, driven against a gateway
 
     city = City(n_poles=12, n_forwarders=2, gateway_addr=("127.0.0.1", 1700), seed=1)
     city.write_registry("devices.toml")        # what the gateway must know
+    city.gateway_addr = ("127.0.0.1", port)    # if only known once the gateway serves
     await city.run(3600)                       # one virtual hour (can be called again)
     await city.close()
 
@@ -66,7 +67,7 @@ class City:
             raise ValueError("a city needs at least one pole and one forwarder")
         self.seed = seed
         self.site = site
-        self.gateway_addr = tuple(gateway_addr)
+        self._gateway_addr = tuple(gateway_addr)
         self.env_step_us = int(env_step_s * 1e6)
         self.clock = VirtualClock(speed=speed, grace_s=grace_s, epoch_s=epoch_s,
                                   jump_idle=jump_idle)
@@ -96,6 +97,7 @@ class City:
             self._devices.append({"name": name, "site": site, "kind": "pole", "dev_eui": dev_eui,
                                   "join_eui": c["join_eui"], "app_key": app_key})
         self.by_name = {b.name: b for b in self.boards}
+        self._started = False
         self.forwarders = []
         for j, (fx, fy) in enumerate(self._forwarder_sites(n_forwarders)):
             kw = {"band": region(base_cfg.get("region", "EU868")).band}
@@ -114,6 +116,20 @@ class City:
         self._started = False
         self.booted = set()
         self.counters = {"power_cuts": 0, "env_updates": 0}
+
+    @property
+    def gateway_addr(self):
+        return self._gateway_addr
+
+    @gateway_addr.setter
+    def gateway_addr(self, addr):
+        """Point the forwarders elsewhere (before run(): e.g. once the gateway, started with the
+        registry this city wrote, reports its UDP port)."""
+        if self._started:
+            raise RuntimeError("the forwarders are already connected")
+        self._gateway_addr = tuple(addr)
+        for f in self.forwarders:
+            f.gateway_addr = self._gateway_addr
 
     # ---- layout --------------------------------------------------------------------------
 

@@ -104,9 +104,7 @@ def test_poles_through_the_real_gateway_to_mqtt(tmp_path):
                 cfg={"report_interval_s": 300}, barriers="expected", grace_s=3.0)
     proc, log, addr = start_gateway(tmp_path, city, broker.port)
     try:
-        city.gateway_addr = addr
-        for f in city.forwarders:
-            f.gateway_addr = addr
+        city.gateway_addr = addr  # known once the gateway (given our registry) serves
 
         async def main():
             await city.run(1800)
