@@ -27,6 +27,8 @@ time.time())`` (one frame-counter commit for the whole release):
   ``app_downlinks`` (gateway.device_queue.DeviceQueue) holds a command for the device, any data
   uplink is answered with it (plus ACK when confirmed, FPending when more wait); a command
   whose downlink fails goes back to the front of the device's queue.
+* a confirmed uplink repeated by its device (our ACK was lost) is ACKed again without being
+  queued again (``retransmission-acked``; see ``_retransmission``).
 * join-requests -> :func:`gateway.join.handle_join_request`; an accepted join's join-accept
   goes out the same way, with JOIN_ACCEPT_DELAY1/2 instead of RECEIVE_DELAY1/2.
 
@@ -51,7 +53,7 @@ pull-data, tx-ack, rxpk, rxpk-errors, crc-bad, uplinks, records, joins-accepted,
 join-<reason>, uplink-<reason>, acks (ACK frames built), downlinks (PULL_RESPs sent),
 rx2-direct, rx2-retry, downlink-rx1, downlink-rx2, downlink-failed, downlink-late,
 no-downlink-path, stale-downlink-path, downlink-error, tx-ack-ok, tx-ack-<ERROR>,
-tx-ack-unmatched, tx-ack-missing, process-error, on-records-error.
+tx-ack-unmatched, tx-ack-missing, retransmission-acked, process-error, on-records-error.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ import asyncio
 import logging
 import socket
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
@@ -78,6 +81,8 @@ __all__ = ["ForwarderServer", "ForwarderInfo", "ForwarderCopy", "JOIN_ACCEPT_POW
 
 log = logging.getLogger(__name__)
 
+RETRANSMISSION_REMEMBER_S = 60.0  # as long as the dedup remembers released frames
+MAX_CONFIRMED = 4096
 STALE_PULL_S = 60.0  # forwarders send PULL_DATA every ~10 s (Semtech default keepalive)
 JOIN_ACCEPT_POWE = dl.DOWNLINK_POWE
 JOIN_ACCEPT_CODR = dl.DOWNLINK_CODR
@@ -99,6 +104,14 @@ class ForwarderCopy(RadioMeta):
         d = RadioMeta.as_dict(self)
         d["time"] = self.time
         return d
+
+
+@dataclass(slots=True)
+class _Confirmed:
+    """A confirmed uplink we answered: its Result and when its last transmission arrived."""
+
+    result: Result
+    first_seen: float  # monotonic
 
 
 @dataclass(slots=True)
@@ -142,6 +155,7 @@ class ForwarderServer:
         self.processor = UplinkProcessor(registry, sessions)
         self.downlinks = dl.DownlinkTracker()
         self.app_downlinks: DeviceQueue | None = None  # set to send operator commands
+        self._confirmed: OrderedDict[bytes, _Confirmed] = OrderedDict()  # for retransmissions
         self.counters: dict[str, int] = {}
         self.forwarders: dict[str, ForwarderInfo] = {}
         self._transport: asyncio.DatagramTransport | None = None
@@ -224,10 +238,45 @@ class ForwarderServer:
             if not rxpk.crc_ok:
                 self._inc("crc-bad")
                 continue
-            self.dedup.add(rxpk.data, ForwarderCopy.from_rxpk(msg.gateway_eui, rxpk), now)
+            copy = ForwarderCopy.from_rxpk(msg.gateway_eui, rxpk)
+            if self._confirmed:
+                self._retransmission(rxpk.data, copy, now)
+            self.dedup.add(rxpk.data, copy, now)
             added = True
         if added and self._wake is not None:
             self._wake.set()
+
+    def _retransmission(self, phy: bytes, copy: ForwarderCopy, now: float) -> None:
+        """ACK again a confirmed uplink the device sent again because our ACK did not reach it.
+
+        A device repeats an unacknowledged confirmed frame byte for byte (same FCnt), which the
+        dedup drops and the counter check would reject as a replay.  It is answered with a new
+        ACK (next FCntDown) and not queued again, if it is the device's latest accepted frame
+        and comes at least RECEIVE_DELAY2 after the transmission last answered (earlier: a late
+        copy of that one).  Counted as ``retransmission-acked``.
+        """
+        c = self._confirmed.get(phy)
+        if c is None or now - c.first_seen < self.region.receive_delay2_us / 1e6:
+            return
+        if now - c.first_seen > RETRANSMISSION_REMEMBER_S:
+            del self._confirmed[phy]
+            return
+        try:
+            s = self.sessions.get_by_dev_addr(c.result.dev_addr)
+        except SessionError:
+            return
+        if s is None or s.fcnt_up != c.result.fcnt:
+            return  # the device has moved on: this is a replay, not a retransmission
+        c.first_seen = now
+        self._inc("retransmission-acked")
+        self._reply(Uplink(phy, [copy], now), c.result, None)
+
+    def _remember_confirmed(self, uplink: Uplink, r: Result) -> None:
+        phy = bytes(uplink.phy)
+        self._confirmed[phy] = _Confirmed(r, uplink.first_seen)
+        self._confirmed.move_to_end(phy)
+        while len(self._confirmed) > MAX_CONFIRMED:
+            self._confirmed.popitem(last=False)
 
     def _send(self, data: bytes, addr) -> None:
         if self._transport is not None:
@@ -299,6 +348,8 @@ class ForwarderServer:
         app = None
         if self.app_downlinks is not None and r.dev_eui is not None:
             app = self.app_downlinks.pop(r.dev_eui)
+        if r.confirmed:
+            self._remember_confirmed(uplink, r)
         if r.confirmed or app is not None:
             self._reply(uplink, r, app)
 

@@ -228,3 +228,44 @@ def test_forwarder_with_stale_keepalive_is_used_only_as_last_resort(env):
             b.close()
 
     run(main())
+
+
+def test_repeated_confirmed_uplink_is_acked_again_but_not_queued_again(env):
+    reg, store = env
+    got = []
+
+    async def main():
+        srv = ForwarderServer(reg, store, EU868, NET_ID, got.append, dedup_window_s=0.05)
+        port = await srv.start()
+        a, b = FakeForwarder(GW_A, port), FakeForwarder(GW_B, port)
+        try:
+            keys = await joined(srv, a)
+            await b.pull()
+            up = confirmed(keys, 0)
+            await a.push([rxpk(up, 1_000, 5.0)])
+            r1 = await a.recv()  # its ACK is lost on air: the device repeats the frame
+            assert open_data_frame(r1.txpk.data, keys[1], keys[2]).fcnt == 0
+            await b.push([rxpk(up, 1_100, 1.0)])  # a late copy of the same transmission: ignored
+            await b.nothing(0.1)
+            srv._confirmed[up].first_seen -= 2.5  # the repetition comes after RX2
+            await b.push([rxpk(up, 3_000_000, 4.0)])
+            r2 = await b.recv()
+            ack = open_data_frame(r2.txpk.data, keys[1], keys[2])
+            assert ack.mic_ok and ack.frame.ack and ack.fcnt == 1 and r2.txpk.tmst == 4_000_000
+            await a.push([rxpk(up, 3_000_100, 4.0)])  # its other copy: no third ACK
+            await a.nothing(0.1)
+            # once the device moved on, the old frame is a replay: no ACK
+            await a.push([rxpk(confirmed(keys, 1), 5_000_000, 5.0)])
+            r3 = await a.recv()
+            assert open_data_frame(r3.txpk.data, keys[1], keys[2]).fcnt == 2
+            srv._confirmed[up].first_seen -= 2.5
+            await a.push([rxpk(up, 7_000_000, 5.0)])
+            await a.nothing(0.2)
+            assert srv.counters["retransmission-acked"] == 1 and srv.counters["acks"] == 3
+            assert [r.fcnt for r in got] == [0, 1]  # the reading was queued once
+        finally:
+            await srv.stop()
+            a.close()
+            b.close()
+
+    run(main())
