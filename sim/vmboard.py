@@ -20,7 +20,7 @@ import tempfile
 import random
 
 from sim.board import Board
-from sim.mpvm import PACKAGE, ROOT, available
+from sim.mpvm import PACKAGE, ROOT, available, compile_tree
 from sim.sim_radio import SimRadio
 
 __all__ = ["VMBoard", "VMError", "FirmwareError", "available"]
@@ -40,6 +40,16 @@ def _seeded_rng(seed, dev_eui):
     return seeded_rng(seed, dev_eui)
 
 
+_compiled = {}  # package -> tree of .mpy files, compiled once per process
+
+
+def _mpy_tree(package):
+    if package not in _compiled:
+        tmp = tempfile.mkdtemp(prefix="vmboard-mpy-")
+        _compiled[package] = compile_tree(package, tmp)
+    return _compiled[package]
+
+
 class VMError(RuntimeError):
     """The VM process failed or answered something it should not have."""
 
@@ -54,12 +64,13 @@ class VMBoard(Board):
     app: "module:function" called as function(machine, esp32, cfg, radio, sleep_ms) inside the
     VM (default the firmware's create()); mounts: extra (host_dir, vm_dir) trees, e.g. a test
     app; strict: re-raise firmware exceptions as FirmwareError instead of counting a crash and
-    soft-resetting; seed: the firmware's rng (join jitter, channel choice) is served from the
+    soft-resetting; mpy: load protocol/ and firmware/ as .mpy compiled by mpy-cross, as a board
+    is deployed (smaller heap than compiling .py on the VM); seed: the firmware's rng (join jitter, channel choice) is served from the
     host, seeded as LocalBoard's, so a city replays the same with either kind of board.
     """
 
     def __init__(self, name, dev_eui, cfg, x=0.0, y=0.0, app="firmware.main:create", mounts=(),
-                 strict=False, epoch_s=1767225600, seed=0, heapsize=2 * 1024 * 1024):
+                 strict=False, epoch_s=1767225600, seed=0, mpy=False, heapsize=2 * 1024 * 1024):
         if not available():
             raise VMError("node or %s is missing (run `npm ci`)" % os.path.relpath(PACKAGE, ROOT))
         self.name = name
@@ -78,6 +89,8 @@ class VMBoard(Board):
         self._rng = _seeded_rng(seed, self.dev_eui)
         args = ["node", BOARD_JS, "--heapsize", str(int(heapsize))]
         for host, vm in tuple(MOUNTS) + tuple(mounts):
+            if mpy and host in ("protocol", "firmware"):
+                host = _mpy_tree(host)
             args += ["--mount", "%s:%s" % (os.path.join(ROOT, host), vm)]
         self._log = tempfile.NamedTemporaryFile(prefix="vmboard-%s-" % name, suffix=".log")
         self._proc = subprocess.Popen(args, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,

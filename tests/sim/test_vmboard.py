@@ -332,3 +332,20 @@ def test_the_same_pole_sends_the_same_bytes_on_micropython_and_on_cpython():
             b.close()
     assert len(sent["VMBoard"]) > 20
     assert sent["VMBoard"] == sent["LocalBoard"]
+
+
+def test_firmware_as_deployed_in_mpy_files_joins_and_reports():
+    from sim.vmboard import VMBoard
+
+    b = VMBoard("pole-mpy", DEV_EUI.hex(), POLE_CFG, strict=True, mpy=True)
+    try:
+        assert b.eval("sorted(set(f[-4:] for f in __import__('os').listdir('/lib/firmware')"
+                      " if '.' in f))") == [".mpy"]
+        b.apply_env({"lux": 5.0, "temperature_c": 12.5, "humidity_rh": 70.0, "power_w": 41.0,
+                     "current_a": 0.18})
+        ns = NetworkServer(b)
+        run_until(b, ns, 20 * 60 * 1000, lambda: len(ns.uplinks) >= 2)
+        assert len(ns.join_requests) == 1 and len(ns.uplinks) >= 2
+        assert all(u.mic_ok for u in ns.uplinks)
+    finally:
+        b.close()
