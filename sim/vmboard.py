@@ -12,8 +12,10 @@ continues. The wire protocol is in sim/mpvm/board.py.
 The firmware's own prints go to a log file (`firmware_output()`), never into the protocol.
 """
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 
@@ -46,6 +48,7 @@ _compiled = {}  # package -> tree of .mpy files, compiled once per process
 def _mpy_tree(package):
     if package not in _compiled:
         tmp = tempfile.mkdtemp(prefix="vmboard-mpy-")
+        atexit.register(shutil.rmtree, tmp, True)
         _compiled[package] = compile_tree(package, tmp)
     return _compiled[package]
 
