@@ -147,7 +147,7 @@ time_source = "forwarder"
 host = "127.0.0.1"
 port = 0
 [dedup]
-window_ms = 200
+window_ms = 300
 [mqtt]
 url = "mqtt://127.0.0.1:{mqtt_port}"
 max_batch_age_s = 0.05

@@ -94,7 +94,7 @@ def test_join_accept_retried_in_rx2_after_too_late(env):
     reg, store = env
 
     async def main():
-        srv = ForwarderServer(reg, store, EU868, NET_ID, lambda r: None, dedup_window_s=0.05)
+        srv = ForwarderServer(reg, store, EU868, NET_ID, lambda r: None, dedup_window_s=0.1)
         port = await srv.start()
         a = FakeForwarder(GW_A, port)
         try:
@@ -129,7 +129,7 @@ def test_confirmed_uplink_ack_refusals_and_direct_rx2(env):
     reg, store = env
 
     async def main():
-        srv = ForwarderServer(reg, store, EU868, NET_ID, lambda r: None, dedup_window_s=0.05)
+        srv = ForwarderServer(reg, store, EU868, NET_ID, lambda r: None, dedup_window_s=0.1)
         port = await srv.start()
         a, b = FakeForwarder(GW_A, port), FakeForwarder(GW_B, port)
         try:
@@ -181,7 +181,7 @@ def test_payload_error_is_passed_on_and_acked(env):
     got = []
 
     async def main():
-        srv = ForwarderServer(reg, store, EU868, NET_ID, got.append, dedup_window_s=0.05)
+        srv = ForwarderServer(reg, store, EU868, NET_ID, got.append, dedup_window_s=0.1)
         port = await srv.start()
         a = FakeForwarder(GW_A, port)
         try:
@@ -203,7 +203,7 @@ def test_forwarder_with_stale_keepalive_is_used_only_as_last_resort(env):
     reg, store = env
 
     async def main():
-        srv = ForwarderServer(reg, store, EU868, NET_ID, lambda r: None, dedup_window_s=0.05)
+        srv = ForwarderServer(reg, store, EU868, NET_ID, lambda r: None, dedup_window_s=0.1)
         port = await srv.start()
         a, b = FakeForwarder(GW_A, port), FakeForwarder(GW_B, port)
         try:
@@ -235,7 +235,7 @@ def test_repeated_confirmed_uplink_is_acked_again_but_not_queued_again(env):
     got = []
 
     async def main():
-        srv = ForwarderServer(reg, store, EU868, NET_ID, got.append, dedup_window_s=0.05)
+        srv = ForwarderServer(reg, store, EU868, NET_ID, got.append, dedup_window_s=0.1)
         port = await srv.start()
         a, b = FakeForwarder(GW_A, port), FakeForwarder(GW_B, port)
         try:

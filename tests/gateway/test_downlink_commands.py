@@ -81,7 +81,7 @@ def test_commands_go_out_after_the_next_uplink_and_survive_a_refusal(env):
     reg, store = env
 
     async def main():
-        srv = ForwarderServer(reg, store, EU868, NET_ID, lambda r: None, dedup_window_s=0.05)
+        srv = ForwarderServer(reg, store, EU868, NET_ID, lambda r: None, dedup_window_s=0.1)
         srv.app_downlinks = q = DeviceQueue()
         port = await srv.start()
         a = FakeForwarder(GW_A, port)
