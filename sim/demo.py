@@ -303,9 +303,7 @@ class Demo:
         await asyncio.get_running_loop().run_in_executor(None, self.gateway.start)
         self.say("gateway: pid %d, GWMP on %s:%d, log %s" % (
             (self.gateway.proc.pid,) + self.gateway.addr + (self.gateway.log,)))
-        self.city.gateway_addr = self.gateway.addr
-        for f in self.city.forwarders:
-            f.gateway_addr = self.gateway.addr
+        self.city.gateway_addr = self.gateway.addr  # known only now that the gateway serves
         self.say("")
 
     async def _run_city(self, chunk_s=60.0):
