@@ -577,6 +577,8 @@ def run(args) -> dict:
                 print("gateway exited with %s during the run" % gw.returncode)
                 break
         final_rss = rss_kb(pid)
+        gw_cpu_total = cpu_s(pid) - cpu0["gateway"]  # the whole run, drain included
+        load_avg = os.getloadavg()
         drops = udp_drops(udp_port)
         sub_stop.set()
         sub.join(60)
@@ -646,7 +648,8 @@ def run(args) -> dict:
         "rate": args.rate, "seconds": args.seconds, "rxpk_per_datagram": args.rxpk, "copies": args.copies,
         "senders": args.senders, "forwarders": args.forwarders * args.senders, "datagrams": datagrams,
         "push_acks": acks, "sent": len(sent), "delivered": got, "lost": len(sent) - got,
-        "duplicates": dups, "udp_drops": drops, "cpu_cores": cpu, "cores": os.cpu_count(), "unidentified": unknown + recv["unidentified"], "batches": recv["batches"],
+        "duplicates": dups, "udp_drops": drops, "cpu_cores": cpu, "cores": os.cpu_count(),
+        "gateway_cpu_us_per_uplink": gw_cpu_total / max(1, got) * 1e6, "loadavg": load_avg, "unidentified": unknown + recv["unidentified"], "batches": recv["batches"],
         "offered_per_s": len(sent) / max(1e-9, t_last - t_first),
         "sustained_per_s": in_window / max(1e-9, t_last - t_first),
         "drain_s": max(0.0, last_arrival - t_last),
@@ -681,8 +684,11 @@ def report(r: dict) -> None:
           % (r["lost"], r["duplicates"], r["unidentified"], r["udp_drops"]))
     print("  gateway RSS: idle %s kB, peak sampled %s kB, VmHWM %s kB"
           % (r["rss_idle_kb"], r["rss_peak_sampled_kb"], r["vmhwm_kb"]))
-    print("  CPU while sending (cores busy on average, of %d): %s" % (
-        r["cores"], ", ".join("%s %.2f" % kv for kv in r["cpu_cores"].items())))
+    print("  CPU while sending (cores busy on average, of %d): %s; gateway CPU per delivered "
+          "uplink %.0f us; load average at the end %.2f %.2f %.2f (other work on this machine "
+          "competes for the same cores)" % (
+              r["cores"], ", ".join("%s %.2f" % kv for kv in r["cpu_cores"].items()),
+              r["gateway_cpu_us_per_uplink"], *r["loadavg"]))
     print("  per second of sending (s: sent/lost p50/p99 ms): " + "; ".join(
         "%d: %d/%d %.0f/%.0f" % t for t in r["timeline"]))
     st = r.get("gateway_stats")

@@ -37,6 +37,9 @@ forwarder, rssi, snr, freq, datr, tmst), ``fcnt``, ``fport``, ``dev_eui``, ``dev
 
 ``counters`` (a dict, REASONS plus "accepted") counts every outcome, for operators.
 
+The processor sizes protocol.cipher's per-key caches to two session keys per registered
+device, so that AES/CMAC contexts are built once per session, not once per uplink.
+
 :meth:`UplinkProcessor.process_batch` gives the same Results for a list of uplinks (e.g. one
 dedup release) with one frame-counter commit for all of them instead of one per uplink.
 SessionError (storage failure) is *not* caught: that is a gateway fault, not a bad frame.
@@ -50,6 +53,7 @@ from typing import Iterable
 from gateway.dedup import Uplink
 from gateway.registry import Registry
 from gateway.sessions import SessionStore, UnknownSession
+from protocol import cipher as _cipher
 from protocol import payload as _payload
 from protocol.lorawan import frame as _frame
 from protocol.lorawan.fcnt import GAP_TOO_LARGE, OVERFLOW, REPLAY
@@ -91,6 +95,11 @@ class UplinkProcessor:
     def __init__(self, registry: Registry, sessions: SessionStore) -> None:
         self.registry = registry
         self.sessions = sessions
+        # protocol.cipher keeps one AES/CMAC context per key in bounded caches (4096 keys on
+        # CPython).  A network server uses two session keys per device: a fleet larger than
+        # the caches would rebuild OpenSSL contexts on every uplink (~25 us each time), so
+        # size them to the registry (~1 KB per device).
+        _cipher.CACHE_SIZE = max(_cipher.CACHE_SIZE, 2 * len(registry) + 64)
         self.counters: dict[str, int] = {r: 0 for r in ("accepted",) + REASONS}
 
     def _done(self, r: Result) -> Result:

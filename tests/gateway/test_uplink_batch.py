@@ -172,3 +172,16 @@ def test_process_batch_property(joined, tmp_path, specs, cut):
     finally:
         one.sessions.close()
         batch.sessions.close()
+
+
+def test_cipher_caches_hold_two_session_keys_per_device(joined, monkeypatch):
+    """Without this, a fleet above protocol.cipher's default bound rebuilds AES contexts per uplink."""
+    from protocol import cipher
+
+    monkeypatch.setattr(cipher, "CACHE_SIZE", 4)
+    reg, _, _ = joined
+    UplinkProcessor(reg, None)
+    assert cipher.CACHE_SIZE >= 2 * len(reg)
+    monkeypatch.setattr(cipher, "CACHE_SIZE", 10 ** 6)
+    UplinkProcessor(reg, None)
+    assert cipher.CACHE_SIZE == 10 ** 6  # never shrinks a larger setting
