@@ -38,7 +38,7 @@ def free_port():
 
 
 def find_mosquitto():
-    """Path of the mosquitto binary, or None (Debian installs it in /usr/sbin, often not on PATH)."""
+    """Path of the mosquitto binary or None (Debian puts it in /usr/sbin, often not on PATH)."""
     found = shutil.which("mosquitto")
     if found:
         return found
@@ -158,7 +158,8 @@ class Embedded:
         try:
             from amqtt.broker import Broker
         except ImportError as exc:
-            raise BrokerError("neither mosquitto nor amqtt is installed (pip install amqtt)") from exc
+            raise BrokerError("neither mosquitto nor amqtt is installed "
+                              "(pip install amqtt)") from exc
         for name in ("amqtt", "transitions"):  # per-packet INFO chatter would drown the demo
             logging.getLogger(name).setLevel(logging.WARNING)
         config = {

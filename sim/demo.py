@@ -355,8 +355,8 @@ class Demo:
         say("  copies pushed to the gateway   %5d  (duplicates removed by the gateway: %d)"
             % (copies, dd.get("merged", 0) + dd.get("late", 0)))
         air = city.air.counters
-        say("  downlinks (join-accepts, acks) %5d  sent by the gateway (RX1 %d, RX2 %d, failed %d), "
-            "%d received by the poles" % (
+        say("  downlinks (join-accepts, acks) %5d  sent by the gateway (RX1 %d, RX2 %d, "
+            "failed %d), %d received by the poles" % (
                 fs.get("downlink-rx1", 0) + fs.get("downlink-rx2", 0), fs.get("downlink-rx1", 0),
                 fs.get("downlink-rx2", 0), fs.get("downlink-failed", 0),
                 air.get("downlinks_delivered", 0)))

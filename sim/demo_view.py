@@ -85,6 +85,6 @@ def format_uplink(up, names=None):
         radio.append("rssi %d dBm" % best.get("rssi", 0))
         if "snr" in best:
             radio.append("snr %s dB" % _number(float(best["snr"])))
-        radio.append("via %s" % ",".join((names or {}).get(c.get("fwd", "").upper(), c.get("fwd", "?"))
-                                         for c in copies))
+        fwds = [(names or {}).get(c.get("fwd", "").upper(), c.get("fwd", "?")) for c in copies]
+        radio.append("via %s" % ",".join(fwds))
     return "%s  %-10s %s  | %s" % (when, who, "  ".join(parts), "  ".join(radio))

@@ -68,8 +68,9 @@ class VMBoard(Board):
     VM (default the firmware's create()); mounts: extra (host_dir, vm_dir) trees, e.g. a test
     app; strict: re-raise firmware exceptions as FirmwareError instead of counting a crash and
     soft-resetting; mpy: load protocol/ and firmware/ as .mpy compiled by mpy-cross, as a board
-    is deployed (smaller heap than compiling .py on the VM); seed: the firmware's rng (join jitter, channel choice) is served from the
-    host, seeded as LocalBoard's, so a city replays the same with either kind of board.
+    is deployed (smaller heap than compiling .py on the VM); seed: the firmware's rng (join
+    jitter, channel choice) is served from the host, seeded as LocalBoard's, so a city replays
+    the same with either kind of board.
     """
 
     def __init__(self, name, dev_eui, cfg, x=0.0, y=0.0, app="firmware.main:create", mounts=(),

@@ -132,7 +132,8 @@ def _distinct_delivered(out):
 def _check_complete_run(out, err, code, vm_poles):
     assert code == 0, out + err
     assert "Traceback" not in out + err
-    lines = [ln for ln in out.splitlines() if re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d  pole-", ln)]
+    reading = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d  pole-")
+    lines = [ln for ln in out.splitlines() if reading.match(ln)]
     assert lines, out
     assert all("fcnt" in ln and "rssi" in ln and "via fwd-" in ln for ln in lines)
     if vm_poles:
