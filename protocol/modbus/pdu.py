@@ -302,6 +302,8 @@ def decode_response(pdu, request=None):
     if fc & 0x80:
         if n != 2 or pdu[1] == 0:
             raise ModbusError("exception response must be 2 bytes with a code 1..255, got %d" % n)
+        if fc == 0x80:
+            raise ModbusError("exception response for function 0: no such function")
         return ExceptionResponse(fc & 0x7F, pdu[1])
     if fc == READ_HOLDING or fc == READ_INPUT:
         nbytes = pdu[1]

@@ -210,9 +210,10 @@ def test_rssi_decreases_with_distance(d1, d2):
     m.add_receiver("r2", 0, -d2)
     m.transmit("n", 0, 0, 0, F0, 7, BW, payload_len=10)
     r = {d.rx_id: d.rssi for d in m.deliveries(10 ** 6)}
-    if d1 < d2:
+    # distances closer than float resolution of the path-loss formula give the same RSSI
+    if d1 < d2 - 1e-6:
         assert r["r1"] > r["r2"]
-    elif d1 > d2:
+    elif d1 > d2 + 1e-6:
         assert r["r1"] < r["r2"]
 
 
