@@ -3,7 +3,7 @@
 import binascii
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from pymodbus.pdu import DecodePDU
 from pymodbus.pdu.register_message import (
