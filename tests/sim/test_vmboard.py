@@ -377,3 +377,20 @@ def test_a_power_cut_on_the_vm_resumes_the_session_and_never_reuses_a_frame_coun
         assert b.counters["power_cuts"] == 1 and b.counters["boots"] == 2
     finally:
         b.close()
+
+
+def test_the_vm_side_understands_every_env_key_and_wiring_key_localboard_does():
+    """sim/mpvm/board.py mirrors LocalBoard's physics on MicroPython; a key added to one and
+    not the other would be silently ignored by one kind of board."""
+    import inspect
+    import re
+
+    import sim.board
+
+    vm_src = open(os.path.join(sim.mpvm.ROOT, "sim", "mpvm", "board.py")).read()
+    local_src = inspect.getsource(sim.board.LocalBoard.apply_env)
+    keys = set(re.findall(r'"(\w+)" in env', local_src))
+    assert {"lux", "temperature_c", "door_open", "power_w"} <= keys
+    assert keys == set(re.findall(r'"(\w+)" in env', vm_src))
+    wiring = re.search(r"_WIRING = (\{[^}]*\})", vm_src).group(1)
+    assert eval(wiring) == sim.board._DEFAULT_WIRING
