@@ -31,7 +31,7 @@ from protocol.lorawan.region import Region
 from protocol.lorawan.session import build_data_frame
 
 __all__ = ["RETRY_IN_RX2", "DOWNLINK_POWE", "DOWNLINK_CODR", "Pending", "DownlinkTracker",
-           "choose_window", "class_a_txpk", "ack_frame", "data_down_frame"]
+           "choose_window", "class_a_txpk", "ack_frame", "data_down_frame", "mac_answers"]
 
 RETRY_IN_RX2 = frozenset(("TOO_LATE", "TOO_EARLY", "COLLISION_PACKET", "COLLISION_BEACON"))
 DOWNLINK_POWE = 14  # dBm: within EU868 RX1 (16) and RX2 (27) limits and KR920's 14 from 922.1 MHz
@@ -66,10 +66,10 @@ def class_a_txpk(region: Region, copy: RadioMeta, phy: bytes, window: str, rx1_d
 
 
 def data_down_frame(sessions: SessionStore, dev_addr: int, ack: bool, fport: int | None = None,
-                    payload: bytes = b"", fpending: bool = False) -> bytes:
+                    payload: bytes = b"", fpending: bool = False, fopts: list = ()) -> bytes:
     """UnconfirmedDown answering an uplink: FCtrl.ACK when it was confirmed, an application
-    payload (encrypted with AppSKey) on fport when one waits, FPending when more wait; the
-    session's next FCntDown.
+    payload (encrypted with AppSKey) on fport when one waits, FPending when more wait, MAC
+    answers (dicts, see mac_answers) in FOpts; the session's next FCntDown.
 
     The counter is reserved durably first (SessionStore.next_fcnt_down), so it is never reused
     even if the gateway dies before sending.  Raises UnknownSession / SessionError.
@@ -79,12 +79,45 @@ def data_down_frame(sessions: SessionStore, dev_addr: int, ack: bool, fport: int
     if s is None:
         raise UnknownSession(f"no session for DevAddr {dev_addr:08X}")
     return build_data_frame(_frame.UNCONFIRMED_DOWN, dev_addr, fcnt, fport, payload, s.nwk_s_key,
-                            s.app_s_key, ack=ack, fpending=fpending)
+                            s.app_s_key, fopts=list(fopts), ack=ack, fpending=fpending)
 
 
 def ack_frame(sessions: SessionStore, dev_addr: int) -> bytes:
     """The bare ACK: UnconfirmedDown, FCtrl.ACK, no FPort/FRMPayload (see data_down_frame)."""
     return data_down_frame(sessions, dev_addr, True)
+
+
+# Demodulation floor (dB SNR) per spreading factor (Semtech SX127x datasheet), for LinkCheckAns
+DEMOD_FLOOR_DB = {7: -7.5, 8: -10.0, 9: -12.5, 10: -15.0, 11: -17.5, 12: -20.0}
+GPS_EPOCH_UNIX = 315964800  # 1980-01-06T00:00:00Z
+GPS_LEAP_S = 18  # GPS - UTC since 2017-01-01 (no leap second announced since)
+
+
+def mac_answers(mac_commands: list | None, copies: list, uplink_unix_s: float,
+                region: Region) -> list[dict]:
+    """Answers to the device's MAC requests the network must answer: LinkCheckReq (margin =
+    best SNR above the demodulation floor of the uplink's SF, gateway count = forwarders that
+    heard it) and DeviceTimeReq (GPS time of the uplink, 1/256 s).  Other commands are answers
+    to requests this gateway never sends, and get none."""
+    out: list[dict] = []
+    for c in mac_commands or ():
+        name = c.get("name")
+        if name == "LinkCheckReq" and copies:
+            best = max((m.snr for m in copies if m.snr is not None), default=None)
+            try:
+                sf = region.data_rate(region.dr_from_datr(copies[0].datr)).sf
+            except (ValueError, TypeError):
+                sf = None
+            floor = DEMOD_FLOOR_DB.get(sf)
+            margin = 0 if best is None or floor is None else int(round(best - floor))
+            out.append({"name": "LinkCheckAns", "margin": max(0, min(254, margin)),
+                        "gw_cnt": min(255, len({m.forwarder for m in copies}))})
+        elif name == "DeviceTimeReq":
+            gps = uplink_unix_s - GPS_EPOCH_UNIX + GPS_LEAP_S
+            seconds = int(gps)
+            out.append({"name": "DeviceTimeAns", "seconds": seconds & 0xFFFFFFFF,
+                        "fractional": min(255, int((gps - seconds) * 256))})
+    return out
 
 
 @dataclass(slots=True)

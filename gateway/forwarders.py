@@ -27,6 +27,8 @@ time.time())`` (one frame-counter commit for the whole release):
   ``app_downlinks`` (gateway.device_queue.DeviceQueue) holds a command for the device, any data
   uplink is answered with it (plus ACK when confirmed, FPending when more wait); a command
   whose downlink fails goes back to the front of the device's queue.
+* MAC requests the network answers (LinkCheckReq, DeviceTimeReq; downlink.mac_answers) are
+  answered in FOpts of that reply, which is sent for them alone too (``mac-answers``).
 * a confirmed uplink repeated by its device (our ACK was lost) is ACKed again without being
   queued again (``retransmission-acked``; see ``_retransmission``).
 * join-requests -> :func:`gateway.join.handle_join_request`; an accepted join's join-accept
@@ -53,7 +55,7 @@ pull-data, tx-ack, rxpk, rxpk-errors, crc-bad, uplinks, records, joins-accepted,
 join-<reason>, uplink-<reason>, acks (ACK frames built), downlinks (PULL_RESPs sent),
 rx2-direct, rx2-retry, downlink-rx1, downlink-rx2, downlink-failed, downlink-late,
 no-downlink-path, stale-downlink-path, downlink-error, tx-ack-ok, tx-ack-<ERROR>,
-tx-ack-unmatched, tx-ack-missing, retransmission-acked, process-error, on-records-error.
+tx-ack-unmatched, tx-ack-missing, retransmission-acked, mac-answers, process-error, on-records-error.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ from gateway import downlink as dl
 from gateway.dedup import Deduplicator, RadioMeta, Uplink, _rank
 from gateway.device_queue import AppDownlink, DeviceQueue
 from gateway.join import handle_join_request
+from gateway.readings import parse_rxpk_time
 from gateway.registry import Registry
 from gateway.sessions import SessionError, SessionStore
 from gateway.uplink import Result, UplinkProcessor
@@ -348,18 +351,27 @@ class ForwarderServer:
         app = None
         if self.app_downlinks is not None and r.dev_eui is not None:
             app = self.app_downlinks.pop(r.dev_eui)
+        answers = []
+        if r.mac_commands:
+            t = parse_rxpk_time(getattr(uplink.best(), "time", None))
+            if t is None:  # the gateway clock when the first copy arrived
+                t = time.time() - (time.monotonic() - uplink.first_seen)
+            answers = dl.mac_answers(r.mac_commands, uplink.copies, t, self.region)
+            self._inc("mac-answers", len(answers))
         if r.confirmed:
             self._remember_confirmed(uplink, r)
-        if r.confirmed or app is not None:
-            self._reply(uplink, r, app)
+        if r.confirmed or app is not None or answers:
+            self._reply(uplink, r, app, answers)
 
-    def _reply(self, uplink: Uplink, r: Result, app: AppDownlink | None) -> None:
-        """The class-A answer to a data uplink: ACK and/or the device's next queued payload."""
+    def _reply(self, uplink: Uplink, r: Result, app: AppDownlink | None,
+               answers: list = ()) -> None:
+        """The class-A answer to a data uplink: ACK, the device's next queued payload and/or
+        answers to its MAC requests."""
         more = app is not None and self.app_downlinks.pending(r.dev_eui) > 0
         try:
             phy = dl.data_down_frame(self.sessions, r.dev_addr, r.confirmed,
                                      None if app is None else app.fport,
-                                     b"" if app is None else app.payload, more)
+                                     b"" if app is None else app.payload, more, answers)
         except SessionError as e:
             self._inc("downlink-error")
             log.warning("no downlink for %08X: %s", r.dev_addr, e)

@@ -269,3 +269,48 @@ def test_repeated_confirmed_uplink_is_acked_again_but_not_queued_again(env):
             b.close()
 
     run(main())
+
+
+def test_mac_answers_pure():
+    copies = [RadioMeta("A", -100, -3.0, FREQ, "SF9BW125", 0), RadioMeta("B", -90, 4.25, FREQ, "SF9BW125", 0),
+              RadioMeta("B", -90, None, FREQ, "SF9BW125", 0)]
+    t = 1795845600.5  # 2026-11-28T06:00:00.5Z
+    got = dl.mac_answers([{"name": "LinkCheckReq"}, {"name": "DevStatusAns"}, {"name": "DeviceTimeReq"}],
+                         copies, t, EU868)
+    gps = 1795845600 - 315964800 + 18
+    assert got == [{"name": "LinkCheckAns", "margin": 17, "gw_cnt": 2},  # 4.25 - (-12.5)
+                   {"name": "DeviceTimeAns", "seconds": gps, "fractional": 128}]
+    assert dl.mac_answers(None, copies, t, EU868) == []
+    low = [RadioMeta("A", -130, -25.0, FREQ, "SF12BW125", 0)]
+    assert dl.mac_answers([{"name": "LinkCheckReq"}], low, t, EU868)[0]["margin"] == 0
+
+
+def test_link_check_and_device_time_requests_are_answered_in_fopts(env):
+    reg, store = env
+
+    async def main():
+        srv = ForwarderServer(reg, store, EU868, NET_ID, lambda r: None, dedup_window_s=0.1)
+        port = await srv.start()
+        a, b = FakeForwarder(GW_A, port), FakeForwarder(GW_B, port)
+        try:
+            keys = await joined(srv, a)
+            port_, body = payload.encode_uplink("pole", "report", {})
+            up = build_data_frame(frame.UNCONFIRMED_UP, keys[0], 0, port_, body, keys[1], keys[2],
+                                  fopts=[{"name": "LinkCheckReq"}, {"name": "DeviceTimeReq"}])
+            when = "2026-11-28T06:00:00.25Z"
+            await a.push([gwmp.Rxpk(1_000, FREQ, "SF9BW125", up, -95, lsnr=6.0, time=when)])
+            await b.push([gwmp.Rxpk(2_000, FREQ, "SF9BW125", up, -99, lsnr=2.0)])
+            r = await a.recv()
+            o = open_data_frame(r.txpk.data, keys[1], keys[2])
+            assert o.mic_ok and not o.frame.ack and o.frame.fport is None
+            names = {c["name"]: c for c in o.mac_commands}
+            assert names["LinkCheckAns"]["margin"] == 18 and names["LinkCheckAns"]["gw_cnt"] == 2
+            assert names["DeviceTimeAns"]["seconds"] == 1795845600 - 315964800 + 18
+            assert names["DeviceTimeAns"]["fractional"] == 64
+            assert srv.counters["mac-answers"] == 2
+        finally:
+            await srv.stop()
+            a.close()
+            b.close()
+
+    run(main())
