@@ -303,6 +303,18 @@ def test_join_uplinks_ack_rejections_restart(tmp_path, broker):
         assert (err[0], err[3], err["lora"]["fport"]) == ("frm_payload", "010203", 99)
         assert "fPort 99" in err["lora"]["error"]
 
+        # the same batches, saved back to back, through `python -m gateway decode-batch`
+        saved = tmp_path / "saved.cbor"
+        saved.write_bytes(b"".join(sub.messages))
+        p = subprocess.run([sys.executable, "-m", "gateway", "decode-batch", str(saved)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, p.stderr
+        recs = [r for line in p.stdout.splitlines() for r in json.loads(line)["records"]]
+        firsts = [r for r in recs if "lora" in r]
+        assert [r["lora"]["fcnt"] for r in firsts] == [0, 1, 2]
+        assert firsts[0]["bt"] == first[-3] and firsts[0]["lora"]["copies"][0]["time"] == T0
+        assert {"n": "lamp_power", "u": "W", "v": 61.5} in recs
+
         # broker down: readings are accepted into the durable queue only; then SIGKILL
         broker.stop()
         up3 = data_frame(keys, 3, {"dim_level": 70})
