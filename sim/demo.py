@@ -264,6 +264,11 @@ class Demo:
     def _build_city(self):
         from sim.city import City
 
+        # LocalBoard imports the firmware from this source tree (it is deployed to boards, not
+        # installed as a Python package), so the demo works from any working directory.
+        if ROOT not in sys.path:
+            sys.path.insert(0, ROOT)
+
         if self.vm_poles and not sim.mpvm.available():
             raise DemoError("--vm-poles needs node and the MicroPython npm package (npm ci)")
         cfg = {"report_interval_s": self.report_interval_s}
