@@ -73,6 +73,8 @@ def parse_rxpk_time(text: object) -> float | None:
     if m is None:
         return None
     y, mo, d, h, mi, s, frac, tz = m.groups()
+    if int(s) > 60:
+        return None
     try:
         dt = datetime(int(y), int(mo), int(d), int(h), int(mi), min(int(s), 59), tzinfo=timezone.utc)
     except ValueError:

@@ -34,7 +34,7 @@ def test_parse_rxpk_time(text, want):
 
 @pytest.mark.parametrize("text", [None, 5, "", "yesterday", "2026-13-01T00:00:00Z",
                                   "2026-11-28T06:00:00+25:00", "1970-01-01T00:00:10Z",
-                                  "2026-11-28T06:00Z"])
+                                  "2026-11-28T06:00Z", "2026-11-28T06:00:61Z"])
 def test_unusable_rxpk_time(text):
     assert parse_rxpk_time(text) is None
 
