@@ -111,10 +111,24 @@ needs_broker = pytest.mark.skipif(
     reason="neither mosquitto nor amqtt installed")
 
 
-def _demo(*args, **kw):
-    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "sim", "demo", *args], cwd=ROOT, env=env,
+def _demo(*args, cwd=ROOT, **kw):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if cwd == ROOT:
+        env["PYTHONPATH"] = ROOT
+    else:  # as a user runs it: installed (pip install -e .), from any directory
+        env.pop("PYTHONPATH", None)
+    return subprocess.Popen([sys.executable, "-m", "sim", "demo", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _installed_from_here(elsewhere):
+    """True when `import sim` outside the repository finds this tree (pip install -e .)."""
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    code = "import sim, os; print(os.path.dirname(sim.__file__))"
+    r = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env=env, capture_output=True,
+                       text=True)
+    return r.returncode == 0 and os.path.samefile(r.stdout.strip(), os.path.join(ROOT, "sim"))
 
 
 def _number(out, label):
@@ -147,9 +161,11 @@ def _check_complete_run(out, err, code, vm_poles):
 
 
 @needs_broker
-def test_demo_end_to_end_prints_every_delivered_reading_and_exits_0():
+def test_demo_end_to_end_prints_every_delivered_reading_and_exits_0(tmp_path):
     vm = 1 if sim.mpvm.available() else 0
-    p = _demo("--poles", "3", "--duration", "1500", "--speed", "500", "--vm-poles", str(vm))
+    cwd = str(tmp_path) if _installed_from_here(str(tmp_path)) else ROOT
+    p = _demo("--poles", "3", "--duration", "1500", "--speed", "500", "--vm-poles", str(vm),
+              cwd=cwd)
     out, err = p.communicate(timeout=180)
     _check_complete_run(out, err, p.returncode, vm)
 
