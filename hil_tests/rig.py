@@ -1,0 +1,298 @@
+"""The hardware-in-the-loop test rig: a real mosquitto, the real gateway process,
+an MQTT subscriber, a recorder of what each pole reported, and a UDP socket posing as a packet
+forwarder. The building blocks are the demo's (sim.demo.Gateway, tests/gateway/mosquitto.py);
+what is added here is only what a test needs on top: a fixed UDP port (a restarted gateway
+must be reachable at the same address, the forwarders' sockets are connected to it), SIGKILL,
+and a subscriber that keeps every message with its arrival time.
+"""
+
+import asyncio
+import os
+import signal
+import socket
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+
+import sim.demo
+from gateway.batch import decode_batch
+from protocol import gwmp
+from tests.gateway.mosquitto import MOSQUITTO, Mosquitto
+
+__all__ = ["MOSQUITTO", "Broker", "HilGateway", "Readings", "ReportRecorder", "PushLog",
+           "FakeForwarder", "wait_for", "free_udp_port", "run_city", "dev_eui_of"]
+
+
+def wait_for(cond, timeout, what, interval=0.05):
+    """Poll cond() until it is truthy (returns it) or fail the test after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            raise AssertionError("timed out after %.0f s waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+def free_udp_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def dev_eui_of(record):
+    """DevEUI (upper-case hex) from a first record's bn "urn:dev:eui64:<hex>:"."""
+    bn = record[-2]
+    assert bn.startswith("urn:dev:eui64:") and bn.endswith(":"), bn
+    return bn[len("urn:dev:eui64:"):-1].upper()
+
+
+class Broker(Mosquitto):
+    """tests/gateway/mosquitto.py's broker with persistence on, so a consumer's persistent
+    session (clean_session=False, QoS 1 subscription) survives a broker restart: what the
+    gateway publishes after the restart is kept for the test's subscriber even when the gateway
+    reconnects first. restart() brings it back on the same port."""
+
+    def __init__(self, tmpdir, port=None):
+        super().__init__(tmpdir, port)
+        self.tmpdir = str(tmpdir)
+        with open(self.conf, "a") as f:
+            f.write("persistence true\npersistence_location %s/\n"
+                    "autosave_interval 1\n" % self.tmpdir)
+        with open(self.conf) as f:
+            text = f.read()
+        with open(self.conf, "w") as f:  # the base writes "persistence false"
+            f.write(text.replace("persistence false\n", "", 1))
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+
+class HilGateway(sim.demo.Gateway):
+    """The demo's gateway process on a fixed UDP port, with SIGKILL and restart.
+
+    sim.demo.Gateway writes ``port = 0`` (any free port); a restarted gateway must come back on
+    the same port, so the config is rewritten with the port chosen here.
+    """
+
+    def __init__(self, workdir, registry, mqtt_url, udp_port=None, stats_interval_s=1):
+        super().__init__(workdir, registry, mqtt_url, stats_interval_s=stats_interval_s)
+        self.udp_port = udp_port or free_udp_port()
+        with open(self.config) as f:
+            text = f.read()
+        assert "\nport = 0\n" in text, text  # the demo's config format changed: adapt here
+        with open(self.config, "w") as f:
+            f.write(text.replace("\nport = 0\n", "\nport = %d\n" % self.udp_port))
+        self.starts = 0
+        self.logs = []
+
+    def start(self, timeout=30.0):
+        self.starts += 1
+        # each run keeps its own log (Gateway.start truncates self.log)
+        self.log = os.path.join(self.workdir, "gateway-%d.log" % self.starts)
+        self.logs.append(self.log)
+        super().start(timeout)
+        assert self.addr == ("127.0.0.1", self.udp_port), self.addr
+        return self
+
+    def kill(self):
+        """SIGKILL: no shutdown code runs. The stale ready file is removed so start() waits for
+        the new process's own."""
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        self._logf.close()
+        try:
+            os.unlink(self.ready)
+        except OSError:
+            pass
+        return self.proc.returncode
+
+    def stats_after(self, cond, timeout=15.0, what="gateway stats"):
+        """Wait for a stats.json snapshot for which cond(stats) holds; return it."""
+        return wait_for(lambda: (lambda s: s if s and cond(s) else None)(self.stats()),
+                        timeout, what)
+
+    def all_logs(self):
+        out = []
+        for p in self.logs:
+            try:
+                with open(p, errors="replace") as f:
+                    out.append(f.read())
+            except OSError:
+                pass
+        return "\n".join(out)
+
+
+class Readings:
+    """A paho subscriber on streetgrid/# that keeps every batch with its arrival time.
+
+    uplinks(): one entry per uplink record group (a record carrying "lora" starts one):
+    {"eui", "fcnt", "lora", "records", "topic", "seq", "at"}.
+    """
+
+    def __init__(self, port, client_id="hil-readings"):
+        self.msgs = []  # (monotonic arrival, topic, decoded batch)
+        self.bad = []
+        self.connects = 0
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                             clean_session=False, protocol=mqtt.MQTTv311)
+        self.c.on_connect = self._on_connect
+        self.c.on_subscribe = lambda *a: self._subscribed.set()
+        self.c.on_message = self._on_message
+        self.c.reconnect_delay_set(0.2, 1.0)
+        self.c.connect("127.0.0.1", port, keepalive=10)
+        self.c.loop_start()
+        assert self._subscribed.wait(10), "no SUBACK from mosquitto"
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        self.connects += 1
+        client.subscribe("streetgrid/#", qos=1)
+
+    def _on_message(self, client, userdata, msg):
+        try:
+            b = decode_batch(msg.payload)
+        except ValueError as exc:
+            with self._lock:
+                self.bad.append((msg.topic, repr(exc)))
+            return
+        with self._lock:
+            self.msgs.append((time.monotonic(), msg.topic, b))
+
+    def uplinks(self, since=None, until=None):
+        out = []
+        with self._lock:
+            msgs = list(self.msgs)
+        for at, topic, b in msgs:
+            if (since is not None and at < since) or (until is not None and at > until):
+                continue
+            for r in b["records"]:
+                if "lora" in r:
+                    out.append({"eui": dev_eui_of(r), "fcnt": r["lora"]["fcnt"],
+                                "lora": r["lora"], "records": [], "topic": topic,
+                                "seq": b["seq"], "gateway_id": b["gateway_id"], "at": at})
+                assert out, "a batch starts with a record without radio metadata"
+                out[-1]["records"].append(r)
+        return out
+
+    def keys(self, **kw):
+        return [(u["eui"], u["fcnt"]) for u in self.uplinks(**kw)]
+
+    def stop(self):
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+class ReportRecorder:
+    """Every report the poles' firmware made, in order, with the virtual ms it was made at.
+
+    Hooked on the City's after-poll step (the air calls it after every board poll), so it
+    sees each report right after the poll that produced it, for LocalBoard (app attributes)
+    and VMBoard (one eval round trip inside the VM) alike.
+    """
+
+    def __init__(self, city):
+        self.city = city
+        self.reports = {b.name: [] for b in city.boards}  # name -> [(now_ms, fields)]
+        self._last = {}  # name -> (boot count, reports count)
+        original = city._after_poll
+
+        def after_poll(board):
+            original(board)
+            self._look(board)
+        city._after_poll = after_poll  # City.start() installs it on the air
+
+    def _look(self, board):
+        if hasattr(board, "eval"):  # VMBoard: the app lives in the VM
+            got = board.eval("None if app is None else (app.reports, app.last_report)")
+            if got is None:
+                return
+            n, f = got
+        else:
+            app = board.app
+            if app is None:
+                return
+            n, f = app.reports, app.last_report
+        key = (board.counters["boots"], n)
+        if self._last.get(board.name, (None, 0)) != key and n > 0:
+            self.reports[board.name].append((board.now_ms, dict(f)))
+        self._last[board.name] = key
+
+
+class PushLog:
+    """Every PUSH_DATA the city's forwarders send, with the real (monotonic) time it left:
+    (time, forwarder EUI, datagram bytes, [rxpk]). A test uses it to know which frames reached
+    the gateway before or after an instant, and to replay a captured datagram byte for byte."""
+
+    def __init__(self, city):
+        self.pushes = []
+        for fwd in city.forwarders:
+            self._wrap(fwd)
+
+    def _wrap(self, fwd):
+        original = fwd._push
+
+        def push(msg):
+            if getattr(msg, "rxpk", None):
+                self.pushes.append((time.monotonic(), fwd.eui_hex, msg.encode(), list(msg.rxpk)))
+            return original(msg)
+        fwd._push = push
+
+    def times(self, phy):
+        """(first, last) real time a copy of this PHYPayload was pushed, or None."""
+        ts = [t for t, _, _, rxpk in self.pushes for r in rxpk if r.data == phy]
+        return (min(ts), max(ts)) if ts else None
+
+    def datagram_with(self, phy):
+        """A captured PUSH_DATA whose only rxpk is this frame: (time, datagram)."""
+        for t, _, dgram, rxpk in self.pushes:
+            if len(rxpk) == 1 and rxpk[0].data == phy:
+                return t, dgram
+        return None
+
+
+class FakeForwarder:
+    """A UDP socket posing as a packet forwarder (its own gateway EUI): sends PUSH_DATA and
+    collects the PUSH_ACKs, so a test can inject captured or forged frames."""
+
+    def __init__(self, gateway_addr, eui_hex="DEADBEEF0000A77C"):
+        self.eui_hex = eui_hex
+        self.eui = bytes.fromhex(eui_hex)
+        self.addr = tuple(gateway_addr)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(2.0)
+        self.token = 0x4000
+
+    def push(self, rxpks):
+        """PUSH_DATA with these rxpk; returns once the gateway's PUSH_ACK came back."""
+        self.token += 1
+        self.sock.sendto(gwmp.PushData(self.token, self.eui, list(rxpks)).encode(), self.addr)
+        return self._ack(self.token)
+
+    def resend(self, datagram):
+        """A captured datagram, byte for byte (token included)."""
+        self.sock.sendto(datagram, self.addr)
+        return self._ack(int.from_bytes(datagram[1:3], "big"))
+
+    def _ack(self, token):
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            data = self.sock.recv(65536)
+            msg = gwmp.decode(data)
+            if isinstance(msg, gwmp.PushAck) and msg.token == token:
+                return True
+        raise AssertionError("no PUSH_ACK for token %d" % token)
+
+    def close(self):
+        self.sock.close()
+
+
+def run_city(loop, city, virtual_s, timeout):
+    """Run the city for virtual_s virtual seconds on loop (fails the test after timeout)."""
+    loop.run_until_complete(asyncio.wait_for(city.run(virtual_s), timeout))
+
