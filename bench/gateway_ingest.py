@@ -46,6 +46,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+if os.environ.get("GATEWAY_ROOT"):  # the gateway code under test may come from another tree
+    sys.path.insert(0, os.environ["GATEWAY_ROOT"])
 
 NET_ID = 0x000013
 JOIN_EUI = bytes.fromhex("70B3D57ED0000000")
@@ -129,10 +131,10 @@ stats_interval_s = 5
 """)
 
 
-def real_gateway_available() -> bool:
-    if not os.path.exists(os.path.join(ROOT, "gateway", "__main__.py")):
+def real_gateway_available(root: str) -> bool:
+    if not os.path.exists(os.path.join(root, "gateway", "__main__.py")):
         return False
-    r = subprocess.run([sys.executable, "-m", "gateway", "run", "--help"], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "gateway", "run", "--help"], cwd=root,
                        capture_output=True, text=True)
     return r.returncode == 0 and "--ready-file" in r.stdout
 
@@ -459,6 +461,18 @@ def cpu_s(pid: int) -> float:
         return float("nan")
 
 
+def write_bytes(pid: int) -> int:
+    """Bytes the process caused to be written to storage (/proc/<pid>/io)."""
+    try:
+        with open(f"/proc/{pid}/io") as f:
+            for line in f:
+                if line.startswith("write_bytes:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def udp_drops(port: int) -> int | None:
     """Datagrams the kernel dropped on the gateway's UDP socket (receive buffer full)."""
     try:
@@ -483,7 +497,8 @@ def pct(sorted_vals, p):
 def run(args) -> dict:
     from tests.gateway.mosquitto import Mosquitto
 
-    use_real = args.gateway == "real" or (args.gateway == "auto" and real_gateway_available())
+    root = os.path.abspath(args.gateway_root)
+    use_real = args.gateway == "real" or (args.gateway == "auto" and real_gateway_available(root))
     tmp = tempfile.mkdtemp(prefix="gw-ingest-")
     data_dir = os.path.join(tmp, "data")
     os.makedirs(data_dir)
@@ -531,7 +546,10 @@ def run(args) -> dict:
             if args.standin_batch else "one put per uplink", args.sync) + ", SO_RCVBUF %s, cipher cache %s" % (
                 args.standin_rcvbuf or "default", args.standin_cipher_cache or "default")
     gw_log = open(os.path.join(tmp, "gateway.log"), "w")
-    gw = subprocess.Popen(cmd, cwd=ROOT, stdout=gw_log, stderr=subprocess.STDOUT)
+    env = dict(os.environ, GATEWAY_ROOT=root, PYTHONPATH=root)
+    gw = subprocess.Popen(cmd, cwd=root, stdout=gw_log, stderr=subprocess.STDOUT, env=env)
+    if root != ROOT:
+        kind += " from %s" % root
     result = {}
     try:
         deadline = time.monotonic() + 60
@@ -553,6 +571,7 @@ def run(args) -> dict:
         rss_idle = rss_kb(pid)
         cpu0 = {"gateway": cpu_s(pid), "mosquitto": cpu_s(broker.proc.pid), "subscriber": cpu_s(sub.pid)}
         wall0 = time.monotonic()
+        io0 = write_bytes(pid)
         cpu = None
         start_at.value = time.monotonic() + 0.2
         peak_rss = 0
@@ -578,6 +597,7 @@ def run(args) -> dict:
                 break
         final_rss = rss_kb(pid)
         gw_cpu_total = cpu_s(pid) - cpu0["gateway"]  # the whole run, drain included
+        gw_written = write_bytes(pid) - io0
         load_avg = os.getloadavg()
         drops = udp_drops(udp_port)
         sub_stop.set()
@@ -649,7 +669,8 @@ def run(args) -> dict:
         "senders": args.senders, "forwarders": args.forwarders * args.senders, "datagrams": datagrams,
         "push_acks": acks, "sent": len(sent), "delivered": got, "lost": len(sent) - got,
         "duplicates": dups, "udp_drops": drops, "cpu_cores": cpu, "cores": os.cpu_count(),
-        "gateway_cpu_us_per_uplink": gw_cpu_total / max(1, got) * 1e6, "loadavg": load_avg, "unidentified": unknown + recv["unidentified"], "batches": recv["batches"],
+        "gateway_cpu_us_per_uplink": gw_cpu_total / max(1, got) * 1e6,
+        "gateway_written_bytes_per_uplink": gw_written / max(1, got), "loadavg": load_avg, "unidentified": unknown + recv["unidentified"], "batches": recv["batches"],
         "offered_per_s": len(sent) / max(1e-9, t_last - t_first),
         "sustained_per_s": in_window / max(1e-9, t_last - t_first),
         "drain_s": max(0.0, last_arrival - t_last),
@@ -682,8 +703,9 @@ def report(r: dict) -> None:
     print("  lost      %d, duplicates %d, unidentified records %d (goal 0 lost); datagrams the "
           "kernel dropped at the gateway's UDP socket (receive buffer full): %s"
           % (r["lost"], r["duplicates"], r["unidentified"], r["udp_drops"]))
-    print("  gateway RSS: idle %s kB, peak sampled %s kB, VmHWM %s kB"
-          % (r["rss_idle_kb"], r["rss_peak_sampled_kb"], r["vmhwm_kb"]))
+    print("  gateway RSS: idle %s kB, peak sampled %s kB, VmHWM %s kB; storage written %.0f bytes "
+          "per uplink" % (r["rss_idle_kb"], r["rss_peak_sampled_kb"], r["vmhwm_kb"],
+                          r["gateway_written_bytes_per_uplink"]))
     print("  CPU while sending (cores busy on average, of %d): %s; gateway CPU per delivered "
           "uplink %.0f us; load average at the end %.2f %.2f %.2f (other work on this machine "
           "competes for the same cores)" % (
@@ -706,6 +728,8 @@ def main(argv=None) -> None:
     ap.add_argument("--senders", type=int, default=1, help="load generator processes")
     ap.add_argument("--forwarders", type=int, default=4, help="forwarder sockets per sender")
     ap.add_argument("--gateway", choices=("auto", "real", "standin"), default="auto")
+    ap.add_argument("--gateway-root", default=ROOT,
+                    help="source tree the gateway process runs from (e.g. an exported older commit)")
     ap.add_argument("--standin-batch", action="store_true",
                     help="stand-in releases each dedup batch via process_batch + one put")
     ap.add_argument("--standin-linger-ms", type=int, default=0,
