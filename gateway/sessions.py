@@ -38,7 +38,8 @@ Frame counters
     *before* sending: a crash after it skips a counter value but never reuses one.
 
 Cache: the store keeps the sessions it has read or written in memory, by DevAddr (at most
-``max_cached``), and updates them only after a successful COMMIT, so the uplink hot path
+``max_cached``; all of them are loaded at open when they fit), and updates them only after a
+successful COMMIT, so the uplink hot path
 (:meth:`get_by_dev_addr`) does not hit SQLite each time.  Hence the file must not be changed
 behind the back of an open store (only one process should own it anyway).
 
@@ -177,6 +178,21 @@ class SessionStore:
             conn.close()
             raise
         self._conn: sqlite3.Connection | None = conn
+        self._preload()
+
+    def _preload(self) -> None:
+        """Fill the cache with every session when they all fit (one query at open instead of
+        one per device on its first uplink: a restarted gateway is at full speed at once)."""
+        conn = self._conn_or_raise()
+        try:
+            if conn.execute("SELECT count(*) FROM sessions").fetchone()[0] > self.max_cached:
+                return
+            for row in conn.execute(f"SELECT {_COLS} FROM sessions"):
+                self._remember(Session(*row))
+        except sqlite3.Error as exc:
+            conn.close()
+            self._conn = None
+            raise SessionError(f"cannot read session store {self.path!r}: {exc}") from exc
 
     @classmethod
     def for_net_id(cls, path: str | os.PathLike[str], net_id: int, **kw) -> "SessionStore":

@@ -89,3 +89,16 @@ def test_failed_commit_leaves_cache_as_the_file(tmp_path):
         with pytest.raises(SessionError):
             s.accept_uplink(a, 9)
         assert s.get_by_dev_addr(a).fcnt_up == 3 == on_disk(path, a).fcnt_up
+
+
+def test_sessions_are_loaded_at_open_when_they_fit(tmp_path):
+    path = tmp_path / "s.db"
+    with SessionStore(path) as s:
+        made = [s.save_join(e, 1, keys, 1.0) for e in EUIS]
+        s.accept_uplink(made[0].dev_addr, 7)
+    with SessionStore(path) as s:
+        assert sorted(s._cache) == sorted(m.dev_addr for m in made)
+        assert s.get_by_dev_addr(made[0].dev_addr).fcnt_up == 7
+    with SessionStore(path, max_cached=2) as s:  # too many to preload: filled on demand
+        assert s._cache == {}
+        assert s.get_by_dev_addr(made[1].dev_addr) == made[1] and len(s._cache) == 1
