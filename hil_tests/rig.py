@@ -78,14 +78,20 @@ class HilGateway(sim.demo.Gateway):
     the same port, so the config is rewritten with the port chosen here.
     """
 
-    def __init__(self, workdir, registry, mqtt_url, udp_port=None, stats_interval_s=1):
+    def __init__(self, workdir, registry, mqtt_url, udp_port=None, stats_interval_s=1,
+                 max_batch_age_s=None):
         super().__init__(workdir, registry, mqtt_url, stats_interval_s=stats_interval_s)
         self.udp_port = udp_port or free_udp_port()
         with open(self.config) as f:
             text = f.read()
-        assert "\nport = 0\n" in text, text  # the demo's config format changed: adapt here
+        edits = [("\nport = 0\n", "\nport = %d\n" % self.udp_port)]
+        if max_batch_age_s is not None:
+            edits.append(("\nmax_batch_age_s = 0.5\n", "\nmax_batch_age_s = %g\n" % max_batch_age_s))
+        for old, new in edits:
+            assert old in text, (old, text)  # the demo's config format changed: adapt here
+            text = text.replace(old, new)
         with open(self.config, "w") as f:
-            f.write(text.replace("\nport = 0\n", "\nport = %d\n" % self.udp_port))
+            f.write(text)
         self.starts = 0
         self.logs = []
 
