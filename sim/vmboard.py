@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 
 import random
+import select
 
 from sim.board import Board
 from sim.mpvm import PACKAGE, ROOT, available, compile_tree
@@ -70,11 +71,13 @@ class VMBoard(Board):
     soft-resetting; mpy: load protocol/ and firmware/ as .mpy compiled by mpy-cross, as a board
     is deployed (smaller heap than compiling .py on the VM); seed: the firmware's rng (join
     jitter, channel choice) is served from the host, seeded as LocalBoard's, so a city replays
-    the same with either kind of board.
+    the same with either kind of board; timeout_s: a request the VM does not answer in that
+    long (firmware stuck in a loop) is a VMError, as the watchdog would reset the chip.
     """
 
     def __init__(self, name, dev_eui, cfg, x=0.0, y=0.0, app="firmware.main:create", mounts=(),
-                 strict=False, epoch_s=1767225600, seed=0, mpy=False, heapsize=2 * 1024 * 1024):
+                 strict=False, epoch_s=1767225600, seed=0, mpy=False, heapsize=2 * 1024 * 1024,
+                 timeout_s=120.0):
         if not available():
             raise VMError("node or %s is missing (run `npm ci`)" % os.path.relpath(PACKAGE, ROOT))
         self.name = name
@@ -90,6 +93,8 @@ class VMBoard(Board):
                          "crashes": 0}
         self.errors = []
         self.round_trips = 0  # host <-> VM messages answered, for the benchmarks
+        self.timeout_s = timeout_s
+        self._inbuf = b""
         self._rng = _seeded_rng(seed, self.dev_eui)
         args = ["node", BOARD_JS, "--heapsize", str(int(heapsize))]
         for host, vm in tuple(MOUNTS) + tuple(mounts):
@@ -129,9 +134,7 @@ class VMBoard(Board):
             raise VMError("%s: board is closed" % self.name)
         self._send(msg)
         while True:
-            line = self._proc.stdout.readline()
-            if not line:
-                raise self._died()
+            line = self._read_line()
             self.round_trips += 1
             reply = json.loads(line)
             if "call" in reply:
@@ -147,6 +150,21 @@ class VMBoard(Board):
                 self.counters = reply["counters"]
                 self.errors.extend(tuple(e) for e in reply["errors"])
             return reply["ok"]
+
+    def _read_line(self):
+        fd = self._proc.stdout.fileno()
+        while b"\n" not in self._inbuf:
+            ready, _, _ = select.select([fd], [], [], self.timeout_s)
+            if not ready:
+                self._proc.kill()
+                raise VMError("%s: the MicroPython VM did not answer within %g s (stopped): %s"
+                              % (self.name, self.timeout_s, self.firmware_output()[-2000:]))
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                raise self._died()
+            self._inbuf += chunk
+        line, self._inbuf = self._inbuf.split(b"\n", 1)
+        return line
 
     def _radio_call(self, m):
         r = self.radio

@@ -394,3 +394,15 @@ def test_the_vm_side_understands_every_env_key_and_wiring_key_localboard_does():
     assert keys == set(re.findall(r'"(\w+)" in env', vm_src))
     wiring = re.search(r"_WIRING = (\{[^}]*\})", vm_src).group(1)
     assert eval(wiring) == sim.board._DEFAULT_WIRING
+
+
+def test_a_vm_that_stops_answering_is_a_clear_error_not_a_hang():
+    from sim.vmboard import VMBoard, VMError
+    b = VMBoard("stuck", "70B3D57ED0000005", {}, app="vmapp.standin:create", mounts=(STANDIN,),
+                strict=True, timeout_s=2)
+    try:
+        with pytest.raises(VMError, match="did not answer within 2 s"):
+            b.eval("exec('while True: pass')")  # loops forever, as stuck firmware would
+        assert b._proc.wait(5) is not None  # the VM process was stopped
+    finally:
+        b.close()
