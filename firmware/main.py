@@ -12,14 +12,18 @@ has `.mac` (EndDevice) and `.hw` (PoleHardware).
 from firmware import config as _config
 
 
-def create(machine, esp32, cfg, radio, sleep_ms, rng=None):
+def create(machine, esp32, cfg, radio, sleep_ms, rng=None, ticks_ms=None):
+    """ticks_ms (optional, the device's time.ticks_ms): lets the app see time a poll spent
+    blocked outside sleep_ms too (see firmware/poll_clock.py)."""
     from firmware.board import build_pole
     from firmware.lorawan.device import EndDevice
+    from firmware.poll_clock import PollClock
     from firmware.pole import PoleApp
 
     cfg = _config.merge(cfg)
-    hw = build_pole(machine, esp32, cfg, radio, sleep_ms)
-    app = PoleApp(hw, cfg)  # lamp at its safe level before anything else can fail
+    clock = PollClock(sleep_ms, ticks_ms)  # drivers sleep through it: the MAC sees that time
+    hw = build_pole(machine, esp32, cfg, radio, clock.sleep_ms)
+    app = PoleApp(hw, cfg, clock=clock)  # lamp at its safe level before anything else can fail
     mac = EndDevice(radio, cfg, hw.nvs, rng=rng)
     app.attach(mac)
     return app
@@ -41,7 +45,7 @@ def run(config_path="/config.json"):
 
     cfg = _config.load(config_path)
     radio = make_radio(machine, cfg)
-    app = create(machine, esp32, cfg, radio, time.sleep_ms)
+    app = create(machine, esp32, cfg, radio, time.sleep_ms, ticks_ms=time.ticks_ms)
     gc.collect()
     while True:
         now = time.ticks_ms()

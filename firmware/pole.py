@@ -48,6 +48,7 @@ import json
 
 from protocol import payload as _payload
 from firmware.nvs_store import NvsStore
+from firmware.poll_clock import PollClock
 from firmware.ticks import Monotonic, ticks_add, ticks_diff
 from firmware import solar as _solar
 
@@ -91,10 +92,13 @@ _KEY_LIGHT = -3
 
 
 class PoleApp:
-    def __init__(self, hw, cfg, reset=None):
+    def __init__(self, hw, cfg, reset=None, clock=None):
         self.hw = hw
         self.cfg = cfg
         self.mac = None
+        # the drivers' sleep_ms goes through clock (main.create), so a poll knows how long its
+        # sensor reads blocked: the MAC is polled with the tick after them, when it transmits
+        self._clock = clock or PollClock()
         self._reset = reset or hw.reset
         self.default_level = cfg["default_level"]
         self.photocell_on_mlx = cfg["photocell_on_lux"] * 1000
@@ -568,6 +572,8 @@ class PoleApp:
     # -- the loop --------------------------------------------------------------------------
 
     def poll(self, now_ms):
+        clock = self._clock
+        clock.start(now_ms)
         self._now = now_ms
         if self._mono is None:
             self._mono = Monotonic(now_ms)
@@ -599,6 +605,15 @@ class PoleApp:
             if mac is None or (not mac.busy() and not mac.queued()) or mono >= self._reboot_at + 60000:
                 self._reboot_at = None
                 self._reset()  # machine.reset() does not return
+        # the sensor reads may have blocked (sleep_ms): from here on the time is what the
+        # board's clock shows now, so the MAC transmits and opens RX windows at true instants
+        now_ms = clock.now()
+        self._now = now_ms
+        mono = self._mono.update(now_ms)
+        best = None
+        if self.mac is not None:
+            best = self.mac.poll(now_ms)
+        # the app's own deadlines after the MAC's poll: its callbacks may have moved them
         wake = self._next_sample
         if self.report_interval_s and self._next_report < wake:
             wake = self._next_report
@@ -616,11 +631,9 @@ class PoleApp:
             wake = mono + 100
         if wake <= mono:
             wake = mono + 1
-        best = self._mono.to_ticks(wake, now_ms)
-        if self.mac is not None:
-            w = self.mac.poll(now_ms)
-            if ticks_diff(w, best) < 0:
-                best = w
+        w = self._mono.to_ticks(wake, now_ms)
+        if best is None or ticks_diff(w, best) < 0:
+            best = w
         w = hw.dimmer.poll(now_ms)
         if w is not None and ticks_diff(w, best) < 0:
             best = w

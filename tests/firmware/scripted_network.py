@@ -161,10 +161,11 @@ class NetworkServer:
         return [(delay, freq, dr, phy)]
 
 
-def run(dev, radio, until_ms, start_ms=0, offset=0, polls=None, advance=None):
+def run(dev, radio, until_ms, start_ms=0, offset=0, polls=None, advance=None, clock=None):
     """Poll dev from start_ms to until_ms (test milliseconds) at the times it asks for and
     whenever the radio has an event. offset shifts the ticks the device sees (wrap tests);
-    advance(t) is called before each poll (to move chip models' time)."""
+    advance(t) is called before each poll (to move chip models' time); clock() is the test
+    time after a poll, when the device's sleep_ms moved it (the next poll is not earlier)."""
     t = start_ms
     mask = (1 << 30) - 1
     n = 0
@@ -177,6 +178,8 @@ def run(dev, radio, until_ms, start_ms=0, offset=0, polls=None, advance=None):
         d = ((wake - ((t + offset) & mask) + (1 << 29)) & mask) - (1 << 29)
         assert d > 0, "wake must be in the future"
         nxt = t + d
+        if clock is not None and clock() > nxt:
+            nxt = clock()
         ev = radio.next_event()
         if ev is not None and t < ev < nxt:
             nxt = ev

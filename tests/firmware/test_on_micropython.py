@@ -74,7 +74,10 @@ class Radio:
 
 radio = Radio()
 cfg = json.loads(%(cfg)r)
-app = main.create(machine, esp32, cfg, radio, lambda ms: None, rng=lambda n: 0)
+def sleep_ms(ms):  # the drivers' measurement waits take board time, as on the device
+    T[0] += ms
+
+app = main.create(machine, esp32, cfg, radio, sleep_ms, rng=lambda n: 0)
 boot_level = machine.pwm_duty(25)
 
 def step(until):

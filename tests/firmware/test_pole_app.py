@@ -21,6 +21,7 @@ class Pole:
 
     def __init__(self, lux=5.0, power=60.0, current=0.27, epoch=None, light=True, **cfg):
         self.t = 0
+        self.slept = 0
         machine.set_clock(lambda: self.t)
         machine.set_epoch(epoch)
         self.light = VEML7700(lux=lux)
@@ -41,11 +42,17 @@ class Pole:
     def boot(self):
         self.radio = ScriptedRadio(on_uplink=self.ns.on_uplink)
         self.resets = []
-        self.app = main.create(machine, esp32, self.cfg, self.radio, lambda ms: None,
+        self.app = main.create(machine, esp32, self.cfg, self.radio, self._sleep_ms,
                                rng=lambda n: 0)
         self.app._reset = lambda: self.resets.append(self.t)
         self.start = self.t
         self._meter_t = self.t
+
+    def _sleep_ms(self, ms):
+        """The drivers' measurement waits: the board's time (and the radio's) moves on."""
+        self.slept += ms
+        self.t += ms
+        self.radio.now = self.t
 
     def _advance(self, t):
         self.meter.advance((t - self._meter_t) / 1000.0)
@@ -58,7 +65,7 @@ class Pole:
 
     def run(self, seconds):
         self.t = run(self.app, self.radio, self.t + seconds * 1000, self.t,
-                     offset=-self.start, advance=self._advance)
+                     offset=-self.start, advance=self._advance, clock=lambda: self.t)
 
     def level(self):
         duty = machine.pwm_duty(25)
@@ -151,6 +158,32 @@ def test_schedule_ignored_until_the_wall_clock_is_known():
     machine.set_epoch(EPOCH_2026)
     pole.run(20)
     assert pole.level() == 10
+
+
+# -- timing -------------------------------------------------------------------------------
+
+def test_rx_windows_count_the_time_sensor_reads_blocked_the_poll():
+    """In daylight the VEML7700 auto-ranges (105 ms per step) and the SHT3x waits 16 ms, in the
+    same poll that transmits: the radio starts the frame that much later than the poll began,
+    and each RX window must still open RxDelay after the frame's real end."""
+    pole = Pole(lux=20000.0, report_interval_s=60)
+    pole.run(20)
+    pole.command("dim", {"seq": 1, "level": 30})
+    pole.run(200)
+    mac = pole.app.mac
+    assert mac.joined and mac.join_attempts == 1 and mac.downlinks >= 1
+    sent, windows = pole.radio.sent, pole.radio.windows
+    # the first poll (at pole.start) transmitted the join-request after two auto-range steps
+    # and a humidity measurement
+    assert sent[0].t - pole.start >= 200
+    for opened, *_ in windows:
+        tx = [x for x in sent if x.t < opened][-1]
+        rx1 = 5000 if tx is sent[0] else 1000
+        late = opened - tx.end + 5  # windows open 5 ms early
+        assert rx1 - 1 <= late <= rx1 + 1 or rx1 + 999 <= late <= rx1 + 1001, (tx.t, opened)
+    # the join-accept and the dim command were caught in RX1: no RX2 was needed for them
+    assert len([w for w in windows if w[0] < sent[1].t]) == 1
+    assert pole.level() == 30 and pole.uplinks(12)[0][1]["result"] == "ok"
 
 
 # -- commands -------------------------------------------------------------------------------
