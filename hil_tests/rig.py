@@ -86,7 +86,8 @@ class HilGateway(sim.demo.Gateway):
             text = f.read()
         edits = [("\nport = 0\n", "\nport = %d\n" % self.udp_port)]
         if max_batch_age_s is not None:
-            edits.append(("\nmax_batch_age_s = 0.5\n", "\nmax_batch_age_s = %g\n" % max_batch_age_s))
+            edits.append(("\nmax_batch_age_s = 0.5\n",
+                          "\nmax_batch_age_s = %g\n" % max_batch_age_s))
         for old, new in edits:
             assert old in text, (old, text)  # the demo's config format changed: adapt here
             text = text.replace(old, new)
@@ -120,6 +121,12 @@ class HilGateway(sim.demo.Gateway):
         """Wait for a stats.json snapshot for which cond(stats) holds; return it."""
         return wait_for(lambda: (lambda s: s if s and cond(s) else None)(self.stats()),
                         timeout, what)
+
+    def fresh_stats(self, timeout=15.0):
+        """The first stats.json snapshot written after this call (counts everything the
+        gateway did before it)."""
+        now = time.time()
+        return self.stats_after(lambda s: s.get("time", 0) > now, timeout, "a fresh stats.json")
 
     def all_logs(self):
         out = []
