@@ -25,11 +25,13 @@ DEFAULTS = {
     "join_backoff_min_s": 15,
     "join_backoff_max_s": 3600,
     "join_jitter_s": 10,  # random delay before the first join (a city-wide power cut)
+    "first_uplink_jitter_s": 60,  # random delay of the first uplink after a join / resumed session
     "keep_session": True,  # resume the LoRaWAN session from NVS after a reboot
     "fcnt_step": 256,  # FCnt values reserved per flash write
     "devnonce_step": 16,
     # application
     "report_interval_s": 900,
+    "report_jitter_s": 60,  # each report interval +- this (at most half of it); 0 = none
     "confirmed_report_every": 24,  # every Nth report confirmed (a lost session shows up); 0 = never
     "sample_interval_s": 60,
     "alarm_repeat_s": 3600,
@@ -69,6 +71,8 @@ _FLOATS = ("latitude", "longitude")
 _RANGES = {
     "data_rate": (0, 15), "tx_power_dbm": (-10, 30), "confirmed_retries": (1, 15),
     "uplink_queue": (1, 32), "confirmed_report_every": (0, 65535), "rejoin_after_failures": (0, 1000), "report_interval_s": (0, 65535),
+    "report_jitter_s": (0, 32767),
+    "first_uplink_jitter_s": (0, 3600),
     "sample_interval_s": (1, 86400), "alarm_repeat_s": (0, 65535), "utc_offset_min": (-720, 840),
     "default_level": (0, 100), "photocell_on_lux": (0, 100000), "photocell_off_lux": (0, 100000),
     "fcnt_step": (1, 65536), "devnonce_step": (1, 1024), "latitude": (-90, 90),

@@ -16,14 +16,15 @@ def create(machine, esp32, cfg, radio, sleep_ms, rng=None, ticks_ms=None):
     """ticks_ms (optional, the device's time.ticks_ms): lets the app see time a poll spent
     blocked outside sleep_ms too (see firmware/poll_clock.py)."""
     from firmware.board import build_pole
-    from firmware.lorawan.device import EndDevice
+    from firmware.lorawan.device import EndDevice, device_rng
     from firmware.poll_clock import PollClock
     from firmware.pole import PoleApp
 
     cfg = _config.merge(cfg)
     clock = PollClock(sleep_ms, ticks_ms)  # drivers sleep through it: the MAC sees that time
     hw = build_pole(machine, esp32, cfg, radio, clock.sleep_ms)
-    app = PoleApp(hw, cfg, clock=clock)  # lamp at its safe level before anything else can fail
+    rng = rng or device_rng(cfg["dev_eui"])  # per device: join, channel and report jitter
+    app = PoleApp(hw, cfg, clock=clock, rng=rng)  # lamp at its safe level before anything can fail
     mac = EndDevice(radio, cfg, hw.nvs, rng=rng)
     app.attach(mac)
     return app

@@ -27,7 +27,12 @@ reboot command cannot reboot the pole twice): a repeat is acked with the stored 
 not executed again. Settings changed by the network (pole_config, config, schedule) are saved
 as JSON in NVS namespace "pole" and restored at boot.
 
-Reports (fPort 10) every report_interval_s, the first one right after boot; every
+Reports (fPort 10) every report_interval_s +- report_jitter_s (uniform, the jitter at most half
+the interval; each gap drawn anew, so the mean interval holds), the first one right after boot
+(the MAC sends it 0..first_uplink_jitter_s after its join or resumed session). The jitter comes
+from the device's random generator (the MAC's: seeded by the DevEUI and, on the ESP32,
+hardware entropy), so poles whose schedules happen to line up do not collide on every
+report. Every
 confirmed_report_every-th one is confirmed, so a session the network has lost (the pole keeps
 its session across reboots) ends in failed confirmed uplinks and a new join. Sampling every
 sample_interval_s. Lamp energy is the BL0942 accumulator on top of the total saved in NVS;
@@ -92,13 +97,14 @@ _KEY_LIGHT = -3
 
 
 class PoleApp:
-    def __init__(self, hw, cfg, reset=None, clock=None):
+    def __init__(self, hw, cfg, reset=None, clock=None, rng=None):
         self.hw = hw
         self.cfg = cfg
         self.mac = None
         # the drivers' sleep_ms goes through clock (main.create), so a poll knows how long its
         # sensor reads blocked: the MAC is polled with the tick after them, when it transmits
         self._clock = clock or PollClock()
+        self._rng = rng or (lambda n: 0)  # rng(n) -> 0..n-1: report jitter
         self._reset = reset or hw.reset
         self.default_level = cfg["default_level"]
         self.photocell_on_mlx = cfg["photocell_on_lux"] * 1000
@@ -446,6 +452,17 @@ class PoleApp:
 
     # -- reports ---------------------------------------------------------------------------
 
+    def _jitter_ms(self):
+        """report_jitter_s in ms, at most half the report interval."""
+        j = self.cfg["report_jitter_s"]
+        half = self.report_interval_s // 2
+        return (j if j < half else half) * 1000
+
+    def _schedule_report(self, mono):
+        """The next report: report_interval_s +- the jitter from mono."""
+        j = self._jitter_ms()
+        self._next_report = mono + self.report_interval_s * 1000 - j + self._rng(2 * j + 1)
+
     def _send_report(self):
         wh = self.energy_wh()
         if self._store is not None and wh * 1000 != self._energy_saved:
@@ -558,7 +575,7 @@ class PoleApp:
         elif port == PORT_CONFIG:
             if f["report_interval"] is not None:
                 self.report_interval_s = f["report_interval"]
-                self._next_report = mono + self.report_interval_s * 1000
+                self._schedule_report(mono)
             if f["alarm_repeat"] is not None:
                 self.alarm_repeat_s = f["alarm_repeat"]
             if f["utc_offset"] is not None:
@@ -599,7 +616,7 @@ class PoleApp:
             self._send_alarm(mono)
         if self.report_interval_s and mono >= self._next_report:
             self._send_report()
-            self._next_report = mono + self.report_interval_s * 1000
+            self._schedule_report(mono)
         if self._reboot_at is not None and mono >= self._reboot_at:
             mac = self.mac
             if mac is None or (not mac.busy() and not mac.queued()) or mono >= self._reboot_at + 60000:

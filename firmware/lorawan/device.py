@@ -10,6 +10,10 @@ Join: OTAA after a random jitter (a city-wide power cut must not make every pole
 then randomised exponential back-off (0.5..1.5 x min(join_backoff_min_s * 2^n, max)). DevNonce
 comes from a ReservedCounter in NVS, so it increases across power cuts and is never reused.
 
+First uplink: after a join, or at boot when the session was resumed, the first uplink waits a
+random 0..first_uplink_jitter_s, so poles that joined or booted together (a city-wide power
+cut) do not send their first reports in one burst.
+
 Session: kept in NVS (keep_session) so a reboot resumes without a join storm; FCnt up is a
 ReservedCounter (one flash write per fcnt_step frames, jumps ahead after a cold boot, reset to
 0 only after a new session has been committed); FCnt down is written on each accepted
@@ -162,6 +166,7 @@ class EndDevice:
         self._tx_left = 0
         self._not_before = 0
         self._dev_nonce = None
+        self._hold = 0  # mono ms: no uplink before (first_uplink_jitter_s after a session began)
         if cfg["keep_session"]:
             self._load_session()
 
@@ -208,6 +213,8 @@ class EndDevice:
             self._mono = Monotonic(now_ms)
             if self._state == S_JOIN_WAIT:
                 self._at = self._rng(self.cfg["join_jitter_s"] * 1000 + 1)
+            elif self.joined:  # the session resumed at boot
+                self._hold = self._rng(self.cfg["first_uplink_jitter_s"] * 1000 + 1)
         mono = self._mono.update(now_ms)
         wake = None
         for _ in range(10):
@@ -322,6 +329,8 @@ class EndDevice:
             if not self.joined:
                 self._state = S_JOIN_WAIT
                 return None
+            if mono < self._hold:
+                return self._hold
             if self._next_uplink():
                 return None
             return mono + _IDLE_WAKE
@@ -502,6 +511,7 @@ class EndDevice:
         self._state = S_IDLE
         if self._is_join:
             if self.joined:
+                self._hold = mono + self._rng(self.cfg["first_uplink_jitter_s"] * 1000 + 1)
                 if self.on_joined is not None:
                     self._call(self.on_joined)
                 return None

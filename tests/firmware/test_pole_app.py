@@ -19,8 +19,10 @@ EPOCH_2026 = 1767225600  # 2026-01-01 00:00 UTC
 class Pole:
     """One emulated pole: fake machine + chip models + scripted network, time in ms."""
 
-    def __init__(self, lux=5.0, power=60.0, current=0.27, epoch=None, light=True, **cfg):
+    def __init__(self, lux=5.0, power=60.0, current=0.27, epoch=None, light=True,
+                 rng=lambda n: 0, **cfg):
         self.t = 0
+        self.rng = rng  # None: the firmware's own per-device generator
         self.slept = 0
         machine.set_clock(lambda: self.t)
         machine.set_epoch(epoch)
@@ -34,7 +36,9 @@ class Pole:
         self.fault = None  # "dead" lamp (draws nothing) or "stuck" relay (always full power)
         machine.drive(27, 0)  # door shut
         self.ns = NetworkServer()
-        c = dict(CFG, report_interval_s=300, sample_interval_s=10, lamp_settle_s=5)
+        # no report jitter unless a test asks (with rng 0 every gap would be interval - jitter)
+        c = dict(CFG, report_interval_s=300, report_jitter_s=0, sample_interval_s=10,
+                 lamp_settle_s=5)
         c.update(cfg)
         self.cfg = c
         self.boot()
@@ -43,7 +47,7 @@ class Pole:
         self.radio = ScriptedRadio(on_uplink=self.ns.on_uplink)
         self.resets = []
         self.app = main.create(machine, esp32, self.cfg, self.radio, self._sleep_ms,
-                               rng=lambda n: 0)
+                               rng=self.rng)
         self.app._reset = lambda: self.resets.append(self.t)
         self.start = self.t
         self._meter_t = self.t
@@ -347,6 +351,41 @@ def test_report_values_match_the_models():
     assert abs(f["lamp_energy"] - 60.0 * elapsed_h) <= 1.5
     energies = [r["lamp_energy"] for r in reports]
     assert energies == sorted(energies)
+
+
+def report_times(dev_eui, hours, **cfg):
+    """(join-accept end, [report transmission starts]) of a pole with its own random generator."""
+    esp32.FLASH = esp32.Flash()
+    machine.power_cut()
+    pole = Pole(lux=5.0, rng=None, dev_eui=dev_eui, **cfg)
+    pole.run(hours * 3600)
+    joined = pole.radio.sent[0].end + 5000  # the join-accept in RX1
+    return joined, [o.airtime_t for o, _ in pole.uplinks(10)]
+
+
+def test_reports_are_jittered_per_device_within_the_bound():
+    """Two poles that join at the same instant (a power cut ended) with the same schedule:
+    without jitter every report of one collides with the other's."""
+    interval, jitter = 900, 60
+    runs = [report_times(eui, 6, report_interval_s=interval, report_jitter_s=jitter)
+            for eui in ("0004a30b001c0530", "0004a30b001c0531")]
+    for joined, times in runs:
+        assert len(times) >= 22
+        assert 0 <= times[0] - joined <= jitter * 1000 + 100  # the first: 0..jitter after join
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        assert all((interval - jitter) * 1000 - 50 <= g <= (interval + jitter) * 1000 + 50
+                   for g in gaps), gaps
+        assert len({g // 1000 for g in gaps}) >= len(gaps) // 2  # drawn anew each time
+    a, b = runs[0][1], runs[1][1]
+    assert a[:3] != b[:3]
+    close = [t for t in a if any(abs(t - u) < 200 for u in b)]  # a frame is ~60 ms at DR5
+    assert len(close) <= 1, close
+
+
+def test_report_jitter_is_at_most_half_the_interval():
+    joined, times = report_times("0004a30b001c0532", 1, report_interval_s=60, report_jitter_s=600)
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert gaps and all(30000 - 50 <= g <= 90000 + 50 for g in gaps), gaps
 
 
 def test_dimmed_lamp_draws_less_and_reports_it():
