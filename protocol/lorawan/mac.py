@@ -8,7 +8,19 @@ carries what was decoded before it.
 Each command is described by a table of bit fields, which drives both directions of the
 codec. Commands are dicts: {"cid": 3, "name": "LinkADRReq", <fields>}. Frequencies are Hz
 (wire: 24-bit little endian, units of 100 Hz); RFU bits are written 0 and ignored on input.
+
+DeviceTimeReq/Ans (LoRaWAN 1.0.3): the answer is the GPS time at the end of the uplink that
+carried the request, 32-bit seconds since the GPS epoch + 1/256 s. device_time_ans(unix_ms)
+builds it from a UTC instant (the network's side), device_time_unix_ms(ans) turns it back
+(the device's side). Integer milliseconds, so MicroPython's single-precision floats never
+touch it. GPS time has no leap seconds: GPS = UTC + GPS_UTC_LEAP_S.
 """
+
+# GPS epoch 1980-01-06T00:00:00Z in UNIX seconds, and GPS - UTC in seconds: 18 since the leap
+# second of 2016-12-31 (IERS Bulletin C: none announced since). The one place to change if
+# one is.
+GPS_EPOCH_UNIX_S = 315964800
+GPS_UTC_LEAP_S = 18
 
 # Field kinds
 _U = 0  # unsigned integer
@@ -183,3 +195,21 @@ def encode_command(cmd, uplink):
 def encode_commands(cmds, uplink):
     """List of command dicts -> concatenated bytes (for FOpts, at most 15 bytes, or FPort 0)."""
     return b"".join([encode_command(c, uplink) for c in cmds])
+
+
+def device_time_ans(unix_ms):
+    """The DeviceTimeAns for UTC instant unix_ms (integer ms since 1970-01-01T00:00:00Z; a float
+    is truncated): GPS seconds (mod 2**32) and fractional 1/256 s, rounded down."""
+    gps_ms = int(unix_ms) + (GPS_UTC_LEAP_S - GPS_EPOCH_UNIX_S) * 1000
+    if gps_ms < 0:
+        raise MacCommandError("DeviceTimeAns: %r ms is before the GPS epoch" % (unix_ms,))
+    seconds = gps_ms // 1000
+    return {"cid": 0x0D, "name": "DeviceTimeAns", "seconds": seconds & 0xFFFFFFFF,
+            "fractional": (gps_ms - seconds * 1000) * 256 // 1000}
+
+
+def device_time_unix_ms(ans):
+    """UTC instant (integer UNIX ms, to the nearest ms) of a DeviceTimeAns dict; at most 4 ms
+    earlier than the instant it was built from (the 1/256 s step). GPS seconds wrap in 2116."""
+    gps_ms = ans["seconds"] * 1000 + (ans["fractional"] * 1000 + 128) // 256
+    return gps_ms + (GPS_EPOCH_UNIX_S - GPS_UTC_LEAP_S) * 1000

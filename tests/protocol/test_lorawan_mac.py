@@ -196,3 +196,55 @@ def test_fuzz_decode_only_mac_command_error(data, uplink):
     again = encode_commands(cmds, uplink)
     assert len(again) == len(data)
     assert decode_commands(again, uplink) == cmds
+
+
+# -- DeviceTimeAns <-> UTC ------------------------------------------------------------------
+
+def test_device_time_constants_from_the_calendar():
+    import datetime
+
+    utc = datetime.timezone.utc
+    assert mac.GPS_EPOCH_UNIX_S == datetime.datetime(1980, 1, 6, tzinfo=utc).timestamp()
+    assert mac.GPS_UTC_LEAP_S == 18  # TAI - UTC = 37 s since 2017-01-01, GPS = TAI - 19 s
+
+
+def test_device_time_ans_of_a_known_instant():
+    # 2026-11-28T06:00:00.500Z
+    ans = mac.device_time_ans(1795845600500)
+    assert ans == {"cid": 13, "name": "DeviceTimeAns", "seconds": 1795845600 - 315964800 + 18,
+                   "fractional": 128}
+    wire = encode_commands([ans], False)
+    assert wire == b"\x0d" + (1479880818).to_bytes(4, "little") + b"\x80"
+    assert mac.device_time_unix_ms(decode_commands(wire, False)[0]) == 1795845600500
+    # the GPS epoch itself, and a float (a gateway's time.time() * 1000) is truncated
+    assert mac.device_time_ans(315964800000 - 18000)["seconds"] == 0
+    assert mac.device_time_ans(1795845600500.9) == ans
+    with pytest.raises(MacCommandError, match="GPS epoch"):
+        mac.device_time_ans(0)
+
+
+@settings(max_examples=500)
+@given(st.integers(min_value=315964800000 - 18000, max_value=4102444800000))  # GPS epoch..2100
+def test_device_time_round_trip_through_the_wire(unix_ms):
+    wire = encode_commands([mac.device_time_ans(unix_ms)], False)
+    (ans,) = decode_commands(wire, False)
+    back = mac.device_time_unix_ms(ans)
+    assert 0 <= unix_ms - back <= 4  # 1/256 s steps, rounded down on the way in
+
+
+def test_device_time_on_micropython():
+    import sim.mpvm
+
+    if not sim.mpvm.available():
+        pytest.skip("node or the MicroPython npm package missing")
+    instants = [315964800000 - 18000, 1795845600500, 1795845600999, 4102444800000]
+    script = ("from protocol.lorawan import mac\n"
+              "for t in %r:\n"
+              "    a = mac.device_time_ans(t)\n"
+              "    w = mac.encode_commands([a], False)\n"
+              "    print(a['seconds'], a['fractional'], mac.device_time_unix_ms(mac.decode_commands(w, False)[0]))\n"
+              % (instants,))
+    got = [tuple(int(x) for x in line.split()) for line in sim.mpvm.run(script).split("\n") if line]
+    want = [(mac.device_time_ans(t)["seconds"], mac.device_time_ans(t)["fractional"],
+             mac.device_time_unix_ms(mac.device_time_ans(t))) for t in instants]
+    assert got == want
