@@ -61,6 +61,10 @@ class Broker(Mosquitto):
         with open(self.conf, "a") as f:
             f.write("persistence true\npersistence_location %s/\n"
                     "autosave_interval 1\n" % self.tmpdir)
+            if hasattr(os, "geteuid") and os.geteuid() == 0:
+                # as root mosquitto drops to the "mosquitto" user, who cannot write the test's
+                # private temp dir: no log, no persistence file, sessions silently lost
+                f.write("user root\n")
         with open(self.conf) as f:
             text = f.read()
         with open(self.conf, "w") as f:  # the base writes "persistence false"
