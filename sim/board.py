@@ -39,6 +39,7 @@ import random
 TICKS_PERIOD = 1 << 30
 TICKS_MASK = TICKS_PERIOD - 1
 _HALF = TICKS_PERIOD >> 1
+REBOOT_MS = 300  # an ESP32 takes a few hundred ms from reset to running main.py
 
 _FAKES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fakes")
 _instances = 0
@@ -252,7 +253,11 @@ class LocalBoard(Board):
         self.counters["soft_resets"] += 1
         self.machine.soft_reset(cause or self.machine.SOFT_RESET)
         self.esp32.power_cut()  # NVS handles of the old boot die; committed data stays
-        return self.boot(self._clock())
+        # The chip restarts after its boot time; the next poll boots the firmware. Booting here
+        # directly would recurse without bound when the firmware crashes while booting.
+        self.app = None
+        self._wake_ms = self._clock() + REBOOT_MS
+        return self._wake_ms
 
     def _crash(self, exc):
         self.counters["crashes"] += 1

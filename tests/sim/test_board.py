@@ -3,7 +3,7 @@
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from sim.board import LocalBoard, ticks, ticks_diff, TICKS_PERIOD
+from sim.board import REBOOT_MS, LocalBoard, ticks, ticks_diff, TICKS_PERIOD
 from sim.sim_radio import SimRadio
 
 
@@ -96,8 +96,10 @@ def test_machine_reset_soft_resets_and_keeps_rtc_memory():
     a = LocalBoard("a", "70B3D57ED0000001", {}, app_factory=Resetting, strict=True)
     a.boot(0)
     a.poll(0)
-    a.poll(6000)
+    wake = a.poll(6000)
     assert a.counters["soft_resets"] == 1
+    assert a.app is None and wake == 6000 + REBOOT_MS  # the chip takes its boot time
+    a.poll(wake)
     assert a.app.boots == 2
     assert a.machine.reset_cause() == a.machine.SOFT_RESET
     assert a.machine.RTC().memory() == b"state"
@@ -112,9 +114,23 @@ def test_crash_is_recorded_and_board_reboots():
 
     a = LocalBoard("a", "70B3D57ED0000001", {}, app_factory=Crashing)
     a.boot(0)
-    a.poll(0)
+    wake = a.poll(0)
     assert a.counters["crashes"] == 1 and a.errors[0][1] == "ValueError('boom')"
+    a.poll(wake)
     assert a.app.boots == 2
+
+
+def test_firmware_that_crashes_while_booting_reboots_in_a_loop_without_recursion():
+    def broken(*args):
+        raise ImportError("no module named 'firmware.pole'")
+
+    a = LocalBoard("a", "70B3D57ED0000001", {}, app_factory=broken)
+    wake = a.boot(0)
+    for _ in range(2000):  # far more than Python's recursion limit would have allowed
+        wake = a.poll(wake)
+    assert a.app is None
+    assert a.counters["crashes"] == 2001 and a.counters["boots"] == 2001
+    assert wake == 2001 * REBOOT_MS  # each reset costs the chip's boot time
 
 
 def test_poll_converts_ticks_across_the_wrap():
