@@ -1,31 +1,38 @@
 """Gateway ingest benchmark: uplinks/s end to end through ONE gateway process, latency, RSS, loss.
 
 Usage: python bench/gateway_ingest.py [--devices 10000] [--rate 5000] [--seconds 30]
-                                      [--rxpk 8] [--copies 1] [--senders 1] [--gateway auto]
+           [--rxpk 8] [--copies 1] [--senders 1] [--batch-bytes 16384] [--gateway auto]
+           [--gateway-root DIR] [--warmup 5] [--json]
 
 What runs (all real, on 127.0.0.1):
   * a mosquitto broker on a free port (tests/gateway/mosquitto.py);
   * the gateway under test as its own process: ``python -m gateway run --config FILE
-    --ready-file PATH`` (``--gateway real``), or, while that does not exist yet, a stand-in
-    process built from the gateway's parts, ForwarderServer + RecordQueue + Publisher
-    (``--gateway standin``, this file's ``--serve``; ``--standin-batch`` makes it release each
-    dedup batch through UplinkProcessor.process_batch and one RecordQueue.put, the wiring
-    recommended for gateway/forwarders.py and app.py).  ``auto`` picks real when available;
+    --ready-file PATH`` (``--gateway real``), or a stand-in built from the gateway's parts,
+    ForwarderServer + RecordQueue + Publisher (``--gateway standin``, this file's ``--serve``;
+    it was the harness before the service existed and runs trees that have no service, e.g.
+    an older commit exported with ``git archive`` and given as ``--gateway-root``).  ``auto``
+    picks real when available.  The config is the service's TOML (``--batch-bytes`` etc.);
   * load generator process(es): pre-built pole report frames (protocol.payload.encode_uplink +
-    protocol.lorawan.session.build_data_frame, each device its own keys and FCnt) in PUSH_DATA
-    datagrams of ``--rxpk`` frames each, paced to ``--rate`` uplinks/s for ``--seconds``;
-    every uplink may be heard by ``--copies`` forwarders (dedup path);
+    protocol.lorawan.session.build_data_frame, each device its own keys and FCnt, devices in a
+    new random order each round) in PUSH_DATA datagrams of ``--rxpk`` frames each (8: a busy
+    concentrator, 1: one frame per datagram), paced (sleeping, never spinning) to ``--rate``
+    uplinks/s for ``--seconds``; every uplink may be heard by ``--copies`` forwarders;
   * a subscriber process (paho) on the readings topic that stamps every batch on arrival.
 
 Devices: a registry TOML of ``--devices`` poles; their sessions are pre-populated in the
 gateway's session store (gateway.sessions.SessionStore.save_join with the LoRaWAN key
 derivation) before the gateway starts, so no joins happen during the run.
 
-Measured: end-to-end uplinks/s (uplinks delivered / (last delivery - first send)), latency
-per uplink = arrival of the MQTT batch holding its records - send of its PUSH_DATA (both
-CLOCK_MONOTONIC, same host), p50/p99/max; loss (sent, never delivered) and duplicates
-(delivered more than once), uplinks are identified by (DevEUI from ``bn``, FCnt from the
-"lora" metadata); the gateway's RSS from /proc/<pid>/status (VmHWM and VmRSS sampled).
+Measured (printed): sustained uplinks/s = uplinks arriving at the subscriber between
+``--warmup`` s after the first send and the last send, per second (and all uplinks over first
+send to last arrival); latency per uplink = arrival of the MQTT batch holding its records -
+send of its PUSH_DATA (both CLOCK_MONOTONIC, same host), p50/p99/max, overall and for uplinks
+sent after the warm-up; lost (sent, never delivered), duplicates (delivered more than once)
+and the datagrams the kernel dropped at the gateway's socket; uplinks are identified by (DevEUI
+from ``bn``, FCnt from the "lora" metadata).  The gateway's RSS (/proc/<pid>/status VmHWM and
+sampled VmRSS), its CPU per uplink and storage bytes written per uplink, CPU of every process
+and of the whole machine per second (other work on the machine competes for the same cores:
+read the numbers with that column), the gateway's own stats.json counters.
 Goal (issue #3): >= 5,000 uplinks/s sustained, p99 < 500 ms, nothing lost.
 It prints numbers; it asserts nothing about time.
 """
