@@ -23,13 +23,16 @@ which the real UART reports after its timeout). read()/readinto() return None wh
 
 RTC: `RTC().datetime()` is the board clock (set_clock) plus `set_epoch(unix_s_at_clock_zero)`;
 without set_epoch the board starts at 2000-01-01 00:00:00 like an ESP32 whose RTC was never
-set. It stands for the board's time source, so power_cut() keeps it. datetime(tuple) sets it.
+set. datetime(tuple) sets it. An ESP32 without a backup battery loses the RTC's time with its
+power: power_cut() restarts it at 2000-01-01 00:00:00 (until the firmware sets it, e.g. from
+the network), unless the simulator declared `set_rtc_battery(True)` (a battery-backed RTC
+keeps the wall time). soft_reset() keeps it, as the chip's RTC domain stays powered.
 
 PWM: `PWM(pin, freq=5000, duty_u16=..)` (duty also settable as duty 0..1023 or duty_ns); the
 simulator sees the duty through `pwm_duty(id)` (None when no PWM runs on the pin).
 
-Board-level hooks: `power_cut()` (loses RTC memory, pin and WDT state; next reset_cause() is
-PWRON_RESET), `soft_reset()` (what machine.reset() does on the chip: RTC memory kept,
+Board-level hooks: `power_cut()` (loses RTC memory, the RTC's time unless battery-backed, pin
+and WDT state; next reset_cause() is PWRON_RESET), `set_rtc_battery(present)`, `soft_reset()` (what machine.reset() does on the chip: RTC memory kept,
 reset_cause() SOFT_RESET), `set_clock(fn)` (ms clock used by WDT), `wdt_expired()`.
 `machine.reset()` raises ResetRequested (a BaseException, so firmware's `except Exception`
 does not swallow it); the simulator catches it, calls soft_reset() and boots the firmware again.
@@ -61,6 +64,7 @@ class _Board:
         self.wdt = None  # [timeout_ms, last_feed_ms]
         self.clock = lambda: int(time.monotonic() * 1000)
         self.epoch = None  # unix seconds at clock() == 0; None = RTC never set
+        self.rtc_battery = False  # a backup battery keeps the RTC's time over a power cut
 
 
 BOARD = _Board()
@@ -78,12 +82,19 @@ def set_epoch(epoch_s):
     BOARD.epoch = epoch_s
 
 
+def set_rtc_battery(present=True):
+    """Simulator: the board's RTC has a backup battery, so its time survives power cuts."""
+    BOARD.rtc_battery = bool(present)
+
+
 def power_cut():
-    """Cut and restore power: RTC memory, pin levels, PWM and the WDT are lost."""
-    clock, epoch = BOARD.clock, BOARD.epoch
+    """Cut and restore power: RTC memory, pin levels, PWM and the WDT are lost, and the RTC's
+    time too (it reads 2000-01-01 00:00:00 at power-up) unless it is battery-backed."""
+    clock, epoch, battery = BOARD.clock, BOARD.epoch, BOARD.rtc_battery
     BOARD.__init__()
     BOARD.clock = clock
-    BOARD.epoch = epoch
+    BOARD.rtc_battery = battery
+    BOARD.epoch = epoch if battery else _Y2K - clock() // 1000
 
 
 def soft_reset(cause=SOFT_RESET):

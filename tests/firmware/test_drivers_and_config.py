@@ -128,11 +128,19 @@ def test_fake_rtc_follows_clock_and_epoch():
     now[0] = 90061500
     want = datetime.datetime(2026, 1, 2, 1, 1, 1)
     assert machine.RTC().datetime() == (2026, 1, 2, want.weekday(), 1, 1, 1, 500000)
-    machine.power_cut()
+    machine.soft_reset()  # machine.reset(): the RTC domain stays powered
     assert machine.RTC().datetime()[:3] == (2026, 1, 2)
+    machine.power_cut()  # no backup battery: the time is gone, it counts from 2000 again
+    assert machine.RTC().datetime()[:7] == (2000, 1, 1, 5, 0, 0, 0)
+    now[0] += 61000
+    assert machine.RTC().datetime()[:7] == (2000, 1, 1, 5, 0, 1, 1)
     machine.RTC().datetime((2030, 6, 15, 0, 12, 0, 0, 0))
     now[0] += 60000
     assert machine.RTC().datetime()[:7] == (2030, 6, 15, 5, 12, 1, 0)
+    machine.set_rtc_battery(True)  # a battery-backed RTC keeps it
+    machine.power_cut()
+    assert machine.RTC().datetime()[:7] == (2030, 6, 15, 5, 12, 1, 0)
+    machine.set_rtc_battery(False)
 
 
 def test_fake_uart_talks_to_a_model():
