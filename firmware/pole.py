@@ -8,7 +8,9 @@ fails the pole counts it as dark (lamp on) and raises light_sensor_failure.
 
 Who decides the level, first match wins:
   1. override (fPort 52) until it expires or is cancelled;
-  2. the schedule (fPort 51) when the wall clock is known (RTC year >= 2020) and every anchor
+  2. the schedule (fPort 51) when the wall clock is known (RTC year >= 2020; the MAC asks the
+     network's time - DeviceTimeReq - after a join, while it is unknown, e.g. after a power
+     cut on a board without RTC battery, and once a day) and every anchor
      it uses resolves: an entry holds from its time until the next entry's (cyclic over the
      local day); fixed entries are local minutes (UTC + utc_offset), sunset/sunrise entries are
      offsets from the solar calculation (firmware/solar.py) when latitude/longitude are set,
@@ -56,6 +58,7 @@ from firmware.nvs_store import NvsStore
 from firmware.poll_clock import PollClock
 from firmware.ticks import Monotonic, ticks_add, ticks_diff
 from firmware import solar as _solar
+from firmware.utc_date import datetime_tuple
 
 PORT_REPORT = 10
 PORT_ALARM = 11
@@ -159,6 +162,7 @@ class PoleApp:
         self.duplicates = 0
         self.bad_commands = 0
         self.sample_errors = 0
+        self.time_sets = 0  # wall clock set from the network (DeviceTimeAns)
         self.last_report = None  # fields of the last report sent, for tests and the simulator
         self.last_alarm = None
 
@@ -166,6 +170,8 @@ class PoleApp:
         self.mac = mac
         mac.on_downlink = self._on_downlink
         mac.on_result = self._on_result
+        mac.on_time = self._set_time
+        mac.time_known = self.clock_known
 
     # -- persistence -----------------------------------------------------------------------
 
@@ -240,6 +246,17 @@ class PoleApp:
         if dt[0] < 2020:
             return None
         return _solar.day_of_year(dt[0], dt[1], dt[2]), dt[4] * 60 + dt[5]
+
+    def clock_known(self):
+        return self.wall_clock() is not None
+
+    def _set_time(self, unix_ms):
+        """The network's time (DeviceTimeAns, already advanced to now by the MAC) -> the RTC."""
+        known = self.clock_known()
+        self.hw.rtc.datetime(datetime_tuple(unix_ms))
+        self.time_sets += 1
+        if not known:
+            print("pole: wall clock set from the network: %d ms" % unix_ms)
 
     def _sun(self, doy):
         """(sunrise, sunset) in UTC minutes, or None."""

@@ -33,6 +33,14 @@ DlChannelReq; LinkCheckAns and DeviceTimeAns are recorded), and FRMPayload on FP
 to on_downlink(fport, payload). A confirmed downlink is acknowledged by the next uplink (an
 empty one if nothing else is queued).
 
+Network time (LoRaWAN 1.0.3 DeviceTimeReq/Ans): the request rides in the FOpts of the next
+uplink (never an uplink of its own) after each join, while the wall clock is unknown
+(time_known() False, e.g. an RTC without battery after a power cut; an unanswered request is
+repeated at most every 10 min) and once a day (an unanswered one while the clock is known:
+a day later). The answer is the GPS time at the end of that
+uplink; the device adds the time since its own transmission ended and calls
+on_time(unix_ms) with the UTC of now (the application sets machine.RTC from it).
+
 Every transmission asks the TxGate first, so no sequence of polls can exceed a sub-band's duty
 cycle; DutyCycleReq adds an aggregated limit on top. Channels are picked at random among the
 enabled ones that are free earliest.
@@ -65,6 +73,9 @@ STATE_NAMES = ("join_wait", "idle", "send", "tx", "rx1_wait", "rx1", "rx2_wait",
 _RX_MARGIN = 5  # ms: windows open this early and stay open this much longer
 _TX_GUARD = 1000  # ms after the computed end of a frame to wait for tx_done
 _IDLE_WAKE = 3600000
+_TIME_EVERY = 86400000  # ms: network time asked once a day ...
+_TIME_RETRY = 600000  # ... and an unanswered request not again within 10 min
+_DEVICE_TIME_REQ = b"\x0d"  # DeviceTimeReq: CID only
 _SESSION_VERSION = 1
 
 
@@ -106,8 +117,10 @@ def _unhex(s):
 
 class EndDevice:
     def __init__(self, radio, cfg, nvs, rng=None, on_downlink=None, on_result=None,
-                 on_joined=None):
+                 on_joined=None, on_time=None, time_known=None):
         self.radio = radio
+        self.on_time = on_time  # on_time(unix_ms): UTC now, from a DeviceTimeAns
+        self.time_known = time_known  # () -> bool: the wall clock is set (None: answered yet?)
         self.region = _region.region(cfg["region"])
         self.cfg = cfg
         self.on_downlink = on_downlink
@@ -167,6 +180,10 @@ class EndDevice:
         self._not_before = 0
         self._dev_nonce = None
         self._hold = 0  # mono ms: no uplink before (first_uplink_jitter_s after a session began)
+        self._time_due = _TIME_EVERY  # mono ms: ask the network's time from then on
+        self._time_asked = None  # mono ms of the last DeviceTimeReq not answered yet
+        self._time_req = False  # the frame in flight carries a DeviceTimeReq
+        self.time_set_at = None  # mono ms of the last DeviceTimeAns applied
         if cfg["keep_session"]:
             self._load_session()
 
@@ -331,7 +348,7 @@ class EndDevice:
                 return None
             if mono < self._hold:
                 return self._hold
-            if self._next_uplink():
+            if self._next_uplink(mono):
                 return None
             return mono + _IDLE_WAKE
         if s == S_SEND:
@@ -375,7 +392,7 @@ class EndDevice:
                 self.radio_errors += 1
                 self.radio.standby()
             elif ev[0] == "rx":
-                if self._on_rx(ev[1], ev[2], ev[3]):
+                if self._on_rx(ev[1], ev[2], ev[3], mono):
                     self._got = True
                     return self._end_exchange(mono)
             elif ev[0] != "rx_timeout":
@@ -472,7 +489,20 @@ class EndDevice:
         self._tx_left = 0
         self._end_exchange(0)
 
-    def _next_uplink(self):
+    def _want_time(self, mono):
+        if self._time_asked is not None and mono - self._time_asked < _TIME_RETRY:
+            return False
+        if mono >= self._time_due:
+            return True
+        if self.time_known is not None:
+            try:
+                return not self.time_known()
+            except Exception:
+                self.callback_errors += 1
+                return True
+        return self.time_set_at is None
+
+    def _next_uplink(self, mono):
         confirmed = False
         if self._conf:
             fport, data, tag = self._conf.pop(0)
@@ -484,8 +514,16 @@ class EndDevice:
         else:
             return False
         fopts = (self._fopts_sticky + self._fopts_once)[:15]
+        ask = len(fopts) < 15 and self._want_time(mono)
+        if ask:
+            fopts += _DEVICE_TIME_REQ
         if 8 + len(fopts) + 1 + len(data) > self.region.max_mac_payload_len(self.dr):
             fopts = b""
+            ask = False
+        self._time_req = ask
+        if ask:
+            self._time_asked = mono
+            self._time_due = mono + _TIME_EVERY  # unanswered: again if unknown, else in a day
         try:
             fcnt = self._fcnt.take()
         except OverflowError:
@@ -512,6 +550,8 @@ class EndDevice:
         if self._is_join:
             if self.joined:
                 self._hold = mono + self._rng(self.cfg["first_uplink_jitter_s"] * 1000 + 1)
+                self._time_due = 0  # a new session: ask the network's time with its first uplink
+                self._time_asked = None
                 if self.on_joined is not None:
                     self._call(self.on_joined)
                 return None
@@ -561,7 +601,7 @@ class EndDevice:
 
     # -- downlinks -------------------------------------------------------------------------
 
-    def _on_rx(self, phy, rssi, snr):
+    def _on_rx(self, phy, rssi, snr, mono):
         """True when phy was a valid downlink for this device (then no RX2 is opened)."""
         if not phy:
             self.bad_frames += 1
@@ -605,12 +645,12 @@ class EndDevice:
             self._fpending = True
         self._fopts_sticky = b""
         if o.mac_commands:
-            self._mac_commands(o.mac_commands)
+            self._mac_commands(o.mac_commands, mono)
         if f.fport and self.on_downlink is not None:
             self._call(self.on_downlink, f.fport, o.payload)
         return True
 
-    def _mac_commands(self, cmds):
+    def _mac_commands(self, cmds, mono):
         once = []
         sticky = []
         reg = self.region
@@ -620,6 +660,13 @@ class EndDevice:
                 self.link_check = (c["margin"], c["gw_cnt"])
             elif name == "DeviceTimeAns":
                 self.device_time = (c["seconds"], c["fractional"])
+                if self._time_req:  # the time at the end of our uplink: add what passed since
+                    self._time_req = False
+                    self._time_asked = None
+                    self._time_due = mono + _TIME_EVERY
+                    self.time_set_at = mono
+                    if self.on_time is not None:
+                        self._call(self.on_time, _mac.device_time_unix_ms(c) + mono - self._tx_end)
             elif name == "LinkADRReq":
                 once.append(self._link_adr(c))
             elif name == "DutyCycleReq":

@@ -12,7 +12,7 @@ byte the device sends is checked by an independent AES implementation.
 
 import math
 
-from protocol.lorawan import frame, region as _region, session, security
+from protocol.lorawan import frame, mac, region as _region, session, security
 
 APP_KEY = bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c")
 JOIN_EUI = bytes.fromhex("70b3d57ed0000001")
@@ -103,6 +103,8 @@ class NetworkServer:
         self.ack_confirmed = True
         self.downlink = None  # (fport, payload, confirmed) to send in the next window
         self.fopts = b""
+        self.utc_ms = None  # utc_ms(test ms) -> UNIX ms: answer DeviceTimeReq (None: never)
+        self.time_requests = []  # test ms at which an uplink asking the time ended
 
     def dr_of(self, tx):
         return [d.index for d in self.region.data_rates if d.sf == tx.sf and d.bw_hz == tx.bw][0]
@@ -147,6 +149,11 @@ class NetworkServer:
         self.keys = sess[0]
         self.fcnt_up = o.fcnt
         ack = o.frame.confirmed and self.ack_confirmed
+        if any(c["name"] == "DeviceTimeReq" for c in o.mac_commands or ()):
+            self.time_requests.append(tx.end)
+            if self.utc_ms is not None:  # the time at the end of the uplink (LoRaWAN 1.0.3)
+                ans = mac.device_time_ans(self.utc_ms(tx.end))
+                self.fopts = self.fopts + mac.encode_commands([ans], False)
         if self.data_window is None or not (ack or self.downlink or self.fopts):
             return []
         fport, payload, confirmed = self.downlink or (None, b"", False)
@@ -161,11 +168,13 @@ class NetworkServer:
         return [(delay, freq, dr, phy)]
 
 
-def run(dev, radio, until_ms, start_ms=0, offset=0, polls=None, advance=None, clock=None):
+def run(dev, radio, until_ms, start_ms=0, offset=0, polls=None, advance=None, clock=None,
+        cap=False):
     """Poll dev from start_ms to until_ms (test milliseconds) at the times it asks for and
     whenever the radio has an event. offset shifts the ticks the device sees (wrap tests);
     advance(t) is called before each poll (to move chip models' time); clock() is the test
-    time after a poll, when the device's sleep_ms moved it (the next poll is not earlier)."""
+    time after a poll, when the device's sleep_ms moved it (the next poll is not earlier); cap:
+the last poll is at until_ms at the latest (else it is wherever the device asked)."""
     t = start_ms
     mask = (1 << 30) - 1
     n = 0
@@ -183,6 +192,8 @@ def run(dev, radio, until_ms, start_ms=0, offset=0, polls=None, advance=None, cl
         ev = radio.next_event()
         if ev is not None and t < ev < nxt:
             nxt = ev
+        if cap and nxt > until_ms:
+            nxt = until_ms
         t = nxt
     if polls is not None:
         polls.append(n)

@@ -21,7 +21,9 @@ def fresh_flash(monkeypatch):
 def device(radio, rng=lambda n: 0, **overrides):
     cfg = dict(CFG)
     cfg.update(overrides)
-    return EndDevice(radio, config.merge(cfg), esp32.NVS("lorawan"), rng=rng)
+    # a set wall clock: DeviceTimeReq only after joins and once a day (tests below ask more)
+    return EndDevice(radio, config.merge(cfg), esp32.NVS("lorawan"), rng=rng,
+                     time_known=lambda: True)
 
 
 def setup(region="EU868", rng=lambda n: 0, **overrides):
@@ -326,3 +328,70 @@ def test_session_of_another_region_is_not_resumed():
     run(dev, radio, 20000)
     assert dev.joined and ns2.nonces == [16]  # a cold boot resumes DevNonce at its reservation
     assert radio.sent[0].freq in (922100000, 922300000, 922500000)
+
+
+# -- network time (DeviceTimeReq / DeviceTimeAns) -------------------------------------------
+
+UTC_AT_0 = 1795845600000  # the network's UNIX ms at test time 0
+
+
+def time_requests_per_hour(dev, radio, ns, t, hours, per_hour=1):
+    """Send an uplink every 1/per_hour h for `hours`; -> t at the end."""
+    step = 3600000 // per_hour
+    for _ in range(hours * per_hour):
+        dev.send(10, b"\x01")
+        t = run(dev, radio, t + step, t, cap=True)
+    return t
+
+
+def test_device_time_asked_after_the_join_and_advanced_by_the_time_since_the_uplink():
+    ns, radio, dev, t = joined()
+    ns.utc_ms = lambda ms: UTC_AT_0 + ms
+    got = []
+    dev.on_time = lambda unix_ms: got.append((radio.now, unix_ms))
+    dev.send(10, b"\x01")
+    t = run(dev, radio, t + 5000, t)
+    up = radio.sent[-1]
+    assert ns.time_requests == [up.end]  # the first uplink of the session asked (in FOpts)
+    assert ns.uplinks[-1].frame.fport == 10
+    (at, unix_ms), = got
+    assert at - up.end >= 1000  # applied when RX1 delivered it, over a second later ...
+    assert -5 <= unix_ms - (UTC_AT_0 + at) <= 5  # ... as the UTC of that moment
+    assert dev.device_time == (mac.device_time_ans(UTC_AT_0 + up.end)["seconds"],
+                               mac.device_time_ans(UTC_AT_0 + up.end)["fractional"])
+
+
+def test_device_time_once_a_day_while_the_clock_is_known():
+    ns, radio, dev, t = joined()
+    ns.utc_ms = lambda ms: UTC_AT_0 + ms
+    dev.on_time = lambda unix_ms: None
+    time_requests_per_hour(dev, radio, ns, t, 53)
+    asked = ns.time_requests
+    assert len(asked) == 3, asked  # after the join, then a day and two days later
+    assert all(24 * 3600000 <= b - a <= 25 * 3600000 + 10000 for a, b in zip(asked, asked[1:]))
+
+
+def test_device_time_asked_again_while_the_clock_is_unknown_and_no_answer_comes():
+    ns, radio, dev, t = joined()
+    known = [False]
+    dev.time_known = lambda: known[0]
+    t = time_requests_per_hour(dev, radio, ns, t, 2, per_hour=12)  # an uplink every 5 min
+    asked = ns.time_requests
+    assert 10 <= len(asked) <= 13, asked  # every other uplink: not more than one per 10 min
+    assert all(b - a >= 599000 for a, b in zip(asked, asked[1:]))
+    known[0] = True  # set by other means: no more requests (until a day has passed)
+    n = len(asked)
+    time_requests_per_hour(dev, radio, ns, t, 5, per_hour=12)
+    assert len(ns.time_requests) == n
+
+
+def test_an_unrequested_device_time_answer_does_not_set_the_clock():
+    ns, radio, dev, t = joined()
+    got = []
+    dev.on_time = got.append
+    dev.send(10, b"\x01")
+    t = run(dev, radio, t + 5000, t)  # asked; the network did not answer
+    ns.fopts = mac.encode_commands([mac.device_time_ans(UTC_AT_0)], False)
+    dev.send(10, b"\x02")
+    run(dev, radio, t + 5000, t)  # this uplink did not ask
+    assert dev.downlinks == 1 and dev.device_time is not None and got == []

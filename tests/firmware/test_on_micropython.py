@@ -6,13 +6,14 @@ so CPython can prepare the join-accept and a dim command for the session the VM 
 the VM's radio plays them into RX1 and prints every frame the device transmitted.
 """
 
+import datetime
 import json
 
 import pytest
 
 import sim.mpvm
 from protocol import payload
-from protocol.lorawan import frame, security, session
+from protocol.lorawan import frame, mac, security, session
 from tests.firmware.scripted_network import APP_KEY, CFG, DEV_EUI
 
 pytestmark = pytest.mark.skipif(not sim.mpvm.available(), reason="node or the MicroPython npm package missing")
@@ -43,6 +44,7 @@ machine.drive(27, 0)
 class Radio:
     def __init__(self):
         self.sent = []
+        self.ends = []
         self.ev = None
         self.air = []
         self.script = [(ACCEPT, 5000), (DOWN, 1000)]
@@ -51,6 +53,7 @@ class Radio:
     def transmit(self, f, sf, bw, p, data):
         end = T[0] + (airtime.time_on_air_us(len(data), sf, bw) + 999) // 1000
         self.sent.append(binascii.hexlify(bytes(data)).decode())
+        self.ends.append(end)
         self.ev = (end, ("tx_done",))
         if self.script:
             phy, delay = self.script.pop(0)
@@ -95,6 +98,8 @@ def step(until):
     return polls
 
 polls = step(40000)
+rtc_after_answer = machine.RTC().datetime()
+t_after_answer = T[0]
 # heap per poll on the VM, once joined and idle between samples (10 s apart)
 gc.collect()
 a0 = gc.mem_alloc()
@@ -113,7 +118,8 @@ sample = gc.mem_alloc() - a0
 gc.collect()
 print(json.dumps({"sent": radio.sent, "boot_duty": boot_level, "duty": machine.pwm_duty(25),
                   "state": app.mac.state, "polls": polls, "idle_poll_bytes": idle,
-                  "sample_poll_bytes": sample, "heap_used": gc.mem_alloc()}))
+                  "sample_poll_bytes": sample, "heap_used": gc.mem_alloc(), "ends": radio.ends,
+                  "rtc": rtc_after_answer, "t_rtc": t_after_answer}))
 """
 
 
@@ -123,11 +129,17 @@ def test_pole_joins_reports_and_obeys_a_command_on_micropython():
                                        backend="cryptography")
     nwk, app = security.derive_session_keys(APP_KEY, join_nonce, net_id, 0, backend="cryptography")
     dport, ddata = payload.encode_downlink("pole", "dim", {"seq": 5, "level": 40})
+    # the report asks the time (the VM's RTC reads 2000): the network's answer is the UTC at
+    # the end of that uplink
+    utc_at_report_end = 1795845600000  # 2026-11-28T06:00:00.000Z
+    ans = mac.encode_commands([mac.device_time_ans(utc_at_report_end)], False)
     down = session.build_data_frame(frame.UNCONFIRMED_DOWN, dev_addr, 0, dport, ddata, nwk, app,
-                                    backend="cryptography")
+                                    fopts=ans, backend="cryptography")
     cfg = dict(CFG, report_interval_s=300, sample_interval_s=10)
-    out = json.loads(sim.mpvm.run(SCRIPT % {"accept": accept.hex(), "down": down.hex(),
-                                            "cfg": json.dumps(cfg)}, mounts=MOUNTS))
+    lines = sim.mpvm.run(SCRIPT % {"accept": accept.hex(), "down": down.hex(),
+                                   "cfg": json.dumps(cfg)}, mounts=MOUNTS).strip().split("\n")
+    out = json.loads(lines[-1])  # after the firmware's own prints
+    assert any(line.startswith("pole: wall clock set from the network") for line in lines)
     assert out["boot_duty"] == 65535  # the lamp was on before the first poll
     sent = [bytes.fromhex(h) for h in out["sent"]]
     assert len(sent) == 3, out
@@ -135,6 +147,12 @@ def test_pole_joins_reports_and_obeys_a_command_on_micropython():
     assert jr.mic_ok and jr.dev_nonce == 0 and jr.dev_eui == DEV_EUI
     report = session.open_data_frame(sent[1], nwk, app, None, backend="cryptography")
     assert report.mic_ok and report.fcnt == 0 and report.frame.fport == 10
+    assert mac.decode_commands(report.frame.fopts, True) == [{"cid": 13, "name": "DeviceTimeReq"}]
+    # the VM set its RTC from the answer, plus the time since the report's end
+    y, mo, d, _, h, mi, sec, us = out["rtc"]
+    rtc_ms = round(datetime.datetime(y, mo, d, h, mi, sec, us, tzinfo=datetime.timezone.utc)
+                   .timestamp() * 1000)
+    assert abs(rtc_ms - (utc_at_report_end + out["t_rtc"] - out["ends"][1])) <= 10
     f = payload.decode_uplink(10, report.payload)["fields"]
     assert f["status/lamp_on"] and f["status/dark"] and f["dim_level"] == 100
     assert f["temperature"] == 12.5 and f["humidity"] == 70.0

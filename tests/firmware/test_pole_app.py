@@ -190,6 +190,38 @@ def test_rx_windows_count_the_time_sensor_reads_blocked_the_poll():
     assert pole.level() == 30 and pole.uplinks(12)[0][1]["result"] == "ok"
 
 
+def rtc_unix_ms():
+    import datetime
+
+    y, mo, d, _, h, mi, sec, us = machine.RTC().datetime()
+    t = datetime.datetime(y, mo, d, h, mi, sec, us, tzinfo=datetime.timezone.utc)
+    return round(t.timestamp() * 1000)
+
+
+def test_wall_clock_from_the_network_after_a_power_cut_without_rtc_battery():
+    """The RTC reads 2000-01-01 after a power cut: the schedule is ignored (photocell) until the
+    MAC's DeviceTimeReq is answered; then the RTC holds the network's UTC and the schedule
+    rules again."""
+    utc_at_0 = (EPOCH_2026 + 20 * 3600) * 1000  # 2026-01-01 20:00 UTC at test time 0
+    pole = Pole(lux=5.0, epoch=EPOCH_2026 + 20 * 3600)
+    pole.ns.utc_ms = lambda ms: utc_at_0 + ms
+    pole.run(20)
+    pole.command("schedule", {"seq": 1, "entries": [{"anchor": "fixed", "minute": 0, "level": 10}]})
+    pole.run(310)
+    assert pole.level() == 10 and len(pole.ns.time_requests) == 1  # asked after the join
+    machine.power_cut()  # no backup battery: the RTC's time is gone
+    esp32.power_cut()
+    pole.meter.power_cycle()
+    assert machine.RTC().datetime()[0] == 2000
+    pole.boot()
+    pole.run(0.5)
+    assert pole.app.wall_clock() is None and pole.level() == 100  # photocell: dark
+    pole.run(20)  # the session was resumed: the first report asks the time, RX1 answers it
+    assert len(pole.ns.time_requests) == 2 and pole.app.time_sets == 1
+    assert abs(rtc_unix_ms() - (utc_at_0 + pole.t)) <= 10
+    assert pole.level() == 10  # the schedule again (settings came back from NVS)
+
+
 # -- commands -------------------------------------------------------------------------------
 
 def test_dim_acked_and_duplicate_seq_not_executed_again():
