@@ -44,6 +44,11 @@ DEFAULTS = {
     "tilt_threshold_cdeg": 1000,  # 10.00 deg
     "lamp_fail_ma": 30,  # a lamp commanded on drawing less than this has failed
     "lamp_settle_s": 30,  # ignore lamp current this long after a level change
+    "voltage_low_v": 207,  # supply alarms: 230 V -10 % / +10 % (EN 50160)
+    "voltage_high_v": 253,
+    "lamp_rated_w": 60,  # the luminaire's power at 100 %; 0 = no power alarms
+    "power_low_pct": 50,  # power_low under this % of rated x level (half its LEDs dark)
+    "power_high_pct": 130,  # power_high over this % of rated x level
     "latitude": None,  # degrees; with longitude, enables the solar calculation
     "longitude": None,
     # board wiring
@@ -75,6 +80,8 @@ _RANGES = {
     "first_uplink_jitter_s": (0, 3600),
     "sample_interval_s": (1, 86400), "alarm_repeat_s": (0, 65535), "utc_offset_min": (-720, 840),
     "default_level": (0, 100), "photocell_on_lux": (0, 100000), "photocell_off_lux": (0, 100000),
+    "voltage_low_v": (0, 1000), "voltage_high_v": (1, 1000), "lamp_rated_w": (0, 100000),
+    "power_low_pct": (0, 100), "power_high_pct": (100, 1000),
     "fcnt_step": (1, 65536), "devnonce_step": (1, 1024), "latitude": (-90, 90),
     "longitude": (-180, 180),
 }
@@ -128,6 +135,8 @@ def _check(cfg):
                 raise ConfigError("config channels: %d Hz is not a %s channel" % (f, reg.name))
     except _region.RegionError as e:
         raise ConfigError("config: %s" % e)
+    if cfg["voltage_low_v"] >= cfg["voltage_high_v"]:
+        raise ConfigError("config voltage_low_v must be below voltage_high_v")
     if cfg["photocell_on_lux"] > cfg["photocell_off_lux"]:
         raise ConfigError("config photocell_on_lux must not exceed photocell_off_lux (hysteresis)")
 

@@ -46,7 +46,14 @@ Alarms (fPort 11, confirmed, sent as soon as the bitmap changes, raised or clear
 (above tilt_threshold, 1 deg hysteresis), door_open (debounced), lamp_failure (the lamp is
 commanded on, settled for lamp_settle_s, and draws under lamp_fail_ma), day_burner (the lamp
 is lit - commanded on or drawing current - while the light sensor reads at least
-day_burner_lux and no override or dim asked for light), light_sensor_failure, meter_failure.
+day_burner_lux and no override or dim asked for light), light_sensor_failure, meter_failure,
+voltage_low / voltage_high (the supply outside voltage_low_v..voltage_high_v, defaults 207 and
+253 V = 230 V +-10 % as EN 50160; cleared 4 V inside), power_low / power_high (the lamp,
+commanded on and settled, draws under power_low_pct or over power_high_pct of what its level
+should draw, lamp_rated_w x level; cleared 5 points inside; power_low not while lamp_failure
+says the lamp draws nothing; lamp_rated_w 0 = no power alarms). A threshold alarm keeps its
+state while the meter cannot tell (meter failure, lamp fading or settling); power alarms
+clear when the lamp is switched off.
 While the last alarm frame is unacknowledged by the network it is resent every
 alarm_repeat_s (0 = never).
 """
@@ -76,6 +83,10 @@ A_LAMP_FAILURE = 1 << 0
 A_DAY_BURNER = 1 << 3
 A_DOOR_OPEN = 1 << 7
 A_TILTED = 1 << 8
+A_VOLTAGE_LOW = 1 << 10
+A_VOLTAGE_HIGH = 1 << 11
+A_POWER_LOW = 1 << 12
+A_POWER_HIGH = 1 << 13
 A_LIGHT_SENSOR = 1 << 14
 A_METER = 1 << 15
 
@@ -93,6 +104,8 @@ _RESULTS = ("ok", "unknown_port", "bad_version", "bad_length", "bad_value", "fai
 _ANCHORS = ("fixed", "sunset", "sunrise")
 _RTC_MAGIC = b"SGP1"
 _TILT_HYST = 100  # centidegrees
+_V_HYST_MV = 4000  # a voltage alarm clears 4 V inside its threshold
+_P_HYST_PCT = 5  # a power alarm clears 5 points (% of the expected power) inside its threshold
 _PI_CDEG = 18000
 _KEY_OVERRIDE = -1  # who decided the level: an override, the photocell, or a schedule entry index
 _KEY_DARK = -2
@@ -135,6 +148,8 @@ class PoleApp:
         self.light_failed = hw.light is None
         self.meter_failed = False
         self.tilted = False
+        self.v_alarm = 0  # A_VOLTAGE_LOW / A_VOLTAGE_HIGH / 0, kept between samples (hysteresis)
+        self.p_alarm = 0  # A_POWER_LOW / A_POWER_HIGH / 0
         self.alarms = 0
         self.alarm_count = 0
         self.dusk_utc_min = None  # observed by the photocell
@@ -409,6 +424,8 @@ class PoleApp:
             a |= A_METER
         elif on and settled and self.ma is not None and self.ma < fail_ma:
             a |= A_LAMP_FAILURE
+        self._supply_alarms(on, settled, a & A_LAMP_FAILURE)
+        a |= self.v_alarm | self.p_alarm
         if self.light_failed:
             a |= A_LIGHT_SENSOR
         elif settled and self.lux_mlx is not None and self.lux_mlx >= self.cfg["day_burner_lux"] * 1000:
@@ -426,6 +443,43 @@ class PoleApp:
             self._alarm_due = True
             if self._store is not None:
                 self._store.save("alarm_count", self.alarm_count)
+
+    def _supply_alarms(self, on, settled, lamp_failed):
+        """voltage_low/high and power_low/high with hysteresis (self.v_alarm, self.p_alarm)."""
+        cfg = self.cfg
+        mv = self.mv
+        if mv is not None and not self.meter_failed:
+            lo = cfg["voltage_low_v"] * 1000
+            hi = cfg["voltage_high_v"] * 1000
+            v = self.v_alarm
+            if mv < lo or (v == A_VOLTAGE_LOW and mv < lo + _V_HYST_MV):
+                v = A_VOLTAGE_LOW
+            elif mv > hi or (v == A_VOLTAGE_HIGH and mv > hi - _V_HYST_MV):
+                v = A_VOLTAGE_HIGH
+            else:
+                v = 0
+            self.v_alarm = v
+        rated = cfg["lamp_rated_w"]
+        level = self.hw.dimmer.target
+        if not rated or not on:
+            self.p_alarm = 0
+            return
+        if not settled or self.dw is None or self.meter_failed:
+            return  # cannot tell now: keep
+        # dW * 1000 against rated W * level % * threshold %: both sides are dW * 1000
+        dw = self.dw * 1000
+        full = rated * level
+        low, high = cfg["power_low_pct"], cfg["power_high_pct"]
+        p = self.p_alarm
+        if lamp_failed:
+            p = 0  # lamp_failure says it more precisely
+        elif dw < full * low or (p == A_POWER_LOW and dw < full * (low + _P_HYST_PCT)):
+            p = A_POWER_LOW
+        elif dw > full * high or (p == A_POWER_HIGH and dw > full * (high - _P_HYST_PCT)):
+            p = A_POWER_HIGH
+        else:
+            p = 0
+        self.p_alarm = p
 
     def status(self):
         s = 0

@@ -93,6 +93,8 @@ def step(until):
             nxt = radio.ev[0]
         if nxt <= T[0]:
             nxt = T[0] + 1
+        k = (machine.pwm_duty(25) or 0) / 65535  # the lamp draws what its level asks
+        meter.power, meter.current = 60.0 * k, 0.27 * k
         meter.advance((nxt - T[0]) / 1000)
         T[0] = nxt
     return polls

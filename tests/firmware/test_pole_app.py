@@ -348,6 +348,61 @@ def test_each_alarm_raised_and_cleared_as_confirmed_uplinks(name):
     assert o.frame.confirmed and not f["alarms/" + name] and f["alarm_count"] == 2
 
 
+VOLTAGE_LOW, VOLTAGE_HIGH, POWER_LOW, POWER_HIGH = 1 << 10, 1 << 11, 1 << 12, 1 << 13
+
+
+def test_supply_voltage_alarms_with_hysteresis():
+    pole = Pole(lux=5.0)  # defaults: 207..253 V, cleared 4 V inside
+    pole.run(60)
+    assert alarm_frames(pole) == [] and pole.app.alarms == 0
+    seen = []
+    for volts in (200.0, 208.0, 212.0, 260.0, 250.0, 248.0, 230.0):
+        pole.meter.voltage = volts
+        pole.run(15)
+        seen.append(pole.app.alarms & (VOLTAGE_LOW | VOLTAGE_HIGH))
+    assert seen == [VOLTAGE_LOW, VOLTAGE_LOW, 0, VOLTAGE_HIGH, VOLTAGE_HIGH, 0, 0]
+    frames = [f for _, f in alarm_frames(pole)]
+    assert [(f["alarms/voltage_low"], f["alarms/voltage_high"]) for f in frames] == [
+        (True, False), (False, False), (False, True), (False, False)]  # raised, cleared, ...
+    assert abs(frames[0]["supply_voltage"] - 200.0) <= 0.2 and frames[-1]["alarm_count"] == 4
+
+
+def test_supply_voltage_thresholds_from_the_config():
+    pole = Pole(lux=5.0, voltage_low_v=100, voltage_high_v=127)  # a 110 V supply
+    pole.meter.voltage = 110.0
+    pole.run(60)
+    assert pole.app.alarms == 0
+    pole.meter.voltage = 230.0
+    pole.run(15)
+    assert pole.app.alarms == VOLTAGE_HIGH
+
+
+def test_lamp_power_alarms_against_the_rated_power_at_the_level():
+    pole = Pole(lux=5.0, power=60.0, current=0.27, lamp_rated_w=60)  # 50 % .. 130 %, 5 points
+    pole.run(60)
+    assert pole.app.alarms == 0
+    seen = []
+    for share in (0.4, 0.53, 0.56, 1.4, 1.27, 1.2):  # of the rated 60 W, at level 100
+        pole.lamp = (0.27 * share, 60.0 * share)
+        pole.run(15)
+        seen.append(pole.app.alarms & (POWER_LOW | POWER_HIGH))
+    assert seen == [POWER_LOW, POWER_LOW, 0, POWER_HIGH, POWER_HIGH, 0]
+    o, f = alarm_frames(pole)[0]
+    assert o.frame.confirmed and f["alarms/power_low"] and abs(f["lamp_power"] - 24.0) <= 0.2
+    # dimmed to 30 %: 18 W is what that level should draw, no alarm; full power at 30 % is
+    pole.lamp = (0.27, 60.0)
+    pole.command("dim", {"seq": 1, "level": 30})
+    pole.run(320)
+    assert pole.level() == 30 and pole.app.alarms == 0
+    pole.fault = "stuck"  # the lamp burns at full power whatever the dimmer says
+    pole.run(60)
+    assert pole.app.alarms == POWER_HIGH
+    # a lamp that draws nothing is a lamp_failure, not also power_low
+    pole.fault = "dead"
+    pole.run(60)
+    assert pole.app.alarms & (POWER_LOW | POWER_HIGH) == 0 and pole.app.alarms & 1
+
+
 def test_unacknowledged_alarm_repeated():
     pole = Pole(lux=5.0, alarm_repeat_s=120, confirmed_retries=2, rejoin_after_failures=0)
     pole.run(30)
