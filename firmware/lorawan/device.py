@@ -36,10 +36,10 @@ empty one if nothing else is queued).
 Network time (LoRaWAN 1.0.3 DeviceTimeReq/Ans): the request rides in the FOpts of the next
 uplink (never an uplink of its own) after each join, while the wall clock is unknown
 (time_known() False, e.g. an RTC without battery after a power cut; an unanswered request is
-repeated at most every 10 min) and once a day (an unanswered one while the clock is known:
-a day later). The answer is the GPS time at the end of that
-uplink; the device adds the time since its own transmission ended and calls
-on_time(unix_ms) with the UTC of now (the application sets machine.RTC from it).
+repeated at most every 10 min) and once a day (if unanswered while the clock is known: again
+a day later). The answer is the GPS time at the end of that uplink; the device adds the time
+since its own transmission ended and calls on_time(unix_ms) with the UTC of now (the
+application sets machine.RTC from it). An answer to a frame that did not ask is only recorded.
 
 Every transmission asks the TxGate first, so no sequence of polls can exceed a sub-band's duty
 cycle; DutyCycleReq adds an aggregated limit on top. Channels are picked at random among the
