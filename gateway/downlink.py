@@ -27,6 +27,7 @@ from gateway.device_queue import AppDownlink
 from gateway.sessions import SessionStore, UnknownSession
 from protocol import gwmp
 from protocol.lorawan import frame as _frame
+from protocol.lorawan import mac
 from protocol.lorawan.region import Region
 from protocol.lorawan.session import build_data_frame
 
@@ -89,8 +90,6 @@ def ack_frame(sessions: SessionStore, dev_addr: int) -> bytes:
 
 # Demodulation floor (dB SNR) per spreading factor (Semtech SX127x datasheet), for LinkCheckAns
 DEMOD_FLOOR_DB = {7: -7.5, 8: -10.0, 9: -12.5, 10: -15.0, 11: -17.5, 12: -20.0}
-GPS_EPOCH_UNIX = 315964800  # 1980-01-06T00:00:00Z
-GPS_LEAP_S = 18  # GPS - UTC since 2017-01-01 (no leap second announced since)
 
 
 def mac_answers(mac_commands: list | None, copies: list, uplink_unix_s: float,
@@ -113,10 +112,9 @@ def mac_answers(mac_commands: list | None, copies: list, uplink_unix_s: float,
             out.append({"name": "LinkCheckAns", "margin": max(0, min(254, margin)),
                         "gw_cnt": min(255, len({m.forwarder for m in copies}))})
         elif name == "DeviceTimeReq":
-            gps = uplink_unix_s - GPS_EPOCH_UNIX + GPS_LEAP_S
-            seconds = int(gps)
-            out.append({"name": "DeviceTimeAns", "seconds": seconds & 0xFFFFFFFF,
-                        "fractional": min(255, int((gps - seconds) * 256))})
+            ans = mac.device_time_ans(int(uplink_unix_s * 1000))  # GPS epoch, leap seconds
+            out.append({"name": ans["name"], "seconds": ans["seconds"],
+                        "fractional": ans["fractional"]})
     return out
 
 
