@@ -37,15 +37,36 @@ import math
 
 from protocol.lorawan import airtime
 from sim.radio import path_loss_db
+from protocol.lorawan import mac
 from sim.sim_radio import NOISE_DBM
 
 JOIN_REQUEST = 0
 CONFIRMED_UP = 4
 # which uplinks hold the clock at their RX1 instant: every one (a gateway may answer any
-# uplink, e.g. with a queued command), only those that expect an answer (join-requests and
-# confirmed uplinks: much faster runs, but other downlinks only make it when the gateway is
-# quicker than the accelerated clock), or none
+# uplink, e.g. with a queued command), only those that expect an answer (expects_answer():
+# much faster runs, but other downlinks only make it when the gateway is quicker than the
+# accelerated clock), or none
 BARRIER_MODES = ("all", "expected", "none")
+
+
+# MAC requests in an uplink's FOpts that the network answers in the next downlink
+_ANSWERED_REQUESTS = ("LinkCheckReq", "DeviceTimeReq")
+
+
+def expects_answer(phy):
+    """True for the uplinks a gateway will answer: join-requests, confirmed uplinks and those
+    asking LinkCheckReq or DeviceTimeReq in FOpts (plaintext in LoRaWAN 1.0.x)."""
+    mtype = phy[0] >> 5 if phy else None
+    if mtype in (JOIN_REQUEST, CONFIRMED_UP):
+        return True
+    if mtype != 2 or len(phy) < 12:
+        return False
+    fopts = phy[8:8 + (phy[5] & 0x0F)]
+    try:
+        cmds = mac.decode_commands(bytes(fopts), True)
+    except mac.MacCommandError as e:
+        cmds = e.commands
+    return any(c.get("name") in _ANSWERED_REQUESTS for c in cmds)
 
 
 def frame_fields(phy):
@@ -285,8 +306,8 @@ class Air:
                 if d.ok:
                     meta["received"][fwd.eui_hex] = (round(d.rssi, 1), round(d.snr, 1))
                     if meta["barrier"] is None and (
-                            self.barriers == "all" or (self.barriers == "expected" and meta[
-                                "mtype"] in (JOIN_REQUEST, CONFIRMED_UP))):
+                            self.barriers == "all" or (self.barriers == "expected"
+                                                        and expects_answer(meta["phy"]))):
                         delay = self.join_delay_us if meta["mtype"] == JOIN_REQUEST \
                             else self.rx1_delay_us
                         meta["barrier"] = self.clock.hold(d.end_us + delay - self.barrier_lead_us)

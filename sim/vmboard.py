@@ -230,7 +230,13 @@ class VMBoard(Board):
         return self._request({"op": "nvs"})
 
     def heap(self, collect=True):
-        """{"alloc", "free"} bytes of the VM's MicroPython heap (after a gc.collect())."""
+        """{"alloc", "free"} bytes of the VM's MicroPython heap (after a gc.collect()).
+
+        Collected twice, in two calls into the VM: the first collection still sees some of the
+        last poll's garbage as live (the conservative GC finds stale pointers on the
+        WebAssembly stack), so one reading wanders by ~10 KB with the timing of the last poll."""
+        if collect:
+            self._request({"op": "heap", "collect": True})
         return self._request({"op": "heap", "collect": collect})
 
     def eval(self, expr):
