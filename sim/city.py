@@ -89,11 +89,14 @@ class City:
             dev_eui = "%s%06X" % (DEV_EUI_PREFIX, i + 1)
             app_key = "%032X" % rng.getrandbits(128)
             c = dict(base_cfg, dev_eui=dev_eui, app_key=app_key)
+            # the lamp the world lights is the lamp the firmware judges its power alarms by
+            c.setdefault("lamp_rated_w", int(round(self.world.rated_w)))
             x, y = (i % cols) * spacing_m, (i // cols) * block_m
+            self.world.add_pole(name, rated_w=c["lamp_rated_w"],
+                                invert=bool(c.get("dimmer_invert", False)))
             b = factory(name, dev_eui, c, x, y)
             self.boards.append(b)
             self.air.add_board(b)
-            self.world.add_pole(name, invert=bool(c.get("dimmer_invert", False)))
             self._devices.append({"name": name, "site": site, "kind": "pole", "dev_eui": dev_eui,
                                   "join_eui": c["join_eui"], "app_key": app_key})
         self.by_name = {b.name: b for b in self.boards}

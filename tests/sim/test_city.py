@@ -133,3 +133,18 @@ def test_fault_hooks_act_at_their_virtual_instants():
     assert city.by_name["pole-0002"].lis.tilt_deg == 0.0
     tilt_log = [e for t, n, e in city.world.log if n == "pole-0001" and t == 50_000_000]
     assert tilt_log and tilt_log[0]["tilt_deg"] == 15.0
+
+
+def test_the_firmware_judges_power_alarms_by_the_lamp_the_world_lights():
+    from sim.world import World
+
+    city = City(2, 1, ("127.0.0.1", 9), board_factory=standin_factory,
+                world=World(seed=1, rated_w=150.0))
+    assert [b.cfg["lamp_rated_w"] for b in city.boards] == [150, 150]
+    assert city.world.lamp("pole-0001", {"dimmer_duty_u16": 65535, "relay": 1}, 0)[0] \
+        == pytest.approx(150.0, rel=0.02)
+    own = City(1, 1, ("127.0.0.1", 9), board_factory=standin_factory,
+               world=World(seed=1), cfg={"lamp_rated_w": 90})
+    assert own.boards[0].cfg["lamp_rated_w"] == 90
+    assert own.world.lamp("pole-0001", {"dimmer_duty_u16": 65535, "relay": 1}, 0)[0] \
+        == pytest.approx(90.0, rel=0.02)
