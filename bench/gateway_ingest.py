@@ -193,8 +193,98 @@ def build_plan(sessions, total: int, copies: int, rxpk_per_dgram: int, forwarder
     return dgrams
 
 
-def loadgen(sender, sessions, args, port, ready, start_at, out_path):
-    dgrams = build_plan(sessions, args.per_sender, args.copies, args.rxpk, args.forwarders, sender)
+JOIN_DELAYS_US = (5_000_000, 6_000_000)  # EU868 JOIN_ACCEPT_DELAY1/2: RX1 or RX2 answer
+
+
+def do_joins(sender, devices, socks, port, rate, timeout_s=12.0):
+    """Join every device through the gateway like forwarders would carry it: PULL_DATA first (the
+    downlink path), then one join-request per device in PUSH_DATA at ``rate`` per second; each
+    PULL_RESP is matched to its request by txpk.tmst (request tmst + RX1/RX2 delay), opened
+    with the device's AppKey and turned into session keys.  -> (sessions, stats)."""
+    from protocol import gwmp
+    from protocol.lorawan.security import derive_session_keys
+    from protocol.lorawan.session import build_join_request, open_join_accept
+
+    addr = ("127.0.0.1", port)
+    euis = [bytes.fromhex("AA555A%02X%08X" % (sender, fw)) for fw in range(len(socks))]
+    mono = time.monotonic
+    pending: dict[int, tuple[int, float]] = {}  # request tmst -> (device index, send time)
+    joined: dict[int, tuple] = {}
+    lat: list[float] = []
+    stats = {"requests": 0, "accepts": 0, "rx2": 0, "bad": 0}
+    token = [0]
+
+    def pull():
+        for i, sk in enumerate(socks):
+            token[0] = (token[0] + 1) & 0xFFFF
+            sk.sendto(gwmp.PullData(token[0], euis[i]).encode(), addr)
+
+    def drain():
+        for i, sk in enumerate(socks):
+            while True:
+                try:
+                    data = sk.recv(65535)
+                except BlockingIOError:
+                    break
+                try:
+                    msg = gwmp.decode(data)
+                except gwmp.GwmpError:
+                    stats["bad"] += 1
+                    continue
+                if not isinstance(msg, gwmp.PullResp):
+                    continue
+                sk.sendto(gwmp.TxAck(msg.token, euis[i]).encode(), addr)  # "sent as asked"
+                tx = msg.txpk
+                for k, delay in enumerate(JOIN_DELAYS_US):
+                    hit = pending.pop((tx.tmst - delay) & 0xFFFFFFFF, None)
+                    if hit is not None:
+                        break
+                if hit is None:
+                    stats["bad"] += 1
+                    continue
+                d, ts = hit
+                eui, app_key = devices[d]
+                ja = open_join_accept(tx.data, app_key)
+                if not ja.mic_ok:
+                    stats["bad"] += 1
+                    continue
+                lat.append(mono() - ts)
+                stats["accepts"] += 1
+                stats["rx2"] += k
+                nwk, app = derive_session_keys(app_key, ja.join_nonce, ja.net_id, 1)
+                joined[d] = (eui, ja.dev_addr, nwk, app)
+
+    pull()
+    time.sleep(0.2)
+    drain()
+    t0 = last_pull = mono()
+    for d, (eui, app_key) in enumerate(devices):
+        due = t0 + d / rate
+        while mono() < due:
+            drain()
+            time.sleep(min(0.002, max(0.0, due - mono())))
+        if mono() - last_pull > 5:
+            pull()
+            last_pull = mono()
+        tmst = (d * 1000 + sender) & 0xFFFFFFFF
+        rx = gwmp.Rxpk(tmst, FREQS[d % 3], "SF7BW125", build_join_request(JOIN_EUI, eui, 1, app_key),
+                       -80, stat=1, lsnr=7.5, codr="4/5")
+        token[0] = (token[0] + 1) & 0xFFFF
+        fw = d % len(socks)
+        pending[tmst] = (d, mono())
+        socks[fw].sendto(gwmp.PushData(token[0], euis[fw], [rx]).encode(), addr)
+        stats["requests"] += 1
+    t_sent = mono()
+    while pending and mono() - t_sent < timeout_s:
+        drain()
+        time.sleep(0.005)
+    stats["seconds"] = mono() - t0
+    lat.sort()
+    stats["latency_ms"] = [x * 1000 for x in lat]
+    return [joined[d] for d in sorted(joined)], stats
+
+
+def loadgen(sender, sessions, args, port, ready, start_at, out_path, join_go=None):
     socks = []
     for _ in range(args.forwarders):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -202,6 +292,11 @@ def loadgen(sender, sessions, args, port, ready, start_at, out_path):
         s.bind(("127.0.0.1", 0))
         s.setblocking(False)
         socks.append(s)
+    join_stats = None
+    if join_go is not None:  # sessions is [(DevEUI, AppKey)]: join them through the gateway first
+        join_go.wait()
+        sessions, join_stats = do_joins(sender, sessions, socks, port, args.join_rate / args.senders)
+    dgrams = build_plan(sessions, args.per_sender, args.copies, args.rxpk, args.forwarders, sender)
     cpu_built = time.process_time()
     ready.set()
     while start_at.value == 0.0:
@@ -247,6 +342,7 @@ def loadgen(sender, sessions, args, port, ready, start_at, out_path):
             time.sleep(0.05)
     with open(out_path, "w") as f:
         json.dump({"sent": sent_times, "datagrams": len(dgrams), "acks": acks, "cpu_s": cpu_sending,
+                   "joins": join_stats,
                    "t_first": sent_times[0][2] if sent_times else t0, "t_last": t_end}, f)
 
 
@@ -517,10 +613,17 @@ def run(args) -> dict:
     os.makedirs(data_dir)
     t = time.monotonic()
     write_registry(os.path.join(tmp, "devices.toml"), args.devices)
-    sessions = populate_sessions(os.path.join(data_dir, "sessions.db"), args.devices)
-    print("setup: %d devices registered, %d sessions pre-populated in %s (%.1f s)"
-          % (args.devices, len(sessions), os.path.join(data_dir, "sessions.db"), time.monotonic() - t),
-          flush=True)
+    join_go = None
+    if args.sessions == "join":
+        sessions = [device(i) for i in range(args.devices)]
+        join_go = mp.get_context("fork").Event()
+        print("setup: %d devices registered; sessions: real joins through the gateway at %g/s"
+              % (args.devices, args.join_rate), flush=True)
+    else:
+        sessions = populate_sessions(os.path.join(data_dir, "sessions.db"), args.devices)
+        print("setup: %d devices registered, %d sessions pre-populated in %s (%.1f s)"
+              % (args.devices, len(sessions), os.path.join(data_dir, "sessions.db"),
+                 time.monotonic() - t), flush=True)
 
     ctx = mp.get_context("fork")
     udp_port = free_udp_port()
@@ -531,7 +634,7 @@ def run(args) -> dict:
         ready = ctx.Event()
         part = sessions[s::args.senders]  # disjoint devices per sender: FCnt order is kept
         out = os.path.join(tmp, "sent-%d.json" % s)
-        p = ctx.Process(target=loadgen, args=(s, part, args, udp_port, ready, start_at, out))
+        p = ctx.Process(target=loadgen, args=(s, part, args, udp_port, ready, start_at, out, join_go))
         p.start()
         senders.append((p, ready, out))
 
@@ -576,8 +679,10 @@ def run(args) -> dict:
         port = info.get("udp_port", udp_port)
         if port != udp_port:
             raise SystemExit("gateway serves UDP on %s, configured %s" % (port, udp_port))
+        if join_go is not None:
+            join_go.set()
         for p, ready, _ in senders:
-            ready.wait(600)
+            ready.wait(900)
         sub_ready.wait(10)
         print("load: %d uplinks built in %.1f s by %d sender process(es); gateway: %s, pid %d"
               % (args.per_sender * args.senders, time.monotonic() - t, args.senders, kind, pid), flush=True)
@@ -638,6 +743,7 @@ def run(args) -> dict:
     sent = {}
     acks = datagrams = 0
     gen_cpu = 0.0
+    joins = {"requests": 0, "accepts": 0, "rx2": 0, "bad": 0, "seconds": 0.0, "latency_ms": []}
     t_first, t_last = float("inf"), 0.0
     for _, _, out in senders:
         d = json.load(open(out))
@@ -645,6 +751,8 @@ def run(args) -> dict:
             sent[(eui, fc)] = ts
         acks += d["acks"]
         gen_cpu += d["cpu_s"]
+        for k, v in (d.get("joins") or {}).items():
+            joins[k] = max(joins[k], v) if k == "seconds" else joins[k] + v
         datagrams += d["datagrams"]
         t_first, t_last = min(t_first, d["t_first"]), max(t_last, d["t_last"])
     recv = json.load(open(sub_out))
@@ -691,8 +799,13 @@ def run(args) -> dict:
     cpu = dict(cpu or {}, **{"load generator": gen_cpu / max(1e-9, t_last - t_first)})
     got = len(lat)
     result = {
-        "gateway": kind, "pid": pid, "devices": args.devices, "sessions": "pre-populated (SessionStore.save_join)",
-        "rate": args.rate, "seconds": args.seconds, "rxpk_per_datagram": args.rxpk, "copies": args.copies,
+        "gateway": kind, "pid": pid, "devices": args.devices,
+        "sessions": ("pre-populated (SessionStore.save_join)" if args.sessions == "prepopulate" else
+                     "%d real joins through the gateway" % joins["accepts"]),
+        "joins": None if args.sessions == "prepopulate" else dict(
+            joins, latency_ms=None, p50_ms=pct(sorted(joins["latency_ms"]), 50),
+            p99_ms=pct(sorted(joins["latency_ms"]), 99), max_ms=max(joins["latency_ms"], default=float("nan"))),
+        "rate": args.rate, "seconds": args.seconds, "join_rate": args.join_rate, "rxpk_per_datagram": args.rxpk, "copies": args.copies,
         "senders": args.senders, "forwarders": args.forwarders * args.senders, "datagrams": datagrams,
         "push_acks": acks, "sent": len(sent), "delivered": got, "lost": len(sent) - got,
         "duplicates": dups, "udp_drops": drops, "cpu_cores": cpu, "cores": os.cpu_count(),
@@ -722,6 +835,13 @@ def report(r: dict) -> None:
           "%d cop%s per uplink, %d sender process(es), %d forwarder sockets"
           % (r["devices"], r["sessions"], r["rate"], r["seconds"], r["rxpk_per_datagram"], r["copies"],
              "y" if r["copies"] == 1 else "ies", r["senders"], r["forwarders"]))
+    j = r.get("joins")
+    if j:
+        print("  joins     %d join-requests at up to %g/s, %d accepted (%d in RX2) in %.1f s; "
+              "join-request sent -> join-accept PULL_RESP received: p50 %.1f ms, p99 %.1f ms, max "
+              "%.1f ms (RX1 opens 5 s after the request); %d unmatched/bad answers"
+              % (j["requests"], r["join_rate"], j["accepts"], j["rx2"], j["seconds"], j["p50_ms"],
+                 j["p99_ms"], j["max_ms"], j["bad"]))
     print("  sent      %d uplinks in %d datagrams (%d PUSH_ACKs back), achieved offer %.0f uplinks/s"
           % (r["sent"], r["datagrams"], r["push_acks"], r["offered_per_s"]))
     print("  delivered %d uplinks in %d MQTT batches; sustained %.0f uplinks/s end to end (arrivals "
@@ -761,6 +881,9 @@ def main(argv=None) -> None:
     ap.add_argument("--senders", type=int, default=1, help="load generator processes")
     ap.add_argument("--forwarders", type=int, default=4, help="forwarder sockets per sender")
     ap.add_argument("--gateway", choices=("auto", "real", "standin"), default="auto")
+    ap.add_argument("--sessions", choices=("prepopulate", "join"), default="prepopulate",
+                    help="pre-populate the session store, or join every device through the gateway")
+    ap.add_argument("--join-rate", type=float, default=500, help="join-requests per second (all senders)")
     ap.add_argument("--gateway-root", default=ROOT,
                     help="source tree the gateway process runs from (e.g. an exported older commit)")
     ap.add_argument("--standin-batch", action="store_true",
