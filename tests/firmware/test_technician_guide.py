@@ -1,0 +1,33 @@
+"""The /config.json a technician copies from docs/technician-guide.md must boot a pole."""
+
+import json
+import os
+import re
+
+import pytest
+
+from firmware import config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def guide_config():
+    with open(os.path.join(ROOT, "docs", "technician-guide.md")) as f:
+        text = f.read()
+    block = re.search(r"\*\*`/config.json`\*\*.*?```\n(.*?)```", text, re.S).group(1)
+    return json.loads(block)
+
+
+def test_the_guide_config_is_valid_and_overrides_the_defaults():
+    cfg = guide_config()
+    merged = config.merge(cfg)
+    for key, value in cfg.items():
+        assert merged[key] == value
+    assert set(cfg) <= set(config.DEFAULTS)
+
+
+def test_a_typo_in_the_guide_config_would_be_refused():
+    cfg = guide_config()
+    cfg["report_intervall_s"] = cfg.pop("report_interval_s")
+    with pytest.raises(config.ConfigError, match="report_intervall_s"):
+        config.merge(cfg)
