@@ -238,6 +238,8 @@ def test_every_pole_joins_once_and_its_session_works(rig):
 # ---- 3. replay and forgery -----------------------------------------------------------------
 
 def _session_keys(board):
+    """(DevAddr, NwkSKey, AppSKey) of a LocalBoard's session, read from its MAC (the test plays
+    an attacker who has the keys but no fresh frame counter)."""
     mac = board.app.mac
     return mac.dev_addr, mac._nwk, mac._app
 
