@@ -150,6 +150,8 @@ class Gateway:
             try:
                 with open(self.ready) as f:
                     info = json.load(f)
+                if int(info["pid"]) != self.proc.pid:
+                    raise ValueError("a ready file left by an earlier gateway process")
                 self.addr = (info["udp_host"], int(info["udp_port"]))
                 return self
             except (OSError, ValueError, KeyError):

@@ -35,6 +35,10 @@ class Mosquitto:
                 "persistence false\n"
                 f"log_dest file {self.log}\n"
             )
+            if hasattr(os, "geteuid") and os.geteuid() == 0:
+                # as root mosquitto drops to the "mosquitto" user, who cannot write the test's
+                # private temp dir: no log, and no persistence file where a test turns it on
+                f.write("user root\n")
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 5.0) -> "Mosquitto":

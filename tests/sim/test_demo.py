@@ -1,6 +1,7 @@
 """`python -m sim demo`: what it prints per uplink, its command line, and the whole thing end to
 end in a subprocess (broker, real gateway process, City, MQTT), including Ctrl-C."""
 
+import json
 import os
 import re
 import signal
@@ -245,3 +246,31 @@ def test_without_mosquitto_the_demo_runs_its_own_amqtt_broker(monkeypatch):
     assert "(amqtt)" in text
     distinct = _distinct_delivered(text)
     assert distinct > 0 and _number(text, "received at MQTT") == distinct
+
+
+def test_gateway_start_ignores_a_ready_file_left_by_a_killed_process(tmp_path):
+    from sim.city import City
+    from sim.demo import Gateway
+
+    registry = tmp_path / "devices.toml"
+    City(1, 1, ("127.0.0.1", 9), board_factory=lambda *a: _Inert(*a)).write_registry(str(registry))
+    gw = Gateway(str(tmp_path), str(registry), "mqtt://127.0.0.1:9")
+    with open(gw.ready, "w") as f:  # what a SIGKILLed gateway leaves behind
+        json.dump({"udp_host": "127.0.0.1", "udp_port": 9, "pid": 1}, f)
+    try:
+        gw.start()
+        with open(gw.ready) as f:
+            info = json.load(f)
+        assert info["pid"] == gw.proc.pid
+        assert gw.addr == ("127.0.0.1", info["udp_port"]) and gw.addr[1] != 9
+    finally:
+        assert gw.stop() == 0
+
+
+class _Inert:
+    """A board that never transmits: enough to lay out a city and write its registry."""
+
+    def __init__(self, name, dev_eui, cfg, x, y):
+        from sim.sim_radio import SimRadio
+        self.name, self.dev_eui, self.cfg, self.x, self.y = name, dev_eui, cfg, x, y
+        self.radio = SimRadio(name)
