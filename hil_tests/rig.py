@@ -3,7 +3,8 @@ an MQTT subscriber, a recorder of what each pole reported, and a UDP socket posi
 forwarder. The building blocks are the demo's (sim.demo.Gateway, tests/gateway/mosquitto.py);
 what is added here is only what a test needs on top: a fixed UDP port (a restarted gateway
 must be reachable at the same address, the forwarders' sockets are connected to it), SIGKILL,
-and a subscriber that keeps every message with its arrival time.
+a subscriber that keeps every message with its arrival time, and recorders on the City's and
+the forwarders' public hooks (City.observers, Forwarder.on_push).
 """
 
 import asyncio
@@ -17,6 +18,7 @@ import paho.mqtt.client as mqtt
 
 import sim.demo
 from gateway.batch import decode_batch
+from gateway.sessions import SessionStore
 from protocol import gwmp
 from tests.gateway.mosquitto import MOSQUITTO, Mosquitto
 
@@ -53,22 +55,19 @@ class Broker(Mosquitto):
     """tests/gateway/mosquitto.py's broker with persistence on, so a consumer's persistent
     session (clean_session=False, QoS 1 subscription) survives a broker restart: what the
     gateway publishes after the restart is kept for the test's subscriber even when the gateway
-    reconnects first. restart() brings it back on the same port."""
+    reconnects first. restart() brings it back on the same port. (As root the base config
+    already says ``user root``, so mosquitto can write its persistence file here.)"""
 
     def __init__(self, tmpdir, port=None):
         super().__init__(tmpdir, port)
         self.tmpdir = str(tmpdir)
-        with open(self.conf, "a") as f:
-            f.write("persistence true\npersistence_location %s/\n"
-                    "autosave_interval 1\n" % self.tmpdir)
-            if hasattr(os, "geteuid") and os.geteuid() == 0:
-                # as root mosquitto drops to the "mosquitto" user, who cannot write the test's
-                # private temp dir: no log, no persistence file, sessions silently lost
-                f.write("user root\n")
         with open(self.conf) as f:
             text = f.read()
-        with open(self.conf, "w") as f:  # the base writes "persistence false"
+        assert "persistence false\n" in text, text  # the base config changed: adapt here
+        with open(self.conf, "w") as f:
             f.write(text.replace("persistence false\n", "", 1))
+            f.write("persistence true\npersistence_location %s/\nautosave_interval 1\n"
+                    % self.tmpdir)
 
     def restart(self):
         self.stop()
@@ -76,27 +75,13 @@ class Broker(Mosquitto):
 
 
 class HilGateway(sim.demo.Gateway):
-    """The demo's gateway process on a fixed UDP port, with SIGKILL and restart.
-
-    sim.demo.Gateway writes ``port = 0`` (any free port); a restarted gateway must come back on
-    the same port, so the config is rewritten with the port chosen here.
-    """
+    """The demo's gateway process on a fixed UDP port (a restarted gateway must come back
+    where the forwarders' sockets point), with SIGKILL, restart and one log per run."""
 
     def __init__(self, workdir, registry, mqtt_url, udp_port=None, stats_interval_s=1,
-                 max_batch_age_s=None):
-        super().__init__(workdir, registry, mqtt_url, stats_interval_s=stats_interval_s)
-        self.udp_port = udp_port or free_udp_port()
-        with open(self.config) as f:
-            text = f.read()
-        edits = [("\nport = 0\n", "\nport = %d\n" % self.udp_port)]
-        if max_batch_age_s is not None:
-            edits.append(("\nmax_batch_age_s = 0.5\n",
-                          "\nmax_batch_age_s = %g\n" % max_batch_age_s))
-        for old, new in edits:
-            assert old in text, (old, text)  # the demo's config format changed: adapt here
-            text = text.replace(old, new)
-        with open(self.config, "w") as f:
-            f.write(text)
+                 max_batch_age_s=0.5):
+        super().__init__(workdir, registry, mqtt_url, stats_interval_s=stats_interval_s,
+                         udp_port=udp_port or free_udp_port(), max_batch_age_s=max_batch_age_s)
         self.starts = 0
         self.logs = []
 
@@ -121,6 +106,14 @@ class HilGateway(sim.demo.Gateway):
             pass
         return self.proc.returncode
 
+    def session(self, dev_eui):
+        """The gateway's session for dev_eui (hex), read from its own store while it runs:
+        gateway.sessions.SessionStore on <data_dir>/sessions.db. The file is in WAL mode, so
+        this second connection reads the committed state beside the gateway's writer (the
+        store is only read here, then closed)."""
+        with SessionStore(os.path.join(self.data_dir, "sessions.db")) as store:
+            return store.get_by_dev_eui(bytes.fromhex(dev_eui))
+
     def stats_after(self, cond, timeout=15.0, what="gateway stats"):
         """Wait for a stats.json snapshot for which cond(stats) holds; return it."""
         return wait_for(lambda: (lambda s: s if s and cond(s) else None)(self.stats()),
@@ -144,13 +137,15 @@ class HilGateway(sim.demo.Gateway):
 
 
 class Readings:
-    """A paho subscriber on streetgrid/# that keeps every batch with its arrival time.
+    """A paho subscriber (streetgrid/# unless told another topic filter) that keeps every
+    batch with its arrival time.
 
     uplinks(): one entry per uplink record group (a record carrying "lora" starts one):
     {"eui", "fcnt", "lora", "records", "topic", "seq", "at"}.
     """
 
-    def __init__(self, port, client_id="hil-readings"):
+    def __init__(self, port, client_id="hil-readings", topic="streetgrid/#"):
+        self.topic = topic
         self.msgs = []  # (monotonic arrival, topic, decoded batch)
         self.bad = []
         self.connects = 0
@@ -168,7 +163,7 @@ class Readings:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         self.connects += 1
-        client.subscribe("streetgrid/#", qos=1)
+        client.subscribe(self.topic, qos=1)
 
     def _on_message(self, client, userdata, msg):
         try:
@@ -207,23 +202,18 @@ class Readings:
 class ReportRecorder:
     """Every report the poles' firmware made, in order, with the virtual ms it was made at.
 
-    Hooked on the City's after-poll step (the air calls it after every board poll), so it
-    sees each report right after the poll that produced it, for LocalBoard (app attributes)
-    and VMBoard (one eval round trip inside the VM) alike.
+    A City observer (run after every board poll), so it sees each report right after the poll
+    that produced it, for LocalBoard (app attributes) and VMBoard (one eval round trip inside
+    the VM) alike.
     """
 
     def __init__(self, city):
         self.city = city
         self.reports = {b.name: [] for b in city.boards}  # name -> [(now_ms, fields)]
         self._last = {}  # name -> (boot count, reports count)
-        original = city._after_poll
+        city.observers.append(self._look)
 
-        def after_poll(board):
-            original(board)
-            self._look(board)
-        city._after_poll = after_poll  # City.start() installs it on the air
-
-    def _look(self, board):
+    def _look(self, board, now_ms):
         if hasattr(board, "eval"):  # VMBoard: the app lives in the VM
             got = board.eval("None if app is None else (app.reports, app.last_report)")
             if got is None:
@@ -236,7 +226,7 @@ class ReportRecorder:
             n, f = app.reports, app.last_report
         key = (board.counters["boots"], n)
         if self._last.get(board.name, (None, 0)) != key and n > 0:
-            self.reports[board.name].append((board.now_ms, dict(f)))
+            self.reports[board.name].append((now_ms, dict(f)))
         self._last[board.name] = key
 
 
@@ -248,16 +238,13 @@ class PushLog:
     def __init__(self, city):
         self.pushes = []
         for fwd in city.forwarders:
-            self._wrap(fwd)
+            fwd.on_push = self._recorder(fwd.eui_hex)
 
-    def _wrap(self, fwd):
-        original = fwd._push
-
-        def push(msg):
-            if getattr(msg, "rxpk", None):
-                self.pushes.append((time.monotonic(), fwd.eui_hex, msg.encode(), list(msg.rxpk)))
-            return original(msg)
-        fwd._push = push
+    def _recorder(self, eui_hex):
+        def on_push(datagram, rxpks):
+            if rxpks:
+                self.pushes.append((time.monotonic(), eui_hex, datagram, rxpks))
+        return on_push
 
     def times(self, phy):
         """(first, last) real time a copy of this PHYPayload was pushed, or None."""

@@ -55,7 +55,7 @@ class CityRig:
         self.workdir = str(workdir)
         self.broker = Broker(workdir).start()
         self.readings = Readings(self.broker.port)
-        factory = sim.demo._board_factory(VM_POLES, EPOCH_S, SEED)
+        factory = sim.demo.board_factory(VM_POLES, EPOCH_S, SEED)
         try:
             self.city = City(N_POLES, N_FORWARDERS, ("127.0.0.1", 9), seed=SEED,
                              site=sim.demo.SITE, epoch_s=EPOCH_S, board_factory=factory,
@@ -237,11 +237,13 @@ def test_every_pole_joins_once_and_its_session_works(rig):
 
 # ---- 3. replay and forgery -----------------------------------------------------------------
 
-def _session_keys(board):
-    """(DevAddr, NwkSKey, AppSKey) of a LocalBoard's session, read from its MAC (the test plays
-    an attacker who has the keys but no fresh frame counter)."""
-    mac = board.app.mac
-    return mac.dev_addr, mac._nwk, mac._app
+def _session_keys(gateway, board):
+    """(DevAddr, NwkSKey, AppSKey) of the pole's session as the gateway keeps it (its own
+    session store, read beside the running process): the test plays an attacker who has the
+    keys but no fresh frame counter."""
+    s = gateway.session(board.dev_eui)
+    assert s is not None, "the gateway has no session for %s" % board.name
+    return s.dev_addr, s.nwk_s_key, s.app_s_key
 
 
 def test_replayed_and_forged_frames_are_rejected_counted_and_never_published(rig):
@@ -270,7 +272,8 @@ def test_replayed_and_forged_frames_are_rejected_counted_and_never_published(rig
         late_copy = age < DEFAULT_REMEMBER_S
         # (b) an authentic frame (session keys) reusing an old counter with a new payload: the
         # bytes differ, so only the frame counter check can refuse it
-        dev_addr, nwk, app = _session_keys(victim)
+        dev_addr, nwk, app = _session_keys(gw, victim)
+        assert "%08X" % dev_addr == old["dev_addr"]  # the session that sent the frame
         port, data = lorawan_payload.encode_uplink("pole", "report", {
             "status": 0, "dim_level": 0, "lamp_power": 0, "lamp_energy": 0,
             "ambient_light": 1, "temperature": 20, "humidity": 50})

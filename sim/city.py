@@ -31,6 +31,12 @@ end_us, freq_hz, sf, bw_hz, phy, mtype, dev_addr, fcnt, fport, received = {forwa
 ``utc`` (virtual time of the end of the frame). ``delivered()`` are those some forwarder
 pushed intact, i.e. what the gateway must publish exactly once.
 
+Observers (``observers``): callables ``fn(board, now_ms)`` run after every poll of a board
+(after the world has followed its outputs), e.g. a test recording each report right after the
+poll that made it. ``barriers`` (read/write) is the air's barrier mode, so a phase that needs
+every uplink's RX1 held (a queued operator command rides the reply to any uplink) can switch
+to "all" and back.
+
 Boards are built by ``board_factory(name, dev_eui, cfg, x, y)`` (default: LocalBoard running
 firmware.main.create, its rng seeded from the city's seed; ``board_factory=VMBoard`` runs the
 firmware on the MicroPython VM instead).
@@ -41,7 +47,7 @@ import math
 import random
 
 from protocol.lorawan.region import region
-from sim.air import Air
+from sim.air import BARRIER_MODES, Air
 from sim.board import LocalBoard
 from sim.clock import DEFAULT_EPOCH_S, DEFAULT_GRACE_S, VirtualClock
 from sim.forwarder import Forwarder
@@ -119,6 +125,18 @@ class City:
         self._started = False
         self.booted = set()
         self.counters = {"power_cuts": 0, "env_updates": 0}
+        self.observers = []  # fn(board, now_ms) after every board poll
+
+    @property
+    def barriers(self):
+        """The air's barrier mode ("all", "expected", "none"; sim/air.py)."""
+        return self.air.barriers
+
+    @barriers.setter
+    def barriers(self, mode):
+        if mode not in BARRIER_MODES:
+            raise ValueError("barriers must be one of %r" % (BARRIER_MODES,))
+        self.air.barriers = mode
 
     @property
     def gateway_addr(self):
@@ -246,6 +264,8 @@ class City:
 
     def _after_poll(self, board):
         self.world.apply(board, self.clock.now_us, full=False)  # lamp power follows the PWM
+        for fn in self.observers:
+            fn(board, board.now_ms)
 
     async def start(self):
         if self._started:

@@ -115,21 +115,27 @@ class LiveReadings:
 
 
 class Gateway:
-    """`python -m gateway run` as a child process with its own config, data dir and log."""
+    """`python -m gateway run` as a child process with its own config, data dir and log.
 
-    def __init__(self, workdir, registry, mqtt_url, region="EU868", stats_interval_s=5):
+    udp_port 0 lets the gateway pick a free port (the ready file says which); a fixed one lets
+    a restarted gateway come back where the forwarders' sockets point. max_batch_age_s: how
+    long a partial batch waits before it is published."""
+
+    def __init__(self, workdir, registry, mqtt_url, region="EU868", stats_interval_s=5,
+                 udp_port=0, max_batch_age_s=0.5):
         self.workdir = workdir
+        self.udp_port = int(udp_port)
         self.config = os.path.join(workdir, "gateway.toml")
         self.ready = os.path.join(workdir, "gateway.ready.json")
         self.log = os.path.join(workdir, "gateway.log")
         self.data_dir = os.path.join(workdir, "var", GATEWAY_ID)
         with open(self.config, "w") as f:
             f.write('[gateway]\nid = "%s"\nsite = "%s"\nregion = "%s"\ndata_dir = "var/%s"\n'
-                    'registry = "%s"\n\n[udp]\nhost = "127.0.0.1"\nport = 0\n\n'
-                    '[mqtt]\nurl = "%s"\nmax_batch_age_s = 0.5\n\n'
+                    'registry = "%s"\n\n[udp]\nhost = "127.0.0.1"\nport = %d\n\n'
+                    '[mqtt]\nurl = "%s"\nmax_batch_age_s = %r\n\n'
                     '[log]\nlevel = "INFO"\nstats_interval_s = %d\n'
                     % (GATEWAY_ID, SITE, region, GATEWAY_ID, os.path.basename(registry),
-                       mqtt_url, stats_interval_s))
+                       self.udp_port, mqtt_url, float(max_batch_age_s), stats_interval_s))
         self.proc = None
         self.addr = None
 
@@ -188,7 +194,7 @@ class Gateway:
             return "(no gateway log)"
 
 
-def _board_factory(vm_poles, epoch_s, seed):
+def board_factory(vm_poles, epoch_s, seed):
     """The City's board factory: the first vm_poles poles on the MicroPython VM, the rest
     LocalBoard (firmware on CPython)."""
     from sim.board import LocalBoard
@@ -274,7 +280,7 @@ class Demo:
         if self.vm_poles and not sim.mpvm.available():
             raise DemoError("--vm-poles needs node and the MicroPython npm package (npm ci)")
         cfg = {"report_interval_s": self.report_interval_s}
-        factory = _board_factory(self.vm_poles, EPOCH_S, self.seed)
+        factory = board_factory(self.vm_poles, EPOCH_S, self.seed)
         try:
             self.city = City(self.n_poles, self.n_forwarders, ("127.0.0.1", 9), seed=self.seed,
                              speed=self.speed, site=SITE, cfg=cfg, barriers="expected",

@@ -24,6 +24,10 @@ without ``"ipol": true`` goes out with normal IQ, which no device's RX window de
 Like lora_pkt_fwd, unacknowledged PUSH_DATA are not retransmitted; they are counted
 (``push_unacked``) after ``push_timeout_s`` real seconds.
 
+``on_push``: None or a callable ``fn(datagram, rxpks)`` called with the bytes of every
+PUSH_DATA this forwarder sends and its rxpk list (empty for a stat-only one), e.g. for a test
+that must know when a frame reached the gateway or wants to resend it byte for byte.
+
 Counters (``counters``): rx_ok, rx_bad (CRC-bad pushed), rx_dropped (not pushed), push_sent,
 push_acked, push_unacked, pull_sent, pull_acked, pull_resp, tx_ok, tx_<ERROR>, tx_sent,
 malformed, socket_errors, stat_sent, rx_half_duplex (frames lost because this forwarder was
@@ -92,6 +96,7 @@ class Forwarder:
                             "push": 0, "ack": 0}
         self.sent_rxpk = []  # every rxpk pushed (for tests)
         self.tx_acks = []  # (token, error or "NONE", txpk)
+        self.on_push = None  # fn(datagram bytes, [rxpk]) for every PUSH_DATA sent
 
     def _inc(self, key, n=1):
         self.counters[key] = self.counters.get(key, 0) + n
@@ -163,7 +168,10 @@ class Forwarder:
             self._inc("push_unsent")
             return
         self._pending_push[msg.token] = self.clock.real()
-        self._up.sendto(msg.encode())
+        datagram = msg.encode()
+        self._up.sendto(datagram)
+        if self.on_push is not None:
+            self.on_push(datagram, list(msg.rxpk or ()))
         self._inc("push_sent")
         self.stat_window["push"] += 1
 

@@ -148,3 +148,46 @@ def test_the_firmware_judges_power_alarms_by_the_lamp_the_world_lights():
     assert own.boards[0].cfg["lamp_rated_w"] == 90
     assert own.world.lamp("pole-0001", {"dimmer_duty_u16": 65535, "relay": 1}, 0)[0] \
         == pytest.approx(90.0, rel=0.02)
+
+
+def test_observers_see_every_poll_of_every_board_at_its_instant():
+    seen = []
+
+    async def main():
+        server = MiniServer()
+        tr, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: server, local_addr=("127.0.0.1", 0))
+        city = City(3, 1, tr.get_extra_info("sockname"), seed=4, speed=None,
+                    board_factory=standin_factory, boot_spread_s=5, grace_s=0.01)
+        polls = {b.name: [] for b in city.boards}
+        for b in city.boards:  # count the polls the air makes, under the observer
+            def counting(now_ms, b=b, poll=b.poll):
+                polls[b.name].append(now_ms)
+                return poll(now_ms)
+            b.poll = counting
+        city.observers.append(lambda board, now_ms: seen.append(
+            (board.name, now_ms, board.now_ms, board.app.sent if board.app else None)))
+        await city.run(40)
+        await city.close()
+        tr.close()
+        return city, polls
+
+    city, polls = asyncio.run(asyncio.wait_for(main(), 60))
+    for b in city.boards:
+        mine = [(t, sent) for name, t, now, sent in seen if name == b.name]
+        assert [t for t, _ in mine] == polls[b.name] and len(mine) >= 4
+        # after the poll that sent: the stand-in's frame count is already the new one
+        sends = [u["t_us"] // 1000 for u in city.uplinks if u["board"] == b.name]
+        assert sends and all(any(t == s and n >= 1 for t, n in mine) for s in sends)
+    assert all(t == now for _, t, now, _ in seen)
+
+
+def test_barriers_mode_can_be_switched_between_phases():
+    city = City(2, 1, ("127.0.0.1", 9), seed=1, board_factory=standin_factory,
+                barriers="expected")
+    assert city.barriers == "expected" == city.air.barriers
+    city.barriers = "all"
+    assert city.air.barriers == "all"
+    with pytest.raises(ValueError, match="barriers"):
+        city.barriers = "some"
+    assert city.barriers == "all"

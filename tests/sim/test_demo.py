@@ -267,6 +267,20 @@ def test_gateway_start_ignores_a_ready_file_left_by_a_killed_process(tmp_path):
         assert gw.stop() == 0
 
 
+def test_gateway_config_takes_the_udp_port_and_batch_age(tmp_path):
+    from gateway.config import load_config
+    from sim.city import City
+    from sim.demo import Gateway
+
+    registry = tmp_path / "devices.toml"
+    City(1, 1, ("127.0.0.1", 9), board_factory=lambda *a: _Inert(*a)).write_registry(str(registry))
+    cfg = load_config(Gateway(str(tmp_path), str(registry), "mqtt://127.0.0.1:9", udp_port=17001,
+                              max_batch_age_s=5).config)
+    assert (cfg.udp_port, cfg.max_batch_age_s) == (17001, 5.0)
+    cfg = load_config(Gateway(str(tmp_path), str(registry), "mqtt://127.0.0.1:9").config)
+    assert (cfg.udp_port, cfg.max_batch_age_s) == (0, 0.5)
+
+
 class _Inert:
     """A board that never transmits: enough to lay out a city and write its registry."""
 

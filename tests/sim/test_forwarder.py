@@ -288,3 +288,27 @@ def test_forwarder_is_deaf_while_it_transmits():
     assert fwd.counters["rx_half_duplex"] == 1 and fwd.counters["tx_sent"] == 1
     assert [r.freq_hz for r in server.rxpk()] == [868100000]
     assert ("rx", down) in [e[:2] for _, e in air.boards["b1"].app.events]
+
+
+def test_on_push_gets_every_push_data_as_sent_with_its_rxpk():
+    got = []
+
+    async def main():
+        server = Server()
+        clock, air, fwd, tr = await setup(server, stat_s=0.05)
+        fwd.on_push = lambda datagram, rxpks: got.append((datagram, rxpks))
+        await air.run_until(2_500_000)
+        await asyncio.sleep(0.2)
+        await fwd.stop()
+        tr.close()
+        return air, server
+
+    air, server = run(main())
+    sent = [m for m in server.of(gwmp.PushData)]
+    assert len(got) == len(sent) >= 2
+    assert [gwmp.decode(d).encode() for d, _ in got] == [m.encode() for m in sent]
+    frames = [r.data for _, rxpks in got for r in rxpks]
+    assert frames == [u["phy"] for u in air.uplinks] and frames
+    assert all(r == list(gwmp.decode(d).rxpk) or (not r and not gwmp.decode(d).rxpk)
+               for d, r in got)
+    assert any(not r for _, r in got)  # stat-only pushes come with an empty list
