@@ -71,6 +71,10 @@ JOIN_NONCE_MAX = 0xFFFFFF
 _NONCE_MODES = ("counter", "random")
 _ALLOC_TRIES = 64
 DEFAULT_MAX_CACHED = 100_000  # sessions kept in memory (~0.5 KB each)
+# Every accepted uplink rewrites one ~110-byte session row, and SQLite writes (WAL, then the
+# checkpoint) whole pages: 1 KB pages write about a third of what the 4 KB default does per
+# counter update (and are no slower), which matters on SD cards and eMMC.
+PAGE_SIZE = 1024
 
 _SCHEMA = f"""
 BEGIN IMMEDIATE;
@@ -202,6 +206,8 @@ class SessionStore:
         return cls(path, net_id & 0x7F, **kw)
 
     def _setup(self, conn: sqlite3.Connection, sync: str) -> None:
+        # Only a new file takes it (before WAL is set); existing files keep theirs.
+        conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
         try:
             prepare(conn, self.path, label="session store", synchronous=sync,
                     application_id=APPLICATION_ID, schema_version=SCHEMA_VERSION, schema=_SCHEMA)

@@ -102,3 +102,17 @@ def test_sessions_are_loaded_at_open_when_they_fit(tmp_path):
     with SessionStore(path, max_cached=2) as s:  # too many to preload: filled on demand
         assert s._cache == {}
         assert s.get_by_dev_addr(made[1].dev_addr) == made[1] and len(s._cache) == 1
+
+
+def test_new_files_get_small_pages_old_files_keep_theirs(tmp_path, monkeypatch):
+    import gateway.sessions as sessions_mod
+
+    with SessionStore(tmp_path / "new.db") as s:
+        assert s._conn.execute("PRAGMA page_size").fetchone()[0] == sessions_mod.PAGE_SIZE == 1024
+    monkeypatch.setattr(sessions_mod, "PAGE_SIZE", 4096)
+    with SessionStore(tmp_path / "old.db") as s:  # as files made before PAGE_SIZE existed
+        a = s.save_join(EUIS[0], 1, keys, 1.0).dev_addr
+    monkeypatch.setattr(sessions_mod, "PAGE_SIZE", 1024)
+    with SessionStore(tmp_path / "old.db") as s:
+        assert s._conn.execute("PRAGMA page_size").fetchone()[0] == 4096
+        assert s.accept_uplinks([(a, 3)]) == [True] and on_disk(tmp_path / "old.db", a).fcnt_up == 3
