@@ -3,7 +3,8 @@
 Same Board protocol as sim.board.LocalBoard (see that module), so the hub, the City and the
 demo mix both kinds freely. Each VMBoard owns one long-lived `node sim/mpvm/board.mjs` process
 holding MicroPython with protocol/, firmware/, sim/fakes/ and sim/devices/ in its file system;
-the fakes are installed as `machine`/`esp32` and the chip models attached there, so drivers,
+the fakes are installed as `machine`/`esp32` and sim.devices.pole_board.PoleBoard (the same
+board class LocalBoard is) wires the chip models onto them and runs the firmware, so drivers,
 MAC and application run with MicroPython's ints, bytes and heap. The transceiver model stays
 here (a sim.sim_radio.SimRadio): each radio call of the firmware comes over the pipe, is
 carried out on it at the VM's virtual time, and the answer goes back, before the firmware
@@ -19,10 +20,9 @@ import shutil
 import subprocess
 import tempfile
 
-import random
 import select
 
-from sim.board import Board
+from sim.board import Board, seeded_rng
 from sim.mpvm import PACKAGE, ROOT, available, compile_tree
 from sim.sim_radio import SimRadio
 
@@ -31,16 +31,6 @@ __all__ = ["VMBoard", "VMError", "FirmwareError", "available"]
 BOARD_JS = os.path.join(ROOT, "sim", "mpvm", "board.mjs")
 MOUNTS = (("protocol", "/lib/protocol"), ("firmware", "/lib/firmware"),
           ("sim/fakes", "/lib/sim/fakes"), ("sim/devices", "/lib/sim/devices"))
-
-
-def _seeded_rng(seed, dev_eui):
-    try:
-        from sim.board import seeded_rng
-    except ImportError:  # older sim.board: the same recipe
-        def seeded_rng(seed, dev_eui):
-            r = random.Random("%s/%s" % (seed, dev_eui))
-            return lambda n: r.randrange(n) if n > 0 else 0
-    return seeded_rng(seed, dev_eui)
 
 
 _compiled = {}  # package -> tree of .mpy files, compiled once per process
@@ -95,7 +85,7 @@ class VMBoard(Board):
         self.round_trips = 0  # host <-> VM messages answered, for the benchmarks
         self.timeout_s = timeout_s
         self._inbuf = b""
-        self._rng = _seeded_rng(seed, self.dev_eui)
+        self._rng = seeded_rng(seed, self.dev_eui)
         args = ["node", BOARD_JS, "--heapsize", str(int(heapsize))]
         for host, vm in tuple(MOUNTS) + tuple(mounts):
             if mpy and host in ("protocol", "firmware"):

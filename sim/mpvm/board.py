@@ -1,11 +1,12 @@
 """The emulated board inside the MicroPython VM: fakes, chip models and the firmware, driven over
 JSON lines by sim/vmboard.py. Runs on MicroPython only (sim/mpvm/board.mjs starts it).
 
-Why a second board implementation: LocalBoard runs the firmware on CPython; this one runs the
-same firmware, fakes and register-level chip models on the real MicroPython VM, so integer,
+Why a VM side: LocalBoard runs the firmware on CPython; this one runs the same board class
+(firmware, fakes and register-level chip models) on the real MicroPython VM, so integer,
 bytes and memory behaviour are MicroPython's. The radio stays on the host: every radio call
 the firmware makes goes to the host's SimRadio synchronously, so both boards share one radio
-model. Time, chip wiring and resets follow sim.board.LocalBoard exactly.
+model. Time, lifecycle, resets and the chips are sim.devices.pole_board.PoleBoard, the same
+class as LocalBoard's.
 
 Lines, one JSON object each (board.mjs reads a request, calls handle(), writes the reply;
 `hostlink.call(line)` writes a line and returns the host's answer line, synchronously):
@@ -28,23 +29,10 @@ import hostlink
 
 import sim.fakes.esp32 as esp32
 import sim.fakes.machine as machine
+from sim.devices.pole_board import PoleBoard
 
 sys.modules["machine"] = machine  # firmware that imports them gets this board's fakes
 sys.modules["esp32"] = esp32
-
-TICKS_PERIOD = 1 << 30
-TICKS_MASK = TICKS_PERIOD - 1
-_HALF = TICKS_PERIOD >> 1
-
-_WIRING = {"i2c_id": 0, "uart_id": 2, "dimmer_pin": 25, "relay_pin": 26, "door_pin": 27}
-_ADDR_VEML = 0x10
-_ADDR_SHT = 0x44
-_ADDR_LIS = 0x18
-
-
-def ticks_diff(a, b):
-    return ((a - b + _HALF) & TICKS_MASK) - _HALF
-
 
 class HostError(Exception):
     """The host could not carry out a radio call."""
@@ -79,6 +67,10 @@ class RadioProxy:
     def standby(self):
         _host_call("standby", self._board.clock())
 
+    def power_off(self):
+        """Host side only (the board's boot), not part of the firmware's driver interface."""
+        _host_call("power_off", self._board.clock())
+
     def poll(self):
         ev = _host_call("poll", self._board.clock())
         if ev is None:
@@ -97,173 +89,26 @@ def _load_factory(spec):
     return getattr(mod, fn)
 
 
-class VMSide:
-    """One board: LocalBoard's time, wiring, lifecycle and physics, on MicroPython."""
+class VMSide(PoleBoard):
+    """One board on MicroPython: sim.devices.pole_board.PoleBoard (time, lifecycle, hardware,
+    the same class LocalBoard is) with this VM's fakes and the host's radio and rng."""
 
     def __init__(self, msg):
-        from sim.devices.bl0942 import BL0942
-        from sim.devices.lis3dh import LIS3DH
-        from sim.devices.sht3x import SHT3x
-        from sim.devices.veml7700 import VEML7700
-
-        self.cfg = msg["cfg"]
-        self.strict = msg.get("strict", False)
-        self.factory = _load_factory(msg.get("app", "firmware.main:create"))
-        self.rng = None
+        factory = _load_factory(msg.get("app", "firmware.main:create"))
         if msg.get("rng"):  # the host's seeded generator, so a run replays as on LocalBoard
-            self.rng = lambda n: _host_call("rng", self.clock(), [n])
-        machine.UNIQUE_ID = unhexlify(msg["dev_eui"])[2:]
-        self.now_ms = 0
-        self._slept = 0
-        machine.set_clock(self.clock)
-        if hasattr(machine, "set_epoch"):
-            machine.set_epoch(msg.get("epoch_s", 1767225600))
-        w = dict(_WIRING)
-        for k in w:
-            if k in self.cfg:
-                w[k] = self.cfg[k]
-        self.wiring = w
-        self.veml = VEML7700(lux=0.0, clock=self.clock)
-        self.sht = SHT3x(clock=self.clock)
-        self.lis = LIS3DH()
-        self.meter = BL0942()
-        bus = machine.bus(w["i2c_id"])
-        bus.attach(_ADDR_VEML, self.veml)
-        bus.attach(_ADDR_SHT, self.sht)
-        bus.attach(_ADDR_LIS, self.lis)
-        if hasattr(machine, "uart"):
-            machine.uart(w["uart_id"]).attach(self.meter)
-        self._meter_ms = 0
-        self.door_open = False
-        self.radio = RadioProxy(self)
-        self.app = None
-        self.counters = {"boots": 0, "soft_resets": 0, "wdt_resets": 0, "power_cuts": 0,
-                         "crashes": 0}
-        self.errors = []  # not yet reported to the host
-
-    # ---- time
-    def clock(self):
-        return self.now_ms + self._slept
-
-    def sleep_ms(self, ms):
-        if ms > 0:
-            self._slept += int(ms)
-
-    def set_now(self, now_ms):
-        now_ms = int(now_ms)
-        if now_ms < self.clock():
-            now_ms = self.clock()
-        self.advance_meter(now_ms)
-        self.now_ms = now_ms
-        self._slept = 0
-
-    def advance_meter(self, now_ms):
-        if now_ms > self._meter_ms:
-            self.meter.advance((now_ms - self._meter_ms) / 1000.0)
-            self._meter_ms = now_ms
-
-    # ---- lifecycle
-    def boot(self, now_ms):
-        self.set_now(now_ms)
-        _host_call("power_off", self.now_ms)  # the firmware initialises the transceiver
-        self.drive_door()
-        self.counters["boots"] += 1
-        self.app = None
-        try:
-            if self.rng is None:
-                self.app = self.factory(machine, esp32, self.cfg, self.radio, self.sleep_ms)
-            else:
-                self.app = self.factory(machine, esp32, self.cfg, self.radio, self.sleep_ms,
-                                        rng=self.rng)
-        except machine.ResetRequested:
-            return self.soft_reset()
-        except Exception as e:
-            return self.crash(e)
-        return self.now_ms
-
-    def poll(self, now_ms):
-        self.set_now(now_ms)
-        if self.app is None:
-            return self.boot(self.now_ms)
-        t0 = self.now_ms & TICKS_MASK
-        try:
-            wake = self.app.poll(t0)
-        except machine.ResetRequested:
-            return self.soft_reset()
-        except Exception as e:
-            return self.crash(e)
-        if machine.wdt_expired():
-            self.counters["wdt_resets"] += 1
-            return self.soft_reset(machine.WDT_RESET)
-        return max(self.now_ms + ticks_diff(wake, t0), self.clock())
-
-    def soft_reset(self, cause=None):
-        self.counters["soft_resets"] += 1
-        machine.soft_reset(cause or machine.SOFT_RESET)
-        esp32.power_cut()  # NVS handles of the old boot die; committed data stays
-        return self.boot(self.clock())
-
-    def crash(self, exc):
-        self.counters["crashes"] += 1
-        self.errors.append([self.now_ms, repr(exc)])
-        if self.strict:
-            raise exc
-        return self.soft_reset()
-
-    def power_cut(self, now_ms=None):
-        self.counters["power_cuts"] += 1
-        if now_ms is not None:
-            self.set_now(now_ms)
-        machine.power_cut()
-        esp32.power_cut()
-        self.meter.power_cycle()
-        self.veml.__init__(lux=self.veml.lux, clock=self.clock)
-        self.sht.__init__(self.sht.temperature, self.sht.humidity, clock=self.clock)
-        self.lis.__init__(self.lis.tilt_deg, self.lis.azimuth_deg)
-        return self.boot(self.now_ms)
-
-    # ---- physical world
-    def apply_env(self, env):
-        if "now_ms" in env:
-            self.set_now(env["now_ms"])
+            rng = lambda n: _host_call("rng", self.clock(), [n])  # noqa: E731
+            self.app_factory = lambda *a: factory(*a, rng=rng)  # noqa: E731
         else:
-            self.advance_meter(self.clock())
-        if "lux" in env:
-            self.veml.lux = float(env["lux"])
-        if "temperature_c" in env:
-            self.sht.temperature = float(env["temperature_c"])
-        if "humidity_rh" in env:
-            self.sht.humidity = float(env["humidity_rh"])
-        if "tilt_deg" in env:
-            self.lis.tilt_deg = float(env["tilt_deg"])
-        if "azimuth_deg" in env:
-            self.lis.azimuth_deg = float(env["azimuth_deg"])
-        if "power_w" in env:
-            self.meter.power = float(env["power_w"])
-        if "current_a" in env:
-            self.meter.current = float(env["current_a"])
-        if "voltage_v" in env:
-            self.meter.voltage = float(env["voltage_v"])
-        if "line_hz" in env:
-            self.meter.line_hz = float(env["line_hz"])
-        if "door_open" in env:
-            self.door_open = bool(env["door_open"])
-            self.drive_door()
+            self.app_factory = factory
+        machine.UNIQUE_ID = unhexlify(msg["dev_eui"])[2:]
+        self.radio = RadioProxy(self)
+        PoleBoard.__init__(self, machine, esp32, msg["cfg"], msg.get("strict", False),
+                           msg.get("epoch_s", 1767225600))
 
-    def drive_door(self):
-        machine.drive(self.wiring["door_pin"], 1 if self.door_open else 0)
-
-    def outputs(self):
-        return {"dimmer_duty_u16": machine.pwm_duty(self.wiring["dimmer_pin"]),
-                "relay": machine.level(self.wiring["relay_pin"])}
-
-    def measured(self):
-        app = self.app
-        if app is None:
-            return None
-        if hasattr(app, "last_report"):  # firmware.pole.PoleApp
-            return app.last_report
-        return getattr(app, "measured", None)
+    def restart(self):
+        # Unlike LocalBoard (which boots REBOOT_MS later, at the next poll), the VM side boots
+        # again at once, within the same request.
+        return self.boot(self.clock())
 
 
 def _jsonable(value):
@@ -297,11 +142,11 @@ def _handle(board, msg):
     if op == "power_cut":
         return board.power_cut(msg.get("now"))
     if op == "outputs":
-        return _jsonable(board.outputs())
+        return _jsonable(board.hardware.outputs())
     if op == "measured":
-        return _jsonable(board.measured())
+        return _jsonable(board.last_measured())
     if op == "energy":
-        return board.meter.cf_cnt
+        return board.hardware.meter.cf_cnt
     if op == "nvs":
         return _jsonable(esp32.FLASH.data)
     if op == "heap":

@@ -1,0 +1,161 @@
+"""An emulated pole board as the firmware lives on it: virtual time, boot, poll, resets, crashes
+and power cuts around its PolePeripherals. Independent of where it runs.
+
+Why one class: the simulator runs the same board on CPython (sim.board.LocalBoard) and on the
+MicroPython VM (sim/mpvm/board.py's VMSide); both are this class plus what differs (where the
+fakes and the radio come from, how the host talks to it), so time and reset handling cannot
+drift apart between the two kinds of board. MicroPython-compatible; sim/devices/ is mounted into
+the VM.
+
+Time: the host speaks absolute virtual ms (ints that never wrap); the firmware gets MicroPython
+``ticks_ms`` values (mod 2**30) and its returned wake tick is turned back into absolute ms.
+A subclass provides ``app_factory(machine, esp32, cfg, radio, sleep_ms) -> app`` and ``radio``
+(the firmware's radio driver, plus power_off() for boot), and implements ``restart() -> wake
+ms``: when the firmware runs again after a soft reset.
+"""
+
+from firmware.ticks import TICKS_PERIOD, ticks_diff
+from sim.devices.pole_peripherals import PolePeripherals
+
+TICKS_MASK = TICKS_PERIOD - 1
+
+
+def ticks(ms):
+    """Absolute virtual ms -> MicroPython ticks_ms value."""
+    return ms & TICKS_MASK
+
+
+class PoleBoard:
+    """machine / esp32: this board's own fake modules; cfg: the firmware config (its pins and
+    bus ids wire the peripherals); strict: re-raise firmware exceptions instead of counting a
+    crash and resetting."""
+
+    def __init__(self, machine, esp32, cfg, strict=False, epoch_s=1767225600):
+        self.machine = machine
+        self.esp32 = esp32
+        self.cfg = cfg
+        self.strict = strict
+        self.now_ms = 0  # the board's virtual time: last boot / poll / apply_env instant
+        self._slept = 0  # virtual ms the firmware slept inside the current call
+        machine.set_clock(self.clock)
+        if hasattr(machine, "set_epoch"):
+            machine.set_epoch(epoch_s)  # virtual UTC (unix seconds) at virtual time 0
+        self.hardware = PolePeripherals(machine, cfg, self.clock)
+        self.app = None
+        self._wake_ms = None
+        self.counters = {"boots": 0, "soft_resets": 0, "wdt_resets": 0, "power_cuts": 0,
+                         "crashes": 0}
+        self.errors = []  # (now_ms, repr(exception)) of firmware exceptions
+
+    # ---- time
+
+    def clock(self):
+        return self.now_ms + self._slept
+
+    def sleep_ms(self, ms):
+        """Injected into drivers that must wait (e.g. SHT3x conversion): virtual time passes."""
+        if ms > 0:
+            self._slept += int(ms)
+            self.time_moved()
+
+    def set_now(self, now_ms):
+        now_ms = int(now_ms)
+        if now_ms < self.clock():
+            now_ms = self.clock()  # a board cannot go back in time (it slept inside a poll)
+        self.hardware.advance_meter(now_ms)
+        self.now_ms = now_ms
+        self._slept = 0
+        self.time_moved()
+
+    def time_moved(self):
+        """Hook: the board's clock() changed."""
+
+    # ---- lifecycle
+
+    def boot(self, now_ms):
+        self.set_now(now_ms)
+        self.radio.power_off()  # the firmware initialises the transceiver
+        self.hardware.drive_door()
+        self.counters["boots"] += 1
+        self.app = None
+        self._wake_ms = self.now_ms
+        try:
+            self.app = self.app_factory(self.machine, self.esp32, self.cfg, self.radio,
+                                        self.sleep_ms)
+        except self.machine.ResetRequested:
+            return self.soft_reset()
+        except Exception as e:
+            return self.crash(e)
+        return self._wake_ms
+
+    def poll(self, now_ms):
+        """Run the firmware at now_ms (absolute); returns the absolute ms it wants to run
+        again."""
+        self.set_now(now_ms)
+        if self.app is None:
+            return self.boot(self.now_ms)
+        t0 = ticks(self.now_ms)
+        try:
+            wake = self.app.poll(t0)
+        except self.machine.ResetRequested:
+            return self.soft_reset()
+        except Exception as e:
+            return self.crash(e)
+        if self.machine.wdt_expired():
+            self.counters["wdt_resets"] += 1
+            return self.soft_reset(self.machine.WDT_RESET)
+        self._wake_ms = max(self.now_ms + ticks_diff(wake, t0), self.clock())
+        return self._wake_ms
+
+    def soft_reset(self, cause=None):
+        self.counters["soft_resets"] += 1
+        self.machine.soft_reset(cause or self.machine.SOFT_RESET)
+        self.esp32.power_cut()  # NVS handles of the old boot die; committed data stays
+        self.app = None
+        return self.restart()
+
+    def restart(self):
+        raise NotImplementedError
+
+    def crash(self, exc):
+        """A firmware exception escaping app.poll would crash the device's main loop and its
+        run() resets: record it, count a crash, soft-reset (strict: re-raise)."""
+        self.counters["crashes"] += 1
+        self.errors.append((self.now_ms, repr(exc)))
+        if self.strict:
+            raise exc
+        return self.soft_reset()
+
+    def power_cut(self, now_ms=None):
+        """Mains lost and back at now_ms: RTC memory, pins, uncommitted NVS writes and the
+        chips' state are lost; the firmware boots again (cold)."""
+        self.counters["power_cuts"] += 1
+        if now_ms is not None:
+            self.set_now(now_ms)
+        self.machine.power_cut()
+        self.esp32.power_cut()
+        self.hardware.power_cut()
+        return self.boot(self.now_ms)
+
+    # ---- physical world
+
+    def apply_env(self, env):
+        """Physical truth (PolePeripherals.ENV_KEYS) at env["now_ms"] or now; the energy of
+        the previous power is counted up to that instant first."""
+        if "now_ms" in env:
+            self.set_now(env["now_ms"])
+        else:
+            self.hardware.advance_meter(self.clock())
+        self.hardware.apply_env(env)
+
+    def outputs(self):
+        return self.hardware.outputs()
+
+    def last_measured(self):
+        """What the firmware last reported about its sensors (None before the first report)."""
+        app = self.app
+        if app is None:
+            return None
+        if hasattr(app, "last_report"):  # firmware.pole.PoleApp
+            return app.last_report
+        return getattr(app, "measured", None)

@@ -1,0 +1,107 @@
+"""The chips and pins around a pole's ESP32, wired onto a given `machine` module: VEML7700,
+SHT3x and LIS3DH on I2C, the BL0942 on a UART, the door switch on an input pin, and the lamp
+outputs (dimmer PWM, relay) the firmware drives.
+
+Why one module: the simulator runs the same board on CPython (sim.board.LocalBoard) and on the
+MicroPython VM (sim/mpvm/board.py); both build their hardware from this class, so the chip
+addresses, the wiring defaults, the physical inputs (apply_env keys) and what a power cut does
+to the chips cannot drift apart. It runs on MicroPython as well as CPython (no CPython-only
+modules); sim/devices/ is mounted into the VM.
+
+The board's time, lifecycle and radio stay with the boards; this class only needs the board's
+`clock()` (virtual ms, for the sensors' conversion times).
+"""
+
+from sim.devices.bl0942 import BL0942
+from sim.devices.lis3dh import LIS3DH
+from sim.devices.sht3x import SHT3x
+from sim.devices.veml7700 import VEML7700
+
+# pin / bus defaults of the contract, used when cfg does not name them
+WIRING = {"i2c_id": 0, "uart_id": 2, "dimmer_pin": 25, "relay_pin": 26, "door_pin": 27}
+ADDR_VEML = 0x10
+ADDR_SHT = 0x44
+ADDR_LIS = 0x18
+
+# apply_env key -> (chip attribute of PolePeripherals, the chip's attribute), floats each
+ENV = {
+    "lux": ("veml", "lux"),
+    "temperature_c": ("sht", "temperature"),
+    "humidity_rh": ("sht", "humidity"),
+    "tilt_deg": ("lis", "tilt_deg"),
+    "azimuth_deg": ("lis", "azimuth_deg"),
+    "power_w": ("meter", "power"),
+    "current_a": ("meter", "current"),
+    "voltage_v": ("meter", "voltage"),
+    "line_hz": ("meter", "line_hz"),
+}
+ENV_KEYS = tuple(ENV) + ("door_open",)
+
+
+class PolePeripherals:
+    """One board's chip models and pins on `machine` (the board's own fake module), wired at
+    the pins and bus ids of `cfg` (WIRING for those it does not name)."""
+
+    def __init__(self, machine, cfg, clock):
+        self.machine = machine
+        self.clock = clock
+        w = dict(WIRING)
+        for k in w:
+            if k in cfg:
+                w[k] = cfg[k]
+        self.wiring = w
+        self.veml = VEML7700(lux=0.0, clock=clock)
+        self.sht = SHT3x(clock=clock)
+        self.lis = LIS3DH()
+        self.meter = BL0942()
+        bus = machine.bus(w["i2c_id"])
+        bus.attach(ADDR_VEML, self.veml)
+        bus.attach(ADDR_SHT, self.sht)
+        bus.attach(ADDR_LIS, self.lis)
+        if hasattr(machine, "uart"):
+            machine.uart(w["uart_id"]).attach(self.meter)
+        self.meter_ms = 0  # virtual ms up to which the meter has counted energy
+        self.door_open = False
+
+    def advance_meter(self, now_ms):
+        """The BL0942 counts the energy of the present power up to now_ms."""
+        if now_ms > self.meter_ms:
+            self.meter.advance((now_ms - self.meter_ms) / 1000.0)
+            self.meter_ms = now_ms
+
+    def apply_env(self, env):
+        """Set the physical truth of the ENV_KEYS present in env (others are ignored); the
+        caller has advanced the meter to the instant first."""
+        for key in ENV:
+            if key in env:
+                chip, attr = ENV[key]
+                setattr(getattr(self, chip), attr, float(env[key]))
+        if "door_open" in env:
+            self.door_open = bool(env["door_open"])
+            self.drive_door()
+
+    def env(self):
+        """The physical truth now, as apply_env keys."""
+        out = {"door_open": self.door_open}
+        for key in ENV:
+            chip, attr = ENV[key]
+            out[key] = getattr(getattr(self, chip), attr)
+        return out
+
+    def drive_door(self):
+        """Put the door switch on its pin (again after a reset released the pins): the switch
+        opens when the door opens and the pin is pulled up, so 1 = open."""
+        self.machine.drive(self.wiring["door_pin"], 1 if self.door_open else 0)
+
+    def outputs(self):
+        """What the firmware drives, for the world to turn into lamp power."""
+        return {"dimmer_duty_u16": self.machine.pwm_duty(self.wiring["dimmer_pin"]),
+                "relay": self.machine.level(self.wiring["relay_pin"])}
+
+    def power_cut(self):
+        """Mains lost and back: the chips reset to their power-up state (the BL0942 loses its
+        energy counter); the physical truth they measure stays."""
+        self.meter.power_cycle()
+        self.veml.__init__(lux=self.veml.lux, clock=self.clock)
+        self.sht.__init__(self.sht.temperature, self.sht.humidity, clock=self.clock)
+        self.lis.__init__(self.lis.tilt_deg, self.lis.azimuth_deg)
