@@ -165,7 +165,10 @@ def test_door_and_tilt_alarms_arrive_once_acked_with_their_bits_and_clear(rig):
     alarm_tx = data_frames(ups, fport=11)
     assert {k[0] for k in alarm_tx} == {rig.eui(P_DOOR), rig.eui(P_TILT)}, sorted(alarm_tx)
     assert all(u["mtype"] == 4 for txs in alarm_tx.values() for u in txs)  # confirmed up
-    for pole, bit, angle in ((P_DOOR, "door_open", 0.0), (P_TILT, "tilted", TILT_DEG)):
+    # the door switch wakes the pole at once; a tilt shows at the next sample (every 60 s);
+    # either frame may wait a few seconds for the duty cycle
+    for pole, bit, angle, late_s in ((P_DOOR, "door_open", 0.0, 10),
+                                     (P_TILT, "tilted", TILT_DEG, 70)):
         eui = rig.eui(pole)
         mine = {k: v for k, v in alarm_tx.items() if k[0] == eui}
         assert len(mine) == 2, (pole, sorted(mine))
@@ -184,10 +187,10 @@ def test_door_and_tilt_alarms_arrive_once_acked_with_their_bits_and_clear(rig):
         assert cleared["status/" + bit] is False and cleared["status/alarm"] is False
         assert cleared["tilt_angle"] == pytest.approx(0.0, abs=0.011)
         assert cleared["alarm_count"] == (raised["alarm_count"] + 1) % 65536
-        # raised after the incident (within a sample interval), cleared after it ended
+        # raised right after the incident, cleared right after it ended (virtual time)
         t_raised, t_cleared = (m["records"][0][-3] - EPOCH_S for m in at_mqtt)
-        assert opened <= t_raised <= opened + 120, (pole, t_raised, opened)
-        assert closed <= t_cleared <= closed + 120, (pole, t_cleared, closed)
+        assert opened <= t_raised <= opened + late_s, (pole, t_raised, opened)
+        assert closed <= t_cleared <= closed + late_s, (pole, t_cleared, closed)
         # ACKed by the gateway: the MAC counted both acks, no failure, and repeated a frame
         # only as often as the air lost it (the uplink, or the downlink with the ACK)
         mac, m0 = rig.board(pole).app.mac, macs0[pole]
@@ -274,14 +277,14 @@ def test_a_dim_command_rides_the_next_reply_is_acked_applied_and_not_repeated(ri
     ack2, _, _ = _deliver_command(rig, {"seq": 7, "level": 20, "fade": 0})
     assert values(ack2) == {"port": 50, "seq": 7, "result": "ok"}
     assert ack2["fcnt"] > ack["fcnt"]
-    assert board.app.duplicates - app0["duplicates"] == 1
-    assert board.app.commands - app0["commands"] == 2
     n = len(city.uplinks)
     rig.run(REPORT_S + 60)
     assert board.outputs()["dimmer_duty_u16"] == level_to_duty(50)
     rig.drain(delivered_keys(city.uplinks[n:], board=P_CMD))
     report = values([m for m in rig.mqtt(P_CMD, fport=10) if m["fcnt"] > ack2["fcnt"]][0])
     assert report["dim_level"] == 50, report
+    assert board.app.duplicates - app0["duplicates"] == 1  # the pole knew it for a repeat
+    assert board.app.commands - app0["commands"] == 2
     assert board.counters["crashes"] == 0, board.errors
 
 
