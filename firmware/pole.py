@@ -56,6 +56,21 @@ state while the meter cannot tell (meter failure, lamp fading or settling); powe
 clear when the lamp is switched off.
 While the last alarm frame is unacknowledged by the network it is resent every
 alarm_repeat_s (0 = never).
+
+Every report and alarm is one snapshot of the lamp: its dim_level and status lamp_on are the
+level the lamp was at when the meter reading it carries (lamp_power, lamp_current,
+supply_voltage) was taken, and that reading was taken with the lamp steady at that level. A
+frame that falls due while the lamp changes (in the poll whose sample flips the photocell, after
+a dim command, during a fade) waits until the lamp is steady - lamp_settle_s after the change
+and its fade for a lit level (a driver's soft start, an HID strike), 1 s after switching off
+(the relay stops the current at once; the BL0942 updates its RMS every 800 ms) - then the meter
+is read again, the alarms judged on that reading, and the frame sent. So a dashboard never sees
+"off" with the watts of the moment before, and the report describes the lamp as it is now, not
+as it was before a decision. The wait ends at the steady instant of the change that delayed the
+frame: if the lamp changes again meanwhile the frame goes then, with the last reading and the
+level it was taken at (consistent, only not settled). The boot's safe state is not waited for
+(there is no earlier state to mix with; the first reading may show the lamp still warming up).
+Energy is cumulative and read with every reading, so it is unaffected.
 """
 
 import json
@@ -110,6 +125,7 @@ _PI_CDEG = 18000
 _KEY_OVERRIDE = -1  # who decided the level: an override, the photocell, or a schedule entry index
 _KEY_DARK = -2
 _KEY_LIGHT = -3
+_OFF_STEADY_MS = 1000  # switched off, the current stops at once: one BL0942 RMS update (800 ms)
 
 
 class PoleApp:
@@ -164,7 +180,12 @@ class PoleApp:
         self._override = None  # (level, until mono or None)
         self._dim = None  # (level, key of the source it replaced)
         self._source = None
-        self._changed_at = 0
+        self._changed_at = 0  # for the alarms the safe-state switch-on is a change at mono 0
+        self._steady_at = 0  # from then on the meter reads what the lamp's level draws
+        self._meter_level = hw.dimmer.level  # the lamp level the last meter reading was taken at
+        self._meter_fresh = False  # frames may carry that reading: the lamp has not changed since
+        self._boot_state = True  # no change since the safe state (frames need not wait for it)
+        self._hold_until = None  # a due report/alarm waits for the lamp until then
         self._mono = None
         self._next_sample = 0
         self._next_report = 0
@@ -338,8 +359,20 @@ class PoleApp:
         self._source = key
         d = self.hw.dimmer
         if level != d.target:
-            d.set(level, self.default_fade_ms if fade_ms is None else fade_ms, now)
+            fade = self.default_fade_ms if fade_ms is None else fade_ms
+            d.set(level, fade, now)
+            # the meter's last reading shows the old state: no frame may carry it with the new
+            self._meter_fresh = False
+            self._boot_state = False
             self._changed_at = mono
+            # a lit lamp draws its level's power lamp_settle_s after the fade (a driver's soft
+            # start, an HID lamp's strike); an open relay stops the current at once
+            wait = self.cfg["lamp_settle_s"] * 1000 if level else _OFF_STEADY_MS
+            self._steady_at = mono + (fade if d.fading() else 0) + wait
+
+    def _steady(self, mono):
+        """The meter now reads what the lamp draws at its level (no fade running)."""
+        return mono >= self._steady_at and not self.hw.dimmer.fading()
 
     def override_active(self):
         return self._override is not None
@@ -368,14 +401,7 @@ class PoleApp:
             except (OSError, ValueError):
                 self.tilt_cdeg = None
                 self.sample_errors += 1
-        try:
-            self.mv, self.ma, self.dw, cf = hw.meter.read()
-            hw.energy.update(cf, hw.meter.chip_was_reset())
-            self.meter_failed = False
-        except (OSError, ValueError):
-            self.mv = self.ma = self.dw = None
-            self.meter_failed = True
-            self.sample_errors += 1
+        self._read_meter(mono)
         lux = self.lux_mlx
         if lux is not None:
             was = self.dark
@@ -396,6 +422,23 @@ class PoleApp:
                 self._state_since = mono
             elif self._state_since is None:
                 self._state_since = mono
+
+    def _read_meter(self, mono):
+        """Read the BL0942 and remember the lamp level it was read at: a frame carries the
+        reading together with that level. A reading taken settled (or in the boot's safe state,
+        which had no earlier state to mix with) may go out; one taken while the lamp still
+        settles into a change may not."""
+        hw = self.hw
+        self._meter_level = hw.dimmer.level
+        self._meter_fresh = self._boot_state or self._steady(mono)
+        try:
+            self.mv, self.ma, self.dw, cf = hw.meter.read()
+            hw.energy.update(cf, hw.meter.chip_was_reset())
+            self.meter_failed = False
+        except (OSError, ValueError):
+            self.mv = self.ma = self.dw = None
+            self.meter_failed = True
+            self.sample_errors += 1
 
     def energy_wh(self):
         return (self._energy_base + self.hw.energy.milli_wh()) // 1000
@@ -481,9 +524,10 @@ class PoleApp:
             p = 0
         self.p_alarm = p
 
-    def status(self):
+    def status(self, level=None):
+        """The status bits now; level: the lamp level for S_LAMP_ON (default: the lamp's now)."""
         s = 0
-        if self.hw.dimmer.level > 0:
+        if (self.hw.dimmer.level if level is None else level) > 0:
             s |= S_LAMP_ON
         if self._override is not None:
             s |= S_OVERRIDE
@@ -502,8 +546,9 @@ class PoleApp:
         return s
 
     def _send_alarm(self, mono):
-        f = {"alarms": self.alarms, "alarm_count": self.alarm_count, "status": self.status(),
-             "dim_level": self.hw.dimmer.target,
+        lvl = self._meter_level  # the level the carried reading was taken at
+        f = {"alarms": self.alarms, "alarm_count": self.alarm_count, "status": self.status(lvl),
+             "dim_level": lvl,
              "tilt_angle": None if self.tilt_cdeg is None else self.tilt_cdeg * 3.14159265 / _PI_CDEG,
              "supply_voltage": (self.mv or 0) / 1000, "lamp_current": (self.ma or 0) / 1000,
              "lamp_power": max(self.dw or 0, 0) / 10,
@@ -540,7 +585,8 @@ class PoleApp:
             total = self._energy_base + self.hw.energy.milli_wh()
             self._store.save("energy_mwh", total)
             self._energy_saved = wh * 1000
-        f = {"status": self.status(), "dim_level": self.hw.dimmer.target,
+        lvl = self._meter_level  # the level the carried reading was taken at
+        f = {"status": self.status(lvl), "dim_level": lvl,
              "lamp_power": max(self.dw or 0, 0) / 10, "lamp_energy": wh,
              "ambient_light": None if self.lux_mlx is None else self.lux_mlx / 1000,
              "temperature": None if self.temp_c100 is None else self.temp_c100 / 100,
@@ -659,6 +705,23 @@ class PoleApp:
 
     # -- the loop --------------------------------------------------------------------------
 
+    def _hold(self, mono):
+        """True while a due report/alarm must wait for the lamp to settle. Once settled, a
+        reading taken before (or during) the change is replaced by a fresh one (and the alarms
+        judged on it), so the frame shows the lamp's new state with what it draws in it. The
+        wait is bounded by the settle instant of the change that delayed the frame: if the lamp
+        changes again meanwhile, the frame goes then with the last reading and the level it was
+        taken at (still one consistent snapshot, only not a settled one)."""
+        if self._meter_fresh:
+            return False
+        if self._hold_until is None:
+            self._hold_until = self._steady_at
+        if self._steady(mono):
+            self._read_meter(mono)
+            self._evaluate_alarms(mono)
+            return False
+        return mono < self._hold_until
+
     def poll(self, now_ms):
         clock = self._clock
         clock.start(now_ms)
@@ -667,6 +730,7 @@ class PoleApp:
             self._mono = Monotonic(now_ms)
         mono = self._mono.update(now_ms)
         hw = self.hw
+        hw.dimmer.poll(now_ms)  # a fade's step due now first: the meter is read after it
         door = hw.door.is_open
         door_wake = hw.door.poll(now_ms)
         ov = self._override
@@ -683,11 +747,16 @@ class PoleApp:
             self._evaluate_alarms(mono)
         if self._alarm_repeat_at is not None and mono >= self._alarm_repeat_at:
             self._alarm_due = True
-        if self._alarm_due:
-            self._send_alarm(mono)
-        if self.report_interval_s and mono >= self._next_report:
-            self._send_report()
-            self._schedule_report(mono)
+        report_due = self.report_interval_s and mono >= self._next_report
+        if (self._alarm_due or report_due) and self._hold(mono):
+            pass  # the lamp is changing: the frames wait for it (poll wakes at _hold_until)
+        else:
+            self._hold_until = None
+            if self._alarm_due:
+                self._send_alarm(mono)
+            if report_due:
+                self._send_report()
+                self._schedule_report(mono)
         if self._reboot_at is not None and mono >= self._reboot_at:
             mac = self.mac
             if mac is None or (not mac.busy() and not mac.queued()) or mono >= self._reboot_at + 60000:
@@ -703,9 +772,12 @@ class PoleApp:
             best = self.mac.poll(now_ms)
         # the app's own deadlines after the MAC's poll: its callbacks may have moved them
         wake = self._next_sample
-        if self.report_interval_s and self._next_report < wake:
-            wake = self._next_report
+        if self.report_interval_s and self._next_report < wake and self._hold_until is None:
+            wake = self._next_report  # (a held report wakes the poll at _hold_until)
         t = self._alarm_repeat_at
+        if t is not None and t < wake:
+            wake = t
+        t = self._hold_until
         if t is not None and t < wake:
             wake = t
         t = self._reboot_at

@@ -67,8 +67,8 @@ class Pole:
         self._meter_t = t
         self.t = t
 
-    def run(self, seconds):
-        self.t = run(self.app, self.radio, self.t + seconds * 1000, self.t,
+    def run(self, seconds, polls=None):
+        self.t = run(self.app, self.radio, self.t + seconds * 1000, self.t, polls=polls,
                      offset=-self.start, advance=self._advance, clock=lambda: self.t)
 
     def level(self):
@@ -460,8 +460,11 @@ def test_reports_are_jittered_per_device_within_the_bound():
         assert len(times) >= 22
         assert 0 <= times[0] - joined <= jitter * 1000 + 100  # the first: 0..jitter after join
         gaps = [b - a for a, b in zip(times, times[1:])]
+        # the app schedules the second report from when it handed the first to the MAC, which
+        # held that one 0..first_uplink_jitter_s (60 s) after the join: the first gap is shorter
+        assert (interval - jitter - 60) * 1000 - 50 <= gaps[0] <= (interval + jitter) * 1000 + 50
         assert all((interval - jitter) * 1000 - 50 <= g <= (interval + jitter) * 1000 + 50
-                   for g in gaps), gaps
+                   for g in gaps[1:]), gaps
         assert len({g // 1000 for g in gaps}) >= len(gaps) // 2  # drawn anew each time
     a, b = runs[0][1], runs[1][1]
     assert a[:3] != b[:3]
@@ -595,3 +598,96 @@ def test_any_command_bytes_get_exactly_one_ack_and_never_crash(cmds):
         assert acks[0]["port"] == port and acks[0]["seq"] == (data[1] if len(data) > 1 else 0)
         pole.run(1)
         assert 0 <= pole.app.hw.dimmer.target <= 100
+
+
+# -- consistent snapshots: a frame's lamp state is the one its measurement was taken in ------
+
+def consistent(f, rated_w=60.0, rated_a=0.27):
+    """The lamp state a frame carries matches what it says the lamp drew (the Pole's model
+    draws rated x duty): lamp_on iff a level, and the power (and current) of that level."""
+    want = rated_w * f["dim_level"] / 100
+    ok = f["status/lamp_on"] == (f["dim_level"] > 0) and abs(f["lamp_power"] - want) <= 0.5
+    if "lamp_current" in f:
+        ok = ok and abs(f["lamp_current"] - rated_a * f["dim_level"] / 100) <= 0.005
+    return ok
+
+
+def test_daytime_boot_first_report_shows_the_lamp_off_and_drawing_nothing():
+    """The safe state lights the lamp at construction; the first sample switches it off in
+    daylight. The first report must not say "off" with the watts of the moment before."""
+    pole = Pole(lux=20000.0)
+    polls = []
+    pole.run(120, polls)
+    reports = [f for _, f in pole.uplinks(10)]
+    assert reports, "no report"
+    assert polls[0] < 100  # the held report woke the board once, it did not spin until then
+    f = reports[0]
+    assert f["dim_level"] == 0 and not f["status/lamp_on"] and f["lamp_power"] <= 0.1, f
+    assert all(consistent(r) for r in reports), reports
+    assert pole.app.alarms == 0  # and still no day-burner alarm for the boot instant
+
+
+def test_report_at_a_dusk_transition_carries_the_new_state_measured_in_it():
+    """A report falls due in the very poll whose sample flips the photocell: it waits until
+    the lamp settled in its new state and carries a reading taken then."""
+    pole = Pole(lux=1000.0, report_interval_s=10, sample_interval_s=10)
+    pole.run(60)
+    assert pole.level() == 0
+    before = len(pole.uplinks(10))
+    pole.light.lux = 5.0  # dusk
+    pole.run(60)
+    assert pole.level() == 100
+    after = [f for _, f in pole.uplinks(10)[before:]]
+    assert after and after[-1]["dim_level"] == 100 and after[-1]["status/lamp_on"]
+    assert all(consistent(f) for _, f in pole.uplinks(10)), [f for _, f in pole.uplinks(10)]
+    pole.light.lux = 1000.0  # dawn
+    pole.run(60)
+    assert pole.level() == 0
+    assert all(consistent(f) for _, f in pole.uplinks(10)), [f for _, f in pole.uplinks(10)]
+
+
+def test_report_after_a_dim_command_carries_the_dimmed_power():
+    """A dim command (in the RX window after a report) changes the lamp between samples; the
+    reports after it, instant or faded, show the level together with what it draws."""
+    pole = Pole(lux=5.0, report_interval_s=20, sample_interval_s=60)
+    pole.run(30)
+    pole.command("dim", {"seq": 1, "level": 30})
+    pole.run(100)
+    assert pole.level() == 30
+    reports = [f for _, f in pole.uplinks(10)]
+    assert any(f["dim_level"] == 30 and abs(f["lamp_power"] - 18.0) <= 0.5 for f in reports)
+    assert all(consistent(f) for f in reports), reports
+    pole.command("dim", {"seq": 2, "level": 90, "fade": 30.0})  # a fade spans reports
+    pole.run(150)
+    assert pole.level() == 90
+    reports = [f for _, f in pole.uplinks(10)]
+    assert reports[-1]["dim_level"] == 90
+    assert all(consistent(f) for f in reports), reports
+    assert [f["result"] for _, f in pole.uplinks(12)] == ["ok", "ok"]
+
+
+def test_alarm_frames_carry_the_lamp_state_their_reading_was_taken_in():
+    """A door opened during a daytime boot (the alarm is due in the first poll, when the lamp
+    just went off), and power_high cleared because dawn switched the lamp off: both frames
+    show the lamp off, drawing nothing."""
+    pole = Pole(lux=20000.0)
+    machine.drive(27, 1)  # a technician has the door open as the pole boots
+    pole.run(30)
+    (o, f), = alarm_frames(pole)[:1]
+    assert f["alarms/door_open"] and f["dim_level"] == 0 and not f["status/lamp_on"], f
+    assert consistent(f), f
+    # night, a lamp drawing 140 % of its rating: power_high; dawn switches it off and clears it
+    machine.drive(27, 0)
+    pole.light.lux = 5.0
+    pole.lamp = (0.27 * 1.4, 60.0 * 1.4)
+    pole.run(60)
+    assert pole.level() == 100 and pole.app.alarms & POWER_HIGH
+    n = len(alarm_frames(pole))
+    pole.light.lux = 20000.0
+    pole.run(60)
+    assert pole.level() == 0 and not pole.app.alarms & POWER_HIGH
+    cleared = [f for _, f in alarm_frames(pole)[n:]]
+    assert cleared and not cleared[0]["alarms/power_high"]
+    for f in cleared:
+        assert f["dim_level"] == 0 and not f["status/lamp_on"] and f["lamp_power"] <= 0.1, f
+    assert all(consistent(f) for _, f in alarm_frames(pole) if not f["alarms/power_high"])
