@@ -38,9 +38,8 @@ import os
 import random
 
 from sim.devices.pole_board import (  # noqa: F401 - the board's ticks, re-exported
-    TICKS_MASK, TICKS_PERIOD, PoleBoard, ticks, ticks_diff)
+    REBOOT_MS, TICKS_MASK, TICKS_PERIOD, PoleBoard, ticks, ticks_diff)
 
-REBOOT_MS = 300  # an ESP32 takes a few hundred ms from reset to running main.py
 
 _FAKES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fakes")
 _instances = 0
@@ -145,12 +144,6 @@ class LocalBoard(PoleBoard, Board):
 
     def time_moved(self):
         self.radio.now_ms = self.clock()
-
-    def restart(self):
-        # The chip restarts after its boot time; the next poll boots the firmware. Booting here
-        # directly would recurse without bound when the firmware crashes while booting.
-        self._wake_ms = self.clock() + REBOOT_MS
-        return self._wake_ms
 
     @property
     def energy_counts(self):

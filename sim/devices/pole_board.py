@@ -17,6 +17,8 @@ ms``: when the firmware runs again after a soft reset.
 from firmware.ticks import TICKS_PERIOD, ticks_diff
 from sim.devices.pole_peripherals import PolePeripherals
 
+REBOOT_MS = 300  # an ESP32 takes a few hundred ms from reset to running main.py
+
 TICKS_MASK = TICKS_PERIOD - 1
 
 
@@ -115,7 +117,10 @@ class PoleBoard:
         return self.restart()
 
     def restart(self):
-        raise NotImplementedError
+        # The chip restarts after its boot time; the next poll boots the firmware. Booting here
+        # directly would recurse without bound when the firmware crashes while booting.
+        self._wake_ms = self.clock() + REBOOT_MS
+        return self._wake_ms
 
     def crash(self, exc):
         """A firmware exception escaping app.poll would crash the device's main loop and its

@@ -105,11 +105,6 @@ class VMSide(PoleBoard):
         PoleBoard.__init__(self, machine, esp32, msg["cfg"], msg.get("strict", False),
                            msg.get("epoch_s", 1767225600))
 
-    def restart(self):
-        # Unlike LocalBoard (which boots REBOOT_MS later, at the next poll), the VM side boots
-        # again at once, within the same request.
-        return self.boot(self.clock())
-
 
 def _jsonable(value):
     """NVS blobs, tuples and bytes as JSON can carry them (bytes -> hex)."""

@@ -11,6 +11,7 @@ import os
 import pytest
 
 import sim.mpvm
+from sim.board import REBOOT_MS
 from sim.board import TICKS_PERIOD, ticks
 
 pytestmark = pytest.mark.skipif(not sim.mpvm.available(),
@@ -99,8 +100,11 @@ def test_machine_reset_soft_resets_and_keeps_rtc_memory():
     b = standin({"reset_at_boot": 1})
     try:
         b.boot(0)
-        b.poll(0)
-        assert b.counters["soft_resets"] == 1 and b.counters["boots"] == 2
+        wake = b.poll(0)
+        assert b.counters["soft_resets"] == 1 and b.counters["boots"] == 1
+        assert wake == REBOOT_MS  # the chip takes its boot time, as on LocalBoard
+        b.poll(wake)
+        assert b.counters["boots"] == 2
         assert b.eval("app.boots") == 2
         assert b.eval("machine.reset_cause()") == b.eval("machine.SOFT_RESET")
         assert b.eval("machine.RTC().memory()") == b"state".hex()
@@ -112,9 +116,10 @@ def test_a_crash_is_recorded_and_the_board_reboots_unless_strict():
     b = standin({"crash_at_boot": 1}, strict=False)
     try:
         b.boot(0)
-        b.poll(0)
+        wake = b.poll(0)
         assert b.counters["crashes"] == 1
         assert b.errors[0][0] == 0 and "ValueError" in b.errors[0][1] and "boom" in b.errors[0][1]
+        b.poll(wake)
         assert b.eval("app.boots") == 2
     finally:
         b.close()
