@@ -44,7 +44,8 @@ double counted).
 
 Alarms (fPort 11, confirmed, sent as soon as the bitmap changes, raised or cleared): tilted
 (above tilt_threshold, 1 deg hysteresis), door_open (debounced), lamp_failure (the lamp is
-commanded on, settled for lamp_settle_s, and draws under lamp_fail_ma), day_burner (the lamp
+commanded on, settled for lamp_settle_s, and draws under lamp_fail_ma; kept through a level
+change while it settles, cleared when the lamp is switched off), day_burner (the lamp
 is lit - commanded on or drawing current - while the light sensor reads at least
 day_burner_lux and no override or dim asked for light), light_sensor_failure, meter_failure,
 voltage_low / voltage_high (the supply outside voltage_low_v..voltage_high_v, defaults 207 and
@@ -467,6 +468,8 @@ class PoleApp:
             a |= A_METER
         elif on and settled and self.ma is not None and self.ma < fail_ma:
             a |= A_LAMP_FAILURE
+        elif on and not settled:
+            a |= self.alarms & A_LAMP_FAILURE  # a level change cannot tell: keep (no flapping)
         self._supply_alarms(on, settled, a & A_LAMP_FAILURE)
         a |= self.v_alarm | self.p_alarm
         if self.light_failed:

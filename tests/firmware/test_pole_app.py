@@ -691,3 +691,22 @@ def test_alarm_frames_carry_the_lamp_state_their_reading_was_taken_in():
     for f in cleared:
         assert f["dim_level"] == 0 and not f["status/lamp_on"] and f["lamp_power"] <= 0.1, f
     assert all(consistent(f) for _, f in alarm_frames(pole) if not f["alarms/power_high"])
+
+
+def test_lamp_failure_is_not_cleared_by_a_level_change_while_the_lamp_settles():
+    """A dead lamp at night, then a dim command: while the lamp settles the current cannot tell,
+    so the alarm stays raised (no "cleared" frame followed by "raised" again)."""
+    pole = Pole(lux=5.0, lamp_settle_s=30)  # samples every 10 s: some fall inside the settling
+    pole.run(60)
+    pole.fault = "dead"
+    pole.run(30)
+    assert pole.app.alarms & 1 and pole.app.alarm_count == 1
+    pole.command("dim", {"seq": 1, "level": 50})
+    pole.run(400)
+    assert pole.level() == 50 and pole.uplinks(12)[-1][1]["result"] == "ok"
+    frames = [f for _, f in alarm_frames(pole)]
+    assert all(f["alarms/lamp_failure"] for f in frames), frames
+    assert pole.app.alarms & 1 and pole.app.alarm_count == 1
+    pole.light.lux = 20000.0  # dawn: switched off, nothing to judge, cleared
+    pole.run(60)
+    assert not pole.app.alarms & 1 and pole.app.alarm_count == 2
