@@ -43,7 +43,7 @@ DEFAULTS = {
     "day_burner_lux": 500,  # "bright daylight" for the day-burner alarm
     "tilt_threshold_cdeg": 1000,  # 10.00 deg
     "lamp_fail_ma": 30,  # a lamp commanded on drawing less than this has failed
-    "lamp_settle_s": 30,  # ignore lamp current this long after a level change
+    "lamp_settle_s": 30,  # a lit lamp settles this long after a change: alarms judge and frames report it only then
     "voltage_low_v": 207,  # supply alarms: 230 V -10 % / +10 % (EN 50160)
     "voltage_high_v": 253,
     "lamp_rated_w": 60,  # the luminaire's power at 100 %; 0 = no power alarms
