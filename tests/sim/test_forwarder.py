@@ -295,7 +295,7 @@ def test_on_push_gets_every_push_data_as_sent_with_its_rxpk():
 
     async def main():
         server = Server()
-        clock, air, fwd, tr = await setup(server, stat_s=0.05)
+        clock, air, fwd, tr = await setup(server, grace_s=0.05, stat_s=0.05)
         fwd.on_push = lambda datagram, rxpks: got.append((datagram, rxpks))
         await air.run_until(2_500_000)
         await asyncio.sleep(0.2)
