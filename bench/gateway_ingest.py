@@ -134,7 +134,7 @@ max_batch_age_s = {args.batch_age}
 
 [log]
 level = "WARNING"
-stats_interval_s = 5
+stats_interval_s = 1
 """)
 
 
@@ -570,6 +570,15 @@ def machine_busy() -> tuple[float, float]:
     return (sum(v) - idle) / tck, sum(v) / tck
 
 
+def queued(data_dir: str) -> int | None:
+    """Records waiting in the gateway's durable queue, from its stats.json (None if unknown)."""
+    try:
+        with open(os.path.join(data_dir, "stats.json")) as f:
+            return json.load(f)["queue"]["records"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def write_bytes(pid: int) -> int:
     """Bytes the process caused to be written to storage (/proc/<pid>/io)."""
     try:
@@ -700,7 +709,7 @@ def run(args) -> dict:
         while True:
             time.sleep(0.25)
             if time.monotonic() >= next_sample:
-                samples.append((time.monotonic(), cpu_s(pid), machine_busy()[0]))
+                samples.append((time.monotonic(), cpu_s(pid), machine_busy()[0], queued(data_dir)))
                 next_sample += 1.0
             r = rss_kb(pid)
             peak_rss = max(peak_rss, r.get("VmRSS", 0))
@@ -791,7 +800,8 @@ def run(args) -> dict:
         b = next((x for x in samples if x[0] >= t_first + sec + 1), None)
         gw_c, all_c = ((b[1] - a[1]) / (b[0] - a[0]), (b[2] - a[2]) / (b[0] - a[0])) if a and b else (
             float("nan"), float("nan"))
-        timeline.append((sec, n, lost, pct(ls, 50) * 1000, pct(ls, 99) * 1000, gw_c, all_c))
+        timeline.append((sec, n, lost, pct(ls, 50) * 1000, pct(ls, 99) * 1000, gw_c, all_c,
+                         -1 if b is None or b[3] is None else b[3]))
     warm = [t[2][0] - sent[(t[0], t[1])] for t in recv["seen"]
             if (t[0], t[1]) in sent and sent[(t[0], t[1])] - t_first >= args.warmup]
     warm.sort()
@@ -865,7 +875,8 @@ def report(r: dict) -> None:
               r["cores"], ", ".join("%s %.2f" % kv for kv in r["cpu_cores"].items()),
               r["gateway_cpu_us_per_uplink"], *r["loadavg"]))
     print("  per second of sending (s: sent/lost p50/p99 ms, cores used by the gateway/by the whole "
-          "machine): " + "; ".join("%d: %d/%d %.0f/%.0f %.2f/%.2f" % t for t in r["timeline"]))
+          "machine, records in the durable queue): " + "; ".join(
+              "%d: %d/%d %.0f/%.0f %.2f/%.2f q%d" % t for t in r["timeline"]))
     st = r.get("gateway_stats")
     if st:
         print("  gateway counters: %s" % json.dumps(st, sort_keys=True)[:1200])

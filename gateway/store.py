@@ -287,11 +287,14 @@ class RecordQueue:
                 raise self._translate(exc, "put") from exc
             return ids
 
-    def peek(self, max_records: int = 100, max_bytes: int | None = None) -> list[tuple[int, bytes]]:
+    def peek(self, max_records: int = 100, max_bytes: int | None = None,
+             after_id: int | None = None) -> list[tuple[int, bytes]]:
         """Return up to ``max_records`` oldest ``(id, payload)`` pairs, FIFO, without removing them.
 
         The sum of the payload sizes stays within ``max_bytes`` -- except that the first record is
         always returned even if it alone is larger, so an oversized record cannot stall the queue.
+        ``after_id``: only records with a larger id, so a publisher with batches in flight reads
+        just the next batch instead of re-reading (and skipping) everything still unacknowledged.
         """
         if max_records <= 0:
             return []
@@ -301,7 +304,8 @@ class RecordQueue:
             total = 0
             try:
                 cur = conn.execute(
-                    "SELECT id, payload FROM records ORDER BY id LIMIT ?", (int(max_records),)
+                    "SELECT id, payload FROM records WHERE id > ? ORDER BY id LIMIT ?",
+                    (-1 if after_id is None else int(after_id), int(max_records)),
                 )
                 try:
                     for rid, payload in cur:

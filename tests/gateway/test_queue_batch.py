@@ -29,3 +29,14 @@ def test_reserved_values_are_durable_so_a_crash_only_skips(tmp_path):
     q.close()
     with RecordQueue(path) as q:
         assert q.next_sequence("mqtt") == SEQUENCE_BLOCK + 1  # never 1..64 again
+
+
+def test_peek_after_id_reads_only_what_follows(tmp_path):
+    with RecordQueue(tmp_path / "q.db") as q:
+        ids = q.put([b"\xa0"] * 5 + [b"\xa1\x00\x00"] * 3)
+        assert q.peek(3, after_id=ids[1]) == [(i, b"\xa0") for i in ids[2:5]]
+        assert [i for i, _ in q.peek(10, max_bytes=4, after_id=ids[4])] == ids[5:6]  # bytes bound too
+        assert q.peek(10, after_id=ids[-1]) == []
+        assert q.peek(2, after_id=None) == q.peek(2) == [(i, b"\xa0") for i in ids[:2]]
+        q.ack(ids[:3])
+        assert q.peek(1, after_id=ids[0]) == [(ids[3], b"\xa0")]  # acked ones are gone either way
