@@ -52,22 +52,14 @@ def dev_eui_of(record):
 
 
 class Broker(Mosquitto):
-    """tests/gateway/mosquitto.py's broker with persistence on, so a consumer's persistent
-    session (clean_session=False, QoS 1 subscription) survives a broker restart: what the
-    gateway publishes after the restart is kept for the test's subscriber even when the gateway
-    reconnects first. restart() brings it back on the same port. (As root the base config
-    already says ``user root``, so mosquitto can write its persistence file here.)"""
+    """The tests' mosquitto with persistence on, so a consumer's persistent session
+    (clean_session=False, QoS 1 subscription) survives a broker restart: what the gateway
+    publishes after the restart is kept for the test's subscriber even when the gateway
+    reconnects first. restart() brings it back on the same port."""
 
     def __init__(self, tmpdir, port=None):
-        super().__init__(tmpdir, port)
+        super().__init__(tmpdir, port, persistence=True)
         self.tmpdir = str(tmpdir)
-        with open(self.conf) as f:
-            text = f.read()
-        assert "persistence false\n" in text, text  # the base config changed: adapt here
-        with open(self.conf, "w") as f:
-            f.write(text.replace("persistence false\n", "", 1))
-            f.write("persistence true\npersistence_location %s/\nautosave_interval 1\n"
-                    % self.tmpdir)
 
     def restart(self):
         self.stop()

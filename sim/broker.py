@@ -79,27 +79,43 @@ class External:
 
 
 class Mosquitto:
-    """`mosquitto -c conf` on 127.0.0.1:<free port>, anonymous, no persistence, log in a file."""
+    """`mosquitto -c conf` on 127.0.0.1, anonymous, log in a file; start() again after stop()
+    restarts it on the same port. With ``persistence`` on, persistent sessions and their queued
+    QoS 1 messages survive a restart (what a consumer's session needs across a broker outage)."""
 
     kind = "mosquitto"
 
-    def __init__(self, binary=None, workdir=None):
+    def __init__(self, binary=None, workdir=None, port=None, persistence=False):
         self.binary = binary or find_mosquitto()
         if self.binary is None:
             raise BrokerError("mosquitto is not installed")
         self.host = "127.0.0.1"
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = "mqtt://%s:%d" % (self.host, self.port)
+        self.persistence = persistence
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="streetgrid-mosquitto-")
-        workdir = workdir or self._tmp.name
-        self.conf = os.path.join(workdir, "mosquitto.conf")
-        self.log = os.path.join(workdir, "mosquitto.log")
+        self.workdir = str(workdir or self._tmp.name)
+        self.conf = os.path.join(self.workdir, "mosquitto-%d.conf" % self.port)
+        self.log = os.path.join(self.workdir, "mosquitto-%d.log" % self.port)
         self.proc = None
+
+    def config_text(self):
+        text = "listener %d 127.0.0.1\nallow_anonymous true\nlog_dest file %s\n" % (
+            self.port, self.log)
+        if self.persistence:
+            text += "persistence true\npersistence_location %s/\nautosave_interval 1\n" % (
+                self.workdir)
+        else:
+            text += "persistence false\n"
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            # as root mosquitto drops to the "mosquitto" user, who cannot write a private temp
+            # dir: no log, no persistence file, persistent sessions silently lost
+            text += "user root\n"
+        return text
 
     def start(self, timeout=10.0):
         with open(self.conf, "w") as f:
-            f.write("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                    "log_dest file %s\n" % (self.port, self.log))
+            f.write(self.config_text())
         self.proc = subprocess.Popen([self.binary, "-c", self.conf], stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)  # the terminal's Ctrl-C is ours
