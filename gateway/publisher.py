@@ -230,8 +230,13 @@ class Publisher:
 
     def _publish_one(self, skip: set[int]) -> float:
         """Publish at most one batch; return how long to wait before the next attempt (0: none)."""
-        rows = self.queue.peek(max_records=len(skip) + self.max_batch_records)
-        rows = [(rid, p) for rid, p in rows if rid not in skip]
+        # Batches leave in id order, so everything in flight is below max(skip): read only what
+        # follows it instead of re-reading (and skipping) every unacknowledged record. Ids a
+        # refused publish released below it are read again once nothing is in flight.
+        # max_bytes has headroom so that fit_count, not the read, decides when a batch is full.
+        rows = self.queue.peek(max_records=self.max_batch_records + 1,
+                               max_bytes=2 * self.max_batch_bytes,
+                               after_id=max(skip) if skip else None)
         if not rows:
             self._partial_since = None
             return 0.2
@@ -248,7 +253,8 @@ class Publisher:
             with self._lock:
                 self.counters["invalid_dropped"] += len(bad)
             return 0
-        n = wire.fit_count([len(p) for _, p in good], self.max_batch_bytes, self.gateway_id)
+        n = wire.fit_count([len(p) for _, p in good[:self.max_batch_records]],
+                           self.max_batch_bytes, self.gateway_id)
         full = n < len(good) or n >= self.max_batch_records
         now = time.monotonic()
         if not full:

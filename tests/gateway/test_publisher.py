@@ -116,6 +116,38 @@ def test_published_is_not_acked_until_puback(tmp_path):
         q.close()
 
 
+def test_batches_in_flight_are_not_read_again_and_hold_at_most_max_records(tmp_path):
+    q = RecordQueue(tmp_path / "q.db")
+    q.put([rec(i) for i in range(23)])
+    fake = {}
+    pub = Publisher(q, gateway_id=GW, site=SITE, max_batch_age_s=0.01, max_inflight=3,
+                    max_batch_records=5, max_batch_bytes=4096,
+                    client_factory=lambda cid: fake.setdefault("c", FakeClient(cid))).start()
+    ok = mqtt.ReasonCode(mqtt.PacketTypes.PUBACK, "Success")
+    try:
+        c = fake["c"]
+        assert wait_for(lambda: len(c.published) == 3, 2)
+        time.sleep(0.1)
+        assert len(c.published) == 3  # max_inflight
+        values = [[r[2] for r in batch.decode_batch(p)["records"]] for _, _, p in c.published]
+        assert values == [[0.0, 1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0, 9.0],
+                          [10.0, 11.0, 12.0, 13.0, 14.0]]  # in order, none twice, <= 5 each
+        c.on_publish(c, None, 2, ok, None)  # the middle batch's PUBACK first
+        assert wait_for(lambda: len(c.published) == 4, 2)
+        assert [r[2] for r in batch.decode_batch(c.published[3][2])["records"]] == \
+            [15.0, 16.0, 17.0, 18.0, 19.0]
+        for mid in (1, 3, 4):
+            c.on_publish(c, None, mid, ok, None)
+        assert wait_for(lambda: len(c.published) == 5, 2)  # the partial rest, after its age
+        assert [r[2] for r in batch.decode_batch(c.published[4][2])["records"]] == \
+            [20.0, 21.0, 22.0]
+        c.on_publish(c, None, 5, ok, None)
+        assert q.stats().records == 0 and pub.counters["acked_records"] == 23
+    finally:
+        pub.stop()
+        q.close()
+
+
 # -- with a real mosquitto ---------------------------------------------------------------------
 
 needs_broker = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed")
