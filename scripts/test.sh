@@ -4,6 +4,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# mosquitto: the real MQTT broker of the gateway and HIL tests (Debian puts it in /usr/sbin).
+if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
+    else
+        echo "test.sh: mosquitto is not installed; the broker tests will be skipped" \
+             "(sudo apt-get install mosquitto)" >&2
+    fi
+fi
 python3 -m pip install --quiet --disable-pip-version-check -e ".[test]"
 # The real MicroPython VM (WebAssembly build, pinned in package-lock.json) for the on-VM tests.
 npm ci --silent --no-audit --no-fund
