@@ -74,6 +74,7 @@ from gateway.device_queue import AppDownlink, DeviceQueue
 from gateway.join import handle_join_request
 from gateway.readings import parse_rxpk_time
 from gateway.registry import Registry
+from gateway.rejection_log import RejectionLog
 from gateway.sessions import SessionError, SessionStore
 from gateway.uplink import Result, UplinkProcessor
 from protocol import gwmp
@@ -160,6 +161,7 @@ class ForwarderServer:
         self.app_downlinks: DeviceQueue | None = None  # set to send operator commands
         self._confirmed: OrderedDict[bytes, _Confirmed] = OrderedDict()  # for retransmissions
         self.counters: dict[str, int] = {}
+        self.rejections = RejectionLog(log)
         self.forwarders: dict[str, ForwarderInfo] = {}
         self._transport: asyncio.DatagramTransport | None = None
         self._task: asyncio.Task | None = None
@@ -337,6 +339,10 @@ class ForwarderServer:
         if not r.accepted:
             self._inc("uplink-%s" % r.reason)
             if r.reason != "payload-error":
+                self.rejections.rejected("uplink", r.reason, "DevAddr %s FCnt %s via %s%s" % (
+                    "?" if r.dev_addr is None else "%08X" % r.dev_addr, r.fcnt,
+                    ",".join(m.forwarder for m in uplink.copies),
+                    "" if not r.error else " (%s)" % r.error))
                 return
         if r.accepted:
             self._inc("records")
@@ -388,6 +394,9 @@ class ForwarderServer:
                                 self.region, time.time())
         if not j.accepted:
             self._inc("join-%s" % j.reason)
+            self.rejections.rejected("join-request", j.reason, "DevEUI %s via %s" % (
+                "?" if j.dev_eui is None else j.dev_eui.hex().upper(),
+                ",".join(m.forwarder for m in uplink.copies)))
             return
         self._inc("joins-accepted")
         self._downlink(uplink, j.phy, j.rx1_delay_us, j.rx2_delay_us, "join-accept")

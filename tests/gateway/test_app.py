@@ -277,6 +277,10 @@ def test_join_uplinks_ack_rejections_restart(tmp_path, broker):
         fs = s["forwarder_server"]
         assert s["uplink"]["accepted"] == 2 and fs["joins-accepted"] == 1 and fs["acks"] == 1
         assert fs["uplink-replay"] == 1 and fs["uplink-bad-mic"] == 1 and fs["malformed"] == 1
+        gw.log.flush()
+        logged = (tmp_path / "gateway.log").read_text()
+        for reason in ("replay", "bad-mic"):  # each rejected frame has its line, with its reason
+            assert logged.count("uplink rejected (%s): DevAddr" % reason) == 1, logged
         assert set(s["forwarders"]) == {GW_A.hex().upper(), GW_B.hex().upper()}
         assert s["dedup"]["merged"] == 3  # second copies of the join, up0 and up1
         s = gw.wait_stats(lambda s: s["publisher"]["acked_records"] >= 3, "the publisher")
