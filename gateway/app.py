@@ -74,9 +74,10 @@ class GatewayService:
     def on_records(self, r: Result) -> None:
         """ForwarderServer callback: one accepted (or payload-error) uplink -> one item.
 
-        Items are collected and stored by :meth:`flush`, scheduled right after the current
-        event-loop step: all uplinks the dedup releases together share one transaction (one
-        fsync) instead of one each."""
+        Items are collected and stored by :meth:`flush`, which the server calls once per
+        release before it replies to any of them (so an ACK never precedes the durable record);
+        all uplinks the dedup releases together share one transaction (one fsync). A flush is
+        also scheduled right after the current event-loop step, for callers that do not."""
         item, fallback = uplink_item(r, self.region, time.time(), self.cfg.time_source)
         if fallback:
             self.counters["time_fallback"] += 1
@@ -174,6 +175,7 @@ class GatewayService:
                                           cfg.dedup_window_s, cfg.rx1_margin_s,
                                           cfg.udp_rcvbuf_bytes)
             self.server.app_downlinks = self.device_queue
+            self.server.flush_records = self.flush  # durable before the ACKs leave
             self.commands = CommandSubscriber(
                 self.device_queue, registry, self.region,
                 command_topic(cfg.topic_prefix, cfg.site, cfg.gateway_id), cfg.mqtt_host,

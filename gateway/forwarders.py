@@ -162,6 +162,11 @@ class ForwarderServer:
         self._confirmed: OrderedDict[bytes, _Confirmed] = OrderedDict()  # for retransmissions
         self.counters: dict[str, int] = {}
         self.rejections = RejectionLog(log)
+        # Called after a release's records were handed to on_records and before any reply to
+        # them goes out, so the caller can make them durable first: an ACK tells the device
+        # its confirmed uplink is delivered, and it will not send it again.
+        self.flush_records: Callable[[], object] | None = None
+        self._replies: list | None = None  # replies held until flush_records returned
         self.forwarders: dict[str, ForwarderInfo] = {}
         self._transport: asyncio.DatagramTransport | None = None
         self._task: asyncio.Task | None = None
@@ -323,9 +328,21 @@ class ForwarderServer:
                     self._inc("process-error")
                     log.exception("processing an uplink failed")
                     results.append(None)
-        for uplink, r in zip(ups, results):
-            if r is not None:
-                self._result(uplink, r)
+        self._replies = []
+        try:
+            for uplink, r in zip(ups, results):
+                if r is not None:
+                    self._result(uplink, r)
+        finally:
+            replies, self._replies = self._replies, None
+        if self.flush_records is not None:
+            try:
+                self.flush_records()
+            except Exception:
+                self._inc("on-records-error")
+                log.exception("storing the records of %d uplinks failed", len(ups))
+        for reply in replies:
+            self._reply(*reply)
 
     def _result(self, uplink: Uplink, r: Result) -> None:
         try:
@@ -367,7 +384,10 @@ class ForwarderServer:
         if r.confirmed:
             self._remember_confirmed(uplink, r)
         if r.confirmed or app is not None or answers:
-            self._reply(uplink, r, app, answers)
+            if self._replies is not None:  # inside a release: after its records are stored
+                self._replies.append((uplink, r, app, answers))
+            else:
+                self._reply(uplink, r, app, answers)
 
     def _reply(self, uplink: Uplink, r: Result, app: AppDownlink | None,
                answers: list = ()) -> None:
