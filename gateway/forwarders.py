@@ -16,8 +16,13 @@
   keeps serving.
 
 A background task sleeps until ``Deduplicator.next_deadline()`` (or until a new copy arrives),
-releases due groups and passes them together to ``UplinkProcessor.process_batch(uplinks,
-time.time())`` (one frame-counter commit for the whole release):
+releases due groups and handles them together (``_handle_batch``), in the order that loses
+nothing on a crash: ``UplinkProcessor.prepare_batch`` decides every frame against the counters in
+memory; the records go to ``on_records`` and are made durable by ``flush_records``; then all
+their frame counters are committed in one transaction; only then do replies (ACKs, commands,
+MAC answers) leave.  A crash after the records but before the counters can at worst let a
+replay of those frames through once (a duplicate, counted nowhere, dropped by consumers on
+DevEUI + FCnt); never an accepted uplink lost.  Per result:
 
 * accepted data results, and ``payload-error`` ones (good MIC, undecodable FRMPayload: the
   counter moved, the device will not resend it) -> ``on_records(result)``; the caller queues
@@ -313,11 +318,16 @@ class ForwarderServer:
             await asyncio.sleep(0)
 
     def _handle_batch(self, ups: list[Uplink]) -> None:
-        """Every uplink released together: one frame-counter commit for all of them
-        (UplinkProcessor.process_batch); on a storage failure, one by one so each is counted."""
+        """Every uplink released together, in the order that loses nothing on a crash: decide
+        them against the counters in memory (UplinkProcessor.prepare_batch), hand the records
+        over and have them stored (``flush_records``), commit all their frame counters in one
+        transaction, and only then reply (ACKs, commands, MAC answers).  On a failure before
+        anything was decided: one by one (each counter committed first), so each is counted."""
         self._inc("uplinks", len(ups))
+        prepared = None
         try:
-            results = self.processor.process_batch(ups, time.time())
+            prepared = self.processor.prepare_batch(ups, time.time())
+            results = prepared.results
         except Exception:
             log.exception("processing %d uplinks together failed; retrying one by one", len(ups))
             results = []
@@ -341,6 +351,20 @@ class ForwarderServer:
             except Exception:
                 self._inc("on-records-error")
                 log.exception("storing the records of %d uplinks failed", len(ups))
+        if prepared is not None:
+            try:
+                late = prepared.commit_counters()
+            except Exception:  # SessionError: the records are stored, the counters are not
+                self._inc("counter-commit-error")
+                log.exception("frame counters of %d uplinks not stored: a replay of them "
+                              "would be accepted once more", len(ups))
+                late = []
+            if late:
+                # decided fresh in memory, refused by the store (the device rejoined meanwhile):
+                # their records are queued already, as duplicates, never as losses
+                self._inc("counter-refused", len(late))
+                log.warning("%d uplinks queued although the store refused their counters",
+                            len(late))
         for reply in replies:
             self._reply(*reply)
 

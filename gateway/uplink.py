@@ -41,7 +41,10 @@ The processor sizes protocol.cipher's per-key caches to two session keys per reg
 device, so that AES/CMAC contexts are built once per session, not once per uplink.
 
 :meth:`UplinkProcessor.process_batch` gives the same Results for a list of uplinks (e.g. one
-dedup release) with one frame-counter commit for all of them instead of one per uplink.
+dedup release) with one frame-counter commit for all of them instead of one per uplink;
+:meth:`UplinkProcessor.prepare_batch` gives them too but leaves that commit to the caller, who
+stores the records first (gateway/forwarders.py does: a record must never be lost to a counter
+that was stored without it).
 SessionError (storage failure) is *not* caught: that is a gateway fault, not a bad frame.
 """
 
@@ -141,6 +144,32 @@ class UplinkProcessor:
         return [self._done(st if isinstance(st, Result) else self._finish(st, next(stored), now_epoch_s))
                 for st in steps]
 
+    def prepare_batch(self, uplinks: Iterable[Uplink], now_epoch_s: float) -> "PreparedBatch":
+        """:meth:`process_batch` with the frame-counter commit left to the caller, for when the
+        records must be durable *before* the counters: the caller queues the accepted Results'
+        records, then calls ``PreparedBatch.commit_counters()``.
+
+        Why this order: a counter stored before its record means a crash between the two loses
+        an uplink the device will never resend; a record stored before its counter means the
+        same crash can at worst let a replay of that frame through once (a duplicate that
+        consumers drop by DevEUI + FCnt).  Results are decided against the counters in memory
+        (SessionStore's cache, the only writer) and counted at once; ``commit_counters`` returns
+        the Results whose counter the store then refused after all (rejoined or moved on
+        meanwhile) -- their records are already queued, so they are duplicates, not losses.
+        """
+        _check_time(now_epoch_s)
+        steps: list[Result | _Pending] = []
+        moved: dict[int, int] = {}
+        for uplink in uplinks:
+            step = self._open(uplink, moved)
+            if not isinstance(step, Result):
+                moved[step.dev_addr] = step.fcnt
+            steps.append(step)
+        results = [self._done(st if isinstance(st, Result) else self._finish(st, True, now_epoch_s))
+                   for st in steps]
+        pending = [(st, r) for st, r in zip(steps, results) if not isinstance(st, Result)]
+        return PreparedBatch(self.sessions, results, pending)
+
     def _open(self, uplink: Uplink, moved: dict[int, int] | None) -> "Result | _Pending":
         """Every check up to the frame counter: a rejection Result (not yet counted), or the
         authentic frame waiting for its counter to be stored.  ``moved`` overrides the stored
@@ -203,6 +232,26 @@ class UplinkProcessor:
             records[0] = {"bver": _payload.SENML_BVER, "bn": f"urn:dev:eui64:{s.dev_eui.hex()}:",
                           "bt": now_epoch_s, **records[0]}
         return Result(True, message=decoded["message"], records=records, **base)
+
+
+class PreparedBatch:
+    """Results of :meth:`UplinkProcessor.prepare_batch` whose counters are not stored yet."""
+
+    __slots__ = ("results", "_sessions", "_pending")
+
+    def __init__(self, sessions: SessionStore, results: list[Result], pending: list) -> None:
+        self.results = results
+        self._sessions = sessions
+        self._pending = pending  # (_Pending, Result) of the authentic, fresh frames
+
+    def commit_counters(self) -> list[Result]:
+        """Store every counter in one transaction; the Results the store refused (see
+        prepare_batch).  Raises SessionError on a storage failure (nothing stored)."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return []
+        stored = self._sessions.accept_uplinks([(p.dev_addr, p.fcnt) for p, _ in pending])
+        return [r for (_, r), ok in zip(pending, stored) if not ok]
 
 
 class _Pending:

@@ -316,9 +316,9 @@ def test_link_check_and_device_time_requests_are_answered_in_fopts(env):
     run(main())
 
 
-def test_acks_leave_only_after_the_release_records_were_stored(env):
-    """The ACK tells the device its confirmed uplink is delivered (it will not resend it), so
-    the server stores the release's records (flush_records) before any reply goes out."""
+def test_records_are_stored_before_their_counters_and_acks(env):
+    """A counter stored before its record, or an ACK sent before it (the device will not resend
+    an acked uplink), would lose the uplink on a crash in between: records first."""
     reg, store = env
     events = []
 
@@ -335,6 +335,13 @@ def test_acks_leave_only_after_the_release_records_were_stored(env):
 
         srv._send = traced_send
         srv.flush_records = lambda: events.append(("flush",))
+        accept = store.accept_uplinks
+
+        def traced_accept(pairs):
+            events.append(("counters",))
+            return accept(pairs)
+
+        store.accept_uplinks = traced_accept
         port = await srv.start()
         a = FakeForwarder(GW_A, port)
         try:
@@ -343,14 +350,15 @@ def test_acks_leave_only_after_the_release_records_were_stored(env):
             await a.push([rxpk(confirmed(keys, 0), 5_000, 9.0)])
             r = await a.recv()
             assert open_data_frame(r.txpk.data, keys[1], keys[2]).frame.ack
-            assert events == [("record", 0), ("flush",), ("pull-resp",)]
+            # stored record, then its counter, then the ACK: a crash at any point loses nothing
+            assert events == [("record", 0), ("flush",), ("counters",), ("pull-resp",)]
             # a flush that raises (a bug: Intake itself holds what the queue refuses) is counted
             # and logged, and the server keeps serving
             srv.flush_records = lambda: 1 / 0
             events.clear()
             await a.push([rxpk(confirmed(keys, 1), 6_000, 9.0)])
             await a.recv()
-            assert events == [("record", 1), ("pull-resp",)]
+            assert events == [("record", 1), ("counters",), ("pull-resp",)]
             assert srv.counters["on-records-error"] == 1
         finally:
             await srv.stop()

@@ -185,3 +185,49 @@ def test_cipher_caches_hold_two_session_keys_per_device(joined, monkeypatch):
     monkeypatch.setattr(cipher, "CACHE_SIZE", 10 ** 6)
     UplinkProcessor(reg, None)
     assert cipher.CACHE_SIZE == 10 ** 6  # never shrinks a larger setting
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(0, 3), st.sampled_from([0, 1, 2, 3, 5, 65535, 65536, 65540, 90000]),
+                          st.sampled_from(["ok"] * 6 + ["forged", "no-port", "unknown"])),
+                max_size=12),
+       st.integers(1, 12))
+def test_prepare_batch_then_commit_is_process_batch_with_the_commit_last(joined, tmp_path, specs, cut):
+    """Deciding against the counters in memory and committing after the records: same Results,
+    counts and stored counters as process_batch; nothing is written before commit_counters."""
+    _, _, devs = joined
+    ups = uplinks(devs, specs)
+    for f in tmp_path.glob("q-*"):
+        f.unlink()
+    ref, prep = processor(joined, tmp_path, "q-ref.db"), processor(joined, tmp_path, "q-prep.db")
+    try:
+        for i in range(0, len(ups), cut):
+            part = ups[i:i + cut]
+            expected = [comparable(r) for r in ref.process_batch(part, NOW)]
+            seen = commits(prep.sessions)
+            batch = prep.prepare_batch(part, NOW)
+            assert [comparable(r) for r in batch.results] == expected
+            assert seen == []  # decided, nothing stored yet
+            assert batch.commit_counters() == []  # the only writer: no refusal
+            assert len(seen) == (1 if any(r.accepted or r.reason == "payload-error"
+                                          for r in batch.results) else 0)
+            assert batch.commit_counters() == []  # committing twice stores nothing more
+        assert prep.counters == ref.counters
+        for _, addr, _, _ in devs:
+            assert prep.sessions.get_by_dev_addr(addr).fcnt_up == ref.sessions.get_by_dev_addr(addr).fcnt_up
+    finally:
+        ref.sessions.close()
+        prep.sessions.close()
+
+
+def test_a_counter_refused_at_commit_is_reported_not_lost(joined, tmp_path):
+    _, _, devs = joined
+    p = processor(joined, tmp_path, "r.db")
+    try:
+        batch = p.prepare_batch(uplinks(devs, [(0, 40, "ok")]), NOW)
+        assert batch.results[0].accepted
+        p.sessions.accept_uplink(devs[0][1], 50)  # the store moved on meanwhile
+        late = batch.commit_counters()
+        assert late == [batch.results[0]]  # its record is the caller's: a duplicate, not a loss
+    finally:
+        p.sessions.close()
