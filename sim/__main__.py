@@ -1,4 +1,5 @@
-"""`python -m sim demo ...`: the simulator's command line (see sim/demo.py)."""
+"""`python -m sim demo ...` / `python -m sim meter ...`: the simulator's command line (see
+sim/demo.py and sim/meter.py)."""
 
 import argparse
 import sys
@@ -62,11 +63,57 @@ def build_parser():
     d.add_argument("--workdir", metavar="DIR",
                    help="keep the gateway's config, registry, data and log here (default: a "
                         "temporary directory, removed at the end)")
+    m = sub.add_parser("meter", help="one emulated AMI meter (Modbus RTU slave) on a serial "
+                                     "device, until killed",
+                       description="Run one emulated AMI meter (the firmware's Modbus RTU slave) "
+                                   "on an existing serial device, e.g. one end of a socat pty "
+                                   "pair, with bytes paced at the baud rate.")
+    m.add_argument("--serial", required=True, metavar="PATH", help="serial device or pty")
+    m.add_argument("--address", type=_slave_address, default=1, metavar="A",
+                   help="Modbus slave address 1..247 (default %(default)s)")
+    m.add_argument("--baud", type=_baud, default=9600, metavar="B",
+                   help="baud rate, one of %s (default %%(default)s)" % _baud_list())
+    m.add_argument("--phases", type=int, choices=(1, 3), default=3, help="default 3")
+    m.add_argument("--turnaround-ms", type=_count, default=None, metavar="MS",
+                   help="the meter's processing time before it answers (default 5)")
     return p
+
+
+def _slave_address(text):
+    value = _count(text)
+    if not 1 <= value <= 247:
+        raise argparse.ArgumentTypeError("a slave address is 1..247, got %s" % text)
+    return value
+
+
+def _baud_list():
+    from protocol.modbus.registers import BAUD_RATES
+    return ", ".join(str(b) for b in BAUD_RATES)
+
+
+def _baud(text):
+    from protocol.modbus.registers import BAUD_RATES
+    value = _count(text)
+    if value not in BAUD_RATES:
+        raise argparse.ArgumentTypeError("baud must be one of %s, got %s" % (_baud_list(), text))
+    return value
+
+
+def _meter(args):
+    from sim import meter
+    turn = meter.DEFAULT_TURNAROUND_MS if args.turnaround_ms is None else args.turnaround_ms
+
+    def ready(text):
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+    return meter.run(args.serial, args.address, args.baud, args.phases, turn, ready=ready)
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.command == "meter":
+        return _meter(args)
     if args.vm_poles is not None and args.vm_poles > args.poles:
         build_parser().error("--vm-poles (%d) is more than --poles (%d)" % (args.vm_poles,
                                                                              args.poles))

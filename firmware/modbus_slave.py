@@ -1,0 +1,330 @@
+"""Modbus RTU slave of the AMI meter on a half-duplex RS-485 UART with a driver-enable (DE) pin.
+
+Poll-driven, like the rest of the firmware: `poll(now_us) -> next_wake_us` reads what the UART
+has, cuts frames by silence with protocol.modbus.rtu.RtuDeframer (t1.5 / t3.5), answers, and
+drives DE; it never blocks and never reads a clock. Why not an asyncio StreamReader over the
+UART: a stream hands over bytes without the times they arrived, and RTU frames are delimited
+by time alone. On the device `serve()` runs the same poll as an asyncio task next to the
+metering task, sleeping until the returned tick (each poll timestamps what the UART buffered
+since the previous one, so polls must come at least every character time or so; serve() wakes
+every `idle_us`, one character time by default).
+
+DE: raised just before the reply is handed to the UART, dropped only after the UART says its
+transmitter is done (`txdone()`), the frame's own wire time has passed, and one more character
+time (the last stop bit has left the pins; modbus.md). Bytes that arrive while DE is high are
+discarded (RE is tied to DE on the usual transceivers: the line is ours).
+
+The register map is protocol.modbus.registers. Values come from a data source (the meter
+application) with:
+    measurements() -> dict   register names -> values: floats of the SDM630 block ("voltage_l1",
+                             "current_l1", "power_l1", "power_factor_l1", "frequency", ...) and
+                             the exact ints "energy_import_wh" / "energy_export_wh". The float
+                             kWh registers are derived here from the exact Wh when not given.
+    relay_closed() -> bool   the disconnect relay's state
+    set_relay(closed)        open (False) / close (True) the relay; called only after an arm
+Identity (serial, firmware version) is given to the constructor.
+
+Configuration writes (address, baud, parity) are validated, persisted (store.save) before the
+reply, and applied only after the reply has left the line: the answer still uses the old
+settings. A broadcast (address 0) write is applied without a reply, except a change of slave
+address, which would give every meter on the bus the same one (ignored, counted).
+"""
+
+from protocol.modbus import pdu as P
+from protocol.modbus import registers as M
+from protocol.modbus import rtu as R
+from firmware.ticks import TICKS_PERIOD
+
+_PARITY = {0: (None, 1), 1: (0, 1), 2: (1, 1), 3: (None, 2)}  # Eastron code -> (parity, stop)
+_PARITY_CHAR = {0: "N", 1: "E", 2: "O", 3: "N"}
+_STORE_KEYS = (("modbus_address", "mb_addr"), ("baud_rate", "mb_baud"), ("parity", "mb_par"))
+
+IDLE = 0
+REPLY_DUE = 1  # a reply is waiting for its turnaround delay
+SENDING = 2  # DE high, the UART shifts the reply out
+TAIL = 3  # transmitter done; DE stays high one more character time
+
+
+def _diff(a, b):
+    return ((a - b + (TICKS_PERIOD >> 1)) & (TICKS_PERIOD - 1)) - (TICKS_PERIOD >> 1)
+
+
+def _add(t, d):
+    return (t + d) & (TICKS_PERIOD - 1)
+
+
+class ModbusSlave:
+    """One meter's Modbus RTU slave. Counters (ints): requests (frames for us or broadcast with a
+    good CRC), responses, broadcasts, exceptions, bad_crc, frame_errors, ignored (good frames
+    for another slave), dropped_rx (bytes heard while transmitting), and the deframer's
+    gap_errors / overruns via counters()."""
+
+    def __init__(self, uart, de_pin, source, store=None, serial=0, firmware=(0, 0, 0),
+                 reply_delay_us=0, idle_us=None):
+        self.uart = uart
+        self.de = de_pin
+        self.source = source
+        self.store = store
+        self.serial = serial
+        self.firmware = firmware
+        self.reply_delay_us = reply_delay_us
+        self._idle_us = idle_us
+        cfg = {}
+        for name, key in _STORE_KEYS:
+            v = store.load(key) if store is not None else None
+            reg = M.entry(name)
+            cfg[name] = v if v is not None and v in reg.allowed else M.DEFAULTS[name]
+        self.address = cfg["modbus_address"]
+        self.baud_code = cfg["baud_rate"]
+        self.parity = cfg["parity"]
+        self._pending = None  # config to apply once the reply has left: (address, baud, parity)
+        self._arm = M.RelayArm(ticks_period=TICKS_PERIOD)
+        self._rx = bytearray(R.MAX_ADU)
+        self._rxmv = memoryview(self._rx)
+        self._reply = None
+        self._state = IDLE
+        self._at = 0  # REPLY_DUE: when to send; SENDING: wire end; TAIL: when DE drops
+        self.requests = 0
+        self.responses = 0
+        self.broadcasts = 0
+        self.exceptions = 0
+        self.bad_crc = 0
+        self.frame_errors = 0
+        self.ignored = 0
+        self.dropped_rx = 0
+        self.last_exception = 0
+        self.de.value(0)
+        self._apply_line()
+
+    # ------------------------------------------------------------ line settings
+
+    def line(self):
+        """(baud, parity char "N"/"E"/"O", stop bits) in force now."""
+        return self.baud_code * 100, _PARITY_CHAR[self.parity], _PARITY[self.parity][1]
+
+    def _apply_line(self):
+        baud, par, stop = self.line()
+        parity, stop = _PARITY[self.parity]
+        self.uart.init(baud, bits=8, parity=parity, stop=stop)
+        self.char_bits = R.char_bits(par, stop)
+        self.char_us = R.char_time_us(baud, self.char_bits)
+        old = getattr(self, "_deframer", None)
+        self._deframer = R.RtuDeframer(baud, self.char_bits, ticks_period=TICKS_PERIOD)
+        if old is not None:
+            self._deframer.gap_errors = old.gap_errors
+            self._deframer.overruns = old.overruns
+            self._deframer.frames = old.frames
+
+    def busy(self):
+        """True while a reply waits for its turn or is on the line (DE high)."""
+        return self._state != IDLE
+
+    def counters(self):
+        d = self._deframer
+        return {
+            "requests": self.requests, "responses": self.responses,
+            "broadcasts": self.broadcasts, "exceptions": self.exceptions,
+            "bad_crc": self.bad_crc, "frame_errors": self.frame_errors,
+            "ignored": self.ignored, "dropped_rx": self.dropped_rx,
+            "gap_errors": d.gap_errors, "overruns": d.overruns,
+        }
+
+    # ------------------------------------------------------------ poll
+
+    def poll(self, now_us):
+        """Do what is due at tick now_us (microseconds, wrapping like time.ticks_us());
+        returns the tick at which to poll again."""
+        st = self._state
+        if st == SENDING and _diff(now_us, self._at) >= 0 and self.uart.txdone():
+            st = self._state = TAIL
+            self._at = _add(now_us, self.char_us)
+        if st == TAIL and _diff(now_us, self._at) >= 0:
+            self.de.value(0)
+            st = self._state = IDLE
+            if self._pending is not None:
+                self._apply_pending()
+        self._read(now_us, st)
+        if st == IDLE or st == REPLY_DUE:
+            for adu in self._deframer.poll(now_us):
+                self._handle(adu, now_us)
+            st = self._state
+        if st == REPLY_DUE and _diff(now_us, self._at) >= 0:
+            self._send(now_us)
+            st = self._state
+        return self._next_wake(now_us, st)  # sample the UART about once a character
+
+    def _read(self, now_us, st):
+        uart = self.uart
+        while uart.any():
+            n = uart.readinto(self._rx)
+            if not n:
+                break
+            if st == SENDING or st == TAIL:
+                self.dropped_rx += n
+            else:
+                self._deframer.feed(self._rxmv[:n], now_us)
+
+    def due(self):
+        """The tick of the next thing the slave must do by time (end a frame by silence, send,
+        drop DE), or None: then only new bytes on the UART give it work."""
+        if self._state == IDLE:
+            return self._deframer.deadline()
+        return self._at
+
+    def _next_wake(self, now_us, st):
+        wake = _add(now_us, self._idle_us or self.char_us)
+        d = self.due()
+        if d is not None and _diff(d, wake) < 0:
+            wake = d if _diff(d, now_us) > 0 else now_us
+        return wake
+
+    def _send(self, now_us):
+        data = self._reply
+        self._reply = None
+        self.de.value(1)
+        self.uart.write(data)
+        self.responses += 1
+        self._state = SENDING
+        self._at = _add(now_us, R.frame_time_us(len(data), self.baud_code * 100, self.char_bits))
+
+    # ------------------------------------------------------------ requests
+
+    def _handle(self, adu, now_us):
+        try:
+            address, pdu = R.decode_frame(adu)
+        except R.CrcError:
+            self.bad_crc += 1
+            return
+        except R.FrameError:
+            self.frame_errors += 1
+            return
+        broadcast = address == R.BROADCAST
+        if not broadcast and address != self.address:
+            self.ignored += 1
+            return
+        self.requests += 1
+        if broadcast:
+            self.broadcasts += 1
+        try:
+            req = P.decode_request(pdu)
+            resp = self._serve(req, now_us, broadcast)
+        except P.ModbusError as e:
+            resp = P.exception_for(pdu, e)
+        except Exception:  # a data source or store failing must not take the bus down
+            resp = P.ExceptionResponse(pdu[0], P.DEVICE_FAILURE) if 0 < pdu[0] < 0x80 else None
+        if resp is None:
+            return
+        if isinstance(resp, P.ExceptionResponse):
+            self.exceptions += 1
+            self.last_exception = resp.code
+        if broadcast:
+            if self._pending is not None:
+                self._apply_pending()
+            return
+        self._reply = R.encode_frame(self.address, P.encode_response(resp))
+        self._state = REPLY_DUE
+        self._at = _add(now_us, self.reply_delay_us)
+
+    def _serve(self, req, now_us, broadcast):
+        if isinstance(req, P.ReadRequest):
+            if broadcast:
+                return None  # a read has no meaning without an answer
+            code = M.check_read(req.function, req.address, req.count)
+            if code:
+                return P.ExceptionResponse(req.function, code)
+            regs = M.encode_block(req.function, req.address, req.count, self._values(now_us))
+            return P.ReadResponse(req.function, regs)
+        if isinstance(req, P.WriteSingle):
+            values = (req.value,)
+        else:
+            values = req.values
+        code = M.check_write(req.address, values)
+        if code == 0:
+            code = self._write(req.address, values, now_us, broadcast)
+        if code:
+            return P.ExceptionResponse(req.function, code)
+        if isinstance(req, P.WriteSingle):
+            return req
+        return P.WriteMultipleResponse(req.address, len(values))
+
+    def _values(self, now_us):
+        v = dict(self.source.measurements())
+        imp = v.get("energy_import_wh", 0)
+        exp = v.get("energy_export_wh", 0)
+        if "energy_import_kwh" not in v:
+            v["energy_import_kwh"] = imp / 1000
+        if "energy_export_kwh" not in v:
+            v["energy_export_kwh"] = exp / 1000
+        if "energy_total_kwh" not in v:
+            v["energy_total_kwh"] = (imp + exp) / 1000
+        v["map_version"] = M.MAP_VERSION
+        v["model"] = M.MODEL_AMI_METER
+        v["serial"] = self.serial
+        v["firmware_major"], v["firmware_minor"], v["firmware_patch"] = self.firmware
+        pend = self._pending
+        if pend is None:
+            pend = (self.address, self.baud_code, self.parity)
+        v["modbus_address"], v["baud_rate"], v["parity"] = pend
+        v["relay_arm"] = 1 if self._arm.armed(now_us) else 0
+        v["relay"] = M.RELAY_CLOSED if self.source.relay_closed() else M.RELAY_OPEN
+        return v
+
+    def _write(self, address, values, now_us, broadcast):
+        """Apply a write that check_write accepted; returns an exception code or 0."""
+        end = address + len(values)
+        if address <= M.RELAY_ADDRESS < end:
+            if not self._arm.take(now_us):
+                return P.ILLEGAL_VALUE  # unarmed or too late: nothing of the request applies
+        cfg = list(self._pending or (self.address, self.baud_code, self.parity))
+        changed = False
+        for i in range(len(values)):
+            a = address + i
+            v = values[i]
+            if a == M.RELAY_ARM_ADDRESS:
+                self._arm.arm(now_us)
+            elif a == M.RELAY_ADDRESS:
+                self.source.set_relay(v == M.RELAY_CLOSED)
+            else:
+                k = a - 0x3000
+                if k == 0 and broadcast:
+                    self.ignored += 1  # every meter would take the same address
+                    continue
+                if cfg[k] != v:
+                    cfg[k] = v
+                    changed = True
+        if changed:
+            if self.store is not None:
+                for i in range(3):
+                    self.store.save(_STORE_KEYS[i][1], cfg[i])
+            self._pending = tuple(cfg)
+        return 0
+
+    def _apply_pending(self):
+        address, baud, parity = self._pending
+        self._pending = None
+        self.address = address
+        if baud != self.baud_code or parity != self.parity:
+            self.baud_code = baud
+            self.parity = parity
+            self._apply_line()
+
+
+async def serve(slave, ticks_us=None, sleep_us=None):
+    """Run `slave` for ever as an asyncio task on the device (time.ticks_us, asyncio.sleep_ms).
+    On CPython pass both functions in."""
+    import asyncio
+
+    if ticks_us is None:
+        import time
+
+        ticks_us = time.ticks_us
+    while True:
+        now = ticks_us()
+        wake = slave.poll(now)
+        d = _diff(wake, ticks_us())
+        if sleep_us is not None:
+            await sleep_us(d)
+        elif d >= 1000:
+            await asyncio.sleep_ms(d // 1000)
+        else:
+            await asyncio.sleep_ms(0)  # yield; the UART keeps bytes in its FIFO meanwhile

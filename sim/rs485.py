@@ -1,0 +1,164 @@
+"""A meter's RS-485 transceiver and its wire, paced at the baud rate: the model the firmware's
+(fake) machine.UART is attached to, between the firmware and a host byte stream (a pty).
+
+Host -> meter: a chunk the host wrote at time t occupies the wire from max(t, the host's
+previous chunk's end), each byte reaching the UART when its stop bit has arrived, so the
+firmware's deframer sees the request as it would on a real line. Bytes arriving while the meter drives the line
+(DE high; RE is tied to DE) are lost, as on a half-duplex transceiver.
+
+Meter -> host: uart_write() puts each byte on the wire one character time after the previous
+one, from the moment it was written; a byte is only driven if DE is high when it starts and
+when it ends (else it is lost and counted: the firmware dropped DE too early or raised it too
+late). take_sent(now) hands the host the bytes whose stop bit has left by `now`.
+
+Times are CPython microseconds (not wrapped); `clock_us()` and `de_level()` are callables, and
+`timing()` says (baud, bits per character) in force (it follows the firmware's baud changes).
+Byte k of a burst ends at ceil(k * bits * 1e6 / baud) after the burst's start: exact wire time,
+not k rounded character times.
+"""
+
+
+class PacedLine:
+    def __init__(self, clock_us, de_level, timing):
+        self._clock = clock_us
+        self._de = de_level
+        self._timing = timing
+        self._inbound = []  # (deliver_at_us, byte)
+        self._outbound = []  # [start_us, end_us, byte]
+        self._host_free = 0  # the host's driver is busy until then
+        self._meter_free = 0  # the meter's UART is busy until then
+        self.lost_de = 0  # bytes the firmware wrote without DE held over their whole time
+        self.lost_rx = 0  # host bytes that arrived while the meter was driving the line
+        self.tx_log = []  # (start_us, end_us) of every byte put on the wire (tests read it)
+
+    def _wire_us(self, n):
+        baud, bits = self._timing()
+        return -(-n * bits * 1000000 // baud)
+
+    # ---------------------------------------------------------------- host side
+
+    def from_host(self, data, now_us):
+        """The host wrote `data` at now_us; each byte reaches the UART when its stop bit has."""
+        t0 = max(now_us, self._host_free)
+        k = 0
+        for b in bytes(data):
+            k += 1
+            self._inbound.append((t0 + self._wire_us(k), b))
+        if k:
+            self._host_free = self._inbound[-1][0]
+
+    def take_sent(self, now_us):
+        """Bytes the meter has finished putting on the wire by now_us."""
+        out = bytearray()
+        q = self._outbound
+        while q and q[0][1] <= now_us:
+            start, end, b = q.pop(0)
+            if self._de():
+                out.append(b)
+                self.tx_log.append((start, end))
+            else:
+                self.lost_de += 1
+        return bytes(out)
+
+    def next_event(self):
+        """Earliest time at which a byte is delivered either way (None: nothing pending)."""
+        t = None
+        if self._inbound:
+            t = self._inbound[0][0]
+        if self._outbound and (t is None or self._outbound[0][1] < t):
+            t = self._outbound[0][1]
+        return t
+
+    # ---------------------------------------------------------------- UART side
+
+    def uart_read(self, n):
+        now = self._clock()
+        out = bytearray()
+        q = self._inbound
+        while q and q[0][0] <= now and len(out) < n:
+            b = q.pop(0)[1]
+            if self._de():
+                self.lost_rx += 1
+            else:
+                out.append(b)
+        return bytes(out)
+
+    def uart_write(self, data):
+        now = self._clock()
+        if not self._de():
+            self.lost_de += len(data)
+            return
+        t0 = max(now, self._meter_free)
+        t = t0
+        k = 0
+        for b in bytes(data):
+            k += 1
+            end = t0 + self._wire_us(k)
+            self._outbound.append([t, end, b])
+            t = end
+        self._meter_free = t
+
+    def uart_txdone(self, now_us=None):
+        """True when every written byte has left the wire."""
+        now = self._clock() if now_us is None else now_us
+        return not self._outbound or self._outbound[-1][1] <= now
+
+
+class PtyLink:
+    """Two pseudo-terminals joined back to back, as `socat pty,raw,echo=0 pty,raw,echo=0` makes
+    them: what one end's user writes, the other end's user reads. `paths` are the two device
+    names (open them like serial ports). Both ends are raw; a thread relays between the masters.
+    Close with close() (or use it as a context manager)."""
+
+    def __init__(self):
+        import os
+        import threading
+        import tty
+
+        self._os = os
+        self._fds = []
+        self.paths = []
+        self._masters = []
+        for _ in range(2):
+            m, s = os.openpty()
+            tty.setraw(s)
+            self._masters.append(m)
+            self._fds += [m, s]
+            self.paths.append(os.ttyname(s))
+        self._stop_r, self._stop_w = os.pipe()
+        self._thread = threading.Thread(target=self._relay, name="pty-link", daemon=True)
+        self._thread.start()
+
+    def _relay(self):
+        import select
+
+        os = self._os
+        a, b = self._masters
+        peer = {a: b, b: a}
+        while True:
+            r, _, _ = select.select([a, b, self._stop_r], [], [])
+            if self._stop_r in r:
+                return
+            for fd in r:
+                try:
+                    data = os.read(fd, 4096)
+                except OSError:
+                    continue
+                if data:
+                    os.write(peer[fd], data)
+
+    def close(self):
+        os = self._os
+        os.write(self._stop_w, b"x")
+        self._thread.join(5)
+        for fd in self._fds + [self._stop_r, self._stop_w]:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

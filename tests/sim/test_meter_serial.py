@@ -1,0 +1,139 @@
+"""A standard Modbus master reads and drives `python -m sim meter` over a real serial link: a
+pseudo-terminal pair (sim.rs485.PtyLink, what socat makes), the emulated meter as a subprocess
+on one end, pymodbus's ModbusSerialClient (pyserial) on the other."""
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from pymodbus import FramerType
+from pymodbus.client import ModbusSerialClient
+from pymodbus.exceptions import ModbusIOException
+
+from protocol.modbus import registers as M
+from sim.meter import FIRMWARE_VERSION
+from sim.rs485 import PtyLink
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DT = ModbusSerialClient.DATATYPE
+
+
+class Meter:
+    def __init__(self, path, address, baud, phases=3):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sim", "meter", "--serial", path, "--address", str(address),
+             "--baud", str(baud), "--phases", str(phases)],
+            cwd=ROOT, stderr=subprocess.PIPE, text=True)
+        self.banner = self._line(10)
+        assert self.banner.startswith("meter %d on " % address), self.banner
+
+    def _line(self, timeout):
+        r, _, _ = select.select([self.proc.stderr], [], [], timeout)
+        assert r, "the meter did not start"
+        return self.proc.stderr.readline()
+
+    def stop(self, sig=signal.SIGTERM):
+        self.proc.send_signal(sig)
+        out = self.proc.stderr.read()
+        return self.proc.wait(10), out
+
+
+@pytest.fixture
+def link():
+    with PtyLink() as lk:
+        yield lk
+
+
+def client(path, baud, timeout=1.0):
+    c = ModbusSerialClient(path, framer=FramerType.RTU, baudrate=baud, bytesize=8, parity="N",
+                           stopbits=1, timeout=timeout, retries=0)
+    assert c.connect()
+    return c
+
+
+def f32(regs, name):
+    a = M.entry(name).address
+    return ModbusSerialClient.convert_from_registers(list(regs[a : a + 2]), DT.FLOAT32)
+
+
+def test_pymodbus_master_reads_writes_and_switches_the_emulated_meter(link):
+    meter = Meter(link.paths[0], address=5, baud=19200, phases=3)
+    try:
+        c = client(link.paths[1], 19200)
+        # the SDM630 float block, as an Eastron tool reads it (80 registers max per request)
+        r = c.read_input_registers(0x0000, count=80, device_id=5)
+        assert not r.isError(), r
+        regs = r.registers
+        assert f32(regs, "voltage_l1") == pytest.approx(231.5)
+        assert f32(regs, "voltage_l3") == pytest.approx(234.5)
+        assert f32(regs, "frequency") == pytest.approx(50.0)
+        p = [f32(regs, "power_l%d" % n) for n in (1, 2, 3)]
+        assert p[0] > 0 and f32(regs, "power") == pytest.approx(sum(p), abs=0.01)
+        assert f32(regs, "current_l1") == pytest.approx(p[0] / (231.5 * 0.95), rel=1e-3)
+        # exact energy: u64 Wh, consistent with the float kWh and never going backwards
+        time.sleep(0.3)
+        e1 = c.read_input_registers(0x1000, count=8, device_id=5).registers
+        imp1 = ModbusSerialClient.convert_from_registers(e1[0:4], DT.UINT64)
+        k = c.read_input_registers(0x0048, count=4, device_id=5).registers
+        assert ModbusSerialClient.convert_from_registers(k[0:2], DT.FLOAT32) * 1000 >= imp1
+        e2 = c.read_input_registers(0x1000, count=8, device_id=5).registers
+        assert ModbusSerialClient.convert_from_registers(e2[0:4], DT.UINT64) >= imp1
+        # identity
+        ident = c.read_input_registers(0x2000, count=7, device_id=5).registers
+        assert ident[0:2] == [M.MAP_VERSION, M.MODEL_AMI_METER]
+        assert ModbusSerialClient.convert_from_registers(ident[2:4], DT.UINT32) == 20260005
+        assert tuple(ident[4:7]) == FIRMWARE_VERSION
+        # exception 02 for addresses the map does not have or a split float
+        for address, count in ((0x5000, 2), (0x0001, 2), (0x1002, 4)):
+            r = c.read_input_registers(address, count=count, device_id=5)
+            assert r.isError() and r.exception_code == 2, (address, r)
+        # relay: refused unarmed, obeyed after the arming write
+        r = c.write_register(0x3004, 0, device_id=5)
+        assert r.isError() and r.exception_code == 3
+        assert not c.write_register(0x3003, M.RELAY_ARM_MAGIC, device_id=5).isError()
+        assert c.read_holding_registers(0x3003, count=2, device_id=5).registers == [1, 1]
+        assert not c.write_register(0x3004, M.RELAY_OPEN, device_id=5).isError()
+        assert c.read_holding_registers(0x3003, count=2, device_id=5).registers == [0, 0]
+        regs = c.read_input_registers(0x0000, count=80, device_id=5).registers
+        assert f32(regs, "power") == 0.0  # the load is disconnected
+        assert not c.write_register(0x3003, M.RELAY_ARM_MAGIC, device_id=5).isError()
+        assert not c.write_register(0x3004, M.RELAY_CLOSED, device_id=5).isError()
+        assert c.read_holding_registers(0x3004, count=1, device_id=5).registers == [1]
+        # new address: the reply comes from the old one, then only the new one answers
+        r = c.write_register(0x3000, 9, device_id=5)
+        assert not r.isError() and r.dev_id == 5
+        assert c.read_holding_registers(0x3000, count=3, device_id=9).registers == [9, 192, 0]
+        c.close()
+        c = client(link.paths[1], 19200, timeout=0.3)
+        with pytest.raises(ModbusIOException):  # the old address is silent now
+            c.read_input_registers(0x2000, count=7, device_id=5)
+        # new baud: answered at 19200, then the meter talks 9600
+        assert not c.write_register(0x3001, 96, device_id=9).isError()
+        c.close()
+        c = client(link.paths[1], 9600)
+        ident = c.read_input_registers(0x2000, count=7, device_id=9).registers
+        assert ModbusSerialClient.convert_from_registers(ident[2:4], DT.UINT32) == 20260005
+        c.close()
+    finally:
+        status, err = meter.stop()
+    assert status == 0
+    counters = dict(kv.split("=") for kv in err.strip().splitlines()[-1].split(": ")[1].split())
+    assert int(counters["requests"]) >= 20 and int(counters["exceptions"]) == 4
+    assert int(counters["bad_crc"]) == 0
+
+
+def test_single_phase_meter_stops_cleanly_on_sigint(link):
+    meter = Meter(link.paths[0], address=1, baud=9600, phases=1)
+    try:
+        c = client(link.paths[1], 9600)
+        regs = c.read_input_registers(0x0000, count=40, device_id=1).registers
+        assert f32(regs, "voltage_l1") == pytest.approx(231.5)
+        assert f32(regs, "voltage_l2") == 0.0 and f32(regs, "power_l2") == 0.0
+        c.close()
+    finally:
+        status, err = meter.stop(signal.SIGINT)
+    assert status == 0 and "meter 1 stopped" in err
