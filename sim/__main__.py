@@ -76,7 +76,24 @@ def build_parser():
     m.add_argument("--phases", type=int, choices=(1, 3), default=3, help="default 3")
     m.add_argument("--turnaround-ms", type=_count, default=None, metavar="MS",
                    help="the meter's processing time before it answers (default 5)")
+    m.add_argument("--noise", type=_rate, default=0.0, metavar="P",
+                   help="fraction of replies with a bit flipped by line noise (CRC error)")
+    m.add_argument("--silence", type=_rate, default=0.0, metavar="P",
+                   help="fraction of requests left unanswered")
+    m.add_argument("--garbage", type=_rate, default=0.0, metavar="P",
+                   help="fraction of replies followed by random bytes")
+    m.add_argument("--seed", type=int, default=0, help="fault injection seed")
     return p
+
+
+def _rate(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a number" % text) from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("a rate is 0..1, got %s" % text)
+    return value
 
 
 def _slave_address(text):
@@ -107,7 +124,12 @@ def _meter(args):
         sys.stderr.write(text + "\n")
         sys.stderr.flush()
 
-    return meter.run(args.serial, args.address, args.baud, args.phases, turn, ready=ready)
+    faults = None
+    if args.noise or args.silence or args.garbage:
+        from sim.rs485 import LineFaults
+        faults = LineFaults(args.noise, args.silence, args.garbage, args.seed)
+    return meter.run(args.serial, args.address, args.baud, args.phases, turn, ready=ready,
+                     faults=faults)
 
 
 def main(argv=None):

@@ -27,7 +27,7 @@ from firmware.nvs_store import NvsStore
 from firmware.ticks import TICKS_PERIOD
 from protocol.modbus import registers as M
 from sim.fakes import esp32, machine
-from sim.rs485 import PacedLine
+from sim.rs485 import LineFaults, PacedLine
 
 UART_ID = 1
 UART_TX, UART_RX, DE_PIN = 17, 16, 4
@@ -116,7 +116,7 @@ class EmulatedMeter:
     Modbus writes change them afterwards as on the device."""
 
     def __init__(self, address=1, baud=9600, phases=3, turnaround_ms=DEFAULT_TURNAROUND_MS,
-                 source=None, clock_us=None, serial=None):
+                 source=None, clock_us=None, serial=None, faults=None):
         self._clock = clock_us or (lambda: time.monotonic_ns() // 1000)
         self.t = self._clock()  # the firmware's (and the line's) time: catches up with the clock
         store = NvsStore(esp32.NVS("modbus"))
@@ -124,7 +124,7 @@ class EmulatedMeter:
         store.save("mb_baud", baud // 100)
         self.source = source or _pick_source(phases)
         self.line = PacedLine(lambda: self.t, lambda: machine.level(DE_PIN) == 1,
-                              lambda: (self.slave.line()[0], self.slave.char_bits))
+                              lambda: (self.slave.line()[0], self.slave.char_bits), faults)
         machine.uart(UART_ID).attach(self.line)
         uart = machine.UART(UART_ID, baud, tx=UART_TX, rx=UART_RX)
         de = machine.Pin(DE_PIN, machine.Pin.OUT, value=0)
@@ -175,8 +175,10 @@ def open_serial(path):
     return fd
 
 
-def run(path, address, baud, phases=3, turnaround_ms=DEFAULT_TURNAROUND_MS, ready=None):
-    """Serve Modbus on `path` until SIGTERM / SIGINT; returns the exit status."""
+def run(path, address, baud, phases=3, turnaround_ms=DEFAULT_TURNAROUND_MS, ready=None,
+        faults=None):
+    """Serve Modbus on `path` until SIGTERM / SIGINT; returns the exit status. `faults`: a
+    sim.rs485.LineFaults, or None for a clean line."""
     stop = []
 
     def on_signal(signum, frame):
@@ -184,7 +186,7 @@ def run(path, address, baud, phases=3, turnaround_ms=DEFAULT_TURNAROUND_MS, read
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     fd = open_serial(path)
-    meter = EmulatedMeter(address, baud, phases, turnaround_ms)
+    meter = EmulatedMeter(address, baud, phases, turnaround_ms, faults=faults)
     sel = selectors.DefaultSelector()
     sel.register(fd, selectors.EVENT_READ)
     pending = b""
@@ -221,6 +223,9 @@ def run(path, address, baud, phases=3, turnaround_ms=DEFAULT_TURNAROUND_MS, read
         for s, h in old.items():
             signal.signal(s, h)
     c = meter.slave.counters()
+    if faults is not None:
+        c.update(injected_noise=faults.noisy, injected_silence=faults.silenced,
+                 injected_garbage=faults.garbled)
     sys.stderr.write("meter %d stopped: %s\n" % (meter.slave.address, " ".join(
         "%s=%d" % (k, c[k]) for k in sorted(c))))
     return 0

@@ -11,6 +11,8 @@ one, from the moment it was written; a byte is only driven if DE is high when it
 when it ends (else it is lost and counted: the firmware dropped DE too early or raised it too
 late). take_sent(now) hands the host the bytes whose stop bit has left by `now`.
 
+Faults (LineFaults): noise, silence and garbage per reply, for the gateway's fault handling.
+
 Times are CPython microseconds (not wrapped); `clock_us()` and `de_level()` are callables, and
 `timing()` says (baud, bits per character) in force (it follows the firmware's baud changes).
 Byte k of a burst ends at ceil(k * bits * 1e6 / baud) after the burst's start: exact wire time,
@@ -19,7 +21,8 @@ not k rounded character times.
 
 
 class PacedLine:
-    def __init__(self, clock_us, de_level, timing):
+    def __init__(self, clock_us, de_level, timing, faults=None):
+        self.faults = faults
         self._clock = clock_us
         self._de = de_level
         self._timing = timing
@@ -52,8 +55,10 @@ class PacedLine:
         out = bytearray()
         q = self._outbound
         while q and q[0][1] <= now_us:
-            start, end, b = q.pop(0)
-            if self._de():
+            start, end, b, noise = q.pop(0)
+            if noise:
+                out.append(b)
+            elif self._de():
                 out.append(b)
                 self.tx_log.append((start, end))
             else:
@@ -88,20 +93,63 @@ class PacedLine:
         if not self._de():
             self.lost_de += len(data)
             return
+        tail = b""
+        if self.faults is not None:
+            data, tail = self.faults.apply(bytes(data))
         t0 = max(now, self._meter_free)
+        self._meter_free = self._schedule(data, t0, False)
+        if tail:  # line noise after the reply's t3.5: nobody drives it, DE does not matter
+            self._schedule(tail, self._meter_free + self._wire_us(4), True)
+
+    def _schedule(self, data, t0, noise):
         t = t0
         k = 0
-        for b in bytes(data):
+        for b in data:
             k += 1
             end = t0 + self._wire_us(k)
-            self._outbound.append([t, end, b])
+            self._outbound.append([t, end, b, noise])
             t = end
-        self._meter_free = t
+        return t
 
     def uart_txdone(self, now_us=None):
         """True when every written byte has left the wire."""
         now = self._clock() if now_us is None else now_us
         return not self._outbound or self._outbound[-1][1] <= now
+
+
+class LineFaults:
+    """Faults on the meter's side of the line, decided per reply with a seeded RNG:
+    noise (one random bit of the reply flipped: the master sees a CRC error), silence (the reply
+    never reaches the wire: a timeout) and garbage (1..8 random bytes after the reply, past
+    t3.5). Rates are probabilities 0..1; counters say what was injected."""
+
+    def __init__(self, noise=0.0, silence=0.0, garbage=0.0, seed=0):
+        import random
+
+        for name, rate in (("noise", noise), ("silence", silence), ("garbage", garbage)):
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError("%s rate must be 0..1, got %r" % (name, rate))
+        self.noise, self.silence, self.garbage = noise, silence, garbage
+        self._rng = random.Random(seed)
+        self.noisy = self.silenced = self.garbled = 0
+
+    def apply(self, data):
+        """(the reply as it goes on the wire, garbage bytes to follow it)."""
+        rng = self._rng
+        if self.silence and rng.random() < self.silence:
+            self.silenced += 1
+            return b"", b""
+        if self.noise and data and rng.random() < self.noise:
+            self.noisy += 1
+            buf = bytearray(data)
+            bit = rng.randrange(8 * len(buf))
+            buf[bit // 8] ^= 1 << (bit % 8)
+            data = bytes(buf)
+        tail = b""
+        if self.garbage and rng.random() < self.garbage:
+            self.garbled += 1
+            tail = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
+        return data, tail
 
 
 class PtyLink:

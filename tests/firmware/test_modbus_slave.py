@@ -18,7 +18,7 @@ from protocol.modbus import pdu as P
 from protocol.modbus import registers as M
 from protocol.modbus import rtu as R
 from sim.fakes import esp32, machine
-from sim.rs485 import PacedLine
+from sim.rs485 import LineFaults, PacedLine
 
 DE = 4
 VALUES = {
@@ -55,11 +55,12 @@ class Bench:
     """One slave on a paced line, in virtual microseconds (starting just before the 2**30 tick
     wrap, so every transaction also crosses it)."""
 
-    def __init__(self, store=None, reply_delay_us=0, source=None, t0=TICKS_PERIOD - 200_000):
+    def __init__(self, store=None, reply_delay_us=0, source=None, t0=TICKS_PERIOD - 200_000,
+                 faults=None):
         self.t = t0
         self.source = source or Source()
         self.line = PacedLine(lambda: self.t, lambda: machine.level(DE) == 1,
-                              lambda: (self.slave.line()[0], self.slave.char_bits))
+                              lambda: (self.slave.line()[0], self.slave.char_bits), faults)
         machine.uart(1).attach(self.line)
         self.uart = machine.UART(1, 9600, tx=17, rx=16)
         self.slave = ModbusSlave(self.uart, machine.Pin(DE, machine.Pin.OUT), self.source,
@@ -313,6 +314,30 @@ def test_a_failing_data_source_answers_device_failure():
     b = Bench(source=Broken())
     assert reply(b, 1, P.ReadRequest(4, 0, 2)) == P.ExceptionResponse(4, P.DEVICE_FAILURE)
     assert reply(b, 1, P.ReadRequest(4, 0x1000, 4)) == P.ExceptionResponse(4, P.DEVICE_FAILURE)
+
+
+# ---------------------------------------------------------------- injected line faults
+
+
+def test_line_faults_noise_silence_garbage():
+    req = request(1, P.ReadRequest(4, 0x2000, 7))
+    noisy = Bench(faults=LineFaults(noise=1.0, seed=3))
+    adu = noisy.transact(req)
+    assert len(adu) == 5 + 14
+    with pytest.raises(R.CrcError):
+        R.decode_frame(adu)
+    silent = Bench(faults=LineFaults(silence=1.0))
+    assert silent.transact(req) == b"" and silent.slave.responses == 1
+    garbled = Bench(faults=LineFaults(garbage=1.0, seed=1))
+    adu = garbled.transact(req)
+    good = Bench().transact(req)
+    assert adu.startswith(good) and 1 <= len(adu) - len(good) <= 8
+    gap = garbled.rx_times[-1] - garbled.line.tx_log[len(good) - 1][1]
+    assert gap >= R.t35_us(9600, 10)  # a separate burst, after the reply's silence
+    assert (noisy.line.faults.noisy, silent.line.faults.silenced, garbled.line.faults.garbled) \
+        == (1, 1, 1)
+    with pytest.raises(ValueError):
+        LineFaults(noise=1.5)
 
 
 # ---------------------------------------------------------------- fuzzing

@@ -23,10 +23,10 @@ DT = ModbusSerialClient.DATATYPE
 
 
 class Meter:
-    def __init__(self, path, address, baud, phases=3):
+    def __init__(self, path, address, baud, phases=3, extra=()):
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sim", "meter", "--serial", path, "--address", str(address),
-             "--baud", str(baud), "--phases", str(phases)],
+             "--baud", str(baud), "--phases", str(phases)] + list(extra),
             cwd=ROOT, stderr=subprocess.PIPE, text=True)
         self.banner = self._line(10)
         assert self.banner.startswith("meter %d on " % address), self.banner
@@ -137,3 +137,16 @@ def test_single_phase_meter_stops_cleanly_on_sigint(link):
     finally:
         status, err = meter.stop(signal.SIGINT)
     assert status == 0 and "meter 1 stopped" in err
+
+
+def test_injected_noise_is_a_crc_error_for_the_master(link):
+    meter = Meter(link.paths[0], address=2, baud=38400, extra=["--noise", "1", "--seed", "5"])
+    try:
+        c = client(link.paths[1], 38400, timeout=0.3)
+        with pytest.raises(ModbusIOException):  # every reply arrives with a flipped bit
+            c.read_input_registers(0x2000, count=7, device_id=2)
+        c.close()
+    finally:
+        status, err = meter.stop()
+    assert status == 0
+    assert "injected_noise=1 " in err and "responses=1\n" in err
