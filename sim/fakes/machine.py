@@ -28,6 +28,11 @@ power: power_cut() restarts it at 2000-01-01 00:00:00 (until the firmware sets i
 the network), unless the simulator declared `set_rtc_battery(True)` (a battery-backed RTC
 keeps the wall time). soft_reset() keeps it, as the chip's RTC domain stays powered.
 
+SPI: `SPI(id, baudrate, polarity=, phase=, ...)` (ids 1, 2) is a view of the simulator-owned
+`spi(id)`; the firmware drives chip select with a Pin output and a chip model is wired with
+`spi(id).attach(cs_pin, model)` (model: `spi_select(selected)` on CS edges and
+`spi_transfer(mosi) -> miso`, see SPIBus).
+
 PWM: `PWM(pin, freq=5000, duty_u16=..)` (duty also settable as duty 0..1023 or duty_ns); the
 simulator sees the duty through `pwm_duty(id)` (None when no PWM runs on the pin).
 
@@ -285,6 +290,7 @@ class Pin:
         s = _state(self.id)
         if value is not None:
             s.out = 1 if value else 0
+            _cs_edge(self.id, s.out)
         if mode != -1 and mode is not None:
             if mode not in (Pin.IN, Pin.OUT, Pin.OPEN_DRAIN):
                 raise ValueError("invalid pin mode")
@@ -299,6 +305,7 @@ class Pin:
         s = _state(self.id)
         if x is not None:
             s.out = 1 if x else 0
+            _cs_edge(self.id, s.out)
             return None
         if s.mode == Pin.OUT:
             return s.out
@@ -495,6 +502,105 @@ class UART:
 
     def txdone(self):
         return True
+
+
+# -- SPI -------------------------------------------------------------------------------------
+
+class SPIBus:
+    """The wires of one SPI bus, owned by the simulator: chip-select pin -> device model.
+
+    A model implements `spi_select(selected)` (called when its CS pin goes low (True) or high
+    (False), as a frame starts or ends) and `spi_transfer(mosi) -> miso` (full duplex, as many
+    bytes back as went out). A transfer with no CS low is clocked into nothing: the firmware
+    reads 0xFF, like an undriven MISO with a pull-up."""
+
+    def __init__(self):
+        self.devices = {}  # cs pin id -> model
+        self.transfers = 0
+
+    def attach(self, cs, model):
+        cs = _pin_id(cs)
+        self.devices[cs] = model
+        _cs_watch[cs] = self
+        return model
+
+    def detach(self, cs):
+        cs = _pin_id(cs)
+        self.devices.pop(cs, None)
+        _cs_watch.pop(cs, None)
+
+    def _edge(self, cs, level):
+        model = self.devices.get(cs)
+        if model is not None:
+            model.spi_select(level == 0)
+
+    def transfer(self, mosi):
+        self.transfers += 1
+        miso = b"\xff" * len(mosi)
+        for cs, model in self.devices.items():
+            if level(cs) == 0:
+                out = bytes(model.spi_transfer(bytes(mosi)))
+                if len(out) != len(mosi):
+                    raise AssertionError("SPI model returned %d bytes for %d" % (len(out), len(mosi)))
+                miso = out
+        return miso
+
+
+_spis = {}  # id -> SPIBus; hardware wiring, survives power cuts
+_cs_watch = {}  # cs pin id -> SPIBus
+
+
+def _cs_edge(id, out):
+    bus_ = _cs_watch.get(id)
+    if bus_ is not None and BOARD.pins[id].mode == Pin.OUT:
+        bus_._edge(id, out)
+
+
+def spi(id):
+    """The simulator's handle on hardware SPI bus `id` (1 = HSPI, 2 = VSPI)."""
+    return _spis.setdefault(id, SPIBus())
+
+
+class SPI:
+    """ESP32 hardware SPI (ids 1 and 2) as machine_hw_spi.c: the firmware drives CS itself
+    with a Pin; write/read/readinto/write_readinto clock bytes through `spi(id)`."""
+
+    MSB = 0
+    LSB = 1
+
+    def __init__(self, id, baudrate=500000, *, polarity=0, phase=0, bits=8, firstbit=0,
+                 sck=None, mosi=None, miso=None):
+        if id not in (1, 2):
+            raise ValueError("SPI(%s) doesn't exist" % (id,))
+        self.id = id
+        self._bus = spi(id)
+        self.init(baudrate, polarity=polarity, phase=phase, bits=bits, firstbit=firstbit)
+
+    def init(self, baudrate=500000, *, polarity=0, phase=0, bits=8, firstbit=0, sck=None,
+             mosi=None, miso=None):
+        if bits != 8:
+            raise ValueError("bits must be 8")
+        self.baudrate, self.polarity, self.phase, self.firstbit = baudrate, polarity, phase, firstbit
+
+    def deinit(self):
+        pass
+
+    def write(self, buf):
+        self._bus.transfer(bytes(_buffer(buf)))
+
+    def read(self, nbytes, write=0x00):
+        return self._bus.transfer(bytes([write]) * nbytes)
+
+    def readinto(self, buf, write=0x00):
+        mv = _buffer(buf)
+        mv[:] = self._bus.transfer(bytes([write]) * len(mv))
+
+    def write_readinto(self, write_buf, read_buf):
+        out = _buffer(read_buf)
+        data = bytes(_buffer(write_buf))
+        if len(data) != len(out):
+            raise ValueError("buffers must be the same length")
+        out[:] = self._bus.transfer(data)
 
 
 # -- RTC, WDT --------------------------------------------------------------------------------

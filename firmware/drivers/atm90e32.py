@@ -1,0 +1,215 @@
+"""Microchip ATM90E32AS poly-phase metering IC over SPI, integer-only.
+
+ATM90E32(spi, cs, cfg) takes a machine.SPI (mode 3, <= 200 kHz as the vendor libraries run it;
+the chip samples MOSI on the rising edge) and a machine.Pin for chip select. One register access
+is one frame: CS low, 16-bit address (bit 15 = 1 read, 0 write; register in bits 9..0), 16-bit
+data, MSB first, CS high. Buffers are pre-allocated; a read allocates nothing.
+
+cfg (keys, all optional): `phases` 1 | 3 (single-phase reads phase A and its own energy
+registers; three-phase the totals), `meter_constant` MC in CF pulses per kWh (3200; written as
+PLconst = 450e9 / MC), `mmode0` (0x0087: 50 Hz, 3P4W), `mmode1` (PGA gains, 0), `ugain`,
+`igain` (3 values each, default 0x8000 = the chip's nominal), `uoffset`, `ioffset` (3 each, 0),
+`pqgain` (3, signed power gain g: 1 + g / 2**15, 0). These are the board's calibration
+constants, measured against a reference meter at commissioning.
+
+Scaling (datasheet register tables): Urms 0.01 V, Irms 0.001 A, Pmean 1 W plus PmeanLSB bits
+15..8 in 1/256 W, PFmean 0.001, Freq 0.01 Hz, energy 1 LSB = 0.01 CF = 10 / MC Wh.
+read() fills `mv`, `ma`, `mw` (signed, < 0 = export), `pf` (x1000) per phase and `total_mw`,
+`centi_hz`.
+
+Energy: the energy registers are 16 bits and READ-CLEAR (each read returns what accumulated
+since the previous read). read_energy(elapsed_ms) returns (import_mwh, export_mwh) since the last
+call, in integer mWh with the sub-mWh remainder carried (no rounding drift). Reset and wrap:
+  - a chip that lost power or reset has MeterEn = 0 and its calibration back at defaults:
+    chip_was_reset() reads them back against what configure() wrote; then the registers hold
+    what the chip counted since its reset (taken as it is: what came before the reset was lost
+    with the chip, bounded by one read interval) and the chip is configured again;
+  - a register that passed 2**16 between two reads has wrapped: with MC 3200 that is 204.8 Wh,
+    e.g. 3 s at 3 x 100 A x 230 V. The driver must be read well within that (the meter reads
+    every second); as a fallback, when the mean power measured now times elapsed_ms says
+    more than half a wrap went by, whole wraps are added back (never for a reset chip).
+"""
+
+METEREN = 0x00
+PLCONSTH = 0x31
+PLCONSTL = 0x32
+MMODE0 = 0x33
+MMODE1 = 0x34
+SOFTRESET = 0x70
+CFGREGACCEN = 0x7F
+APENERGYT = 0x80
+ANENERGYT = 0x84
+PMEAN = 0xB0
+PMEANLSB = 0xC0
+PFMEAN = 0xBC
+URMS = 0xD9
+IRMS = 0xDD
+FREQ = 0xF8
+PQGAIN = (0x47, 0x49, 0x4B)
+UGAIN = (0x61, 0x65, 0x69)
+IGAIN = (0x62, 0x66, 0x6A)
+UOFFSET = (0x63, 0x67, 0x6B)
+IOFFSET = (0x64, 0x68, 0x6C)
+
+_WRAP = 0x10000
+
+
+class ATM90E32Error(OSError):
+    pass
+
+
+def _s16(v):
+    return v - 0x10000 if v & 0x8000 else v
+
+
+def _three(cfg, key, default):
+    v = cfg.get(key)
+    if v is None:
+        return (default, default, default)
+    if len(v) != 3:
+        raise ValueError("%s: 3 values expected (phases A, B, C)" % key)
+    return tuple(int(x) & 0xFFFF for x in v)
+
+
+class ATM90E32:
+    def __init__(self, spi, cs, cfg=None):
+        cfg = cfg or {}
+        self.spi = spi
+        self.cs = cs
+        cs.init(cs.OUT, value=1)
+        self.phases = int(cfg.get("phases", 3))
+        if self.phases not in (1, 3):
+            raise ValueError("phases must be 1 or 3, got %r" % (self.phases,))
+        self.mc = int(cfg.get("meter_constant", 3200))
+        if not 1 <= self.mc <= 450000000:
+            raise ValueError("meter_constant out of range: %r" % (self.mc,))
+        plconst = 450000000000 // self.mc
+        self._setup = [(PLCONSTH, plconst >> 16), (PLCONSTL, plconst & 0xFFFF),
+                       (MMODE0, int(cfg.get("mmode0", 0x0087))), (MMODE1, int(cfg.get("mmode1", 0)))]
+        for key, regs, default in (("ugain", UGAIN, 0x8000), ("igain", IGAIN, 0x8000),
+                                   ("uoffset", UOFFSET, 0), ("ioffset", IOFFSET, 0),
+                                   ("pqgain", PQGAIN, 0)):
+            vals = _three(cfg, key, default)
+            for i in range(3):
+                self._setup.append((regs[i], vals[i]))
+        self._tx = bytearray(4)
+        self._rx = bytearray(4)
+        self.mv = [0, 0, 0]
+        self.ma = [0, 0, 0]
+        self.mw = [0, 0, 0]
+        self.pf = [0, 0, 0]
+        self.total_mw = 0
+        self.centi_hz = 0
+        self._rem = [0, 0]  # energy remainders, in units * 10000 mod MC
+        self.resets = 0
+        self.wraps = 0
+        self._pending = None
+
+    # -- SPI frames
+    def read_reg(self, reg):
+        tx = self._tx
+        tx[0] = 0x80 | (reg >> 8)
+        tx[1] = reg & 0xFF
+        tx[2] = tx[3] = 0
+        self.cs(0)
+        try:
+            self.spi.write_readinto(tx, self._rx)
+        finally:
+            self.cs(1)
+        return self._rx[2] << 8 | self._rx[3]
+
+    def write_reg(self, reg, value):
+        tx = self._tx
+        tx[0] = (reg >> 8) & 0x03
+        tx[1] = reg & 0xFF
+        tx[2] = (value >> 8) & 0xFF
+        tx[3] = value & 0xFF
+        self.cs(0)
+        try:
+            self.spi.write(tx)
+        finally:
+            self.cs(1)
+
+    # -- setup
+    def configure(self):
+        """Soft-reset, unlock, write the calibration and enable metering; verify by reading back."""
+        self.write_reg(SOFTRESET, 0x789A)
+        self.write_reg(CFGREGACCEN, 0x55AA)
+        for reg, value in self._setup:
+            self.write_reg(reg, value)
+        self.write_reg(METEREN, 1)
+        self.write_reg(CFGREGACCEN, 0x0000)  # lock
+        for e in range(APENERGYT, ANENERGYT + 4):
+            self.read_reg(e)  # start all read-clear registers from 0
+        if self._changed():
+            raise ATM90E32Error("ATM90E32: configuration did not take (no chip on the bus?)")
+
+    def _changed(self):
+        if self.read_reg(METEREN) != 1:
+            return True
+        for reg, value in self._setup:
+            if self.read_reg(reg) != value:
+                return True
+        return False
+
+    def chip_was_reset(self):
+        """True when the chip lost its configuration since configure() (power loss, brown-out,
+        reset); it is then configured again."""
+        if not self._changed():
+            return False
+        self.resets += 1
+        # configure() would clear the energy the chip counted since its reset: keep it
+        imp, exp = self._energy_regs()
+        self.configure()
+        self._pending = (imp, exp)
+        return True
+
+    # -- measurements
+    def read(self):
+        total = 0
+        for i in range(self.phases):
+            self.mv[i] = self.read_reg(URMS + i) * 10
+            self.ma[i] = self.read_reg(IRMS + i)
+            fixed = _s16(self.read_reg(PMEAN + 1 + i)) << 8 | self.read_reg(PMEANLSB + 1 + i) >> 8
+            mw = fixed * 1000
+            self.mw[i] = mw // 256 if mw >= 0 else -((-mw) // 256)
+            self.pf[i] = _s16(self.read_reg(PFMEAN + 1 + i))
+            total += self.mw[i]
+        self.total_mw = total
+        self.centi_hz = self.read_reg(FREQ)
+        return self.total_mw
+
+    def _energy_regs(self):
+        off = 1 if self.phases == 1 else 0  # single phase: phase A's own registers
+        return self.read_reg(APENERGYT + off), self.read_reg(ANENERGYT + off)
+
+    def read_energy(self, elapsed_ms=0):
+        """(import_mwh, export_mwh) counted since the previous call."""
+        self._pending = None
+        reset = self.chip_was_reset()
+        if reset:
+            imp, exp = self._pending
+        else:
+            imp, exp = self._energy_regs()
+            if elapsed_ms > 0:
+                mw = self.read()
+                # counts = mW * ms / (3.6e6 * 10000 / MC ...): 1 unit = 10/MC Wh = 3.6e7/MC mW*s
+                expected = abs(mw) * elapsed_ms * self.mc // 36000000000
+                if expected > _WRAP // 2:
+                    if mw >= 0:
+                        k = (expected - imp + _WRAP // 2) // _WRAP
+                        if k > 0:
+                            imp += k * _WRAP
+                            self.wraps += k
+                    else:
+                        k = (expected - exp + _WRAP // 2) // _WRAP
+                        if k > 0:
+                            exp += k * _WRAP
+                            self.wraps += k
+        return self._to_mwh(0, imp), self._to_mwh(1, exp)
+
+    def _to_mwh(self, d, units):
+        # 1 unit = 10 / MC Wh = 10000 / MC mWh
+        n = units * 10000 + self._rem[d]
+        self._rem[d] = n % self.mc
+        return n // self.mc

@@ -1,0 +1,181 @@
+"""Microchip (Atmel) ATM90E32AS poly-phase energy metering IC on SPI, register level.
+
+SPI frame (datasheet section 5.1; ESPHome atm90e32, CircuitSetup ATM90E32 library): CS low, a
+16-bit address word MSB first whose bit 15 is 1 for a read and 0 for a write (bits 9..0 the
+register), then a 16-bit data word (the chip drives it on MISO for a read, the host on MOSI for a
+write), CS high. A frame cut short by CS going high is ignored. The model answers in any SPI mode.
+
+Registers modelled (addresses as the datasheet / ESPHome atm90e32_reg.h):
+  0x00 MeterEn (reset 0; 1 = metering on)      0x70 SoftReset (0x789A resets the chip)
+  0x7F CfgRegAccEn (0x55AA unlocks config/calibration writes, anything else locks)
+  0x31/0x32 PLconstH/L (reset 0x0861/0xC468 = 140625000 = 450e9 / MC 3200)
+  0x33 MMode0 (reset 0x0087), 0x34 MMode1 (PGA gains)
+  0x47/0x49/0x4B PQGainA/B/C (signed, power gain 1 + g/2^15; reset 0)
+  0x61..0x6C UgainX, IgainX, UoffsetX, IoffsetX per phase (gain reset 0x8000 here)
+  0x80 APenergyT, 0x81..0x83 APenergyA..C  forward active energy   } 16-bit, READ-CLEAR,
+  0x84 ANenergyT, 0x85..0x87 ANenergyA..C  reverse active energy   } 1 LSB = 0.01 CF = 10/MC Wh
+  0xB0 PmeanT, 0xB1..0xB3 PmeanA..C  active power, signed, 1 W;  0xC0..0xC3 PmeanXLSB bits
+       15..8 = 1/256 W (so (Pmean << 8 | LSB >> 8) is the power in 1/256 W)
+  0xBC PFmeanT, 0xBD..0xBF PFmeanA..C  power factor, signed, 0.001
+  0xD9..0xDB UrmsA..C 0.01 V;  0xDD..0xDF IrmsA..C 0.001 A;  0xF8 Freq 0.01 Hz
+The total registers sum the phases algebraically (net power > 0 counts forward, < 0 reverse).
+Energy registers wrap at 2**16 if not read in time (at MC 3200: 204.8 Wh).
+
+Board model: the true per-phase `voltage[i]`, `current[i]`, `pf[i]` (signed: < 0 = export) and
+`line_hz` are set by the simulator, `advance(seconds)` integrates energy. The analogue front end
+of this particular board reads `board_u[i]` / `board_i[i]` (default 1.0) times the truth when the
+gain registers hold 0x8000, so calibration gains g give truth * board * g / 0x8000; a calibrated
+meter has g = 0x8000 / board. Voltage and current gains scale power and energy too (the chip
+derives them from the same samples); PQGain scales power and energy only.
+`power_cycle()` is a chip reset (registers back to defaults, energy registers 0).
+"""
+
+PLCONST_DEFAULT = 140625000
+GAIN_UNITY = 0x8000
+
+METEREN = 0x00
+PLCONSTH, PLCONSTL, MMODE0, MMODE1 = 0x31, 0x32, 0x33, 0x34
+PQGAIN = (0x47, 0x49, 0x4B)
+UGAIN = (0x61, 0x65, 0x69)
+IGAIN = (0x62, 0x66, 0x6A)
+UOFFSET = (0x63, 0x67, 0x6B)
+IOFFSET = (0x64, 0x68, 0x6C)
+SOFTRESET, CFGREGACCEN = 0x70, 0x7F
+APENERGYT, ANENERGYT = 0x80, 0x84
+PMEANT, PMEANTLSB, PFMEANT = 0xB0, 0xC0, 0xBC
+URMS, IRMS, FREQ = (0xD9, 0xDA, 0xDB), (0xDD, 0xDE, 0xDF), 0xF8
+
+_CONFIG = set((METEREN, PLCONSTH, PLCONSTL, MMODE0, MMODE1) + PQGAIN + UGAIN + IGAIN + UOFFSET + IOFFSET)
+
+
+def _s16(v):
+    v &= 0xFFFF
+    return v - 0x10000 if v & 0x8000 else v
+
+
+def _clip_u16(v):
+    return min(max(int(round(v)), 0), 0xFFFF)
+
+
+def _clip_s16(v):
+    return min(max(int(round(v)), -0x8000), 0x7FFF) & 0xFFFF
+
+
+class ATM90E32:
+    def __init__(self, voltage=(230.0, 230.0, 230.0), current=(0.0, 0.0, 0.0), pf=(1.0, 1.0, 1.0),
+                 line_hz=50.0, board_u=(1.0, 1.0, 1.0), board_i=(1.0, 1.0, 1.0)):
+        self.voltage, self.current, self.pf = list(voltage), list(current), list(pf)
+        self.line_hz = line_hz
+        self.board_u, self.board_i = list(board_u), list(board_i)
+        self.frames = 0
+        self.resets = 0
+        self.power_cycle()
+
+    def power_cycle(self):
+        """The chip loses power (or is soft-reset): registers to defaults, energy lost."""
+        self.regs = {PLCONSTH: PLCONST_DEFAULT >> 16, PLCONSTL: PLCONST_DEFAULT & 0xFFFF,
+                     MMODE0: 0x0087, MMODE1: 0, METEREN: 0, CFGREGACCEN: 0x6886}
+        for i in range(3):
+            self.regs[UGAIN[i]] = self.regs[IGAIN[i]] = GAIN_UNITY
+            self.regs[UOFFSET[i]] = self.regs[IOFFSET[i]] = self.regs[PQGAIN[i]] = 0
+        self.energy = {}  # register -> accumulated 0.01 CF units (float, read-clear)
+        for r in range(APENERGYT, ANENERGYT + 4):
+            self.energy[r] = 0.0
+        self._frame = b""
+        self._selected = False
+
+    # -- the analogue truth, as the chip measures it with its current gains
+    def _u_scale(self, i):
+        return self.board_u[i] * self.regs[UGAIN[i]] / GAIN_UNITY
+
+    def _i_scale(self, i):
+        return self.board_i[i] * self.regs[IGAIN[i]] / GAIN_UNITY
+
+    def measured_power(self, i):
+        """Active power (W) phase i as the chip measures it now."""
+        p = self.voltage[i] * self.current[i] * self.pf[i]
+        return p * self._u_scale(i) * self._i_scale(i) * (1 + _s16(self.regs[PQGAIN[i]]) / 32768.0)
+
+    def wh_per_unit(self):
+        plconst = self.regs[PLCONSTH] << 16 | self.regs[PLCONSTL]
+        return 10.0 / (450000000000 / plconst)  # 0.01 CF at MC = 450e9 / PLconst
+
+    def advance(self, seconds):
+        if not self.regs[METEREN]:
+            return
+        unit = self.wh_per_unit()
+        total = 0.0
+        for i in range(3):
+            p = self.measured_power(i)
+            total += p
+            e = abs(p) * seconds / 3600.0 / unit
+            self.energy[(APENERGYT if p >= 0 else ANENERGYT) + 1 + i] += e
+        self.energy[APENERGYT if total >= 0 else ANENERGYT] += abs(total) * seconds / 3600.0 / unit
+
+    # -- register contents
+    def read_reg(self, reg):
+        if reg in self.energy:
+            units = int(self.energy[reg])
+            self.energy[reg] -= units  # read-clear: the fraction stays in the accumulator
+            return units & 0xFFFF  # a register not read in time has wrapped
+        on = self.regs[METEREN]
+        if reg in URMS:
+            i = URMS.index(reg)
+            return _clip_u16(self.voltage[i] * self._u_scale(i) * 100) if on else 0
+        if reg in IRMS:
+            i = IRMS.index(reg)
+            return _clip_u16(self.current[i] * self._i_scale(i) * 1000) if on else 0
+        if PMEANT <= reg <= PMEANT + 3 or PMEANTLSB <= reg <= PMEANTLSB + 3:
+            k = reg & 3
+            p = (sum(self.measured_power(i) for i in range(3)) if k == 0 else self.measured_power(k - 1)) if on else 0.0
+            fixed = int(round(p * 256))  # 1/256 W
+            return (fixed >> 8) & 0xFFFF if reg < PMEANTLSB else (fixed & 0xFF) << 8
+        if PFMEANT <= reg <= PFMEANT + 3:
+            k = reg - PFMEANT
+            pf = (sum(self.pf) / 3 if k == 0 else self.pf[k - 1]) if on else 0.0
+            return _clip_s16(pf * 1000)
+        if reg == FREQ:
+            return _clip_u16(self.line_hz * 100) if on else 0
+        return self.regs.get(reg, 0)
+
+    def write_reg(self, reg, value):
+        if reg == SOFTRESET:
+            if value == 0x789A:
+                self.resets += 1
+                self.power_cycle()
+            return
+        if reg == CFGREGACCEN:
+            self.regs[CFGREGACCEN] = value
+            return
+        if reg in _CONFIG and self.regs[CFGREGACCEN] == 0x55AA:
+            self.regs[reg] = value
+
+    # -- SPI side
+    def spi_select(self, selected):
+        self._selected = selected
+        self._frame = b""  # CS edge: a new frame starts (a partial one is dropped)
+
+    def spi_transfer(self, mosi):
+        out = bytearray()
+        for b in mosi:
+            n = len(self._frame)
+            if n >= 4:
+                out.append(0)  # frame complete: further bytes until CS high are ignored
+                continue
+            self._frame += bytes([b])
+            if n < 2 or not self._selected:
+                out.append(0xFF if n < 2 else 0)
+                continue
+            addr = self._frame[0] << 8 | self._frame[1]
+            reg = addr & 0x3FF
+            if addr & 0x8000:
+                if n == 2:
+                    self._value = self.read_reg(reg)
+                    self.frames += 1
+                out.append((self._value >> (8 if n == 2 else 0)) & 0xFF)
+            else:
+                out.append(0)
+                if n == 3:
+                    self.frames += 1
+                    self.write_reg(reg, self._frame[2] << 8 | self._frame[3])
+        return bytes(out)
