@@ -9,7 +9,8 @@ cfg (keys, all optional): `phases` 1 | 3 (single-phase reads phase A and its own
 registers; three-phase the totals), `meter_constant` MC in CF pulses per kWh (3200; written as
 PLconst = 450e9 / MC), `mmode0` (0x0087: 50 Hz, 3P4W), `mmode1` (PGA gains, 0), `ugain`,
 `igain` (3 values each, default 0x8000 = the chip's nominal), `uoffset`, `ioffset` (3 each, 0),
-`pqgain` (3, signed power gain g: 1 + g / 2**15, 0). These are the board's calibration
+`pqgain` (3, signed power gain g: 1 + g / 2**15, 0), `max_power_w` (the meter's rating: 69000 =
+3 x 100 A x 230 V; 23000 single-phase). These are the board's calibration
 constants, measured against a reference meter at commissioning.
 
 Scaling (datasheet register tables): Urms 0.01 V, Irms 0.001 A, Pmean 1 W plus PmeanLSB bits
@@ -26,8 +27,11 @@ call, in integer mWh with the sub-mWh remainder carried (no rounding drift). Res
     with the chip, bounded by one read interval) and the chip is configured again;
   - a register that passed 2**16 between two reads has wrapped: with MC 3200 that is 204.8 Wh,
     e.g. 3 s at 3 x 100 A x 230 V. The driver must be read well within that (the meter reads
-    every second); as a fallback, when the mean power measured now times elapsed_ms says
-    more than half a wrap went by, whole wraps are added back (never for a reset chip).
+    every second). Only when max_power_w x elapsed_ms could have filled the register (a read
+    came late) is a wrap considered: if the mean of the power at the previous and this read,
+    times elapsed_ms, says more than half a register went by, the whole wraps it implies are
+    added back (never for a reset chip). Reads on time never trigger it, so a load step can
+    not invent a wrap.
 """
 
 METEREN = 0x00
@@ -104,6 +108,8 @@ class ATM90E32:
         self.resets = 0
         self.wraps = 0
         self._pending = None
+        self._last_mw = None
+        self.max_mw = int(cfg.get("max_power_w", 69000 if self.phases == 3 else 23000)) * 1000
 
     # -- SPI frames
     def read_reg(self, reg):
@@ -166,6 +172,7 @@ class ATM90E32:
 
     # -- measurements
     def read(self):
+        """Read every phase's V, I, P, PF and the line frequency; returns total_mw."""
         total = 0
         for i in range(self.phases):
             self.mv[i] = self.read_reg(URMS + i) * 10
@@ -176,6 +183,7 @@ class ATM90E32:
             self.pf[i] = _s16(self.read_reg(PFMEAN + 1 + i))
             total += self.mw[i]
         self.total_mw = total
+        self._last_mw = total
         self.centi_hz = self.read_reg(FREQ)
         return self.total_mw
 
@@ -191,9 +199,13 @@ class ATM90E32:
             imp, exp = self._pending
         else:
             imp, exp = self._energy_regs()
-            if elapsed_ms > 0:
+            # a wrap is possible only if the meter's rated maximum could have filled the register
+            if elapsed_ms > 0 and self.max_mw * elapsed_ms * self.mc // 36000000000 >= _WRAP:
+                prev = self._last_mw
                 mw = self.read()
-                # counts = mW * ms / (3.6e6 * 10000 / MC ...): 1 unit = 10/MC Wh = 3.6e7/MC mW*s
+                if prev is not None:
+                    mw = (mw + prev) // 2  # mean of the powers at both ends of the interval
+                # 1 unit = 10 / MC Wh = 3.6e10 / MC mW*ms
                 expected = abs(mw) * elapsed_ms * self.mc // 36000000000
                 if expected > _WRAP // 2:
                     if mw >= 0:
@@ -206,6 +218,8 @@ class ATM90E32:
                         if k > 0:
                             exp += k * _WRAP
                             self.wraps += k
+            elif elapsed_ms > 0:
+                self._last_mw = None
         return self._to_mwh(0, imp), self._to_mwh(1, exp)
 
     def _to_mwh(self, d, units):

@@ -302,3 +302,15 @@ def test_driver_and_register_on_micropython_with_a_power_cut():
     assert abs(out["mv"][0] - 230000) <= 230
     assert abs(out["mw"][0] - 2300000) <= 2300000 * 0.002
     assert out["commits"] == len([1 for a, b in zip(served, served[1:]) if b > a]) + (1 if served[0] else 0)
+
+
+def test_a_load_step_between_timely_reads_never_invents_a_wrap():
+    model, drv = wire(current=(95.0, 95.0, 95.0))  # 65.5 kW switched on just after configure()
+    model.advance(0.05)
+    imp, _ = drv.read_energy(6000)  # 6 s x 69 kW (the rating) can not fill 204.8 Wh: no wrap,
+    # though 65.5 kW now x 6 s is over half a register
+    assert drv.wraps == 0 and imp < 5000
+    model.advance(2)
+    prev = model.measured_power(0) * 3
+    imp, _ = drv.read_energy(2000)
+    assert drv.wraps == 0 and abs(imp - prev * 2 / 3.6) < prev * 2 / 3.6 * 0.01
