@@ -110,6 +110,8 @@ class ATM90E32:
         self._pending = None
         self._last_mw = None
         self.max_mw = int(cfg.get("max_power_w", 69000 if self.phases == 3 else 23000)) * 1000
+        # the shortest time in which the rated power fills a 16-bit energy register, ms
+        self._wrap_ms = max(1, _WRAP * 36000000000 // (self.max_mw * self.mc))
 
     # -- SPI frames
     def read_reg(self, reg):
@@ -200,7 +202,7 @@ class ATM90E32:
         else:
             imp, exp = self._energy_regs()
             # a wrap is possible only if the meter's rated maximum could have filled the register
-            if elapsed_ms > 0 and self.max_mw * elapsed_ms * self.mc // 36000000000 >= _WRAP:
+            if elapsed_ms >= self._wrap_ms:
                 prev = self._last_mw
                 mw = self.read()
                 if prev is not None:

@@ -281,11 +281,25 @@ for k in range(720):  # 2 h, a read every 10 s, 10 A / 5 A / 2 A at unity PF
     imp, exp = drv.read_energy(10000)
     reg.add(imp, exp, t)
     out["served"].append(reg.served()[0])
+out["commits"] = esp32.FLASH.commits
+out["live"] = reg.live()[0]
+import gc
+gc.collect()
+a0 = gc.mem_alloc()
+for k in range(20):  # a timely read: registers, reset check, mWh conversion, register add
+    model.advance(1)
+    t += 1000
+    imp, exp = drv.read_energy(1000)
+    reg.add(imp, exp, t)
+out["alloc_per_read"] = (gc.mem_alloc() - a0) // 20
+gc.collect()
+a0 = gc.mem_alloc()
+for k in range(20):
+    reg.add(3, 0, t + k)  # below a step: no commit
+out["alloc_per_add"] = (gc.mem_alloc() - a0) // 20
 drv.read()
 out["mv"] = drv.mv
 out["mw"] = drv.mw
-out["live"] = reg.live()[0]
-out["commits"] = esp32.FLASH.commits
 print(json.dumps(out))
 """
 
@@ -301,6 +315,9 @@ def test_driver_and_register_on_micropython_with_a_power_cut():
     assert abs(out["live"] / 1000 - per_hour * 2) <= per_hour * 2 * 0.01 + 10  # 2 h minus < one step
     assert abs(out["mv"][0] - 230000) <= 230
     assert abs(out["mw"][0] - 2300000) <= 2300000 * 0.002
+    print("VM heap per timely read_energy + add (fake SPI bus and chip model included): %d B, "
+          "per EnergyRegister.add: %d B" % (out["alloc_per_read"], out["alloc_per_add"]))
+    assert out["alloc_per_add"] == 0  # the register's hot path allocates nothing
     assert out["commits"] == len([1 for a, b in zip(served, served[1:]) if b > a]) + (1 if served[0] else 0)
 
 
