@@ -153,12 +153,13 @@ class LineFaults:
 
 
 class PtyLink:
-    """Two pseudo-terminals joined back to back, as `socat pty,raw,echo=0 pty,raw,echo=0` makes
-    them: what one end's user writes, the other end's user reads. `paths` are the two device
-    names (open them like serial ports). Both ends are raw; a thread relays between the masters.
-    Close with close() (or use it as a context manager)."""
+    """Pseudo-terminals joined like one RS-485 bus: with ends=2 what `socat pty,raw,echo=0
+    pty,raw,echo=0` makes (what one end's user writes, the other reads); with more ends, what
+    any end writes reaches every other end (a master on one, a meter on each of the others).
+    `paths` are the device names (open them like serial ports). All ends are raw; a thread
+    relays between the masters. Close with close() (or use it as a context manager)."""
 
-    def __init__(self):
+    def __init__(self, ends=2):
         import os
         import threading
         import tty
@@ -167,7 +168,7 @@ class PtyLink:
         self._fds = []
         self.paths = []
         self._masters = []
-        for _ in range(2):
+        for _ in range(ends):
             m, s = os.openpty()
             tty.setraw(s)
             self._masters.append(m)
@@ -181,10 +182,9 @@ class PtyLink:
         import select
 
         os = self._os
-        a, b = self._masters
-        peer = {a: b, b: a}
+        ends = self._masters
         while True:
-            r, _, _ = select.select([a, b, self._stop_r], [], [])
+            r, _, _ = select.select(ends + [self._stop_r], [], [])
             if self._stop_r in r:
                 return
             for fd in r:
@@ -192,8 +192,9 @@ class PtyLink:
                     data = os.read(fd, 4096)
                 except OSError:
                     continue
-                if data:
-                    os.write(peer[fd], data)
+                for other in ends:
+                    if other != fd and data:
+                        os.write(other, data)
 
     def close(self):
         os = self._os

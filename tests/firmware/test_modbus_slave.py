@@ -207,6 +207,17 @@ def test_bad_crc_and_other_addresses_get_no_answer_and_are_counted():
 # ---------------------------------------------------------------- framing and DE timing
 
 
+def test_a_request_glued_to_another_slaves_reply_is_still_served():
+    b = Bench()
+    other = R.encode_frame(7, P.encode_response(P.ReadResponse(4, [1, 2, 3])))
+    req = request(1, P.ReadRequest(4, 0x2000, 7))
+    adu = b.transact(other + req)  # the master did not leave t3.5 after slave 7's reply
+    assert R.decode_frame(adu)[0] == 1
+    assert (b.slave.bad_crc, b.slave.resynced, b.slave.responses) == (1, 1, 1)
+    assert b.transact(other[:-1] + request(2, P.ReadRequest(4, 0, 2))) == b""  # not for us
+    assert b.slave.resynced == 1
+
+
 def test_reply_waits_t35_and_de_brackets_every_byte():
     b = Bench(reply_delay_us=5000)
     adu = b.transact(request(1, P.ReadRequest(4, 0, 80)))
@@ -233,9 +244,10 @@ def test_a_gap_over_t15_inside_a_frame_spoils_it_and_t35_separates_frames():
     assert b.transact(req, gap_at=3, gap_us=2 * tc) == b""  # 2 characters of silence
     assert b.slave.counters()["gap_errors"] == 1
     assert b.transact(req, gap_at=3, gap_us=tc) != b""  # 1 character: still one frame
-    # two requests back to back without t3.5 between them are one (bad) frame: no answer
-    assert b.transact(req + req) == b""
-    assert b.slave.bad_crc == 1
+    # two requests back to back without t3.5 between them are one bad frame; only the second
+    # is answered, found at its end (resync)
+    assert R.decode_frame(b.transact(req + req))[0] == 1
+    assert b.slave.bad_crc == 1 and b.slave.resynced == 1 and b.slave.responses == 2
 
 
 def test_bytes_heard_while_transmitting_are_dropped():
