@@ -18,8 +18,9 @@ The register map is protocol.modbus.registers. Values come from a data source (t
 application) with:
     measurements() -> dict   register names -> values: floats of the SDM630 block ("voltage_l1",
                              "current_l1", "power_l1", "power_factor_l1", "frequency", ...) and
-                             the exact ints "energy_import_wh" / "energy_export_wh". The float
-                             kWh registers are derived here from the exact Wh when not given.
+                             the exact ints "energy_import_wh" / "energy_export_wh", which must
+                             be the durable (served) totals, never RAM-only ones. The float kWh
+                             registers are derived here from the exact Wh when not given.
     relay_closed() -> bool   the disconnect relay's state
     set_relay(closed)        open (False) / close (True) the relay; called only after an arm
 Identity (serial, firmware version) is given to the constructor.

@@ -128,8 +128,14 @@ def _meter(args):
     if args.noise or args.silence or args.garbage:
         from sim.rs485 import LineFaults
         faults = LineFaults(args.noise, args.silence, args.garbage, args.seed)
-    return meter.run(args.serial, args.address, args.baud, args.phases, turn, ready=ready,
-                     faults=faults)
+    try:
+        return meter.run(args.serial, args.address, args.baud, args.phases, turn, ready=ready,
+                         faults=faults)
+    except OSError as e:
+        if e.filename is None:
+            raise
+        sys.stderr.write("python -m sim meter: cannot open %s: %s\n" % (e.filename, e.strerror))
+        return 2
 
 
 def main(argv=None):

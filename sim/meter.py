@@ -169,7 +169,7 @@ class EmulatedMeter:
 
 def open_serial(path):
     """A raw, non-blocking fd on the serial device at `path` (a pty end or a real port)."""
-    fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)  # OSError names the path
     if os.isatty(fd):
         tty.setraw(fd, termios.TCSANOW)
     return fd
@@ -184,8 +184,8 @@ def run(path, address, baud, phases=3, turnaround_ms=DEFAULT_TURNAROUND_MS, read
     def on_signal(signum, frame):
         stop.append(signum)
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     fd = open_serial(path)
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     meter = EmulatedMeter(address, baud, phases, turnaround_ms, faults=faults)
     sel = selectors.DefaultSelector()
     sel.register(fd, selectors.EVENT_READ)

@@ -186,3 +186,11 @@ def test_two_meters_on_one_bus_and_a_missing_one():
     # process may be split by that process's scheduling jitter: counted, never answered)
     for (status, err), n in zip(results, (2, 3)):
         assert status == 0 and counters(err)["responses"] == n
+
+
+def test_a_missing_serial_device_is_a_clear_error():
+    proc = subprocess.run([sys.executable, "-m", "sim", "meter", "--serial", "/dev/no-such-tty"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert "cannot open /dev/no-such-tty: No such file or directory" in proc.stderr
+    assert "Traceback" not in proc.stderr
