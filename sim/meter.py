@@ -7,9 +7,11 @@ RS-485 line model (sim/rs485.py) to a pty or serial port, until SIGTERM / SIGINT
 Typical use: `socat -d -d pty,raw,echo=0 pty,raw,echo=0` prints two pty paths; give one to the
 meter and the other to a Modbus master (the gateway, pymodbus, mbpoll).
 
-Values come from StandInMeterSource, a simulated load that integrates exact integer energy. It
-is a stand-in, clearly so: the metering-chip driver (ATM90E32) and the energy register of #4
-replace it as the data source once they exist.
+Values come from the meter firmware's own chain: firmware.meter_source.MeterSource over the
+ATM90E32 driver (SPI, on the chip's register model sim.devices.atm90e32) and the
+EnergyRegister (NVS), stepped once a second; a simulated household load (household_power_w)
+sets the chip's analogue truth, and the relay GPIO disconnects it. StandInMeterSource (a load
+integrated in Python, no chip) remains for tests that want values without the chip.
 """
 
 import errno
@@ -22,28 +24,81 @@ import termios
 import time
 import tty
 
+from firmware.drivers.atm90e32 import ATM90E32
+from firmware.energy_register import EnergyRegister
+from firmware.meter_source import MeterSource
 from firmware.modbus_slave import ModbusSlave
 from firmware.nvs_store import NvsStore
 from firmware.ticks import TICKS_PERIOD
 from protocol.modbus import registers as M
+from sim.devices.atm90e32 import ATM90E32 as ATM90E32Chip
 from sim.fakes import esp32, machine
 from sim.rs485 import LineFaults, PacedLine
 
 UART_ID = 1
 UART_TX, UART_RX, DE_PIN = 17, 16, 4
+SPI_ID, CS_PIN, RELAY_PIN = 2, 5, 26
+VOLTS = (231.5, 233.0, 234.5)
+METERING_MS = 1000  # the meter application's step: read the chip, feed the energy register
 FIRMWARE_VERSION = (0, 4, 0)
 DEFAULT_TURNAROUND_MS = 5  # processing time before a reply: real meters answer in ~4-45 ms
 
 
-class StandInMeterSource:
-    """Stand-in data source until the metering-chip driver lands: a household load per phase
-    (a slow daily-ish swing plus a 2-minute ripple), L3 with rooftop PV that exports at times.
-    Energy is integrated exactly: W x ms summed in integers, Wh = sum // 3_600_000, split into
-    import (net power > 0) and export (< 0) per phase, so it never goes backwards."""
+def household_power_w(t_s, phases, base_w=(800, 450, 300)):
+    """Net active power per phase (W, < 0 = export) at t_s seconds: a slow swing plus a
+    20 s ripple; L3 has rooftop PV that exports at times."""
+    out = []
+    for i in range(phases):
+        base = base_w[i]
+        p = base * (1.0 + 0.3 * math.sin(t_s / 600.0 + i) + 0.1 * math.sin(t_s / 20.0 + 2 * i))
+        if i == 2:
+            p -= 600 * max(0.0, math.sin(t_s / 900.0))
+        out.append(p)
+    return out
 
-    def __init__(self, phases=3, base_w=(800, 450, 300), clock_ms=None):
+
+class ChipMetering:
+    """The meter firmware's metering chain on the emulated board: the ATM90E32 register model on
+    SPI, the real driver, EnergyRegister on NVS and MeterSource (the slave's data source),
+    plus the household load that sets the chip's truth (zero while the relay is open)."""
+
+    def __init__(self, phases, now_ms):
         self.phases = phases
-        self._base = base_w[:phases]
+        self.model = machine.spi(SPI_ID).attach(CS_PIN, ATM90E32Chip(voltage=VOLTS))
+        chip = ATM90E32(machine.SPI(SPI_ID, 200000, polarity=1, phase=1),
+                        machine.Pin(CS_PIN, machine.Pin.OUT), {"phases": phases})
+        chip.configure()
+        relay = machine.Pin(RELAY_PIN, machine.Pin.OUT, value=1)
+        self.source = MeterSource(chip, EnergyRegister(esp32.NVS("energy")), relay)
+        self._t0 = self._last = now_ms
+        self._set_load(now_ms)
+        self.source.update(now_ms % (1 << 30))
+
+    def _set_load(self, now_ms):
+        closed = machine.level(RELAY_PIN) == 1
+        powers = household_power_w((now_ms - self._t0) / 1000.0, self.phases)
+        for i in range(3):
+            p = powers[i] if closed and i < self.phases else 0.0
+            pf = 0.95 if p >= 0 else -0.97
+            self.model.pf[i] = pf
+            self.model.current[i] = abs(p) / (VOLTS[i] * abs(pf))
+
+    def step(self, now_ms):
+        """Advance the chip to now_ms and, once per METERING_MS, run the application's step."""
+        if now_ms - self._last < METERING_MS:
+            return
+        self.model.advance((now_ms - self._last) / 1000.0)  # the last interval's load
+        self._last = now_ms
+        self._set_load(now_ms)  # the load now (the relay may have switched)
+        self.source.update(now_ms % (1 << 30))
+
+
+class StandInMeterSource:
+    """A data source without the chip (household_power_w integrated in Python): W x ms summed in
+    integers, Wh = sum // 3_600_000, split into import and export per phase."""
+
+    def __init__(self, phases=3, clock_ms=None):
+        self.phases = phases
         self._clock = clock_ms or (lambda: int(time.monotonic() * 1000))
         self._last = self._clock()
         self._t0 = self._last
@@ -54,14 +109,7 @@ class StandInMeterSource:
     def _power_w(self, t_ms):
         if not self._relay:
             return [0] * self.phases
-        s = (t_ms - self._t0) / 1000.0
-        out = []
-        for i, base in enumerate(self._base):
-            p = base * (1.0 + 0.3 * math.sin(s / 600.0 + i) + 0.1 * math.sin(s / 20.0 + 2 * i))
-            if i == 2:
-                p -= 600 * max(0.0, math.sin(s / 900.0))  # PV on L3
-            out.append(int(p))
-        return out
+        return [int(p) for p in household_power_w((t_ms - self._t0) / 1000.0, self.phases)]
 
     def update(self, now_ms=None):
         now = self._clock() if now_ms is None else now_ms
@@ -104,11 +152,6 @@ class StandInMeterSource:
         self._relay = bool(closed)
 
 
-def _pick_source(phases):
-    """The metering-chip engineer's source when it is there, else the stand-in."""
-    return StandInMeterSource(phases=phases)
-
-
 class EmulatedMeter:
     """The meter's firmware slave + fakes + paced line, driven by a real (monotonic) clock.
 
@@ -122,7 +165,11 @@ class EmulatedMeter:
         store = NvsStore(esp32.NVS("modbus"))
         store.save("mb_addr", address)
         store.save("mb_baud", baud // 100)
-        self.source = source or _pick_source(phases)
+        self.metering = None
+        if source is None:
+            self.metering = ChipMetering(phases, self.t // 1000)
+            source = self.metering.source
+        self.source = source
         self.line = PacedLine(lambda: self.t, lambda: machine.level(DE_PIN) == 1,
                               lambda: (self.slave.line()[0], self.slave.char_bits), faults)
         machine.uart(UART_ID).attach(self.line)
@@ -137,6 +184,8 @@ class EmulatedMeter:
 
     def _poll_at(self, t):
         self.t = t
+        if self.metering is not None:
+            self.metering.step(t // 1000)
         self.slave.poll(self.ticks(t))
         return self.line.take_sent(t)
 

@@ -328,6 +328,43 @@ def test_a_failing_data_source_answers_device_failure():
     assert reply(b, 1, P.ReadRequest(4, 0x1000, 4)) == P.ExceptionResponse(4, P.DEVICE_FAILURE)
 
 
+# ---------------------------------------------------------------- the meter's own data source
+
+
+def test_meter_source_serves_the_chip_readings_and_only_committed_energy():
+    from firmware.drivers.atm90e32 import ATM90E32
+    from firmware.energy_register import EnergyRegister
+    from firmware.meter_source import MeterSource
+    from sim.devices.atm90e32 import ATM90E32 as Chip
+
+    model = machine.spi(2).attach(5, Chip(voltage=(230.0, 231.0, 232.0), current=(10.0, 0.0, 2.0),
+                                          pf=(1.0, 1.0, -1.0)))
+    try:
+        chip = ATM90E32(machine.SPI(2, 200000, polarity=1, phase=1),
+                        machine.Pin(5, machine.Pin.OUT), {"phases": 3})
+        chip.configure()
+        reg = EnergyRegister(esp32.NVS("mstest"))
+        src = MeterSource(chip, reg, machine.Pin(26, machine.Pin.OUT, value=1))
+        src.update(0)
+        for k in range(1, 401):  # 400 s at 2300 W import on L1, 464 W export on L3
+            model.advance(1.0)
+            src.update(k * 1000)
+        live_imp = reg.live()[0] // 1000
+        assert 0 <= live_imp - reg.import_wh() < 50  # served = committed, one step behind at most
+        b = Bench(source=src)
+        energy = M.decode_block(0x1000, reply(b, 1, P.ReadRequest(4, 0x1000, 8)).registers)
+        assert energy == {"energy_import_wh": reg.import_wh(), "energy_export_wh": reg.export_wh()}
+        got = M.decode_block(0, reply(b, 1, P.ReadRequest(4, 0, 0x48)).registers)
+        assert got["voltage_l1"] == pytest.approx(230.0) and got["frequency"] == pytest.approx(50.0)
+        assert got["power_l1"] == pytest.approx(2300, rel=1e-3)
+        assert got["power_l3"] == pytest.approx(-464, rel=1e-3) and got["power_factor_l3"] < 0
+        reply(b, 1, P.WriteSingle(0x3003, M.RELAY_ARM_MAGIC))
+        assert reply(b, 1, P.WriteSingle(0x3004, M.RELAY_OPEN)) == P.WriteSingle(0x3004, 0)
+        assert machine.level(26) == 0 and not src.relay_closed()
+    finally:
+        machine.spi(2).detach(5)
+
+
 # ---------------------------------------------------------------- injected line faults
 
 

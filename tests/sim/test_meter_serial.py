@@ -15,7 +15,7 @@ from pymodbus.client import ModbusSerialClient
 from pymodbus.exceptions import ModbusIOException
 
 from protocol.modbus import registers as M
-from sim.meter import FIRMWARE_VERSION
+from sim.meter import FIRMWARE_VERSION, METERING_MS
 from sim.rs485 import PtyLink
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -105,8 +105,9 @@ def test_pymodbus_master_reads_writes_and_switches_the_emulated_meter(link):
         assert c.read_holding_registers(0x3003, count=2, device_id=5).registers == [1, 1]
         assert not c.write_register(0x3004, M.RELAY_OPEN, device_id=5).isError()
         assert c.read_holding_registers(0x3003, count=2, device_id=5).registers == [0, 0]
+        time.sleep(METERING_MS / 1000 + 0.1)  # the meter reads its chip once a second
         regs = c.read_input_registers(0x0000, count=80, device_id=5).registers
-        assert f32(regs, "power") == 0.0  # the load is disconnected
+        assert f32(regs, "power") == 0.0 and f32(regs, "current_l1") == 0.0  # disconnected
         assert not c.write_register(0x3003, M.RELAY_ARM_MAGIC, device_id=5).isError()
         assert not c.write_register(0x3004, M.RELAY_CLOSED, device_id=5).isError()
         assert c.read_holding_registers(0x3004, count=1, device_id=5).registers == [1]
