@@ -580,3 +580,56 @@ def test_serve_runs_as_an_asyncio_task_on_micropython():
     address, pdu = R.decode_frame(bytes.fromhex(out[0]))
     got = M.decode_block(0x2000, P.decode_response(pdu).registers)
     assert address == 1 and got["serial"] == 7 and got["map_version"] == M.MAP_VERSION
+
+
+METER_VM_SCRIPT = """
+import binascii
+from sim.fakes import machine, esp32
+from sim.devices.atm90e32 import ATM90E32 as Chip
+from firmware.drivers.atm90e32 import ATM90E32
+from firmware.energy_register import EnergyRegister
+from firmware.meter_source import MeterSource
+from firmware.modbus_slave import ModbusSlave
+
+class Line:
+    def __init__(self):
+        self.inbox = b""
+        self.out = b""
+    def uart_read(self, n):
+        d, self.inbox = self.inbox[:n], self.inbox[n:]
+        return d
+    def uart_write(self, data):
+        self.out += data
+
+model = machine.spi(2).attach(5, Chip(voltage=(230.0, 230.0, 230.0), current=(10.0, 0.0, 0.0)))
+chip = ATM90E32(machine.SPI(2, 200000, polarity=1, phase=1), machine.Pin(5, machine.Pin.OUT))
+chip.configure()
+reg = EnergyRegister(esp32.NVS("energy"))
+src = MeterSource(chip, reg, machine.Pin(26, machine.Pin.OUT, value=1))
+src.update(0)
+for k in range(1, 121):
+    model.advance(1.0)
+    src.update(k * 1000)
+line = machine.uart(1).attach(Line())
+slave = ModbusSlave(machine.UART(1, 9600), machine.Pin(4, machine.Pin.OUT), src, serial=1)
+t = 0
+slave.poll(t)
+line.inbox = binascii.unhexlify(%r)
+for i in range(200):
+    t = slave.poll(t)
+print(binascii.hexlify(line.out).decode(), reg.import_wh(), reg.live()[0])
+"""
+
+
+@pytest.mark.skipif(not sim.mpvm.available(), reason="node or the MicroPython npm package missing")
+def test_meter_source_and_slave_on_micropython():
+    req = request(1, P.ReadRequest(4, 0x1000, 4))
+    out = sim.mpvm.run(METER_VM_SCRIPT % req.hex(),
+                       mounts=("protocol", "firmware",
+                               (sim.mpvm.ROOT + "/sim/fakes", "/lib/sim/fakes"),
+                               (sim.mpvm.ROOT + "/sim/devices", "/lib/sim/devices"))).split()
+    served, live_mwh = int(out[1]), int(out[2])
+    assert live_mwh == pytest.approx(2300 * 120 / 3.6, rel=0.01)  # 76.7 Wh in 120 s
+    assert served == 50  # one 50 Wh step committed; the rest is not served yet
+    address, pdu = R.decode_frame(bytes.fromhex(out[0]))
+    assert M.decode_u64(P.decode_response(pdu).registers) == served
