@@ -40,6 +40,8 @@ _PARITY = {0: (None, 1), 1: (0, 1), 2: (1, 1), 3: (None, 2)}  # Eastron code -> 
 _PARITY_CHAR = {0: "N", 1: "E", 2: "O", 3: "N"}
 _STORE_KEYS = (("modbus_address", "mb_addr"), ("baud_rate", "mb_baud"), ("parity", "mb_par"))
 
+_TX_STUCK_US = 100000  # a UART that never says txdone must not hold the bus (DE) for ever
+
 IDLE = 0
 REPLY_DUE = 1  # a reply is waiting for its turnaround delay
 SENDING = 2  # DE high, the UART shifts the reply out
@@ -138,7 +140,8 @@ class ModbusSlave:
         """Do what is due at tick now_us (microseconds, wrapping like time.ticks_us());
         returns the tick at which to poll again."""
         st = self._state
-        if st == SENDING and _diff(now_us, self._at) >= 0 and self.uart.txdone():
+        if st == SENDING and _diff(now_us, self._at) >= 0 and (
+                self.uart.txdone() or _diff(now_us, self._at) >= _TX_STUCK_US):
             st = self._state = TAIL
             self._at = _add(now_us, self.char_us)
         if st == TAIL and _diff(now_us, self._at) >= 0:

@@ -633,3 +633,13 @@ def test_meter_source_and_slave_on_micropython():
     assert served == 50  # one 50 Wh step committed; the rest is not served yet
     address, pdu = R.decode_frame(bytes.fromhex(out[0]))
     assert M.decode_u64(P.decode_response(pdu).registers) == served
+
+
+def test_a_uart_that_never_reports_txdone_does_not_hold_de_for_ever():
+    b = Bench()
+    b.uart.txdone = lambda: False
+    b.line.from_host(request(1, P.ReadRequest(4, 0, 2)), b.t)
+    b.run_until(b.t + 60_000)
+    assert machine.level(DE) == 1  # waiting for the UART
+    b.run_until(b.t + 200_000)
+    assert machine.level(DE) == 0 and not b.slave.busy()
