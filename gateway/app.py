@@ -22,6 +22,7 @@ SIGKILL loses at most held (backlog) items and uplinks being processed at that i
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -48,13 +49,15 @@ log = logging.getLogger("gateway")
 
 STATS_FILE = "stats.json"
 RETRY_INTERVAL_S = 1.0
+GC_THRESHOLDS = (700, 10, 1000)  # CPython's default: (700, 10, 10); see _tune_gc
 
 
 class GatewayService:
     """See the module docstring.  Construct, then ``await run(ready_file)``; ``stop()`` ends it."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, *, tune_gc: bool = False) -> None:
         self.cfg = cfg
+        self.tune_gc = tune_gc  # main(): the process is ours (see _tune_gc)
         self.region = get_region(cfg.region)
         self.counters = {"items": 0, "time_fallback": 0, "payload_errors": 0}
         self.started = time.time()
@@ -180,6 +183,8 @@ class GatewayService:
                 self.device_queue, registry, self.region,
                 command_topic(cfg.topic_prefix, cfg.site, cfg.gateway_id), cfg.mqtt_host,
                 cfg.mqtt_port, cfg.client_id + "-commands", asyncio.get_running_loop())
+            if self.tune_gc:
+                _tune_gc()
             self.publisher.start()
             self.commands.start()
             port = await self.server.start()
@@ -229,6 +234,19 @@ class GatewayService:
                 pass
 
 
+def _tune_gc() -> None:
+    """Garbage-collector settings for the service process, applied once the stores are loaded.
+
+    Its full collections stalled the event loop (and, holding the GIL, every thread) ~50 ms
+    every ~1.5 s at 5,000 uplinks/s and found nothing: the data path makes no cycles, only
+    long-lived objects (session cache entries, dedup and retransmission memory). So what
+    startup loaded (registry, session cache) is frozen out of the GC and full collections are
+    made 100x rarer; young collections still run as often and reclaim any young cycles."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 class _KindQueue:
     """Tags the items the intake stores as LoRaWAN records (the queue's ``kind`` column)."""
 
@@ -249,7 +267,7 @@ def main(config_path: str, ready_file: str | None = None) -> int:
         return 2
     logging.basicConfig(level=getattr(logging, cfg.log_level), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    service = GatewayService(cfg)
+    service = GatewayService(cfg, tune_gc=True)
 
     async def amain() -> None:
         loop = asyncio.get_running_loop()

@@ -6,8 +6,13 @@ Design (threads, no asyncio needed):
   reconnects with exponential backoff (``reconnect_delay_set``).
 * One worker thread builds batches from :meth:`RecordQueue.peek` and publishes them with QoS 1
   over a persistent session (``clean_session=False``, fixed client id).
-* Records are deleted with :meth:`RecordQueue.ack` only in ``on_publish`` for the batch's mid,
-  i.e. after the broker's PUBACK.  "Published" never means "acknowledged".
+* Records are deleted with :meth:`RecordQueue.ack` only after the broker's PUBACK for the
+  batch's mid.  "Published" never means "acknowledged".  ``on_publish`` (paho's thread) only
+  marks the batch done; the worker deletes every batch done so far in one transaction before
+  it reads the next batch.  Why: each SQLite call gives up the GIL and must win it back from
+  the busy event loop, so a DELETE per PUBACK on paho's thread stalled PUBACK reading and
+  publishing for tens of ms at a time and the queue backed up (group ack: one commit, one
+  fsync for several batches).  Done ids stay excluded from reads until they are deleted.
 * At most ``max_inflight`` batches (each <= ``max_batch_bytes``) are held in memory; the worker
   publishes only while connected.  During an outage the data stays in the SQLite queue, so
   memory stays bounded however long the outage lasts.
@@ -89,6 +94,7 @@ class Publisher:
         self._inflight: dict[int, list[int]] = {}  # mid -> queue ids
         self._inflight_ids: set[int] = set()
         self._early: set[int] = set()  # mids whose PUBACK came before publish() returned
+        self._done: list[list[int]] = []  # ids of PUBACKed batches, not yet deleted (worker)
         self._connected = False
         self._ever_connected = False
         self._stopping = False
@@ -188,21 +194,32 @@ class Publisher:
             if ids is None:
                 self._early.add(mid)
                 return
-        self._complete(mid, ids, reason_code)
+            self._complete(mid, ids, reason_code)
 
     def _complete(self, mid: int, ids: list[int], reason_code) -> None:
-        failed = reason_code is not None and getattr(reason_code, "is_failure", False)
-        if not failed:
-            try:
-                self.queue.ack(ids)  # after PUBACK only; before releasing the ids (no re-peek)
-            except Exception:
-                log.exception("ack of %d records failed; they will be re-sent", len(ids))
-                failed = True
+        """The broker answered batch ``mid`` (caller holds the lock): hand it to the worker for
+        deletion, or on a refusal release its ids so they are published again."""
+        self._inflight.pop(mid, None)
+        if reason_code is not None and getattr(reason_code, "is_failure", False):
+            self._inflight_ids.difference_update(ids)
+        else:
+            self._done.append(ids)
+        self._wake.notify_all()
+
+    def _ack_done(self, done: list[list[int]]) -> None:
+        """Delete the PUBACKed batches in one transaction (worker thread), then release their
+        ids; a failed delete releases them too, so they are re-sent (at-least-once)."""
+        ids = [i for batch_ids in done for i in batch_ids]
+        try:
+            self.queue.ack(ids)
+            failed = False
+        except Exception:
+            log.exception("ack of %d records failed; they will be re-sent", len(ids))
+            failed = True
         with self._lock:
-            self._inflight.pop(mid, None)
             self._inflight_ids.difference_update(ids)
             if not failed:
-                self.counters["acked"] += 1
+                self.counters["acked"] += len(done)
                 self.counters["acked_records"] += len(ids)
             self._wake.notify_all()
 
@@ -211,12 +228,20 @@ class Publisher:
     def _run(self) -> None:
         while True:
             with self._lock:
-                while not self._stopping and (
+                while not self._stopping and not self._done and (
                     not self._connected or len(self._inflight) >= self.max_inflight
                 ):
                     self._wake.wait(0.5)
-                if self._stopping:
-                    return
+                done, self._done = self._done, []
+                stopping = self._stopping
+                ready = self._connected and len(self._inflight) < self.max_inflight
+            if done:
+                self._ack_done(done)
+            if stopping:
+                return
+            if not ready:
+                continue
+            with self._lock:
                 skip = set(self._inflight_ids)
             try:
                 wait = self._publish_one(skip)
@@ -225,7 +250,7 @@ class Publisher:
                 wait = 0.5
             if wait:
                 with self._lock:
-                    if not self._stopping:
+                    if not self._stopping and not self._done:
                         self._wake.wait(wait)
 
     def _publish_one(self, skip: set[int]) -> float:
@@ -282,9 +307,8 @@ class Publisher:
         # MQTT_ERR_NO_CONN: paho keeps the message and sends it after the reconnect
         with self._lock:
             self.counters["published"] += 1
-            early = info.mid in self._early
-            self._early.discard(info.mid)
             self._inflight[info.mid] = ids
-        if early:
-            self._complete(info.mid, ids, None)
+            if info.mid in self._early:
+                self._early.discard(info.mid)
+                self._complete(info.mid, ids, None)
         return 0

@@ -439,3 +439,24 @@ def test_starts_without_a_broker_and_sigint_shuts_down_cleanly(tmp_path):
         b.close()
         if gw.proc.poll() is None:
             gw.kill()
+
+
+def test_service_process_freezes_startup_objects_and_makes_full_gc_rare():
+    # in its own interpreter: the settings are process-wide (main() applies them once the stores
+    # are loaded); a cycle made afterwards is still collected by a young collection
+    code = (
+        "import gc, sys\n"
+        "from gateway import app\n"
+        "loaded = [[i] for i in range(1000)]\n"
+        "app._tune_gc()\n"
+        "assert gc.get_threshold() == app.GC_THRESHOLDS and app.GC_THRESHOLDS[2] > 10\n"
+        "assert gc.get_freeze_count() >= len(loaded)\n"
+        "class Node: pass\n"
+        "a, b = Node(), Node(); a.b, b.a = b, a\n"
+        "import weakref; ref = weakref.ref(a); del a, b\n"
+        "gc.collect(0)\n"
+        "assert ref() is None\n"
+        "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

@@ -107,7 +107,7 @@ def test_published_is_not_acked_until_puback(tmp_path):
         mid, topic, payload = c.published[0]
         assert topic == TOPIC and len(batch.decode_batch(payload)["records"]) == 5
         c.on_publish(c, None, mid, mqtt.ReasonCode(mqtt.PacketTypes.PUBACK, "Success"), None)
-        assert q.stats().records == 0 and pub.counters["acked"] == 1
+        assert wait_for(lambda: q.stats().records == 0 and pub.counters["acked"] == 1, 2)
         q.put([b"\x05", rec(9)])  # an item that is not a SenML record is dropped explicitly
         assert wait_for(lambda: len(c.published) == 2, 2)
         assert pub.counters["invalid_dropped"] == 1
@@ -142,8 +142,59 @@ def test_batches_in_flight_are_not_read_again_and_hold_at_most_max_records(tmp_p
         assert [r[2] for r in batch.decode_batch(c.published[4][2])["records"]] == \
             [20.0, 21.0, 22.0]
         c.on_publish(c, None, 5, ok, None)
-        assert q.stats().records == 0 and pub.counters["acked_records"] == 23
+        assert wait_for(lambda: q.stats().records == 0 and pub.counters["acked_records"] == 23, 2)
     finally:
+        pub.stop()
+        q.close()
+
+
+class _RecordingQueue(RecordQueue):
+    """A real queue that notes which thread ran each ack and how many ids it deleted."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.acks: list[tuple[str, int]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+
+    def ack(self, ids):
+        ids = list(ids)
+        self.entered.set()
+        self.gate.wait(5)
+        self.acks.append((threading.current_thread().name, len(ids)))
+        return super().ack(ids)
+
+
+def test_pubacks_are_deleted_by_the_worker_in_one_transaction_not_on_pahos_thread(tmp_path):
+    # paho's network thread must not run the DELETE (it would stop reading PUBACKs while the
+    # commit waits for the GIL and the fsync); PUBACKs that arrive while an ack is running are
+    # deleted together in the next one; ids are never read again before they are deleted
+    q = _RecordingQueue(tmp_path / "q.db")
+    q.put([rec(i) for i in range(20)])
+    fake = {}
+    pub = Publisher(q, gateway_id=GW, site=SITE, max_batch_age_s=0.01, max_inflight=4,
+                    max_batch_records=5, max_batch_bytes=4096,
+                    client_factory=lambda cid: fake.setdefault("c", FakeClient(cid))).start()
+    ok = mqtt.ReasonCode(mqtt.PacketTypes.PUBACK, "Success")
+    try:
+        c = fake["c"]
+        assert wait_for(lambda: len(c.published) == 4, 2)
+        q.gate.clear()  # the first ack blocks (a slow commit)
+        c.on_publish(c, None, 1, ok, None)
+        assert q.entered.wait(2) and pub.inflight == 3 and not q.acks
+        for mid in (2, 3, 4):  # arrive while the first ack is still running
+            c.on_publish(c, None, mid, ok, None)
+        time.sleep(0.1)
+        assert q.stats().records == 20 and len(c.published) == 4  # nothing deleted or re-read
+        q.gate.set()
+        assert wait_for(lambda: pub.counters["acked_records"] == 20, 2)
+        assert q.stats().records == 0 and pub.counters["acked"] == 4
+        assert [n for _, n in q.acks] == [5, 15]  # batches 2-4 in one transaction
+        assert all(name == "mqtt-publisher" for name, _ in q.acks)
+        assert len(c.published) == 4  # every record published exactly once
+    finally:
+        q.gate.set()
         pub.stop()
         q.close()
 
