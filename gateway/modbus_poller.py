@@ -219,7 +219,12 @@ class BusPoller:
         loop = asyncio.get_running_loop()
         next_cycle = loop.time()
         delay = self.cfg.reopen_min_s
+        me = asyncio.current_task()
         while True:
+            if me is not None and me.cancelling():
+                # Python 3.11's wait_for (inside pymodbus) can swallow a cancellation that
+                # lands as the reply arrives; do not poll on after being told to stop
+                raise asyncio.CancelledError()
             if self._client is not None and not self._client.connected:
                 self.bus.port_lost += 1  # closed under us (read error: the port vanished)
                 log.warning("modbus bus %s: port lost, reopening", self.cfg.name)

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from gateway.modbus_plan import MeterPlan, PlanError, Read, max_gap_for, wire_cost_us
 from protocol.modbus import registers as regmap
-from protocol.modbus.rtu import char_time_us, transaction_time_us
+from protocol.modbus.rtu import transaction_time_us
 
 NAMES = [r.name for r in regmap.INPUT_REGISTERS]
 
@@ -60,7 +60,6 @@ def test_merging_over_a_gap_pays_exactly_when_the_gap_is_within_max_gap_for(baud
     merged = transaction_time_us(baud, 4 + gap, turn_us)
     split = 2 * transaction_time_us(baud, 2, turn_us)
     limit = max_gap_for(baud, turn_ms / 1000)
-    tc = char_time_us(baud)
     if gap <= limit:
         assert merged <= split + 2  # (the timers are rounded up to whole microseconds)
     else:

@@ -68,8 +68,8 @@ async def run_until(poller, done, limit_s=10.0):
             raise AssertionError(f"condition not reached: {poller.stats()}")
     finally:
         task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        with pytest.raises(asyncio.CancelledError):  # a TimeoutError: it ignored the cancel
+            await asyncio.wait_for(task, 5)
 
 
 def fast(**kw):
@@ -270,7 +270,7 @@ def test_rtu_port_that_vanishes_and_comes_back_is_reopened(tmp_path):
         finally:
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
-                await task
+                await asyncio.wait_for(task, 5)
             await line.close()
         return p, before
 
