@@ -102,6 +102,7 @@ class BusConfig:
     reopen_max_s: float = 30.0
     turnaround_s: float = 0.005  # the meters' typical answer delay, for read merging
     max_pending: int = 10000  # polled items held while the sink refuses them
+    sink_retry_s: float = 1.0  # wait before offering refused items again
 
 
 @dataclass
@@ -443,7 +444,7 @@ class BusPoller:
                 self.bus.sink_errors += 1
                 log.warning("modbus bus %s: storing %d items failed: %s", self.cfg.name,
                             len(batch), exc)
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(self.cfg.sink_retry_s)
                 self._has_pending.set()
                 continue
             del self._pending[: len(batch)]

@@ -279,3 +279,39 @@ def test_rtu_port_that_vanishes_and_comes_back_is_reopened(tmp_path):
     assert bus["port_lost"] == 1 and bus["opens"] == 2 and bus["open_failures"] >= 2
     for a in (1, 2):  # at most the one request in flight when the port vanished is charged
         assert p.stats()["meters"][a]["failed_polls"] <= 1
+
+
+def test_items_a_full_queue_refuses_are_kept_and_polling_pauses_at_max_pending():
+    from gateway.store import QueueFull
+
+    async def main():
+        server, port = await tcp_server({1: MapDevice(meter_values(1))})
+        stored, state = [], {"full": True}
+
+        def sink(items):
+            if state["full"]:
+                raise QueueFull("full", reason="max_bytes")
+            stored.extend(items)
+
+        cfg = BusConfig("tcp-d", (MeterConfig(1, ("voltage_l1",)),), kind="tcp", tcp_port=port,
+                        **fast(max_pending=5, sink_retry_s=0.02))
+        p = BusPoller(cfg, sink)
+        task = asyncio.create_task(p.run())
+        try:
+            while p.bus.sink_errors < 5:
+                await asyncio.sleep(0.01)
+            held = p.meters[0].stats.polls
+            state["full"] = False
+            while len(stored) < held + 3:
+                await asyncio.sleep(0.01)
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(task, 5)
+            await server.shutdown()
+        return p, held, stored
+
+    p, held, stored = asyncio.run(asyncio.wait_for(main(), 20))
+    assert held == 5  # polling paused at max_pending while nothing could be stored
+    assert p.bus.sink_errors >= 5
+    assert len(stored) == p.meters[0].stats.polls  # every poll stored once, none lost
