@@ -34,6 +34,7 @@ from gateway.config import Config, ConfigError, load_config
 from gateway.device_queue import DeviceQueue
 from gateway.forwarders import ForwarderServer
 from gateway.intake import Intake
+from gateway.modbus_poller import BusPoller
 from gateway.publisher import Publisher
 from gateway.readings import uplink_item
 from gateway.registry import RegistryError, load_registry
@@ -68,6 +69,7 @@ class GatewayService:
         self.sessions: SessionStore | None = None
         self.device_queue = DeviceQueue()
         self.commands: CommandSubscriber | None = None
+        self.modbus: list[BusPoller] = []
         self._stop = asyncio.Event()  # binds to the running loop on first use (3.10+)
         self._pending: list[bytes] = []
         self.stats_path = os.path.join(cfg.data_dir, STATS_FILE)
@@ -130,6 +132,7 @@ class GatewayService:
                              **{k: v for k, v in self.device_queue.counters.items()
                                 if k != "queued"}),
             "queue": q,
+            "modbus": {p.cfg.name: p.stats() for p in self.modbus},
         }
 
     def write_stats(self) -> dict:
@@ -140,6 +143,12 @@ class GatewayService:
             log.error("cannot write %s: %s", self.stats_path, exc)
         log.info("%s", summary_line(s))
         return s
+
+    def _store_modbus(self, items) -> None:
+        """BusPoller sink (runs in a worker thread): one transaction per batch of polls; a
+        QueueFull propagates so the poller keeps the items and retries."""
+        self.queue.put([Record(bytes(i), "modbus") for i in items])
+        self.publisher.notify()
 
     async def _stats_loop(self) -> None:
         while True:
@@ -196,6 +205,10 @@ class GatewayService:
                                                "pid": os.getpid()})
             tasks = [asyncio.create_task(self._stats_loop()),
                      asyncio.create_task(self._retry_loop())]
+            for bus in cfg.modbus_buses:  # polls stored via the same durable queue
+                poller = BusPoller(bus, self._store_modbus)
+                self.modbus.append(poller)
+                tasks.append(asyncio.create_task(poller.run(), name=f"modbus-{bus.name}"))
             await self._stop.wait()
             log.info("shutting down")
         finally:

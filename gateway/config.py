@@ -30,6 +30,7 @@ Format (stdlib ``tomllib``; every key but ``gateway.id``, ``gateway.site`` and
     [queue]
     max_bytes = 67108864            # durable queue bound (gateway/store.py)
     backlog_records = 10000         # in-memory hold while the durable queue is full
+    [[modbus.bus]]                  # Modbus meter buses, none by default: gateway/modbus_config.py
     [log]
     level = "INFO"                  # DEBUG | INFO | WARNING | ERROR
     stats_interval_s = 10           # stats line in the log + <data_dir>/stats.json
@@ -49,6 +50,7 @@ import tomllib
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from gateway.modbus_config import parse_buses
 from protocol.lorawan.region import REGIONS
 
 __all__ = ["Config", "ConfigError", "load_config", "parse_config", "parse_mqtt_url"]
@@ -94,6 +96,7 @@ class Config:
     backlog_records: int
     log_level: str
     stats_interval_s: float
+    modbus_buses: tuple = ()  # gateway.modbus_poller.BusConfig per [[modbus.bus]] (modbus_config)
 
     @property
     def mqtt_url(self) -> str:
@@ -187,7 +190,7 @@ def parse_config(data: object, path: str = "<memory>", base_dir: str | None = No
         raise ConfigError(path, ["top level is not a table"])
     vals: dict[str, dict[str, object]] = {}
     for section in data:
-        if section not in _SCHEMA:
+        if section not in _SCHEMA and section != "modbus":
             errors.append(f"unknown section [{section}] (expected "
                           + ", ".join(f"[{s}]" for s in _SCHEMA) + ")")
     for section, keys in _SCHEMA.items():
@@ -212,6 +215,7 @@ def parse_config(data: object, path: str = "<memory>", base_dir: str | None = No
             else:
                 got[key] = v
         vals[section] = got
+    modbus_buses = parse_buses(data.get("modbus"), errors)
     mqtt_host, mqtt_port = "", 0
     try:
         mqtt_host, mqtt_port = parse_mqtt_url(vals["mqtt"]["url"])
@@ -237,6 +241,7 @@ def parse_config(data: object, path: str = "<memory>", base_dir: str | None = No
         max_batch_age_s=float(m["max_batch_age_s"]),
         queue_max_bytes=vals["queue"]["max_bytes"], backlog_records=vals["queue"]["backlog_records"],
         log_level=vals["log"]["level"].upper(), stats_interval_s=float(vals["log"]["stats_interval_s"]),
+        modbus_buses=tuple(modbus_buses),
     )
 
 

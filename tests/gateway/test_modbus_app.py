@@ -1,0 +1,72 @@
+"""`python -m gateway run` with a [[modbus.bus]]: meter polls from a real pymodbus TCP server
+reach a real mosquitto in the same CBOR batches as the poles, and show in stats.json."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from tests.gateway.modbus_servers import MapDevice, tcp_server
+from tests.gateway.test_app import Gateway, Subscriber, broker, wait_for, write_setup  # noqa: F401
+
+VALUES = {"voltage_l1": 229.5, "power": 1234.5, "energy_import_wh": (1 << 33) + 7}
+
+
+class ServerThread:
+    """The pymodbus TCP server on its own event loop in a thread (the gateway is a process)."""
+
+    def __init__(self, devices):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.server, self.port = asyncio.run_coroutine_threadsafe(
+            tcp_server(devices), self.loop).result(10)
+
+    def stop(self):
+        asyncio.run_coroutine_threadsafe(self.server.shutdown(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def test_meter_polls_reach_mqtt_in_the_gateway_batches(tmp_path, broker):
+    srv = ServerThread({4: MapDevice(VALUES)})
+    more = f'''
+[[modbus.bus]]
+name = "tcp-1"
+kind = "tcp"
+tcp_port = {srv.port}
+poll_interval_s = 0.1
+timeout_s = 0.2
+  [[modbus.bus.meter]]
+  address = 4
+  points = ["voltage_l1", "power", "energy_import_wh"]
+  [[modbus.bus.meter]]
+  address = 9
+  points = ["voltage_l1"]
+'''
+    sub = Subscriber(broker.port)
+    gw = Gateway(tmp_path, write_setup(tmp_path, broker.port, more=more))
+    try:
+        from gateway import batch
+
+        def meter_records():
+            out = []
+            for m in list(sub.messages):
+                out += [r for r in batch.decode_batch(m)["records"]]
+            return [r for r in out if r.get(-2) == "urn:dev:modbus:tcp-1.4:"] and out
+
+        recs = wait_for(meter_records, 10, "meter records on MQTT")
+        first = next(i for i, r in enumerate(recs) if r.get(-2) == "urn:dev:modbus:tcp-1.4:")
+        assert [(r[0], r[1], r[2]) for r in recs[first:first + 3]] == [
+            ("voltage/l1", "V", 229.5), ("power", "W", 1234.5),
+            ("energy/import", "Wh", (1 << 33) + 7)]
+        assert recs[first]["modbus"]["address"] == 4
+        s = gw.wait_stats(lambda s: s.get("modbus", {}).get("tcp-1", {}).get("meters", {})
+                          .get("9", {}).get("timeouts", 0) >= 1, "a dead meter counted")
+        assert s["modbus"]["tcp-1"]["meters"]["4"]["polls"] >= 1
+        assert gw.terminate() == 0
+    finally:
+        if gw.proc.poll() is None:
+            gw.kill()
+        sub.stop()
+        srv.stop()
