@@ -46,11 +46,11 @@ optional keys would otherwise be silently ignored).  The gateway refuses to star
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from gateway.modbus_config import parse_buses
+from gateway.toml_file import read_toml
 from protocol.lorawan.region import REGIONS
 
 __all__ = ["Config", "ConfigError", "load_config", "parse_config", "parse_mqtt_url"]
@@ -247,16 +247,5 @@ def parse_config(data: object, path: str = "<memory>", base_dir: str | None = No
 
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate the config file; raise ConfigError listing every problem."""
-    p = os.fspath(path)
-    try:
-        with open(p, "rb") as fp:
-            raw = fp.read()
-    except OSError as exc:
-        raise ConfigError(p, [f"cannot read file: {exc.strerror or exc}"]) from exc
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ConfigError(p, [f"not UTF-8 text (byte offset {exc.start})"]) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(p, [f"TOML syntax error: {exc}"]) from exc
+    p, data = read_toml(path, ConfigError)
     return parse_config(data, p, os.path.dirname(os.path.abspath(p)))

@@ -27,9 +27,10 @@ AppKeys never appear in ``repr()`` or in error messages.
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from typing import Iterator
+
+from gateway.toml_file import read_toml
 
 __all__ = ["Device", "Registry", "RegistryError", "load_registry", "KINDS", "NONCE_MODES"]
 
@@ -211,17 +212,5 @@ def parse_registry(data: object, path: str = "<memory>") -> Registry:
 
 def load_registry(path: str | os.PathLike[str]) -> Registry:
     """Read and validate the registry file; raise RegistryError listing all problems."""
-    p = os.fspath(path)
-    try:
-        with open(p, "rb") as fp:
-            raw = fp.read()
-    except OSError as exc:
-        raise RegistryError(p, [f"cannot read file: {exc.strerror or exc}"]) from exc
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise RegistryError(p, [f"not UTF-8 text (byte offset {exc.start})"]) from exc
-    except tomllib.TOMLDecodeError as exc:
-        # The TOML message carries line/column, never a value, so no key can leak through it.
-        raise RegistryError(p, [f"TOML syntax error: {exc}"]) from exc
+    p, data = read_toml(path, RegistryError)
     return parse_registry(data, p)
