@@ -288,6 +288,43 @@ class FakeForwarder:
         self.sock.close()
 
 
+class CityUnderTest:
+    """A real mosquitto, a subscriber, a City and the real gateway process in front of it: the
+    parts every HIL city test starts the same way. Subclasses build their City, then attach()."""
+
+    def __init__(self, workdir, **readings_kw):
+        self.workdir = str(workdir)
+        self.broker = Broker(workdir).start()
+        self.readings = Readings(self.broker.port, **readings_kw)
+        self.city = self.gateway = self.loop = None
+
+    def attach(self, city):
+        """Register the city's poles with a fresh gateway process and point the forwarders at it."""
+        self.city = city
+        registry = city.write_registry(os.path.join(self.workdir, "devices.toml"))
+        self.gateway = HilGateway(self.workdir, registry, "mqtt://127.0.0.1:%d" % self.broker.port)
+        self.gateway.start()
+        city.gateway_addr = self.gateway.addr
+        for f in city.forwarders:
+            f.gateway_addr = self.gateway.addr
+        self.loop = asyncio.new_event_loop()
+
+    def run(self, virtual_s, timeout=120):
+        run_city(self.loop, self.city, virtual_s, timeout)
+
+    def close(self):
+        try:
+            if self.loop is not None:
+                self.loop.run_until_complete(self.city.close())
+        finally:
+            if self.loop is not None:
+                self.loop.close()
+            if self.gateway is not None:
+                self.gateway.stop()
+            self.readings.stop()
+            self.broker.stop()
+
+
 def run_city(loop, city, virtual_s, timeout):
     """Run the city for virtual_s virtual seconds on loop (fails the test after timeout)."""
     loop.run_until_complete(asyncio.wait_for(city.run(virtual_s), timeout))

@@ -10,7 +10,6 @@ test depends on (the clean run) runs once, whichever test asks first.
 
 import asyncio
 import collections
-import os
 import time
 
 import pytest
@@ -18,8 +17,8 @@ import pytest
 import sim.demo
 import sim.mpvm
 from gateway.dedup import DEFAULT_REMEMBER_S
-from hil_tests.rig import (MOSQUITTO, Broker, FakeForwarder, HilGateway, PushLog, Readings,
-                           ReportRecorder, run_city, wait_for)
+from hil_tests.rig import (MOSQUITTO, CityUnderTest, FakeForwarder, PushLog, ReportRecorder,
+                           wait_for)
 from hil_tests.truth import WorldTruth, check_against_report
 from protocol import gwmp
 from protocol.lorawan import frame as lorawan_frame
@@ -50,14 +49,12 @@ def distinct_data(uplinks):
     return out
 
 
-class CityRig:
+class CityRig(CityUnderTest):
     def __init__(self, workdir):
-        self.workdir = str(workdir)
-        self.broker = Broker(workdir).start()
-        self.readings = Readings(self.broker.port)
+        super().__init__(workdir)
         factory = sim.demo.board_factory(VM_POLES, EPOCH_S, SEED)
         try:
-            self.city = City(N_POLES, N_FORWARDERS, ("127.0.0.1", 9), seed=SEED,
+            city = City(N_POLES, N_FORWARDERS, ("127.0.0.1", 9), seed=SEED,
                              site=sim.demo.SITE, epoch_s=EPOCH_S, board_factory=factory,
                              cfg={"report_interval_s": REPORT_S, "confirmed_report_every": 6},
                              barriers="expected", grace_s=3.0, boot_spread_s=30)
@@ -65,19 +62,10 @@ class CityRig:
             for b in factory.made:
                 b.close()
             raise
-        self.recorder = ReportRecorder(self.city)
-        self.pushes = PushLog(self.city)
-        registry = self.city.write_registry(os.path.join(self.workdir, "devices.toml"))
-        self.gateway = HilGateway(self.workdir, registry, "mqtt://127.0.0.1:%d" % self.broker.port)
-        self.gateway.start()
-        self.city.gateway_addr = self.gateway.addr
-        for f in self.city.forwarders:
-            f.gateway_addr = self.gateway.addr
-        self.loop = asyncio.new_event_loop()
+        self.recorder = ReportRecorder(city)
+        self.pushes = PushLog(city)
+        self.attach(city)
         self._clean = None
-
-    def run(self, virtual_s, timeout=120):
-        run_city(self.loop, self.city, virtual_s, timeout)
 
     def drain(self, keys, timeout=30):
         """Wait until every (DevEUI, FCnt) in keys has arrived at MQTT."""
@@ -107,15 +95,6 @@ class CityRig:
                                lambda s: s["uplink"]["accepted"] >= len(expected) + len(after),
                                what="stats.json with every accepted uplink")}
         return self._clean
-
-    def close(self):
-        try:
-            self.loop.run_until_complete(self.city.close())
-        finally:
-            self.loop.close()
-            self.gateway.stop()
-            self.readings.stop()
-            self.broker.stop()
 
 
 @pytest.fixture(scope="module")

@@ -17,20 +17,17 @@ One city, gateway and broker for the module; each test runs its own phase at the
 the previous one left, on its own poles, and judges only its own frames.
 """
 
-import asyncio
 import calendar
 import collections
 import json
 import math
-import os
-import time
 
 import paho.mqtt.publish
 import pytest
 
 import sim.demo
 from firmware.drivers.dimmer import level_to_duty
-from hil_tests.rig import MOSQUITTO, Broker, HilGateway, Readings, run_city, wait_for
+from hil_tests.rig import MOSQUITTO, CityUnderTest, wait_for
 from hil_tests.truth import WorldTruth, fields_of
 from sim.air import expects_answer
 from sim.city import City
@@ -61,20 +58,14 @@ def delivered_keys(uplinks, **match):
             if any(u["received"] for u in txs)}
 
 
-class EventRig:
+class EventRig(CityUnderTest):
     def __init__(self, workdir):
-        self.workdir = str(workdir)
-        self.broker = Broker(workdir).start()
-        self.readings = Readings(self.broker.port, client_id="hil-events", topic=READINGS)
-        self.city = City(N_POLES, 2, ("127.0.0.1", 9), seed=SEED, site=sim.demo.SITE,
+        super().__init__(workdir, client_id="hil-events", topic=READINGS)
+        city = City(N_POLES, 2, ("127.0.0.1", 9), seed=SEED, site=sim.demo.SITE,
                          epoch_s=EPOCH_S, barriers="expected", grace_s=3.0, boot_spread_s=30,
                          cfg={"report_interval_s": REPORT_S,
                               "confirmed_report_every": 0})  # only alarms are confirmed
-        registry = self.city.write_registry(os.path.join(self.workdir, "devices.toml"))
-        self.gateway = HilGateway(self.workdir, registry, "mqtt://127.0.0.1:%d" % self.broker.port)
-        self.gateway.start()
-        self.city.gateway_addr = self.gateway.addr
-        self.loop = asyncio.new_event_loop()
+        self.attach(city)
         self.started = False
 
     def board(self, name):
@@ -87,7 +78,7 @@ class EventRig:
         return self.city.clock.now_us / 1e6
 
     def run(self, virtual_s, timeout=60):
-        run_city(self.loop, self.city, virtual_s, timeout)
+        super().run(virtual_s, timeout)
 
     def mqtt(self, name, fport=None):
         """The pole's uplinks at MQTT in FCnt order (fport: only those)."""
@@ -118,15 +109,6 @@ class EventRig:
             assert {m["eui"] for m in self.readings.uplinks()} == {
                 b.dev_eui for b in self.city.boards}
             self.started = True
-
-    def close(self):
-        try:
-            self.loop.run_until_complete(self.city.close())
-        finally:
-            self.loop.close()
-            self.gateway.stop()
-            self.readings.stop()
-            self.broker.stop()
 
 
 @pytest.fixture(scope="module")
