@@ -47,8 +47,10 @@ def isqrt(n):
 
 def atan2_millideg(y, x):
     """atan2(y, x) in millidegrees for y >= 0 (result 0..180000); |x|, |y| < 2^17."""
-    if x == 0 and y == 0:
-        return 0
+    if y == 0:
+        return 180000 if x < 0 else 0
+    if x == 0:  # on the axis: exact (CORDIC on a tiny vector would be off by a few mdeg)
+        return 90000
     flip = x < 0
     if flip:
         x = -x
