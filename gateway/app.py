@@ -192,6 +192,9 @@ class GatewayService:
                 self.device_queue, registry, self.region,
                 command_topic(cfg.topic_prefix, cfg.site, cfg.gateway_id), cfg.mqtt_host,
                 cfg.mqtt_port, cfg.client_id + "-commands", asyncio.get_running_loop())
+            for bus in cfg.modbus_buses:  # polls stored via the same durable queue
+                self.modbus.append(BusPoller(bus, self._store_modbus))
+            self.commands.modbus = {p.cfg.name: p for p in self.modbus}
             if self.tune_gc:
                 _tune_gc()
             self.publisher.start()
@@ -205,10 +208,8 @@ class GatewayService:
                                                "pid": os.getpid()})
             tasks = [asyncio.create_task(self._stats_loop()),
                      asyncio.create_task(self._retry_loop())]
-            for bus in cfg.modbus_buses:  # polls stored via the same durable queue
-                poller = BusPoller(bus, self._store_modbus)
-                self.modbus.append(poller)
-                tasks.append(asyncio.create_task(poller.run(), name=f"modbus-{bus.name}"))
+            for poller in self.modbus:
+                tasks.append(asyncio.create_task(poller.run(), name=f"modbus-{poller.cfg.name}"))
             await self._stop.wait()
             log.info("shutting down")
         finally:

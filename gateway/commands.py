@@ -12,6 +12,11 @@ or raw bytes on an fPort (for tests and for payloads this gateway has no table f
 
     {"dev_eui": "70B3D57ED0001234", "fport": 50, "data": "0107320a00"}
 
+or a command for a meter on a Modbus bus, run at once through that bus's poller
+(gateway/modbus_commands.py)::
+
+    {"modbus": {"bus": "rs485-1", "address": 3}, "command": "relay", "fields": {"action": "open"}}
+
 A command is checked completely before it is queued (:func:`parse_command`): the device must
 be in the registry, the fields must encode, and the payload must fit the region's RX2 data
 rate (51 bytes in EU868 and KR920) so it can be sent in either window.  A bad command is
@@ -26,6 +31,8 @@ import json
 import logging
 
 from gateway.device_queue import AppDownlink, DeviceQueue, DeviceQueueFull
+from gateway.modbus_commands import (ModbusCommand, ModbusCommandError, parse_modbus_command,
+                                     run_modbus_command)
 from gateway.registry import Registry
 from protocol import payload as _payload
 from protocol.lorawan.region import Region
@@ -43,14 +50,22 @@ def command_topic(prefix: str, site: str, gateway_id: str) -> str:
     return f"{prefix}{site}/{gateway_id}/commands"
 
 
-def parse_command(body: bytes | str, registry: Registry, region: Region) -> tuple[bytes, AppDownlink]:
-    """JSON command -> (DevEUI, AppDownlink); CommandError for anything unusable."""
+def load_command(body: bytes | str) -> dict:
+    """The command's JSON object; CommandError if it is not one."""
     try:
         obj = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise CommandError(f"not JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise CommandError("not a JSON object")
+    return obj
+
+
+def parse_command(body: bytes | str | dict, registry: Registry,
+                  region: Region) -> tuple[bytes, AppDownlink]:
+    """JSON command (text or already loaded) -> (DevEUI, AppDownlink); CommandError for
+    anything unusable."""
+    obj = body if isinstance(body, dict) else load_command(body)
     eui = obj.get("dev_eui")
     dev = registry.get(eui) if isinstance(eui, str) else None
     if dev is None:
@@ -88,7 +103,9 @@ def parse_command(body: bytes | str, registry: Registry, region: Region) -> tupl
 class CommandSubscriber:
     """paho subscriber (its own network thread) feeding ``queue`` on the asyncio loop.
 
-    Counters: received, accepted, rejected; ``subscribed`` says whether commands can arrive.
+    Counters: received, accepted, rejected, and for Modbus commands modbus_done /
+    modbus_failed; ``subscribed`` says whether commands can arrive. ``modbus`` maps bus names
+    to their BusPoller (the service sets it once the pollers exist).
     """
 
     def __init__(self, queue: DeviceQueue, registry: Registry, region: Region, topic: str,
@@ -98,7 +115,10 @@ class CommandSubscriber:
 
         self.queue, self.registry, self.region, self.topic = queue, registry, region, topic
         self.host, self.port, self.loop = host, port, loop
-        self.counters = {"received": 0, "accepted": 0, "rejected": 0}
+        self.counters = {"received": 0, "accepted": 0, "rejected": 0,
+                         "modbus_done": 0, "modbus_failed": 0}
+        self.modbus: dict = {}
+        self._running: set = set()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                                   clean_session=False, protocol=mqtt.MQTTv311)
         self.client.on_connect = self._on_connect
@@ -134,11 +154,33 @@ class CommandSubscriber:
 
     def _on_message(self, client, userdata, msg) -> None:  # paho's thread
         try:
-            dev_eui, d = parse_command(msg.payload, self.registry, self.region)
+            obj = load_command(msg.payload)
+            if "modbus" in obj:
+                self.loop.call_soon_threadsafe(self._modbus_command, obj)
+                return
+            dev_eui, d = parse_command(obj, self.registry, self.region)
         except CommandError as exc:
             self.loop.call_soon_threadsafe(self._reject, str(exc))
             return
         self.loop.call_soon_threadsafe(self._accept, dev_eui, d)
+
+    def _modbus_command(self, obj: dict) -> None:  # the event loop's thread (pollers live there)
+        buses = {name: {m.cfg.address for m in p.meters} for name, p in self.modbus.items()}
+        try:
+            cmd = parse_modbus_command(obj, buses)
+        except ModbusCommandError as exc:
+            self._reject(str(exc))
+            return
+        self.counters["received"] += 1
+        self.counters["accepted"] += 1
+        log.info("modbus command %s for %s.%d queued on the bus", cmd.label, cmd.bus, cmd.address)
+        task = self.loop.create_task(self._run_modbus(cmd))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _run_modbus(self, cmd: ModbusCommand) -> None:
+        ok = await run_modbus_command(self.modbus[cmd.bus], cmd)
+        self.counters["modbus_done" if ok else "modbus_failed"] += 1
 
     def _reject(self, why: str) -> None:
         self.counters["received"] += 1

@@ -70,3 +70,58 @@ timeout_s = 0.2
             gw.kill()
         sub.stop()
         srv.stop()
+
+
+def test_relay_command_over_mqtt_is_armed_then_written_on_the_bus(tmp_path, broker):
+    """An operator's relay command reaches the meter as the two writes it demands, in order,
+    through the bus's poller; bad Modbus commands are refused with a reason and write nothing."""
+    import json
+
+    import paho.mqtt.client as mqtt
+
+    from protocol.modbus import registers as regmap
+    from tests.gateway.test_app import GW_ID, SITE
+
+    dev = MapDevice(VALUES)
+    srv = ServerThread({4: dev})
+    more = f'''
+[[modbus.bus]]
+name = "tcp-1"
+kind = "tcp"
+tcp_port = {srv.port}
+poll_interval_s = 0.2
+  [[modbus.bus.meter]]
+  address = 4
+  points = ["voltage_l1"]
+'''
+    gw = Gateway(tmp_path, write_setup(tmp_path, broker.port, more=more))
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-modbus-ops")
+    try:
+        gw.wait_stats(lambda s: s["commands"]["subscribed"], "the command subscription")
+        pub.connect("127.0.0.1", broker.port)
+        pub.loop_start()
+        topic = f"streetgrid/{SITE}/{GW_ID}/commands"
+        bad = [{"modbus": {"bus": "nope", "address": 4}, "command": "relay",
+                "fields": {"action": "open"}},
+               {"modbus": {"bus": "tcp-1", "address": 5}, "command": "relay",
+                "fields": {"action": "open"}},
+               {"modbus": {"bus": "tcp-1", "address": 4}, "command": "relay",
+                "fields": {"action": "sideways"}},
+               {"modbus": {"bus": "tcp-1", "address": 4}, "command": "format"}]
+        good = {"modbus": {"bus": "tcp-1", "address": 4}, "command": "relay",
+                "fields": {"action": "open"}}
+        for body in bad + [good]:
+            pub.publish(topic, json.dumps(body).encode(), qos=1).wait_for_publish(5)
+        s = gw.wait_stats(lambda s: s["commands"]["modbus_done"] == 1
+                          and s["commands"]["rejected"] == len(bad), "the relay command")
+        assert s["commands"]["modbus_failed"] == 0
+        assert dev.writes == [(regmap.entry("relay_arm").address, [regmap.RELAY_ARM_MAGIC]),
+                              (regmap.entry("relay").address, [0])]
+        assert dev.values["relay"] == 0
+        assert gw.terminate() == 0
+    finally:
+        pub.disconnect()
+        pub.loop_stop()
+        if gw.proc.poll() is None:
+            gw.kill()
+        srv.stop()
