@@ -281,6 +281,10 @@ def main(config_path: str, ready_file: str | None = None) -> int:
         return 2
     logging.basicConfig(level=getattr(logging, cfg.log_level), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if cfg.log_level != "DEBUG":
+        # pymodbus logs every unanswered request at ERROR: one dead meter would flood the log.
+        # The poller counts those (stats.json modbus) and logs what an operator must act on.
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     service = GatewayService(cfg, tune_gc=True)
 
     async def amain() -> None:
