@@ -4,12 +4,18 @@ Every key the firmware reads is listed in DEFAULTS, so a typo in config.json is 
 boot (with the key named), not a silently ignored setting. merge(overrides) is what both
 load() and main.create() use, so the simulator may pass a partial dict.
 
-Pin and bus numbers are the streetgrid pole board's (see the spine contract); the simulator
-attaches its chip models at whatever the config says. Thresholds that the network can change
-later (pole_config, config downlinks) start from here.
+Each `kind` has its own keys: COMMON (LoRaWAN identity and radio, reports, alarms, supply
+thresholds) plus POLE or METER ones, so a pole's config is what it always was and a meter's
+needs no pole pins. DEFAULTS is the pole's (the kind a config without "kind" is);
+defaults(kind) gives either. A key of the other kind is refused like a typo.
+
+Pin and bus numbers are the streetgrid boards' (the pole board per the spine contract, the
+meter board per issue #4's contract); the simulator attaches its chip models at whatever the
+config says. Thresholds that the network can change later (pole_config, meter_config, config
+downlinks) start from here.
 """
 
-DEFAULTS = {
+COMMON = {
     "kind": "pole",
     # LoRaWAN identity and radio
     "dev_eui": "0000000000000000",
@@ -33,9 +39,15 @@ DEFAULTS = {
     "report_interval_s": 900,
     "report_jitter_s": 60,  # each report interval +- this (at most half of it); 0 = none
     "confirmed_report_every": 24,  # every Nth report confirmed (a lost session shows up); 0 = never
-    "sample_interval_s": 60,
     "alarm_repeat_s": 3600,
     "utc_offset_min": 0,
+    "voltage_low_v": 207,  # supply alarms: 230 V -10 % / +10 % (EN 50160)
+    "voltage_high_v": 253,
+    "relay_pin": 26,  # pole: the lamp relay (None: none); meter: the disconnect relay (1 = closed)
+}
+
+POLE = {
+    "sample_interval_s": 60,
     "default_level": 100,  # lamp level (%) at boot and when nothing else decides
     "default_fade_ms": 0,
     "photocell_on_lux": 20,  # lamp on when darker than this (dusk)
@@ -44,8 +56,6 @@ DEFAULTS = {
     "tilt_threshold_cdeg": 1000,  # 10.00 deg
     "lamp_fail_ma": 30,  # a lamp commanded on drawing less than this has failed
     "lamp_settle_s": 30,  # a lit lamp settles this long after a change: alarms judge and frames report it only then
-    "voltage_low_v": 207,  # supply alarms: 230 V -10 % / +10 % (EN 50160)
-    "voltage_high_v": 253,
     "lamp_rated_w": 60,  # the luminaire's power at 100 %; 0 = no power alarms
     "power_low_pct": 50,  # power_low under this % of rated x level (half its LEDs dark)
     "power_high_pct": 130,  # power_high over this % of rated x level
@@ -61,13 +71,58 @@ DEFAULTS = {
     "dimmer_pin": 25,
     "dimmer_freq": 1000,
     "dimmer_invert": False,
-    "relay_pin": 26,  # None: no relay
     "door_pin": 27,
     "door_debounce_ms": 50,
     "veml7700_addr": 0x10,
     "sht3x_addr": 0x44,
     "lis3dh_addr": 0x18,
 }
+
+METER = {
+    "interfaces": "both",  # "modbus" (RS-485 only) | "lorawan" (radio only) | "both"
+    "phases": 3,  # 1 | 3
+    "calibration": {},  # ATM90E32 calibration from commissioning (keys: CALIBRATION_KEYS)
+    "energy_step_wh": 50,  # EnergyRegister: commit when a total is this far ahead ...
+    "energy_period_s": 3600,  # ... or energy waited this long uncommitted
+    "load_limit_w": 0,  # the relay opens above this net import; 0 = no limit
+    "modbus_address": 1,  # provisioned; a Modbus write (kept in NVS) wins afterwards
+    "modbus_baud": 9600,
+    "serial_number": 0,  # 0 = the low 32 bits of dev_eui
+    # board wiring
+    "spi_id": 2,
+    "spi_sck": 18,
+    "spi_mosi": 23,
+    "spi_miso": 19,
+    "chip_cs_pin": 5,
+    "rs485_uart_id": 1,
+    "rs485_tx": 17,
+    "rs485_rx": 16,
+    "rs485_de_pin": 4,
+}
+
+CALIBRATION_KEYS = ("meter_constant", "ugain", "igain", "uoffset", "ioffset", "pqgain", "mmode0",
+                    "mmode1", "max_power_w")
+_CAL_TRIPLES = ("ugain", "igain", "uoffset", "ioffset", "pqgain")
+INTERFACES = ("both", "modbus", "lorawan")
+
+
+def defaults(kind="pole"):
+    """The default config of a device kind ("pole" | "meter"), as a new dict."""
+    d = dict(COMMON)
+    if kind == "meter":
+        d.update(METER)
+    elif kind == "pole":
+        d.update(POLE)
+    else:
+        raise ConfigError("config kind: want \"pole\" or \"meter\", got %r" % (kind,))
+    d["kind"] = kind
+    return d
+
+class ConfigError(ValueError):
+    pass
+
+
+DEFAULTS = defaults("pole")
 
 _HEX = {"dev_eui": 16, "join_eui": 16, "app_key": 32}
 _OPTIONAL = ("channels", "relay_pin", "latitude", "longitude")
@@ -84,19 +139,22 @@ _RANGES = {
     "power_low_pct": (0, 100), "power_high_pct": (100, 1000),
     "fcnt_step": (1, 65536), "devnonce_step": (1, 1024), "latitude": (-90, 90),
     "longitude": (-180, 180),
+    "phases": (1, 3), "energy_step_wh": (1, 1000000), "energy_period_s": (1, 86400),
+    "load_limit_w": (0, 65534), "modbus_address": (1, 247), "serial_number": (0, 0xFFFFFFFF),
+    "spi_id": (1, 2), "rs485_uart_id": (0, 2),
 }
 
 
-class ConfigError(ValueError):
-    pass
 
 
 def _check(cfg):
-    for key in DEFAULTS:
+    kind = cfg["kind"]
+    base = defaults(kind)
+    for key in base:
         v = cfg[key]
         if v is None and key in _OPTIONAL:
             continue
-        want = type(DEFAULTS[key])
+        want = type(base[key])
         if key in _HEX:
             ok = isinstance(v, str) and len(v) == _HEX[key]
             if ok:
@@ -123,8 +181,6 @@ def _check(cfg):
         r = _RANGES.get(key)
         if r is not None and not r[0] <= v <= r[1]:
             raise ConfigError("config %s: %r outside %d..%d" % (key, v, r[0], r[1]))
-    if cfg["kind"] != "pole":
-        raise ConfigError("config kind: only \"pole\" is implemented, got %r" % (cfg["kind"],))
     from protocol.lorawan import region as _region
 
     try:
@@ -137,17 +193,60 @@ def _check(cfg):
         raise ConfigError("config: %s" % e)
     if cfg["voltage_low_v"] >= cfg["voltage_high_v"]:
         raise ConfigError("config voltage_low_v must be below voltage_high_v")
-    if cfg["photocell_on_lux"] > cfg["photocell_off_lux"]:
-        raise ConfigError("config photocell_on_lux must not exceed photocell_off_lux (hysteresis)")
+    if kind == "pole":
+        if cfg["photocell_on_lux"] > cfg["photocell_off_lux"]:
+            raise ConfigError("config photocell_on_lux must not exceed photocell_off_lux (hysteresis)")
+    else:
+        _check_meter(cfg)
+
+
+def _check_meter(cfg):
+    if cfg["interfaces"] not in INTERFACES:
+        raise ConfigError("config interfaces: want one of %s, got %r"
+                          % (", ".join(INTERFACES), cfg["interfaces"]))
+    if cfg["phases"] not in (1, 3):
+        raise ConfigError("config phases: want 1 or 3, got %r" % (cfg["phases"],))
+    from protocol.modbus import registers as _registers
+
+    baud = cfg["modbus_baud"]
+    if baud % 100 or baud // 100 not in _registers.entry("baud_rate").allowed:
+        raise ConfigError("config modbus_baud: %r is not one of %s" % (
+            baud, ", ".join("%d" % (c * 100) for c in _registers.entry("baud_rate").allowed)))
+    cal = cfg["calibration"]
+    unknown = [k for k in cal if k not in CALIBRATION_KEYS]
+    if unknown:
+        raise ConfigError("config calibration: unknown key(s) %s (known: %s)"
+                          % (", ".join(sorted(unknown)), ", ".join(CALIBRATION_KEYS)))
+    for k in cal:
+        v = cal[k]
+        if k in _CAL_TRIPLES:
+            ok = isinstance(v, list) and len(v) == 3 and all(_is_int(x) and -32768 <= x <= 65535
+                                                               for x in v)
+            if not ok:
+                raise ConfigError("config calibration %s: want 3 integers (phases A, B, C), got %r"
+                                  % (k, v))
+        elif not _is_int(v) or not 0 <= v <= (450000000 if k == "meter_constant" else 0xFFFF
+                                              if k.startswith("mmode") else 10000000):
+            raise ConfigError("config calibration %s: want a non-negative integer in range, got %r"
+                              % (k, v))
+    if cal.get("meter_constant") == 0 or cal.get("max_power_w") == 0:
+        raise ConfigError("config calibration: meter_constant and max_power_w must be positive")
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def merge(overrides=None):
-    """DEFAULTS updated with overrides (unknown keys rejected), validated -> new dict."""
-    cfg = dict(DEFAULTS)
+    """The defaults of overrides' kind (pole when not given) updated with overrides (unknown
+    keys rejected), validated -> new dict."""
+    kind = (overrides or {}).get("kind", "pole")
+    cfg = defaults(kind)
     if overrides:
-        unknown = [k for k in overrides if k not in DEFAULTS]
+        unknown = [k for k in overrides if k not in cfg]
         if unknown:
-            raise ConfigError("config: unknown key(s) %s" % ", ".join(sorted(unknown)))
+            raise ConfigError("config: unknown key(s) %s for kind %s" % (", ".join(sorted(unknown)),
+                                                                          kind))
         cfg.update(overrides)
     _check(cfg)
     return cfg

@@ -1,12 +1,16 @@
-"""Entry points: create() builds a pole (hardware, MAC, application) from given modules; run()
-is the device's main loop.
+"""Entry points: create() builds a pole or a meter (hardware, MAC, application) from given
+modules; run() is the device's main loop.
 
     app = create(machine, esp32, cfg, radio, sleep_ms)
     wake = app.poll(now_ms)          # -> next tick at which to poll again
 
 create() takes the modules as arguments so the simulator can hand each board its own fakes;
-cfg may be partial (it is merged over config.DEFAULTS and validated). The returned PoleApp
-has `.mac` (EndDevice) and `.hw` (PoleHardware).
+cfg may be partial (it is merged over the defaults of its kind, config.defaults, and
+validated). cfg["kind"] "pole" (the default) gives a PoleApp with `.mac` (EndDevice) and `.hw`
+(PoleHardware). "meter" gives a MeterApp with `.hw` (MeterHardware), `.source` (MeterSource),
+`.slave` (ModbusSlave, None with interfaces "lorawan"; driven on its own at microsecond
+granularity: slave.poll(now_us) or serve()) and `.mac` (None with interfaces "modbus", when
+radio may be None).
 """
 
 from firmware import config as _config
@@ -15,18 +19,49 @@ from firmware import config as _config
 def create(machine, esp32, cfg, radio, sleep_ms, rng=None, ticks_ms=None):
     """ticks_ms (optional, the device's time.ticks_ms): lets the app see time a poll spent
     blocked outside sleep_ms too (see firmware/poll_clock.py)."""
-    from firmware.board import build_pole
-    from firmware.lorawan.device import EndDevice, device_rng
     from firmware.poll_clock import PollClock
-    from firmware.pole import PoleApp
 
     cfg = _config.merge(cfg)
     clock = PollClock(sleep_ms, ticks_ms)  # drivers sleep through it: the MAC sees that time
+    if cfg["kind"] == "meter":
+        return _create_meter(machine, esp32, cfg, radio, clock, rng)
+    from firmware.board import build_pole
+    from firmware.lorawan.device import EndDevice, device_rng
+    from firmware.pole import PoleApp
+
     hw = build_pole(machine, esp32, cfg, radio, clock.sleep_ms)
     rng = rng or device_rng(cfg["dev_eui"])  # per device: join, channel and report jitter
     app = PoleApp(hw, cfg, clock=clock, rng=rng)  # lamp at its safe level before anything can fail
     mac = EndDevice(radio, cfg, hw.nvs, rng=rng)
     app.attach(mac)
+    return app
+
+
+def _create_meter(machine, esp32, cfg, radio, clock, rng):
+    from firmware.board import build_meter
+    from firmware.meter_app import FIRMWARE_VERSION, MeterApp
+    from firmware.meter_source import MeterSource
+
+    hw = build_meter(machine, esp32, cfg, radio, clock.sleep_ms)
+    source = MeterSource(hw.chip, hw.register, hw.relay)
+    lorawan = cfg["interfaces"] != "modbus"
+    if lorawan:
+        from firmware.lorawan.device import EndDevice, device_rng
+
+        rng = rng or device_rng(cfg["dev_eui"])
+    app = MeterApp(hw, cfg, source, clock=clock, rng=rng)
+    if cfg["interfaces"] != "lorawan":
+        from firmware.modbus_slave import ModbusSlave
+        from firmware.nvs_store import NvsStore
+
+        # provisioned address and baud; a Modbus write saved in NVS takes precedence afterwards
+        store = NvsStore(hw.modbus_nvs, {"mb_addr": cfg["modbus_address"],
+                                         "mb_baud": cfg["modbus_baud"] // 100})
+        serial = cfg["serial_number"] or int(cfg["dev_eui"][-8:], 16)
+        app.slave = ModbusSlave(hw.uart, hw.de, source, store=store, serial=serial,
+                                firmware=FIRMWARE_VERSION)
+    if lorawan:
+        app.attach(EndDevice(radio, cfg, hw.nvs, rng=rng))
     return app
 
 
@@ -38,6 +73,60 @@ def make_radio(machine, cfg):
     return sx127x.SX127x(machine, cfg)
 
 
+def _log_exception(where, e):
+    import sys
+
+    print("main: %s failed: %r" % (where, e))
+    if hasattr(sys, "print_exception"):  # MicroPython: the traceback on the console
+        sys.print_exception(e)
+
+
+APP_FAILURES_BEFORE_RESET = 3
+
+
+async def app_task(app, ticks_ms, reset):
+    """The application's poll as an asyncio task, beside the Modbus slave's serve(). A poll
+    that raises is logged and retried a second later (the slave keeps serving the committed
+    energy meanwhile); APP_FAILURES_BEFORE_RESET in a row reset the board: everything that
+    must survive is in NVS, so a clean boot is the recovery."""
+    import asyncio
+
+    from firmware.ticks import ticks_add, ticks_diff
+
+    failures = 0
+    while True:
+        try:
+            wake = app.poll(ticks_ms())
+            failures = 0
+        except Exception as e:  # noqa: BLE001 - a bug must not stop the meter silently
+            failures += 1
+            _log_exception("meter poll (%d in a row)" % failures, e)
+            if failures >= APP_FAILURES_BEFORE_RESET:
+                reset()
+            wake = ticks_add(ticks_ms(), 1000)
+        d = ticks_diff(wake, ticks_ms())
+        await asyncio.sleep_ms(d if 0 < d < 1000 else (1000 if d > 0 else 0))
+
+
+async def run_meter(app, ticks_ms, reset):
+    """The meter's tasks: Modbus (if any) and the application. If the slave's task ends with
+    an exception, that is logged and the board reset, so Modbus never goes silent unnoticed."""
+    import asyncio
+
+    from firmware.modbus_slave import serve
+
+    if app.slave is not None:
+        async def modbus():
+            try:
+                await serve(app.slave)
+            except Exception as e:  # noqa: BLE001
+                _log_exception("Modbus slave", e)
+                reset()
+
+        asyncio.create_task(modbus())
+    await app_task(app, ticks_ms, reset)
+
+
 def run(config_path="/config.json"):
     import esp32
     import gc
@@ -45,9 +134,15 @@ def run(config_path="/config.json"):
     import time
 
     cfg = _config.load(config_path)
-    radio = make_radio(machine, cfg)
+    meter = cfg["kind"] == "meter"
+    radio = None if meter and cfg["interfaces"] == "modbus" else make_radio(machine, cfg)
     app = create(machine, esp32, cfg, radio, time.sleep_ms, ticks_ms=time.ticks_ms)
     gc.collect()
+    if meter:
+        import asyncio
+
+        asyncio.run(run_meter(app, time.ticks_ms, machine.reset))
+        return
     while True:
         now = time.ticks_ms()
         wake = app.poll(now)

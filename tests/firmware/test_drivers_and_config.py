@@ -111,7 +111,8 @@ def test_config_defaults_and_errors(tmp_path):
     for bad, msg in (({"app_key": "00"}, "app_key"), ({"region": "US915"}, "US915"),
                      ({"data_rate": 7, "region": "KR920"}, "data rate"),
                      ({"photocell_on_lux": 60}, "hysteresis"), ({"report_interval_s": "x"}, "integer"),
-                     ({"colour": 1}, "unknown key"), ({"kind": "meter"}, "kind")):
+                     ({"colour": 1}, "unknown key"), ({"kind": "water"}, "kind"),
+                     ({"kind": "meter", "door_pin": 27}, "door_pin for kind meter")):
         with pytest.raises(config.ConfigError, match=msg):
             config.merge(bad)
     p.write_text("{not json")

@@ -1,0 +1,428 @@
+"""MeterApp: the AMI meter's application, poll-driven (`poll(now_ms) -> next_wake_ms`).
+
+Metering. Every STEP_MS (1 s: the ATM90E32's 16-bit read-clear energy registers must be read
+well within their wrap) MeterSource.update reads the chip and moves the energy into the
+EnergyRegister, which commits to NVS by step or period. Everything that leaves the meter -
+Modbus 0x1000/0x1004, the LoRaWAN report - is the register's *committed* Wh, so after a power
+cut at any instant the meter restarts at or above every value it ever gave out.
+
+Alarms (fPort 21, confirmed, sent as soon as the bitmap changes, repeated every alarm_repeat_s
+while unacknowledged; protocol METER_ALARMS), from what this board can tell:
+  voltage_low / voltage_high  any phase outside voltage_low_v..voltage_high_v (cleared 4 V inside)
+  load_limit   net import above load_limit_w (> 0) for TRIP_STEPS consecutive seconds (not an
+               inrush): the relay opens and stays open until a close command (fPort 70 or
+               Modbus); the alarm clears when the relay closes
+  relay_failure  the relay is open (and has been for RELAY_SETTLE_STEPS) but a phase still
+               carries current: welded contacts, the disconnect does not disconnect
+  meter_error  the chip does not answer or cannot be configured (absent at boot, SPI fault);
+               readings are then "not available" in frames, the committed energy is still served
+  counter_reset  the chip lost its configuration while the ESP32 ran (brown-out): what it
+               counted before is lost (bounded by one step). An event: held until an alarm frame
+               carrying it was acknowledged (at once without LoRaWAN), then cleared.
+power_failure cannot be told (the board dies with the supply). A relay change (any source) also
+sends an alarm frame (its status carries relay_closed) without changing the bitmap.
+The relay state (closed, open, open by the load limit) is kept in NVS: a power cut does not
+reconnect a customer the utility disconnected (build_meter sets the pin from it at boot).
+
+Reports (fPort 20) every report_interval_s +- report_jitter_s (firmware.report_timer); every
+confirmed_report_every-th confirmed, as on the pole. Commands 60 reboot, 61 config, 70 relay,
+71 meter_config, acked on fPort 22 with seq de-dup (firmware.command_port). Settings the network
+changed are saved as JSON in NVS and restored at boot.
+"""
+
+from protocol import payload as _payload
+from firmware.alarm_uplink import AlarmUplink
+from firmware.command_port import BAD_VALUE, OK, PORT_CONFIG, PORT_REBOOT, CommandPort, apply_config
+from firmware.nvs_store import NvsStore
+from firmware.poll_clock import PollClock
+from firmware.reboot import Reboot
+from firmware.report_timer import ReportTimer
+from firmware.ticks import Monotonic, ticks_add, ticks_diff
+
+FIRMWARE_VERSION = (0, 4, 0)  # served at Modbus 0x2000 (identity)
+PORT_REPORT = 20
+PORT_ALARM = 21
+PORT_ACK = 22
+PORT_RELAY = 70
+PORT_METER_CONFIG = 71
+COMMAND_PORTS = (PORT_REBOOT, PORT_CONFIG, PORT_RELAY, PORT_METER_CONFIG)
+STEP_MS = 1000
+TRIP_STEPS = 5  # seconds over the load limit before the relay opens (motor starts, inrush)
+RELAY_SETTLE_STEPS = 2  # the chip's RMS current needs a step to show an opened relay
+WELDED_MA = 100  # current through an open relay above this: relay_failure
+
+# alarm bits (protocol/payload/layouts.py METER_ALARMS)
+A_VOLTAGE_LOW = 1 << 1
+A_VOLTAGE_HIGH = 1 << 2
+A_RELAY_FAILURE = 1 << 8
+A_LOAD_LIMIT = 1 << 9
+A_METER_ERROR = 1 << 10
+A_COUNTER_RESET = 1 << 11
+
+# status bits (METER_STATUS)
+S_RELAY_CLOSED = 1 << 0
+S_VOLTAGE_LOW = 1 << 3
+S_VOLTAGE_HIGH = 1 << 4
+S_LOAD_LIMITED = 1 << 5
+S_METER_ERROR = 1 << 6
+S_ALARM = 1 << 7
+
+# the relay state kept in NVS ("relay")
+RELAY_OPEN = 0
+RELAY_CLOSED = 1
+RELAY_LIMITED = 2  # opened by the load limit
+
+_RTC_MAGIC = b"SGM1"
+_V_HYST_MV = 4000
+
+
+class MeterApp:
+    def __init__(self, hw, cfg, source, clock=None, rng=None, reset=None):
+        self.hw = hw
+        self.cfg = cfg
+        self.source = source
+        self.slave = None  # main.create: ModbusSlave unless interfaces == "lorawan"
+        self.mac = None
+        self._clock = clock or PollClock()
+        self._rng = rng or (lambda n: 0)
+        self._reset = reset or hw.reset
+        self._store = NvsStore(hw.app_nvs) if hw.app_nvs is not None else None
+        self.voltage_low_mv = cfg["voltage_low_v"] * 1000
+        self.voltage_high_mv = cfg["voltage_high_v"] * 1000
+        self.load_limit_w = cfg["load_limit_w"]
+        self.utc_offset_min = cfg["utc_offset_min"]
+        self._reports = ReportTimer(cfg["report_interval_s"], cfg["report_jitter_s"], self._rng)
+        self._alarm = AlarmUplink(self._store, cfg["alarm_repeat_s"], "meter")
+        self._load_settings()
+        self._commands = CommandPort("meter", COMMAND_PORTS, hw.rtc, _RTC_MAGIC, self._execute)
+        self._reboot = Reboot()
+        stored = self._store.load("relay") if self._store is not None else None
+        self.load_limited = stored == RELAY_LIMITED and not source.relay_closed()
+        self.relay_closed = source.relay_closed()
+        self._relay_steps = RELAY_SETTLE_STEPS  # steps since the relay last switched
+        self._over = 0  # consecutive steps over the load limit
+        self.meter_failed = False
+        self._ok_before = False  # the previous step read the chip
+        self._have_reading = False
+        self.v_alarm = 0
+        self._events = 0  # event alarms raised and not yet delivered
+        self._events_sent = 0  # those in the last alarm frame queued
+        self.v_min_mv = None  # lowest / highest phase voltage since the last report
+        self.v_max_mv = None
+        self._mono = None
+        self._next_step = 0
+        self.steps = 0
+        self.step_errors = 0
+        self.reports = 0
+        self.last_report = None  # fields of the last frames encoded, for tests and the simulator
+        self.last_alarm = None
+
+    def attach(self, mac):
+        self.mac = mac
+        mac.on_downlink = self._on_downlink
+        mac.on_result = self._on_result
+
+    # -- what tests, the simulator and the README call the public surface ---------------------
+
+    @property
+    def alarms(self):
+        return self._alarm.bits
+
+    @property
+    def alarm_count(self):
+        return self._alarm.count
+
+    @property
+    def alarm_frames(self):
+        return self._alarm.frames
+
+    @property
+    def report_interval_s(self):
+        return self._reports.interval_s
+
+    @property
+    def commands(self):
+        return self._commands.commands
+
+    @property
+    def duplicates(self):
+        return self._commands.duplicates
+
+    @property
+    def bad_commands(self):
+        return self._commands.bad
+
+    # -- persistence -----------------------------------------------------------------------
+
+    def _load_settings(self):
+        s = self._store.load_json("settings") if self._store is not None else None
+        if not isinstance(s, dict):
+            return
+        self.voltage_low_mv = s.get("v_low_mv", self.voltage_low_mv)
+        self.voltage_high_mv = s.get("v_high_mv", self.voltage_high_mv)
+        self.load_limit_w = s.get("load_w", self.load_limit_w)
+        self.utc_offset_min = s.get("utc_min", self.utc_offset_min)
+        self._reports.interval_s = s.get("report_s", self._reports.interval_s)
+        self._alarm.repeat_s = s.get("repeat_s", self._alarm.repeat_s)
+
+    def _save_settings(self):
+        if self._store is None:
+            return
+        self._store.save_json("settings", {
+            "v_low_mv": self.voltage_low_mv, "v_high_mv": self.voltage_high_mv,
+            "load_w": self.load_limit_w, "utc_min": self.utc_offset_min,
+            "report_s": self._reports.interval_s, "repeat_s": self._alarm.repeat_s})
+
+    # -- relay -----------------------------------------------------------------------------
+
+    def _watch_relay(self):
+        """Notice a relay change from any source (a command, the load limit, a Modbus write):
+        keep it in NVS, send an alarm frame with the new status, end a load-limit trip."""
+        closed = self.source.relay_closed()
+        if closed == self.relay_closed:
+            return
+        self.relay_closed = closed
+        self._relay_steps = 0
+        self._over = 0
+        if closed:
+            self.load_limited = False
+        print("meter: relay %s%s" % ("closed" if closed else "open",
+                                     " (load limit)" if self.load_limited else ""))
+        if self._store is not None:
+            self._store.save("relay", RELAY_CLOSED if closed else
+                             RELAY_LIMITED if self.load_limited else RELAY_OPEN)
+        self._alarm.due = True
+
+    def _load_limit(self):
+        chip = self.hw.chip
+        if not self.load_limit_w or not self.relay_closed or chip.total_mw <= self.load_limit_w * 1000:
+            self._over = 0
+            return
+        self._over += 1
+        if self._over >= TRIP_STEPS:
+            print("meter: %d W over the load limit of %d W: relay opened"
+                  % (chip.total_mw // 1000, self.load_limit_w))
+            self.load_limited = True
+            self.source.set_relay(False)
+            self._watch_relay()
+
+    # -- metering --------------------------------------------------------------------------
+
+    def _step(self, now_ms):
+        """Read the chip into the register (MeterSource), then judge the alarms."""
+        chip = self.hw.chip
+        resets = chip.resets
+        self.steps += 1
+        try:
+            self.source.update(now_ms)
+        except (OSError, ValueError) as e:
+            if not self.meter_failed:
+                print("meter: chip not readable: %s" % (e,))
+            self.meter_failed = True
+            self._ok_before = False
+            self._have_reading = False
+            self.step_errors += 1
+            self.hw.register.poll(now_ms)  # energy waiting for its period still gets committed
+        else:
+            if self._ok_before and chip.resets != resets:
+                self._events |= A_COUNTER_RESET  # the chip reset while we ran: counts were lost
+            self.meter_failed = False
+            self._ok_before = True
+            self._have_reading = True
+            self._track_voltage()
+        self._watch_relay()
+        if self._relay_steps < RELAY_SETTLE_STEPS:
+            self._relay_steps += 1
+        if self._have_reading:
+            self._load_limit()
+        self._evaluate_alarms()
+
+    def _track_voltage(self):
+        chip = self.hw.chip
+        lo = hi = chip.mv[0]
+        for i in range(1, chip.phases):
+            v = chip.mv[i]
+            if v < lo:
+                lo = v
+            if v > hi:
+                hi = v
+        if self.v_min_mv is None or lo < self.v_min_mv:
+            self.v_min_mv = lo
+        if self.v_max_mv is None or hi > self.v_max_mv:
+            self.v_max_mv = hi
+        v = self.v_alarm
+        low, high = self.voltage_low_mv, self.voltage_high_mv
+        if lo < low or (v == A_VOLTAGE_LOW and lo < low + _V_HYST_MV):
+            v = A_VOLTAGE_LOW
+        elif hi > high or (v == A_VOLTAGE_HIGH and hi > high - _V_HYST_MV):
+            v = A_VOLTAGE_HIGH
+        else:
+            v = 0
+        self.v_alarm = v
+
+    def _evaluate_alarms(self):
+        a = self._events
+        if self.meter_failed:
+            a |= A_METER_ERROR | (self._alarm.bits & (A_VOLTAGE_LOW | A_VOLTAGE_HIGH | A_RELAY_FAILURE))
+        else:
+            a |= self.v_alarm
+            if not self.relay_closed and self._relay_steps >= RELAY_SETTLE_STEPS:
+                chip = self.hw.chip
+                for i in range(chip.phases):
+                    if chip.ma[i] > WELDED_MA:
+                        a |= A_RELAY_FAILURE
+        if self.load_limited:
+            a |= A_LOAD_LIMIT
+        self._alarm.update(a)
+
+    def status(self):
+        s = 0
+        if self.relay_closed:
+            s |= S_RELAY_CLOSED
+        a = self._alarm.bits
+        if a & A_VOLTAGE_LOW:
+            s |= S_VOLTAGE_LOW
+        if a & A_VOLTAGE_HIGH:
+            s |= S_VOLTAGE_HIGH
+        if self.load_limited:
+            s |= S_LOAD_LIMITED
+        if self.meter_failed:
+            s |= S_METER_ERROR
+        if a:
+            s |= S_ALARM
+        return s
+
+    # -- frames ----------------------------------------------------------------------------
+
+    def _reading(self):
+        """(voltage L1 V, net power W, power factor, Hz) of the last step, None if unavailable."""
+        if not self._have_reading:
+            return None, 0, None, None
+        chip = self.hw.chip
+        va = 0.0
+        for i in range(chip.phases):
+            va += chip.mv[i] * chip.ma[i] / 1e6
+        pf = None if va < 1.0 else chip.total_mw / 1000 / va
+        return chip.mv[0] / 1000, chip.total_mw / 1000, pf, chip.centi_hz / 100
+
+    def _send_report(self):
+        reg = self.hw.register
+        v, p, pf, hz = self._reading()
+        f = {"status": self.status(), "import_energy": reg.import_wh(),
+             "export_energy": reg.export_wh(), "active_power": p, "voltage": v,
+             "power_factor": pf, "frequency": hz}
+        port, data = _payload.encode_uplink("meter", "report", f)
+        n = self.cfg["confirmed_report_every"]
+        # now and then a confirmed report: a session the network lost ends in a rejoin
+        confirmed = n > 0 and self.reports % n == n - 1
+        self.mac.send(port, data, confirmed, "report")
+        self.reports += 1
+        self.last_report = f
+        self.v_min_mv = self.v_max_mv = None  # the alarm's min/max are "since the last report"
+
+    def _send_alarm(self):
+        v, p, _, _ = self._reading()
+        chip = self.hw.chip
+        amps = None
+        if self._have_reading:
+            ma = 0
+            for i in range(chip.phases):
+                if chip.ma[i] > ma:
+                    ma = chip.ma[i]
+            amps = ma / 1000
+        f = {"alarms": self._alarm.bits, "alarm_count": self._alarm.count,
+             "status": self.status(), "voltage": v,
+             "voltage_min": None if self.v_min_mv is None else self.v_min_mv / 1000,
+             "voltage_max": None if self.v_max_mv is None else self.v_max_mv / 1000,
+             "current": amps, "active_power": p}
+        port, data = _payload.encode_uplink("meter", "alarm", f)
+        if self._alarm.send(self.mac, port, data):
+            self._events_sent = self._alarm.bits & self._events
+            self.last_alarm = f
+
+    def _on_result(self, tag, acked):
+        mono = None if self._mono is None else self._mono.ms
+        self._alarm.on_result(tag, acked, mono)
+        if tag == "alarm" and acked and self._events_sent:
+            self._events &= ~self._events_sent  # delivered: the event alarm clears
+            self._events_sent = 0
+            self._evaluate_alarms()
+
+    # -- commands --------------------------------------------------------------------------
+
+    def _on_downlink(self, fport, data):
+        self._commands.handle(fport, data, self.mac)
+
+    def _execute(self, port, f):
+        mono = self._mono.ms
+        if port == PORT_RELAY:
+            self.source.set_relay(f["action"] == "close")
+            self._watch_relay()
+            self._evaluate_alarms()
+        elif port == PORT_METER_CONFIG:
+            lo = self.voltage_low_mv if f["voltage_low"] is None else int(f["voltage_low"] * 1000 + 0.5)
+            hi = self.voltage_high_mv if f["voltage_high"] is None else int(f["voltage_high"] * 1000 + 0.5)
+            if lo >= hi:
+                return BAD_VALUE
+            self.voltage_low_mv, self.voltage_high_mv = lo, hi
+            if f["load_limit"] is not None:
+                self.load_limit_w = f["load_limit"]
+            self._save_settings()
+        elif port == PORT_CONFIG:
+            utc = apply_config(f, self._reports, self._alarm, mono)
+            if utc is not None:
+                self.utc_offset_min = utc
+            self._save_settings()
+        elif port == PORT_REBOOT:
+            self._reboot.request(mono, f["delay"])
+        return OK
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def poll(self, now_ms):
+        clock = self._clock
+        clock.start(now_ms)
+        if self._mono is None:
+            self._mono = Monotonic(now_ms)
+        mono = self._mono.update(now_ms)
+        if mono >= self._next_step:
+            self._step(now_ms)
+            self._next_step += STEP_MS
+            if self._next_step <= mono:
+                self._next_step = mono + STEP_MS  # steps missed (a long block): no catching up
+        if self.mac is None:
+            self._alarm.due = False  # Modbus only: the state is kept, there is no uplink
+            self._events = 0
+        else:
+            if self._alarm.poll(mono):
+                self._send_alarm()
+            if self._reports.due(mono):
+                self._send_report()
+                self._reports.schedule(mono)
+        if self._reboot.due(mono, self.mac):
+            self._reset()  # machine.reset() does not return
+        # the chip reads took time: the MAC transmits and opens its windows at true instants
+        now_ms = clock.now()
+        mono = self._mono.update(now_ms)
+        best = None
+        if self.mac is not None:
+            best = self.mac.poll(now_ms)
+        wake = self._next_step
+        t = self._reboot.wake(mono)
+        if t is not None and t < wake:
+            wake = t
+        if self.mac is not None:
+            t = self._reports.wake()
+            if t is not None and t < wake:
+                wake = t
+            t = self._alarm.repeat_at
+            if t is not None and t < wake:
+                wake = t
+        if wake <= mono:
+            wake = mono + 1
+        w = self._mono.to_ticks(wake, now_ms)
+        if best is None or ticks_diff(w, best) < 0:
+            best = w
+        if ticks_diff(best, now_ms) <= 0:
+            best = ticks_add(now_ms, 1)
+        return best
