@@ -31,13 +31,10 @@ changed are saved as JSON in NVS and restored at boot.
 """
 
 from protocol import payload as _payload
-from firmware.alarm_uplink import AlarmUplink
-from firmware.command_port import BAD_VALUE, OK, PORT_CONFIG, PORT_REBOOT, CommandPort, apply_config
-from firmware.nvs_store import NvsStore
-from firmware.poll_clock import PollClock
-from firmware.reboot import Reboot
-from firmware.report_timer import ReportTimer
+from firmware.command_port import BAD_VALUE, OK, PORT_CONFIG, PORT_REBOOT
+from firmware.device_app import DeviceApp
 from firmware.ticks import Monotonic, ticks_add, ticks_diff
+from firmware.voltage_alarm import voltage_alarm
 
 FIRMWARE_VERSION = (0, 4, 0)  # served at Modbus 0x2000 (identity)
 PORT_REPORT = 20
@@ -73,29 +70,17 @@ RELAY_CLOSED = 1
 RELAY_LIMITED = 2  # opened by the load limit
 
 _RTC_MAGIC = b"SGM1"
-_V_HYST_MV = 4000
 
 
-class MeterApp:
+class MeterApp(DeviceApp):
     def __init__(self, hw, cfg, source, clock=None, rng=None, reset=None):
-        self.hw = hw
-        self.cfg = cfg
+        DeviceApp.__init__(self, "meter", hw, cfg, COMMAND_PORTS, _RTC_MAGIC, clock, rng, reset)
         self.source = source
         self.slave = None  # main.create: ModbusSlave unless interfaces == "lorawan"
-        self.mac = None
-        self._clock = clock or PollClock()
-        self._rng = rng or (lambda n: 0)
-        self._reset = reset or hw.reset
-        self._store = NvsStore(hw.app_nvs) if hw.app_nvs is not None else None
         self.voltage_low_mv = cfg["voltage_low_v"] * 1000
         self.voltage_high_mv = cfg["voltage_high_v"] * 1000
         self.load_limit_w = cfg["load_limit_w"]
-        self.utc_offset_min = cfg["utc_offset_min"]
-        self._reports = ReportTimer(cfg["report_interval_s"], cfg["report_jitter_s"], self._rng)
-        self._alarm = AlarmUplink(self._store, cfg["alarm_repeat_s"], "meter")
-        self._load_settings()
-        self._commands = CommandPort("meter", COMMAND_PORTS, hw.rtc, _RTC_MAGIC, self._execute)
-        self._reboot = Reboot()
+        self.load_settings()
         stored = self._store.load("relay") if self._store is not None else None
         self.load_limited = stored == RELAY_LIMITED and not source.relay_closed()
         self.relay_closed = source.relay_closed()
@@ -109,69 +94,20 @@ class MeterApp:
         self._events_sent = 0  # those in the last alarm frame queued
         self.v_min_mv = None  # lowest / highest phase voltage since the last report
         self.v_max_mv = None
-        self._mono = None
         self._next_step = 0
         self.steps = 0
         self.step_errors = 0
-        self.reports = 0
-        self.last_report = None  # fields of the last frames encoded, for tests and the simulator
-        self.last_alarm = None
-
-    def attach(self, mac):
-        self.mac = mac
-        mac.on_downlink = self._on_downlink
-        mac.on_result = self._on_result
-
-    # -- what tests, the simulator and the README call the public surface ---------------------
-
-    @property
-    def alarms(self):
-        return self._alarm.bits
-
-    @property
-    def alarm_count(self):
-        return self._alarm.count
-
-    @property
-    def alarm_frames(self):
-        return self._alarm.frames
-
-    @property
-    def report_interval_s(self):
-        return self._reports.interval_s
-
-    @property
-    def commands(self):
-        return self._commands.commands
-
-    @property
-    def duplicates(self):
-        return self._commands.duplicates
-
-    @property
-    def bad_commands(self):
-        return self._commands.bad
 
     # -- persistence -----------------------------------------------------------------------
 
-    def _load_settings(self):
-        s = self._store.load_json("settings") if self._store is not None else None
-        if not isinstance(s, dict):
-            return
+    def restore_settings(self, s):
         self.voltage_low_mv = s.get("v_low_mv", self.voltage_low_mv)
         self.voltage_high_mv = s.get("v_high_mv", self.voltage_high_mv)
         self.load_limit_w = s.get("load_w", self.load_limit_w)
-        self.utc_offset_min = s.get("utc_min", self.utc_offset_min)
-        self._reports.interval_s = s.get("report_s", self._reports.interval_s)
-        self._alarm.repeat_s = s.get("repeat_s", self._alarm.repeat_s)
 
-    def _save_settings(self):
-        if self._store is None:
-            return
-        self._store.save_json("settings", {
-            "v_low_mv": self.voltage_low_mv, "v_high_mv": self.voltage_high_mv,
-            "load_w": self.load_limit_w, "utc_min": self.utc_offset_min,
-            "report_s": self._reports.interval_s, "repeat_s": self._alarm.repeat_s})
+    def own_settings(self):
+        return {"v_low_mv": self.voltage_low_mv, "v_high_mv": self.voltage_high_mv,
+                "load_w": self.load_limit_w}
 
     # -- relay -----------------------------------------------------------------------------
 
@@ -250,15 +186,8 @@ class MeterApp:
             self.v_min_mv = lo
         if self.v_max_mv is None or hi > self.v_max_mv:
             self.v_max_mv = hi
-        v = self.v_alarm
-        low, high = self.voltage_low_mv, self.voltage_high_mv
-        if lo < low or (v == A_VOLTAGE_LOW and lo < low + _V_HYST_MV):
-            v = A_VOLTAGE_LOW
-        elif hi > high or (v == A_VOLTAGE_HIGH and hi > high - _V_HYST_MV):
-            v = A_VOLTAGE_HIGH
-        else:
-            v = 0
-        self.v_alarm = v
+        self.v_alarm = voltage_alarm(self.v_alarm, lo, hi, self.voltage_low_mv,
+                                     self.voltage_high_mv, A_VOLTAGE_LOW, A_VOLTAGE_HIGH)
 
     def _evaluate_alarms(self):
         a = self._events
@@ -312,12 +241,7 @@ class MeterApp:
              "export_energy": reg.export_wh(), "active_power": p, "voltage": v,
              "power_factor": pf, "frequency": hz}
         port, data = _payload.encode_uplink("meter", "report", f)
-        n = self.cfg["confirmed_report_every"]
-        # now and then a confirmed report: a session the network lost ends in a rejoin
-        confirmed = n > 0 and self.reports % n == n - 1
-        self.mac.send(port, data, confirmed, "report")
-        self.reports += 1
-        self.last_report = f
+        self.queue_report(port, data, f)
         self.v_min_mv = self.v_max_mv = None  # the alarm's min/max are "since the last report"
 
     def _send_alarm(self):
@@ -341,8 +265,7 @@ class MeterApp:
             self.last_alarm = f
 
     def _on_result(self, tag, acked):
-        mono = None if self._mono is None else self._mono.ms
-        self._alarm.on_result(tag, acked, mono)
+        DeviceApp._on_result(self, tag, acked)
         if tag == "alarm" and acked and self._events_sent:
             self._events &= ~self._events_sent  # delivered: the event alarm clears
             self._events_sent = 0
@@ -350,10 +273,7 @@ class MeterApp:
 
     # -- commands --------------------------------------------------------------------------
 
-    def _on_downlink(self, fport, data):
-        self._commands.handle(fport, data, self.mac)
-
-    def _execute(self, port, f):
+    def execute_command(self, port, f):
         mono = self._mono.ms
         if port == PORT_RELAY:
             self.source.set_relay(f["action"] == "close")
@@ -367,14 +287,11 @@ class MeterApp:
             self.voltage_low_mv, self.voltage_high_mv = lo, hi
             if f["load_limit"] is not None:
                 self.load_limit_w = f["load_limit"]
-            self._save_settings()
+            self.save_settings()
         elif port == PORT_CONFIG:
-            utc = apply_config(f, self._reports, self._alarm, mono)
-            if utc is not None:
-                self.utc_offset_min = utc
-            self._save_settings()
+            self.config_command(f, mono)
         elif port == PORT_REBOOT:
-            self._reboot.request(mono, f["delay"])
+            self.reboot_command(f, mono)
         return OK
 
     # -- the loop --------------------------------------------------------------------------
@@ -407,17 +324,7 @@ class MeterApp:
         best = None
         if self.mac is not None:
             best = self.mac.poll(now_ms)
-        wake = self._next_step
-        t = self._reboot.wake(mono)
-        if t is not None and t < wake:
-            wake = t
-        if self.mac is not None:
-            t = self._reports.wake()
-            if t is not None and t < wake:
-                wake = t
-            t = self._alarm.repeat_at
-            if t is not None and t < wake:
-                wake = t
+        wake = self.network_wake(mono, self._next_step, self.mac is not None)
         if wake <= mono:
             wake = mono + 1
         w = self._mono.to_ticks(wake, now_ms)

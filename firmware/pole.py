@@ -23,6 +23,10 @@ A dim command (fPort 50) replaces that level until the deciding source moves on 
 schedule entry, the photocell flipping, an override). Changes use default_fade unless the
 command brings its own fade.
 
+The network side (reports with jitter, alarm frames and their repetition, commands acked once
+with seq de-dup, reboot, fPort 61 config, settings in NVS) is firmware/device_app.py's, shared
+with the meter (firmware/meter_app.py).
+
 Commands are acknowledged on fPort 12 with the echoed seq and a result code. The last
 (seq, result) per fPort is kept in RTC memory (it survives machine.reset(), so a repeated
 reboot command cannot reboot the pole twice): a repeat is acked with the stored result and
@@ -74,14 +78,12 @@ level it was taken at (consistent, only not settled). The boot's safe state is n
 Energy is cumulative and read with every reading, so it is unaffected.
 """
 
-import json
-
 from protocol import payload as _payload
-from firmware.nvs_store import NvsStore
-from firmware.poll_clock import PollClock
+from firmware.device_app import DeviceApp
 from firmware.ticks import Monotonic, ticks_add, ticks_diff
 from firmware import solar as _solar
 from firmware.utc_date import datetime_tuple
+from firmware.voltage_alarm import voltage_alarm
 
 PORT_REPORT = 10
 PORT_ALARM = 11
@@ -116,11 +118,9 @@ S_LAMP_FAILURE = 1 << 5
 S_DAY_BURNER = 1 << 6
 S_ALARM = 1 << 7
 
-_RESULTS = ("ok", "unknown_port", "bad_version", "bad_length", "bad_value", "failed")
 _ANCHORS = ("fixed", "sunset", "sunrise")
 _RTC_MAGIC = b"SGP1"
 _TILT_HYST = 100  # centidegrees
-_V_HYST_MV = 4000  # a voltage alarm clears 4 V inside its threshold
 _P_HYST_PCT = 5  # a power alarm clears 5 points (% of the expected power) inside its threshold
 _PI_CDEG = 18000
 _KEY_OVERRIDE = -1  # who decided the level: an override, the photocell, or a schedule entry index
@@ -129,16 +129,11 @@ _KEY_LIGHT = -3
 _OFF_STEADY_MS = 1000  # switched off, the current stops at once: one BL0942 RMS update (800 ms)
 
 
-class PoleApp:
+class PoleApp(DeviceApp):
     def __init__(self, hw, cfg, reset=None, clock=None, rng=None):
-        self.hw = hw
-        self.cfg = cfg
-        self.mac = None
-        # the drivers' sleep_ms goes through clock (main.create), so a poll knows how long its
-        # sensor reads blocked: the MAC is polled with the tick after them, when it transmits
-        self._clock = clock or PollClock()
-        self._rng = rng or (lambda n: 0)  # rng(n) -> 0..n-1: report jitter
-        self._reset = reset or hw.reset
+        # the safe state, before anything that can fail
+        hw.dimmer.set(cfg["default_level"])
+        DeviceApp.__init__(self, "pole", hw, cfg, COMMAND_PORTS, _RTC_MAGIC, clock, rng, reset)
         self.default_level = cfg["default_level"]
         self.photocell_on_mlx = cfg["photocell_on_lux"] * 1000
         self.photocell_off_mlx = cfg["photocell_off_lux"] * 1000
@@ -146,16 +141,8 @@ class PoleApp:
         self.latitude = cfg["latitude"]
         self.longitude = cfg["longitude"]
         self.default_fade_ms = cfg["default_fade_ms"]
-        self.report_interval_s = cfg["report_interval_s"]
-        self.alarm_repeat_s = cfg["alarm_repeat_s"]
-        self.utc_offset_min = cfg["utc_offset_min"]
         self.schedule = None  # [(anchor index, minute, level)], None = no schedule
-        # the safe state, before anything that can fail
-        hw.dimmer.set(self.default_level)
-        self._store = NvsStore(hw.app_nvs) if hw.app_nvs is not None else None
-        self._load_settings()
-        self._seen = {}  # fPort -> (seq, result index)
-        self._load_seen()
+        self.load_settings()
         self.dark = True
         self.lux_mlx = None
         self.temp_c100 = None
@@ -167,8 +154,6 @@ class PoleApp:
         self.tilted = False
         self.v_alarm = 0  # A_VOLTAGE_LOW / A_VOLTAGE_HIGH / 0, kept between samples (hysteresis)
         self.p_alarm = 0  # A_POWER_LOW / A_POWER_HIGH / 0
-        self.alarms = 0
-        self.alarm_count = 0
         self.dusk_utc_min = None  # observed by the photocell
         self.dawn_utc_min = None
         self._state_since = None  # when the photocell state last changed (None: first sample)
@@ -177,7 +162,6 @@ class PoleApp:
         if self._store is not None:
             self._energy_base = self._store.load("energy_mwh") or 0
             self._energy_saved = self._energy_base
-            self.alarm_count = self._store.load("alarm_count") or 0
         self._override = None  # (level, until mono or None)
         self._dim = None  # (level, key of the source it replaced)
         self._source = None
@@ -187,41 +171,18 @@ class PoleApp:
         self._meter_fresh = False  # frames may carry that reading: the lamp has not changed since
         self._boot_state = True  # no change since the safe state (frames need not wait for it)
         self._hold_until = None  # a due report/alarm waits for the lamp until then
-        self._mono = None
         self._next_sample = 0
-        self._next_report = 0
-        self._alarm_due = False
-        self._alarm_repeat_at = None
-        self._reboot_at = None
-        self.reports = 0
-        self.alarm_frames = 0
-        self.commands = 0
-        self.duplicates = 0
-        self.bad_commands = 0
         self.sample_errors = 0
         self.time_sets = 0  # wall clock set from the network (DeviceTimeAns)
-        self.last_report = None  # fields of the last report sent, for tests and the simulator
-        self.last_alarm = None
 
     def attach(self, mac):
-        self.mac = mac
-        mac.on_downlink = self._on_downlink
-        mac.on_result = self._on_result
+        DeviceApp.attach(self, mac)
         mac.on_time = self._set_time
         mac.time_known = self.clock_known
 
     # -- persistence -----------------------------------------------------------------------
 
-    def _load_settings(self):
-        nvs = self.hw.app_nvs
-        if nvs is None:
-            return
-        buf = bytearray(1024)
-        try:
-            n = nvs.get_blob("settings", buf)
-            s = json.loads(bytes(buf[:n]))
-        except (OSError, ValueError):
-            return
+    def restore_settings(self, s):
         self.default_level = s.get("default_level", self.default_level)
         self.photocell_on_mlx = s.get("on_mlx", self.photocell_on_mlx)
         self.photocell_off_mlx = s.get("off_mlx", self.photocell_off_mlx)
@@ -229,48 +190,16 @@ class PoleApp:
         self.latitude = s.get("lat", self.latitude)
         self.longitude = s.get("lon", self.longitude)
         self.default_fade_ms = s.get("fade_ms", self.default_fade_ms)
-        self.report_interval_s = s.get("report_s", self.report_interval_s)
-        self.alarm_repeat_s = s.get("repeat_s", self.alarm_repeat_s)
-        self.utc_offset_min = s.get("utc_min", self.utc_offset_min)
         sch = s.get("schedule")
         self.schedule = None if sch is None else [tuple(e) for e in sch]
         if self.hw.dimmer.target != self.default_level:
             self.hw.dimmer.set(self.default_level)
 
-    def _save_settings(self):
-        nvs = self.hw.app_nvs
-        if nvs is None:
-            return
-        s = {"default_level": self.default_level, "on_mlx": self.photocell_on_mlx,
+    def own_settings(self):
+        return {"default_level": self.default_level, "on_mlx": self.photocell_on_mlx,
              "off_mlx": self.photocell_off_mlx, "tilt_cdeg": self.tilt_threshold_cdeg,
              "lat": self.latitude, "lon": self.longitude, "fade_ms": self.default_fade_ms,
-             "report_s": self.report_interval_s, "repeat_s": self.alarm_repeat_s,
-             "utc_min": self.utc_offset_min,
              "schedule": None if self.schedule is None else [list(e) for e in self.schedule]}
-        nvs.set_blob("settings", json.dumps(s).encode())
-        nvs.commit()
-
-    def _load_seen(self):
-        try:
-            mem = self.hw.rtc.memory()
-        except Exception:
-            return
-        if mem[:4] != _RTC_MAGIC:
-            return
-        for i in range(4, len(mem) - 2, 3):
-            self._seen[mem[i]] = (mem[i + 1], mem[i + 2])
-
-    def _save_seen(self):
-        b = bytearray(_RTC_MAGIC)
-        for port in self._seen:
-            seq, res = self._seen[port]
-            b.append(port)
-            b.append(seq)
-            b.append(res)
-        try:
-            self.hw.rtc.memory(b)
-        except Exception:
-            pass
 
     # -- time ------------------------------------------------------------------------------
 
@@ -479,32 +408,15 @@ class PoleApp:
             asked = self._override is not None or self._dim is not None
             if lit and not asked:
                 a |= A_DAY_BURNER
-        if a != self.alarms:
-            print("pole: alarms 0x%04x -> 0x%04x" % (self.alarms, a))
-            x = a ^ self.alarms
-            while x:
-                self.alarm_count += x & 1
-                x >>= 1
-            self.alarms = a
-            self._alarm_due = True
-            if self._store is not None:
-                self._store.save("alarm_count", self.alarm_count)
+        self._alarm.update(a)
 
     def _supply_alarms(self, on, settled, lamp_failed):
         """voltage_low/high and power_low/high with hysteresis (self.v_alarm, self.p_alarm)."""
         cfg = self.cfg
         mv = self.mv
         if mv is not None and not self.meter_failed:
-            lo = cfg["voltage_low_v"] * 1000
-            hi = cfg["voltage_high_v"] * 1000
-            v = self.v_alarm
-            if mv < lo or (v == A_VOLTAGE_LOW and mv < lo + _V_HYST_MV):
-                v = A_VOLTAGE_LOW
-            elif mv > hi or (v == A_VOLTAGE_HIGH and mv > hi - _V_HYST_MV):
-                v = A_VOLTAGE_HIGH
-            else:
-                v = 0
-            self.v_alarm = v
+            self.v_alarm = voltage_alarm(self.v_alarm, mv, mv, cfg["voltage_low_v"] * 1000,
+                                         cfg["voltage_high_v"] * 1000, A_VOLTAGE_LOW, A_VOLTAGE_HIGH)
         rated = cfg["lamp_rated_w"]
         level = self.hw.dimmer.target
         if not rated or not on:
@@ -557,30 +469,10 @@ class PoleApp:
              "lamp_power": max(self.dw or 0, 0) / 10,
              "temperature": None if self.temp_c100 is None else self.temp_c100 / 100}
         port, data = _payload.encode_uplink("pole", "alarm", f)
-        if self.mac is None or self.mac.send(port, data, True, "alarm"):
-            self._alarm_due = False
-            self._alarm_repeat_at = None
-            self.alarm_frames += 1
+        if self._alarm.send(self.mac, port, data):
             self.last_alarm = f
 
-    def _on_result(self, tag, acked):
-        if tag != "alarm" or acked:
-            return
-        if self.alarm_repeat_s and self._mono is not None:
-            self._alarm_repeat_at = self._mono.ms + self.alarm_repeat_s * 1000
-
     # -- reports ---------------------------------------------------------------------------
-
-    def _jitter_ms(self):
-        """report_jitter_s in ms, at most half the report interval."""
-        j = self.cfg["report_jitter_s"]
-        half = self.report_interval_s // 2
-        return (j if j < half else half) * 1000
-
-    def _schedule_report(self, mono):
-        """The next report: report_interval_s +- the jitter from mono."""
-        j = self._jitter_ms()
-        self._next_report = mono + self.report_interval_s * 1000 - j + self._rng(2 * j + 1)
 
     def _send_report(self):
         wh = self.energy_wh()
@@ -595,55 +487,11 @@ class PoleApp:
              "temperature": None if self.temp_c100 is None else self.temp_c100 / 100,
              "humidity": None if self.rh_c100 is None else self.rh_c100 / 100}
         port, data = _payload.encode_uplink("pole", "report", f)
-        n = self.cfg["confirmed_report_every"]
-        # now and then a confirmed report: if the network lost the session (kept in NVS across
-        # reboots), the failures make the MAC join again
-        confirmed = n > 0 and self.reports % n == n - 1
-        if self.mac is not None:
-            self.mac.send(port, data, confirmed, "report")
-        self.reports += 1
-        self.last_report = f
+        self.queue_report(port, data, f)
 
     # -- commands --------------------------------------------------------------------------
 
-    def _ack(self, port, seq, result):
-        _, data = _payload.encode_uplink("pole", "ack", {"port": port, "seq": seq,
-                                                         "result": _RESULTS[result]})
-        if self.mac is not None:
-            self.mac.send(PORT_ACK, data)
-
-    def _on_downlink(self, fport, data):
-        self.commands += 1
-        seq = data[1] if len(data) > 1 else 0
-        if fport in self._seen and self._seen[fport][0] == seq:
-            self.duplicates += 1
-            self._ack(fport, seq, self._seen[fport][1])
-            return
-        if fport not in COMMAND_PORTS:
-            result = 1
-        elif not data:
-            result = 3
-        elif data[0] != 1:
-            result = 2
-        else:
-            try:
-                fields = _payload.decode_downlink(fport, data)["fields"]
-            except _payload.PayloadError as e:
-                result = 3 if "length" in str(e) else 4
-            else:
-                try:
-                    result = self._execute(fport, fields)
-                except (ValueError, TypeError, KeyError):
-                    result = 4
-        if fport in COMMAND_PORTS:
-            self._seen[fport] = (seq, result)
-            self._save_seen()
-        if result:
-            self.bad_commands += 1
-            print("pole: command on fPort %d seq %d refused: %s" % (fport, seq, _RESULTS[result]))
-        self._ack(fport, seq, result)
-
-    def _execute(self, port, f):
+    def execute_command(self, port, f):
         now = self._now
         mono = self._mono.ms
         if port == PORT_DIM:
@@ -661,7 +509,7 @@ class PoleApp:
                 entries.append((a, e["minute"], e["level"]))
             self.schedule = entries or None
             self._dim = None
-            self._save_settings()
+            self.save_settings()
             self._update_lamp(now, mono)
         elif port == PORT_OVERRIDE:
             if not 0 <= f["level"] <= 100:
@@ -690,20 +538,13 @@ class PoleApp:
                 self.longitude = f["longitude"]
             if f["default_fade"] is not None:
                 self.default_fade_ms = int(f["default_fade"] * 1000)
-            self._save_settings()
+            self.save_settings()
             self._update_lamp(now, mono)
         elif port == PORT_CONFIG:
-            if f["report_interval"] is not None:
-                self.report_interval_s = f["report_interval"]
-                self._schedule_report(mono)
-            if f["alarm_repeat"] is not None:
-                self.alarm_repeat_s = f["alarm_repeat"]
-            if f["utc_offset"] is not None:
-                self.utc_offset_min = f["utc_offset"]
-            self._save_settings()
+            self.config_command(f, mono)
             self._update_lamp(now, mono)
         elif port == PORT_REBOOT:
-            self._reboot_at = mono + f["delay"] * 1000
+            self.reboot_command(f, mono)
         return 0
 
     # -- the loop --------------------------------------------------------------------------
@@ -748,23 +589,19 @@ class PoleApp:
             # between samples only what can change without one (idle polls allocate nothing)
             self._update_lamp(now_ms, mono)
             self._evaluate_alarms(mono)
-        if self._alarm_repeat_at is not None and mono >= self._alarm_repeat_at:
-            self._alarm_due = True
-        report_due = self.report_interval_s and mono >= self._next_report
-        if (self._alarm_due or report_due) and self._hold(mono):
+        alarm_due = self._alarm.poll(mono)
+        report_due = self._reports.due(mono)
+        if (alarm_due or report_due) and self._hold(mono):
             pass  # the lamp is changing: the frames wait for it (poll wakes at _hold_until)
         else:
             self._hold_until = None
-            if self._alarm_due:
+            if self._alarm.due:  # (_hold's fresh reading may have changed the alarms)
                 self._send_alarm(mono)
             if report_due:
                 self._send_report()
-                self._schedule_report(mono)
-        if self._reboot_at is not None and mono >= self._reboot_at:
-            mac = self.mac
-            if mac is None or (not mac.busy() and not mac.queued()) or mono >= self._reboot_at + 60000:
-                self._reboot_at = None
-                self._reset()  # machine.reset() does not return
+                self._reports.schedule(mono)
+        if self._reboot.due(mono, self.mac):
+            self._reset()  # machine.reset() does not return
         # the sensor reads may have blocked (sleep_ms): from here on the time is what the
         # board's clock shows now, so the MAC transmits and opens RX windows at true instants
         now_ms = clock.now()
@@ -774,24 +611,15 @@ class PoleApp:
         if self.mac is not None:
             best = self.mac.poll(now_ms)
         # the app's own deadlines after the MAC's poll: its callbacks may have moved them
-        wake = self._next_sample
-        if self.report_interval_s and self._next_report < wake and self._hold_until is None:
-            wake = self._next_report  # (a held report wakes the poll at _hold_until)
-        t = self._alarm_repeat_at
-        if t is not None and t < wake:
-            wake = t
+        # (a held report wakes the poll at _hold_until)
+        wake = self.network_wake(mono, self._next_sample, self._hold_until is None)
         t = self._hold_until
-        if t is not None and t < wake:
-            wake = t
-        t = self._reboot_at
         if t is not None and t < wake:
             wake = t
         if self._override is not None:
             t = self._override[1]
             if t is not None and t < wake:
                 wake = t
-        if self._reboot_at is not None and wake <= mono:
-            wake = mono + 100
         if wake <= mono:
             wake = mono + 1
         w = self._mono.to_ticks(wake, now_ms)

@@ -1,0 +1,134 @@
+"""DeviceApp: what every streetgrid device application (PoleApp, MeterApp) shares on the network
+side - periodic reports (ReportTimer), the alarm uplink (AlarmUplink), commands executed once
+and acked (CommandPort), the reboot command (Reboot), fPort 61 config - and the counters under
+the names tests, the simulator and the READMEs use. A subclass provides execute_command(port,
+fields) for its own commands and calls config_command() / reboot_command() for the common ones;
+own_settings() -> dict and restore_settings(dict) for what it keeps in NVS.
+"""
+
+from firmware.alarm_uplink import AlarmUplink
+from firmware.command_port import CommandPort, apply_config
+from firmware.nvs_store import NvsStore
+from firmware.poll_clock import PollClock
+from firmware.reboot import Reboot
+from firmware.report_timer import ReportTimer
+
+
+class DeviceApp:
+    def __init__(self, kind, hw, cfg, ports, rtc_magic, clock=None, rng=None, reset=None):
+        self.hw = hw
+        self.cfg = cfg
+        self.mac = None
+        # the drivers' sleep_ms goes through clock (main.create), so a poll knows how long its
+        # reads blocked: the MAC is polled with the tick after them, when it transmits
+        self._clock = clock or PollClock()
+        self._rng = rng or (lambda n: 0)  # rng(n) -> 0..n-1: report jitter
+        self._reset = reset or hw.reset
+        self._mono = None
+        self._store = NvsStore(hw.app_nvs) if hw.app_nvs is not None else None
+        self.utc_offset_min = cfg["utc_offset_min"]
+        self._reports = ReportTimer(cfg["report_interval_s"], cfg["report_jitter_s"], self._rng)
+        self._alarm = AlarmUplink(self._store, cfg["alarm_repeat_s"], kind)
+        self._commands = CommandPort(kind, ports, hw.rtc, rtc_magic, self.execute_command)
+        self._reboot = Reboot()
+        self.reports = 0
+        self.last_report = None  # fields of the last frames encoded, for tests and the simulator
+        self.last_alarm = None
+
+    def attach(self, mac):
+        self.mac = mac
+        mac.on_downlink = self._on_downlink
+        mac.on_result = self._on_result
+
+    @property
+    def alarms(self):
+        return self._alarm.bits
+
+    @property
+    def alarm_count(self):
+        return self._alarm.count
+
+    @property
+    def alarm_frames(self):
+        return self._alarm.frames
+
+    @property
+    def report_interval_s(self):
+        return self._reports.interval_s
+
+    @property
+    def commands(self):
+        return self._commands.commands
+
+    @property
+    def duplicates(self):
+        return self._commands.duplicates
+
+    @property
+    def bad_commands(self):
+        return self._commands.bad
+
+    def _on_downlink(self, fport, data):
+        self._commands.handle(fport, data, self.mac)
+
+    def _on_result(self, tag, acked):
+        self._alarm.on_result(tag, acked, None if self._mono is None else self._mono.ms)
+
+    def load_settings(self):
+        """The settings the network changed (saved by save_settings) back at boot; the
+        subclass takes its own with restore_settings(dict)."""
+        s = self._store.load_json("settings") if self._store is not None else None
+        if not isinstance(s, dict):
+            return
+        self.utc_offset_min = s.get("utc_min", self.utc_offset_min)
+        self._reports.interval_s = s.get("report_s", self._reports.interval_s)
+        self._alarm.repeat_s = s.get("repeat_s", self._alarm.repeat_s)
+        self.restore_settings(s)
+
+    def save_settings(self):
+        """Save the settings (the subclass's own_settings() dict plus the common ones) as JSON
+        in NVS, after a command changed one."""
+        if self._store is None:
+            return
+        s = self.own_settings()
+        s["utc_min"] = self.utc_offset_min
+        s["report_s"] = self._reports.interval_s
+        s["repeat_s"] = self._alarm.repeat_s
+        self._store.save_json("settings", s)
+
+    def config_command(self, f, mono):
+        """fPort 61."""
+        utc = apply_config(f, self._reports, self._alarm, mono)
+        if utc is not None:
+            self.utc_offset_min = utc
+        self.save_settings()
+
+    def reboot_command(self, f, mono):
+        """fPort 60: reset after the delay, once the ack is out."""
+        self._reboot.request(mono, f["delay"])
+
+    def queue_report(self, port, data, fields):
+        """A report to the MAC: every confirmed_report_every-th confirmed, so a session the
+        network lost (the device keeps its session across reboots) ends in failed confirmed
+        uplinks and a new join."""
+        n = self.cfg["confirmed_report_every"]
+        confirmed = n > 0 and self.reports % n == n - 1
+        if self.mac is not None:
+            self.mac.send(port, data, confirmed, "report")
+        self.reports += 1
+        self.last_report = fields
+
+    def network_wake(self, mono, wake, reports=True):
+        """wake (monotonic ms) brought forward to the reboot's, the alarm repetition's and
+        (reports) the next report's deadlines. Allocates nothing (idle polls must not)."""
+        t = self._reboot.wake(mono)
+        if t is not None and t < wake:
+            wake = t
+        t = self._alarm.repeat_at
+        if t is not None and t < wake:
+            wake = t
+        if reports:
+            t = self._reports.wake()
+            if t is not None and t < wake:
+                wake = t
+        return wake
