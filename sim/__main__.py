@@ -63,14 +63,15 @@ def build_parser():
     d.add_argument("--workdir", metavar="DIR",
                    help="keep the gateway's config, registry, data and log here (default: a "
                         "temporary directory, removed at the end)")
-    m = sub.add_parser("meter", help="one emulated AMI meter (Modbus RTU slave) on a serial "
+    m = sub.add_parser("meter", help="emulated AMI meters (Modbus RTU slaves) on one serial "
                                      "device, until killed",
-                       description="Run one emulated AMI meter (the firmware's Modbus RTU slave) "
-                                   "on an existing serial device, e.g. one end of a socat pty "
-                                   "pair, with bytes paced at the baud rate.")
+                       description="Run emulated AMI meters (the meter firmware's Modbus RTU "
+                                   "slave and metering chain), one per address, on one RS-485 "
+                                   "line model on an existing serial device, e.g. one end of a "
+                                   "socat pty pair, with bytes paced at the baud rate.")
     m.add_argument("--serial", required=True, metavar="PATH", help="serial device or pty")
-    m.add_argument("--address", type=_slave_address, default=1, metavar="A",
-                   help="Modbus slave address 1..247 (default %(default)s)")
+    m.add_argument("--address", type=_addresses, default=[1], metavar="A[,B,...]",
+                   help="Modbus slave addresses 1..247, one meter each (default 1)")
     m.add_argument("--baud", type=_baud, default=9600, metavar="B",
                    help="baud rate, one of %s (default %%(default)s)" % _baud_list())
     m.add_argument("--phases", type=int, choices=(1, 3), default=3, help="default 3")
@@ -83,6 +84,14 @@ def build_parser():
     m.add_argument("--garbage", type=_rate, default=0.0, metavar="P",
                    help="fraction of replies followed by random bytes")
     m.add_argument("--seed", type=int, default=0, help="fault injection seed")
+    m.add_argument("--nvs", metavar="FILE",
+                   help="keep the meters' committed NVS in FILE (written atomically on every "
+                        "commit; a killed process is a power cut, the next run boots from it)")
+    m.add_argument("--load-w", type=float, default=None, metavar="W",
+                   help="constant net power per meter in W (< 0 = export), split over its "
+                        "phases (default: a varying household load)")
+    m.add_argument("--energy-step-wh", type=_positive(int), default=None, metavar="WH",
+                   help="commit the energy register every WH Wh (default 50, the firmware's)")
     return p
 
 
@@ -103,6 +112,16 @@ def _slave_address(text):
     return value
 
 
+def _addresses(text):
+    out = []
+    for part in text.split(","):
+        a = _slave_address(part.strip())
+        if a in out:
+            raise argparse.ArgumentTypeError("address %d given twice" % a)
+        out.append(a)
+    return out
+
+
 def _baud_list():
     from protocol.modbus.registers import BAUD_RATES
     return ", ".join(str(b) for b in BAUD_RATES)
@@ -118,6 +137,7 @@ def _baud(text):
 
 def _meter(args):
     from sim import meter
+    from sim.nvs_file import NvsFileError
     turn = meter.DEFAULT_TURNAROUND_MS if args.turnaround_ms is None else args.turnaround_ms
 
     def ready(text):
@@ -126,11 +146,15 @@ def _meter(args):
 
     faults = None
     if args.noise or args.silence or args.garbage:
-        from sim.rs485 import LineFaults
-        faults = LineFaults(args.noise, args.silence, args.garbage, args.seed)
+        faults = (args.noise, args.silence, args.garbage)
+    step = meter.DEFAULT_ENERGY_STEP_WH if args.energy_step_wh is None else args.energy_step_wh
     try:
         return meter.run(args.serial, args.address, args.baud, args.phases, turn, ready=ready,
-                         faults=faults)
+                         faults=faults, load_w=args.load_w, energy_step_wh=step,
+                         nvs_path=args.nvs, seed=args.seed)
+    except NvsFileError as e:
+        sys.stderr.write("python -m sim meter: %s\n" % e)
+        return 2
     except OSError as e:
         if e.filename is None:
             raise

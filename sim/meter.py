@@ -1,17 +1,30 @@
-"""One emulated AMI meter on a real serial device: the firmware's Modbus slave
-(firmware/modbus_slave.py) on CPython with the ESP32 fakes, its UART wired through a paced
-RS-485 line model (sim/rs485.py) to a pty or serial port, until SIGTERM / SIGINT.
+"""Emulated AMI meters on a real serial device: each meter's firmware (its Modbus RTU slave and
+metering chain) on CPython with its own ESP32 fakes and meter board (sim/devices/meter_board.py),
+all of them on one RS-485 line model (sim.rs485.Bus) joined to a pty or serial port, until
+SIGTERM / SIGINT.
 
-    python -m sim meter --serial /dev/pts/7 --address 3 --baud 9600 [--phases 3]
+    python -m sim meter --serial /dev/pts/7 --address 3,4,5 --baud 9600 [--phases 3]
+                        [--nvs meters.json] [--load-w 1000]
 
 Typical use: `socat -d -d pty,raw,echo=0 pty,raw,echo=0` prints two pty paths; give one to the
-meter and the other to a Modbus master (the gateway, pymodbus, mbpoll).
+meters and the other to a Modbus master (the gateway, pymodbus, mbpoll).
 
-Values come from the meter firmware's own chain: firmware.meter_source.MeterSource over the
-ATM90E32 driver (SPI, on the chip's register model sim.devices.atm90e32) and the
-EnergyRegister (NVS), stepped once a second; a simulated household load (household_power_w)
-sets the chip's analogue truth, and the relay GPIO disconnects it. StandInMeterSource (a load
-integrated in Python, no chip) remains for tests that want values without the chip.
+Why one process for several meters: on a real bus every slave hears every frame, the master's
+and the other slaves' replies, and only the addressed one answers; one line model in one
+process gives that exactly (separate processes on a relayed pty each re-pace what they
+overhear from whenever the relay delivered it).
+
+Each meter is a board of its own: machine and esp32 fakes loaded privately (sim.board.load_fake),
+so pins, SPI, UART and NVS flash are per meter. Values come from the meter firmware's chain:
+the ATM90E32 chip model on SPI read by the real driver, EnergyRegister on NVS, MeterSource, the
+relay GPIO; the household load (Load) sets the chip's analogue truth. Address and baud are
+provisioned into NVS at first boot as a technician would; a Modbus write changes them later and
+NVS keeps them (a warm boot from --nvs uses the stored ones).
+
+Power cuts: with an NvsFile (--nvs FILE) every NVS commit is on disk atomically before commit()
+returns, so SIGKILL is a power cut: the next run boots each meter from what it committed, and
+the energy it serves is never below what it served before (EnergyRegister serves only
+committed Wh).
 """
 
 import errno
@@ -29,19 +42,17 @@ from firmware.energy_register import EnergyRegister
 from firmware.meter_source import MeterSource
 from firmware.modbus_slave import ModbusSlave
 from firmware.nvs_store import NvsStore
-from firmware.ticks import TICKS_PERIOD
-from protocol.modbus import registers as M
-from sim.devices.atm90e32 import ATM90E32 as ATM90E32Chip
-from sim.fakes import esp32, machine
-from sim.rs485 import LineFaults, PacedLine
+from firmware.ticks import TICKS_PERIOD, ticks_diff
+from sim.board import load_fake
+from sim.devices.meter_board import WIRING, MeterPeripherals
+from sim.rs485 import Bus, LineFaults, PacedLine
 
-UART_ID = 1
-UART_TX, UART_RX, DE_PIN = 17, 16, 4
-SPI_ID, CS_PIN, RELAY_PIN = 2, 5, 26
-VOLTS = (231.5, 233.0, 234.5)
 METERING_MS = 1000  # the meter application's step: read the chip, feed the energy register
 FIRMWARE_VERSION = (0, 4, 0)
 DEFAULT_TURNAROUND_MS = 5  # processing time before a reply: real meters answer in ~4-45 ms
+DEFAULT_ENERGY_STEP_WH = 50  # EnergyRegister commit step (the firmware's default)
+SERIAL_BASE = 20260000  # serial number = SERIAL_BASE + the provisioned address
+MS_TICKS = 1 << 30  # MicroPython ticks_ms period
 
 
 def household_power_w(t_s, phases, base_w=(800, 450, 300)):
@@ -57,142 +68,129 @@ def household_power_w(t_s, phases, base_w=(800, 450, 300)):
     return out
 
 
-class ChipMetering:
-    """The meter firmware's metering chain on the emulated board: the ATM90E32 register model on
-    SPI, the real driver, EnergyRegister on NVS and MeterSource (the slave's data source),
-    plus the household load that sets the chip's truth (zero while the relay is open)."""
+class Load:
+    """The household behind a meter: `env(t_s)` -> meter_board apply_env keys. constant_w None:
+    household_power_w (varies; the default); a number: that net power (W, < 0 = export), split
+    evenly over the phases, so a test knows the truth exactly."""
 
-    def __init__(self, phases, now_ms):
+    def __init__(self, phases, constant_w=None):
         self.phases = phases
-        self.model = machine.spi(SPI_ID).attach(CS_PIN, ATM90E32Chip(voltage=VOLTS))
-        chip = ATM90E32(machine.SPI(SPI_ID, 200000, polarity=1, phase=1),
-                        machine.Pin(CS_PIN, machine.Pin.OUT), {"phases": phases})
+        self.constant_w = constant_w
+
+    def env(self, t_s):
+        if self.constant_w is not None:
+            return {"power_w": float(self.constant_w)}
+        return {"phase_power_w": household_power_w(t_s, self.phases)}
+
+
+class ChainApp:
+    """The meter application as `python -m sim meter` runs it until firmware.main.create
+    builds kind "meter": the ATM90E32 driver on SPI, EnergyRegister and MeterSource stepped
+    every METERING_MS by poll(now_ms), and the Modbus slave (`.slave`) driven separately at
+    µs granularity. Same shape as the firmware's MeterApp (poll, slave, source)."""
+
+    def __init__(self, machine, esp32, cfg):
+        w = dict(WIRING)
+        w.update({k: cfg[k] for k in w if k in cfg})
+        chip = ATM90E32(machine.SPI(w["spi_id"], 200000, polarity=1, phase=1),
+                        machine.Pin(w["chip_cs_pin"], machine.Pin.OUT), {"phases": cfg["phases"]})
         chip.configure()
-        relay = machine.Pin(RELAY_PIN, machine.Pin.OUT, value=1)
-        self.source = MeterSource(chip, EnergyRegister(esp32.NVS("energy")), relay)
-        self._t0 = self._last = now_ms
-        self._set_load(now_ms)
-        self.source.update(now_ms % (1 << 30))
+        relay = machine.Pin(w["relay_pin"], machine.Pin.OUT, value=1)
+        register = EnergyRegister(esp32.NVS("energy"), step_mwh=cfg["energy_step_wh"] * 1000)
+        self.source = MeterSource(chip, register, relay)
+        store = NvsStore(esp32.NVS("modbus"))
+        if store.load("mb_addr") is None:  # first boot: the technician's provisioning
+            store.save("mb_addr", cfg["modbus_address"])
+            store.save("mb_baud", cfg["modbus_baud"] // 100)
+        uart = machine.UART(w["rs485_uart_id"], cfg["modbus_baud"], tx=w["rs485_tx"],
+                            rx=w["rs485_rx"])
+        de = machine.Pin(w["rs485_de_pin"], machine.Pin.OUT, value=0)
+        self.slave = ModbusSlave(uart, de, self.source, store=store,
+                                 serial=cfg["serial_number"], firmware=FIRMWARE_VERSION)
+        self._next = None
 
-    def _set_load(self, now_ms):
-        closed = machine.level(RELAY_PIN) == 1
-        powers = household_power_w((now_ms - self._t0) / 1000.0, self.phases)
-        for i in range(3):
-            p = powers[i] if closed and i < self.phases else 0.0
-            pf = 0.95 if p >= 0 else -0.97
-            self.model.pf[i] = pf
-            self.model.current[i] = abs(p) / (VOLTS[i] * abs(pf))
-
-    def step(self, now_ms):
-        """Advance the chip to now_ms and, once per METERING_MS, run the application's step."""
-        if now_ms - self._last < METERING_MS:
-            return
-        self.model.advance((now_ms - self._last) / 1000.0)  # the last interval's load
-        self._last = now_ms
-        self._set_load(now_ms)  # the load now (the relay may have switched)
-        self.source.update(now_ms % (1 << 30))
+    def poll(self, now_ms):
+        if self._next is None or ticks_diff(now_ms, self._next) >= 0:
+            self.source.update(now_ms)
+            self._next = (now_ms + METERING_MS) % MS_TICKS
+        return self._next
 
 
-class StandInMeterSource:
-    """A data source without the chip (household_power_w integrated in Python): W x ms summed in
-    integers, Wh = sum // 3_600_000, split into import and export per phase."""
-
-    def __init__(self, phases=3, clock_ms=None):
-        self.phases = phases
-        self._clock = clock_ms or (lambda: int(time.monotonic() * 1000))
-        self._last = self._clock()
-        self._t0 = self._last
-        self._imp_wms = 0
-        self._exp_wms = 0
-        self._relay = True
-
-    def _power_w(self, t_ms):
-        if not self._relay:
-            return [0] * self.phases
-        return [int(p) for p in household_power_w((t_ms - self._t0) / 1000.0, self.phases)]
-
-    def update(self, now_ms=None):
-        now = self._clock() if now_ms is None else now_ms
-        dt = now - self._last
-        if dt > 0:
-            for p in self._power_w(now):
-                if p > 0:
-                    self._imp_wms += p * dt
-                else:
-                    self._exp_wms -= p * dt
-            self._last = now
-
-    def measurements(self):
-        self.update()
-        powers = self._power_w(self._last)
-        v = {"frequency": 50.0}
-        total = 0.0
-        for i, p in enumerate(powers):
-            n = i + 1
-            volts = 230.0 + 1.5 * n
-            pf = 0.95 if p >= 0 else -0.97
-            amps = abs(p) / (volts * abs(pf))
-            v["voltage_l%d" % n] = volts
-            v["current_l%d" % n] = round(amps, 3)
-            v["power_l%d" % n] = float(p)
-            v["power_factor_l%d" % n] = pf
-            v["apparent_power_l%d" % n] = volts * amps
-            total += p
-        v["power"] = total
-        v["power_factor"] = 0.95
-        v["energy_import_wh"] = self._imp_wms // 3600000
-        v["energy_export_wh"] = self._exp_wms // 3600000
-        return v
-
-    def relay_closed(self):
-        return self._relay
-
-    def set_relay(self, closed):
-        self.update()
-        self._relay = bool(closed)
+def meter_cfg(address, baud, phases, energy_step_wh=DEFAULT_ENERGY_STEP_WH):
+    """The firmware config of an emulated Modbus meter (kind "meter", interfaces "modbus")."""
+    return {"kind": "meter", "interfaces": "modbus", "phases": phases,
+            "modbus_address": address, "modbus_baud": baud,
+            "serial_number": SERIAL_BASE + address, "energy_step_wh": energy_step_wh}
 
 
 class EmulatedMeter:
-    """The meter's firmware slave + fakes + paced line, driven by a real (monotonic) clock.
+    """One meter: its own fakes, board (MeterPeripherals), firmware app and transceiver
+    (PacedLine), on the time of `clock_us` (CPython µs, never wrapping). Put it on a Bus.
 
-    Address and baud are provisioned into the meter's NVS before boot, as a technician would;
-    Modbus writes change them afterwards as on the device."""
+    name: its board name in an NvsFile ("meter-<address>"); nvs: an NvsFile or None."""
+
+    _instances = 0
 
     def __init__(self, address=1, baud=9600, phases=3, turnaround_ms=DEFAULT_TURNAROUND_MS,
-                 source=None, clock_us=None, serial=None, faults=None):
+                 load=None, clock_us=None, faults=None, energy_step_wh=DEFAULT_ENERGY_STEP_WH,
+                 nvs=None, name=None):
+        EmulatedMeter._instances += 1
+        tag = "meter%d" % EmulatedMeter._instances
         self._clock = clock_us or (lambda: time.monotonic_ns() // 1000)
         self.t = self._clock()  # the firmware's (and the line's) time: catches up with the clock
-        store = NvsStore(esp32.NVS("modbus"))
-        store.save("mb_addr", address)
-        store.save("mb_baud", baud // 100)
-        self.metering = None
-        if source is None:
-            self.metering = ChipMetering(phases, self.t // 1000)
-            source = self.metering.source
-        self.source = source
-        self.line = PacedLine(lambda: self.t, lambda: machine.level(DE_PIN) == 1,
+        self._t0 = self.t
+        self.name = name or "meter-%d" % address
+        self.machine = machine = load_fake("machine", tag)
+        self.esp32 = load_fake("esp32", tag)
+        machine.UNIQUE_ID = bytes([0x24, 0x6F, 0x28, 0xE0, address >> 8 & 0xFF, address & 0xFF])
+        machine.set_clock(lambda: self.t // 1000)
+        self.warm = nvs.attach(self.name, self.esp32.FLASH) if nvs is not None else False
+        self.cfg = meter_cfg(address, baud, phases, energy_step_wh)
+        self.load = load or Load(phases)
+        self.hw = MeterPeripherals(machine, self.cfg, lambda: self.t // 1000)
+        self.hw.chip_ms = self.t // 1000
+        self.hw.apply_env(self.load.env(0.0))
+        de_pin = self.hw.wiring["rs485_de_pin"]
+        self.line = PacedLine(lambda: self.t, lambda: machine.level(de_pin) == 1,
                               lambda: (self.slave.line()[0], self.slave.char_bits), faults)
-        machine.uart(UART_ID).attach(self.line)
-        uart = machine.UART(UART_ID, baud, tx=UART_TX, rx=UART_RX)
-        de = machine.Pin(DE_PIN, machine.Pin.OUT, value=0)
-        self.slave = ModbusSlave(uart, de, self.source, store=store,
-                                 serial=serial if serial is not None else 20260000 + address,
-                                 firmware=FIRMWARE_VERSION, reply_delay_us=turnaround_ms * 1000)
+        self.faults = faults
+        machine.uart(self.hw.wiring["rs485_uart_id"]).attach(self.line)
+        self.app = ChainApp(machine, self.esp32, self.cfg)
+        self.slave = self.app.slave
+        self.slave.reply_delay_us = turnaround_ms * 1000
+        self.source = self.app.source
+        self._app_wake = None  # absolute ms at which the app wants to run again
+        self._poll_app(self.t)
+
+    @property
+    def address(self):
+        return self.slave.address
+
+    def _poll_app(self, t_us):
+        now_ms = t_us // 1000
+        self.hw.advance_meter(now_ms)
+        if self._app_wake is not None and now_ms < self._app_wake:
+            return
+        self.hw.apply_env(self.load.env((t_us - self._t0) / 1e6))
+        tick = now_ms % MS_TICKS
+        self._app_wake = now_ms + max(1, ticks_diff(self.app.poll(tick), tick))
 
     def ticks(self, now_us):
         return now_us % TICKS_PERIOD
 
-    def _poll_at(self, t):
+    def poll_at(self, t):
+        """Run the firmware at t (µs, >= its time); returns [(start, end, byte)] it put on the
+        wire by then."""
         self.t = t
-        if self.metering is not None:
-            self.metering.step(t // 1000)
+        self._poll_app(t)
         self.slave.poll(self.ticks(t))
-        return self.line.take_sent(t)
+        return self.line.take_sent_timed(t)
 
     def next_due(self):
-        """When the firmware or the line next has something to do (None: waiting for bytes).
-        The sim does not poll an idle slave every character time as the device's serve() does:
-        it knows when bytes arrive."""
+        """When the firmware or the line next has something to do (None: waiting for bytes;
+        the app's once-a-second step is not an event: it runs at the next poll after it is
+        due, and run() polls at least every 100 ms). The sim does not poll an idle slave every
+        character time as the device's serve() does: it knows when bytes arrive."""
         t = self.line.next_event()
         d = self.slave.due()
         if d is not None:
@@ -202,18 +200,20 @@ class EmulatedMeter:
                 t = d
         return t
 
-    def advance(self, now_us):
-        """Run the firmware through every event up to now_us, each polled at its own instant
-        (a byte's arrival, the end of t3.5, the end of a reply, DE's drop), so its timing is the
-        wire's even when this process was scheduled late; returns the bytes it put on the wire."""
-        out = bytearray()
-        while True:
-            t = self.next_due()
-            if t is None or t > now_us:
-                break
-            out += self._poll_at(max(t, self.t))
-        out += self._poll_at(max(now_us, self.t))
-        return bytes(out)
+    def truth(self):
+        """What really flowed through this meter so far (Wh floats) and the load now."""
+        return {"import_wh": self.hw.import_wh, "export_wh": self.hw.export_wh,
+                "power_w": self.hw.flowing_w()}
+
+    def counters(self):
+        c = self.slave.counters()
+        c["commits"] = self.source.register.commits
+        c["energy_import_wh"] = self.source.register.import_wh()
+        c["energy_export_wh"] = self.source.register.export_wh()
+        if self.faults is not None:
+            c.update(injected_noise=self.faults.noisy, injected_silence=self.faults.silenced,
+                     injected_garbage=self.faults.garbled)
+        return c
 
 
 def open_serial(path):
@@ -224,34 +224,55 @@ def open_serial(path):
     return fd
 
 
-def run(path, address, baud, phases=3, turnaround_ms=DEFAULT_TURNAROUND_MS, ready=None,
-        faults=None):
-    """Serve Modbus on `path` until SIGTERM / SIGINT; returns the exit status. `faults`: a
-    sim.rs485.LineFaults, or None for a clean line."""
+def build(addresses, baud, phases=3, turnaround_ms=DEFAULT_TURNAROUND_MS, faults=None,
+          load_w=None, energy_step_wh=DEFAULT_ENERGY_STEP_WH, nvs=None, seed=0, clock_us=None):
+    """A Bus with one EmulatedMeter per address. faults: None, or (noise, silence, garbage)
+    rates: each meter gets its own LineFaults seeded from `seed` and its position."""
+    meters = []
+    for k, a in enumerate(addresses):
+        lf = LineFaults(*faults, seed=seed + k) if faults else None
+        meters.append(EmulatedMeter(a, baud, phases, turnaround_ms, load=Load(phases, load_w),
+                                    clock_us=clock_us, faults=lf,
+                                    energy_step_wh=energy_step_wh, nvs=nvs))
+    return Bus(meters)
+
+
+def run(path, addresses, baud, phases=3, turnaround_ms=DEFAULT_TURNAROUND_MS, ready=None,
+        faults=None, load_w=None, energy_step_wh=DEFAULT_ENERGY_STEP_WH, nvs_path=None, seed=0):
+    """Serve Modbus on `path` until SIGTERM / SIGINT; returns the exit status. `faults`: None
+    for a clean line or (noise, silence, garbage) rates per reply."""
+    from sim.nvs_file import NvsFile
+
     stop = []
 
     def on_signal(signum, frame):
         stop.append(signum)
 
+    nvs = NvsFile(nvs_path) if nvs_path else None  # NvsFileError before anything is open
     fd = open_serial(path)
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    meter = EmulatedMeter(address, baud, phases, turnaround_ms, faults=faults)
+    bus = build(addresses, baud, phases, turnaround_ms, faults, load_w, energy_step_wh, nvs,
+                seed)
+    clock = bus.meters[0]._clock
     sel = selectors.DefaultSelector()
     sel.register(fd, selectors.EVENT_READ)
     pending = b""
     if ready:
-        ready("meter %d on %s at %d baud, %d phase(s)" % (address, path, baud, phases))
+        for m in bus.meters:
+            ready("meter %d on %s at %d baud, %d phase(s)%s" % (
+                m.address, path, m.slave.baud_code * 100, phases,
+                ", warm boot from %s" % nvs.path if m.warm else ""))
     try:
         while not stop:
-            pending += meter.advance(meter._clock())
+            pending += bus.advance(clock())
             if pending:
                 try:
                     n = os.write(fd, pending)
                     pending = pending[n:]
                 except BlockingIOError:
                     pass
-            nxt = meter.next_due()
-            timeout = 0.1 if nxt is None else min(max(0, nxt - meter._clock()), 100000) / 1e6
+            nxt = bus.next_due()
+            timeout = 0.1 if nxt is None else min(max(0, nxt - clock()), 100000) / 1e6
             if pending:
                 timeout = min(timeout, 0.001)
             for _key, _ev in sel.select(timeout):
@@ -265,16 +286,14 @@ def run(path, address, baud, phases=3, turnaround_ms=DEFAULT_TURNAROUND_MS, read
                     time.sleep(0.05)
                     continue
                 if data:
-                    meter.line.from_host(data, meter._clock())
+                    bus.from_host(data, clock())
     finally:
         sel.close()
         os.close(fd)
         for s, h in old.items():
             signal.signal(s, h)
-    c = meter.slave.counters()
-    if faults is not None:
-        c.update(injected_noise=faults.noisy, injected_silence=faults.silenced,
-                 injected_garbage=faults.garbled)
-    sys.stderr.write("meter %d stopped: %s\n" % (meter.slave.address, " ".join(
-        "%s=%d" % (k, c[k]) for k in sorted(c))))
+    for m in bus.meters:
+        c = m.counters()
+        sys.stderr.write("meter %d stopped: %s\n" % (m.address, " ".join(
+            "%s=%d" % (k, c[k]) for k in sorted(c))))
     return 0

@@ -17,7 +17,14 @@ Times are CPython microseconds (not wrapped); `clock_us()` and `de_level()` are 
 `timing()` says (baud, bits per character) in force (it follows the firmware's baud changes).
 Byte k of a burst ends at ceil(k * bits * 1e6 / baud) after the burst's start: exact wire time,
 not k rounded character times.
+
+Bus: several such transceivers on one pair with the master (the host): what the host writes
+reaches every meter, what a meter drives reaches the host and every other meter (overheard,
+as on a real bus), so each slave's deframer sees all traffic, and only the addressed one
+answers.
 """
+
+import bisect
 
 
 class PacedLine:
@@ -44,26 +51,37 @@ class PacedLine:
         """The host wrote `data` at now_us; each byte reaches the UART when its stop bit has."""
         t0 = max(now_us, self._host_free)
         k = 0
+        end = t0
         for b in bytes(data):
             k += 1
-            self._inbound.append((t0 + self._wire_us(k), b))
-        if k:
-            self._host_free = self._inbound[-1][0]
+            end = t0 + self._wire_us(k)
+            bisect.insort(self._inbound, (end, b))
+        self._host_free = end
 
     def take_sent(self, now_us):
         """Bytes the meter has finished putting on the wire by now_us."""
-        out = bytearray()
+        return bytes(b for _, _, b in self.take_sent_timed(now_us))
+
+    def take_sent_timed(self, now_us):
+        """[(start_us, end_us, byte)] the meter has finished putting on the wire by now_us."""
+        out = []
         q = self._outbound
         while q and q[0][1] <= now_us:
             start, end, b, noise = q.pop(0)
             if noise:
-                out.append(b)
+                out.append((start, end, b))
             elif self._de():
-                out.append(b)
+                out.append((start, end, b))
                 self.tx_log.append((start, end))
             else:
                 self.lost_de += 1
-        return bytes(out)
+        return out
+
+    def overhear(self, timed):
+        """Bytes another transceiver on the same pair drove ([(start_us, end_us, byte)]):
+        they reach this UART at their end, as the host's do."""
+        for _, end, b in timed:
+            bisect.insort(self._inbound, (end, b))
 
     def next_event(self):
         """Earliest time at which a byte is delivered either way (None: nothing pending)."""
@@ -115,6 +133,55 @@ class PacedLine:
         """True when every written byte has left the wire."""
         now = self._clock() if now_us is None else now_us
         return not self._outbound or self._outbound[-1][1] <= now
+
+
+class Bus:
+    """Meters on one RS-485 pair with the host, in one process and one time line.
+
+    A meter here is anything with `line` (its PacedLine), `t` (its time, µs), `next_due()`
+    (µs or None) and `poll_at(t) -> [(start, end, byte)]` it drove (sim.meter.EmulatedMeter).
+    advance(now) runs them all through every event up to now in time order, each polled at
+    its own instant, and hands every byte a meter drives to the others; the host gets all of
+    them in wire order. Two meters driving at once (a duplicated address) interleave their
+    bytes: the master sees a CRC error, as it would with a collision."""
+
+    def __init__(self, meters):
+        self.meters = list(meters)
+
+    def from_host(self, data, now_us):
+        for m in self.meters:
+            m.line.from_host(data, now_us)
+
+    def next_due(self):
+        t = None
+        for m in self.meters:
+            d = m.next_due()
+            if d is not None and (t is None or d < t):
+                t = d
+        return t
+
+    def _drove(self, meter, timed, out):
+        if timed:
+            for other in self.meters:
+                if other is not meter:
+                    other.line.overhear(timed)
+            out.extend(timed)
+
+    def advance(self, now_us):
+        """Bytes every meter put on the wire up to now_us (the host's to read)."""
+        out = []
+        while True:
+            t = self.next_due()
+            if t is None or t > now_us:
+                break
+            for m in self.meters:
+                d = m.next_due()
+                if d is not None and d <= t:
+                    self._drove(m, m.poll_at(max(t, m.t)), out)
+        for m in self.meters:
+            self._drove(m, m.poll_at(max(now_us, m.t)), out)
+        out.sort(key=lambda x: x[1])
+        return bytes(b for _, _, b in out)
 
 
 class LineFaults:

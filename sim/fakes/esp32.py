@@ -5,6 +5,10 @@ Committed values live in a module-level Flash that outlives the board's Python o
 test can "cut power" (drop everything not committed) and boot the firmware again. Like the
 MicroPython docs say, nothing persists without commit(). Keys are limited to 15 characters and a
 missing key raises OSError, as on the chip. Commits are counted to measure flash wear.
+
+`FLASH.on_commit(flash)`, if set, runs inside every commit() before it returns, so a simulator
+can make the committed state durable outside the process (sim/nvs_file.py): then a killed
+process is a power cut, and what a commit() that returned promised is on disk.
 """
 
 import errno
@@ -16,6 +20,7 @@ class Flash:
     def __init__(self):
         self.data = {}
         self.commits = 0
+        self.on_commit = None  # fn(flash) called at the end of each commit()
 
 
 FLASH = Flash()
@@ -89,3 +94,5 @@ class NVS:
                 ns[key] = value
         self._pending.clear()
         FLASH.commits += 1
+        if FLASH.on_commit is not None:
+            FLASH.on_commit(FLASH)

@@ -23,13 +23,19 @@ DT = ModbusSerialClient.DATATYPE
 
 
 class Meter:
+    """`python -m sim meter` on path with one address or a list of them (one banner each)."""
+
     def __init__(self, path, address, baud, phases=3, extra=()):
+        addresses = address if isinstance(address, (list, tuple)) else [address]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sim", "meter", "--serial", path, "--address", str(address),
-             "--baud", str(baud), "--phases", str(phases)] + list(extra),
-            cwd=ROOT, stderr=subprocess.PIPE, text=True)
-        self.banner = self._line(10)
-        assert self.banner.startswith("meter %d on " % address), self.banner
+            [sys.executable, "-m", "sim", "meter", "--serial", path, "--address",
+             ",".join(str(a) for a in addresses), "--baud", str(baud), "--phases", str(phases)]
+            + list(extra), cwd=ROOT, stderr=subprocess.PIPE, text=True)
+        # the banners are written together: after the first, the rest are in the pipe's buffer
+        self.banners = [self._line(10)] + [self.proc.stderr.readline() for _ in addresses[1:]]
+        for a, banner in zip(addresses, self.banners):
+            assert banner.startswith("meter %d on " % a) or "warm boot" in banner, banner
+        self.banner = self.banners[0]
 
     def _line(self, timeout):
         r, _, _ = select.select([self.proc.stderr], [], [], timeout)
@@ -42,11 +48,13 @@ class Meter:
         return self.proc.wait(10), out
 
 
-def counters(err):
-    """The counters the meter prints on its last line when it stops."""
-    line = err.strip().splitlines()[-1]
-    assert " stopped: " in line, err
-    return {k: int(v) for k, v in (kv.split("=") for kv in line.split(": ")[1].split())}
+def counters(err, address=None):
+    """The counters a meter prints when it stops (the last one's, or that address's)."""
+    lines = [ln for ln in err.strip().splitlines() if " stopped: " in ln]
+    if address is not None:
+        lines = [ln for ln in lines if ln.startswith("meter %d stopped: " % address)]
+    assert lines, err
+    return {k: int(v) for k, v in (kv.split("=") for kv in lines[-1].split(": ")[1].split())}
 
 
 @pytest.fixture
@@ -195,3 +203,94 @@ def test_a_missing_serial_device_is_a_clear_error():
     assert proc.returncode == 2
     assert "cannot open /dev/no-such-tty: No such file or directory" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_several_meters_in_one_process_share_one_bus():
+    """Three meters on one line model: each answers only its own address, each overhears the
+    others' traffic (counted as ignored), and a master may talk to the next meter right after
+    a reply (the overheard reply and the next request are framed as on a real bus)."""
+    with PtyLink() as link:
+        meter = Meter(link.paths[0], address=[3, 7, 11], baud=19200, phases=1,
+                      extra=["--load-w", "2300"])
+        try:
+            c = client(link.paths[1], 19200, timeout=0.5)
+            order = [3, 7, 11, 7, 3, 11, 11, 3]
+            for unit in order:
+                ident = c.read_input_registers(0x2000, count=7, device_id=unit).registers
+                assert ModbusSerialClient.convert_from_registers(ident[2:4], DT.UINT32) \
+                    == 20260000 + unit
+            with pytest.raises(ModbusIOException):
+                c.read_input_registers(0x2000, count=7, device_id=4)  # nobody there
+            time.sleep(METERING_MS / 1000 + 0.1)
+            for unit in (3, 7, 11):
+                regs = c.read_input_registers(0x0000, count=14, device_id=unit).registers
+                assert f32(regs, "power_l1") == pytest.approx(2300.0, abs=0.01)
+                assert f32(regs, "current_l1") == pytest.approx(2300 / (231.5 * 0.95), abs=2e-3)
+            c.close()
+        finally:
+            status, err = meter.stop()
+    assert status == 0
+    for unit in (3, 7, 11):
+        c = counters(err, unit)
+        mine = order.count(unit) + 1
+        assert c["responses"] == mine and c["bad_crc"] == 0, (unit, c)
+        # every other request and every reply of the others was heard and ignored
+        others = len(order) + 3 - mine + 1  # + the request for address 4
+        assert c["ignored"] >= others, (unit, c)
+
+
+def test_nvs_file_makes_sigkill_a_power_cut(tmp_path):
+    """--nvs: a SIGKILLed meter boots from its committed NVS; the served energy after the
+    restart is at least the last value served before it, and the address a Modbus write gave
+    it is kept."""
+    nvs = str(tmp_path / "meters.json")
+    extra = ["--nvs", nvs, "--load-w", "36000", "--energy-step-wh", "2"]  # 10 Wh/s, 5 commits/s
+    with PtyLink() as link:
+        meter = Meter(link.paths[0], address=[1, 2], baud=38400, extra=extra)
+        try:
+            c = client(link.paths[1], 38400)
+            served = {}
+            for _ in range(3):
+                time.sleep(0.6)
+                for unit in (1, 2):
+                    e = c.read_input_registers(0x1000, count=4, device_id=unit).registers
+                    served[unit] = ModbusSerialClient.convert_from_registers(e, DT.UINT64)
+            assert served[1] >= 10 and served[2] >= 10, served
+            assert not c.write_register(0x3000, 9, device_id=2).isError()  # 2 becomes 9
+            time.sleep(0.05)
+            e = c.read_input_registers(0x1000, count=4, device_id=9).registers
+            served[2] = ModbusSerialClient.convert_from_registers(e, DT.UINT64)
+            c.close()
+        finally:
+            meter.proc.kill()
+            meter.proc.wait(10)
+        meter = Meter(link.paths[0], address=[1, 2], baud=38400, extra=extra)
+        try:
+            assert "warm boot from" in meter.banners[0], meter.banners
+            assert meter.banners[1].startswith("meter 9 on "), meter.banners  # NVS wins
+            c = client(link.paths[1], 38400)
+            for unit, key in ((1, 1), (9, 2)):
+                e = c.read_input_registers(0x1000, count=4, device_id=unit).registers
+                assert ModbusSerialClient.convert_from_registers(e, DT.UINT64) >= served[key]
+            c.close()
+        finally:
+            status, err = meter.stop()
+    assert status == 0 and counters(err, 9)["energy_import_wh"] >= served[2]
+
+
+def test_a_corrupt_nvs_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "meters.json"
+    bad.write_text("{not json")
+    proc = subprocess.run([sys.executable, "-m", "sim", "meter", "--serial", "/dev/null",
+                           "--nvs", str(bad)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 2
+    assert "is not an NVS file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("arg", ["1,1", "0", "3,x", "248"])
+def test_bad_address_lists_are_refused(arg):
+    proc = subprocess.run([sys.executable, "-m", "sim", "meter", "--serial", "/dev/null",
+                           "--address", arg], cwd=ROOT, capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 2 and "--address" in proc.stderr and "Traceback" not in proc.stderr
