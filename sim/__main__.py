@@ -87,9 +87,10 @@ def build_parser():
     m.add_argument("--nvs", metavar="FILE",
                    help="keep the meters' committed NVS in FILE (written atomically on every "
                         "commit; a killed process is a power cut, the next run boots from it)")
-    m.add_argument("--load-w", type=float, default=None, metavar="W",
+    m.add_argument("--load-w", type=_loads, default=None, metavar="W[,W2,...]",
                    help="constant net power per meter in W (< 0 = export), split over its "
-                        "phases (default: a varying household load)")
+                        "phases; one value for all meters or one per address (default: a "
+                        "varying household load)")
     m.add_argument("--energy-step-wh", type=_positive(int), default=None, metavar="WH",
                    help="commit the energy register every WH Wh (default 50, the firmware's)")
     return p
@@ -120,6 +121,13 @@ def _addresses(text):
             raise argparse.ArgumentTypeError("address %d given twice" % a)
         out.append(a)
     return out
+
+
+def _loads(text):
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a list of numbers" % text) from None
 
 
 def _baud_list():
@@ -165,6 +173,9 @@ def _meter(args):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.command == "meter":
+        if args.load_w is not None and len(args.load_w) not in (1, len(args.address)):
+            build_parser().error("--load-w: give one value or one per address (%d), got %d"
+                                 % (len(args.address), len(args.load_w)))
         return _meter(args)
     if args.vm_poles is not None and args.vm_poles > args.poles:
         build_parser().error("--vm-poles (%d) is more than --poles (%d)" % (args.vm_poles,

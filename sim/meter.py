@@ -15,11 +15,12 @@ process gives that exactly (separate processes on a relayed pty each re-pace wha
 overhear from whenever the relay delivered it).
 
 Each meter is a board of its own: machine and esp32 fakes loaded privately (sim.board.load_fake),
-so pins, SPI, UART and NVS flash are per meter. Values come from the meter firmware's chain:
-the ATM90E32 chip model on SPI read by the real driver, EnergyRegister on NVS, MeterSource, the
-relay GPIO; the household load (Load) sets the chip's analogue truth. Address and baud are
-provisioned into NVS at first boot as a technician would; a Modbus write changes them later and
-NVS keeps them (a warm boot from --nvs uses the stored ones).
+so pins, SPI, UART and NVS flash are per meter. Each runs the real meter firmware, booted by
+firmware.main.create (cfg kind "meter", interfaces "modbus"): app.poll(ms) does the metering
+step (the ATM90E32 chip model on SPI read by the real driver, EnergyRegister on NVS, the relay
+GPIO), app.slave.poll(µs) the Modbus slave; the household load (Load) sets the chip's analogue
+truth. Address and baud are provisioned in the config as a technician would; a Modbus write
+changes them later and NVS keeps them (a warm boot from --nvs uses the stored ones).
 
 Power cuts: with an NvsFile (--nvs FILE) every NVS commit is on disk atomically before commit()
 returns, so SIGKILL is a power cut: the next run boots each meter from what it committed, and
@@ -37,18 +38,14 @@ import termios
 import time
 import tty
 
-from firmware.drivers.atm90e32 import ATM90E32
-from firmware.energy_register import EnergyRegister
-from firmware.meter_source import MeterSource
-from firmware.modbus_slave import ModbusSlave
-from firmware.nvs_store import NvsStore
+from firmware import main
+from firmware.meter_app import FIRMWARE_VERSION  # noqa: F401 - what the meters report
 from firmware.ticks import TICKS_PERIOD, ticks_diff
 from sim.board import load_fake
-from sim.devices.meter_board import WIRING, MeterPeripherals
+from sim.devices.meter_board import MeterPeripherals
 from sim.rs485 import Bus, LineFaults, PacedLine
 
 METERING_MS = 1000  # the meter application's step: read the chip, feed the energy register
-FIRMWARE_VERSION = (0, 4, 0)
 DEFAULT_TURNAROUND_MS = 5  # processing time before a reply: real meters answer in ~4-45 ms
 DEFAULT_ENERGY_STEP_WH = 50  # EnergyRegister commit step (the firmware's default)
 SERIAL_BASE = 20260000  # serial number = SERIAL_BASE + the provisioned address
@@ -81,39 +78,6 @@ class Load:
         if self.constant_w is not None:
             return {"power_w": float(self.constant_w)}
         return {"phase_power_w": household_power_w(t_s, self.phases)}
-
-
-class ChainApp:
-    """The meter application as `python -m sim meter` runs it until firmware.main.create
-    builds kind "meter": the ATM90E32 driver on SPI, EnergyRegister and MeterSource stepped
-    every METERING_MS by poll(now_ms), and the Modbus slave (`.slave`) driven separately at
-    µs granularity. Same shape as the firmware's MeterApp (poll, slave, source)."""
-
-    def __init__(self, machine, esp32, cfg):
-        w = dict(WIRING)
-        w.update({k: cfg[k] for k in w if k in cfg})
-        chip = ATM90E32(machine.SPI(w["spi_id"], 200000, polarity=1, phase=1),
-                        machine.Pin(w["chip_cs_pin"], machine.Pin.OUT), {"phases": cfg["phases"]})
-        chip.configure()
-        relay = machine.Pin(w["relay_pin"], machine.Pin.OUT, value=1)
-        register = EnergyRegister(esp32.NVS("energy"), step_mwh=cfg["energy_step_wh"] * 1000)
-        self.source = MeterSource(chip, register, relay)
-        store = NvsStore(esp32.NVS("modbus"))
-        if store.load("mb_addr") is None:  # first boot: the technician's provisioning
-            store.save("mb_addr", cfg["modbus_address"])
-            store.save("mb_baud", cfg["modbus_baud"] // 100)
-        uart = machine.UART(w["rs485_uart_id"], cfg["modbus_baud"], tx=w["rs485_tx"],
-                            rx=w["rs485_rx"])
-        de = machine.Pin(w["rs485_de_pin"], machine.Pin.OUT, value=0)
-        self.slave = ModbusSlave(uart, de, self.source, store=store,
-                                 serial=cfg["serial_number"], firmware=FIRMWARE_VERSION)
-        self._next = None
-
-    def poll(self, now_ms):
-        if self._next is None or ticks_diff(now_ms, self._next) >= 0:
-            self.source.update(now_ms)
-            self._next = (now_ms + METERING_MS) % MS_TICKS
-        return self._next
 
 
 def meter_cfg(address, baud, phases, energy_step_wh=DEFAULT_ENERGY_STEP_WH):
@@ -155,7 +119,7 @@ class EmulatedMeter:
                               lambda: (self.slave.line()[0], self.slave.char_bits), faults)
         self.faults = faults
         machine.uart(self.hw.wiring["rs485_uart_id"]).attach(self.line)
-        self.app = ChainApp(machine, self.esp32, self.cfg)
+        self.app = main.create(machine, self.esp32, self.cfg, None, lambda ms: None)
         self.slave = self.app.slave
         self.slave.reply_delay_us = turnaround_ms * 1000
         self.source = self.app.source
@@ -227,11 +191,13 @@ def open_serial(path):
 def build(addresses, baud, phases=3, turnaround_ms=DEFAULT_TURNAROUND_MS, faults=None,
           load_w=None, energy_step_wh=DEFAULT_ENERGY_STEP_WH, nvs=None, seed=0, clock_us=None):
     """A Bus with one EmulatedMeter per address. faults: None, or (noise, silence, garbage)
-    rates: each meter gets its own LineFaults seeded from `seed` and its position."""
+    rates: each meter gets its own LineFaults seeded from `seed` and its position. load_w:
+    None (household loads), or a list of constant powers: one for all, or one per address."""
     meters = []
     for k, a in enumerate(addresses):
         lf = LineFaults(*faults, seed=seed + k) if faults else None
-        meters.append(EmulatedMeter(a, baud, phases, turnaround_ms, load=Load(phases, load_w),
+        w = None if load_w is None else load_w[k if len(load_w) > 1 else 0]
+        meters.append(EmulatedMeter(a, baud, phases, turnaround_ms, load=Load(phases, w),
                                     clock_us=clock_us, faults=lf,
                                     energy_step_wh=energy_step_wh, nvs=nvs))
     return Bus(meters)

@@ -211,7 +211,7 @@ def test_several_meters_in_one_process_share_one_bus():
     a reply (the overheard reply and the next request are framed as on a real bus)."""
     with PtyLink() as link:
         meter = Meter(link.paths[0], address=[3, 7, 11], baud=19200, phases=1,
-                      extra=["--load-w", "2300"])
+                      extra=["--load-w", "2300,-1150,0"])
         try:
             c = client(link.paths[1], 19200, timeout=0.5)
             order = [3, 7, 11, 7, 3, 11, 11, 3]
@@ -222,10 +222,14 @@ def test_several_meters_in_one_process_share_one_bus():
             with pytest.raises(ModbusIOException):
                 c.read_input_registers(0x2000, count=7, device_id=4)  # nobody there
             time.sleep(METERING_MS / 1000 + 0.1)
-            for unit in (3, 7, 11):
-                regs = c.read_input_registers(0x0000, count=14, device_id=unit).registers
-                assert f32(regs, "power_l1") == pytest.approx(2300.0, abs=0.01)
-                assert f32(regs, "current_l1") == pytest.approx(2300 / (231.5 * 0.95), abs=2e-3)
+            for unit, w in ((3, 2300.0), (7, -1150.0), (11, 0.0)):
+                regs = c.read_input_registers(0x0000, count=32, device_id=unit).registers
+                assert f32(regs, "power_l1") == pytest.approx(w, abs=0.01)
+                assert f32(regs, "current_l1") == pytest.approx(abs(w) / (231.5 * 0.95),
+                                                                abs=2e-3)
+                assert f32(regs, "power_factor_l1") == pytest.approx(0.95 if w > 0 else
+                                                                     (-0.95 if w < 0 else 0.95),
+                                                                     abs=1e-3)
             c.close()
         finally:
             status, err = meter.stop()
@@ -288,9 +292,11 @@ def test_a_corrupt_nvs_file_is_a_clear_error(tmp_path):
     assert "is not an NVS file" in proc.stderr and "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("arg", ["1,1", "0", "3,x", "248"])
-def test_bad_address_lists_are_refused(arg):
-    proc = subprocess.run([sys.executable, "-m", "sim", "meter", "--serial", "/dev/null",
-                           "--address", arg], cwd=ROOT, capture_output=True, text=True,
-                          timeout=30)
-    assert proc.returncode == 2 and "--address" in proc.stderr and "Traceback" not in proc.stderr
+@pytest.mark.parametrize("args", [["--address", "1,1"], ["--address", "0"],
+                                  ["--address", "3,x"], ["--address", "248"],
+                                  ["--address", "1,2,3", "--load-w", "1,2"],
+                                  ["--load-w", "1kW"]])
+def test_bad_address_and_load_lists_are_refused(args):
+    proc = subprocess.run([sys.executable, "-m", "sim", "meter", "--serial", "/dev/null"] + args,
+                          cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and args[-2] in proc.stderr and "Traceback" not in proc.stderr
