@@ -160,12 +160,15 @@ class MeterApp(DeviceApp):
             self.step_errors += 1
             self.hw.register.poll(now_ms)  # energy waiting for its period still gets committed
         else:
-            if self._ok_before and chip.resets != resets:
-                self._events |= A_COUNTER_RESET  # the chip reset while we ran: counts were lost
             self.meter_failed = False
+            # a chip found reset in this step was read before it was configured again: its
+            # readings are not measurements (the next step's are)
+            self._have_reading = chip.resets == resets
+            if self._have_reading:
+                self._track_voltage()
+            elif self._ok_before:
+                self._events |= A_COUNTER_RESET  # the chip reset while we ran: counts were lost
             self._ok_before = True
-            self._have_reading = True
-            self._track_voltage()
         self._watch_relay()
         if self._relay_steps < RELAY_SETTLE_STEPS:
             self._relay_steps += 1
