@@ -139,16 +139,27 @@ class LocalBoard(PoleBoard, Board):
         self.radio = SimRadio(name)
         PoleBoard.__init__(self, machine, load_fake("esp32", tag), dict(cfg), strict, epoch_s)
         hw = self.hardware  # the chips by name, for tests and the world (same objects for life)
-        self.wiring, self.veml, self.sht, self.lis, self.meter = \
-            hw.wiring, hw.veml, hw.sht, hw.lis, hw.meter
+        self.wiring = hw.wiring
+        if self.kind == "meter":
+            self.chip = hw.chip  # the ATM90E32
+        else:
+            self.veml, self.sht, self.lis, self.meter = hw.veml, hw.sht, hw.lis, hw.meter
+
+    @property
+    def kind(self):
+        return self.cfg.get("kind", "pole")
 
     def time_moved(self):
         self.radio.now_ms = self.clock()
 
     @property
     def energy_counts(self):
-        """The BL0942's CF_CNT (true energy pulses since its last reset)."""
+        """A pole's BL0942 CF_CNT (true energy pulses since its last reset)."""
         return self.meter.cf_cnt
+
+    def truth(self):
+        """A meter's physical truth: energy that really flowed (Wh floats), the load now."""
+        return self.hardware.truth()
 
     @property
     def measured(self):

@@ -17,6 +17,12 @@ range of at least one (checked with the medium's mean link budget and ``link_mar
 ValueError names the pole otherwise) and poles between two forwarders are heard by both
 (``coverage()``), which exercises the gateway's dedup.
 
+Meters: ``n_meters`` AMI meters (LoRaWAN, cfg kind "meter", interfaces "lorawan" unless
+``meter_cfg`` says "both") in houses beside the streets, named ``meter-0001``..., DevEUI
+``70B3D57ED1`` + 6 hex digits, reporting on fPort 20; the world gives each a household load
+(``meter_load_w``: a constant net W instead, for tests that want exact truth), and each
+board's truth() says what really flowed through it. A city may have meters and no poles.
+
 Identity: DevEUI ``70B3D57ED0`` + 6 hex digits (pole index + 1), JoinEUI fixed, AppKey drawn
 from the seed. ``devices()`` lists them in the gateway registry's fields; ``registry_toml()``
 writes the file format of gateway/registry.py.
@@ -56,6 +62,8 @@ from sim.world import World
 
 JOIN_EUI = "70B3D57ED0000000"
 DEV_EUI_PREFIX = "70B3D57ED0"
+METER_EUI_PREFIX = "70B3D57ED1"
+HOUSE_SETBACK_M = 10.0  # a meter's house from the street
 FWD_EUI_PREFIX = "AA555A00000000"
 
 
@@ -68,9 +76,10 @@ class City:
                  spacing_m=25.0, block_m=50.0, site="sim-city", cfg=None, board_factory=None,
                  model="lorasim", shadowing_sigma_db=0.0, grace_s=DEFAULT_GRACE_S,
                  epoch_s=DEFAULT_EPOCH_S, link_margin_db=6.0, env_step_s=60.0,
-                 world=None, forwarder_kw=None, jump_idle=True, boot_spread_s=60.0, barriers="all"):
-        if n_poles < 1 or n_forwarders < 1:
-            raise ValueError("a city needs at least one pole and one forwarder")
+                 world=None, forwarder_kw=None, jump_idle=True, boot_spread_s=60.0, barriers="all",
+                 n_meters=0, meter_cfg=None, meter_load_w=None):
+        if n_poles < 0 or n_meters < 0 or n_poles + n_meters < 1 or n_forwarders < 1:
+            raise ValueError("a city needs at least one pole or meter and one forwarder")
         self.seed = seed
         self.site = site
         self._gateway_addr = tuple(gateway_addr)
@@ -89,7 +98,7 @@ class City:
             lambda *a: default_board_factory(*a, seed=seed, epoch_s=epoch_s))  # noqa: E731
         self.boards = []
         self._devices = []
-        cols = max(1, int(math.ceil(math.sqrt(n_poles * block_m / spacing_m))))
+        cols = max(1, int(math.ceil(math.sqrt(max(n_poles, n_meters) * block_m / spacing_m))))
         for i in range(n_poles):
             name = "pole-%04d" % (i + 1)
             dev_eui = "%s%06X" % (DEV_EUI_PREFIX, i + 1)
@@ -105,6 +114,22 @@ class City:
             self.air.add_board(b)
             self._devices.append({"name": name, "site": site, "kind": "pole", "dev_eui": dev_eui,
                                   "join_eui": c["join_eui"], "app_key": app_key})
+        self.meter_cfg = {"join_eui": JOIN_EUI, "kind": "meter", "interfaces": "lorawan"}
+        self.meter_cfg.update(meter_cfg or {})
+        for j in range(n_meters):
+            name = "meter-%04d" % (j + 1)
+            dev_eui = "%s%06X" % (METER_EUI_PREFIX, j + 1)
+            app_key = "%032X" % rng.getrandbits(128)
+            c = dict(self.meter_cfg, dev_eui=dev_eui, app_key=app_key)
+            # a house beside the street, between two poles
+            x, y = (j % cols + 0.5) * spacing_m, (j // cols) * block_m + HOUSE_SETBACK_M
+            self.world.add_meter(name, phases=int(c.get("phases", 3)), load_w=meter_load_w)
+            b = factory(name, dev_eui, c, x, y)
+            self.boards.append(b)
+            self.air.add_board(b)
+            self._devices.append({"name": name, "site": site, "kind": "meter",
+                                  "dev_eui": dev_eui, "join_eui": c["join_eui"],
+                                  "app_key": app_key})
         self.by_name = {b.name: b for b in self.boards}
         self._started = False
         self.forwarders = []

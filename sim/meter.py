@@ -29,7 +29,6 @@ committed Wh).
 """
 
 import errno
-import math
 import os
 import selectors
 import signal
@@ -44,25 +43,13 @@ from firmware.ticks import TICKS_PERIOD, ticks_diff
 from sim.board import load_fake
 from sim.devices.meter_board import MeterPeripherals
 from sim.rs485 import Bus, LineFaults, PacedLine
+from sim.world import household_power_w
 
 METERING_MS = 1000  # the meter application's step: read the chip, feed the energy register
 DEFAULT_TURNAROUND_MS = 5  # processing time before a reply: real meters answer in ~4-45 ms
 DEFAULT_ENERGY_STEP_WH = 50  # EnergyRegister commit step (the firmware's default)
 SERIAL_BASE = 20260000  # serial number = SERIAL_BASE + the provisioned address
 MS_TICKS = 1 << 30  # MicroPython ticks_ms period
-
-
-def household_power_w(t_s, phases, base_w=(800, 450, 300)):
-    """Net active power per phase (W, < 0 = export) at t_s seconds: a slow swing plus a
-    20 s ripple; L3 has rooftop PV that exports at times."""
-    out = []
-    for i in range(phases):
-        base = base_w[i]
-        p = base * (1.0 + 0.3 * math.sin(t_s / 600.0 + i) + 0.1 * math.sin(t_s / 20.0 + 2 * i))
-        if i == 2:
-            p -= 600 * max(0.0, math.sin(t_s / 900.0))
-        out.append(p)
-    return out
 
 
 class Load:
@@ -166,8 +153,7 @@ class EmulatedMeter:
 
     def truth(self):
         """What really flowed through this meter so far (Wh floats) and the load now."""
-        return {"import_wh": self.hw.import_wh, "export_wh": self.hw.export_wh,
-                "power_w": self.hw.flowing_w()}
+        return self.hw.truth()
 
     def counters(self):
         c = self.slave.counters()

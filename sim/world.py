@@ -19,14 +19,33 @@ what reached MQTT. What was actually applied to each board is also logged (``log
 * Incidents: ``inject(t_us, pole, kind, value)``: "tilt" (degrees from vertical), "door"
   (True = open), "lamp_failure" (True = failed), "lux_offset" (a passing shadow, lx).
 
+* Households (AMI meters, ``add_meter``): per-phase net power from household_power_w, scaled
+  and shifted in time per meter (seeded), or a constant ``load_w`` a test knows exactly; the
+  mains voltage and frequency are the lamps'. The meter board integrates what really flowed
+  (its relay may be open), so the energy truth is the board's (LocalBoard.truth()).
+
 ``env(name, t_us)`` is the sensor-facing truth for one pole (lux, temperature_c, humidity_rh,
-tilt_deg, door_open); ``lamp(name, outputs)`` the lamp power from the board's outputs.
+tilt_deg, door_open); ``lamp(name, outputs)`` the lamp power from the board's outputs;
+``household(name, t_us)`` a meter's per-phase load.
 """
 
 import math
 import random
 
 EVENT_KINDS = ("tilt", "door", "lamp_failure", "lux_offset")
+
+
+def household_power_w(t_s, phases, base_w=(800, 450, 300)):
+    """Net active power per phase (W, < 0 = export) at t_s seconds: a slow swing plus a
+    20 s ripple; L3 has rooftop PV that exports at times."""
+    out = []
+    for i in range(phases):
+        base = base_w[i]
+        p = base * (1.0 + 0.3 * math.sin(t_s / 600.0 + i) + 0.1 * math.sin(t_s / 20.0 + 2 * i))
+        if i == 2:
+            p -= 600 * max(0.0, math.sin(t_s / 900.0))
+        out.append(p)
+    return out
 
 
 class World:
@@ -44,6 +63,7 @@ class World:
         self.voltage_v = voltage_v
         self.line_hz = line_hz
         self.poles = {}  # name -> per-pole constants
+        self.meters = {}  # name -> per-household constants
         self.events = []  # (t_us, pole, kind, value), kept sorted
         self.energy_wh = {}
         self._power = {}  # name -> (watts now, since t_us)
@@ -61,6 +81,21 @@ class World:
                             "rated_w": self.rated_w if rated_w is None else rated_w,
                             "invert": invert}
         self.energy_wh[name] = 0.0
+
+    def add_meter(self, name, phases=3, load_w=None):
+        """A household behind meter `name`: load_w None = a seeded household_power_w, else that
+        constant net power (W, < 0 = export) split evenly over the phases."""
+        rng = random.Random("%s/meter/%s" % (self.seed, name))
+        self.meters[name] = {"phases": phases, "load_w": load_w, "scale": 0.5 + rng.random(),
+                             "shift_s": rng.uniform(0.0, 3600.0)}
+
+    def household(self, name, t_us):
+        """Per-phase net power (W) the household behind meter `name` draws at t_us."""
+        m = self.meters[name]
+        n = m["phases"]
+        if m["load_w"] is not None:
+            return [m["load_w"] / n] * n
+        return [p * m["scale"] for p in household_power_w(t_us / 1e6 + m["shift_s"], n)]
 
     def inject(self, t_us, pole, kind, value):
         if kind not in EVENT_KINDS:
@@ -179,8 +214,17 @@ class World:
         return w, w / self.voltage_v
 
     def apply(self, board, t_us, full=True):
-        """Set the board's physical inputs at t_us (its lamp power from its outputs now)."""
+        """Set the board's physical inputs at t_us (a pole's lamp power from its outputs now;
+        a meter's household load, on full updates only: its board applies the relay)."""
         name = board.name
+        if name in self.meters:
+            if not full:
+                return None
+            env = {"phase_power_w": self.household(name, t_us), "voltage_v": self.voltage_v,
+                   "line_hz": self.line_hz, "now_ms": t_us // 1000}
+            board.apply_env(env)
+            self.log.append((t_us, name, env))
+            return env
         w, a = self.lamp(name, board.outputs(), t_us)
         changed = self.lamp_power(name) != w or name not in self._power
         self._account(name, w, t_us)

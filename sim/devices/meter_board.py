@@ -113,6 +113,12 @@ class MeterPeripherals:
         """Net power flowing through the meter now (0 while the relay is open)."""
         return sum(self.load_w[:self.phases]) if self.relay_closed() else 0.0
 
+    def truth(self):
+        """What really flowed through the meter (Wh floats), the net power flowing now and
+        the L1 voltage, for tests to judge what the firmware served or reported."""
+        return {"import_wh": self.import_wh, "export_wh": self.export_wh,
+                "power_w": self.flowing_w(), "voltage_v": self.chip.voltage[0]}
+
     def drive_inputs(self):
         """Inputs the board drives into the ESP32 after a reset: none on a meter."""
 

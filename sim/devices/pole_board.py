@@ -1,5 +1,7 @@
-"""An emulated pole board as the firmware lives on it: virtual time, boot, poll, resets, crashes
-and power cuts around its PolePeripherals. Independent of where it runs.
+"""An emulated board as the firmware lives on it: virtual time, boot, poll, resets, crashes and
+power cuts around its peripherals (a pole's PolePeripherals, or a meter's MeterPeripherals when
+cfg kind is "meter"; the name stayed from when only poles existed). Independent of where it
+runs.
 
 Why one class: the simulator runs the same board on CPython (sim.board.LocalBoard) and on the
 MicroPython VM (sim/mpvm/board.py's VMSide); both are this class plus what differs (where the
@@ -16,6 +18,16 @@ ms``: when the firmware runs again after a soft reset.
 
 from firmware.ticks import TICKS_PERIOD, ticks_diff
 from sim.devices.pole_peripherals import PolePeripherals
+
+
+def peripherals(machine, cfg, clock):
+    """The board's parts for its firmware kind: a pole's sensors and lamp outputs, or a meter's
+    metering chip, relay and household (sim/devices/meter_board.py)."""
+    if cfg.get("kind") == "meter":
+        from sim.devices.meter_board import MeterPeripherals
+
+        return MeterPeripherals(machine, cfg, clock)
+    return PolePeripherals(machine, cfg, clock)
 
 REBOOT_MS = 300  # an ESP32 takes a few hundred ms from reset to running main.py
 
@@ -42,7 +54,7 @@ class PoleBoard:
         machine.set_clock(self.clock)
         if hasattr(machine, "set_epoch"):
             machine.set_epoch(epoch_s)  # virtual UTC (unix seconds) at virtual time 0
-        self.hardware = PolePeripherals(machine, cfg, self.clock)
+        self.hardware = peripherals(machine, cfg, self.clock)
         self.app = None
         self._wake_ms = None
         self.counters = {"boots": 0, "soft_resets": 0, "wdt_resets": 0, "power_cuts": 0,
@@ -77,7 +89,7 @@ class PoleBoard:
     def boot(self, now_ms):
         self.set_now(now_ms)
         self.radio.power_off()  # the firmware initialises the transceiver
-        self.hardware.drive_door()
+        self.hardware.drive_inputs()
         self.counters["boots"] += 1
         self.app = None
         self._wake_ms = self.now_ms

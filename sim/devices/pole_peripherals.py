@@ -88,6 +88,10 @@ class PolePeripherals:
             out[key] = getattr(getattr(self, chip), attr)
         return out
 
+    def drive_inputs(self):
+        """What the board drives into the ESP32 after a reset released its pins."""
+        self.drive_door()
+
     def drive_door(self):
         """Put the door switch on its pin (again after a reset released the pins): the switch
         opens when the door opens and the pin is pulled up, so 1 = open."""
