@@ -22,7 +22,8 @@ from gateway.sessions import SessionStore
 from protocol import gwmp
 from tests.gateway.mosquitto import MOSQUITTO, Mosquitto
 
-__all__ = ["MOSQUITTO", "Broker", "HilGateway", "Readings", "ReportRecorder", "PushLog",
+__all__ = ["MOSQUITTO", "Broker", "HilGateway", "Readings", "ReportRecorder", "MeterReports",
+           "PushLog",
            "FakeForwarder", "wait_for", "free_udp_port", "run_city", "dev_eui_of"]
 
 
@@ -219,6 +220,27 @@ class ReportRecorder:
         key = (board.counters["boots"], n)
         if self._last.get(board.name, (None, 0)) != key and n > 0:
             self.reports[board.name].append((now_ms, dict(f)))
+        self._last[board.name] = key
+
+
+class MeterReports:
+    """Every report each LoRaWAN meter's firmware made, with the virtual ms and the board's
+    physical truth (LocalBoard.truth(): energy that really flowed, power, voltage) at the poll
+    that made it: name -> [(now_ms, fields, truth)]. A City observer, like ReportRecorder."""
+
+    def __init__(self, city):
+        self.reports = {b.name: [] for b in city.boards if getattr(b, "kind", "") == "meter"}
+        self._last = {}
+        city.observers.append(self._look)
+
+    def _look(self, board, now_ms):
+        if board.name not in self.reports or board.app is None:
+            return
+        n = board.app.reports
+        key = (board.counters["boots"], n)
+        if self._last.get(board.name, (None, 0)) != key and n > 0:
+            self.reports[board.name].append((now_ms, dict(board.app.last_report),
+                                             board.truth()))
         self._last[board.name] = key
 
 

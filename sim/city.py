@@ -20,7 +20,8 @@ ValueError names the pole otherwise) and poles between two forwarders are heard 
 Meters: ``n_meters`` AMI meters (LoRaWAN, cfg kind "meter", interfaces "lorawan" unless
 ``meter_cfg`` says "both") in houses beside the streets, named ``meter-0001``..., DevEUI
 ``70B3D57ED1`` + 6 hex digits, reporting on fPort 20; the world gives each a household load
-(``meter_load_w``: a constant net W instead, for tests that want exact truth), and each
+(``meter_load_w``: a constant net W instead, one for all or a list, one per meter, for
+tests that want exact truth), and each
 board's truth() says what really flowed through it. A city may have meters and no poles.
 
 Identity: DevEUI ``70B3D57ED0`` + 6 hex digits (pole index + 1), JoinEUI fixed, AppKey drawn
@@ -123,7 +124,8 @@ class City:
             c = dict(self.meter_cfg, dev_eui=dev_eui, app_key=app_key)
             # a house beside the street, between two poles
             x, y = (j % cols + 0.5) * spacing_m, (j // cols) * block_m + HOUSE_SETBACK_M
-            self.world.add_meter(name, phases=int(c.get("phases", 3)), load_w=meter_load_w)
+            load = meter_load_w[j] if isinstance(meter_load_w, (list, tuple)) else meter_load_w
+            self.world.add_meter(name, phases=int(c.get("phases", 3)), load_w=load)
             b = factory(name, dev_eui, c, x, y)
             self.boards.append(b)
             self.air.add_board(b)

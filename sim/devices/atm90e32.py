@@ -100,6 +100,10 @@ class ATM90E32:
         plconst = self.regs[PLCONSTH] << 16 | self.regs[PLCONSTL]
         return 10.0 / (450000000000 / plconst)  # 0.01 CF at MC = 450e9 / PLconst
 
+    def metering(self):
+        """True once the firmware switched metering on (MeterEn), until a reset."""
+        return bool(self.regs[METEREN])
+
     def advance(self, seconds):
         if not self.regs[METEREN]:
             return

@@ -17,7 +17,9 @@ The load only flows while the relay is closed. The relay pin drives a latching r
 keeps its position while the pin is not driven (a reset, a power cut): 1 = closed.
 
 Truth for tests: `import_wh` / `export_wh` (floats) integrate the power that really flowed
-through the meter, per phase direction as the chip counts it; `env()` is the present truth.
+through the meter while it was metering (the board powered and its chip configured: before
+the first boot the meter is not installed yet), per phase direction as the chip counts it;
+`env()` is the present truth.
 """
 
 from sim.devices.atm90e32 import ATM90E32
@@ -64,7 +66,7 @@ class MeterPeripherals:
         if dt > 0:
             s = dt / 1000.0
             self.chip.advance(s)
-            for i in range(3):
+            for i in range(3 if self.chip.metering() else 0):
                 p = self.chip.voltage[i] * self.chip.current[i] * self.chip.pf[i]
                 if p >= 0:
                     self.import_wh += p * s / 3600.0
