@@ -21,6 +21,7 @@ import time
 import pytest
 
 from gateway.meter_readings import meter_urn
+from protocol.modbus import registers as regmap
 from hil_tests.meter_bus_rig import (FREQUENCY_HZ, POWER_FACTOR, MeterBus, Truth, bus_toml,
                                      expected_records, polls, voltage)
 from hil_tests.rig import MOSQUITTO, Broker, HilGateway, Readings
@@ -289,3 +290,182 @@ def test_line_noise_is_counted_retried_and_never_published_as_a_value(rig):
     assert len(ps) == st["polls"] and partial <= len(ps) / 4, (st, partial)
     for a in LIVE:
         assert run.meter_stats(CLEAN, a)["crc_errors"] == 0, (a, run.meter_stats(CLEAN, a))
+
+
+# ------------------------------------------------------------------ a standard Modbus master
+
+LONE = 5  # a meter alone on its own pty pair, 2400 W (800 W a phase)
+LONE_W = 2400.0
+
+
+@pytest.fixture
+def lone_meter():
+    bus = MeterBus(2)
+    try:
+        proc = bus.start_meters((LONE,), BAUD, LONE_W, 1)
+        yield bus.master_path, proc
+    finally:
+        bus.close()
+
+
+def _instrument(path, address, baud=BAUD):
+    import minimalmodbus
+
+    ins = minimalmodbus.Instrument(path, address, close_port_after_each_call=False)
+    ins.serial.baudrate = baud
+    ins.serial.timeout = 0.3
+    ins.clear_buffers_before_each_transaction = True
+    return ins
+
+
+def _slave_error(call):
+    """The text of the Modbus exception the slave answered `call` with."""
+    import minimalmodbus
+
+    with pytest.raises(minimalmodbus.SlaveReportedException) as exc:
+        call()
+    return str(exc.value)
+
+
+def _until(cond, timeout_s, what):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        v = cond()
+        if v:
+            return v
+        assert time.monotonic() < deadline, "no %s within %.1f s" % (what, timeout_s)
+        time.sleep(0.1)
+
+
+def test_a_standard_modbus_master_reads_writes_and_switches_our_meter(lone_meter):
+    """minimalmodbus (not our code, not pymodbus) as an SDM630 tool would use it: the float32
+    block (input registers, big-endian word order) with the board's values, the exact u64 Wh,
+    identity, a config write (address, then baud: each answered with the old settings, then in
+    force), the relay's arm + open (load gone from the readings) and close, and the exception
+    codes for an illegal function, address and value."""
+    import minimalmodbus
+
+    path, proc = lone_meter
+    ins = _instrument(path, LONE)
+    try:
+        f = {r.name: ins.read_float(r.address, functioncode=4) for r in
+             regmap.INPUT_REGISTERS if r.type == "f32" and r.address < 0x50}
+        pw = LONE_W / 3
+        for i in range(3):
+            n = i + 1
+            assert f["voltage_l%d" % n] == _f32(voltage(i)), f
+            assert abs(f["current_l%d" % n] - pw / (voltage(i) * POWER_FACTOR)) <= 0.0015, f
+            assert abs(f["power_l%d" % n] - pw) <= 0.01, f
+            assert abs(f["power_factor_l%d" % n] - POWER_FACTOR) <= 0.001, f
+        assert abs(f["power"] - LONE_W) <= 0.03 and f["frequency"] == FREQUENCY_HZ, f
+        assert ins.read_float(0x2C, functioncode=4) == 0.0  # not in our map: 0.0 as on an SDM630
+        # the same block in one read of 80 registers (Eastron's limit), decoded here by hand
+        regs = ins.read_registers(0x0000, 80, functioncode=4)
+        block = regmap.decode_block(0x0000, regs)
+        assert block["voltage_l2"] == f["voltage_l2"] and block["frequency"] == FREQUENCY_HZ
+        # exact energy: u64 Wh, MSW first, and the float kWh is the same count
+        wh = ins.read_long(0x1000, functioncode=4, number_of_registers=4)
+        kwh = ins.read_float(0x48, functioncode=4)
+        assert 0 <= wh - round(kwh * 1000) <= 2 and ins.read_long(
+            0x1004, functioncode=4, number_of_registers=4) == 0
+        lo, hi = Truth(proc, time.time() - time.monotonic()).import_wh_range(time.time())
+        assert lo <= wh <= hi, (wh, lo, hi)
+        wh2 = _until(lambda: (lambda w: w if w > wh else None)(
+            ins.read_long(0x1000, functioncode=4, number_of_registers=4)), 5, "energy step")
+        assert wh2 > wh
+        # identity
+        ident = ins.read_registers(0x2000, 7, functioncode=4)
+        assert ident[:2] == [regmap.MAP_VERSION, regmap.MODEL_AMI_METER], ident
+        assert ins.read_long(0x2002, functioncode=4) == 20260000 + LONE
+        assert ident[4:] == [0, 4, 0], ident  # sim.meter.FIRMWARE_VERSION
+        # exception codes
+        assert "illegal data address" in _slave_error(
+            lambda: ins.read_registers(0x0500, 2, functioncode=4))
+        assert "illegal data address" in _slave_error(  # would split a float
+            lambda: ins.read_registers(0x0001, 2, functioncode=4))
+        assert "illegal data address" in _slave_error(  # would split the u64
+            lambda: ins.read_registers(0x1000, 2, functioncode=4))
+        assert "illegal function" in _slave_error(lambda: ins.read_bit(0, functioncode=1))
+        assert "illegal function" in _slave_error(lambda: ins.read_bit(0, functioncode=2))
+        assert "illegal data address" in _slave_error(  # Eastron's holding floats are not ours
+            lambda: ins.write_register(0x0000, 1, functioncode=6))
+        assert "illegal data value" in _slave_error(  # address 0 is broadcast
+            lambda: ins.write_register(0x3000, 0, functioncode=6))
+        assert "illegal data value" in _slave_error(  # not a baud rate
+            lambda: ins.write_register(0x3001, 97, functioncode=6))
+        # the relay: a switch without the arm is refused and changes nothing
+        assert ins.read_registers(0x3003, 2, functioncode=3) == [0, regmap.RELAY_CLOSED]
+        assert "illegal data value" in _slave_error(
+            lambda: ins.write_register(0x3004, regmap.RELAY_OPEN, functioncode=6))
+        assert "illegal data value" in _slave_error(  # arm and switch in one request
+            lambda: ins.write_registers(0x3003, [regmap.RELAY_ARM_MAGIC, regmap.RELAY_OPEN]))
+        assert ins.read_register(0x3004, functioncode=3) == regmap.RELAY_CLOSED
+        ins.write_register(0x3003, regmap.RELAY_ARM_MAGIC, functioncode=6)
+        assert ins.read_register(0x3003, functioncode=3) == 1  # armed
+        ins.write_register(0x3004, regmap.RELAY_OPEN, functioncode=6)
+        assert ins.read_registers(0x3003, 2, functioncode=3) == [0, regmap.RELAY_OPEN]
+        _until(lambda: ins.read_float(0x34, functioncode=4) == 0.0, 3, "load disconnected")
+        assert ins.read_float(0x06, functioncode=4) == 0.0  # no current on L1
+        frozen = ins.read_long(0x1000, functioncode=4, number_of_registers=4)
+        time.sleep(1.2)
+        assert ins.read_long(0x1000, functioncode=4, number_of_registers=4) == frozen
+        ins.write_registers(0x3003, [regmap.RELAY_ARM_MAGIC])  # FC 16 this time
+        ins.write_registers(0x3004, [regmap.RELAY_CLOSED])
+        _until(lambda: abs(ins.read_float(0x34, functioncode=4) - LONE_W) <= 0.03, 3,
+               "load reconnected")
+        # config: the new address answers, the old one is silent
+        assert ins.read_registers(0x3000, 3, functioncode=3) == [LONE, BAUD // 100, 0]
+        ins.write_register(0x3000, 7, functioncode=6)  # answered from the old address
+        with pytest.raises(minimalmodbus.NoResponseError):
+            ins.read_register(0x3000, functioncode=3)
+        ins.address = 7
+        assert ins.read_register(0x3000, functioncode=3) == 7
+        # baud: answered at 19200, paced at 9600 from then on. A pty has no baud rate, so the
+        # change shows in the reply's wire time: 80 registers are 165 bytes, 10 bits each,
+        # 86 ms at 19200 and 172 ms at 9600 (a reply cannot come faster than its wire time)
+        def read80_s():
+            t = time.monotonic()
+            ins.read_registers(0x0000, 80, functioncode=4)
+            return time.monotonic() - t
+
+        before = read80_s()
+        ins.write_register(0x3001, 96, functioncode=16)
+        ins.serial.baudrate = 9600
+        assert ins.read_registers(0x3000, 3, functioncode=3) == [7, 96, 0]
+        after = read80_s()
+        print("80-register read: %.0f ms at 19200, %.0f ms at 9600" % (before * 1e3, after * 1e3))
+        assert after >= 165 * 10 / 9600, (before, after)
+        assert ins.read_float(0x0000, functioncode=4) == _f32(voltage(0))
+    finally:
+        ins.serial.close()
+    c = proc.stop()[7]
+    print("meter counters: %s" % c)
+    # the 10 refused requests above, and the one read sent to the old address
+    assert c["exceptions"] == 10 and c["ignored"] == 1, c
+    assert c["bad_crc"] == c["frame_errors"] == c["gap_errors"] == c["dropped_rx"] == 0, c
+
+
+def test_pymodbus_sync_client_gets_the_exception_codes_and_floats(lone_meter):
+    """pymodbus' synchronous client (a second standard master; the gateway uses the async
+    one) on the same meter: numeric exception codes 01, 02, 03 and the float32 block decoded by
+    pymodbus' own FLOAT32 conversion."""
+    from pymodbus.client import ModbusSerialClient
+
+    path, _ = lone_meter
+    c = ModbusSerialClient(path, baudrate=BAUD, timeout=0.5, retries=0)
+    assert c.connect()
+    try:
+        r = c.read_input_registers(0x0000, count=6, device_id=LONE)
+        assert not r.isError(), r
+        volts = c.convert_from_registers(r.registers, c.DATATYPE.FLOAT32)
+        assert volts == [_f32(voltage(i)) for i in range(3)], volts
+        r = c.read_input_registers(0x1000, count=8, device_id=LONE)
+        imp, exp = c.convert_from_registers(r.registers, c.DATATYPE.UINT64)
+        assert exp == 0 and imp >= 0
+        assert c.read_coils(0, count=1, device_id=LONE).exception_code == 1
+        assert c.read_input_registers(0x0500, count=2, device_id=LONE).exception_code == 2
+        assert c.read_holding_registers(0x3000, count=6, device_id=LONE).exception_code == 2
+        assert c.write_register(0x3002, 9, device_id=LONE).exception_code == 3
+        assert c.read_holding_registers(0x3002, count=1, device_id=LONE).registers == [0]
+    finally:
+        c.close()
