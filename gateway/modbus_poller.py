@@ -257,6 +257,11 @@ class BusPoller:
                 for m in self.meters:
                     if m.stats.backoff_until <= now:
                         self._jobs.append(("poll", m))
+                if not self._jobs:
+                    # every meter backed off (or none configured): wait for the first to come
+                    # back or for a write; with poll_interval_s 0 this loop must not spin
+                    next_cycle = max(next_cycle, min(
+                        (m.stats.backoff_until for m in self.meters), default=now + 1.0))
                 continue
             job = self._jobs.pop(0)
             try:

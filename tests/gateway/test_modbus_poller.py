@@ -315,3 +315,50 @@ def test_items_a_full_queue_refuses_are_kept_and_polling_pauses_at_max_pending()
     assert held == 5  # polling paused at max_pending while nothing could be stored
     assert p.bus.sink_errors >= 5
     assert len(stored) == p.meters[0].stats.polls  # every poll stored once, none lost
+
+
+def test_a_bus_whose_meters_are_all_backed_off_waits_instead_of_spinning():
+    """poll_interval_s 0 with every meter in back-off (or no meter at all): the bus loop used to
+    spin without awaiting, so nothing else on the event loop ran again (a write never
+    completed). A SIGALRM turns such a hang into a failure instead of a stuck suite."""
+    import signal
+
+    def hung(signum, frame):
+        raise AssertionError("the event loop was blocked: the bus loop spins")
+
+    async def main():
+        server, port = await tcp_server({1: MapDevice(meter_values(1))})
+        # meter 9 never answers: after its first poll it is backed off for 0.5 s
+        cfg = BusConfig("tcp-e", (MeterConfig(9, ("voltage_l1",)),), kind="tcp", tcp_port=port,
+                        **fast(backoff_min_s=0.5, backoff_max_s=0.5, timeout_s=0.05, retries=0))
+        idle = BusPoller(BusConfig("tcp-f", (), kind="tcp", tcp_port=port, **fast()),
+                         lambda items: None)
+        p = BusPoller(cfg, lambda items: None)
+        tasks = [asyncio.create_task(p.run()), asyncio.create_task(idle.run())]
+        try:
+            while p.meters[0].stats.failed_polls < 1:
+                await asyncio.sleep(0.01)
+            ticks = 0
+            for _ in range(10):  # 0.1 s inside the back-off: the loop must keep running us
+                await asyncio.sleep(0.01)
+                ticks += 1
+            await idle.write(1, regmap.RELAY_ARM_ADDRESS, [regmap.RELAY_ARM_MAGIC])
+            await idle.write(1, regmap.RELAY_ARM_ADDRESS, [regmap.RELAY_ARM_MAGIC])
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await server.shutdown()
+        return p, idle, ticks
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.setitimer(signal.ITIMER_REAL, 10, 1)  # again each second: both pollers may spin
+    try:
+        p, idle, ticks = asyncio.run(main())
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert ticks == 10
+    assert p.meters[0].stats.timeouts == p.meters[0].stats.failed_polls >= 1
+    assert p.bus.cycles <= 3  # one poll per back-off period, not a busy loop of empty cycles
+    assert idle.bus.cycles <= 3
