@@ -8,6 +8,7 @@ gateway's serial port is the bus, meters are processes that are started, stopped
 their own counters, and a reading is a Modbus poll (one record group per poll, by URN).
 """
 
+import math
 import os
 import re
 import subprocess
@@ -26,22 +27,23 @@ _STOPPED = re.compile(r"meter (\d+) stopped: (.*)")
 
 
 class MeterProcess:
-    """`python -m sim meter --serial PATH --address A,B.. --baud B --load-w W
-    --energy-step-wh S [extra]` until stop().
+    """`python -m sim meter --serial PATH --address A,B.. --baud B --load-w WA,WB..
+    --energy-step-wh S [extra]` until stop(); load_w: {address: W}.
 
     started/ready: monotonic times around the meters' boot (their load starts flowing and the
     energy counting starts between the two). counters: {address: the firmware slave's
     counters, the energy register's and the injected faults}, printed by the process at exit."""
 
-    def __init__(self, path, addresses, baud, load_w, step_wh, *extra):
-        self.addresses = tuple(addresses)
-        self.load_w = float(load_w)
+    def __init__(self, path, load_w, baud, step_wh, *extra):
+        self.load_w = {a: float(w) for a, w in load_w.items()}
+        addresses = self.addresses = tuple(load_w)
         self.step_wh = step_wh
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sim", "meter", "--serial", path,
              "--address", ",".join(str(a) for a in addresses), "--baud", str(baud),
-             "--load-w", repr(self.load_w), "--energy-step-wh", str(step_wh), *extra],
+             "--load-w", ",".join(repr(self.load_w[a]) for a in addresses),
+             "--energy-step-wh", str(step_wh), *extra],
             cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             text=True)
         for a in addresses:
@@ -80,10 +82,12 @@ class MeterBus:
         self.processes = []
         self.meters = {}  # address -> its MeterProcess
 
-    def start_meters(self, addresses, baud, load_w, step_wh=1, *extra):
-        p = MeterProcess(self._free.pop(0), addresses, baud, load_w, step_wh, *extra)
+    def start_meters(self, load_w, baud, step_wh=1, *extra):
+        """One meter process on the next free end: load_w {address: W} (its meters, in
+        order, with their constant loads)."""
+        p = MeterProcess(self._free.pop(0), load_w, baud, step_wh, *extra)
         self.processes.append(p)
-        for a in addresses:
+        for a in load_w:
             self.meters[a] = p
         return p
 
@@ -143,8 +147,8 @@ def expected_records(points):
 
 
 class Truth:
-    """What an emulated meter with a constant load (`--load-w W`, split evenly over its 3
-    phases at power factor 0.95) served when it was polled at wall time t.
+    """What the emulated meter `address` with a constant load (`--load-w W`, split evenly over
+    its 3 phases at power factor 0.95) served when it was polled at wall time t.
 
     Power and voltages are constants of the board. Energy: the load flows from the meter's boot
     (between the process's `started` and `ready`), so by t it drew W x (t - boot) / 3600 Wh;
@@ -156,16 +160,22 @@ class Truth:
     STEP_S = 1.0 + 0.35
     REPLY_S = 0.3
 
-    def __init__(self, process, wall_minus_mono):
+    def __init__(self, process, address, wall_minus_mono):
         self.p = process
+        self.load_w = process.load_w[address]
         self.offset = wall_minus_mono
 
     def phase_power_w(self):
-        return self.p.load_w / 3
+        return self.load_w / 3
+
+    def commit_jump_wh(self):
+        """Most whole Wh one commit can move the served import by: less than one step plus
+        one metering step's energy."""
+        return math.ceil(self.p.step_wh + self.load_w / 3600.0 * self.STEP_S)
 
     def import_wh_range(self, t_wall):
         mono = t_wall - self.offset
-        per_s = self.p.load_w / 3600.0
+        per_s = self.load_w / 3600.0
         lo = per_s * (mono - self.p.ready - self.STEP_S) - self.p.step_wh - 1
         hi = per_s * (mono - self.p.started + self.REPLY_S)
         return max(0.0, lo), hi

@@ -3,7 +3,7 @@ and metering chain, `python -m sim meter`) over pseudo-terminal RS-485 buses at 
 publishes to a real mosquitto; and an independent Modbus master (minimalmodbus) reads a meter.
 
 Bus 1: meters 1, 2, 3 in one meter process (one line model: each hears the others as on a real
-bus), 3600 W each. Bus 2: meter 4 alone, 1800 W, a bit flipped in 15 % of its replies (line
+bus), 3600, 4500 and 5400 W. Bus 2: meter 4 alone, 1800 W, a bit flipped in 15 % of its replies (line
 noise). Two gateway runs, each with its own data dir and bus names so their records are told
 apart:
 - run "clean": polls buses 1 and 2 back to back for RUN_S, then a clean stop (SIGTERM). The
@@ -33,8 +33,8 @@ RUN_S = 6.0
 POINTS = ["voltage_l1", "voltage_l2", "voltage_l3", "current_l1", "current_l2", "current_l3",
           "power_l1", "power_l2", "power_l3", "power", "frequency", "energy_import_kwh",
           "energy_import_wh", "energy_export_wh"]
-LIVE = (1, 2, 3)  # one process, 3600 W each (1 Wh a second: the energy moves)
-LIVE_W = 3600.0
+LIVE_W = {1: 3600.0, 2: 4500.0, 3: 5400.0}  # one process; loads of 1 to 1.5 Wh a second, so
+LIVE = tuple(LIVE_W)  # the energy moves, and different ones so a mix-up of meters shows
 NOISY = 4  # alone on a second bus, 1800 W, a bit flipped in 15 % of its replies
 NOISY_W = 1800.0
 DEAD = 9
@@ -110,8 +110,8 @@ def rig(tmp_path_factory):
     main, noisy = MeterBus(2), MeterBus(2)
     out = {"offset": time.time() - time.monotonic()}
     try:
-        main.start_meters(LIVE, BAUD, LIVE_W, 1)
-        noisy.start_meters((NOISY,), BAUD, NOISY_W, 1, "--noise", "0.15", "--seed", "7")
+        main.start_meters(LIVE_W, BAUD, 1)
+        noisy.start_meters({NOISY: NOISY_W}, BAUD, 1, "--noise", "0.15", "--seed", "7")
         out["meters"] = {**main.meters, **noisy.meters}
         live = [(a, POINTS, {}) for a in LIVE]
         common = dict(timeout_s=TIMEOUT_S, retries=RETRIES, poll_interval_s=0.0)
@@ -167,11 +167,10 @@ def _check_values(poll, truth, partial=False):
         assert isinstance(wh, int) and lo <= wh <= hi, (wh, lo, hi, poll["t"])
         if "energy_import_kwh" in by:
             # the float kWh is the exact Wh / 1000, read one transaction earlier; reads of two
-            # blocks are not one snapshot: a commit can fall between them, and it moves the
-            # committed mWh by less than the 1 Wh step + one metering step's energy (< 1 Wh
-            # at 3600 W), so the whole Wh by at most 2
+            # blocks are not one snapshot: one commit can fall between them
             k = round(by["energy_import_kwh"] * 1000)
-            assert by["energy_import_kwh"] == _f32(k / 1000) and 0 <= wh - k <= 2, (wh, by)
+            assert by["energy_import_kwh"] == _f32(k / 1000), by
+            assert 0 <= wh - k <= truth.commit_jump_wh(), (wh, by)
     if "energy_export_wh" in by:  # the load only imports
         assert by["energy_export_wh"] == 0, by
     return by
@@ -182,7 +181,7 @@ def _check_meter(run, bus, address, rig, partial=False):
     never going backwards and, over the run, going up."""
     ps = run.of(bus, address)
     assert ps, "no poll of meter %d reached MQTT" % address
-    truth = Truth(rig["meters"][address], rig["offset"])
+    truth = Truth(rig["meters"][address], address, rig["offset"])
     times = [p["t"] for p in ps]
     assert len(set(times)) == len(times), "a poll of meter %d arrived twice" % address
     assert times == sorted(times), "meter %d polls out of order" % address
@@ -193,7 +192,7 @@ def _check_meter(run, bus, address, rig, partial=False):
         if "energy_import_wh" in by:
             energy.append(by["energy_import_wh"])
     assert energy == sorted(energy), "energy went backwards on meter %d: %s" % (address, energy)
-    if not partial:  # the load drew 3600 W x RUN_S: several Wh, committed every 1 Wh
+    if not partial:  # the load drew >= 3600 W x RUN_S: several Wh, committed every 1 Wh
         assert energy[-1] - energy[0] >= RUN_S * truth.phase_power_w() * 3 / 3600 - 3, energy
     return ps
 
@@ -264,6 +263,9 @@ def test_a_dead_meter_delays_the_others_by_no_more_than_its_timeout_and_backs_of
         assert b - a >= wait, (slow, wait)
         wait = min(wait * 2, BACKOFF[1])
     assert len(slow) < len(g_dead) / 2, (len(slow), len(g_dead))
+    # the timeouts are counted, not logged: no ERROR line or pymodbus frame dump per timeout
+    noise = [ln for ln in rig["dead"].logs.splitlines() if " ERROR " in ln or ">>>>>" in ln]
+    assert not noise, noise[:5]
 
 
 def test_line_noise_is_counted_retried_and_never_published_as_a_value(rig):
@@ -302,7 +304,7 @@ LONE_W = 2400.0
 def lone_meter():
     bus = MeterBus(2)
     try:
-        proc = bus.start_meters((LONE,), BAUD, LONE_W, 1)
+        proc = bus.start_meters({LONE: LONE_W}, BAUD, 1)
         yield bus.master_path, proc
     finally:
         bus.close()
@@ -368,7 +370,7 @@ def test_a_standard_modbus_master_reads_writes_and_switches_our_meter(lone_meter
         kwh = ins.read_float(0x48, functioncode=4)
         assert 0 <= wh - round(kwh * 1000) <= 2 and ins.read_long(
             0x1004, functioncode=4, number_of_registers=4) == 0
-        lo, hi = Truth(proc, time.time() - time.monotonic()).import_wh_range(time.time())
+        lo, hi = Truth(proc, LONE, time.time() - time.monotonic()).import_wh_range(time.time())
         assert lo <= wh <= hi, (wh, lo, hi)
         wh2 = _until(lambda: (lambda w: w if w > wh else None)(
             ins.read_long(0x1000, functioncode=4, number_of_registers=4)), 5, "energy step")
