@@ -115,6 +115,7 @@ async def run_meter(app, ticks_ms, reset):
 
     from firmware.modbus_slave import serve
 
+    task = None
     if app.slave is not None:
         async def modbus():
             try:
@@ -123,8 +124,12 @@ async def run_meter(app, ticks_ms, reset):
                 _log_exception("Modbus slave", e)
                 reset()
 
-        asyncio.create_task(modbus())
-    await app_task(app, ticks_ms, reset)
+        task = asyncio.create_task(modbus())
+    try:
+        await app_task(app, ticks_ms, reset)
+    finally:  # (on the device reset() does not return; elsewhere nothing is left running)
+        if task is not None:
+            task.cancel()
 
 
 def run(config_path="/config.json"):
