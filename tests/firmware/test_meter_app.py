@@ -18,6 +18,7 @@ from protocol.modbus import rtu as R
 from sim.devices.atm90e32 import ATM90E32 as Chip
 from sim.fakes import esp32, machine
 from tests.firmware.scripted_network import CFG, NetworkServer, ScriptedRadio, run
+from tests.firmware.vmlib.uart_line import Line
 
 CS, RELAY, DE = 5, 26, 4
 VOLTS = (230.0, 231.0, 232.0)
@@ -30,21 +31,6 @@ class NoRadio:
 
     def next_event(self):
         return None
-
-
-class Line:
-    """The RS-485 side of the fake UART: what a master sent, what the slave answered."""
-
-    def __init__(self):
-        self.inbox = b""
-        self.out = b""
-
-    def uart_read(self, n):
-        d, self.inbox = self.inbox[:n], self.inbox[n:]
-        return d
-
-    def uart_write(self, data):
-        self.out += data
 
 
 class Meter:

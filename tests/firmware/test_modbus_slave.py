@@ -21,6 +21,7 @@ from sim.fakes import esp32, machine
 from sim.rs485 import LineFaults, PacedLine
 
 DE = 4
+VMLIB = (sim.mpvm.ROOT + "/tests/firmware/vmlib", "/lib/vmlib")  # uart_line.Line on the VM
 VALUES = {
     "voltage_l1": 231.5, "voltage_l2": 229.0, "voltage_l3": 232.25,
     "current_l1": 1.25, "current_l2": 0.5, "current_l3": 2.0,
@@ -482,16 +483,7 @@ import binascii
 from sim.fakes import machine
 from firmware.modbus_slave import ModbusSlave
 
-class Line:
-    def __init__(self):
-        self.inbox = b""
-        self.out = b""
-    def uart_read(self, n):
-        d, self.inbox = self.inbox[:n], self.inbox[n:]
-        return d
-    def uart_write(self, data):
-        assert machine.level(4) == 1, "DE low while writing"
-        self.out += data
+from vmlib.uart_line import Line
 
 class Source:
     def measurements(self):
@@ -501,7 +493,7 @@ class Source:
     def set_relay(self, closed):
         pass
 
-line = machine.uart(1).attach(Line())
+line = machine.uart(1).attach(Line(lambda: machine.level(4)))
 slave = ModbusSlave(machine.UART(1, 9600), machine.Pin(4, machine.Pin.OUT), Source(),
                     serial=123456, firmware=(1, 2, 3))
 t = (1 << 30) - 3000
@@ -522,7 +514,7 @@ def test_the_slave_runs_on_micropython():
             request(1, P.ReadRequest(4, 0x2000, 7)).hex(), request(1, P.ReadRequest(4, 1, 2)).hex()]
     out = sim.mpvm.run(VM_SCRIPT % {"wh": wh, "reqs": reqs},
                        mounts=("protocol", "firmware",
-                               (sim.mpvm.ROOT + "/sim/fakes", "/lib/sim/fakes")))
+                               (sim.mpvm.ROOT + "/sim/fakes", "/lib/sim/fakes"), VMLIB))
     lines = [ln.split() for ln in out.splitlines()]
     assert [de for _, de in lines] == ["0"] * 4
     got = [R.decode_frame(bytes.fromhex(h)) for h, _ in lines]
@@ -537,15 +529,7 @@ import asyncio, binascii
 from sim.fakes import machine
 from firmware.modbus_slave import ModbusSlave, serve
 
-class Line:
-    def __init__(self):
-        self.inbox = b""
-        self.out = b""
-    def uart_read(self, n):
-        d, self.inbox = self.inbox[:n], self.inbox[n:]
-        return d
-    def uart_write(self, data):
-        self.out += data
+from vmlib.uart_line import Line
 
 class Source:
     def measurements(self):
@@ -575,7 +559,7 @@ def test_serve_runs_as_an_asyncio_task_on_micropython():
     req = request(1, P.ReadRequest(4, 0x2000, 7))
     out = sim.mpvm.run(SERVE_SCRIPT % req.hex(),
                        mounts=("protocol", "firmware",
-                               (sim.mpvm.ROOT + "/sim/fakes", "/lib/sim/fakes"))).split()
+                               (sim.mpvm.ROOT + "/sim/fakes", "/lib/sim/fakes"), VMLIB)).split()
     assert out[1:] == ["0", "1"]
     address, pdu = R.decode_frame(bytes.fromhex(out[0]))
     got = M.decode_block(0x2000, P.decode_response(pdu).registers)
@@ -591,15 +575,7 @@ from firmware.energy_register import EnergyRegister
 from firmware.meter_source import MeterSource
 from firmware.modbus_slave import ModbusSlave
 
-class Line:
-    def __init__(self):
-        self.inbox = b""
-        self.out = b""
-    def uart_read(self, n):
-        d, self.inbox = self.inbox[:n], self.inbox[n:]
-        return d
-    def uart_write(self, data):
-        self.out += data
+from vmlib.uart_line import Line
 
 model = machine.spi(2).attach(5, Chip(voltage=(230.0, 230.0, 230.0), current=(10.0, 0.0, 0.0)))
 chip = ATM90E32(machine.SPI(2, 200000, polarity=1, phase=1), machine.Pin(5, machine.Pin.OUT))
@@ -626,7 +602,7 @@ def test_meter_source_and_slave_on_micropython():
     req = request(1, P.ReadRequest(4, 0x1000, 4))
     out = sim.mpvm.run(METER_VM_SCRIPT % req.hex(),
                        mounts=("protocol", "firmware",
-                               (sim.mpvm.ROOT + "/sim/fakes", "/lib/sim/fakes"),
+                               (sim.mpvm.ROOT + "/sim/fakes", "/lib/sim/fakes"), VMLIB,
                                (sim.mpvm.ROOT + "/sim/devices", "/lib/sim/devices"))).split()
     served, live_mwh = int(out[1]), int(out[2])
     assert live_mwh == pytest.approx(2300 * 120 / 3.6, rel=0.01)  # 76.7 Wh in 120 s

@@ -19,7 +19,8 @@ from tests.firmware.scripted_network import APP_KEY, CFG, DEV_EUI
 pytestmark = pytest.mark.skipif(not sim.mpvm.available(), reason="node or the MicroPython npm package missing")
 
 MOUNTS = ("protocol", "firmware", (sim.mpvm.ROOT + "/sim/fakes", "/lib/sim/fakes"),
-          (sim.mpvm.ROOT + "/sim/devices", "/lib/sim/devices"))
+          (sim.mpvm.ROOT + "/sim/devices", "/lib/sim/devices"),
+          (sim.mpvm.ROOT + "/tests/firmware/vmlib", "/lib/vmlib"))
 
 # the board's clock, a radio that plays the join-accept and one downlink into RX1, and a loop
 # that polls the app (and the radio's events) until a time; the script after it sets `app` and
@@ -182,15 +183,7 @@ def test_pole_joins_reports_and_obeys_a_command_on_micropython():
 METER_SCRIPT = VM_NETWORK + """
 from sim.devices.atm90e32 import ATM90E32 as Chip
 
-class Line:
-    def __init__(self):
-        self.inbox = b""
-        self.out = b""
-    def uart_read(self, n):
-        d, self.inbox = self.inbox[:n], self.inbox[n:]
-        return d
-    def uart_write(self, data):
-        self.out += data
+from vmlib.uart_line import Line
 
 model = machine.spi(2).attach(5, Chip(voltage=(230.0, 230.0, 230.0), current=(10.0, 0.0, 0.0)))
 line = machine.uart(1).attach(Line())
@@ -277,15 +270,7 @@ from sim.fakes import machine, esp32
 from sim.devices.atm90e32 import ATM90E32 as Chip
 from firmware import main
 
-class Line:
-    def __init__(self):
-        self.inbox = b""
-        self.out = b""
-    def uart_read(self, n):
-        d, self.inbox = self.inbox[:n], self.inbox[n:]
-        return d
-    def uart_write(self, data):
-        self.out += data
+from vmlib.uart_line import Line
 
 class Reset(Exception):
     pass
