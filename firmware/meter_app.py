@@ -31,7 +31,7 @@ changed are saved as JSON in NVS and restored at boot.
 """
 
 from protocol import payload as _payload
-from firmware.command_port import BAD_VALUE, OK, PORT_CONFIG, PORT_REBOOT
+from firmware.command_port import BAD_VALUE, FAILED, OK, PORT_CONFIG, PORT_REBOOT
 from firmware.device_app import DeviceApp
 from firmware.ticks import Monotonic, ticks_add, ticks_diff
 from firmware.voltage_alarm import voltage_alarm
@@ -131,7 +131,7 @@ class MeterApp(DeviceApp):
 
     def _load_limit(self):
         chip = self.hw.chip
-        if not self.load_limit_w or not self.relay_closed or chip.total_mw <= self.load_limit_w * 1000:
+        if not self.load_limit_w or self.hw.relay is None or not self.relay_closed or chip.total_mw <= self.load_limit_w * 1000:
             self._over = 0
             return
         self._over += 1
@@ -279,6 +279,8 @@ class MeterApp(DeviceApp):
     def execute_command(self, port, f):
         mono = self._mono.ms
         if port == PORT_RELAY:
+            if self.hw.relay is None:
+                return FAILED  # a board without a disconnect relay (relay_pin null)
             self.source.set_relay(f["action"] == "close")
             self._watch_relay()
             self._evaluate_alarms()

@@ -384,6 +384,16 @@ def test_config_reboot_and_unknown_ports():
     assert m.app.commands == 3 and m.app.bad_commands == 1
 
 
+def test_without_a_relay_a_relay_command_fails_and_the_load_limit_only_alarms_nothing():
+    m = Meter(relay_pin=None, load_limit_w=1000)
+    m.run(70)
+    m.command("relay", {"seq": 1, "action": "open"})
+    m.run(70)
+    ack = [f for _, f in m.uplinks(22)][-1]
+    assert (ack["port"], ack["seq"], ack["result"]) == (70, 1, "failed")
+    assert reports(m)[-1]["status/relay_closed"] and not m.app.load_limited
+
+
 # -- interfaces --------------------------------------------------------------------------------
 
 def test_modbus_only_has_no_mac_and_no_radio_and_serves_the_provisioned_address():
