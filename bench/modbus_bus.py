@@ -73,6 +73,25 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def phases(trace) -> dict:
+    """From the port's timestamps: mean time from a request to the last byte of its reply, and
+    from that byte to the next request (the gap the poller left; the wire needs t3.5)."""
+    reply, gap = [], []
+    last_send = last_rx = None
+    for t, sending in trace:
+        if sending:
+            if last_send is not None and last_rx is not None and last_rx > last_send:
+                reply.append(last_rx - last_send)
+                gap.append(t - last_rx)
+            last_send = t
+        else:
+            last_rx = t
+    if not gap:
+        return {"reply_ms": 0.0, "gap_ms": 0.0, "min_gap_ms": 0.0}
+    return {"reply_ms": 1e3 * sum(reply) / len(reply), "gap_ms": 1e3 * sum(gap) / len(gap),
+            "min_gap_ms": 1e3 * min(gap)}
+
+
 # ---- the poller process ------------------------------------------------------------------------
 
 def serve_poller(spec: dict) -> dict:
@@ -109,20 +128,22 @@ def serve_poller(spec: dict) -> dict:
             if reads != [(4, 0, spec["regs"])]:
                 raise SystemExit(f"meter {m.cfg.address}: plan {reads}, not one read of "
                                  f"{spec['regs']} registers")
-        polls = {"n": 0, "bad": 0}
+        polls = {"at": [], "bad": 0}
+        loop = asyncio.get_running_loop()
+        trace = []  # (loop time, sending): what pymodbus wrote / read on the port, as it did
 
         def on_poll(address, values):
-            polls["n"] += 1
+            polls["at"].append(loop.time())
             if set(values) != set(points):
                 polls["bad"] += 1
 
+        def traced(sending, data, inner=p._trace):
+            trace.append((loop.time(), sending))
+            return inner(sending, data)
+
         p.on_poll = on_poll
-        loop = asyncio.get_running_loop()
+        p._trace = traced  # the poller hands its _trace to pymodbus when it opens the port
         task = asyncio.create_task(p.run())
-
-        def tx():
-            return sum(m.stats.transactions for m in p.meters)
-
         try:
             deadline = loop.time() + 10
             while not all(m.stats.transactions for m in p.meters):
@@ -130,9 +151,9 @@ def serve_poller(spec: dict) -> dict:
                     raise SystemExit(f"not every meter answered: {p.stats()}")
                 await asyncio.sleep(0.02)
             await asyncio.sleep(spec["warmup"])
-            t0, c0, n0, s0 = loop.time(), time.process_time(), tx(), p.stats()
+            t0, c0, s0 = loop.time(), time.process_time(), p.stats()
             await asyncio.sleep(spec["seconds"])
-            t1, c1, n1, s1 = loop.time(), time.process_time(), tx(), p.stats()
+            t1, c1, s1 = loop.time(), time.process_time(), p.stats()
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -140,8 +161,11 @@ def serve_poller(spec: dict) -> dict:
         for a, st in s1["meters"].items():
             for k in ("timeouts", "crc_errors", "garbled", "retries", "failed_polls"):
                 errors[k] = errors.get(k, 0) + st[k] - s0["meters"][a][k]
-        return {"tx": n1 - n0, "elapsed_s": t1 - t0, "cpu_s": c1 - c0, "errors": errors,
-                "polls": polls["n"], "bad_polls": polls["bad"]}
+        at = [t for t in polls["at"] if t0 <= t <= t1]  # each poll is one transaction here
+        rate = (len(at) - 1) / (at[-1] - at[0]) if len(at) > 1 else 0.0
+        return {"tx": len(at), "tx_s": rate, "elapsed_s": t1 - t0, "cpu_s": c1 - c0,
+                "errors": errors, "bad_polls": polls["bad"],
+                **phases([e for e in trace if t0 <= e[0] <= t1])}
 
     return asyncio.run(main())
 
@@ -152,14 +176,14 @@ class Bus:
     """A PtyLink pair: the master's end (`port`) and one `python -m sim meter` process serving
     meters 1..M on one line model (every meter hears every frame, as on a real pair)."""
 
-    def __init__(self, baud: int, meters: int, turnaround_ms: int) -> None:
+    def __init__(self, baud: int, meters: int, turnaround_ms: int, meter_cmd=None) -> None:
         from sim.rs485 import PtyLink
 
         self.baud = baud
         self.meters = meters
         self.link = PtyLink(ends=2)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sim", "meter", "--serial", self.link.paths[1], "--address",
+            (meter_cmd or [sys.executable, "-m", "sim"]) + ["meter", "--serial", self.link.paths[1], "--address",
              ",".join(str(a) for a in range(1, meters + 1)), "--baud", str(baud),
              "--turnaround-ms", str(turnaround_ms)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
         try:
@@ -207,15 +231,18 @@ def run_case(bus: Bus, regs: int, meters: int, args) -> dict:
     meter_cpu, link_cpu = bus.cpu_s() - m0, time.process_time() - l0
     bits = rtu.char_bits(parity, stop)
     limit = limit_tx_s(bus.baud, regs, args.turnaround_ms, bits)
-    rate = out["tx"] / out["elapsed_s"]
+    rate = out["tx_s"]
     tx = max(out["tx"], 1)
+    tc_ms = 1e3 * bits / bus.baud
+    t35_ms = rtu.t35_us(bus.baud, bits) / 1e3
     return {"baud": bus.baud, "regs": regs, "meters": meters, "line": args.line, "bits": bits,
             "turnaround_ms": args.turnaround_ms, "tx_s": rate, "limit_tx_s": limit,
             "ratio": rate / limit, "goal_met": rate / limit >= GOAL,
             "poller_cpu_ms_tx": 1e3 * out["cpu_s"] / tx,
             "meters_cpu_ms_tx": 1e3 * meter_cpu / tx, "link_cpu_ms_tx": 1e3 * link_cpu / tx,
             "cycle_ms": 1e3 / rate if rate else float("inf"), "limit_cycle_ms": 1e3 / limit,
-            **out}
+            "ideal_reply_ms": (13 + 2 * regs) * tc_ms + t35_ms + args.turnaround_ms,
+            "t35_ms": t35_ms, **out}
 
 
 def _run_poller(spec: dict) -> dict:
@@ -230,7 +257,8 @@ def _run_poller(spec: dict) -> dict:
 def run(args) -> list[dict]:
     rows = []
     for baud in args.baud:
-        bus = Bus(baud, max(args.meters), args.turnaround_ms)
+        bus = Bus(baud, max(args.meters), args.turnaround_ms,
+                  args.meter_cmd.split() if args.meter_cmd else None)
         try:
             for regs in args.regs:
                 for meters in args.meters:
@@ -247,16 +275,17 @@ def run(args) -> list[dict]:
 
 def print_row(r: dict, header: bool = False) -> None:
     if header:
-        print("  baud  regs meters   tx/s   limit  ratio  goal   cycle/limit ms  "
-              "CPU ms/tx poller meters link  errors")
+        print("  baud regs meters    tx/s   limit  ratio goal  | ms: cycle  limit  reply (ideal)"
+              "   gap (t3.5) min gap | CPU ms/tx: poller meters link | errors")
     errs = " ".join(f"{k}={v}" for k, v in r["errors"].items() if v) or "-"
     if r["bad_polls"]:
         errs += f" bad_polls={r['bad_polls']}"
-    print(f"{r['baud']:6d} {r['regs']:5d} {r['meters']:6d} {r['tx_s']:6.2f} {r['limit_tx_s']:7.2f} "
-          f"{100 * r['ratio']:5.1f}% {'met ' if r['goal_met'] else 'MISS'}  "
-          f"{r['cycle_ms']:6.2f}/{r['limit_cycle_ms']:6.2f}       "
-          f"{r['poller_cpu_ms_tx']:6.3f} {r['meters_cpu_ms_tx']:6.3f} {r['link_cpu_ms_tx']:5.3f}"
-          f"  {errs}", flush=True)
+    print(f"{r['baud']:6d} {r['regs']:4d} {r['meters']:6d} {r['tx_s']:7.2f} {r['limit_tx_s']:7.2f} "
+          f"{100 * r['ratio']:5.1f}% {'met ' if r['goal_met'] else 'MISS'} |  "
+          f"{r['cycle_ms']:7.2f} {r['limit_cycle_ms']:6.2f} {r['reply_ms']:6.2f} "
+          f"({r['ideal_reply_ms']:6.2f}) {r['gap_ms']:5.2f} ({r['t35_ms']:4.2f}) {r['min_gap_ms']:5.2f}"
+          f"   |           {r['poller_cpu_ms_tx']:6.3f} {r['meters_cpu_ms_tx']:6.3f} "
+          f"{r['link_cpu_ms_tx']:5.3f} | {errs}", flush=True)
 
 
 def _ints(text: str) -> list[int]:
@@ -276,6 +305,8 @@ def main(argv=None) -> None:
     ap.add_argument("--timeout", type=float, default=0.2, help="the poller's per-meter timeout")
     ap.add_argument("--json", action="store_true", help="also print the rows as JSON")
     ap.add_argument("--json-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--meter-cmd", metavar="CMD",
+                    help="run the meters with CMD (e.g. a patched sim) instead of 'python -m sim'")
     ap.add_argument("--verbose", action="store_true", help="print the meters' counters")
     ap.add_argument("--serve-poller", metavar="SPEC", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

@@ -22,8 +22,14 @@ A port that vanishes (USB adapter unplugged) closes the client; the poller reope
 exponential back-off (`reopen_min_s` .. `reopen_max_s`) and goes on. Polls missed while the
 bus is down are not charged to the meters (`bus.missed_polls` counts them).
 
-RTU timing: the master leaves t3.5 of silence after each reply before its next request, so
-slaves that frame by silence see separate frames; nothing else is waited for.
+RTU timing: the bus must have been quiet for t3.5 before a request goes out, so slaves that
+frame by silence see separate frames; nothing else is waited for. "Quiet since" is when the
+last byte was read from the port (pymodbus' trace_packet sees every chunk as it arrives) or
+when our own last request left the wire, not when pymodbus handed back the reply (that is
+later by its decoding, which then overlaps the silence), and the wait is a timerfd deadline
+(gateway.deadline_sleep) because asyncio's own timers are whole milliseconds late. Together
+they made the gap after a reply t3.5 + ~0.1 ms instead of t3.5 + 0.7 ms
+(bench/modbus_bus.py prints the rates this gives against the wire limit).
 
 Storing: items go to `sink(list_of_items)` (RecordQueue.put) from a separate task in a
 thread, a batch per call, so the fsync never holds the bus. If the sink fails (QueueFull)
@@ -42,6 +48,7 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException
 from pymodbus.framer import FramerType
 
+from gateway.deadline_sleep import DeadlineSleep
 from gateway.meter_readings import meter_item, meter_urn
 from gateway.modbus_plan import MeterPlan, max_gap_for
 from protocol.modbus import rtu
@@ -178,9 +185,13 @@ class BusPoller:
         self._stored = asyncio.Event()
         self._has_pending = asyncio.Event()
         self._rx = b""
-        self._quiet_until = 0.0
-        self._t35 = rtu.t35_us(cfg.baudrate, rtu.char_bits(cfg.parity, cfg.stopbits)) / 1e6 \
-            if cfg.kind == "rtu" else 0.0
+        self._rx_seen = False  # a byte arrived since the last request went out
+        self._quiet_until = 0.0  # monotonic (loop) time before which nothing may be sent
+        self._sleep = None  # DeadlineSleep, made by run() on its loop
+        self._now = time.monotonic  # run() makes it the loop's clock
+        bits = rtu.char_bits(cfg.parity, cfg.stopbits)
+        self._t35 = rtu.t35_us(cfg.baudrate, bits) / 1e6 if cfg.kind == "rtu" else 0.0
+        self._char_s = bits / cfg.baudrate if cfg.kind == "rtu" else 0.0
         self.on_poll = None  # test/bench hook: called with (address, values) after each poll
 
     # ------------------------------------------------------------------ public
@@ -201,11 +212,14 @@ class BusPoller:
 
     async def run(self) -> None:
         store = asyncio.create_task(self._store_loop(), name=f"modbus-store-{self.cfg.name}")
+        self._sleep = DeadlineSleep()
+        self._now = asyncio.get_running_loop().time
         try:
             await self._bus_loop()
         finally:
             store.cancel()
             self._close()
+            self._sleep.close()
             if self._pending:  # a last attempt, so a clean shutdown keeps what was read
                 try:
                     self._sink(list(self._pending))
@@ -315,10 +329,17 @@ class BusPoller:
             self._client = None
 
     def _trace(self, sending: bool, data: bytes) -> bytes:
+        # pymodbus calls this as a request goes out and as each received chunk arrives (with
+        # everything received so far): the instants the bus was last busy
+        now = self._now()
         if sending:
             self._rx = b""
+            self._rx_seen = False
+            self._quiet_until = now + len(data) * self._char_s + self._t35
         else:
             self._rx = bytes(data)
+            self._rx_seen = True
+            self._quiet_until = max(self._quiet_until, now + self._t35)
         return data
 
     # ------------------------------------------------------------------ transactions
@@ -331,13 +352,14 @@ class BusPoller:
         for attempt in range(self.cfg.retries + 1):
             if attempt:
                 st.retries += 1
-            wait = self._quiet_until - loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
+            if self._quiet_until > loop.time():
+                await self._sleep.until(self._quiet_until)
             client = self._client
             if client is None or not client.connected:
                 raise _BusDown()
-            client.ctx.comm_params.timeout_connect = meter.timeout  # pymodbus' per-request timeout
+            params = client.ctx.comm_params
+            if params.timeout_connect != meter.timeout:
+                params.timeout_connect = meter.timeout  # pymodbus' per-request timeout
             try:
                 resp = await call(client, *args, device_id=meter.cfg.address, **kw)
             except ConnectionException as exc:
@@ -347,12 +369,12 @@ class BusPoller:
                 if task is not None and task.cancelling():
                     # pymodbus turns our cancellation into ModbusIOException: give it back
                     raise asyncio.CancelledError()
-                self._quiet_until = loop.time() + self._t35
                 if not client.connected:
                     raise _BusDown()
                 self._count_silence(st)
                 continue
-            self._quiet_until = loop.time() + self._t35
+            if not self._rx_seen:  # a reply pymodbus did not trace: its return is the last byte
+                self._quiet_until = max(self._quiet_until, loop.time() + self._t35)
             st.transactions += 1
             return resp
         raise _NoAnswer()
