@@ -103,7 +103,7 @@ class MeterHardware:
         self.nvs = None  # esp32.NVS("lorawan"): MAC counters and session (None: Modbus only)
         self.app_nvs = None  # esp32.NVS("meter"): settings, relay state, alarm count
         self.energy_nvs = None  # esp32.NVS("energy"): the EnergyRegister's slots
-        self.modbus_nvs = None  # esp32.NVS("modbus"): slave address, baud, parity written over Modbus
+        self.modbus_nvs = None  # esp32.NVS("modbus"): address, baud, parity written over Modbus
         self.rtc = None
         self.reset = None
         self.radio = None

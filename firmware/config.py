@@ -195,7 +195,8 @@ def _check(cfg):
         raise ConfigError("config voltage_low_v must be below voltage_high_v")
     if kind == "pole":
         if cfg["photocell_on_lux"] > cfg["photocell_off_lux"]:
-            raise ConfigError("config photocell_on_lux must not exceed photocell_off_lux (hysteresis)")
+            raise ConfigError("config photocell_on_lux must not exceed photocell_off_lux "
+                              "(hysteresis)")
     else:
         _check_meter(cfg)
 

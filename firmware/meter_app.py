@@ -69,6 +69,7 @@ RELAY_OPEN = 0
 RELAY_CLOSED = 1
 RELAY_LIMITED = 2  # opened by the load limit
 
+_NEED_READING = A_VOLTAGE_LOW | A_VOLTAGE_HIGH | A_RELAY_FAILURE
 _RTC_MAGIC = b"SGM1"
 
 
@@ -131,7 +132,8 @@ class MeterApp(DeviceApp):
 
     def _load_limit(self):
         chip = self.hw.chip
-        if not self.load_limit_w or self.hw.relay is None or not self.relay_closed or chip.total_mw <= self.load_limit_w * 1000:
+        if (not self.load_limit_w or self.hw.relay is None or not self.relay_closed
+                or chip.total_mw <= self.load_limit_w * 1000):
             self._over = 0
             return
         self._over += 1
@@ -195,7 +197,8 @@ class MeterApp(DeviceApp):
     def _evaluate_alarms(self):
         a = self._events
         if self.meter_failed:
-            a |= A_METER_ERROR | (self._alarm.bits & (A_VOLTAGE_LOW | A_VOLTAGE_HIGH | A_RELAY_FAILURE))
+            # what needs a reading keeps its state while there is none
+            a |= A_METER_ERROR | (self._alarm.bits & _NEED_READING)
         else:
             a |= self.v_alarm
             if not self.relay_closed and self._relay_steps >= RELAY_SETTLE_STEPS:
@@ -285,8 +288,9 @@ class MeterApp(DeviceApp):
             self._watch_relay()
             self._evaluate_alarms()
         elif port == PORT_METER_CONFIG:
-            lo = self.voltage_low_mv if f["voltage_low"] is None else int(f["voltage_low"] * 1000 + 0.5)
-            hi = self.voltage_high_mv if f["voltage_high"] is None else int(f["voltage_high"] * 1000 + 0.5)
+            lo, hi = f["voltage_low"], f["voltage_high"]
+            lo = self.voltage_low_mv if lo is None else int(lo * 1000 + 0.5)
+            hi = self.voltage_high_mv if hi is None else int(hi * 1000 + 0.5)
             if lo >= hi:
                 return BAD_VALUE
             self.voltage_low_mv, self.voltage_high_mv = lo, hi

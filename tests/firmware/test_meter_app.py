@@ -179,7 +179,8 @@ def test_reports_carry_the_chip_truth_and_only_committed_energy():
     assert reg.live()[1] // 1000 - reg.export_wh() < 50
     assert reg.live()[1] / 1000 == pytest.approx(930 * 1200 / 3600, rel=0.01)
     # Modbus serves exactly what the register committed, as the next report will
-    assert m.served_wh() == {"energy_import_wh": reg.import_wh(), "energy_export_wh": reg.export_wh()}
+    assert m.served_wh() == {"energy_import_wh": reg.import_wh(),
+                             "energy_export_wh": reg.export_wh()}
 
 
 def test_single_phase_meter_reports_phase_a():
@@ -428,7 +429,8 @@ def test_serial_number_defaults_to_the_dev_eui():
 
 def test_meter_config_errors_are_clear():
     for bad, msg in (({"interfaces": "rs232"}, "interfaces"), ({"phases": 2}, "phases"),
-                     ({"modbus_baud": 9700}, "modbus_baud"), ({"modbus_address": 0}, "modbus_address"),
+                     ({"modbus_baud": 9700}, "modbus_baud"),
+                     ({"modbus_address": 0}, "modbus_address"),
                      ({"calibration": {"ugain": [1, 2]}}, "ugain"),
                      ({"calibration": {"gain": 1}}, "unknown key"),
                      ({"calibration": {"meter_constant": 0}}, "positive"),
@@ -454,7 +456,7 @@ def test_calibration_from_config_reaches_the_chip():
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cuts=st.lists(st.integers(min_value=1000, max_value=400000), min_size=1, max_size=4),
        step=st.sampled_from([5, 20, 50]))
-def test_reported_energy_is_monotonic_across_power_cuts_and_never_above_what_a_cut_restores(cuts, step):
+def test_energy_is_monotonic_across_power_cuts_and_never_above_what_a_cut_restores(cuts, step):
     esp32.FLASH = esp32.Flash()
     machine.spi(2).detach(CS)
     machine.power_cut()
