@@ -235,10 +235,11 @@ def run(path, addresses, baud, phases=3, turnaround_ms=DEFAULT_TURNAROUND_MS, re
                 except OSError as e:
                     if e.errno != errno.EIO:  # EIO: the other end of the pty is closed now
                         raise
-                    time.sleep(0.05)
-                    continue
+                    data = b""
                 if data:
                     bus.from_host(data, clock())
+                else:  # hung up (EIO, or EOF): readable for ever, so do not spin on it
+                    time.sleep(0.05)
     finally:
         sel.close()
         os.close(fd)
