@@ -54,9 +54,9 @@ def _f32(x):
     return struct.unpack(">f", struct.pack(">f", x))[0]
 
 
-def _gateway_run(workdir, broker, readings, buses):
-    """Start the gateway with these [[modbus.bus]] tables, let it poll RUN_S, stop it cleanly,
-    then drain its queue; (polls of these buses on MQTT, the final stats.json, the logs)."""
+def _start_gateway(workdir, broker, buses):
+    """The gateway process with these [[modbus.bus]] tables (and no LoRaWAN device);
+    (the gateway, its config without the buses)."""
     os.makedirs(workdir)
     registry = os.path.join(workdir, "devices.toml")
     open(registry, "w").close()
@@ -66,6 +66,13 @@ def _gateway_run(workdir, broker, readings, buses):
     with open(gw.config, "w") as f:
         f.write(base + "".join(buses))
     gw.start()
+    return gw, base
+
+
+def _gateway_run(workdir, broker, readings, buses):
+    """Start the gateway with these [[modbus.bus]] tables, let it poll RUN_S, stop it cleanly,
+    then drain its queue; (polls of these buses on MQTT, the final stats.json, the logs)."""
+    gw, base = _start_gateway(workdir, broker, buses)
     try:
         time.sleep(RUN_S)
     finally:
@@ -103,10 +110,23 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def rig(tmp_path_factory):
+def mqtt(tmp_path_factory):
+    """mosquitto and a subscriber for the module: (broker, readings)."""
+    broker = Broker(tmp_path_factory.mktemp("meter-bus-broker")).start()
+    try:
+        readings = Readings(broker.port, client_id="hil-meter-bus")
+        try:
+            yield broker, readings
+        finally:
+            readings.stop()
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory, mqtt):
     tmp = str(tmp_path_factory.mktemp("meter-bus"))
-    broker = Broker(tmp).start()
-    readings = Readings(broker.port, client_id="hil-meter-bus")
+    broker, readings = mqtt
     main, noisy = MeterBus(2), MeterBus(2)
     out = {"offset": time.time() - time.monotonic()}
     try:
@@ -127,8 +147,6 @@ def rig(tmp_path_factory):
     finally:
         main.close()
         noisy.close()
-        readings.stop()
-        broker.stop()
 
 
 def _check_values(poll, truth, partial=False):
@@ -471,3 +489,70 @@ def test_pymodbus_sync_client_gets_the_exception_codes_and_floats(lone_meter):
         assert c.read_holding_registers(0x3002, count=1, device_id=LONE).registers == [0]
     finally:
         c.close()
+
+
+def test_an_operator_relay_command_on_mqtt_switches_the_real_meter(lone_meter, mqtt, tmp_path):
+    """The operator's relay command (gateway/modbus_commands.py) published on the gateway's
+    command topic goes out on the bus as the meter firmware's arm + relay writes: "open"
+    disconnects the load (the following polls read 0 W and the energy stands still), "close"
+    brings it back; each command counted done once, and the power switches once each way."""
+    import json
+
+    import paho.mqtt.client as paho
+
+    path, proc = lone_meter
+    broker, readings = mqtt
+    bus = "rs485-4"
+    gw, _ = _start_gateway(str(tmp_path / "relay"), broker, [bus_toml(
+        bus, path, BAUD, [(LONE, ["power", "energy_import_wh"], {})], timeout_s=TIMEOUT_S,
+        retries=RETRIES, poll_interval_s=0.1)])
+    pub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="hil-meter-operator")
+    bn = meter_urn(bus, LONE)
+
+    def power_polls():
+        return [(p["t"], dict((n, v) for n, _, v in p["records"]))
+                for p in polls(readings) if p["bn"] == bn]
+
+    def command(action, done):
+        body = {"modbus": {"bus": bus, "address": LONE}, "command": "relay",
+                "fields": {"action": action}}
+        pub.publish("streetgrid/block-a/gw-1/commands", json.dumps(body).encode(),
+                    qos=1).wait_for_publish(5)
+        s = gw.stats_after(lambda s: s["commands"]["modbus_done"] == done, 10, action)
+        assert s["commands"]["modbus_failed"] == 0, s["commands"]
+
+    def reads(watts, after=0.0):
+        """The time of the first poll after `after` reading `watts`, once there is one."""
+        return _until(lambda: next((t for t, v in power_polls() if t > after
+                                    and abs(v["power"] - watts) <= 0.03), None),
+                      5, "a poll reading %.0f W" % watts)
+
+    try:
+        gw.stats_after(lambda s: s["commands"]["subscribed"], 10, "the command subscription")
+        pub.connect("127.0.0.1", broker.port)
+        pub.loop_start()
+        reads(LONE_W)
+        command("open", 1)
+        t_open = reads(0.0)
+        time.sleep(2.5)  # polls with the load off
+        t_closing = time.time()
+        command("close", 2)
+        t_close = reads(LONE_W, after=t_open)
+        time.sleep(0.5)
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+        assert gw.stop() == 0
+    seq = power_polls()
+    watts = [round(v["power"]) for _, v in seq]
+    changes = [(a, b) for a, b in zip(watts, watts[1:]) if a != b]
+    assert changes == [(LONE_W, 0), (0, LONE_W)], watts  # once each way, never flapping
+    # no energy while disconnected: the metering step that first reads 0 W still books what
+    # flowed since the step before (the switch fell between them), none after that one until
+    # the close command (a poll can read 0 W, then the Wh of a step after the close)
+    assert t_open < t_closing < t_close
+    off = [v["energy/import"] for t, v in seq if t_open + Truth.STEP_S <= t < t_closing]
+    assert len(off) >= 5 and len(set(off)) == 1, " ".join(
+        "%.2f:%d:%d" % (t - t_open, v["power"], v["energy/import"]) for t, v in seq)
+    energy = [v["energy/import"] for _, v in seq]
+    assert energy == sorted(energy), energy
