@@ -225,8 +225,9 @@ class ReportRecorder:
 
 class MeterReports:
     """Every report each LoRaWAN meter's firmware made, with the virtual ms and the board's
-    physical truth (LocalBoard.truth(): energy that really flowed, power, voltage) at the poll
-    that made it: name -> [(now_ms, fields, truth)]. A City observer, like ReportRecorder."""
+    physical truth (board.truth(): energy that really flowed, power, voltage) at the poll
+    that made it: name -> [(now_ms, fields, truth)]. A City observer, like ReportRecorder
+    (LocalBoard and VMBoard alike)."""
 
     def __init__(self, city):
         self.reports = {b.name: [] for b in city.boards if getattr(b, "kind", "") == "meter"}
@@ -234,13 +235,21 @@ class MeterReports:
         city.observers.append(self._look)
 
     def _look(self, board, now_ms):
-        if board.name not in self.reports or board.app is None:
+        if board.name not in self.reports:
             return
-        n = board.app.reports
+        if hasattr(board, "eval"):  # VMBoard: one round trip into the VM
+            got = board.eval("None if app is None else (app.reports, app.last_report, "
+                             "board.hardware.truth())")
+            if got is None:
+                return
+            n, f, truth = got
+        else:
+            if board.app is None:
+                return
+            n, f, truth = board.app.reports, board.app.last_report, None
         key = (board.counters["boots"], n)
         if self._last.get(board.name, (None, 0)) != key and n > 0:
-            self.reports[board.name].append((now_ms, dict(board.app.last_report),
-                                             board.truth()))
+            self.reports[board.name].append((now_ms, dict(f), truth or board.truth()))
         self._last[board.name] = key
 
 

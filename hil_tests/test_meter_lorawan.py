@@ -1,6 +1,6 @@
 """Hardware in the loop, issue #4 item 6 (meters over LoRaWAN): AMI meters running the real
-meter firmware (main.create, kind "meter", interfaces "lorawan") in a simulated city beside
-street poles, packet forwarders speaking GWMP over real UDP to the real gateway process,
+meter firmware (main.create, kind "meter", interfaces "lorawan"; one of them on the real
+MicroPython VM when it is installed) in a simulated city beside street poles, packet forwarders speaking GWMP over real UDP to the real gateway process,
 publishing to a real mosquitto, read back by a paho subscriber.
 
 Every delivered data frame (meters' fPort 20 reports, and the poles' too) reaches MQTT exactly
@@ -16,13 +16,17 @@ import collections
 import pytest
 
 import sim.demo
+import sim.mpvm
 from hil_tests.rig import MOSQUITTO, CityUnderTest, MeterReports, wait_for
 from hil_tests.truth import fields_of
+from sim.board import LocalBoard
 from sim.city import City
+from sim.vmboard import VMBoard
 
 pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed")
 
 SEED = 11
+VM_METER = sim.mpvm.available()  # one meter's firmware on the real MicroPython VM
 EPOCH_S = 1774114800
 N_POLES = 2
 LOADS_W = [2300.0, 4600.0, -1150.0]  # the last one exports (rooftop PV)
@@ -37,15 +41,39 @@ FIELDS = {"import_energy": ("import_energy", 1e-6), "export_energy": ("export_en
           "power_factor": ("power_factor", 0.005 + 1e-6), "frequency": ("frequency", 0.05 + 1e-6)}
 
 
+def board_factory():
+    """The first meter on the MicroPython VM (when node and the package are installed), every
+    other board LocalBoard."""
+    made = []
+
+    def factory(name, dev_eui, cfg, x, y):
+        kw = dict(x=x, y=y, seed=SEED, epoch_s=EPOCH_S)
+        if VM_METER and name == "meter-0001":
+            b = VMBoard(name, dev_eui, cfg, **kw)
+        else:
+            b = LocalBoard(name, dev_eui, cfg, **kw)
+        made.append(b)
+        return b
+
+    factory.made = made
+    return factory
+
+
 class MeterCity(CityUnderTest):
     def __init__(self, workdir):
         super().__init__(workdir)
-        city = City(N_POLES, 1, ("127.0.0.1", 9), seed=SEED, site=sim.demo.SITE,
-                    epoch_s=EPOCH_S, barriers="expected", grace_s=3.0, boot_spread_s=30,
-                    cfg={"report_interval_s": REPORT_S},
-                    n_meters=len(LOADS_W), meter_load_w=LOADS_W,
-                    meter_cfg={"report_interval_s": REPORT_S, "energy_step_wh": STEP_WH,
-                               "phases": 3, "confirmed_report_every": 4})
+        factory = board_factory()
+        try:
+            city = City(N_POLES, 1, ("127.0.0.1", 9), seed=SEED, site=sim.demo.SITE,
+                        epoch_s=EPOCH_S, barriers="expected", grace_s=3.0, boot_spread_s=30,
+                        cfg={"report_interval_s": REPORT_S}, board_factory=factory,
+                        n_meters=len(LOADS_W), meter_load_w=LOADS_W,
+                        meter_cfg={"report_interval_s": REPORT_S, "energy_step_wh": STEP_WH,
+                                   "phases": 3, "confirmed_report_every": 4})
+        except BaseException:
+            for b in factory.made:
+                b.close()
+            raise
         self.meter_reports = MeterReports(city)
         self.attach(city)
 
@@ -93,6 +121,7 @@ def test_every_meter_reading_reaches_mqtt_once_with_the_true_values(rig):
     assert rig.readings.bad == []
 
     meters = [b for b in city.boards if b.kind == "meter"]
+    assert isinstance(meters[0], VMBoard) == VM_METER
     problems = []
     n_checked = 0
     for b in meters:

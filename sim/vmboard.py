@@ -215,6 +215,14 @@ class VMBoard(Board):
         return self._request({"op": "energy"})
 
     @property
+    def kind(self):
+        return self.cfg.get("kind", "pole")
+
+    def truth(self):
+        """A meter's physical truth (sim.devices.meter_board.MeterPeripherals.truth)."""
+        return self._request({"op": "eval", "expr": "board.hardware.truth()"})
+
+    @property
     def nvs_flash(self):
         """The board's committed NVS data; blobs as hex strings, i32 as ["i32", n]."""
         return self._request({"op": "nvs"})

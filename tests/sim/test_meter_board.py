@@ -98,3 +98,26 @@ def test_city_meters_get_the_worlds_household_load():
         assert len(want) == 1 and b.hardware.env()["phase_power_w"] == want
     a, b = (world.household(m.name, 600 * 10**6)[0] for m in city.boards)
     assert a != b  # each house draws its own load
+
+
+@pytest.mark.skipif(not __import__("sim.mpvm").mpvm.available(), reason="MicroPython VM missing")
+def test_the_same_meter_on_the_micropython_vm_counts_the_same_and_survives_a_cut():
+    """sim/devices/meter_board.py and the meter firmware on the real VM: same truth, same
+    committed energy as on CPython, and a power cut keeps it."""
+    from sim.vmboard import VMBoard
+
+    local = meter()
+    cfg = dict(local.cfg)
+    with VMBoard("vm", cfg["dev_eui"], cfg, strict=True) as vm:
+        vm.apply_env({"power_w": 3000.0, "voltage_v": 230.0, "line_hz": 50.0})
+        for b in (local, vm):
+            wake = b.boot(0)
+            while wake < 45000:
+                wake = b.poll(wake)
+            b.poll(45000)
+        served = vm.eval("app.hw.register.import_wh()")
+        assert served == served_wh(local) and served >= 25
+        assert vm.truth() == pytest.approx(local.truth())
+        vm.power_cut(45000)
+        vm.poll(45000)
+        assert vm.eval("app.hw.register.import_wh()") == served
