@@ -23,6 +23,7 @@ the first boot the meter is not installed yet), per phase direction as the chip 
 """
 
 from sim.devices.atm90e32 import ATM90E32
+from sim.devices.wiring import wiring
 
 # pins and bus ids of the contract, used when cfg does not name them
 WIRING = {"spi_id": 2, "chip_cs_pin": 5, "relay_pin": 26, "rs485_uart_id": 1,
@@ -38,11 +39,7 @@ class MeterPeripherals:
     def __init__(self, machine, cfg, clock):
         self.machine = machine
         self.clock = clock
-        w = dict(WIRING)
-        for k in w:
-            if k in cfg:
-                w[k] = cfg[k]
-        self.wiring = w
+        self.wiring = w = wiring(WIRING, cfg)
         self.phases = int(cfg.get("phases", 3))
         self.chip = ATM90E32(voltage=VOLTS)
         machine.spi(w["spi_id"]).attach(w["chip_cs_pin"], self.chip)

@@ -16,6 +16,7 @@ from sim.devices.bl0942 import BL0942
 from sim.devices.lis3dh import LIS3DH
 from sim.devices.sht3x import SHT3x
 from sim.devices.veml7700 import VEML7700
+from sim.devices.wiring import wiring
 
 # pin / bus defaults of the contract, used when cfg does not name them
 WIRING = {"i2c_id": 0, "uart_id": 2, "dimmer_pin": 25, "relay_pin": 26, "door_pin": 27}
@@ -45,11 +46,7 @@ class PolePeripherals:
     def __init__(self, machine, cfg, clock):
         self.machine = machine
         self.clock = clock
-        w = dict(WIRING)
-        for k in w:
-            if k in cfg:
-                w[k] = cfg[k]
-        self.wiring = w
+        self.wiring = w = wiring(WIRING, cfg)
         self.veml = VEML7700(lux=0.0, clock=clock)
         self.sht = SHT3x(clock=clock)
         self.lis = LIS3DH()
