@@ -4,14 +4,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# mosquitto: the real MQTT broker of the gateway and HIL tests (Debian puts it in /usr/sbin).
-if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
+# mosquitto: the real MQTT broker of the gateway and HIL tests (Debian puts it in /usr/sbin);
+# mbpoll: a C Modbus master (libmodbus) the meter HIL tests read our meter with, as technicians do.
+missing=""
+command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="mosquitto"
+command -v mbpoll >/dev/null || missing="$missing mbpoll"
+if [ -n "$missing" ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
     else
-        echo "test.sh: mosquitto is not installed; the broker tests will be skipped" \
-             "(sudo apt-get install mosquitto)" >&2
+        echo "test.sh: not installed:$missing; the tests that need them will be skipped" \
+             "(sudo apt-get install$missing)" >&2
     fi
 fi
 python3 -m pip install --quiet --disable-pip-version-check -e ".[test]"

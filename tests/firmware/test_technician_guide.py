@@ -31,3 +31,21 @@ def test_a_typo_in_the_guide_config_would_be_refused():
     cfg["report_intervall_s"] = cfg.pop("report_interval_s")
     with pytest.raises(config.ConfigError, match="report_intervall_s"):
         config.merge(cfg)
+
+
+def guide_meter_config():
+    with open(os.path.join(ROOT, "docs", "technician-guide.md")) as f:
+        text = f.read()
+    block = re.search(r"\*\*`/config.json` of a meter\*\*.*?```\n(.*?)```", text, re.S).group(1)
+    return json.loads(block)
+
+
+def test_the_guide_meter_config_is_a_valid_meter_config():
+    cfg = guide_meter_config()
+    merged = config.merge(cfg)
+    assert merged["kind"] == "meter"
+    for key, value in cfg.items():
+        assert merged[key] == value
+    bad = dict(cfg, calibration=dict(cfg["calibration"], ugain_a=1))
+    with pytest.raises(config.ConfigError, match="ugain_a"):
+        config.merge(bad)
