@@ -18,6 +18,7 @@ import pytest
 import sim.demo
 import sim.mpvm
 from hil_tests.rig import MOSQUITTO, CityUnderTest, MeterReports, wait_for
+from hil_tests.test_city_to_mqtt import distinct_data
 from hil_tests.truth import fields_of
 from sim.board import LocalBoard
 from sim.city import City
@@ -83,14 +84,6 @@ def rig(tmp_path_factory):
     r = MeterCity(tmp_path_factory.mktemp("hil-meter-lorawan"))
     yield r
     r.close()
-
-
-def distinct_data(uplinks):
-    out = {}
-    for u in uplinks:
-        if u["mtype"] in (2, 4):
-            out.setdefault((u["dev_eui"], u["fcnt"]), u)
-    return out
 
 
 def check_truth(name, f, truth):
