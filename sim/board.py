@@ -1,4 +1,5 @@
-"""Emulated street-pole boards: the Board protocol the simulator hub drives, and LocalBoard.
+"""Emulated boards (street poles and AMI meters): the Board protocol the simulator hub drives,
+and LocalBoard.
 
 Time: the hub speaks absolute virtual milliseconds (ints that never wrap). A board turns them
 into MicroPython ``ticks_ms`` values (mod 2**30) for the firmware and turns the firmware's
@@ -16,10 +17,16 @@ implement it):
                      be polled again. The hub also wakes it at radio.next_event_ms().
     apply_env(env)   physical truth at now_ms: any of lux, temperature_c, humidity_rh,
                      tilt_deg, azimuth_deg, door_open, power_w, current_a, voltage_v, line_hz
-                     (sim.devices.pole_peripherals.ENV_KEYS).
+                     (sim.devices.pole_peripherals.ENV_KEYS); a meter board (cfg kind
+                     "meter"): power_w, phase_power_w, voltage_v, power_factor, line_hz
+                     (sim.devices.meter_board.ENV_KEYS).
                      Energy is integrated at the previous power up to now_ms first.
     outputs() -> {"dimmer_duty_u16": int or None, "relay": 0/1 or None}
-                     what the board drives (the world turns it into lamp power)
+                     what the board drives (the world turns it into lamp power; a meter:
+                     {"relay"} only)
+    kind             cfg kind: "pole" or "meter"
+    truth()          a meter's physical truth: import_wh / export_wh that really flowed
+                     while it metered, power_w flowing now, voltage_v
     power_cut(now_ms=None)
                      mains lost and back at now_ms: RTC memory, pins, uncommitted NVS writes and
                      the BL0942's counter are lost; the firmware boots again (cold)
