@@ -116,8 +116,8 @@ def test_lorawan_meter_energy_never_decreases_across_power_cuts(city_rig, cuts):
 
 BAUD = 38400
 ADDRESS = 7
-MODBUS_LOAD_W = 36000  # 10 Wh/s
-MODBUS_STEP_WH = 2  # 5 commits a second
+MODBUS_LOAD_W = 18000  # 5 Wh per 1 s metering step
+MODBUS_STEP_WH = 12  # a commit every third step: served (committed) and live Wh differ
 WARM_WH = 10
 
 
