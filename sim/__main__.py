@@ -47,6 +47,11 @@ def build_parser():
                    help="street poles (default %(default)s)")
     d.add_argument("--forwarders", type=_positive(int), default=dd["forwarders"], metavar="M",
                    help="packet forwarders (default %(default)s)")
+    d.add_argument("--meters", type=_count, default=dd["meters"], metavar="N",
+                   help="AMI meters reporting over LoRaWAN in the city (default %(default)s)")
+    d.add_argument("--bus-meters", type=_count, default=dd["bus_meters"], metavar="N",
+                   help="AMI meters on an emulated RS-485 bus polled by the gateway over "
+                        "Modbus RTU (default %(default)s; 0 = no bus)")
     d.add_argument("--duration", type=_positive(float), default=dd["duration"], metavar="S",
                    help="virtual seconds to simulate (default %(default)g = 3 h)")
     d.add_argument("--speed", type=_positive(float), default=dd["speed"], metavar="X",
@@ -183,7 +188,8 @@ def main(argv=None):
     return demo.Demo(poles=args.poles, forwarders=args.forwarders, duration=args.duration,
                      broker=args.broker, speed=args.speed, vm_poles=args.vm_poles,
                      seed=args.seed, report_interval_s=args.report_interval,
-                     workdir=args.workdir).run()
+                     workdir=args.workdir, meters=args.meters,
+                     bus_meters=args.bus_meters).run()
 
 
 if __name__ == "__main__":

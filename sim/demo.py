@@ -1,11 +1,18 @@
-"""`python -m sim demo`: a city block of emulated poles, live, through the real gateway to MQTT.
+"""`python -m sim demo`: a city block of emulated poles and meters, live, through the real
+gateway to MQTT.
 
 What runs, all on this machine: an MQTT broker (sim/broker.py), the gateway as its own process
-(`python -m gateway run`, exactly as deployed), and a sim.city.City whose poles run the real
-firmware (one or more of them on the real MicroPython VM) and whose packet forwarders speak
-GWMP over UDP to the gateway. The demo subscribes to `streetgrid/#` like any consumer and
-prints one line per uplink it receives (sim/demo_view.py), then a summary that compares what
-the poles sent, what the air delivered and what arrived at MQTT, with the gateway's counters.
+(`python -m gateway run`, exactly as deployed), and a sim.city.City whose poles and LoRaWAN
+meters run the real firmware (one or more of them on the real MicroPython VM) and whose packet
+forwarders speak GWMP over UDP to the gateway. Beside it, an RS-485 bus: emulated meters
+running the meter firmware (`python -m sim meter`, one process) on a pseudo-terminal that the
+gateway polls as its serial port, with one configured address where no meter answers. The
+demo subscribes to `streetgrid/#` like any consumer and prints one line per uplink or Modbus
+poll it receives (sim/demo_view.py), then a summary that compares what the devices sent, what
+the air delivered and what arrived at MQTT, with the gateway's counters.
+
+The city runs on virtual time (its readings carry the virtual date), the Modbus bus on real
+time (a serial line cannot be accelerated; its polls carry today's date).
 
 Ctrl-C (or SIGTERM) stops the city, lets the gateway flush, stops it with SIGTERM, stops the
 broker and prints the summary; a second Ctrl-C skips the flush. Children run in their own
@@ -32,7 +39,12 @@ GATEWAY_ID = "gw-1"
 SITE = "block-a"
 
 DEFAULTS = {"poles": 6, "forwarders": 2, "duration": 3 * 3600.0, "speed": 300.0,
-            "report_interval_s": 600, "seed": 1}
+            "report_interval_s": 600, "seed": 1, "meters": 2, "bus_meters": 3}
+BUS = "rs485-1"
+BUS_BAUD = 19200
+BUS_POLL_S = 5.0
+BUS_POINTS = ("voltage_l1", "voltage_l2", "voltage_l3", "power", "frequency",
+              "energy_import_wh", "energy_export_wh")
 EPOCH_S = 1774069200  # virtual start: 2026-03-21 05:00 UTC, an hour before sunrise (lamps go off)
 # (virtual seconds from the start, pole index, incident, value): alarms show up in the feed
 INCIDENTS = ((40 * 60, 2, "door", True), (55 * 60, 2, "door", False),
@@ -66,8 +78,9 @@ class LiveReadings:
         self.printer = printer
         self.batches = 0
         self.uplinks = 0
-        self.seen = set()  # (DevEUI, fcnt): the gateway delivers at least once
+        self.seen = set()  # (DevEUI, fcnt) / (bus.address, time): the gateway delivers at least once
         self.repeats = 0
+        self.polls = 0  # Modbus polls (counted apart from uplinks)
         self.bad = 0
         self._subscribed = threading.Event()
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
@@ -105,12 +118,16 @@ class LiveReadings:
             return
         self.batches += 1
         for up in ups:
-            key = (up["eui"], up["lora"].get("fcnt"))
+            poll = bool(up["modbus"])
+            key = (up["eui"], up["t"] if poll else up["lora"].get("fcnt"))
             if key in self.seen:
                 self.repeats += 1
                 continue
             self.seen.add(key)
-            self.uplinks += 1
+            if poll:
+                self.polls += 1
+            else:
+                self.uplinks += 1
             self.printer(demo_view.format_uplink(up, self.names))
 
 
@@ -122,7 +139,7 @@ class Gateway:
     long a partial batch waits before it is published."""
 
     def __init__(self, workdir, registry, mqtt_url, region="EU868", stats_interval_s=5,
-                 udp_port=0, max_batch_age_s=0.5):
+                 udp_port=0, max_batch_age_s=0.5, extra_toml=""):
         self.workdir = workdir
         self.udp_port = int(udp_port)
         self.config = os.path.join(workdir, "gateway.toml")
@@ -136,6 +153,7 @@ class Gateway:
                     '[log]\nlevel = "INFO"\nstats_interval_s = %d\n'
                     % (GATEWAY_ID, SITE, region, GATEWAY_ID, os.path.basename(registry),
                        self.udp_port, mqtt_url, float(max_batch_age_s), stats_interval_s))
+            f.write(extra_toml)
         self.proc = None
         self.addr = None
 
@@ -194,6 +212,67 @@ class Gateway:
             return "(no gateway log)"
 
 
+class MeterBus:
+    """An RS-485 bus for the gateway: a pty pair (sim.rs485.PtyLink), emulated meters on one
+    end (`python -m sim meter`, one process, the meter firmware on one line model), the
+    gateway's serial port on the other, and one more configured address where nobody answers
+    (a dead meter: it costs the bus only its timeout, then is skipped with back-off)."""
+
+    def __init__(self, workdir, n_meters, baud=BUS_BAUD):
+        from sim.rs485 import PtyLink
+
+        self.addresses = tuple(range(1, n_meters + 1))
+        self.dead = n_meters + 1
+        self.baud = baud
+        self.link = PtyLink(2)
+        self.port = self.link.paths[0]
+        self.log = os.path.join(workdir, "meters.log")
+        self.proc = None
+
+    def toml(self):
+        points = ", ".join('"%s"' % p for p in BUS_POINTS)
+        out = ['', '[[modbus.bus]]', 'name = "%s"' % BUS, 'kind = "rtu"',
+               'port = "%s"' % self.port, 'baudrate = %d' % self.baud,
+               'poll_interval_s = %r' % BUS_POLL_S, 'timeout_s = 0.2', 'retries = 1',
+               'backoff_min_s = 5.0', 'backoff_max_s = 30.0']
+        for a in self.addresses + (self.dead,):
+            out += ['  [[modbus.bus.meter]]', '  address = %d' % a, '  points = [%s]' % points]
+        return "\n".join(out) + "\n"
+
+    def start(self, timeout=30.0):
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
+        self._logf = open(self.log, "w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sim", "meter", "--serial", self.link.paths[1],
+             "--address", ",".join(str(a) for a in self.addresses), "--baud", str(self.baud),
+             "--energy-step-wh", "1"],
+            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=self._logf,
+            stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._logf.seek(0)
+            if self._logf.read().count(" on %s at " % self.link.paths[1]) >= len(self.addresses):
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self._logf.seek(0)
+        raise DemoError("the emulated meters did not start:\n%s" % self._logf.read()[-2000:])
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc is not None:
+            self._logf.close()
+        self.link.close()
+
+
 def board_factory(vm_poles, epoch_s, seed):
     """The City's board factory: the first vm_poles poles on the MicroPython VM, the rest
     LocalBoard (firmware on CPython)."""
@@ -214,8 +293,11 @@ def board_factory(vm_poles, epoch_s, seed):
 
 class Demo:
     def __init__(self, poles=6, forwarders=2, duration=3 * 3600.0, broker=None, speed=300.0,
-                 vm_poles=None, seed=1, report_interval_s=600, workdir=None, out=None):
+                 vm_poles=None, seed=1, report_interval_s=600, workdir=None, out=None,
+                 meters=2, bus_meters=3):
         self.n_poles = poles
+        self.n_meters = meters
+        self.n_bus_meters = bus_meters
         self.n_forwarders = forwarders
         self.duration = float(duration)
         self.broker_url = broker
@@ -228,7 +310,7 @@ class Demo:
         self.say = Printer(out or sys.stdout)
         self.stopping = False
         self.hurry = False
-        self.city = self.gateway = self.broker = self.live = None
+        self.city = self.gateway = self.broker = self.live = self.bus = None
 
     # ---- signals -------------------------------------------------------------------------
 
@@ -285,34 +367,46 @@ class Demo:
             self.city = City(self.n_poles, self.n_forwarders, ("127.0.0.1", 9), seed=self.seed,
                              speed=self.speed, site=SITE, cfg=cfg, barriers="expected",
                              jump_idle=False,  # a steady pace: readings arrive as a live feed
-                             epoch_s=EPOCH_S, board_factory=factory)
+                             epoch_s=EPOCH_S, board_factory=factory, n_meters=self.n_meters,
+                             meter_cfg={"report_interval_s": self.report_interval_s})
         except BaseException as exc:
             for b in factory.made:
                 b.close()
             if isinstance(exc, ValueError):  # e.g. a pole out of every forwarder's range
                 raise DemoError(str(exc)) from None
             raise
+        poles = [b for b in self.city.boards if b.cfg.get("kind", "pole") == "pole"]
         for at_s, index, kind, value in INCIDENTS:
-            if index < len(self.city.boards):
-                getattr(self.city, kind)(at_s, self.city.boards[index].name, value)
+            if index < len(poles):
+                getattr(self.city, kind)(at_s, poles[index].name, value)
         self.names = {}
         for i, b in enumerate(self.city.boards):
             self.names[b.dev_eui.upper()] = b.name + ("*" if i < self.vm_poles else "")
         for j, f in enumerate(self.city.forwarders):
             self.names[f.eui_hex.upper()] = "fwd-%d" % (j + 1)
+        for a in range(1, self.n_bus_meters + 2):
+            self.names["%s.%d" % (BUS.upper(), a)] = "%s.%d" % (BUS, a)
 
     async def _start_services(self):
         registry = self.city.write_registry(os.path.join(self.workdir, "devices.toml"))
         self.broker = sim.broker.choose(self.broker_url)
         self.broker.start()
-        self.say("streetgrid demo: %d poles (%d on the MicroPython VM, marked *), %d forwarders, "
-                 "%.1f virtual hours at %gx" % (
-                     self.n_poles, self.vm_poles, self.n_forwarders, self.duration / 3600.0,
-                     self.speed))
+        self.say("streetgrid demo: %d poles (%d on the MicroPython VM, marked *), %d LoRaWAN "
+                 "meters, %d forwarders, %.1f virtual hours at %gx" % (
+                     self.n_poles, self.vm_poles, self.n_meters, self.n_forwarders,
+                     self.duration / 3600.0, self.speed))
+        extra = ""
+        if self.n_bus_meters:
+            self.bus = MeterBus(self.workdir, self.n_bus_meters)
+            await asyncio.get_running_loop().run_in_executor(None, self.bus.start)
+            extra = self.bus.toml()
+            self.say("modbus: %d meters on %s at %d baud (real time, polled every %g s), "
+                     "address %d configured with no meter there" % (
+                         self.n_bus_meters, BUS, self.bus.baud, BUS_POLL_S, self.bus.dead))
         self.say("broker: %s (%s); work dir %s" % (self.broker.url, self.broker.kind,
                                                     self.workdir))
         self.live = LiveReadings(self.broker, self.names, self.say).start()
-        self.gateway = Gateway(self.workdir, registry, self.broker.url)
+        self.gateway = Gateway(self.workdir, registry, self.broker.url, extra_toml=extra)
         await asyncio.get_running_loop().run_in_executor(None, self.gateway.start)
         self.say("gateway: pid %d, GWMP on %s:%d, log %s" % (
             (self.gateway.proc.pid,) + self.gateway.addr + (self.gateway.log,)))
@@ -338,10 +432,13 @@ class Demo:
         return len(set((u["dev_eui"], u["fcnt"]) for u in self.city.delivered()))
 
     async def _drain(self, timeout=10.0):
-        """Wait until every data uplink the forwarders pushed has come back over MQTT."""
+        """Wait until every data uplink the forwarders pushed, and the bus's first poll cycle,
+        have come back over MQTT."""
         want = self._distinct_delivered()
+        polls = len(self.bus.addresses) if self.bus is not None else 0  # at least a first cycle
         deadline = time.monotonic() + timeout
-        while not self.hurry and self.live.uplinks < want and time.monotonic() < deadline:
+        while not self.hurry and (self.live.uplinks < want or self.live.polls < polls) \
+                and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
 
     def _finish(self, virtual_s, real_s):
@@ -361,7 +458,7 @@ class Demo:
         say("")
         say("summary: %.2f virtual hours in %.1f s of real time%s" % (
             virtual_s / 3600.0, real_s, " (stopped early)" if self.stopping else ""))
-        say("  uplinks sent by the poles      %5d  (%d join-requests, %d data frames)"
+        say("  uplinks sent by the devices    %5d  (%d join-requests, %d data frames)"
             % (len(uplinks), joins, len(data)))
         say("  data frames delivered          %5d  (heard intact by at least one forwarder; "
             "%d of them retransmissions)" % (len(delivered), len(delivered) - distinct))
@@ -369,7 +466,7 @@ class Demo:
             % (copies, dd.get("merged", 0) + dd.get("late", 0)))
         air = city.air.counters
         say("  downlinks (join-accepts, acks) %5d  sent by the gateway (RX1 %d, RX2 %d, "
-            "failed %d), %d received by the poles" % (
+            "failed %d), %d received by the devices" % (
                 fs.get("downlink-rx1", 0) + fs.get("downlink-rx2", 0), fs.get("downlink-rx1", 0),
                 fs.get("downlink-rx2", 0), fs.get("downlink-failed", 0),
                 air.get("downlinks_delivered", 0)))
@@ -381,6 +478,16 @@ class Demo:
                 fs.get("joins-accepted", 0), up.get("accepted", 0),
                 json.dumps(rejected, sort_keys=True) if rejected else "none",
                 pub.get("published", 0), pub.get("acked_records", 0), status))
+        if self.bus is not None:
+            meters = gw.get("modbus", {}).get(BUS, {}).get("meters", {})
+            polled = sum(meters.get(str(a), {}).get("polls", 0) for a in self.bus.addresses)
+            dead = meters.get(str(self.bus.dead), {})
+            say("  modbus polls at MQTT           %5d  of %d the gateway stored from %d meters on %s "
+                "(%d records still queued for the next start); address %d (no meter): %d "
+                "timeouts, %d polls" % (
+                    self.live.polls, polled, len(self.bus.addresses), BUS,
+                    gw.get("queue", {}).get("records", 0), self.bus.dead,
+                    dead.get("timeouts", 0), dead.get("polls", 0)))
         vm = [b for b in city.boards if hasattr(b, "heap")]
         for b in vm:
             try:
@@ -407,6 +514,8 @@ class Demo:
                 self.say("demo: closing the city: %s" % exc)
         if self.gateway is not None:
             self.gateway.stop()
+        if self.bus is not None:
+            self.bus.stop()
         if self.live is not None:
             self.live.stop()
         if self.broker is not None:

@@ -1,9 +1,10 @@
-"""What the demo shows: one compact terminal line per uplink, from the gateway's MQTT batches.
+"""What the demo shows: one compact terminal line per uplink or Modbus poll, from the gateway's
+MQTT batches.
 
 The demo reads what a real consumer reads (the CBOR batch of gateway/batch.py with SenML
-records, gateway/readings.py), so the line proves the whole path: virtual time, pole, the
-decoded fields with their units, the frame counter, the best copy's RSSI/SNR and the
-forwarders that heard it.
+records, gateway/readings.py and gateway/meter_readings.py), so the line proves the whole path:
+time, device, the decoded fields with their units, and where it came from: the frame counter,
+the best copy's RSSI/SNR and the forwarders that heard it, or the Modbus bus and address.
 """
 
 import math
@@ -14,11 +15,14 @@ from gateway.readings import LABELS
 
 _NAMES = dict((v, k) for k, v in LABELS.items())
 _UNITS = {"/100": "%", "Cel": "°C", "%RH": "%RH", "lx": "lx", "W": "W", "Wh": "Wh", "deg": "°",
-          "cdeg": "c°", "V": "V", "A": "A", "Hz": "Hz", "count": ""}
+          "cdeg": "c°", "V": "V", "A": "A", "Hz": "Hz", "count": "", "/": ""}
 _SHORT = {"dim_level": "dim", "lamp_power": "lamp", "lamp_energy": "energy",
           "ambient_light": "light", "temperature": "temp", "humidity": "rh",
           "supply_voltage": "supply", "lamp_current": "current", "tilt_angle": "tilt",
-          "alarm_count": "alarms#"}
+          "alarm_count": "alarms#", "import_energy": "import", "export_energy": "export",
+          "active_power": "power", "power_factor": "pf", "frequency": "f",
+          "voltage/l1": "V1", "voltage/l2": "V2", "voltage/l3": "V3",
+          "energy/import": "import", "energy/export": "export"}
 
 
 def _plain_record(rec):
@@ -26,16 +30,18 @@ def _plain_record(rec):
 
 
 def uplinks(batch_bytes):
-    """A batch -> one dict per uplink: eui (hex), t (epoch s), fields [(name, value, unit)],
-    bits {bitmap name: [names of the bits set]} (status, alarms), lora (the radio metadata,
-    {} if absent)."""
+    """A batch -> one dict per uplink or Modbus poll: eui (hex, or "<bus>.<address>" for a
+    Modbus meter), t (epoch s), fields [(name, value, unit)], bits {bitmap name: [names of the
+    bits set]} (status, alarms), lora (the radio metadata, {} if absent), modbus (bus and
+    address, {} if absent)."""
     out = []
     cur = None
     for rec in decode_batch(batch_bytes)["records"]:
         rec = _plain_record(rec)
         if "bn" in rec:
             cur = {"eui": rec["bn"].rstrip(":").rsplit(":", 1)[-1].upper(), "t": rec.get("bt"),
-                   "fields": [], "bits": {}, "lora": rec.get("lora") or {}}
+                   "fields": [], "bits": {}, "lora": rec.get("lora") or {},
+                   "modbus": rec.get("modbus") or {}}
             out.append(cur)
         if cur is None:
             continue  # records before any base name: not from this gateway's uplink items
@@ -58,7 +64,8 @@ def _number(v):
 
 
 def format_uplink(up, names=None):
-    """The terminal line of one uplink; names maps DevEUI hex -> pole name."""
+    """The terminal line of one uplink or poll; names maps DevEUI hex (or a Modbus meter's
+    "<BUS>.<ADDRESS>", upper case) -> device name."""
     t = up["t"]
     when = (datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
             if isinstance(t, (int, float)) else "????-??-?? ??:??:??")
@@ -77,6 +84,9 @@ def format_uplink(up, names=None):
         parts.append("ALARM %s" % (",".join(up["bits"]["alarms"]) or "cleared"))
     lora = up["lora"]
     radio = []
+    mb = up.get("modbus") or {}
+    if mb:
+        radio.append("modbus %s address %s" % (mb.get("bus", "?"), mb.get("address", "?")))
     if "fcnt" in lora:
         radio.append("fcnt %d" % lora["fcnt"])
     copies = lora.get("copies") or []

@@ -72,6 +72,20 @@ def test_alarm_bits_are_named_and_a_cleared_alarm_says_so():
     assert "ALARM cleared" in second
 
 
+def test_a_modbus_poll_is_one_line_with_its_bus_and_address():
+    from gateway.meter_readings import meter_item
+
+    item = meter_item("urn:dev:modbus:rs485-1.3:", "rs485-1", 3, 1795845600,
+                      {"voltage_l1": 231.5, "power": 1530.0, "energy_import_wh": 1234})
+    ups = demo_view.uplinks(encode_batch("gw-1", 1, 1, [item]))
+    assert [(u["eui"], u["modbus"]["address"], u["lora"]) for u in ups] == [("RS485-1.3", 3, {})]
+    line = demo_view.format_uplink(ups[0], {"RS485-1.3": "rs485-1.3"})
+    assert line.startswith("2026-11-28 06:00:00  rs485-1.3 ")
+    for part in ("V1 231.5 V", "power 1530 W", "import 1234 Wh", "| modbus rs485-1 address 3"):
+        assert part in line, (part, line)
+    assert "fcnt" not in line
+
+
 def test_a_message_that_is_not_a_batch_is_a_value_error():
     with pytest.raises(ValueError):
         demo_view.uplinks(b"\xa1\x01")
@@ -147,10 +161,22 @@ def _distinct_delivered(out):
 def _check_complete_run(out, err, code, vm_poles):
     assert code == 0, out + err
     assert "Traceback" not in out + err
-    reading = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d  pole-")
+    reading = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d  (pole|meter)-")
     lines = [ln for ln in out.splitlines() if reading.match(ln)]
     assert lines, out
     assert all("fcnt" in ln and "rssi" in ln and "via fwd-" in ln for ln in lines)
+    assert any(ln.split()[2] == "meter-0001" and " Wh" in ln for ln in lines), out
+    # the Modbus bus: 3 meters, each polled at least once, every poll at MQTT once; address 4
+    # has no meter and only costs timeouts
+    polls = [ln for ln in out.splitlines()
+             if re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d  rs485-1\.\d ", ln)]
+    assert {ln.split()[2] for ln in polls} == {"rs485-1.1", "rs485-1.2", "rs485-1.3"}, out
+    assert all("V1 231.5 V" in ln and "import " in ln and "modbus rs485-1 address" in ln
+               for ln in polls)
+    assert _number(out, "modbus polls at MQTT") == len(polls)
+    m = re.search(r"of (\d+) the gateway stored.*\((\d+) records still queued.*address 4 "
+                  r"\(no meter\): (\d+) timeouts, 0 polls", out)
+    assert m and int(m.group(1)) >= len(polls) and int(m.group(3)) >= 1, out
     if vm_poles:
         assert any(ln.split()[2] == "pole-0001*" for ln in lines)  # the VM pole reported
         assert "pole-0001 on the MicroPython VM: heap" in out and "0 crashes" in out
