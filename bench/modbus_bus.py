@@ -128,12 +128,13 @@ def serve_poller(spec: dict) -> dict:
             if reads != [(4, 0, spec["regs"])]:
                 raise SystemExit(f"meter {m.cfg.address}: plan {reads}, not one read of "
                                  f"{spec['regs']} registers")
-        polls = {"at": [], "bad": 0}
+        polls = {"at": [], "bad": 0, "by_meter": {}}
         loop = asyncio.get_running_loop()
         trace = []  # (loop time, sending): what pymodbus wrote / read on the port, as it did
 
         def on_poll(address, values):
             polls["at"].append(loop.time())
+            polls["by_meter"][address] = polls["by_meter"].get(address, 0) + 1
             if set(values) != set(points):
                 polls["bad"] += 1
 
@@ -164,7 +165,7 @@ def serve_poller(spec: dict) -> dict:
         at = [t for t in polls["at"] if t0 <= t <= t1]  # each poll is one transaction here
         rate = (len(at) - 1) / (at[-1] - at[0]) if len(at) > 1 else 0.0
         return {"tx": len(at), "tx_s": rate, "elapsed_s": t1 - t0, "cpu_s": c1 - c0,
-                "errors": errors, "bad_polls": polls["bad"],
+                "errors": errors, "bad_polls": polls["bad"], "polls_by_meter": polls["by_meter"],
                 **phases([e for e in trace if t0 <= e[0] <= t1])}
 
     return asyncio.run(main())

@@ -91,12 +91,13 @@ class DeadlineSleep:
             if self._fd is None:
                 await asyncio.sleep(when - now)
                 continue
-            self._waiter = loop.create_future()
+            waiter = self._waiter = loop.create_future()
             try:
                 self._arm(int(when * 1e9) + 1)
-                await self._waiter
+                await waiter
             finally:
-                self._waiter = None
+                if self._waiter is waiter:  # not a newer wait's (this one was cancelled)
+                    self._waiter = None
 
     def _fired(self) -> None:
         try:

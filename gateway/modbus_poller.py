@@ -352,7 +352,7 @@ class BusPoller:
         for attempt in range(self.cfg.retries + 1):
             if attempt:
                 st.retries += 1
-            if self._quiet_until > loop.time():
+            while self._quiet_until > loop.time():  # a byte read meanwhile moves it on
                 await self._sleep.until(self._quiet_until)
             client = self._client
             if client is None or not client.connected:
