@@ -91,7 +91,9 @@ def build_parser():
     m.add_argument("--seed", type=int, default=0, help="fault injection seed")
     m.add_argument("--nvs", metavar="FILE",
                    help="keep the meters' committed NVS in FILE (written atomically on every "
-                        "commit; a killed process is a power cut, the next run boots from it)")
+                        "commit; a killed process is a power cut, the next run boots from it). "
+                        "Meters are kept by the address given here: run again with the same "
+                        "--address list; an address a Modbus write changed stays in force")
     m.add_argument("--load-w", type=_loads, default=None, metavar="W[,W2,...]",
                    help="constant net power per meter in W (< 0 = export), split over its "
                         "phases; one value for all meters or one per address (default: a "
