@@ -111,6 +111,7 @@ class EmulatedMeter:
         self.slave.reply_delay_us = turnaround_ms * 1000
         self.source = self.app.source
         self._app_wake = None  # absolute ms at which the app wants to run again
+        self.app_errors = 0
         self._poll_app(self.t)
 
     @property
@@ -124,7 +125,13 @@ class EmulatedMeter:
             return
         self.hw.apply_env(self.load.env((t_us - self._t0) / 1e6))
         tick = now_ms % MS_TICKS
-        self._app_wake = now_ms + max(1, ticks_diff(self.app.poll(tick), tick))
+        try:
+            wake = ticks_diff(self.app.poll(tick), tick)
+        except Exception as e:  # noqa: BLE001 - as main.app_task: log, count, retry in 1 s;
+            self.app_errors += 1  # the other meters on the bus go on (it is a firmware bug)
+            sys.stderr.write("meter %d: app.poll failed: %r\n" % (self.address, e))
+            wake = METERING_MS
+        self._app_wake = now_ms + max(1, wake)
 
     def ticks(self, now_us):
         return now_us % TICKS_PERIOD
@@ -157,6 +164,7 @@ class EmulatedMeter:
 
     def counters(self):
         c = self.slave.counters()
+        c["app_errors"] = self.app_errors
         c["commits"] = self.source.register.commits
         c["energy_import_wh"] = self.source.register.import_wh()
         c["energy_export_wh"] = self.source.register.export_wh()

@@ -139,6 +139,7 @@ def test_pymodbus_master_reads_writes_and_switches_the_emulated_meter(link):
     assert status == 0
     c = counters(err)
     assert c["requests"] >= 20 and c["exceptions"] == 4 and c["bad_crc"] == 0
+    assert c["app_errors"] == 0
 
 
 def test_single_phase_meter_stops_cleanly_on_sigint(link):

@@ -85,3 +85,23 @@ def test_two_meters_with_one_address_collide():
         R.decode_frame(out)
     out = transact(bus, clock, identity_request(9))
     assert R.decode_frame(out)[0] == 9  # the others still work
+
+
+def test_a_meter_whose_application_raises_keeps_the_bus_serving(capsys):
+    """As main.app_task on the device: the exception is logged and counted, the app is tried
+    again a step later, and the slaves (its own and the others') keep answering."""
+    clock = [1000000]
+    bus = make_bus(PRESENT, clock)
+    sick = bus.meters[0]
+    calls = []
+
+    def broken(now_ms):
+        calls.append(now_ms)
+        raise RuntimeError("firmware bug")
+
+    sick.app.poll = broken
+    for a in PRESENT + PRESENT:
+        assert R.decode_frame(transact(bus, clock, identity_request(a), 600000))[0] == a
+    assert sick.app_errors == len(calls) >= 3  # retried about once a second
+    assert sick.counters()["app_errors"] == sick.app_errors
+    assert "meter 3: app.poll failed: RuntimeError('firmware bug')" in capsys.readouterr().err
