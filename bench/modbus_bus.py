@@ -1,7 +1,9 @@
 """Modbus bus benchmark: the gateway's BusPoller against the wire's physical limit (issue #4).
 
 Usage: python bench/modbus_bus.py [--seconds 5] [--warmup 1] [--baud 9600,19200] [--regs 2,40]
-           [--meters 1,4] [--turnaround-ms 5] [--line 8N2] [--json]
+           [--meters 1,4] [--turnaround-ms 5] [--line 8N2] [--json] [--meter-cmd CMD]
+       GATEWAY_ROOT=DIR python bench/modbus_bus.py ...   (the poller from another tree, e.g. an
+           older commit exported with `git archive`, to compare before and after)
 
 What runs (all real):
   * a bus: sim.rs485.PtyLink, pseudo-terminals joined like one RS-485 line (its relay thread
@@ -41,6 +43,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+if os.environ.get("GATEWAY_ROOT"):  # the poller under test may come from another tree
+    sys.path.insert(0, os.environ["GATEWAY_ROOT"])
 
 from protocol.modbus import registers as regmap  # noqa: E402
 from protocol.modbus import rtu  # noqa: E402

@@ -28,8 +28,8 @@ last byte was read from the port (pymodbus' trace_packet sees every chunk as it 
 when our own last request left the wire, not when pymodbus handed back the reply (that is
 later by its decoding, which then overlaps the silence), and the wait is a timerfd deadline
 (gateway.deadline_sleep) because asyncio's own timers are whole milliseconds late. Together
-they made the gap after a reply t3.5 + ~0.1 ms instead of t3.5 + 0.7 ms
-(bench/modbus_bus.py prints the rates this gives against the wire limit).
+they made the gap after a reply t3.5 + ~0.1 ms instead of t3.5 + 0.5-0.6 ms on the emulated
+bus (bench/modbus_bus.py prints both and the rates against the wire limit).
 
 Storing: items go to `sink(list_of_items)` (RecordQueue.put) from a separate task in a
 thread, a batch per call, so the fsync never holds the bus. If the sink fails (QueueFull)
