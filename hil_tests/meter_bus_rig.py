@@ -8,6 +8,7 @@ gateway's serial port is the bus, meters are processes that are started, stopped
 their own counters, and a reading is a Modbus poll (one record group per poll, by URN).
 """
 
+import contextlib
 import math
 import os
 import re
@@ -102,6 +103,17 @@ class MeterBus:
             self.stop_meters()
         finally:
             self.link.close()
+
+
+@contextlib.contextmanager
+def lone_meter(address, load_w, baud, step_wh=1, *extra):
+    """One meter process alone on a pty pair (a master's own line to one meter): yields
+    (the master's pty path, the MeterProcess); stops both at the end."""
+    bus = MeterBus(2)
+    try:
+        yield bus.master_path, bus.start_meters({address: load_w}, baud, step_wh, *extra)
+    finally:
+        bus.close()
 
 
 def bus_toml(name, port, baud, meters, **opts):

@@ -24,6 +24,7 @@ from gateway.meter_readings import meter_urn
 from protocol.modbus import registers as regmap
 from hil_tests.meter_bus_rig import (FREQUENCY_HZ, POWER_FACTOR, MeterBus, Truth, bus_toml,
                                      expected_records, polls, voltage)
+from hil_tests.meter_bus_rig import lone_meter as rig_lone_meter
 from hil_tests.rig import MOSQUITTO, Broker, HilGateway, Readings
 
 pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto not installed")
@@ -321,12 +322,8 @@ LONE_W = 2400.0
 
 @pytest.fixture
 def lone_meter():
-    bus = MeterBus(2)
-    try:
-        proc = bus.start_meters({LONE: LONE_W}, BAUD, 1)
-        yield bus.master_path, proc
-    finally:
-        bus.close()
+    with rig_lone_meter(LONE, LONE_W, BAUD) as (path, proc):
+        yield path, proc
 
 
 def _instrument(path, address, baud=BAUD):
