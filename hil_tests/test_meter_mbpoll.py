@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from hil_tests.meter_bus_rig import MeterBus
+from hil_tests.meter_bus_rig import lone_meter
 from protocol.modbus import registers as regmap
 from sim.devices.meter_board import VOLTS
 
@@ -42,12 +42,8 @@ def mbpoll(args, path):
 
 @pytest.fixture
 def meter():
-    bus = MeterBus(2)
-    try:
-        proc = bus.start_meters({ADDRESS: LOAD_W}, BAUD, 1)
-        yield bus.master_path, proc
-    finally:
-        bus.close()
+    with lone_meter(ADDRESS, LOAD_W, BAUD) as m:
+        yield m
 
 
 def test_the_technician_guide_mbpoll_command_reads_our_meter(meter):
