@@ -214,7 +214,9 @@ def run(path, addresses, baud, phases=3, turnaround_ms=DEFAULT_TURNAROUND_MS, re
     bus = build(addresses, baud, phases, turnaround_ms, faults, load_w, energy_step_wh, nvs,
                 seed)
     clock = bus.meters[0]._clock
-    sel = selectors.DefaultSelector()
+    # select(2), not epoll: epoll's timeout is whole milliseconds rounded up, which made each
+    # reply's last byte leave 0-1 ms late (measured by bench/modbus_bus.py); select takes µs
+    sel = selectors.SelectSelector()
     sel.register(fd, selectors.EVENT_READ)
     pending = b""
     if ready:
