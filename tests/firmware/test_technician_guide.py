@@ -1,4 +1,5 @@
-"""The /config.json a technician copies from docs/technician-guide.md must boot a pole."""
+"""The /config.json files a technician copies from docs/technician-guide.md must boot a pole
+and a meter."""
 
 import json
 import os
@@ -11,10 +12,11 @@ from firmware import config
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def guide_config():
+def guide_config(heading="**`/config.json`**"):
+    """The JSON of the first code block after `heading` in the guide."""
     with open(os.path.join(ROOT, "docs", "technician-guide.md")) as f:
         text = f.read()
-    block = re.search(r"\*\*`/config.json`\*\*.*?```\n(.*?)```", text, re.S).group(1)
+    block = re.search(re.escape(heading) + r".*?```\n(.*?)```", text, re.S).group(1)
     return json.loads(block)
 
 
@@ -33,15 +35,8 @@ def test_a_typo_in_the_guide_config_would_be_refused():
         config.merge(cfg)
 
 
-def guide_meter_config():
-    with open(os.path.join(ROOT, "docs", "technician-guide.md")) as f:
-        text = f.read()
-    block = re.search(r"\*\*`/config.json` of a meter\*\*.*?```\n(.*?)```", text, re.S).group(1)
-    return json.loads(block)
-
-
 def test_the_guide_meter_config_is_a_valid_meter_config():
-    cfg = guide_meter_config()
+    cfg = guide_config("**`/config.json` of a meter**")
     merged = config.merge(cfg)
     assert merged["kind"] == "meter"
     for key, value in cfg.items():
