@@ -274,6 +274,12 @@ class PushLog:
         ts = [t for t, _, _, rxpk in self.pushes for r in rxpk if r.data == phy]
         return (min(ts), max(ts)) if ts else None
 
+    def forwarders_of(self, phy):
+        """The forwarders (EUI hex) whose PUSH_DATA carried this PHYPayload, one entry per push,
+        in the order they left: the order the gateway's one UDP socket gets them in (loopback
+        delivers each datagram inside sendto)."""
+        return [eui for _, eui, _, rxpk in self.pushes for r in rxpk if r.data == phy]
+
     def datagram_with(self, phy):
         """A captured PUSH_DATA whose only rxpk is this frame: (time, datagram)."""
         for t, _, dgram, rxpk in self.pushes:
