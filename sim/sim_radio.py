@@ -7,7 +7,9 @@ time in absolute milliseconds, which the hub sets before each ``Board.poll``.
 Host side (the hub, sim/air.py, moves frames between boards and the medium):
 
 * ``pending_tx()`` -> frames transmitted since the last call, each
-  ``(start_ms, freq_hz, sf, bw_hz, power_dbm, phy)``; the hub puts them into the medium.
+  ``(start_ms, freq_hz, sf, bw_hz, power_dbm, phy)``; ``pending_frames()`` takes the same
+  frames as dicts that also carry ``airtime_us`` and ``lorawan`` (see transmit); the hub puts
+  them into the medium.
 * ``rx_window()`` -> ``(freq_hz, sf, bw_hz, open_ms, close_ms)`` of the open RX window, or None.
 * ``catches(freq_hz, sf, bw_hz, start_us, airtime_us)`` -> True when a downlink starting at
   ``start_us`` would be picked up by the current window (see below).
@@ -38,7 +40,15 @@ PREAMBLE = 8
 
 
 class SimRadio:
-    """One half-duplex transceiver; see the module docstring."""
+    """One half-duplex transceiver; see the module docstring.
+
+    It is also the link between a register-level chip model (sim/devices/sx1276.py,
+    sx1262.py) and the medium: the model decodes what the driver programmed and calls the
+    firmware-side methods with it, so ``transmit`` takes two more arguments a driver never
+    passes: ``airtime_us`` (the time on air the chip's registers give; None = LoRaWAN's
+    uplink defaults) and ``lorawan`` (False: the frame is on the air, occupying the channel,
+    but no LoRaWAN gateway demodulates it: wrong sync word, IQ inverted, no CRC, implicit
+    header)."""
 
     def __init__(self, name=""):
         self.name = name
@@ -62,12 +72,14 @@ class SimRadio:
             return NOISE_DBM
         return int(round(self.channel_power(freq_hz, self.now_ms)))
 
-    def transmit(self, freq_hz, sf, bw_hz, power_dbm, data):
+    def transmit(self, freq_hz, sf, bw_hz, power_dbm, data, airtime_us=None, lorawan=True):
         data = bytes(data)
         self._abort()
-        toa = airtime.time_on_air_us(len(data), sf, bw_hz)  # uplink: explicit header, CRC on
+        toa = airtime_us
+        if toa is None:
+            toa = airtime.time_on_air_us(len(data), sf, bw_hz)  # uplink: explicit header, CRC on
         self._tx_end_us = self.now_ms * 1000 + toa
-        self._tx_out.append((self.now_ms, freq_hz, sf, bw_hz, power_dbm, data))
+        self._tx_out.append((self.now_ms, freq_hz, sf, bw_hz, power_dbm, data, toa, lorawan))
         self.counters["tx"] += 1
 
     def receive(self, freq_hz, sf, bw_hz, timeout_ms):
@@ -117,7 +129,14 @@ class SimRadio:
 
     def pending_tx(self):
         out, self._tx_out = self._tx_out, []
-        return out
+        return [t[:6] for t in out]
+
+    def pending_frames(self):
+        """The frames pending_tx() would return, as dicts with airtime_us and lorawan too."""
+        out, self._tx_out = self._tx_out, []
+        keys = ("start_ms", "freq_hz", "sf", "bw_hz", "power_dbm", "phy", "airtime_us",
+                "lorawan")
+        return [dict(zip(keys, t)) for t in out]
 
     def rx_window(self):
         if self._window is None or self._locked is not None:

@@ -1,10 +1,10 @@
 """The LoRa radio interface the MAC (firmware/lorawan/device.py) drives.
 
-This module only documents the interface; it contains no chip driver. A real board needs an
-SX127x or SX126x driver that implements it (SPI register access, DIO interrupts, TCXO and
-RF-switch control) - that driver is out of scope here and nothing in this repository claims
-to be one. The simulator's sim.sim_radio.SimRadio implements the same interface against its
-radio medium, and the tests use scripted radios.
+Two chip drivers implement it: firmware/drivers/sx127x.py (SX1276/77/78/79 over SPI
+registers) and firmware/drivers/sx126x.py (SX1261/62 over the command interface).
+firmware/radio_board.py picks and wires one from the config's `board`. In the simulator the
+same drivers drive register-level chip models (sim/devices/sx1276.py, sx1262.py), whose link
+to the radio medium is sim.sim_radio.SimRadio; unit tests of the MAC use scripted radios.
 
 A half-duplex transceiver as an SX127x/SX126x driver exposes it. Every call is non-blocking
 and acts "now" (at the now_ms of the current poll):
@@ -30,6 +30,11 @@ windows from the end of the transmission), so the radio needs no clock of its ow
 TX_DONE = "tx_done"
 RX = "rx"
 RX_TIMEOUT = "rx_timeout"
+
+
+class RadioError(OSError):
+    """The transceiver does not answer as its datasheet says (wrong version register, BUSY
+    stuck high, a command that never completes): the message names the wiring to check."""
 
 
 class Radio:

@@ -36,6 +36,14 @@ SPI: `SPI(id, baudrate, polarity=, phase=, ...)` (ids 1, 2) is a view of the sim
 PWM: `PWM(pin, freq=5000, duty_u16=..)` (duty also settable as duty 0..1023 or duty_ns); the
 simulator sees the duty through `pwm_duty(id)` (None when no PWM runs on the pin).
 
+Output watchers: `watch(id, fn)` calls fn(level) whenever the firmware changes what it drives
+on pin `id` (value, init, on/off; level None when the pin stops being an output), so a chip
+model sees edges on its RESET or NSS input that happen between two SPI transfers.
+
+GPIOs per MCU: `set_mcu("esp32" | "esp32s3")` picks which pin numbers exist (the classic
+ESP32: 0-39 less 20, 24, 28-31, with 34-39 input only; the ESP32-S3: 0-21 and 26-48); a Pin on
+a number the MCU lacks raises ValueError("invalid pin"), as the port does.
+
 Board-level hooks: `power_cut()` (loses RTC memory, the RTC's time unless battery-backed, pin
 and WDT state; next reset_cause() is PWRON_RESET), `set_rtc_battery(present)`, `soft_reset()` (what machine.reset() does on the chip: RTC memory kept,
 reset_cause() SOFT_RESET), `set_clock(fn)` (ms clock used by WDT), `wdt_expired()`.
@@ -249,8 +257,35 @@ class SoftI2C(_I2CBase):
 
 # -- Pin and PWM -----------------------------------------------------------------------------
 
-_VALID_PINS = set(range(0, 40)) - {20, 24, 28, 29, 30, 31}
-_INPUT_ONLY = set(range(34, 40))
+_MCU_PINS = {
+    "esp32": (set(range(0, 40)) - {20, 24, 28, 29, 30, 31}, set(range(34, 40))),
+    "esp32s3": (set(range(0, 22)) | set(range(26, 49)), set()),
+}
+_VALID_PINS, _INPUT_ONLY = _MCU_PINS["esp32"]
+MCU = "esp32"
+_watchers = {}  # pin id -> fn(level): hardware wiring, survives power cuts
+
+
+def set_mcu(name):
+    """Simulator: which chip this board is (its GPIO numbers)."""
+    global _VALID_PINS, _INPUT_ONLY, MCU
+    _VALID_PINS, _INPUT_ONLY = _MCU_PINS[name]
+    MCU = name
+
+
+def watch(id, fn):
+    """Simulator: fn(level) on every change of what the firmware drives on pin id (None: not
+    an output any more); fn None removes the watcher."""
+    if fn is None:
+        _watchers.pop(id, None)
+    else:
+        _watchers[id] = fn
+
+
+def _driven(id):
+    fn = _watchers.get(id)
+    if fn is not None:
+        fn(level(id))
 
 
 class _PinState:
@@ -288,17 +323,20 @@ class Pin:
 
     def init(self, mode=-1, pull=-1, *, value=None, drive=None, hold=None):
         s = _state(self.id)
-        if value is not None:
-            s.out = 1 if value else 0
-            _cs_edge(self.id, s.out)
         if mode != -1 and mode is not None:
             if mode not in (Pin.IN, Pin.OUT, Pin.OPEN_DRAIN):
                 raise ValueError("invalid pin mode")
             if mode != Pin.IN and self.id in _INPUT_ONLY:
                 raise ValueError("pin can only be input")
+        if value is not None:
+            s.out = 1 if value else 0
+            _cs_edge(self.id, s.out)
+        if mode != -1 and mode is not None:
             s.mode = mode
         if pull != -1:
             s.pull = pull
+        if self.id in _watchers:
+            _driven(self.id)
         return None
 
     def value(self, x=None):
@@ -306,6 +344,8 @@ class Pin:
         if x is not None:
             s.out = 1 if x else 0
             _cs_edge(self.id, s.out)
+            if self.id in _watchers:
+                _driven(self.id)
             return None
         if s.mode == Pin.OUT:
             return s.out
