@@ -17,6 +17,8 @@ downlinks) start from here.
 
 COMMON = {
     "kind": "pole",
+    # the board (firmware/radio_board.py): a name of radio_board.BOARDS or a dict of custom pins
+    "board": "streetgrid-sx1276",
     # LoRaWAN identity and radio
     "dev_eui": "0000000000000000",
     "join_eui": "0000000000000000",
@@ -152,7 +154,7 @@ def _check(cfg):
     base = defaults(kind)
     for key in base:
         v = cfg[key]
-        if v is None and key in _OPTIONAL:
+        if (v is None and key in _OPTIONAL) or key == "board":  # board: radio_board.check()
             continue
         want = type(base[key])
         if key in _HEX:
@@ -193,6 +195,9 @@ def _check(cfg):
         raise ConfigError("config: %s" % e)
     if cfg["voltage_low_v"] >= cfg["voltage_high_v"]:
         raise ConfigError("config voltage_low_v must be below voltage_high_v")
+    from firmware import radio_board
+
+    radio_board.check(cfg)
     if kind == "pole":
         if cfg["photocell_on_lux"] > cfg["photocell_off_lux"]:
             raise ConfigError("config photocell_on_lux must not exceed photocell_off_lux "

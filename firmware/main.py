@@ -5,7 +5,11 @@ modules; run() is the device's main loop.
     wake = app.poll(now_ms)          # -> next tick at which to poll again
 
 create() takes the modules as arguments so the simulator can hand each board its own fakes;
-cfg may be partial (it is merged over the defaults of its kind, config.defaults, and
+radio None builds the board's own LoRa driver from cfg["board"] (firmware/radio_board.py), as
+run() does on the device and the simulator does for every board, once the lamp is safe: a chip
+that does not answer is a boot error (printed, and named in hw.faults and app.radio_error) and
+the device runs without LoRaWAN (the lamp on its photocell, a meter on Modbus) instead of
+crashing in a loop. Tests may pass a scripted radio instead. cfg may be partial (it is merged over the defaults of its kind, config.defaults, and
 validated). cfg["kind"] "pole" (the default) gives a PoleApp with `.mac` (EndDevice) and `.hw`
 (PoleHardware). "meter" gives a MeterApp with `.hw` (MeterHardware), `.source` (MeterSource),
 `.slave` (ModbusSlave, None with interfaces "lorawan"; driven on its own at microsecond
@@ -32,8 +36,10 @@ def create(machine, esp32, cfg, radio, sleep_ms, rng=None, ticks_ms=None):
     hw = build_pole(machine, esp32, cfg, radio, clock.sleep_ms)
     rng = rng or device_rng(cfg["dev_eui"])  # per device: join, channel and report jitter
     app = PoleApp(hw, cfg, clock=clock, rng=rng)  # lamp at its safe level before anything can fail
-    mac = EndDevice(radio, cfg, hw.nvs, rng=rng)
-    app.attach(mac)
+    if radio is None:
+        radio = _boot_radio(machine, cfg, clock.sleep_ms, hw, app)
+    if radio is not None:
+        app.attach(EndDevice(radio, cfg, hw.nvs, rng=rng))
     return app
 
 
@@ -60,17 +66,29 @@ def _create_meter(machine, esp32, cfg, radio, clock, rng):
         serial = cfg["serial_number"] or int(cfg["dev_eui"][-8:], 16)
         app.slave = ModbusSlave(hw.uart, hw.de, source, store=store, serial=serial,
                                 firmware=FIRMWARE_VERSION)
-    if lorawan:
+    if lorawan and radio is None:
+        radio = _boot_radio(machine, cfg, clock.sleep_ms, hw, app)
+    if lorawan and radio is not None:
         app.attach(EndDevice(radio, cfg, hw.nvs, rng=rng))
     return app
 
 
-def make_radio(machine, cfg):
-    """The board's LoRa driver. None exists in this repository (see drivers/radio.py): a board
-    build must provide firmware/drivers/sx127x.py with Radio's methods."""
-    from firmware.drivers import sx127x  # noqa: F401  (not part of this repository)
+def _boot_radio(machine, cfg, sleep_ms, hw, app):
+    """The board's driver, or None after a boot error (see the module docstring)."""
+    from firmware.drivers.radio import RadioError
+    from firmware.radio_board import build_radio
 
-    return sx127x.SX127x(machine, cfg)
+    app.radio_error = None
+    try:
+        radio = build_radio(machine, cfg, sleep_ms)
+    except RadioError as e:
+        app.radio_error = str(e)
+        hw.faults.append("radio: %s" % e)
+        print("main: BOOT ERROR radio (board %s): %s; running without LoRaWAN"
+              % (cfg["board"] if isinstance(cfg["board"], str) else "custom", e))
+        return None
+    hw.radio = radio
+    return radio
 
 
 def _log_exception(where, e):
@@ -140,8 +158,7 @@ def run(config_path="/config.json"):
 
     cfg = _config.load(config_path)
     meter = cfg["kind"] == "meter"
-    radio = None if meter and cfg["interfaces"] == "modbus" else make_radio(machine, cfg)
-    app = create(machine, esp32, cfg, radio, time.sleep_ms, ticks_ms=time.ticks_ms)
+    app = create(machine, esp32, cfg, None, time.sleep_ms, ticks_ms=time.ticks_ms)
     gc.collect()
     if meter:
         import asyncio

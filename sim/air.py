@@ -272,20 +272,23 @@ class Air:
             fwd.flush()
 
     def _take_tx(self, board):
-        for start_ms, freq, sf, bw, power, phy in board.radio.pending_tx():
+        for f in board.radio.pending_frames():
+            start_ms, freq, sf, bw, power, phy = (f["start_ms"], f["freq_hz"], f["sf"], f["bw_hz"],
+                                                  f["power_dbm"], f["phy"])
             # boards count ms, the medium us: a board polled inside a ms that the medium has
             # already settled up to now starts its frame at now (< 1 ms later)
             start_us = max(start_ms * 1000, self.medium.now_us)
             seq = self.medium.transmit("board:" + board.name, board.x, board.y, start_us, freq,
                                        sf, bw, phy=phy, tx_power_dbm=power)
-            toa = airtime.time_on_air_us(len(phy), sf, bw)
+            toa = f["airtime_us"]  # what the chip's registers gave (its TxDone comes then)
             heapq.heappush(self._ends, start_us + toa)
             self._note_on_air(start_us, start_us + toa, freq, board.x, board.y, power, board.name)
             mtype, addr, fcnt, fport = frame_fields(phy)
             entry = {"board": board.name, "dev_eui": board.dev_eui, "t_us": start_us,
                      "end_us": start_us + toa, "freq_hz": freq, "sf": sf, "bw_hz": bw,
                      "phy": phy, "mtype": mtype, "dev_addr": addr, "fcnt": fcnt,
-                     "fport": fport, "received": {}, "lost": {}, "barrier": None}
+                     "fport": fport, "received": {}, "lost": {}, "barrier": None,
+                     "lorawan": f["lorawan"]}
             self.uplinks.append(entry)
             self._tx_meta[seq] = entry
             self.counters["uplinks"] += 1
@@ -299,6 +302,12 @@ class Air:
                 if not d.rx_id.startswith("fwd:"):
                     continue
                 fwd = self.forwarders[d.rx_id]
+                if not meta["lorawan"]:
+                    meta["lost"][fwd.eui_hex] = "not_lorawan"  # sync word, IQ, header, no CRC
+                    continue
+                if not fwd.hears(d.freq_hz, d.bw_hz):
+                    meta["lost"][fwd.eui_hex] = "off_channel"  # no demodulator on that frequency
+                    continue
                 if fwd.transmitting_during(d.start_us, d.end_us):
                     meta["lost"][fwd.eui_hex] = "half_duplex"  # its radio was busy sending
                     fwd.deaf(d)

@@ -127,7 +127,7 @@ class LocalBoard(PoleBoard, Board):
     """
 
     def __init__(self, name, dev_eui, cfg, x=0.0, y=0.0, app_factory=None, strict=False,
-                 epoch_s=1767225600, seed=0):
+                 epoch_s=1767225600, seed=0, radio_fault=None):
         global _instances
         from sim.sim_radio import SimRadio
 
@@ -144,7 +144,8 @@ class LocalBoard(PoleBoard, Board):
         machine = load_fake("machine", tag)
         machine.UNIQUE_ID = bytes.fromhex(self.dev_eui)[2:]  # ESP32 base MAC: 6 bytes, per board
         self.radio = SimRadio(name)
-        PoleBoard.__init__(self, machine, load_fake("esp32", tag), dict(cfg), strict, epoch_s)
+        PoleBoard.__init__(self, machine, load_fake("esp32", tag), dict(cfg), strict, epoch_s,
+                           radio_fault)
         hw = self.hardware  # the chips by name, for tests and the world (same objects for life)
         self.wiring = hw.wiring
         if self.kind == "meter":

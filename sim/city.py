@@ -44,6 +44,11 @@ poll that made it. ``barriers`` (read/write) is the air's barrier mode, so a pha
 every uplink's RX1 held (a queued operator command rides the reply to any uplink) can switch
 to "all" and back.
 
+Radios: every device runs the firmware's real LoRa driver against the register-level model of
+its board's chip; ``radio_boards`` (default: the streetgrid board with an SX1276 and with an
+SX1262, alternating over poles and then meters) gives the device's config ``board`` in turn,
+unless ``cfg``/``meter_cfg`` name one, so both chips are mixed in every city.
+
 Boards are built by ``board_factory(name, dev_eui, cfg, x, y)`` (default: LocalBoard running
 firmware.main.create, its rng seeded from the city's seed; ``board_factory=VMBoard`` runs the
 firmware on the MicroPython VM instead).
@@ -78,7 +83,8 @@ class City:
                  model="lorasim", shadowing_sigma_db=0.0, grace_s=DEFAULT_GRACE_S,
                  epoch_s=DEFAULT_EPOCH_S, link_margin_db=6.0, env_step_s=60.0,
                  world=None, forwarder_kw=None, jump_idle=True, boot_spread_s=60.0, barriers="all",
-                 n_meters=0, meter_cfg=None, meter_load_w=None):
+                 n_meters=0, meter_cfg=None, meter_load_w=None,
+                 radio_boards=("streetgrid-sx1276", "streetgrid-sx1262")):
         if n_poles < 0 or n_meters < 0 or n_poles + n_meters < 1 or n_forwarders < 1:
             raise ValueError("a city needs at least one pole or meter and one forwarder")
         self.seed = seed
@@ -105,6 +111,7 @@ class City:
             dev_eui = "%s%06X" % (DEV_EUI_PREFIX, i + 1)
             app_key = "%032X" % rng.getrandbits(128)
             c = dict(base_cfg, dev_eui=dev_eui, app_key=app_key)
+            c.setdefault("board", radio_boards[len(self._devices) % len(radio_boards)])
             # the lamp the world lights is the lamp the firmware judges its power alarms by
             c.setdefault("lamp_rated_w", int(round(self.world.rated_w)))
             x, y = (i % cols) * spacing_m, (i // cols) * block_m
@@ -122,6 +129,7 @@ class City:
             dev_eui = "%s%06X" % (METER_EUI_PREFIX, j + 1)
             app_key = "%032X" % rng.getrandbits(128)
             c = dict(self.meter_cfg, dev_eui=dev_eui, app_key=app_key)
+            c.setdefault("board", radio_boards[len(self._devices) % len(radio_boards)])
             # a house beside the street, between two poles
             x, y = (j % cols + 0.5) * spacing_m, (j // cols) * block_m + HOUSE_SETBACK_M
             load = meter_load_w[j] if isinstance(meter_load_w, (list, tuple)) else meter_load_w

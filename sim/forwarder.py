@@ -42,6 +42,11 @@ from protocol import gwmp
 MAX_ADVANCE_US = 512 * 1000000
 TX_START_DELAY_US = 1500  # lora_pkt_fwd: the concentrator needs the packet this early
 DEFAULT_BAND = (863000000, 870000000)
+# the concentrator's eight multi-SF channels (the common EU868 plan: the three default channels
+# and 867.1-867.9 MHz); a frame more than a quarter of its bandwidth off all of them is not
+# demodulated (LoRa tolerates about +-25 % of BW of carrier offset)
+EU868_CHANNELS = (868100000, 868300000, 868500000, 867100000, 867300000, 867500000, 867700000,
+                  867900000)
 
 
 def parse_datr(datr):
@@ -68,13 +73,15 @@ class Forwarder:
     def __init__(self, eui_hex, x, y, clock, gateway_addr, band=DEFAULT_BAND, keepalive_s=2.0,
                  stat_s=10.0, push_timeout_s=2.0, forward_crc_error=True,
                  min_lead_us=TX_START_DELAY_US, max_advance_us=MAX_ADVANCE_US, seed=0,
-                 lat=None, lon=None):
+                 lat=None, lon=None, channels=None):
         self.eui_hex = eui_hex.upper()
         self.eui = bytes.fromhex(self.eui_hex)
         self.x, self.y = float(x), float(y)
         self.clock = clock
         self.gateway_addr = tuple(gateway_addr)
         self.band = band
+        # None: the EU868 plan in the default band, anything in band elsewhere
+        self.channels = EU868_CHANNELS if channels is None and band == DEFAULT_BAND else channels
         self.keepalive_s = keepalive_s
         self.stat_s = stat_s
         self.push_timeout_s = push_timeout_s
@@ -97,6 +104,18 @@ class Forwarder:
         self.sent_rxpk = []  # every rxpk pushed (for tests)
         self.tx_acks = []  # (token, error or "NONE", txpk)
         self.on_push = None  # fn(datagram bytes, [rxpk]) for every PUSH_DATA sent
+
+    def hears(self, freq_hz, bw_hz):
+        """True when one of the concentrator's channels demodulates a frame at freq_hz."""
+        if not self.band[0] <= freq_hz <= self.band[1]:
+            return False
+        if self.channels is None:
+            return True
+        tol = bw_hz // 4
+        for c in self.channels:
+            if abs(freq_hz - c) <= tol:
+                return True
+        return False
 
     def _inc(self, key, n=1):
         self.counters[key] = self.counters.get(key, 0) + n

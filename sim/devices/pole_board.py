@@ -12,12 +12,19 @@ the VM.
 Time: the host speaks absolute virtual ms (ints that never wrap); the firmware gets MicroPython
 ``ticks_ms`` values (mod 2**30) and its returned wake tick is turned back into absolute ms.
 A subclass provides ``app_factory(machine, esp32, cfg, radio, sleep_ms) -> app`` and ``radio``
-(the firmware's radio driver, plus power_off() for boot), and implements ``restart() -> wake
-ms``: when the firmware runs again after a soft reset.
+(the transceiver's link to the medium: SimRadio's firmware-side methods), and implements
+``restart() -> wake ms``: when the firmware runs again after a soft reset.
+
+The radio: the board carries the register-level model of the chip its config's `board` names
+(sim/devices/radio_chip.py), wired to ``radio`` as its antenna; the firmware gets radio=None
+and builds its own driver on the SPI bus and pins, as on the device, so every simulated device
+runs the real driver. ``radio_chip`` is the model (None for a Modbus-only meter); it is
+advanced whenever the board's time moves, which raises its IRQ lines as the chip would.
 """
 
 from firmware.ticks import TICKS_PERIOD, ticks_diff
 from sim.devices.pole_peripherals import PolePeripherals
+from sim.devices.radio_chip import attach_radio
 
 
 def peripherals(machine, cfg, clock):
@@ -44,7 +51,7 @@ class PoleBoard:
     bus ids wire the peripherals); strict: re-raise firmware exceptions instead of counting a
     crash and resetting."""
 
-    def __init__(self, machine, esp32, cfg, strict=False, epoch_s=1767225600):
+    def __init__(self, machine, esp32, cfg, strict=False, epoch_s=1767225600, radio_fault=None):
         self.machine = machine
         self.esp32 = esp32
         self.cfg = cfg
@@ -55,6 +62,7 @@ class PoleBoard:
         if hasattr(machine, "set_epoch"):
             machine.set_epoch(epoch_s)  # virtual UTC (unix seconds) at virtual time 0
         self.hardware = peripherals(machine, cfg, self.clock)
+        self.radio_chip = attach_radio(machine, cfg, self.radio, self.clock, radio_fault)
         self.app = None
         self._wake_ms = None
         self.counters = {"boots": 0, "soft_resets": 0, "wdt_resets": 0, "power_cuts": 0,
@@ -71,6 +79,8 @@ class PoleBoard:
         if ms > 0:
             self._slept += int(ms)
             self.time_moved()
+            if self.radio_chip is not None:
+                self.radio_chip.advance()
 
     def set_now(self, now_ms):
         now_ms = int(now_ms)
@@ -80,6 +90,8 @@ class PoleBoard:
         self.now_ms = now_ms
         self._slept = 0
         self.time_moved()
+        if self.radio_chip is not None:
+            self.radio_chip.advance()
 
     def time_moved(self):
         """Hook: the board's clock() changed."""
@@ -88,14 +100,13 @@ class PoleBoard:
 
     def boot(self, now_ms):
         self.set_now(now_ms)
-        self.radio.power_off()  # the firmware initialises the transceiver
         self.hardware.drive_inputs()
         self.counters["boots"] += 1
         self.app = None
         self._wake_ms = self.now_ms
         try:
-            self.app = self.app_factory(self.machine, self.esp32, self.cfg, self.radio,
-                                        self.sleep_ms)
+            # radio None: the firmware builds its driver on the board's chip (radio_chip)
+            self.app = self.app_factory(self.machine, self.esp32, self.cfg, None, self.sleep_ms)
         except self.machine.ResetRequested:
             return self.soft_reset()
         except Exception as e:
@@ -152,6 +163,10 @@ class PoleBoard:
         self.machine.power_cut()
         self.esp32.power_cut()
         self.hardware.power_cut()
+        if self.radio_chip is not None:
+            self.radio_chip.power_cut()
+        else:
+            self.radio.power_off()
         return self.boot(self.now_ms)
 
     # ---- physical world

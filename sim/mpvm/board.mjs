@@ -1,6 +1,7 @@
 // One emulated board on the real MicroPython VM, as a long-lived process driven by sim/vmboard.py.
 //
-// Usage: node sim/mpvm/board.mjs [--heapsize BYTES] [--mount HOSTDIR:VMDIR]...
+// Usage: node sim/mpvm/board.mjs [--heapsize BYTES] [--romfs IMAGE] [--simrom IMAGE]
+//                                [--mount HOSTDIR:VMDIR]...
 //
 // Loads MicroPython (the official WebAssembly build), copies the mounted trees into its
 // in-memory file system and answers the host's JSON lines on stdin/stdout with
@@ -10,6 +11,13 @@
 // device.
 // The firmware's prints never mix with the protocol: they go to stderr, one line each,
 // prefixed with "| ". The process exits when the host closes stdin.
+//
+// --romfs: the firmware image (fieldkit.image), handed to the port's own romfs support: it
+// copies the image into C memory outside the GC heap and mounts it at /rom with /rom and
+// /rom/lib on sys.path, as a board with a romfs partition does, so bytecode runs in place as
+// from flash and costs no heap. --simrom: a second image with the emulated silicon and this
+// board (sim/fakes, sim/devices, sim/mpvm/board.py), also outside the heap (C malloc, seen
+// through uctypes.bytearray_at) and mounted at /simrom; their objects still count.
 import { loadMicroPython } from "@micropython/micropython-webassembly-pyscript";
 import fs from "node:fs";
 import path from "node:path";
@@ -18,10 +26,12 @@ import { fileURLToPath } from "node:url";
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 
 function parseArgs(argv) {
-  const opts = { heapsize: 2 * 1024 * 1024, mounts: [] };
+  const opts = { heapsize: 2 * 1024 * 1024, mounts: [], romfs: null, simrom: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === "--heapsize") opts.heapsize = parseInt(argv[++i], 10);
+    else if (a === "--romfs") opts.romfs = argv[++i];
+    else if (a === "--simrom") opts.simrom = argv[++i];
     else if (a === "--mount") {
       const spec = argv[++i];
       const at = spec.lastIndexOf(":");
@@ -97,17 +107,28 @@ const mp = await loadMicroPython({
   linebuffer: true,
   stdout: firmwareOut,
   stderr: firmwareOut,
+  romfs: opts.romfs ? new Uint8Array(fs.readFileSync(opts.romfs)) : undefined,
 });
 for (const [host, vm] of opts.mounts) copyTree(mp, host, vm);
-mp.FS.mkdirTree("/lib/sim/mpvm");
-for (const pkg of ["/lib/sim/__init__.py", "/lib/sim/mpvm/__init__.py"]) {
-  try {
-    mp.FS.stat(pkg);
-  } catch {
-    mp.FS.writeFile(pkg, "");
+if (opts.simrom) {
+  const image = fs.readFileSync(opts.simrom);
+  const addr = mp._module._malloc(image.length);
+  mp._module.HEAPU8.set(image, addr);
+  mp.runPython(`import sys, uctypes, vfs
+vfs.mount(vfs.VfsRom(uctypes.bytearray_at(${addr}, ${image.length})), "/simrom")
+sys.path.insert(sys.path.index("/lib"), "/simrom")
+del sys, uctypes, vfs`);
+} else {
+  mp.FS.mkdirTree("/lib/sim/mpvm");
+  for (const pkg of ["/lib/sim/__init__.py", "/lib/sim/mpvm/__init__.py"]) {
+    try {
+      mp.FS.stat(pkg);
+    } catch {
+      mp.FS.writeFile(pkg, "");
+    }
   }
+  mp.FS.writeFile("/lib/sim/mpvm/board.py", fs.readFileSync(path.join(HERE, "board.py")));
 }
-mp.FS.writeFile("/lib/sim/mpvm/board.py", fs.readFileSync(path.join(HERE, "board.py")));
 mp.registerJsModule("hostlink", {
   call: (line) => {
     writeAll(1, line + "\n");

@@ -49,7 +49,9 @@ def _host_call(fn, now, args=()):
 
 
 class RadioProxy:
-    """The firmware-facing radio driver; the transceiver model lives on the host."""
+    """The chip model's link to the medium (SimRadio's firmware-side methods); the SimRadio
+    lives on the host, the chip model (sim/devices/sx1276.py, sx1262.py) and the firmware's
+    driver in here."""
 
     def __init__(self, board):
         self._board = board
@@ -57,9 +59,10 @@ class RadioProxy:
     def rssi(self, freq_hz):
         return _host_call("rssi", self._board.clock(), [freq_hz])
 
-    def transmit(self, freq_hz, sf, bw_hz, power_dbm, data):
+    def transmit(self, freq_hz, sf, bw_hz, power_dbm, data, airtime_us=None, lorawan=True):
         _host_call("transmit", self._board.clock(),
-                   [freq_hz, sf, bw_hz, power_dbm, hexlify(bytes(data)).decode()])
+                   [freq_hz, sf, bw_hz, power_dbm, hexlify(bytes(data)).decode(), airtime_us,
+                    lorawan])
 
     def receive(self, freq_hz, sf, bw_hz, timeout_ms):
         _host_call("receive", self._board.clock(), [freq_hz, sf, bw_hz, timeout_ms])
@@ -103,7 +106,7 @@ class VMSide(PoleBoard):
         machine.UNIQUE_ID = unhexlify(msg["dev_eui"])[2:]
         self.radio = RadioProxy(self)
         PoleBoard.__init__(self, machine, esp32, msg["cfg"], msg.get("strict", False),
-                           msg.get("epoch_s", 1767225600))
+                           msg.get("epoch_s", 1767225600), msg.get("radio_fault"))
 
 
 def _jsonable(value):
@@ -165,14 +168,20 @@ def handle(line):
     global _board
     try:
         msg = json.loads(line)
+        if msg.get("peak"):  # nothing is freed until the reply: mem_alloc() then bounds the peak
+            gc.disable()
         if msg["op"] == "init":
             _board = VMSide(msg)
             value = None
         else:
             value = _handle(_board, msg)
     except BaseException as e:  # noqa: B036 - reported to the host, which decides
+        gc.enable()
         return json.dumps({"fail": _traceback(e)})
     reply = {"ok": value}
+    if msg.get("peak"):
+        reply["peak"] = gc.mem_alloc()
+        gc.enable()
     if _board is not None:
         reply["now"] = _board.clock()
         reply["counters"] = _board.counters

@@ -1,4 +1,5 @@
-"""A tiny class-A stand-in firmware for simulator tests that must not depend on firmware/:
+"""A tiny class-A stand-in firmware for simulator tests that must not depend on the firmware's
+application (it still drives the board's chip through the firmware's real radio driver):
 transmits a data frame (DevAddr = the low 32 bits of cfg dev_eui, FCnt = frames sent)
 every `period_ms`, then opens RX1 one second after the end of the frame
 and records what its radio reports."""
@@ -13,6 +14,10 @@ class StandInApp:
     window_ms = 30
 
     def __init__(self, machine, esp32, cfg, radio, sleep_ms):
+        if radio is None:  # the board's own chip, through the firmware's real driver
+            from firmware.radio_board import DEFAULT, build_radio
+
+            radio = build_radio(machine, {"board": cfg.get("board", DEFAULT)}, sleep_ms)
         self.radio = radio
         self.cfg = cfg
         self.sf = cfg.get("sf", 7)

@@ -126,6 +126,10 @@ def test_poles_through_the_real_gateway_to_mqtt(tmp_path):
     assert city.stats()["clock"]["released"] >= 4  # join-accepts released their RX1 barrier
     assert all(b.app.mac.joined for b in city.boards)
     assert all(b.counters["crashes"] == 0 for b in city.boards)
+    # both chips in one city, each driven by the firmware's driver, nothing refused by the silicon
+    assert sorted(type(b.radio_chip).__name__ for b in city.boards) == ["SX1262"] * 2 + ["SX1276"] * 2
+    assert sorted(type(b.app.mac.radio).__name__ for b in city.boards) == ["SX126x"] * 2 + ["SX127x"] * 2
+    assert all(b.radio_chip.refused == [] for b in city.boards)
     keys = []
     for topic, recs in got:
         assert topic == "streetgrid/sim-town/gw-sim/readings"

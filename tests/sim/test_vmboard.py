@@ -393,14 +393,14 @@ def test_every_env_key_reaches_the_same_chip_state_on_the_vm_and_on_cpython():
 
     env = dict((k, 3.5 + i) for i, k in enumerate(ENV_KEYS))
     env["door_open"] = True
-    cfg = {"kind": "pole", "door_pin": 14}
+    cfg = {"kind": "pole", "door_pin": 4}
     vm = standin(cfg)
     local = LocalBoard("b", "70B3D57ED0000002", cfg, app_factory=lambda *a: None)
     try:
         for b in (vm, local):
             b.apply_env(env)
         assert vm.eval("board.hardware.env()") == local.hardware.env() == env
-        assert vm.eval("machine.Pin(14).value()") == local.machine.Pin(14).value() == 1
+        assert vm.eval("machine.Pin(4).value()") == local.machine.Pin(4).value() == 1
         vm.power_cut(1000)
         local.power_cut(1000)
         assert vm.eval("board.hardware.env()") == local.hardware.env() == env

@@ -12,6 +12,10 @@ def ticks_diff(a, b):
 
 class StandInApp:
     def __init__(self, machine, esp32, cfg, radio, sleep_ms):
+        if radio is None:  # the board's own chip, through the firmware's real driver
+            from firmware.radio_board import DEFAULT, build_radio
+
+            radio = build_radio(machine, {"board": cfg.get("board", DEFAULT)}, sleep_ms)
         self.machine, self.radio, self.sleep_ms = machine, radio, sleep_ms
         self.i2c = machine.I2C(0)
         self.i2c.writeto_mem(0x10, 0x00, b"\x00\x00")  # ALS on, gain x1, 100 ms

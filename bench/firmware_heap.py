@@ -1,0 +1,140 @@
+"""Heap of the firmware as shipped (ROMFS image) on the real MicroPython VM, pole and meter:
+after boot, after join, and the peak of a join (the polls up to the join-accept), a report
+(the polls that build and send the first uplink after the join) and a downlink (the polls
+from a dim / relay command's delivery until it is handled). Budget (issue #10): <= 64 KB held
+after boot and after join, <= 96 KB peak. Sizes of the image and its bytecode too.
+
+Usage: python bench/firmware_heap.py
+
+Held = gc.mem_alloc() after two collections in separate calls (VMBoard.heap()); peak = the
+same, then one poll with the GC disabled, read at its end (VMBoard.poll_peak): an upper bound.
+The figures include the simulator's fakes and chip models (objects on the heap; their bytecode
+is in a second ROMFS image, like the firmware's, off the heap). Not measured yet: a Modbus
+request on a meter's slave.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+APP_KEY = bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c")
+DEV_EUI = "70b3d57ed0000011"
+POLE_CFG = {"kind": "pole", "dev_eui": DEV_EUI, "join_eui": "70b3d57ed0000000",
+            "app_key": APP_KEY.hex(), "join_jitter_s": 0, "report_interval_s": 300}
+METER_CFG = dict(POLE_CFG, kind="meter", interfaces="lorawan", phases=3, energy_step_wh=5)
+ENV = {"pole": {"lux": 5.0, "temperature_c": 12.5, "humidity_rh": 70.0, "power_w": 41.0},
+       "meter": {"power_w": 3000.0, "voltage_v": 230.0, "line_hz": 50.0}}
+COMMAND = {"pole": ("dim", {"seq": 1, "level": 40}),
+           "meter": ("relay", {"seq": 1, "action": "open"})}
+HELD_BUDGET = 65536
+PEAK_BUDGET = 98304
+
+
+class Network:
+    """The network server's side, in CPython: answers the join in RX1 (5 s), opens uplinks,
+    and sends one downlink command in the RX1 window (1 s) of the first uplink after join."""
+
+    def __init__(self, board, downlink=None):
+        from protocol.lorawan import airtime
+        self.toa = airtime.time_on_air_us
+        self.board = board
+        self.downlink = downlink  # (fport, payload) or None
+        self.keys = None
+        self.uplinks = 0
+        self.pending = None  # (at_ms, freq, sf, bw, phy)
+        self.delivered_at = None
+
+    def on_tx(self, tx):
+        from protocol.lorawan import frame, security, session
+        start, freq, sf, bw, _power, phy = tx
+        end = start + -(-self.toa(len(phy), sf, bw) // 1000)
+        if phy[0] >> 5 == frame.JOIN_REQUEST:
+            jr = session.open_join_request(phy, APP_KEY, backend="cryptography")
+            self.keys = security.derive_session_keys(APP_KEY, 0x101, 0x13, jr.dev_nonce,
+                                                     backend="cryptography")
+            phy = session.build_join_accept(APP_KEY, 0x101, 0x13, 0x26011F3A, 0, 0, 1,
+                                            backend="cryptography")
+            self.pending = (end + 5000, freq, sf, bw, phy)
+            return
+        self.uplinks += 1
+        if self.downlink is not None:
+            fport, data = self.downlink
+            self.downlink = None
+            phy = session.build_data_frame(frame.UNCONFIRMED_DOWN, 0x26011F3A, 0, fport, data,
+                                           self.keys[0], self.keys[1], backend="cryptography")
+            self.pending = (end + 1000, freq, sf, bw, phy)
+
+    def offer(self):
+        if self.pending is None:
+            return
+        at, freq, sf, bw, phy = self.pending
+        radio = self.board.radio
+        if radio.rx_window() is not None and radio.catches(freq, sf, bw, at * 1000):
+            radio.deliver(phy, -70, 8.5, at + -(-self.toa(len(phy), sf, bw) // 1000))
+            self.pending = None
+            if phy[0] >> 5 != 1:  # the command, not the join-accept
+                self.delivered_at = at
+
+
+def measure(kind, **board_kw):
+    """{"boot", "join", "peak_join", "peak_report", "peak_downlink"} heap bytes of one board,
+    "delivered" (the command reached the RX window) and "commanded" (the pole's dimmer duty_u16,
+    the meter's relay_closed() after it)."""
+    from protocol import payload
+    from sim.vmboard import VMBoard
+
+    cfg = POLE_CFG if kind == "pole" else METER_CFG
+    b = VMBoard(kind, DEV_EUI, dict(cfg), strict=True, **board_kw)
+    try:
+        b.apply_env(ENV[kind])
+        net = Network(b, payload.encode_downlink(kind, *COMMAND[kind]))
+        out = {"boot": None, "join": None, "peak_join": 0, "peak_report": 0,
+               "peak_downlink": 0}
+        b.boot(0)
+        out["boot"] = b.heap()["alloc"]
+        t = 0
+        phase = "peak_join"
+        while t < 30 * 60 * 1000:
+            for tx in b.radio.pending_tx():
+                net.on_tx(tx)
+            net.offer()
+            t = b.next_wake_ms()
+            _, peak = b.poll_peak(t)
+            out[phase] = max(out[phase], peak)
+            if phase == "peak_join" and b.eval("app.mac.joined"):
+                out["join"] = b.heap()["alloc"]
+                phase = "peak_report"
+            elif phase == "peak_report" and net.delivered_at is not None:
+                phase = "peak_downlink"
+            elif phase == "peak_downlink" and t > net.delivered_at + 2000:
+                break
+        out["delivered"] = net.delivered_at is not None
+        # the command took effect: the pole dimmed to 40 %, the meter's relay opened
+        out["commanded"] = (b.outputs()["dimmer_duty_u16"] if kind == "pole"
+                            else b.eval("board.hardware.relay_closed()"))
+        return out
+    finally:
+        b.close()
+
+
+def image_sizes():
+    from fieldkit import image
+    modules, img = image.build()
+    return len(modules), len(img), sum(len(v) for v in image.read_romfs(img).values())
+
+
+def main():
+    n, size, code = image_sizes()
+    print("firmware image: %d modules, %d bytes, bytecode %d bytes" % (n, size, code))
+    print("%-6s %8s %8s %10s %12s %14s" % ("", "boot", "join", "peak join", "peak report",
+                                           "peak downlink"))
+    for kind in ("pole", "meter"):
+        m = measure(kind)
+        print("%-6s %8d %8d %10d %12d %14d" % (kind, m["boot"], m["join"], m["peak_join"],
+                                               m["peak_report"], m["peak_downlink"]))
+    print("budget: held <= %d, peak <= %d" % (HELD_BUDGET, PEAK_BUDGET))
+
+
+if __name__ == "__main__":
+    main()
