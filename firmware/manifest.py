@@ -58,6 +58,8 @@ package("firmware", files=[
     "drivers/lis3dh.py",
     "drivers/radio.py",
     "drivers/sht3x.py",
+    "drivers/sx126x.py",
+    "drivers/sx127x.py",
     "drivers/veml7700.py",
     "energy_register.py",
     "lorawan/__init__.py",

@@ -1,0 +1,389 @@
+"""Register-level model of a Semtech SX1276 (RFM95W class) on the fake SPI bus, NRESET, DIO0
+and DIO1 pins.
+
+Why a model: the firmware's driver (firmware/drivers/sx127x.py) must be tested against what
+the silicon does with its registers, not against a stand-in for the driver. The model keeps
+the register file and the FIFO the driver writes and decodes frequency, SF, BW, CR, preamble,
+header, CRC, IQ, sync word and power from them when TX or RX starts, so a mis-driven chip goes
+wrong on the air.
+
+SPI (4.3): each NSS frame is an address byte (bit 7 = write) and data bytes; the address
+auto-increments, except at RegFifo (0x00), which reads/writes the FIFO at RegFifoAddrPtr and
+advances that pointer. Refused (recorded in `refused`, ignored): a change of RegOpMode's LoRa
+bit outside sleep (the mode bits of the same write are applied), FIFO access in sleep, TX/RX
+in FSK mode, SPI within 5 ms of NRESET rising (or 10 ms of power-on), writes to read-only
+registers.
+
+Board facts the chip cannot see: `pa_pin` ("boost" or "rfo"): the antenna is on PA_BOOST or on
+RFO; a frame sent on the other PA leaves ~40 dB weaker. `version`: RegVersion (0x12; 0 for a
+dead chip).
+
+Timing on the board's ms clock: TxDone after the time on air the registers give, then
+standby. RXSINGLE opens a window for RegSymbTimeout symbols on the link only when the chip
+could demodulate a LoRaWAN downlink (LoRa mode, RegInvertIQ bit 6 set and RegInvertIQ2 0x19,
+sync word 0x34, explicit header); otherwise it times out on its own after those symbols.
+RXCONTINUOUS opens no window: RegRssiValue reads the link's channel power (LBT). A received
+frame is written to the FIFO at RegFifoRxBaseAddr with PktSnr (x4) and PktRssi encoded as 5.5.5
+decodes them (offset -157 dBm on the HF port, -164 on the LF port). DIO0 follows RegDioMapping1
+bits 7:6 (00 RxDone, 01 TxDone, 10 CadDone), DIO1 bits 5:4 (00 RxTimeout).
+MicroPython-compatible: it runs inside the VM beside the firmware.
+"""
+
+from protocol.lorawan.airtime import time_on_air_us
+
+_SLEEP = 0
+_STANDBY = 1
+_TX = 3
+_RX_CONTINUOUS = 5
+_RX_SINGLE = 6
+
+_IRQ_RX_TIMEOUT = 0x80
+_IRQ_RX_DONE = 0x40
+_IRQ_VALID_HEADER = 0x10
+_IRQ_TX_DONE = 0x08
+_IRQ_CAD_DONE = 0x04
+
+_BW_HZ = (7800, 10400, 15600, 20800, 31250, 41700, 62500, 125000, 250000, 500000)
+_READ_ONLY = (0x10, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1A, 0x1B, 0x1C, 0x25, 0x2C,
+              0x42)  # FifoRxCurrentAddr, RxNbBytes, packet counters and status, RSSI, version
+_REFUSED_KEPT = 32
+_PA_LOSS_DB = 40
+_NO_CHIP = 0xFF
+
+
+def _reset_values(version):
+    """The register file after power-on / reset (datasheet table 41, LoRa column where the
+    modes share an address)."""
+    r = bytearray(0x80)
+    for addr, v in ((0x01, 0x09), (0x06, 0x6C), (0x07, 0x80), (0x09, 0x4F), (0x0A, 0x09),
+                    (0x0B, 0x2B), (0x0C, 0x20), (0x0E, 0x80), (0x1D, 0x72), (0x1E, 0x70),
+                    (0x1F, 0x64), (0x21, 0x08), (0x22, 0x01), (0x23, 0xFF), (0x24, 0x00),
+                    (0x31, 0xC3), (0x33, 0x27), (0x36, 0x03), (0x37, 0x0A), (0x39, 0x12),
+                    (0x3B, 0x1D), (0x42, version), (0x4D, 0x84)):
+        r[addr] = v
+    return r
+
+
+class SX1276:
+    def __init__(self, machine, pins, link, clock, version=0x12, pa_pin="boost"):
+        self._machine = machine
+        self._dio0_pin = pins.get("dio0")
+        self._dio1_pin = pins.get("dio1")
+        self._link = link
+        self._clock = clock
+        self.version = version
+        self.pa_pin = pa_pin
+        self.counters = {"tx": 0, "rx_done": 0, "rx_timeout": 0, "refused": 0}
+        self.refused = []
+        self.fifo = bytearray(256)
+        self._addr = None
+        self._write = False
+        self._selected = False
+        self._nreset = 1
+        self._dio_levels = [None, None]
+        self._power_on()
+        if pins.get("reset") is not None:
+            machine.watch(pins["reset"], self._on_reset)
+
+    # ---- power, reset, DIO ----------------------------------------------------------------
+
+    def _defaults(self):
+        self.regs = _reset_values(self.version)
+        self._tx_end = None
+        self._rx_end = None
+        self._rx_link = False
+
+    def _power_on(self):
+        self._defaults()
+        self._ready_at = self._clock() + 10  # POR: 10 ms before the chip takes SPI
+        self._outputs()
+
+    def power_cut(self):
+        self._link.power_off()
+        self._power_on()
+
+    def _on_reset(self, level):
+        level = 0 if level == 0 else 1  # None: not driven, the chip's pull-up holds it high
+        if level == self._nreset:
+            return
+        self._nreset = level
+        self._stop_link()
+        self._defaults()
+        self._ready_at = None if level == 0 else self._clock() + 5
+        self._outputs()
+
+    def _ready(self):
+        if self._ready_at is None:
+            return False
+        return self._clock() >= self._ready_at
+
+    def _outputs(self):
+        r = self.regs
+        irq = r[0x12]
+        m = r[0x40]
+        d0 = (m >> 6) & 3
+        bit0 = _IRQ_RX_DONE if d0 == 0 else _IRQ_TX_DONE if d0 == 1 else _IRQ_CAD_DONE
+        bit1 = _IRQ_RX_TIMEOUT if (m >> 4) & 3 == 0 else 0
+        for i, (pin, bit) in enumerate(((self._dio0_pin, bit0), (self._dio1_pin, bit1))):
+            if pin is None:
+                continue
+            level = 1 if irq & bit else 0
+            if level != self._dio_levels[i]:
+                self._dio_levels[i] = level
+                self._machine.drive(pin, level)
+
+    def _refuse(self, why):
+        self.counters["refused"] += 1
+        if len(self.refused) < _REFUSED_KEPT:
+            self.refused.append(why)
+
+    @property
+    def mode(self):
+        return self.regs[0x01] & 0x07
+
+    def lora(self):
+        return bool(self.regs[0x01] & 0x80)
+
+    # ---- time ---------------------------------------------------------------------------
+
+    def advance(self):
+        now = self._clock()
+        mode = self.mode
+        if mode == _TX and self._tx_end is not None:
+            if now >= self._tx_end:
+                self._link.poll()  # the link's own ("tx_done",): the model times TxDone itself
+                self._tx_end = None
+                self._set_mode(_STANDBY)
+                self.regs[0x12] |= _IRQ_TX_DONE
+        elif mode == _RX_SINGLE:
+            if self._rx_link:
+                ev = self._link.poll()
+                while ev is not None and ev[0] == "tx_done":
+                    ev = self._link.poll()
+                if ev is not None:
+                    self._rx_event(ev)
+            elif self._rx_end is not None and now >= self._rx_end:
+                self._rx_timeout()
+        self._outputs()
+
+    def _set_mode(self, mode):
+        self.regs[0x01] = (self.regs[0x01] & 0xF8) | mode
+
+    def _rx_event(self, ev):
+        self._rx_link = False
+        if ev[0] != "rx":
+            self._rx_timeout()
+            return
+        phy = ev[1]
+        n = len(phy)
+        r = self.regs
+        self._set_mode(_STANDBY)
+        if n > r[0x23]:  # longer than RegMaxPayloadLength: the chip drops it
+            self._rx_timeout()
+            return
+        base = r[0x0F]
+        for i in range(n):
+            self.fifo[(base + i) & 0xFF] = phy[i]
+        snr_q = max(-128, min(127, int(round(ev[3] * 4))))
+        offset = -164 if self.lf_port() else -157
+        rssi = int(round(ev[2]))
+        if snr_q >= 0:
+            raw = ((rssi - offset) * 15 + 8) // 16
+        else:
+            raw = rssi - offset - snr_q // 4
+        r[0x10] = base
+        r[0x13] = n
+        r[0x19] = snr_q & 0xFF
+        r[0x1A] = max(0, min(255, raw))
+        r[0x12] |= _IRQ_RX_DONE | _IRQ_VALID_HEADER
+        self.counters["rx_done"] += 1
+
+    def _rx_timeout(self):
+        self._set_mode(_STANDBY)
+        self._rx_end = None
+        self._rx_link = False
+        self.regs[0x12] |= _IRQ_RX_TIMEOUT
+        self.counters["rx_timeout"] += 1
+
+    def _stop_link(self):
+        mode = self.regs[0x01] & 0x07
+        if (mode == _TX and self._tx_end is not None) or (mode == _RX_SINGLE and self._rx_link):
+            self._link.standby()
+        self._tx_end = self._rx_end = None
+        self._rx_link = False
+
+    # ---- SPI ----------------------------------------------------------------------------
+
+    def spi_select(self, selected):
+        self._selected = selected
+        self._addr = None
+        if not selected:
+            self._outputs()
+
+    def spi_transfer(self, mosi):
+        out = bytearray(len(mosi))
+        if not self._ready():
+            if len(mosi):
+                self._refuse("SPI while the chip is in reset or booting")
+            return bytes(out)  # MISO not driven yet: reads 0x00
+        for j in range(len(mosi)):
+            b = mosi[j]
+            if self._addr is None:
+                self._addr = b & 0x7F
+                self._write = bool(b & 0x80)
+                out[j] = 0
+                continue
+            a = self._addr
+            if a == 0x00:
+                out[j] = self._fifo_access(b)
+                continue
+            out[j] = self.regs[a]
+            if self._write:
+                self._write_reg(a, b)
+            elif a == 0x1B:
+                out[j] = self._rssi_value()
+            self._addr = (a + 1) & 0x7F
+        return bytes(out)
+
+    def _fifo_access(self, b):
+        r = self.regs
+        if self.mode == _SLEEP:
+            self._refuse("FIFO access in sleep")
+            return 0
+        ptr = r[0x0D]
+        v = self.fifo[ptr]
+        if self._write:
+            self.fifo[ptr] = b
+        r[0x0D] = (ptr + 1) & 0xFF
+        return v
+
+    def _rssi_value(self):
+        if self.mode != _RX_CONTINUOUS and self.mode != _RX_SINGLE:
+            return 0
+        offset = -164 if self.lf_port() else -157
+        return max(0, min(255, int(self._link.rssi(self.freq_hz())) - offset))
+
+    def _write_reg(self, a, v):
+        r = self.regs
+        if a == 0x01:
+            self._write_op_mode(v)
+        elif a == 0x12:  # write 1 to clear
+            r[0x12] &= ~v & 0xFF
+        elif a in _READ_ONLY:
+            self._refuse("write 0x%02X to read-only register 0x%02X" % (v, a))
+        else:
+            r[a] = v
+
+    def _write_op_mode(self, v):
+        r = self.regs
+        old = r[0x01]
+        if (v ^ old) & 0x80 and old & 0x07 != _SLEEP:
+            self._refuse("RegOpMode LoRa bit changed outside sleep (0x%02X -> 0x%02X)" % (old, v))
+            v = (v & 0x7F) | (old & 0x80)
+        mode = v & 0x07
+        if mode != old & 0x07:
+            self._stop_link()
+        r[0x01] = v
+        if mode in (_TX, _RX_SINGLE, _RX_CONTINUOUS) and not v & 0x80:
+            self._refuse("mode %d in FSK mode: the LoRa bit is not set" % mode)
+            return
+        if mode == _TX and old & 0x07 != _TX:
+            self._start_tx()
+        elif mode == _RX_SINGLE and old & 0x07 != _RX_SINGLE:
+            self._start_rx()
+
+    # ---- decoding what the driver programmed ----------------------------------------------
+
+    def frf(self):
+        r = self.regs
+        return r[0x06] << 16 | r[0x07] << 8 | r[0x08]
+
+    def freq_hz(self):
+        """Frf * 32 MHz / 2^19 = Frf * 15625 / 2^8, rounded to the Hz."""
+        w = self.frf()
+        return (w >> 8) * 15625 + (((w & 0xFF) * 15625 + 128) >> 8)
+
+    def lf_port(self):
+        return bool(self.regs[0x01] & 0x08)
+
+    def bw_hz(self):
+        c = self.regs[0x1D] >> 4
+        return _BW_HZ[c] if c < len(_BW_HZ) else 0
+
+    def sf(self):
+        return self.regs[0x1E] >> 4
+
+    def cr(self):
+        return (self.regs[0x1D] >> 1) & 0x07
+
+    def implicit(self):
+        return bool(self.regs[0x1D] & 0x01)
+
+    def crc(self):
+        return bool(self.regs[0x1E] & 0x04)
+
+    def preamble(self):
+        return self.regs[0x20] << 8 | self.regs[0x21]
+
+    def sync_word(self):
+        return self.regs[0x39]
+
+    def symb_timeout(self):
+        return (self.regs[0x1E] & 0x03) << 8 | self.regs[0x1F]
+
+    def iq_rx_inverted(self):
+        return bool(self.regs[0x33] & 0x40) and self.regs[0x3B] == 0x19
+
+    def iq_tx_normal(self):
+        return bool(self.regs[0x33] & 0x01) and self.regs[0x3B] == 0x1D
+
+    def out_dbm(self):
+        """Power at the selected PA's pin from RegPaConfig and RegPaDac (5.4.3)."""
+        pa = self.regs[0x09]
+        op = pa & 0x0F
+        if pa & 0x80:  # PA_BOOST
+            return op + (5 if self.regs[0x4D] & 0x07 == 0x07 else 2)
+        max_power = (pa >> 4) & 0x07
+        return (108 + 6 * max_power) // 10 - 15 + op
+
+    def _lora_ok(self, what):
+        sf, bw, cr = self.sf(), self.bw_hz(), self.cr()
+        if bw == 0 or not 6 <= sf <= 12 or not 1 <= cr <= 4:
+            self._refuse("%s: invalid modulation SF%d bw code %d cr %d"
+                         % (what, sf, self.regs[0x1D] >> 4, cr))
+            return False
+        return True
+
+    def _start_tx(self):
+        if not self._lora_ok("TX"):
+            self._set_mode(_STANDBY)
+            return
+        r = self.regs
+        n = r[0x22]
+        base = r[0x0E]
+        data = bytes(self.fifo[(base + i) & 0xFF] for i in range(n))
+        sf, bw = self.sf(), self.bw_hz()
+        airtime = time_on_air_us(n, sf, bw, cr=self.cr(), preamble=self.preamble(),
+                                 crc=self.crc(), explicit_header=not self.implicit(),
+                                 low_dr_optimize=bool(r[0x26] & 0x08))
+        lorawan = (self.sync_word() == 0x34 and self.iq_tx_normal() and not self.implicit()
+                   and self.crc())
+        dbm = self.out_dbm()
+        if (self.pa_pin == "boost") != bool(r[0x09] & 0x80):
+            dbm -= _PA_LOSS_DB  # the antenna is on the other PA's pin
+        self._link.transmit(self.freq_hz(), sf, bw, dbm, data, airtime, bool(lorawan))
+        self._tx_end = self._clock() + (airtime + 999) // 1000
+        self.counters["tx"] += 1
+
+    def _start_rx(self):
+        if not self._lora_ok("RXSINGLE"):
+            self._set_mode(_STANDBY)
+            return
+        sf, bw = self.sf(), self.bw_hz()
+        timeout_ms = -(-self.symb_timeout() * (1000 << sf) // bw)
+        hears = (self.iq_rx_inverted() and self.sync_word() == 0x34 and not self.implicit())
+        if hears:
+            self._link.receive(self.freq_hz(), sf, bw, timeout_ms)
+            self._rx_link = True
+        else:
+            self._rx_end = self._clock() + timeout_ms
