@@ -117,6 +117,18 @@ class Forwarder:
                 return True
         return False
 
+    def channel_of(self, freq_hz, bw_hz):
+        """The frequency the concentrator reports for a frame heard at freq_hz: the centre of
+        its channel that demodulated it, not the device's synthesizer (an SX127x is off by up
+        to half its 61 Hz step). Without a channel list: freq_hz on the 100 Hz grid every
+        regional channel plan sits on."""
+        if self.channels is not None:
+            tol = bw_hz // 4
+            for c in self.channels:
+                if abs(freq_hz - c) <= tol:
+                    return c
+        return (freq_hz + 50) // 100 * 100
+
     def _inc(self, key, n=1):
         self.counters[key] = self.counters.get(key, 0) + n
 
@@ -168,7 +180,7 @@ class Forwarder:
         rssi = int(round(d.rssi))
         lsnr = round(max(-20.0, min(13.5, d.snr)), 1)
         self._queue.append(gwmp.Rxpk(
-            tmst=self.clock.tmst(d.end_us), freq_hz=d.freq_hz,
+            tmst=self.clock.tmst(d.end_us), freq_hz=self.channel_of(d.freq_hz, d.bw_hz),
             datr="SF%dBW%d" % (d.sf, d.bw_hz // 1000), data=data, rssi=rssi, stat=stat,
             lsnr=lsnr, codr="4/%d" % (4 + d.cr), chan=0, rfch=0,
             time=self.clock.utc_iso(d.end_us)))

@@ -23,7 +23,6 @@ advanced whenever the board's time moves, which raises its IRQ lines as the chip
 """
 
 from firmware.ticks import TICKS_PERIOD, ticks_diff
-from sim.devices.pole_peripherals import PolePeripherals
 from sim.devices.radio_chip import attach_radio
 
 
@@ -34,6 +33,8 @@ def peripherals(machine, cfg, clock):
         from sim.devices.meter_board import MeterPeripherals
 
         return MeterPeripherals(machine, cfg, clock)
+    from sim.devices.pole_peripherals import PolePeripherals  # a meter board never loads it
+
     return PolePeripherals(machine, cfg, clock)
 
 REBOOT_MS = 300  # an ESP32 takes a few hundred ms from reset to running main.py
@@ -111,6 +112,7 @@ class PoleBoard:
             return self.soft_reset()
         except Exception as e:
             return self.crash(e)
+        self._wake_ms = max(self._wake_ms, self.clock())  # the boot itself took time (radio reset)
         return self._wake_ms
 
     def poll(self, now_ms):

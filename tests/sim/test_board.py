@@ -12,6 +12,10 @@ class StandInApp:
     (committed) and a scratch value (uncommitted), transmits a frame every 10 s."""
 
     def __init__(self, machine, esp32, cfg, radio, sleep_ms):
+        if radio is None:  # the board's own chip, through the firmware's real driver
+            from firmware.radio_board import DEFAULT, build_radio
+
+            radio = build_radio(machine, {"board": cfg.get("board", DEFAULT)}, sleep_ms)
         self.machine, self.radio, self.sleep_ms = machine, radio, sleep_ms
         self.i2c = machine.I2C(0)
         self.i2c.writeto_mem(0x10, 0x00, b"\x00\x00")  # ALS on, gain x1, 100 ms
@@ -136,23 +140,24 @@ def test_firmware_that_crashes_while_booting_reboots_in_a_loop_without_recursion
 def test_poll_converts_ticks_across_the_wrap():
     a = make("a", "70B3D57ED0000001")
     start = TICKS_PERIOD - 3000
-    a.boot(start)
-    wake = a.poll(start)
-    # the app slept 120 ms in the poll; its next slot is 10 s after the start, past the wrap
-    assert wake == start + 10000
-    assert a.app.polls[-1] == ticks(start)
+    first = a.boot(start)
+    assert first == start + 7  # the radio driver's boot: 1 ms reset pulse + 6 ms before SPI
+    wake = a.poll(start)  # the board is already 7 ms further: its poll runs then
+    # the app slept 120 ms in the poll; its next slot is 10 s after its first poll, past the wrap
+    assert wake == first + 10000
+    assert a.app.polls[-1] == ticks(first)
     a.poll(wake)
-    assert a.app.polls[-1] == ticks(start + 10000) == 7000
+    assert a.app.polls[-1] == ticks(first + 10000) == 7007
 
 
 def test_sleep_ms_moves_the_board_clock_and_the_radio_reports_tx_done():
     a = make("a", "70B3D57ED0000001")
-    a.boot(1000)
-    a.poll(1000)
+    t = a.boot(1000)
+    a.poll(t)
     (tx,) = a.radio.pending_tx()
-    assert tx[0] == 1120 and tx[5] == b"x" * 20  # transmitted after the 120 ms sleep
+    assert tx[0] == t + 120 and tx[5] == b"x" * 20  # transmitted after the 120 ms sleep
     end = a.radio.next_event_ms()
-    assert end == 1120 + 57  # SF7 20-byte frame: 56.576 ms, rounded up
+    assert end == t + 120 + 57  # SF7 20-byte frame: 56.576 ms, rounded up
     assert a.next_wake_ms() == end
     a.poll(end)
     assert a.app.events == [(ticks(end), ("tx_done",))]

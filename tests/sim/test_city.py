@@ -127,7 +127,9 @@ def test_fault_hooks_act_at_their_virtual_instants():
     assert p2.app.sent >= 3  # rebooted at 30 s: a new app counting from 0
     first_after_cut = min(u["t_us"] for u in city.uplinks
                           if u["board"] == "pole-0002" and u["t_us"] >= 30_000_000)
-    assert first_after_cut == 30_000_000
+    # it boots again at once: its radio driver's boot (reset pulse, 6 ms before SPI, the
+    # registers written at the fake SPI's clock) delays the first frame by a few ms only
+    assert 30_007_000 <= first_after_cut <= 30_015_000
     assert city.by_name["pole-0003"].machine.Pin(27).value() == 1  # door open, pulled up
     assert city.by_name["pole-0001"].lis.tilt_deg == 15.0
     assert city.by_name["pole-0002"].lis.tilt_deg == 0.0
@@ -176,9 +178,10 @@ def test_observers_see_every_poll_of_every_board_at_its_instant():
     for b in city.boards:
         mine = [(t, sent) for name, t, now, sent in seen if name == b.name]
         assert [t for t, _ in mine] == polls[b.name] and len(mine) >= 4
-        # after the poll that sent: the stand-in's frame count is already the new one
+        # after the poll that sent: the stand-in's frame count is already the new one; the
+        # frame starts in that poll, once the driver has written the chip's registers over SPI
         sends = [u["t_us"] // 1000 for u in city.uplinks if u["board"] == b.name]
-        assert sends and all(any(t == s and n >= 1 for t, n in mine) for s in sends)
+        assert sends and all(any(t <= s <= t + 3 and n >= 1 for t, n in mine) for s in sends)
     assert all(t == now for _, t, now, _ in seen)
 
 

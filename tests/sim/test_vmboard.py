@@ -45,12 +45,13 @@ def test_it_runs_on_micropython_and_reads_the_chip_models(board):
 
 
 def test_radio_calls_cross_the_pipe_at_the_vm_clock(board):
-    board.boot(1000)
-    assert board.poll(1000) == 11000
+    t = board.boot(1000)
+    assert t == 1007  # the radio driver's boot: 1 ms reset pulse + 6 ms before SPI
+    assert board.poll(t) == t + 10000
     (tx,) = board.radio.pending_tx()
-    assert tx[0] == 1120 and tx[5] == b"x" * 20  # transmitted after the app's 120 ms sleep
+    assert tx[0] == t + 120 and tx[5] == b"x" * 20  # transmitted after the app's 120 ms sleep
     end = board.radio.next_event_ms()
-    assert end == 1120 + 57  # SF7, 20 bytes: 56.576 ms, rounded up
+    assert end == t + 120 + 57  # SF7, 20 bytes: 56.576 ms, rounded up
     assert board.next_wake_ms() == end
     board.poll(end)
     assert board.eval("app.events") == [[ticks(end), ["tx_done"]]]
@@ -61,26 +62,27 @@ def test_downlink_bytes_reach_the_firmware_intact():
     b = VMBoard("dl", "70B3D57ED0000009", {}, app="vmapp.standin:create", mounts=(STANDIN,),
                 strict=True)
     try:
-        b.boot(0)
-        b.poll(0)
-        b.radio.now_ms = 100
-        b.radio.receive(869525000, 12, 125000, 50)  # as if the firmware opened a window
+        b.poll(b.boot(0))  # transmits after 127 ms, for 57 ms
+        b.poll(200)
+        # the app's driver opens an RX window on its chip model, at the board's clock (200 ms)
+        b.eval("app.radio.receive(869525000, 12, 125000, 50)")
         phy = bytes(range(256))[::7]
-        b.radio.deliver(phy, -97, -3.25, 140)
-        b.poll(140)
-        assert b.eval("app.events") == [[140, ["rx", phy.hex(), -97, -3.25]]]
-        assert b.eval("type(app.events[0][1][1]).__name__") == "bytes"
+        b.radio.deliver(phy, -97, -3.25, 240)
+        b.poll(240)
+        assert b.eval("app.events[-1]") == [240, ["rx", phy.hex(), -97, -3.25]]
+        assert b.eval("type(app.events[-1][1][1]).__name__") == "bytes"
     finally:
         b.close()
 
 
 def test_poll_converts_ticks_across_the_wrap(board):
     start = TICKS_PERIOD - 3000
-    board.boot(start)
-    assert board.poll(start) == start + 10000
-    assert board.eval("app.polls[-1]") == ticks(start)
-    board.poll(start + 10000)
-    assert board.eval("app.polls[-1]") == 7000
+    first = board.boot(start)  # the radio driver's boot takes 7 ms
+    assert first == start + 7
+    assert board.poll(first) == first + 10000
+    assert board.eval("app.polls[-1]") == ticks(first)
+    board.poll(first + 10000)
+    assert board.eval("app.polls[-1]") == 7007
 
 
 def test_power_cut_loses_uncommitted_nvs_and_rtc_memory(board):
@@ -99,10 +101,10 @@ def test_power_cut_loses_uncommitted_nvs_and_rtc_memory(board):
 def test_machine_reset_soft_resets_and_keeps_rtc_memory():
     b = standin({"reset_at_boot": 1})
     try:
-        b.boot(0)
-        wake = b.poll(0)
+        t = b.boot(0)
+        wake = b.poll(t)  # the app resets the board in its first poll, 7 ms after power-on
         assert b.counters["soft_resets"] == 1 and b.counters["boots"] == 1
-        assert wake == REBOOT_MS  # the chip takes its boot time, as on LocalBoard
+        assert wake == t + REBOOT_MS  # the chip takes its boot time, as on LocalBoard
         b.poll(wake)
         assert b.counters["boots"] == 2
         assert b.eval("app.boots") == 2
@@ -115,10 +117,10 @@ def test_machine_reset_soft_resets_and_keeps_rtc_memory():
 def test_a_crash_is_recorded_and_the_board_reboots_unless_strict():
     b = standin({"crash_at_boot": 1}, strict=False)
     try:
-        b.boot(0)
-        wake = b.poll(0)
+        t = b.boot(0)
+        wake = b.poll(t)
         assert b.counters["crashes"] == 1
-        assert b.errors[0][0] == 0 and "ValueError" in b.errors[0][1] and "boom" in b.errors[0][1]
+        assert b.errors[0][0] == t and "ValueError" in b.errors[0][1] and "boom" in b.errors[0][1]
         b.poll(wake)
         assert b.eval("app.boots") == 2
     finally:
