@@ -9,8 +9,15 @@ Usage: python bench/firmware_heap.py
 Held = gc.mem_alloc() after two collections in separate calls (VMBoard.heap()); peak = the
 same, then one poll with the GC disabled, read at its end (VMBoard.poll_peak): an upper bound.
 The figures include the simulator's fakes and chip models (objects on the heap; their bytecode
-is in a second ROMFS image, like the firmware's, off the heap). Not measured yet: a Modbus
-request on a meter's slave.
+is in a second ROMFS image, like the firmware's, off the heap).
+
+Modbus (measure_modbus): a meter with interfaces "both" (the default: RS-485 slave and LoRaWAN)
+after boot serves the gateway's two reads (the SDM630 float block, 80 registers, and the exact
+Wh counters), each written into its UART's receive side, and the slave polled character by
+character until the reply has left: the peak of those polls, and that both replies came back
+with a valid CRC.
+
+Usage: python bench/firmware_heap.py [--board NAME]   (default: the config's default board)
 """
 
 import os
@@ -77,15 +84,18 @@ class Network:
                 self.delivered_at = at
 
 
-def measure(kind, **board_kw):
+def measure(kind, board=None, **board_kw):
     """{"boot", "join", "peak_join", "peak_report", "peak_downlink"} heap bytes of one board,
     "delivered" (the command reached the RX window) and "commanded" (the pole's dimmer duty_u16,
-    the meter's relay_closed() after it)."""
+    the meter's relay_closed() after it). board: a radio_board profile name (default: the
+    config's default board)."""
     from protocol import payload
     from sim.vmboard import VMBoard
 
-    cfg = POLE_CFG if kind == "pole" else METER_CFG
-    b = VMBoard(kind, DEV_EUI, dict(cfg), strict=True, **board_kw)
+    cfg = dict(POLE_CFG if kind == "pole" else METER_CFG)
+    if board is not None:
+        cfg["board"] = board
+    b = VMBoard(kind, DEV_EUI, cfg, strict=True, **board_kw)
     try:
         b.apply_env(ENV[kind])
         net = Network(b, payload.encode_downlink(kind, *COMMAND[kind]))
@@ -118,21 +128,83 @@ def measure(kind, **board_kw):
         b.close()
 
 
+MODBUS_READS = ((4, 0x0000, 80), (4, 0x1000, 8))  # a gateway's merged reads of one meter
+MASTER_MODEL = """class Master:
+    def __init__(self):
+        self.out = b""
+    def uart_write(self, data):
+        self.out += data
+    def uart_read(self, n):
+        return b""
+board.mb_master = port.attach(Master())
+"""
+
+
+def measure_modbus(board=None, **board_kw):
+    """{"boot", "peak_modbus", "replies"}: heap of a meter with interfaces "both" after boot, the
+    peak of its slave's polls while it answers MODBUS_READS, and how many valid replies came
+    back (the requests go in through the fake UART; the slave runs at its own microsecond
+    clock, as serve() drives it on the device)."""
+    from protocol.modbus import pdu, rtu
+    from sim.vmboard import VMBoard
+
+    cfg = dict(METER_CFG, interfaces="both", modbus_address=1, modbus_baud=9600)
+    if board is not None:
+        cfg["board"] = board
+    b = VMBoard("meter", DEV_EUI, cfg, strict=True, **board_kw)
+    try:
+        b.apply_env(ENV["meter"])
+        b.boot(0)
+        # the master's end of the RS-485 pair (a model on the fake UART): keeps what the slave
+        # sends; requests go straight into the port's receive buffer
+        b.eval("exec(%r, {'port': app.hw.uart._port, 'board': board})" % MASTER_MODEL)
+        out = {"boot": b.heap()["alloc"], "peak_modbus": 0, "replies": 0}
+        port = "app.hw.uart._port"
+        now_us = 0
+        for fn, address, count in MODBUS_READS:
+            adu = rtu.encode_frame(1, pdu.encode_request(pdu.ReadRequest(fn, address, count)))
+            b.eval("setattr(board.mb_master, 'out', b'') or setattr(%s, 'rx', %r)" % (port, adu))
+            for _ in range(2000):
+                _, peak = b.eval_peak("app.slave.poll(%d)" % now_us)
+                out["peak_modbus"] = max(out["peak_modbus"], peak)
+                now_us += 1000  # about a character at 9600 baud
+                reply = bytes.fromhex(b.eval("board.mb_master.out"))
+                n = len(reply)
+                if n and n == rtu.response_frame_length(pdu.ReadRequest(fn, address, count)) \
+                        and not b.eval("app.slave.busy()"):
+                    rtu.decode_frame(reply)  # raises on a bad CRC
+                    out["replies"] += 1
+                    break
+            now_us += 20000  # the master's gap before its next request
+        return out
+    finally:
+        b.close()
+
+
 def image_sizes():
     from fieldkit import image
     modules, img = image.build()
     return len(modules), len(img), sum(len(v) for v in image.read_romfs(img).values())
 
 
-def main():
+def main(argv=None):
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python bench/firmware_heap.py")
+    ap.add_argument("--board", help="radio board profile (default: the config's default)")
+    args = ap.parse_args(argv)
     n, size, code = image_sizes()
     print("firmware image: %d modules, %d bytes, bytecode %d bytes" % (n, size, code))
+    print("board: %s" % (args.board or "default"))
     print("%-6s %8s %8s %10s %12s %14s" % ("", "boot", "join", "peak join", "peak report",
                                            "peak downlink"))
     for kind in ("pole", "meter"):
-        m = measure(kind)
+        m = measure(kind, board=args.board)
         print("%-6s %8d %8d %10d %12d %14d" % (kind, m["boot"], m["join"], m["peak_join"],
                                                m["peak_report"], m["peak_downlink"]))
+    mb = measure_modbus(board=args.board)
+    print("meter, interfaces both: boot %d, peak of a Modbus request %d (%d/%d replies)"
+          % (mb["boot"], mb["peak_modbus"], mb["replies"], len(MODBUS_READS)))
     print("budget: held <= %d, peak <= %d" % (HELD_BUDGET, PEAK_BUDGET))
 
 

@@ -11,12 +11,6 @@ side) and the report says what is missing. A meter whose ATM90E32 does not answe
 (meter_error; the committed energy is still served over Modbus) and tries the chip every step.
 """
 
-from firmware.drivers.bl0942 import BL0942, EnergyAccumulator
-from firmware.drivers.dimmer import Dimmer
-from firmware.drivers.door import Door
-from firmware.drivers.lis3dh import LIS3DH
-from firmware.drivers.sht3x import SHT3x
-from firmware.drivers.veml7700 import GAIN_1, VEML7700
 
 
 class PoleHardware:
@@ -24,6 +18,8 @@ class PoleHardware:
     energy accumulator, NVS namespaces, RTC, reset, and the radio for the MAC."""
 
     def __init__(self):
+        from firmware.drivers.bl0942 import EnergyAccumulator
+
         self.dimmer = None
         self.door = None
         self.light = None
@@ -49,6 +45,14 @@ def _try(hw, name, fn):
 
 
 def build_pole(machine, esp32, cfg, radio, sleep_ms):
+    # the pole's drivers are imported here, not at module level: a meter never loads them
+    from firmware.drivers.bl0942 import BL0942
+    from firmware.drivers.dimmer import Dimmer
+    from firmware.drivers.door import Door
+    from firmware.drivers.lis3dh import LIS3DH
+    from firmware.drivers.sht3x import SHT3x
+    from firmware.drivers.veml7700 import GAIN_1, VEML7700
+
     hw = PoleHardware()
     hw.radio = radio
     hw.sleep_ms = sleep_ms

@@ -14,13 +14,21 @@ the alarm repetition and the UTC offset.
 
 from protocol import payload as _payload
 
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
 PORT_REBOOT = 60
 PORT_CONFIG = 61
 RESULTS = ("ok", "unknown_port", "bad_version", "bad_length", "bad_value", "failed")
 OK = 0
-UNKNOWN_PORT = 1
-BAD_VERSION = 2
-BAD_LENGTH = 3
+_UNKNOWN_PORT = const(1)
+_BAD_VERSION = const(2)
+_BAD_LENGTH = const(3)
 BAD_VALUE = 4
 FAILED = 5
 
@@ -79,16 +87,16 @@ class CommandPort:
             self.ack(mac, fport, seq, seen[1])
             return
         if fport not in self.ports:
-            result = UNKNOWN_PORT
+            result = _UNKNOWN_PORT
         elif not data:
-            result = BAD_LENGTH
+            result = _BAD_LENGTH
         elif data[0] != 1:
-            result = BAD_VERSION
+            result = _BAD_VERSION
         else:
             try:
                 fields = _payload.decode_downlink(fport, data)["fields"]
             except _payload.PayloadError as e:
-                result = BAD_LENGTH if "length" in str(e) else BAD_VALUE
+                result = _BAD_LENGTH if "length" in str(e) else BAD_VALUE
             else:
                 try:
                     result = self._execute(fport, fields)

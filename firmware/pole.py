@@ -85,48 +85,60 @@ from firmware import solar as _solar
 from firmware.utc_date import datetime_tuple
 from firmware.voltage_alarm import voltage_alarm
 
-PORT_REPORT = 10
-PORT_ALARM = 11
-PORT_ACK = 12
-PORT_DIM = 50
-PORT_SCHEDULE = 51
-PORT_OVERRIDE = 52
-PORT_POLE_CONFIG = 53
-PORT_REBOOT = 60
-PORT_CONFIG = 61
-COMMAND_PORTS = (PORT_DIM, PORT_SCHEDULE, PORT_OVERRIDE, PORT_POLE_CONFIG, PORT_REBOOT, PORT_CONFIG)
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+_PORT_REPORT = const(10)
+_PORT_ALARM = const(11)
+_PORT_ACK = const(12)
+_PORT_DIM = const(50)
+_PORT_SCHEDULE = const(51)
+_PORT_OVERRIDE = const(52)
+_PORT_POLE_CONFIG = const(53)
+_PORT_REBOOT = const(60)
+_PORT_CONFIG = const(61)
+COMMAND_PORTS = (_PORT_DIM, _PORT_SCHEDULE, _PORT_OVERRIDE, _PORT_POLE_CONFIG, _PORT_REBOOT,
+                 _PORT_CONFIG)
 
 # alarm bits (protocol/payload/layouts.py POLE_ALARMS)
-A_LAMP_FAILURE = 1 << 0
-A_DAY_BURNER = 1 << 3
-A_DOOR_OPEN = 1 << 7
-A_TILTED = 1 << 8
-A_VOLTAGE_LOW = 1 << 10
-A_VOLTAGE_HIGH = 1 << 11
-A_POWER_LOW = 1 << 12
-A_POWER_HIGH = 1 << 13
-A_LIGHT_SENSOR = 1 << 14
-A_METER = 1 << 15
+_A_LAMP_FAILURE = const(1 << 0)
+_A_DAY_BURNER = const(1 << 3)
+_A_DOOR_OPEN = const(1 << 7)
+_A_TILTED = const(1 << 8)
+_A_VOLTAGE_LOW = const(1 << 10)
+_A_VOLTAGE_HIGH = const(1 << 11)
+_A_POWER_LOW = const(1 << 12)
+_A_POWER_HIGH = const(1 << 13)
+_A_LIGHT_SENSOR = const(1 << 14)
+_A_METER = const(1 << 15)
 
 # status bits (POLE_STATUS)
-S_LAMP_ON = 1 << 0
-S_OVERRIDE = 1 << 1
-S_DARK = 1 << 2
-S_DOOR_OPEN = 1 << 3
-S_TILTED = 1 << 4
-S_LAMP_FAILURE = 1 << 5
-S_DAY_BURNER = 1 << 6
-S_ALARM = 1 << 7
+_S_LAMP_ON = const(1 << 0)
+_S_OVERRIDE = const(1 << 1)
+_S_DARK = const(1 << 2)
+_S_DOOR_OPEN = const(1 << 3)
+_S_TILTED = const(1 << 4)
+_S_LAMP_FAILURE = const(1 << 5)
+_S_DAY_BURNER = const(1 << 6)
+_S_ALARM = const(1 << 7)
 
 _ANCHORS = ("fixed", "sunset", "sunrise")
 _RTC_MAGIC = b"SGP1"
-_TILT_HYST = 100  # centidegrees
-_P_HYST_PCT = 5  # a power alarm clears 5 points (% of the expected power) inside its threshold
-_PI_CDEG = 18000
-_KEY_OVERRIDE = -1  # who decided the level: an override, the photocell, or a schedule entry index
-_KEY_DARK = -2
-_KEY_LIGHT = -3
-_OFF_STEADY_MS = 1000  # switched off, the current stops at once: one BL0942 RMS update (800 ms)
+_TILT_HYST = const(100)  # centidegrees
+# a power alarm clears 5 points (% of the expected power) inside its threshold
+_P_HYST_PCT = const(5)
+_PI_CDEG = const(18000)
+# who decided the level: an override, the photocell, or a schedule entry index
+_KEY_OVERRIDE = const(-1)
+_KEY_DARK = const(-2)
+_KEY_LIGHT = const(-3)
+# switched off, the current stops at once: one BL0942 RMS update (800 ms)
+_OFF_STEADY_MS = const(1000)
 
 
 class PoleApp(DeviceApp):
@@ -152,8 +164,8 @@ class PoleApp(DeviceApp):
         self.light_failed = hw.light is None
         self.meter_failed = False
         self.tilted = False
-        self.v_alarm = 0  # A_VOLTAGE_LOW / A_VOLTAGE_HIGH / 0, kept between samples (hysteresis)
-        self.p_alarm = 0  # A_POWER_LOW / A_POWER_HIGH / 0
+        self.v_alarm = 0  # _A_VOLTAGE_LOW / _A_VOLTAGE_HIGH / 0, kept between samples (hysteresis)
+        self.p_alarm = 0  # _A_POWER_LOW / _A_POWER_HIGH / 0
         self.dusk_utc_min = None  # observed by the photocell
         self.dawn_utc_min = None
         self._state_since = None  # when the photocell state last changed (None: first sample)
@@ -378,7 +390,7 @@ class PoleApp(DeviceApp):
     def _evaluate_alarms(self, mono):
         a = 0
         if self.hw.door.is_open:
-            a |= A_DOOR_OPEN
+            a |= _A_DOOR_OPEN
         t = self.tilt_cdeg
         if t is not None:
             if self.tilted:
@@ -386,7 +398,7 @@ class PoleApp(DeviceApp):
             else:
                 self.tilted = t > self.tilt_threshold_cdeg
         if self.tilted:
-            a |= A_TILTED
+            a |= _A_TILTED
         d = self.hw.dimmer
         on = d.target > 0
         fail_ma = self.cfg["lamp_fail_ma"]
@@ -394,20 +406,20 @@ class PoleApp(DeviceApp):
         # take minutes to strike): judge the lamp only once it has settled
         settled = not d.fading() and mono - self._changed_at >= self.cfg["lamp_settle_s"] * 1000
         if self.meter_failed:
-            a |= A_METER
+            a |= _A_METER
         elif on and settled and self.ma is not None and self.ma < fail_ma:
-            a |= A_LAMP_FAILURE
+            a |= _A_LAMP_FAILURE
         elif on and not settled:
-            a |= self.alarms & A_LAMP_FAILURE  # a level change cannot tell: keep (no flapping)
-        self._supply_alarms(on, settled, a & A_LAMP_FAILURE)
+            a |= self.alarms & _A_LAMP_FAILURE  # a level change cannot tell: keep (no flapping)
+        self._supply_alarms(on, settled, a & _A_LAMP_FAILURE)
         a |= self.v_alarm | self.p_alarm
         if self.light_failed:
-            a |= A_LIGHT_SENSOR
+            a |= _A_LIGHT_SENSOR
         elif settled and self.lux_mlx is not None and self.lux_mlx >= self.cfg["day_burner_lux"] * 1000:
             lit = on or (self.ma is not None and self.ma >= fail_ma)
             asked = self._override is not None or self._dim is not None
             if lit and not asked:
-                a |= A_DAY_BURNER
+                a |= _A_DAY_BURNER
         self._alarm.update(a)
 
     def _supply_alarms(self, on, settled, lamp_failed):
@@ -416,7 +428,7 @@ class PoleApp(DeviceApp):
         mv = self.mv
         if mv is not None and not self.meter_failed:
             self.v_alarm = voltage_alarm(self.v_alarm, mv, mv, cfg["voltage_low_v"] * 1000,
-                                         cfg["voltage_high_v"] * 1000, A_VOLTAGE_LOW, A_VOLTAGE_HIGH)
+                                         cfg["voltage_high_v"] * 1000, _A_VOLTAGE_LOW, _A_VOLTAGE_HIGH)
         rated = cfg["lamp_rated_w"]
         level = self.hw.dimmer.target
         if not rated or not on:
@@ -431,33 +443,33 @@ class PoleApp(DeviceApp):
         p = self.p_alarm
         if lamp_failed:
             p = 0  # lamp_failure says it more precisely
-        elif dw < full * low or (p == A_POWER_LOW and dw < full * (low + _P_HYST_PCT)):
-            p = A_POWER_LOW
-        elif dw > full * high or (p == A_POWER_HIGH and dw > full * (high - _P_HYST_PCT)):
-            p = A_POWER_HIGH
+        elif dw < full * low or (p == _A_POWER_LOW and dw < full * (low + _P_HYST_PCT)):
+            p = _A_POWER_LOW
+        elif dw > full * high or (p == _A_POWER_HIGH and dw > full * (high - _P_HYST_PCT)):
+            p = _A_POWER_HIGH
         else:
             p = 0
         self.p_alarm = p
 
     def status(self, level=None):
-        """The status bits now; level: the lamp level for S_LAMP_ON (default: the lamp's now)."""
+        """The status bits now; level: the lamp level for _S_LAMP_ON (default: the lamp's now)."""
         s = 0
         if (self.hw.dimmer.level if level is None else level) > 0:
-            s |= S_LAMP_ON
+            s |= _S_LAMP_ON
         if self._override is not None:
-            s |= S_OVERRIDE
+            s |= _S_OVERRIDE
         if self.dark:
-            s |= S_DARK
+            s |= _S_DARK
         if self.hw.door.is_open:
-            s |= S_DOOR_OPEN
+            s |= _S_DOOR_OPEN
         if self.tilted:
-            s |= S_TILTED
-        if self.alarms & A_LAMP_FAILURE:
-            s |= S_LAMP_FAILURE
-        if self.alarms & A_DAY_BURNER:
-            s |= S_DAY_BURNER
+            s |= _S_TILTED
+        if self.alarms & _A_LAMP_FAILURE:
+            s |= _S_LAMP_FAILURE
+        if self.alarms & _A_DAY_BURNER:
+            s |= _S_DAY_BURNER
         if self.alarms:
-            s |= S_ALARM
+            s |= _S_ALARM
         return s
 
     def _send_alarm(self, mono):
@@ -494,13 +506,13 @@ class PoleApp(DeviceApp):
     def execute_command(self, port, f):
         now = self._now
         mono = self._mono.ms
-        if port == PORT_DIM:
+        if port == _PORT_DIM:
             if not 0 <= f["level"] <= 100:
                 return 4
             _, key, _ = self._decide(mono)
             self._dim = (f["level"], key)
             self._update_lamp(now, mono, int(f["fade"] * 1000))
-        elif port == PORT_SCHEDULE:
+        elif port == _PORT_SCHEDULE:
             entries = []
             for e in f["entries"]:
                 a = _ANCHORS.index(e["anchor"])
@@ -511,7 +523,7 @@ class PoleApp(DeviceApp):
             self._dim = None
             self.save_settings()
             self._update_lamp(now, mono)
-        elif port == PORT_OVERRIDE:
+        elif port == _PORT_OVERRIDE:
             if not 0 <= f["level"] <= 100:
                 return 4
             dur = f["duration"]
@@ -521,7 +533,7 @@ class PoleApp(DeviceApp):
                 self._override = (f["level"], None if dur is None else mono + dur * 60000)
             self._dim = None
             self._update_lamp(now, mono, int(f["fade"] * 1000))
-        elif port == PORT_POLE_CONFIG:
+        elif port == _PORT_POLE_CONFIG:
             on = self.photocell_on_mlx if f["photocell_on"] is None else int(f["photocell_on"] * 1000)
             off = self.photocell_off_mlx if f["photocell_off"] is None else int(f["photocell_off"] * 1000)
             lvl = f["default_level"]
@@ -540,10 +552,10 @@ class PoleApp(DeviceApp):
                 self.default_fade_ms = int(f["default_fade"] * 1000)
             self.save_settings()
             self._update_lamp(now, mono)
-        elif port == PORT_CONFIG:
+        elif port == _PORT_CONFIG:
             self.config_command(f, mono)
             self._update_lamp(now, mono)
-        elif port == PORT_REBOOT:
+        elif port == _PORT_REBOOT:
             self.reboot_command(f, mono)
         return 0
 

@@ -8,9 +8,17 @@ Monotonic turns successive ticks into a non-wrapping millisecond count since boo
 few places that need one (TxGate's duty-cycle ledger, deadlines kept across long sleeps).
 """
 
-TICKS_PERIOD = 1 << 30
-_MASK = TICKS_PERIOD - 1
-_HALF = TICKS_PERIOD >> 1
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+TICKS_PERIOD = 1 << 30  # for the simulator (the firmware uses the constants below)
+_MASK = const(0x3FFFFFFF)
+_HALF = const(0x20000000)
 
 
 def ticks_add(t, delta):

@@ -85,29 +85,31 @@ def _check(data):
         raise CipherError("ECB data must be a multiple of 16 bytes, got %d" % len(data))
 
 
-class _CryptographyECB:
-    """OpenSSL contexts kept open: ECB `update` carries no state between calls."""
+if sys.implementation.name != "micropython":  # a class only CPython can use: none on a device
 
-    def __init__(self, key):
-        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    class _CryptographyECB:
+        """OpenSSL contexts kept open: ECB `update` carries no state between calls."""
 
-        c = Cipher(algorithms.AES(bytes(key)), modes.ECB())
-        self._enc = c.encryptor().update
-        self._dec = c.decryptor().update
+        def __init__(self, key):
+            from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-    def encrypt(self, data):
-        if len(data) % 16:
+            c = Cipher(algorithms.AES(bytes(key)), modes.ECB())
+            self._enc = c.encryptor().update
+            self._dec = c.decryptor().update
+
+        def encrypt(self, data):
+            if len(data) % 16:
+                _check(data)
+            return self._enc(data)
+
+        def decrypt(self, data):
+            if len(data) % 16:
+                _check(data)
+            return self._dec(data)
+
+        def encrypt_into(self, data, out):
             _check(data)
-        return self._enc(data)
-
-    def decrypt(self, data):
-        if len(data) % 16:
-            _check(data)
-        return self._dec(data)
-
-    def encrypt_into(self, data, out):
-        _check(data)
-        out[: len(data)] = self._enc(data)
+            out[: len(data)] = self._enc(data)
 
 
 class _CryptolibECB:
@@ -172,7 +174,12 @@ class _PureECB:
             out[: len(data)] = self.encrypt(data)
 
 
-_FACTORIES = {"cryptography": _CryptographyECB, "cryptolib": _CryptolibECB, "pure": _PureECB}
+
+
+def _factory(name):
+    if name == "cryptolib":
+        return _CryptolibECB
+    return _PureECB if name == "pure" else _CryptographyECB
 _ecb_caches = {name: shared_cache(name) for name in BACKENDS}
 
 
@@ -194,11 +201,19 @@ def ecb(key, backend=None):
             raise CipherError("AES-128 key must be 16 bytes, got %d" % len(key))
         if not _probe(name):
             raise CipherError("AES backend %r is not available here" % name)
-        obj = _FACTORIES[name](key)
+        obj = _factory(name)(key)
         if len(cache) >= CACHE_SIZE:
             del cache[next(iter(cache))]  # oldest on CPython, arbitrary on MicroPython
         cache[key] = obj
     return obj
+
+
+def forget(key):
+    """Drop the cached objects and derived values of one key, in every cache (a device after
+    its join: the AppKey is not used again until the next join, old session keys never)."""
+    key = bytes(key)
+    for d in _caches.values():
+        d.pop(key, None)
 
 
 def clear_cache():

@@ -279,6 +279,13 @@ class VMBoard(Board):
         self._wake_ms = self._request({"op": "poll", "now": int(now_ms), "peak": True})
         return self._wake_ms, self.last_peak
 
+    def eval_peak(self, expr):
+        """eval(expr) measured as poll_peak measures a poll -> (value, peak heap bytes); for
+        what the firmware does outside app.poll (e.g. the Modbus slave's own poll)."""
+        self.heap()
+        value = self._request({"op": "eval", "expr": expr, "peak": True})
+        return value, self.last_peak
+
     def eval(self, expr):
         """Evaluate a Python expression inside the VM (names: board, app, machine, esp32)."""
         return self._request({"op": "eval", "expr": expr})

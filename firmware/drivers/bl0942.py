@@ -9,10 +9,10 @@ validate_checksum_), and returns (mV, mA, dW, cf_count): volts x1000, amps x1000
 checksum raises BL0942Error.
 
 Calibration constants are register counts per kV / kA / kW (i.e. counts per unit x1000):
-  V_REF = 15873359   ESPHome BL0942_UREF 15873.35944299 counts/V
-  I_REF = 251213465  ESPHome BL0942_IREF 305978 / 1.218 counts/A (Vref 1.218 V, 1 mOhm shunt)
-  P_REF = 623002     ESPHome's derived power reference UREF * IREF * 3537 / 305978 / 73989
-  E_REF = 5347269    CF counts per MWh = P_REF * 3600000 / 419430.4 (ESPHome energy_reference)
+  _V_REF = 15873359   ESPHome BL0942_UREF 15873.35944299 counts/V
+  _I_REF = 251213465  ESPHome BL0942_IREF 305978 / 1.218 counts/A (Vref 1.218 V, 1 mOhm shunt)
+  _P_REF = 623002     ESPHome's derived power reference UREF * IREF * 3537 / 305978 / 73989
+  E_REF = 5347269    CF counts per MWh = _P_REF * 3600000 / 419430.4 (ESPHome energy_reference)
 Boards must be calibrated against a reference meter; pass the measured constants. Results are
 rounded to the nearest unit; the products exceed 31 bits, so they use MicroPython long ints
 (MPZ on the ESP32 port), a few short-lived allocations per read.
@@ -22,19 +22,27 @@ and locks again. chip_was_reset() reads MODE back: a chip that lost power or res
 its 0x87 default again, so it returns True (and re-configures). Feed that to EnergyAccumulator.
 """
 
-V_REF = 15873359
-I_REF = 251213465
-P_REF = 623002
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+_V_REF = const(15873359)
+_I_REF = const(251213465)
+_P_REF = const(623002)
 E_REF = 5347269
 
-_READ = 0x58
-_WRITE = 0xA8
-_REG_MODE = 0x19
-_REG_WRPROT = 0x1D
-_MODE = 0x87 | 0x08
-_PACKET = 23
-_WRAP = 1 << 24
-_HALF = 1 << 23
+_READ = const(0x58)
+_WRITE = const(0xA8)
+_REG_MODE = const(0x19)
+_REG_WRPROT = const(0x1D)
+_MODE = const(0x87 | 0x08)
+_PACKET = const(23)
+_WRAP = const(1 << 24)
+_HALF = const(1 << 23)
 
 
 class BL0942Error(ValueError):
@@ -53,7 +61,7 @@ def _scale(counts, per_kilo):
 
 
 class BL0942:
-    def __init__(self, uart, v_ref=V_REF, i_ref=I_REF, p_ref=P_REF):
+    def __init__(self, uart, v_ref=_V_REF, i_ref=_I_REF, p_ref=_P_REF):
         self.uart = uart
         self.v_ref, self.i_ref, self.p_ref = v_ref, i_ref, p_ref
         self._buf = bytearray(_PACKET)

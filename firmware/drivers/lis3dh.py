@@ -13,14 +13,22 @@ ints). The maths adds at most ~0.03 deg; with 1 mg quantisation the result is wi
 or vibration adds acceleration that a single sample cannot separate from gravity).
 """
 
-_REG_WHO_AM_I = 0x0F
-_REG_CTRL1 = 0x20
-_REG_CTRL4 = 0x23
-_REG_OUT_X_L = 0x28
-_AUTO_INC = 0x80
-_WHO_AM_I = 0x33
-_CTRL1 = 0x57
-_CTRL4 = 0x88
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+_REG_WHO_AM_I = const(0x0F)
+_REG_CTRL1 = const(0x20)
+_REG_CTRL4 = const(0x23)
+_REG_OUT_X_L = const(0x28)
+_AUTO_INC = const(0x80)
+_WHO_AM_I = const(0x33)
+_CTRL1 = const(0x57)
+_CTRL4 = const(0x88)
 
 # atan(2^-i) in millidegrees, i = 0..15
 _ATAN = (45000, 26565, 14036, 7125, 3576, 1790, 895, 448, 224, 112, 56, 28, 14, 7, 3, 2)

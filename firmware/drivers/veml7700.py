@@ -16,6 +16,14 @@ non-linearity above ~1000 lx at low gain is not corrected.
 """
 
 try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+try:
     from time import sleep_ms as _sleep_ms
 except ImportError:  # CPython
     from time import sleep as _sleep
@@ -28,15 +36,17 @@ GAIN_1_4 = 2
 GAIN_1 = 8
 GAIN_2 = 16
 
-_GAIN_BITS = {16: 0b01, 8: 0b00, 2: 0b11, 1: 0b10}
-_IT_BITS = {25: 0b1100, 50: 0b1000, 100: 0b0000, 200: 0b0001, 400: 0b0010, 800: 0b0011}
-_GAINS = (16, 8, 2, 1)
-_ITS = (800, 400, 200, 100, 50, 25)
-_REG_CONF = 0x00
-_REG_ALS = 0x04
-_REG_WHITE = 0x05
-_SATURATED = 65535
-_LOW = 100
+# gains (eighths) and integration times (units of 25 ms), most sensitive first, and their
+# ALS_CONF bits at the same index: bytes, which stay in flash
+_GAINS = b"\x10\x08\x02\x01"
+_GAIN_BITS = b"\x01\x00\x03\x02"
+_ITS_25MS = b"\x20\x10\x08\x04\x02\x01"
+_IT_BITS = b"\x03\x02\x01\x00\x08\x0c"
+_REG_CONF = const(0x00)
+_REG_ALS = const(0x04)
+_REG_WHITE = const(0x05)
+_SATURATED = const(65535)
+_LOW = const(100)
 
 
 class VEML7700:
@@ -51,18 +61,20 @@ class VEML7700:
         self.configure(GAIN_1_8, 100)
 
     def configure(self, gain, it_ms):
-        if gain not in _GAIN_BITS or it_ms not in _IT_BITS:
+        if (type(gain) is not int or gain not in _GAINS or type(it_ms) is not int or it_ms % 25
+                or it_ms // 25 not in _ITS_25MS):
             raise ValueError("bad gain or integration time")
         # the ladder of settings auto-range may use, most sensitive (the configured one) first
         ladder = [(g, it_ms) for g in _GAINS if g <= gain]
-        ladder += [(1, it) for it in _ITS if it < it_ms]
+        ladder += [(1, it * 25) for it in _ITS_25MS if it * 25 < it_ms]
         self._ladder = ladder
         self._set(0)
 
     def _set(self, step):
         self._step = step
         gain, it = self._ladder[step]
-        conf = _GAIN_BITS[gain] << 11 | _IT_BITS[it] << 6  # ALS_SD = 0: powered on
+        # ALS_SD = 0: powered on
+        conf = _GAIN_BITS[_GAINS.index(gain)] << 11 | _IT_BITS[_ITS_25MS.index(it // 25)] << 6
         b = self._buf
         b[0] = conf & 0xFF
         b[1] = conf >> 8

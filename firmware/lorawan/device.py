@@ -46,8 +46,9 @@ cycle; DutyCycleReq adds an aggregated limit on top. Channels are picked at rand
 enabled ones that are free earliest.
 """
 
-import binascii
+import struct as _struct
 
+from protocol import cipher as _cipher
 from protocol.lorawan import frame as _frame
 from protocol.lorawan import mac as _mac
 from protocol.lorawan import region as _region
@@ -58,25 +59,33 @@ from firmware.nvs_store import NvsStore
 from firmware.reserved_counter import ReservedCounter
 from firmware.ticks import Monotonic
 
-S_JOIN_WAIT = 0
-S_IDLE = 1
-S_SEND = 2
-S_TX = 3
-S_RX1_WAIT = 4
-S_RX1 = 5
-S_RX2_WAIT = 6
-S_RX2 = 7
-S_DEAD = 8  # DevNonce space exhausted: nothing more may be sent
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+_S_JOIN_WAIT = const(0)
+_S_IDLE = const(1)
+_S_SEND = const(2)
+_S_TX = const(3)
+_S_RX1_WAIT = const(4)
+_S_RX1 = const(5)
+_S_RX2_WAIT = const(6)
+_S_RX2 = const(7)
+_S_DEAD = const(8)  # DevNonce space exhausted: nothing more may be sent
 
 STATE_NAMES = ("join_wait", "idle", "send", "tx", "rx1_wait", "rx1", "rx2_wait", "rx2", "dead")
 
-_RX_MARGIN = 5  # ms: windows open this early and stay open this much longer
-_TX_GUARD = 1000  # ms after the computed end of a frame to wait for tx_done
-_IDLE_WAKE = 3600000
-_TIME_EVERY = 86400000  # ms: network time asked once a day ...
-_TIME_RETRY = 600000  # ... and an unanswered request not again within 10 min
+_RX_MARGIN = const(5)  # ms: windows open this early and stay open this much longer
+_TX_GUARD = const(1000)  # ms after the computed end of a frame to wait for tx_done
+_IDLE_WAKE = const(3600000)
+_TIME_EVERY = const(86400000)  # ms: network time asked once a day ...
+_TIME_RETRY = const(600000)  # ... and an unanswered request not again within 10 min
 _DEVICE_TIME_REQ = b"\x0d"  # DeviceTimeReq: CID only
-_SESSION_VERSION = 1
+_SESSION_VERSION = const(1)
 
 
 class XorShift:
@@ -112,7 +121,7 @@ def device_rng(dev_eui_hex):
 
 
 def _unhex(s):
-    return binascii.unhexlify(s)
+    return bytes.fromhex(s)
 
 
 class EndDevice:
@@ -168,7 +177,7 @@ class EndDevice:
         self._fails_in_row = 0
         self._join_failures = 0
         self._mono = None
-        self._state = S_JOIN_WAIT
+        self._state = _S_JOIN_WAIT
         self._at = 0
         self._phy = b""
         self._is_join = False
@@ -213,7 +222,7 @@ class EndDevice:
 
     def busy(self):
         """True while a frame is in flight or waiting for the gate."""
-        return self._state not in (S_IDLE, S_JOIN_WAIT, S_DEAD)
+        return self._state not in (_S_IDLE, _S_JOIN_WAIT, _S_DEAD)
 
     def peek_fcnt_up(self):
         return self._fcnt.peek()
@@ -221,14 +230,14 @@ class EndDevice:
     def rejoin(self):
         """Forget the session and join again (queued uplinks wait for the new session)."""
         self.joined = False
-        self._state = S_JOIN_WAIT
+        self._state = _S_JOIN_WAIT
         self._join_failures = 0
         self._at = self._mono.ms if self._mono is not None else 0
 
     def poll(self, now_ms):
         if self._mono is None:
             self._mono = Monotonic(now_ms)
-            if self._state == S_JOIN_WAIT:
+            if self._state == _S_JOIN_WAIT:
                 self._at = self._rng(self.cfg["join_jitter_s"] * 1000 + 1)
             elif self.joined:  # the session resumed at boot
                 self._hold = self._rng(self.cfg["first_uplink_jitter_s"] * 1000 + 1)
@@ -266,16 +275,21 @@ class EndDevice:
         self._fopts_sticky = b""
 
     def _save_session(self):
-        b = bytearray()
-        b.append(_SESSION_VERSION)
-        b += self._dev_eui + self._join_eui
-        b += self.dev_addr.to_bytes(4, "little") + self._nwk + self._app
-        b.append(self._rx1_dr_offset)
-        b.append(self._rx2_dr)
-        b.append(self._rx1_delay // 1000)
-        b += self._rx2_freq.to_bytes(4, "little")
-        for f in self._channels:
-            b += (f or 0).to_bytes(4, "little")
+        # written in place into one buffer of the final size (the layout _load_session reads):
+        # no temporary bytes per field
+        b = bytearray(60 + 4 * len(self._channels))
+        b[0] = _SESSION_VERSION
+        b[1:9] = self._dev_eui
+        b[9:17] = self._join_eui
+        _struct.pack_into("<I", b, 17, self.dev_addr)
+        b[21:37] = self._nwk
+        b[37:53] = self._app
+        b[53] = self._rx1_dr_offset
+        b[54] = self._rx2_dr
+        b[55] = self._rx1_delay // 1000
+        _struct.pack_into("<I", b, 56, self._rx2_freq)
+        for i, f in enumerate(self._channels):
+            _struct.pack_into("<I", b, 60 + 4 * i, f or 0)
         self._nvs.set_blob("session", b)
         self._nvs.commit()
 
@@ -308,11 +322,14 @@ class EndDevice:
         down = self._store.load("fcnt_dn")
         self._fcnt_down = None if not down else down - 1
         self.joined = True
-        self._state = S_IDLE
+        self._state = _S_IDLE
 
     def _accept_join(self, acc):
         nwk, app = _security.derive_session_keys(self._app_key, acc.join_nonce, acc.net_id,
                                                  self._dev_nonce)
+        for key in (self._app_key, self._nwk, self._app):  # not used again by this session
+            if key is not None:
+                _cipher.forget(key)
         self._clear_session()
         self._reset_channels()
         self.dev_addr = acc.dev_addr
@@ -342,18 +359,18 @@ class EndDevice:
 
     def _step(self, mono):
         s = self._state
-        if s == S_IDLE:
+        if s == _S_IDLE:
             if not self.joined:
-                self._state = S_JOIN_WAIT
+                self._state = _S_JOIN_WAIT
                 return None
             if mono < self._hold:
                 return self._hold
             if self._next_uplink(mono):
                 return None
             return mono + _IDLE_WAKE
-        if s == S_SEND:
+        if s == _S_SEND:
             return self._try_transmit(mono)
-        if s == S_TX:
+        if s == _S_TX:
             ev = self.radio.poll()
             if ev is None and mono < self._tx_end + _TX_GUARD:
                 return self._tx_end if mono < self._tx_end else self._tx_end + _TX_GUARD
@@ -366,23 +383,23 @@ class EndDevice:
             self._rx1_at = self._tx_end + d1
             self._rx2_at = self._rx1_at + 1000
             self._got = False
-            self._state = S_RX1_WAIT
+            self._state = _S_RX1_WAIT
             return None
-        if s == S_RX1_WAIT:
+        if s == _S_RX1_WAIT:
             if mono < self._rx1_at - _RX_MARGIN:
                 return self._rx1_at - _RX_MARGIN
             freq = self._dl_freq.get(self._tx_freq, self._tx_freq)
             off = 0 if self._is_join else self._rx1_dr_offset
-            return self._open(mono, S_RX1, freq, self.region.rx1(self._tx_freq, self._tx_dr, off)[1])
-        if s == S_RX2_WAIT:
+            return self._open(mono, _S_RX1, freq, self.region.rx1(self._tx_freq, self._tx_dr, off)[1])
+        if s == _S_RX2_WAIT:
             if mono < self._rx2_at - _RX_MARGIN:
                 return self._rx2_at - _RX_MARGIN
             if mono > self._rx2_at + _RX_MARGIN:
                 return self._end_exchange(mono)  # RX1 reception ran past RX2
             if self._is_join:
-                return self._open(mono, S_RX2, self.region.rx2_frequency, self.region.rx2_dr)
-            return self._open(mono, S_RX2, self._rx2_freq, self._rx2_dr)
-        if s == S_RX1 or s == S_RX2:
+                return self._open(mono, _S_RX2, self.region.rx2_frequency, self.region.rx2_dr)
+            return self._open(mono, _S_RX2, self._rx2_freq, self._rx2_dr)
+        if s == _S_RX1 or s == _S_RX2:
             ev = self.radio.poll()
             if ev is None:
                 if mono < self._win_check:
@@ -397,17 +414,17 @@ class EndDevice:
                     return self._end_exchange(mono)
             elif ev[0] != "rx_timeout":
                 return None
-            if s == S_RX1:
-                self._state = S_RX2_WAIT
+            if s == _S_RX1:
+                self._state = _S_RX2_WAIT
                 return None
             return self._end_exchange(mono)
-        if s == S_JOIN_WAIT:
+        if s == _S_JOIN_WAIT:
             if mono < self._at:
                 return self._at
             try:
                 self._dev_nonce = self._nonce.take()
             except OverflowError:
-                self._state = S_DEAD
+                self._state = _S_DEAD
                 return None
             self._phy = _session.build_join_request(self._join_eui, self._dev_eui,
                                                     self._dev_nonce, self._app_key)
@@ -416,9 +433,9 @@ class EndDevice:
             self._tx_left = 1
             self._not_before = mono
             self.join_attempts += 1
-            self._state = S_SEND
+            self._state = _S_SEND
             return None
-        return mono + _IDLE_WAKE  # S_DEAD
+        return mono + _IDLE_WAKE  # _S_DEAD
 
     def _open(self, mono, state, freq, dr):
         d = self.region.data_rate(dr)
@@ -481,7 +498,7 @@ class EndDevice:
         self._tx_freq = freq
         self._tx_dr = dr
         self._tx_end = mono + (toa + 999) // 1000
-        self._state = S_TX
+        self._state = _S_TX
         return self._tx_end
 
     def _fail_frame(self):
@@ -542,11 +559,11 @@ class EndDevice:
         self._tx_left = self.cfg["confirmed_retries"] if confirmed else self.nb_trans
         self._not_before = 0
         self.uplinks += 1
-        self._state = S_SEND
+        self._state = _S_SEND
         return True
 
     def _end_exchange(self, mono):
-        self._state = S_IDLE
+        self._state = _S_IDLE
         if self._is_join:
             if self.joined:
                 self._hold = mono + self._rng(self.cfg["first_uplink_jitter_s"] * 1000 + 1)
@@ -562,7 +579,7 @@ class EndDevice:
             if base > cap:
                 base = cap
             self._at = mono + base // 2 + self._rng(base + 1)
-            self._state = S_JOIN_WAIT
+            self._state = _S_JOIN_WAIT
             return None
         self._tx_left -= 1
         if self._confirmed:
@@ -573,7 +590,7 @@ class EndDevice:
             elif self._tx_left > 0:
                 self.retransmissions += 1
                 self._not_before = mono + 1000 + self._rng(2001)  # ACK_TIMEOUT 1..3 s
-                self._state = S_SEND
+                self._state = _S_SEND
             else:
                 self.failed += 1
                 self._fails_in_row += 1
@@ -585,7 +602,7 @@ class EndDevice:
         elif not self._got and self._tx_left > 0:
             self.retransmissions += 1
             self._not_before = mono
-            self._state = S_SEND
+            self._state = _S_SEND
         return None
 
     def _result(self, acked):

@@ -12,6 +12,14 @@ exactly what the MIC covers without re-encoding.
 
 import struct
 
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
 JOIN_REQUEST = 0
 JOIN_ACCEPT = 1
 UNCONFIRMED_UP = 2
@@ -32,17 +40,17 @@ MTYPE_NAMES = (
     "Proprietary",
 )
 
-MAJOR_R1 = 0
-MAX_PHY = 255  # LoRa PHY payload limit; regional N limits are stricter and checked elsewhere
-MIN_DATA = 12  # MHDR 1 + DevAddr 4 + FCtrl 1 + FCnt 2 + MIC 4
-JOIN_REQUEST_LEN = 23
+_MAJOR_R1 = const(0)
+_MAX_PHY = const(255)  # LoRa PHY payload limit; regional N limits are stricter and checked elsewhere
+_MIN_DATA = const(12)  # MHDR 1 + DevAddr 4 + FCtrl 1 + FCnt 2 + MIC 4
+_JOIN_REQUEST_LEN = const(23)
 
 # FCtrl bits (FOptsLen is the low nibble)
-FCTRL_ADR = 0x80
-FCTRL_ADR_ACK_REQ = 0x40  # uplink only; RFU on downlinks
-FCTRL_ACK = 0x20
-FCTRL_FPENDING = 0x10  # downlink
-FCTRL_CLASS_B = 0x10  # uplink
+_FCTRL_ADR = const(0x80)
+_FCTRL_ADR_ACK_REQ = const(0x40)  # uplink only; RFU on downlinks
+_FCTRL_ACK = const(0x20)
+_FCTRL_FPENDING = const(0x10)  # downlink
+_FCTRL_CLASS_B = const(0x10)  # uplink
 
 _FHDR = "<IBH"  # DevAddr | FCtrl | FCnt, after MHDR
 try:
@@ -58,9 +66,7 @@ class FrameError(ValueError):
 
 
 def _hex(b):
-    import binascii
-
-    return binascii.hexlify(b).decode()
+    return bytes(b).hex()
 
 
 def _check_bytes(value, name, length=None):
@@ -83,7 +89,7 @@ def _reversed(b):
 
 def _mhdr(mtype, major):
     _check_int(mtype, "MType", 3)
-    if major != MAJOR_R1:
+    if major != _MAJOR_R1:
         raise FrameError("Major must be 0 (LoRaWAN R1), got %r" % (major,))
     return mtype << 5
 
@@ -102,7 +108,7 @@ class DataFrame:
 
     def __init__(self, mtype, dev_addr, fcnt16, fport=None, frm_payload=b"", fopts=b"",
                  adr=False, adr_ack_req=False, ack=False, fpending=False, class_b=False,
-                 mic=None, major=MAJOR_R1, raw=None):
+                 mic=None, major=_MAJOR_R1, raw=None):
         self.mtype = mtype
         self.major = major
         self.dev_addr = dev_addr
@@ -140,8 +146,8 @@ class DataFrame:
         n = len(self.fopts)
         if n > 15:
             raise FrameError("FOpts too long: %d bytes, at most 15" % n)
-        return ((FCTRL_ADR if self.adr else 0) | (FCTRL_ADR_ACK_REQ if self.adr_ack_req else 0)
-                | (FCTRL_ACK if self.ack else 0)
+        return ((_FCTRL_ADR if self.adr else 0) | (_FCTRL_ADR_ACK_REQ if self.adr_ack_req else 0)
+                | (_FCTRL_ACK if self.ack else 0)
                 | (0x10 if (self.fpending or self.class_b) else 0) | n)
 
     @property
@@ -186,15 +192,15 @@ def encode_data_signed_part(f):
             raise FrameError("FPort 0 (MAC commands in FRMPayload) with FOpts is invalid")
         port = bytes((f.fport,))
     out = struct.pack("<BIBH", mhdr, f.dev_addr, fctrl, f.fcnt16) + fopts + port + frm
-    if len(out) + 4 > MAX_PHY:
-        raise FrameError("frame too long: %d bytes, at most %d" % (len(out) + 4, MAX_PHY))
+    if len(out) + 4 > _MAX_PHY:
+        raise FrameError("frame too long: %d bytes, at most %d" % (len(out) + 4, _MAX_PHY))
     return out
 
 
 class JoinRequest:
     """Join-request. EUIs are 8 bytes in human order (0x70B3D5... as printed on labels)."""
 
-    def __init__(self, join_eui, dev_eui, dev_nonce, mic=None, major=MAJOR_R1, raw=None):
+    def __init__(self, join_eui, dev_eui, dev_nonce, mic=None, major=_MAJOR_R1, raw=None):
         self.mtype = JOIN_REQUEST
         self.major = major
         self.join_eui = join_eui
@@ -234,7 +240,7 @@ class EncryptedJoinAccept:
     Decrypt with security.decrypt_join_accept, then decode_join_accept (or use
     session.open_join_accept for both steps)."""
 
-    def __init__(self, payload, major=MAJOR_R1, raw=None):
+    def __init__(self, payload, major=_MAJOR_R1, raw=None):
         self.mtype = JOIN_ACCEPT
         self.major = major
         self.payload = payload
@@ -251,7 +257,7 @@ class EncryptedJoinAccept:
 
 
 CFLIST_FREQUENCIES = 0
-CFLIST_CH_MASK = 1
+_CFLIST_CH_MASK = const(1)
 
 
 class JoinAccept:
@@ -259,7 +265,7 @@ class JoinAccept:
     cflist is None or the raw 16 bytes, see decode_cflist for its meaning."""
 
     def __init__(self, join_nonce, net_id, dev_addr, rx1_dr_offset=0, rx2_dr=0, rx_delay=1,
-                 cflist=None, mic=None, major=MAJOR_R1, raw=None):
+                 cflist=None, mic=None, major=_MAJOR_R1, raw=None):
         self.mtype = JOIN_ACCEPT
         self.major = major
         self.join_nonce = join_nonce
@@ -330,7 +336,7 @@ def decode_cflist(cflist):
     t = c[15]
     if t == CFLIST_FREQUENCIES:
         return {"type": t, "frequencies": [int.from_bytes(c[i:i + 3], "little") * 100 for i in range(0, 15, 3)]}
-    if t == CFLIST_CH_MASK:
+    if t == _CFLIST_CH_MASK:
         return {"type": t, "ch_masks": [c[i] | (c[i + 1] << 8) for i in range(0, 10, 2)]}
     raise FrameError("unknown CFList type %d" % t)
 
@@ -356,22 +362,22 @@ def cflist_from_ch_masks(ch_masks):
         _check_int(m, "ChMask", 16)
         out[2 * i] = m & 0xFF
         out[2 * i + 1] = m >> 8
-    out[15] = CFLIST_CH_MASK
+    out[15] = _CFLIST_CH_MASK
     return bytes(out)
 
 
 class ProprietaryFrame:
     """MType 7: the layout after MHDR is not defined by LoRaWAN, so it is kept whole."""
 
-    def __init__(self, payload, major=MAJOR_R1):
+    def __init__(self, payload, major=_MAJOR_R1):
         self.mtype = PROPRIETARY
         self.major = major
         self.payload = payload
 
     def encode(self):
         p = _check_bytes(self.payload, "proprietary payload")
-        if len(p) + 1 > MAX_PHY:
-            raise FrameError("frame too long: %d bytes, at most %d" % (len(p) + 1, MAX_PHY))
+        if len(p) + 1 > _MAX_PHY:
+            raise FrameError("frame too long: %d bytes, at most %d" % (len(p) + 1, _MAX_PHY))
         return bytes((_mhdr(PROPRIETARY, self.major),)) + p
 
     def __repr__(self):
@@ -388,8 +394,8 @@ def decode(phy):
     n = len(phy)
     if n == 0:
         raise FrameError("empty PHYPayload")
-    if n > MAX_PHY:
-        raise FrameError("PHYPayload too long: %d bytes, at most %d" % (n, MAX_PHY))
+    if n > _MAX_PHY:
+        raise FrameError("PHYPayload too long: %d bytes, at most %d" % (n, _MAX_PHY))
     mhdr = phy[0]
     if mhdr & 3:
         raise FrameError("unsupported Major %d (only 0, LoRaWAN R1)" % (mhdr & 3))
@@ -397,14 +403,14 @@ def decode(phy):
     if UNCONFIRMED_UP <= mtype <= CONFIRMED_DOWN:
         return decode_data(phy)
     if mtype == JOIN_REQUEST:
-        if n != JOIN_REQUEST_LEN:
-            raise FrameError("join-request must be %d bytes, got %d" % (JOIN_REQUEST_LEN, n))
+        if n != _JOIN_REQUEST_LEN:
+            raise FrameError("join-request must be %d bytes, got %d" % (_JOIN_REQUEST_LEN, n))
         return JoinRequest(_reversed(phy[1:9]), _reversed(phy[9:17]), phy[17] | (phy[18] << 8),
-                           phy[19:23], MAJOR_R1, phy)
+                           phy[19:23], _MAJOR_R1, phy)
     if mtype == JOIN_ACCEPT:
         if n != 17 and n != 33:
             raise FrameError("join-accept must be 17 or 33 bytes (with CFList), got %d" % n)
-        return EncryptedJoinAccept(phy[1:], MAJOR_R1, phy)
+        return EncryptedJoinAccept(phy[1:], _MAJOR_R1, phy)
     if mtype == PROPRIETARY:
         return ProprietaryFrame(phy[1:])
     raise FrameError("MType 6 is RFU")
@@ -414,10 +420,10 @@ def decode_data(phy):
     """Fast path for a data frame (MType 2..5, Major 0 already known or checked here).
     phy must be bytes."""
     n = len(phy)
-    if n < MIN_DATA:
-        raise FrameError("data frame too short: %d bytes, need at least %d" % (n, MIN_DATA))
-    if n > MAX_PHY:
-        raise FrameError("PHYPayload too long: %d bytes, at most %d" % (n, MAX_PHY))
+    if n < _MIN_DATA:
+        raise FrameError("data frame too short: %d bytes, need at least %d" % (n, _MIN_DATA))
+    if n > _MAX_PHY:
+        raise FrameError("PHYPayload too long: %d bytes, at most %d" % (n, _MAX_PHY))
     mhdr = phy[0]
     mtype = mhdr >> 5
     if mtype < UNCONFIRMED_UP or mtype > CONFIRMED_DOWN:
@@ -442,10 +448,10 @@ def decode_data(phy):
     if mtype & 1:  # downlink
         return DataFrame(mtype, dev_addr, fcnt16, fport, frm, phy[8:p] if fol else b"",
                          (fctrl & 0x80) != 0, False, (fctrl & 0x20) != 0, bit4, False,
-                         phy[end:], MAJOR_R1, phy)
+                         phy[end:], _MAJOR_R1, phy)
     return DataFrame(mtype, dev_addr, fcnt16, fport, frm, phy[8:p] if fol else b"",
                      (fctrl & 0x80) != 0, (fctrl & 0x40) != 0, (fctrl & 0x20) != 0, False, bit4,
-                     phy[end:], MAJOR_R1, phy)
+                     phy[end:], _MAJOR_R1, phy)
 
 
 def decode_join_accept(plaintext_phy):
@@ -465,4 +471,4 @@ def decode_join_accept(plaintext_phy):
     dl = p[11]
     return JoinAccept(int.from_bytes(p[1:4], "little"), int.from_bytes(p[4:7], "little"),
                       int.from_bytes(p[7:11], "little"), (dl >> 4) & 7, dl & 15, p[12] & 15,
-                      p[13:29] if n == 33 else None, p[n - 4:], MAJOR_R1, p)
+                      p[13:29] if n == 33 else None, p[n - 4:], _MAJOR_R1, p)

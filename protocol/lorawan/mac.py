@@ -16,6 +16,14 @@ builds it from a UTC instant (the network's side), device_time_unix_ms(ans) turn
 touch it. GPS time has no leap seconds: GPS = UTC + GPS_UTC_LEAP_S.
 """
 
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
 # GPS epoch 1980-01-06T00:00:00Z in UNIX seconds, and GPS - UTC in seconds: 18 since the leap
 # second of 2016-12-31 (IERS Bulletin C: none announced since). The one place to change if
 # one is.
@@ -23,10 +31,10 @@ GPS_EPOCH_UNIX_S = 315964800
 GPS_UTC_LEAP_S = 18
 
 # Field kinds
-_U = 0  # unsigned integer
-_B = 1  # flag (bool)
-_F = 2  # frequency: 24-bit value in units of 100 Hz, exposed in Hz
-_S = 3  # two's-complement signed integer of `bits` bits
+_U = const(0)  # unsigned integer
+_B = const(1)  # flag (bool)
+_F = const(2)  # frequency: 24-bit value in units of 100 Hz, exposed in Hz
+_S = const(3)  # two's-complement signed integer of `bits` bits
 
 
 class MacCommandError(ValueError):
@@ -41,59 +49,99 @@ class MacCommandError(ValueError):
         self.commands = commands if commands is not None else []
 
 
-# (cid, name, length, fields); a field is (name, byte offset, byte count, shift, bits, kind)
-_UPLINK = (
-    (0x02, "LinkCheckReq", 0, ()),
-    (0x03, "LinkADRAns", 1, (("power_ack", 0, 1, 2, 1, _B), ("data_rate_ack", 0, 1, 1, 1, _B),
-                             ("channel_mask_ack", 0, 1, 0, 1, _B))),
-    (0x04, "DutyCycleAns", 0, ()),
-    (0x05, "RXParamSetupAns", 1, (("rx1_dr_offset_ack", 0, 1, 2, 1, _B),
-                                  ("rx2_data_rate_ack", 0, 1, 1, 1, _B),
-                                  ("channel_ack", 0, 1, 0, 1, _B))),
-    (0x06, "DevStatusAns", 2, (("battery", 0, 1, 0, 8, _U), ("margin", 1, 1, 0, 6, _S))),
-    (0x07, "NewChannelAns", 1, (("data_rate_range_ok", 0, 1, 1, 1, _B),
-                                ("channel_frequency_ok", 0, 1, 0, 1, _B))),
-    (0x08, "RXTimingSetupAns", 0, ()),
-    (0x09, "TxParamSetupAns", 0, ()),
-    (0x0A, "DlChannelAns", 1, (("uplink_frequency_exists", 0, 1, 1, 1, _B),
-                               ("channel_frequency_ok", 0, 1, 0, 1, _B))),
-    (0x0D, "DeviceTimeReq", 0, ()),
+# One table per direction: a row per command, (cid, payload length, field count) and five bytes
+# per field (byte offset, byte count, shift, bits, kind); the names in row order (each command's,
+# then its fields') are in the matching string. Bytes and a string, not tuples: a device keeps
+# them in flash, and _find() builds the (cid, name, length, fields) of one command when asked.
+_ROWS_UP = (
+    b"\x02\x00\x00"  # LinkCheckReq
+    b"\x03\x01\x03\x00\x01\x02\x01\x01\x00\x01\x01\x01\x01\x00\x01\x00\x01\x01"  # LinkADRAns
+    b"\x04\x00\x00"  # DutyCycleAns
+    b"\x05\x01\x03\x00\x01\x02\x01\x01\x00\x01\x01\x01\x01\x00\x01\x00\x01\x01"  # RXParamSetupAns
+    b"\x06\x02\x02\x00\x01\x00\x08\x00\x01\x01\x00\x06\x03"  # DevStatusAns
+    b"\x07\x01\x02\x00\x01\x01\x01\x01\x00\x01\x00\x01\x01"  # NewChannelAns
+    b"\x08\x00\x00"  # RXTimingSetupAns
+    b"\x09\x00\x00"  # TxParamSetupAns
+    b"\x0a\x01\x02\x00\x01\x01\x01\x01\x00\x01\x00\x01\x01"  # DlChannelAns
+    b"\x0d\x00\x00"  # DeviceTimeReq
+)
+_NAMES_UP = (
+    "LinkCheckReq LinkADRAns power_ack data_rate_ack channel_mask_ack DutyCycleAns "
+    "RXParamSetupAns rx1_dr_offset_ack rx2_data_rate_ack channel_ack DevStatusAns battery "
+    "margin NewChannelAns data_rate_range_ok channel_frequency_ok RXTimingSetupAns "
+    "TxParamSetupAns DlChannelAns uplink_frequency_exists channel_frequency_ok DeviceTimeReq"
 )
 
-_DOWNLINK = (
-    (0x02, "LinkCheckAns", 2, (("margin", 0, 1, 0, 8, _U), ("gw_cnt", 1, 1, 0, 8, _U))),
-    (0x03, "LinkADRReq", 4, (("data_rate", 0, 1, 4, 4, _U), ("tx_power", 0, 1, 0, 4, _U),
-                             ("ch_mask", 1, 2, 0, 16, _U), ("ch_mask_cntl", 3, 1, 4, 3, _U),
-                             ("nb_trans", 3, 1, 0, 4, _U))),
-    (0x04, "DutyCycleReq", 1, (("max_duty_cycle", 0, 1, 0, 4, _U),)),
-    (0x05, "RXParamSetupReq", 4, (("rx1_dr_offset", 0, 1, 4, 3, _U), ("rx2_data_rate", 0, 1, 0, 4, _U),
-                                  ("frequency", 1, 3, 0, 24, _F))),
-    (0x06, "DevStatusReq", 0, ()),
-    (0x07, "NewChannelReq", 5, (("ch_index", 0, 1, 0, 8, _U), ("frequency", 1, 3, 0, 24, _F),
-                                ("max_dr", 4, 1, 4, 4, _U), ("min_dr", 4, 1, 0, 4, _U))),
-    (0x08, "RXTimingSetupReq", 1, (("delay", 0, 1, 0, 4, _U),)),
-    (0x09, "TxParamSetupReq", 1, (("downlink_dwell_time", 0, 1, 5, 1, _B),
-                                  ("uplink_dwell_time", 0, 1, 4, 1, _B), ("max_eirp", 0, 1, 0, 4, _U))),
-    (0x0A, "DlChannelReq", 4, (("ch_index", 0, 1, 0, 8, _U), ("frequency", 1, 3, 0, 24, _F))),
-    (0x0D, "DeviceTimeAns", 5, (("seconds", 0, 4, 0, 32, _U), ("fractional", 4, 1, 0, 8, _U))),
+_ROWS_DOWN = (
+    b"\x02\x02\x02\x00\x01\x00\x08\x00\x01\x01\x00\x08\x00"  # LinkCheckAns
+    b"\x03\x04\x05"  # LinkADRReq
+    b"\x00\x01\x04\x04\x00\x00\x01\x00\x04\x00\x01\x02\x00\x10\x00"
+    b"\x03\x01\x04\x03\x00\x03\x01\x00\x04\x00"
+    b"\x04\x01\x01\x00\x01\x00\x04\x00"  # DutyCycleReq
+    b"\x05\x04\x03\x00\x01\x04\x03\x00\x00\x01\x00\x04\x00\x01\x03\x00\x18\x02"  # RXParamSetupReq
+    b"\x06\x00\x00"  # DevStatusReq
+    b"\x07\x05\x04"  # NewChannelReq
+    b"\x00\x01\x00\x08\x00\x01\x03\x00\x18\x02\x04\x01\x04\x04\x00"
+    b"\x04\x01\x00\x04\x00"
+    b"\x08\x01\x01\x00\x01\x00\x04\x00"  # RXTimingSetupReq
+    b"\x09\x01\x03\x00\x01\x05\x01\x01\x00\x01\x04\x01\x01\x00\x01\x00\x04\x00"  # TxParamSetupReq
+    b"\x0a\x04\x02\x00\x01\x00\x08\x00\x01\x03\x00\x18\x02"  # DlChannelReq
+    b"\x0d\x05\x02\x00\x04\x00\x20\x00\x04\x01\x00\x08\x00"  # DeviceTimeAns
+)
+_NAMES_DOWN = (
+    "LinkCheckAns margin gw_cnt LinkADRReq data_rate tx_power ch_mask ch_mask_cntl nb_trans "
+    "DutyCycleReq max_duty_cycle RXParamSetupReq rx1_dr_offset rx2_data_rate frequency "
+    "DevStatusReq NewChannelReq ch_index frequency max_dr min_dr RXTimingSetupReq delay "
+    "TxParamSetupReq downlink_dwell_time uplink_dwell_time max_eirp DlChannelReq ch_index "
+    "frequency DeviceTimeAns seconds fractional"
 )
 
-_BY_CID = ({}, {})  # [uplink] -> cid -> spec
-_BY_NAME = {}  # name -> (uplink, spec)
-for _up, _table in ((0, _DOWNLINK), (1, _UPLINK)):
-    for _spec in _table:
-        _BY_CID[_up][_spec[0]] = _spec
-        _BY_NAME[_spec[1]] = (_up, _spec)
+
+def _find(uplink, cid=None, name=None):
+    """(cid, name, length, fields) of the command with that cid (or name) in that direction, or
+    None; a field is (name, byte offset, byte count, shift, bits, kind)."""
+    rows = _ROWS_UP if uplink else _ROWS_DOWN
+    names = _NAMES_UP if uplink else _NAMES_DOWN
+    i = p = 0
+    while i < len(rows):
+        nf = rows[i + 2]
+        q = _word_end(names, p)
+        if rows[i] == cid or (name is not None and q - p == len(name) and names[p:q] == name):
+            cmd = names[p:q]
+            fields = []
+            j = i + 3
+            for _ in range(nf):
+                p = q + 1
+                q = _word_end(names, p)
+                fields.append((names[p:q],) + tuple(rows[j:j + 5]))
+                j += 5
+            return rows[i], cmd, rows[i + 1], tuple(fields)
+        for _ in range(nf + 1):  # this command's name and its fields' names
+            p = _word_end(names, p) + 1
+        i += 3 + 5 * nf
+    return None
+
+
+def _word_end(names, p):
+    q = names.find(" ", p)
+    return len(names) if q < 0 else q
 
 
 def commands(uplink):
     """(cid, name, payload length) of every command known in that direction."""
-    return [(s[0], s[1], s[2]) for s in (_UPLINK if uplink else _DOWNLINK)]
+    rows = _ROWS_UP if uplink else _ROWS_DOWN
+    out = []
+    i = 0
+    while i < len(rows):
+        spec = _find(uplink, rows[i])
+        out.append(spec[:3])
+        i += 3 + 5 * rows[i + 2]
+    return out
 
 
 def command_length(cid, uplink):
     """Payload length (without the CID byte), or None for an unknown CID."""
-    spec = _BY_CID[1 if uplink else 0].get(cid)
+    spec = _find(uplink, cid)
     return None if spec is None else spec[2]
 
 
@@ -118,13 +166,12 @@ def decode_commands(data, uplink):
 
     Raises MacCommandError at an unknown CID or a truncated command (its `commands`
     attribute has those decoded before it)."""
-    table = _BY_CID[1 if uplink else 0]
     out = []
     n = len(data)
     pos = 0
     while pos < n:
         cid = data[pos]
-        spec = table.get(cid)
+        spec = _find(uplink, cid)
         if spec is None:
             raise MacCommandError("unknown %s MAC command CID 0x%02X at offset %d" % (
                 "uplink" if uplink else "downlink", cid, pos), pos, out)
@@ -144,7 +191,7 @@ def _spec_for(cmd, uplink):
     cid = cmd.get("cid")
     name = cmd.get("name")
     if cid is not None:
-        spec = _BY_CID[1 if uplink else 0].get(cid)
+        spec = _find(uplink, cid) if type(cid) is int else None
         if spec is None:
             raise MacCommandError("unknown %s MAC command CID %r" % (direction, cid))
         if name is not None and name != spec[1]:
@@ -152,12 +199,12 @@ def _spec_for(cmd, uplink):
         return spec
     if name is None:
         raise MacCommandError("MAC command needs a 'cid' or a 'name': %r" % (cmd,))
-    entry = _BY_NAME.get(name)
-    if entry is None:
+    spec = _find(uplink, name=name) if isinstance(name, str) else None
+    if spec is None:
+        if isinstance(name, str) and _find(not uplink, name=name) is not None:
+            raise MacCommandError("%s is not sent in the %s direction" % (name, direction))
         raise MacCommandError("unknown MAC command %r" % (name,))
-    if entry[0] != (1 if uplink else 0):
-        raise MacCommandError("%s is not sent in the %s direction" % (name, direction))
-    return entry[1]
+    return spec
 
 
 def encode_command(cmd, uplink):

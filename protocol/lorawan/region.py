@@ -72,9 +72,7 @@ class Region:
         self.default_channel_drs = (0, 5)  # default channels accept DR0..DR5
         self.rx2_frequency, self.rx2_dr = rx2
         self.max_eirp_dbm = max_eirp_dbm
-        self._by_datr = {}
-        for d in data_rates:
-            self._by_datr[self._datr(d)] = d.index
+        self._by_datr = None  # datr -> DR, built on the first dr_from_datr (a device never asks)
 
     def __repr__(self):
         return "Region(%s)" % self.name
@@ -158,6 +156,8 @@ class Region:
 
     def dr_from_datr(self, datr):
         """Data-rate index for a packet-forwarder `datr` ("SF12BW125", or 50000 for FSK)."""
+        if self._by_datr is None:
+            self._by_datr = {self._datr(d): d.index for d in self.data_rates}
         try:
             return self._by_datr[datr]
         except (KeyError, TypeError):
@@ -171,52 +171,74 @@ class Region:
         return airtime.fsk_time_on_air_us(phy_len, d.bitrate)
 
 
-EU868 = Region(
-    "EU868",
-    band=(863000000, 870000000),
-    grid=(0, 100),  # any frequency in 100 Hz steps (the CFList / NewChannelReq resolution)
-    data_rates=_lora(((12, 125000), (11, 125000), (10, 125000), (9, 125000), (8, 125000),
-                      (7, 125000), (7, 250000))) + (DataRate(7, None, None, 50000),),
-    max_mac_payload=(59, 59, 59, 123, 250, 250, 250, 250),
-    rx1_dr_table=_rx1_table(8),
-    default_channels=(868100000, 868300000, 868500000),
-    rx2=(869525000, 0),
-    max_eirp_dbm=16,
-)
-# ETSI EN 300 220 sub-bands (the LoRaMac-node bands); a shared edge goes to the lower band.
-EU868.sub_bands = (
-    (863000000, 865000000, 1000),  # 0.1 %
-    (865000000, 868000000, 100),  # 1 %
-    (868000000, 868600000, 100),  # 1 %  (the three default channels)
-    (868700000, 869200000, 1000),  # 0.1 %
-    (869400000, 869650000, 10),  # 10 % (RX2 869.525 MHz)
-    (869700000, 870000000, 100),  # 1 %
-)
+# Each plan is built when first asked for (region()), so a device keeps only its own.
 
-KR920 = Region(
-    "KR920",
-    band=(920900000, 923300000),
-    grid=(920900000, 200000),
-    data_rates=_lora(((12, 125000), (11, 125000), (10, 125000), (9, 125000), (8, 125000),
-                      (7, 125000))),
-    max_mac_payload=(59, 59, 59, 123, 250, 250),
-    rx1_dr_table=_rx1_table(6),
-    default_channels=(922100000, 922300000, 922500000),
-    rx2=(921900000, 0),
-    max_eirp_dbm=14,
-)
-KR920.eirp_caps = ((920900000, 922000000, 10),)  # below 922 MHz: 10 dBm EIRP
-KR920.lbt = True  # no duty cycle; listen before talk before every transmission
-KR920.lbt_sense_time_us = 6000  # LoRaMac-node value; Korean rule is >= 5 ms
-KR920.lbt_threshold_dbm = -65
-KR920.lbt_bandwidth_hz = 200000
 
-REGIONS = {"EU868": EU868, "KR920": KR920}
+def _eu868():
+    r = Region(
+        "EU868",
+        band=(863000000, 870000000),
+        grid=(0, 100),  # any frequency in 100 Hz steps (the CFList / NewChannelReq resolution)
+        data_rates=_lora(((12, 125000), (11, 125000), (10, 125000), (9, 125000), (8, 125000),
+                          (7, 125000), (7, 250000))) + (DataRate(7, None, None, 50000),),
+        max_mac_payload=(59, 59, 59, 123, 250, 250, 250, 250),
+        rx1_dr_table=_rx1_table(8),
+        default_channels=(868100000, 868300000, 868500000),
+        rx2=(869525000, 0),
+        max_eirp_dbm=16,
+    )
+    # ETSI EN 300 220 sub-bands (the LoRaMac-node bands); a shared edge goes to the lower band.
+    r.sub_bands = (
+        (863000000, 865000000, 1000),  # 0.1 %
+        (865000000, 868000000, 100),  # 1 %
+        (868000000, 868600000, 100),  # 1 %  (the three default channels)
+        (868700000, 869200000, 1000),  # 0.1 %
+        (869400000, 869650000, 10),  # 10 % (RX2 869.525 MHz)
+        (869700000, 870000000, 100),  # 1 %
+    )
+    return r
+
+
+def _kr920():
+    r = Region(
+        "KR920",
+        band=(920900000, 923300000),
+        grid=(920900000, 200000),
+        data_rates=_lora(((12, 125000), (11, 125000), (10, 125000), (9, 125000), (8, 125000),
+                          (7, 125000))),
+        max_mac_payload=(59, 59, 59, 123, 250, 250),
+        rx1_dr_table=_rx1_table(6),
+        default_channels=(922100000, 922300000, 922500000),
+        rx2=(921900000, 0),
+        max_eirp_dbm=14,
+    )
+    r.eirp_caps = ((920900000, 922000000, 10),)  # below 922 MHz: 10 dBm EIRP
+    r.lbt = True  # no duty cycle; listen before talk before every transmission
+    r.lbt_sense_time_us = 6000  # LoRaMac-node value; Korean rule is >= 5 ms
+    r.lbt_threshold_dbm = -65
+    r.lbt_bandwidth_hz = 200000
+    return r
+
+
+NAMES = ("EU868", "KR920")
+_BUILD = (_eu868, _kr920)
+_built = {}
 
 
 def region(name):
-    """The Region called name ("EU868", "KR920")."""
-    try:
-        return REGIONS[name]
-    except (KeyError, TypeError):
-        raise RegionError("unknown region %r (known: %s)" % (name, ", ".join(sorted(REGIONS))))
+    """The Region called name ("EU868", "KR920"), built on first use (always the same object)."""
+    r = _built.get(name) if isinstance(name, str) else None
+    if r is None:
+        if name not in NAMES:
+            raise RegionError("unknown region %r (known: %s)" % (name, ", ".join(NAMES)))
+        r = _built[name] = _BUILD[NAMES.index(name)]()
+    return r
+
+
+def __getattr__(name):
+    """EU868, KR920 (region(name)) and REGIONS (every plan, built now) for the gateway/tests."""
+    if name in NAMES:
+        return region(name)
+    if name == "REGIONS":
+        return {n: region(n) for n in NAMES}
+    raise AttributeError(name)

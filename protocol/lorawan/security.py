@@ -18,6 +18,14 @@ import struct
 from protocol import cipher
 from protocol.cmac import cmac, cmac_cryptography
 
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
 UPLINK = 0
 DOWNLINK = 1
 
@@ -27,8 +35,8 @@ class SecurityError(ValueError):
 
 
 _HDR = "<BIBIIBB"  # tag | 4 x 00 | Dir | DevAddr | FCnt | 00 | len or counter
-_B0_TAG = 0x49
-_AI_TAG = 0x01
+_B0_TAG = const(0x49)
+_AI_TAG = const(0x01)
 
 _b0 = bytearray(16)  # device path scratch: the B0 block
 _ai = bytearray(16)  # device path scratch: the current Ai block

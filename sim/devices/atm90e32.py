@@ -81,7 +81,8 @@ class ATM90E32:
         self.energy = {}  # register -> accumulated 0.01 CF units (float, read-clear)
         for r in range(APENERGYT, ANENERGYT + 4):
             self.energy[r] = 0.0
-        self._frame = b""
+        self._frame = bytearray(4)  # the frame so far: its first _n bytes
+        self._n = 0
         self._selected = False
 
     # -- the analogue truth, as the chip measures it with its current gains
@@ -157,29 +158,30 @@ class ATM90E32:
     # -- SPI side
     def spi_select(self, selected):
         self._selected = selected
-        self._frame = b""  # CS edge: a new frame starts (a partial one is dropped)
+        self._n = 0  # CS edge: a new frame starts (a partial one is dropped)
 
     def spi_transfer(self, mosi):
-        out = bytearray()
-        for b in mosi:
-            n = len(self._frame)
+        # one buffer per transfer and none per byte: the meter reads ~40 registers a second
+        out = bytearray(len(mosi))  # 0 where nothing is driven
+        f = self._frame
+        for j in range(len(mosi)):
+            n = self._n
             if n >= 4:
-                out.append(0)  # frame complete: further bytes until CS high are ignored
-                continue
-            self._frame += bytes([b])
+                continue  # frame complete: further bytes until CS high are ignored
+            f[n] = mosi[j]
+            self._n = n + 1
             if n < 2 or not self._selected:
-                out.append(0xFF if n < 2 else 0)
+                if n < 2:
+                    out[j] = 0xFF
                 continue
-            addr = self._frame[0] << 8 | self._frame[1]
+            addr = f[0] << 8 | f[1]
             reg = addr & 0x3FF
             if addr & 0x8000:
                 if n == 2:
                     self._value = self.read_reg(reg)
                     self.frames += 1
-                out.append((self._value >> (8 if n == 2 else 0)) & 0xFF)
-            else:
-                out.append(0)
-                if n == 3:
-                    self.frames += 1
-                    self.write_reg(reg, self._frame[2] << 8 | self._frame[3])
-        return bytes(out)
+                out[j] = (self._value >> (8 if n == 2 else 0)) & 0xFF
+            elif n == 3:
+                self.frames += 1
+                self.write_reg(reg, f[2] << 8 | f[3])
+        return out

@@ -35,9 +35,15 @@ CF_WATT_SECONDS = 1638.4 * 256
 EREF_PER_KWH = PREF * 3600000 / CF_WATT_SECONDS
 MODE_DEFAULT = 0x87
 
-_READ = 0x58
-_WRITE = 0xA8
-_FULL = 0xAA
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+_READ = const(0x58)
+_WRITE = const(0xA8)
+_FULL = const(0xAA)
 
 
 def checksum(first, data):

@@ -28,7 +28,7 @@ WHO_AM_I = 0x33
 
 _SENS = {  # FS code -> (HR, normal, low-power) mg/digit
     0: (1, 4, 16), 1: (2, 8, 32), 2: (4, 16, 64), 3: (12, 48, 192)}
-_READ_ONLY = (0x0F, 0x27, 0x28, 0x29, 0x2A, 0x2B, 0x2C, 0x2D, 0x31, 0x35, 0x39, 0x3D)
+_READ_ONLY = b"\x0f\x27\x28\x29\x2a\x2b\x2c\x2d\x31\x35\x39\x3d"  # bytes: no heap on the VM
 
 
 def _valid(reg):

@@ -19,7 +19,13 @@ ADDRESS = 0x44
 
 _SINGLE_SHOT_MS = {0x2400: 15.5, 0x240B: 6.5, 0x2416: 4.5}
 _STRETCHED = (0x2C06, 0x2C0D, 0x2C10)
-_STATUS_AFTER_RESET = 0x8010  # alert pending (bit 15) + system reset detected (bit 4)
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+_STATUS_AFTER_RESET = const(0x8010)  # alert pending (bit 15) + system reset detected (bit 4)
 
 
 class SHT3x:

@@ -31,29 +31,35 @@ MicroPython-compatible: it runs inside the VM beside the firmware.
 
 from protocol.lorawan.airtime import time_on_air_us
 
-_SLEEP = 0
-_STBY_RC = 2
-_STBY_XOSC = 3
-_FS = 4
-_RX = 5
-_TX = 6
-_RESET = 7  # NRESET held low (not a chip mode: the status cannot be read)
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
 
-_IRQ_TX_DONE = 0x0001
-_IRQ_RX_DONE = 0x0002
-_IRQ_PREAMBLE = 0x0004
-_IRQ_HEADER_VALID = 0x0010
-_IRQ_HEADER_ERR = 0x0020
-_IRQ_TIMEOUT = 0x0200
-_ERR_XOSC_START = 0x0020
-_ERR_PLL_CALIB = 0x0004
+_SLEEP = const(0)
+_STBY_RC = const(2)
+_STBY_XOSC = const(3)
+_FS = const(4)
+_RX = const(5)
+_TX = const(6)
+_RESET = const(7)  # NRESET held low (not a chip mode: the status cannot be read)
+
+_IRQ_TX_DONE = const(0x0001)
+_IRQ_RX_DONE = const(0x0002)
+_IRQ_PREAMBLE = const(0x0004)
+_IRQ_HEADER_VALID = const(0x0010)
+_IRQ_HEADER_ERR = const(0x0020)
+_IRQ_TIMEOUT = const(0x0200)
+_ERR_XOSC_START = const(0x0020)
+_ERR_PLL_CALIB = const(0x0004)
 
 _BW_HZ = (7810, 15630, 31250, 62500, 125000, 250000, 500000, 0, 10420, 20830, 41670)
 _TCXO_MV = (1600, 1700, 1800, 2200, 2400, 2700, 3000, 3300)
 _HP_MAX_DBM = (8, 11, 14, 17, 18, 20, 21, 22)  # SX1262 output ceiling per hpMax (table 13-21)
-_NO_TIMEOUT_MS = 86400000  # single RX without timeout: the window stays open a day
-_REFUSED_KEPT = 32  # refusals listed (all are counted)
-_RF_SWITCH_LOSS_DB = 40
+_NO_TIMEOUT_MS = const(86400000)  # single RX without timeout: the window stays open a day
+_REFUSED_KEPT = const(32)  # refusals listed (all are counted)
+_RF_SWITCH_LOSS_DB = const(40)
 
 
 class SX1262:
@@ -269,7 +275,7 @@ class SX1262:
                 f[i] = mosi[j]
             self._n = i + 1
             out[j] = self._answer(i) if self._frame_ok else self._status()
-        return bytes(out)
+        return out
 
     def _answer(self, i):
         """MISO byte i of the current frame: the status, then the data a Get command reads."""

@@ -31,24 +31,31 @@ MicroPython-compatible: it runs inside the VM beside the firmware.
 
 from protocol.lorawan.airtime import time_on_air_us
 
-_SLEEP = 0
-_STANDBY = 1
-_TX = 3
-_RX_CONTINUOUS = 5
-_RX_SINGLE = 6
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
 
-_IRQ_RX_TIMEOUT = 0x80
-_IRQ_RX_DONE = 0x40
-_IRQ_VALID_HEADER = 0x10
-_IRQ_TX_DONE = 0x08
-_IRQ_CAD_DONE = 0x04
+_SLEEP = const(0)
+_STANDBY = const(1)
+_TX = const(3)
+_RX_CONTINUOUS = const(5)
+_RX_SINGLE = const(6)
+
+_IRQ_RX_TIMEOUT = const(0x80)
+_IRQ_RX_DONE = const(0x40)
+_IRQ_VALID_HEADER = const(0x10)
+_IRQ_TX_DONE = const(0x08)
+_IRQ_CAD_DONE = const(0x04)
 
 _BW_HZ = (7800, 10400, 15600, 20800, 31250, 41700, 62500, 125000, 250000, 500000)
-_READ_ONLY = (0x10, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1A, 0x1B, 0x1C, 0x25, 0x2C,
-              0x42)  # FifoRxCurrentAddr, RxNbBytes, packet counters and status, RSSI, version
-_REFUSED_KEPT = 32
-_PA_LOSS_DB = 40
-_NO_CHIP = 0xFF
+# FifoRxCurrentAddr, RxNbBytes, packet counters and status, RSSI, version (bytes: a tuple
+# would hold heap on the VM, a bytes constant stays in flash)
+_READ_ONLY = b"\x10\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x25\x2c\x42"
+_REFUSED_KEPT = const(32)
+_PA_LOSS_DB = const(40)
+_NO_CHIP = const(0xFF)
 
 
 def _reset_values(version):
@@ -124,13 +131,15 @@ class SX1276:
         d0 = (m >> 6) & 3
         bit0 = _IRQ_RX_DONE if d0 == 0 else _IRQ_TX_DONE if d0 == 1 else _IRQ_CAD_DONE
         bit1 = _IRQ_RX_TIMEOUT if (m >> 4) & 3 == 0 else 0
-        for i, (pin, bit) in enumerate(((self._dio0_pin, bit0), (self._dio1_pin, bit1))):
-            if pin is None:
-                continue
-            level = 1 if irq & bit else 0
-            if level != self._dio_levels[i]:
-                self._dio_levels[i] = level
-                self._machine.drive(pin, level)
+        # unrolled: runs on every NSS edge, and a loop over tuples would allocate each time
+        self._drive_dio(0, self._dio0_pin, irq & bit0)
+        self._drive_dio(1, self._dio1_pin, irq & bit1)
+
+    def _drive_dio(self, i, pin, active):
+        level = 1 if active else 0
+        if pin is not None and level != self._dio_levels[i]:
+            self._dio_levels[i] = level
+            self._machine.drive(pin, level)
 
     def _refuse(self, why):
         self.counters["refused"] += 1
@@ -225,7 +234,7 @@ class SX1276:
         if not self._ready():
             if len(mosi):
                 self._refuse("SPI while the chip is in reset or booting")
-            return bytes(out)  # MISO not driven yet: reads 0x00
+            return out  # MISO not driven yet: reads 0x00
         for j in range(len(mosi)):
             b = mosi[j]
             if self._addr is None:
@@ -243,7 +252,7 @@ class SX1276:
             elif a == 0x1B:
                 out[j] = self._rssi_value()
             self._addr = (a + 1) & 0x7F
-        return bytes(out)
+        return out
 
     def _fifo_access(self, b):
         r = self.regs

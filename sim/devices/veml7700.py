@@ -23,7 +23,7 @@ ADDRESS = 0x10
 
 GAIN_CODES = {0b00: 8, 0b01: 16, 0b10: 1, 0b11: 2}  # ALS_GAIN bits -> gain in eighths
 IT_CODES = {0b1100: 25, 0b1000: 50, 0b0000: 100, 0b0001: 200, 0b0010: 400, 0b0011: 800}
-_READ_ONLY = (0x04, 0x05, 0x06, 0x07)
+_READ_ONLY = b"\x04\x05\x06\x07"  # bytes: no heap on the VM
 
 
 def resolution(gain_eighths, it_ms):

@@ -186,13 +186,23 @@ class I2CBus:
         return bytes(data)
 
 
+def _get(table, key, new):
+    """table[key], made by new() the first time. Not dict.setdefault(key, new()): that builds a
+    throw-away object on every call, and the firmware's hot paths (a driver spinning on BUSY)
+    call these thousands of times inside one poll, which the heap budget counts."""
+    v = table.get(key)
+    if v is None:
+        v = table[key] = new()
+    return v
+
+
 def bus(id):
     """The simulator's handle on hardware I2C bus `id` (0 or 1)."""
-    return _buses.setdefault(id, I2CBus())
+    return _get(_buses, id, I2CBus)
 
 
 def soft_bus(scl, sda):
-    return _buses.setdefault(("soft", _pin_id(scl), _pin_id(sda)), I2CBus())
+    return _get(_buses, ("soft", _pin_id(scl), _pin_id(sda)), I2CBus)
 
 
 def _buffer(buf):
@@ -257,20 +267,29 @@ class SoftI2C(_I2CBase):
 
 # -- Pin and PWM -----------------------------------------------------------------------------
 
+# per GPIO number: "2" in/out, "1" input only, "0" absent (bytes, not sets of ints: no heap on
+# the MicroPython VM)
 _MCU_PINS = {
-    "esp32": (set(range(0, 40)) - {20, 24, 28, 29, 30, 31}, set(range(34, 40))),
-    "esp32s3": (set(range(0, 22)) | set(range(26, 49)), set()),
+    "esp32": b"2222222222222222222202220222000022111111",
+    "esp32s3": b"2222222222222222222222000022222222222222222222222",
 }
-_VALID_PINS, _INPUT_ONLY = _MCU_PINS["esp32"]
+_PINS = _MCU_PINS["esp32"]
 MCU = "esp32"
 _watchers = {}  # pin id -> fn(level): hardware wiring, survives power cuts
 
 
 def set_mcu(name):
     """Simulator: which chip this board is (its GPIO numbers)."""
-    global _VALID_PINS, _INPUT_ONLY, MCU
-    _VALID_PINS, _INPUT_ONLY = _MCU_PINS[name]
+    global _PINS, MCU
+    _PINS = _MCU_PINS[name]
     MCU = name
+
+
+def _pin_kind(id):
+    """2 in/out, 1 input only, 0 no such GPIO on this board's MCU."""
+    if isinstance(id, int) and 0 <= id < len(_PINS):
+        return _PINS[id] - 48  # ord("0")
+    return 0
 
 
 def watch(id, fn):
@@ -303,7 +322,7 @@ def _pin_id(pin):
 
 
 def _state(id):
-    return BOARD.pins.setdefault(id, _PinState())
+    return _get(BOARD.pins, id, _PinState)
 
 
 class Pin:
@@ -316,7 +335,7 @@ class Pin:
     IRQ_FALLING = 2
 
     def __init__(self, id, mode=-1, pull=-1, *, value=None, drive=None, hold=None):
-        if id not in _VALID_PINS:
+        if not _pin_kind(id):
             raise ValueError("invalid pin")
         self.id = id
         self.init(mode, pull, value=value)
@@ -326,7 +345,7 @@ class Pin:
         if mode != -1 and mode is not None:
             if mode not in (Pin.IN, Pin.OUT, Pin.OPEN_DRAIN):
                 raise ValueError("invalid pin mode")
-            if mode != Pin.IN and self.id in _INPUT_ONLY:
+            if mode != Pin.IN and _pin_kind(self.id) == 1:
                 raise ValueError("pin can only be input")
         if value is not None:
             s.out = 1 if value else 0
@@ -478,7 +497,7 @@ class UARTPort:
 
 def uart(id):
     """The simulator's handle on UART `id`."""
-    return _uarts.setdefault(id, UARTPort())
+    return _get(_uarts, id, UARTPort)
 
 
 class UART:
@@ -575,15 +594,17 @@ class SPIBus:
             model.spi_select(level == 0)
 
     def transfer(self, mosi):
+        """miso bytes for mosi (any buffer; the model must not keep it). Copies nothing on the
+        way: a driver clocks dozens of frames per poll and the heap budget counts them."""
         self.transfers += 1
-        miso = b"\xff" * len(mosi)
-        for cs, model in self.devices.items():
+        miso = None
+        for cs in self.devices:
             if level(cs) == 0:
-                out = bytes(model.spi_transfer(bytes(mosi)))
+                out = self.devices[cs].spi_transfer(mosi)
                 if len(out) != len(mosi):
                     raise AssertionError("SPI model returned %d bytes for %d" % (len(out), len(mosi)))
                 miso = out
-        return miso
+        return b"\xff" * len(mosi) if miso is None else miso
 
 
 _spis = {}  # id -> SPIBus; hardware wiring, survives power cuts
@@ -598,7 +619,7 @@ def _cs_edge(id, out):
 
 def spi(id):
     """The simulator's handle on hardware SPI bus `id` (1 = HSPI, 2 = VSPI)."""
-    return _spis.setdefault(id, SPIBus())
+    return _get(_spis, id, SPIBus)
 
 
 class SPI:
@@ -626,10 +647,10 @@ class SPI:
         pass
 
     def write(self, buf):
-        self._bus.transfer(bytes(_buffer(buf)))
+        self._bus.transfer(_buffer(buf))
 
     def read(self, nbytes, write=0x00):
-        return self._bus.transfer(bytes([write]) * nbytes)
+        return bytes(self._bus.transfer(bytes([write]) * nbytes))
 
     def readinto(self, buf, write=0x00):
         mv = _buffer(buf)
@@ -637,7 +658,7 @@ class SPI:
 
     def write_readinto(self, write_buf, read_buf):
         out = _buffer(read_buf)
-        data = bytes(_buffer(write_buf))
+        data = _buffer(write_buf)
         if len(data) != len(out):
             raise ValueError("buffers must be the same length")
         out[:] = self._bus.transfer(data)

