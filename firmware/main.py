@@ -17,18 +17,44 @@ granularity: slave.poll(now_us) or serve()) and `.mac` (None with interfaces "mo
 radio may be None).
 """
 
-from firmware import config as _config
+# Needed only while a device boots; create() drops them afterwards (see _forget).
+BOOT_ONLY = ("firmware.config", "firmware.radio_board")
 
 
 def create(machine, esp32, cfg, radio, sleep_ms, rng=None, ticks_ms=None):
     """ticks_ms (optional, the device's time.ticks_ms): lets the app see time a poll spent
     blocked outside sleep_ms too (see firmware/poll_clock.py)."""
+    from firmware import config
     from firmware.poll_clock import PollClock
 
-    cfg = _config.merge(cfg)
+    cfg = config.merge(cfg)
     clock = PollClock(sleep_ms, ticks_ms)  # drivers sleep through it: the MAC sees that time
     if cfg["kind"] == "meter":
-        return _create_meter(machine, esp32, cfg, radio, clock, rng)
+        app = _create_meter(machine, esp32, cfg, radio, clock, rng)
+    else:
+        app = _create_pole(machine, esp32, cfg, radio, clock, rng)
+    _forget(BOOT_ONLY)
+    return app
+
+
+def _forget(names):
+    """Unload modules that only the boot uses (the config check, the radio board profiles):
+    about 4.5 KB of functions and tables on an ESP32 heap. MicroPython only; a later import
+    (the next boot) loads them again. CPython keeps them, so that code holding a module (tests)
+    still sees the classes the firmware raises."""
+    import sys
+
+    if sys.implementation.name != "micropython":
+        return
+    for name in names:
+        sys.modules.pop(name, None)
+        pkg, _, leaf = name.rpartition(".")
+        parent = sys.modules.get(pkg)
+        if parent is not None and hasattr(parent, leaf):
+            delattr(parent, leaf)
+
+
+def _create_pole(machine, esp32, cfg, radio, clock, rng):
     from firmware.board import build_pole
     from firmware.lorawan.device import EndDevice, device_rng
     from firmware.pole import PoleApp
@@ -156,7 +182,10 @@ def run(config_path="/config.json"):
     import machine
     import time
 
-    cfg = _config.load(config_path)
+    from firmware import config
+
+    cfg = config.load(config_path)
+    del config
     meter = cfg["kind"] == "meter"
     app = create(machine, esp32, cfg, None, time.sleep_ms, ticks_ms=time.ticks_ms)
     gc.collect()

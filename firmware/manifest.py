@@ -18,6 +18,7 @@ package("protocol", files=[
     "lorawan/txgate.py",
     "modbus/__init__.py",
     "modbus/crc.py",
+    "modbus/line.py",
     "modbus/pdu.py",
     "modbus/registers.py",
     "modbus/rtu.py",

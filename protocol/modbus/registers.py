@@ -25,6 +25,8 @@ import struct
 
 from collections import namedtuple
 
+from protocol.modbus.line import BAUD_RATES, DEFAULTS, PARITY_CODES  # noqa: F401 - part of the map
+
 from protocol.modbus.pdu import (
     ILLEGAL_ADDRESS,
     ILLEGAL_FUNCTION,
@@ -145,9 +147,6 @@ INPUT_REGISTERS = (
 
 # Configuration. New address / baud / parity values take effect after the response to the
 # write has left the line (the reply still uses the old settings) and persist across resets.
-BAUD_RATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
-PARITY_CODES = ((0, "N", 1), (1, "E", 1), (2, "O", 1), (3, "N", 2))  # Eastron's coding
-DEFAULTS = {"modbus_address": 1, "baud_rate": 96, "parity": 0}  # an SDM630's 9600 8N1, address 1
 
 RELAY_ARM_MAGIC = 0xA55A
 RELAY_ARM_WINDOW_S = 10

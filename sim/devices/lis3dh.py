@@ -76,9 +76,9 @@ class LIS3DH:
             out += bytes([raw & 0xFF, raw >> 8]) if not self.regs[0x23] & 0x40 else bytes([raw >> 8, raw & 0xFF])
         return out
 
-    def _read_reg(self, reg):
+    def _read_reg(self, reg, sample):
         if 0x28 <= reg <= 0x2D:
-            return self._outputs()[reg - 0x28]
+            return sample[reg - 0x28]
         if reg == 0x27:
             return 0xFF if self.regs[0x20] >> 4 else 0x00  # ZYXOR..ZYXDA: always fresh data
         return self.regs[reg]
@@ -103,9 +103,12 @@ class LIS3DH:
         if self._ptr is None:
             return None
         reg, inc = self._ptr
+        # one sample for the whole read, as the chip latches one conversion for a burst (and
+        # its float maths once, not per byte: the VM's heap counts it)
+        sample = self._outputs() if reg <= 0x2D and reg + (n if inc else 1) > 0x28 else None
         out = []
         for _ in range(n):
-            out.append(self._read_reg(reg) if _valid(reg) else 0)
+            out.append(self._read_reg(reg, sample) if _valid(reg) else 0)
             if inc:
                 reg += 1
         return bytes(out)

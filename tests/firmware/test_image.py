@@ -83,6 +83,34 @@ def test_the_image_holds_exactly_the_closure_as_mpy_and_is_deterministic(built):
     assert image.build()[1] == built
 
 
+def _mpy_source_name(mpy):
+    """The source name an .mpy (format 6) carries: the first entry of its qstr table."""
+    assert mpy[:2] == b"M\x06", mpy[:4]
+
+    def uint(i):
+        v = 0
+        while True:
+            v = (v << 7) | (mpy[i] & 0x7F)
+            i += 1
+            if not mpy[i - 1] & 0x80:
+                return v, i
+
+    _n_qstr, i = uint(4)
+    _n_obj, i = uint(i)
+    n, i = uint(i)
+    assert not n & 1, "the source name is a static qstr?"
+    return mpy[i:i + (n >> 1)].decode()
+
+
+def test_each_module_is_named_in_tracebacks_by_its_module_name(built):
+    files = image.read_romfs(built)
+    assert _mpy_source_name(files["firmware/pole.mpy"]) == "firmware.pole"
+    assert _mpy_source_name(files["protocol/lorawan/__init__.mpy"]) == "protocol.lorawan"
+    for path, mpy in files.items():
+        want = path[:-4].replace("/", ".")
+        assert _mpy_source_name(mpy) == (want[:-9] if want.endswith(".__init__") else want)
+
+
 def test_the_cli_writes_the_image_and_names_its_sizes(tmp_path, capsys, built):
     out = tmp_path / "fw.romfs"
     assert image.main(["build", "-o", str(out), "--list"]) == 0

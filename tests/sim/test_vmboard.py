@@ -278,6 +278,31 @@ def test_firmware_on_the_vm_joins_and_reports_bytes_checked_by_cpython():
         b.close()
 
 
+def test_the_boot_only_modules_are_unloaded_and_load_again_at_the_next_boot():
+    """firmware.main.create() drops the config check and the board profiles on MicroPython
+    (about 4.5 KB); a reboot must still find them, and a LoRaWAN-only meter never loads the
+    Modbus register map."""
+    from sim.vmboard import VMBoard
+
+    loaded = "[m for m in %r if m in __import__('sys').modules]" % (
+        ("firmware.config", "firmware.radio_board", "protocol.modbus.registers"),)
+    b = VMBoard("meter-vm", DEV_EUI.hex(), dict(POLE_CFG, kind="meter", interfaces="lorawan"),
+                strict=True)
+    try:
+        b.boot(0)
+        assert b.eval(loaded) == []
+        assert b.eval("hasattr(__import__('firmware'), 'config')") is False
+        b.power_cut(100)  # mains back at 100 ms: the next poll boots the firmware again
+        for _ in range(5):
+            if b.counters["boots"] == 2:
+                break
+            b.poll(b.next_wake_ms())
+        assert b.counters["boots"] == 2 and b.counters["crashes"] == 0, b.counters
+        assert b.eval("app.mac is not None") and b.eval(loaded) == []
+    finally:
+        b.close()
+
+
 def test_firmware_heap_on_the_vm_is_steady_over_hours_of_reports():
     """Each request is one call from JS into the VM, so its garbage is reclaimed (a long
     Python-side loop would keep everything alive on the WebAssembly port)."""
