@@ -98,6 +98,7 @@ class Publisher:
         self._connected = False
         self._ever_connected = False
         self._stopping = False
+        self._draining = False  # stop(): wait for the PUBACKs in flight, publish nothing new
         self._partial_since: float | None = None
         self._worker: threading.Thread | None = None
         factory = client_factory or _default_factory
@@ -119,11 +120,25 @@ class Publisher:
         self._worker.start()
         return self
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop publishing.  Unacknowledged records stay in the queue.  Idempotent."""
+    def stop(self, timeout: float = 5.0, drain_s: float = 2.0) -> None:
+        """Stop publishing.  Unacknowledged records stay in the queue.  Idempotent.
+
+        First up to ``drain_s`` for the PUBACKs of the batches already in flight, sending no
+        new one: a batch the broker has but whose PUBACK the stop did not wait for would be
+        published again by the next start, a duplicate at every restart under load."""
         with self._lock:
             if self._stopping:
                 return
+            self._draining = True
+            self._wake.notify_all()
+            deadline = time.monotonic() + drain_s
+            while (self._inflight or self._done) and self._connected:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    log.warning("stopping with %d batch(es) unacknowledged; they stay queued",
+                                len(self._inflight))
+                    break
+                self._wake.wait(min(left, 0.1))
             self._stopping = True
             self._wake.notify_all()
         if self._worker is not None:
@@ -229,12 +244,14 @@ class Publisher:
         while True:
             with self._lock:
                 while not self._stopping and not self._done and (
-                    not self._connected or len(self._inflight) >= self.max_inflight
+                    not self._connected or self._draining
+                    or len(self._inflight) >= self.max_inflight
                 ):
                     self._wake.wait(0.5)
                 done, self._done = self._done, []
                 stopping = self._stopping
-                ready = self._connected and len(self._inflight) < self.max_inflight
+                ready = (self._connected and not self._draining
+                         and len(self._inflight) < self.max_inflight)
             if done:
                 self._ack_done(done)
             if stopping:

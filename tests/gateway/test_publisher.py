@@ -116,6 +116,49 @@ def test_published_is_not_acked_until_puback(tmp_path):
         q.close()
 
 
+def _stop_in_thread(pub, **kw):
+    t = threading.Thread(target=pub.stop, kwargs=kw)
+    t.start()
+    return t
+
+
+def test_a_stop_waits_for_the_puback_in_flight_and_publishes_nothing_new(tmp_path):
+    """A clean stop must not leave a batch that the broker already has in the queue: the next
+    start would publish it again (a duplicate at every restart under load)."""
+    q = RecordQueue(tmp_path / "q.db")
+    q.put([rec(i) for i in range(3)])
+    fake = {}
+    pub = Publisher(q, gateway_id=GW, site=SITE, max_batch_age_s=0.01, max_inflight=1,
+                    client_factory=lambda cid: fake.setdefault("c", FakeClient(cid))).start()
+    c = fake["c"]
+    assert wait_for(lambda: c.published, 2)
+    q.put([rec(7)])  # queued while the first batch is in flight: must not leave during the stop
+    t = _stop_in_thread(pub, drain_s=5.0)
+    time.sleep(0.3)
+    assert t.is_alive()  # waiting for the PUBACK
+    mid = c.published[0][0]
+    c.on_publish(c, None, mid, mqtt.ReasonCode(mqtt.PacketTypes.PUBACK, "Success"), None)
+    t.join(3)
+    assert not t.is_alive()
+    assert len(c.published) == 1 and pub.counters["acked"] == 1
+    assert q.stats().records == 1  # only the one queued after the batch left
+    q.close()
+
+
+def test_a_stop_gives_up_on_a_missing_puback_after_drain_s_and_keeps_the_records(tmp_path):
+    q = RecordQueue(tmp_path / "q.db")
+    q.put([rec(i) for i in range(3)])
+    fake = {}
+    pub = Publisher(q, gateway_id=GW, site=SITE, max_batch_age_s=0.01, max_inflight=1,
+                    client_factory=lambda cid: fake.setdefault("c", FakeClient(cid))).start()
+    assert wait_for(lambda: fake["c"].published, 2)
+    t0 = time.monotonic()
+    pub.stop(drain_s=0.3)
+    assert 0.25 <= time.monotonic() - t0 < 2.0
+    assert q.stats().records == 3 and pub.counters["acked"] == 0  # re-sent by the next start
+    q.close()
+
+
 def test_batches_in_flight_are_not_read_again_and_hold_at_most_max_records(tmp_path):
     q = RecordQueue(tmp_path / "q.db")
     q.put([rec(i) for i in range(23)])
