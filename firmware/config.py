@@ -15,106 +15,92 @@ config says. Thresholds that the network can change later (pole_config, meter_co
 downlinks) start from here.
 """
 
-# The tables below are functions that return new dicts, not module-level dicts: a dict literal
-# is built in RAM when it runs, so module-level ones would stay in the device's heap for good
-# although they are read only at boot (merge). COMMON, POLE, METER and DEFAULTS are still
-# attributes of this module (__getattr__ at the end builds them on access).
+COMMON = {
+    "kind": "pole",
+    # the board (firmware/radio_board.py): a name of radio_board.BOARDS or a dict of custom pins
+    "board": "streetgrid-sx1276",
+    # LoRaWAN identity and radio
+    "dev_eui": "0000000000000000",
+    "join_eui": "0000000000000000",
+    "app_key": "00000000000000000000000000000000",
+    "region": "EU868",
+    "data_rate": 5,
+    "tx_power_dbm": 14,
+    "channels": None,  # None: the region's default channels; else a list of Hz
+    "confirmed_retries": 8,  # transmissions of a confirmed uplink before it is reported failed
+    "uplink_queue": 4,  # bounded queue of waiting uplinks (each kind)
+    "rejoin_after_failures": 4,  # consecutive failed confirmed uplinks; 0 = never rejoin
+    "join_backoff_min_s": 15,
+    "join_backoff_max_s": 3600,
+    "join_jitter_s": 10,  # random delay before the first join (a city-wide power cut)
+    "first_uplink_jitter_s": 60,  # random delay of the first uplink after a join / resumed session
+    "keep_session": True,  # resume the LoRaWAN session from NVS after a reboot
+    "fcnt_step": 256,  # FCnt values reserved per flash write
+    "devnonce_step": 16,
+    # application
+    "report_interval_s": 900,
+    "report_jitter_s": 60,  # each report interval +- this (at most half of it); 0 = none
+    "confirmed_report_every": 24,  # every Nth report confirmed (a lost session shows up); 0 = never
+    "alarm_repeat_s": 3600,
+    "utc_offset_min": 0,
+    "voltage_low_v": 207,  # supply alarms: 230 V -10 % / +10 % (EN 50160)
+    "voltage_high_v": 253,
+    "relay_pin": 26,  # pole: the lamp relay (None: none); meter: the disconnect relay (1 = closed)
+}
 
+POLE = {
+    "sample_interval_s": 60,
+    "default_level": 100,  # lamp level (%) at boot and when nothing else decides
+    "default_fade_ms": 0,
+    "photocell_on_lux": 20,  # lamp on when darker than this (dusk)
+    "photocell_off_lux": 50,  # lamp off when brighter than this (dawn)
+    "day_burner_lux": 500,  # "bright daylight" for the day-burner alarm
+    "tilt_threshold_cdeg": 1000,  # 10.00 deg
+    "lamp_fail_ma": 30,  # a lamp commanded on drawing less than this has failed
+    "lamp_settle_s": 30,  # a lit lamp settles this long after a change: alarms judge and frames report it only then
+    "lamp_rated_w": 60,  # the luminaire's power at 100 %; 0 = no power alarms
+    "power_low_pct": 50,  # power_low under this % of rated x level (half its LEDs dark)
+    "power_high_pct": 130,  # power_high over this % of rated x level
+    "latitude": None,  # degrees; with longitude, enables the solar calculation
+    "longitude": None,
+    # board wiring
+    "i2c_id": 0,
+    "i2c_scl": 22,
+    "i2c_sda": 21,
+    "uart_id": 2,
+    "uart_tx": 17,
+    "uart_rx": 16,
+    "dimmer_pin": 25,
+    "dimmer_freq": 1000,
+    "dimmer_invert": False,
+    "door_pin": 27,
+    "door_debounce_ms": 50,
+    "veml7700_addr": 0x10,
+    "sht3x_addr": 0x44,
+    "lis3dh_addr": 0x18,
+}
 
-def _common():
-    return {
-        "kind": "pole",
-        # the board (firmware/radio_board.py): a name of radio_board.BOARDS or a dict of custom pins
-        "board": "streetgrid-sx1276",
-        # LoRaWAN identity and radio
-        "dev_eui": "0000000000000000",
-        "join_eui": "0000000000000000",
-        "app_key": "00000000000000000000000000000000",
-        "region": "EU868",
-        "data_rate": 5,
-        "tx_power_dbm": 14,
-        "channels": None,  # None: the region's default channels; else a list of Hz
-        "confirmed_retries": 8,  # transmissions of a confirmed uplink before it is reported failed
-        "uplink_queue": 4,  # bounded queue of waiting uplinks (each kind)
-        "rejoin_after_failures": 4,  # consecutive failed confirmed uplinks; 0 = never rejoin
-        "join_backoff_min_s": 15,
-        "join_backoff_max_s": 3600,
-        "join_jitter_s": 10,  # random delay before the first join (a city-wide power cut)
-        # random delay of the first uplink after a join / a resumed session
-        "first_uplink_jitter_s": 60,
-        "keep_session": True,  # resume the LoRaWAN session from NVS after a reboot
-        "fcnt_step": 256,  # FCnt values reserved per flash write
-        "devnonce_step": 16,
-        # application
-        "report_interval_s": 900,
-        "report_jitter_s": 60,  # each report interval +- this (at most half of it); 0 = none
-        # every Nth report confirmed (a lost session shows up); 0 = never
-        "confirmed_report_every": 24,
-        "alarm_repeat_s": 3600,
-        "utc_offset_min": 0,
-        "voltage_low_v": 207,  # supply alarms: 230 V -10 % / +10 % (EN 50160)
-        "voltage_high_v": 253,
-        # pole: the lamp relay (None: none); meter: the disconnect relay (1 = closed)
-        "relay_pin": 26,
-    }
-
-
-def _pole():
-    return {
-        "sample_interval_s": 60,
-        "default_level": 100,  # lamp level (%) at boot and when nothing else decides
-        "default_fade_ms": 0,
-        "photocell_on_lux": 20,  # lamp on when darker than this (dusk)
-        "photocell_off_lux": 50,  # lamp off when brighter than this (dawn)
-        "day_burner_lux": 500,  # "bright daylight" for the day-burner alarm
-        "tilt_threshold_cdeg": 1000,  # 10.00 deg
-        "lamp_fail_ma": 30,  # a lamp commanded on drawing less than this has failed
-        "lamp_settle_s": 30,  # a lit lamp settles this long after a change: alarms judge and frames report it only then
-        "lamp_rated_w": 60,  # the luminaire's power at 100 %; 0 = no power alarms
-        "power_low_pct": 50,  # power_low under this % of rated x level (half its LEDs dark)
-        "power_high_pct": 130,  # power_high over this % of rated x level
-        "latitude": None,  # degrees; with longitude, enables the solar calculation
-        "longitude": None,
-        # board wiring
-        "i2c_id": 0,
-        "i2c_scl": 22,
-        "i2c_sda": 21,
-        "uart_id": 2,
-        "uart_tx": 17,
-        "uart_rx": 16,
-        "dimmer_pin": 25,
-        "dimmer_freq": 1000,
-        "dimmer_invert": False,
-        "door_pin": 27,
-        "door_debounce_ms": 50,
-        "veml7700_addr": 0x10,
-        "sht3x_addr": 0x44,
-        "lis3dh_addr": 0x18,
-    }
-
-
-def _meter():
-    return {
-        "interfaces": "both",  # "modbus" (RS-485 only) | "lorawan" (radio only) | "both"
-        "phases": 3,  # 1 | 3
-        "calibration": {},  # ATM90E32 calibration from commissioning (keys: CALIBRATION_KEYS)
-        "energy_step_wh": 50,  # EnergyRegister: commit when a total is this far ahead ...
-        "energy_period_s": 3600,  # ... or energy waited this long uncommitted
-        "load_limit_w": 0,  # the relay opens above this net import; 0 = no limit
-        "modbus_address": 1,  # provisioned; a Modbus write (kept in NVS) wins afterwards
-        "modbus_baud": 9600,
-        "serial_number": 0,  # 0 = the low 32 bits of dev_eui
-        # board wiring
-        "spi_id": 2,
-        "spi_sck": 18,
-        "spi_mosi": 23,
-        "spi_miso": 19,
-        "chip_cs_pin": 5,
-        "rs485_uart_id": 1,
-        "rs485_tx": 17,
-        "rs485_rx": 16,
-        "rs485_de_pin": 4,
-    }
+METER = {
+    "interfaces": "both",  # "modbus" (RS-485 only) | "lorawan" (radio only) | "both"
+    "phases": 3,  # 1 | 3
+    "calibration": {},  # ATM90E32 calibration from commissioning (keys: CALIBRATION_KEYS)
+    "energy_step_wh": 50,  # EnergyRegister: commit when a total is this far ahead ...
+    "energy_period_s": 3600,  # ... or energy waited this long uncommitted
+    "load_limit_w": 0,  # the relay opens above this net import; 0 = no limit
+    "modbus_address": 1,  # provisioned; a Modbus write (kept in NVS) wins afterwards
+    "modbus_baud": 9600,
+    "serial_number": 0,  # 0 = the low 32 bits of dev_eui
+    # board wiring
+    "spi_id": 2,
+    "spi_sck": 18,
+    "spi_mosi": 23,
+    "spi_miso": 19,
+    "chip_cs_pin": 5,
+    "rs485_uart_id": 1,
+    "rs485_tx": 17,
+    "rs485_rx": 16,
+    "rs485_de_pin": 4,
+}
 
 CALIBRATION_KEYS = ("meter_constant", "ugain", "igain", "uoffset", "ioffset", "pqgain", "mmode0",
                     "mmode1", "max_power_w")
@@ -124,11 +110,11 @@ INTERFACES = ("both", "modbus", "lorawan")
 
 def defaults(kind="pole"):
     """The default config of a device kind ("pole" | "meter"), as a new dict."""
-    d = _common()
+    d = dict(COMMON)
     if kind == "meter":
-        d.update(_meter())
+        d.update(METER)
     elif kind == "pole":
-        d.update(_pole())
+        d.update(POLE)
     else:
         raise ConfigError("config kind: want \"pole\" or \"meter\", got %r" % (kind,))
     d["kind"] = kind
@@ -138,38 +124,27 @@ class ConfigError(ValueError):
     pass
 
 
-def __getattr__(name):
-    """COMMON, POLE, METER and DEFAULTS (the pole's defaults), each a new dict (see above)."""
-    if name == "DEFAULTS":
-        return defaults("pole")
-    fn = {"COMMON": _common, "POLE": _pole, "METER": _meter}.get(name)
-    if fn is None:
-        raise AttributeError(name)
-    return fn()
+DEFAULTS = defaults("pole")
 
-
-_HEX = ("dev_eui", "join_eui", "app_key")  # hex strings, of _HEX_LEN characters
-_HEX_LEN = (16, 16, 32)
+_HEX = {"dev_eui": 16, "join_eui": 16, "app_key": 32}
 _OPTIONAL = ("channels", "relay_pin", "latitude", "longitude")
 _BOOLS = ("keep_session", "dimmer_invert")
 _FLOATS = ("latitude", "longitude")
-def _ranges():
-    return {
-        "data_rate": (0, 15), "tx_power_dbm": (-10, 30), "confirmed_retries": (1, 15),
-        "uplink_queue": (1, 32), "confirmed_report_every": (0, 65535), "rejoin_after_failures": (0, 1000), "report_interval_s": (0, 65535),
-        "report_jitter_s": (0, 32767),
-        "first_uplink_jitter_s": (0, 3600),
-        "sample_interval_s": (1, 86400), "alarm_repeat_s": (0, 65535),
-        "utc_offset_min": (-720, 840), "default_level": (0, 100),
-        "photocell_on_lux": (0, 100000), "photocell_off_lux": (0, 100000),
-        "voltage_low_v": (0, 1000), "voltage_high_v": (1, 1000), "lamp_rated_w": (0, 100000),
-        "power_low_pct": (0, 100), "power_high_pct": (100, 1000),
-        "fcnt_step": (1, 65536), "devnonce_step": (1, 1024), "latitude": (-90, 90),
-        "longitude": (-180, 180),
-        "phases": (1, 3), "energy_step_wh": (1, 1000000), "energy_period_s": (1, 86400),
-        "load_limit_w": (0, 65534), "modbus_address": (1, 247), "serial_number": (0, 0xFFFFFFFF),
-        "spi_id": (1, 2), "rs485_uart_id": (0, 2),
-    }
+_RANGES = {
+    "data_rate": (0, 15), "tx_power_dbm": (-10, 30), "confirmed_retries": (1, 15),
+    "uplink_queue": (1, 32), "confirmed_report_every": (0, 65535), "rejoin_after_failures": (0, 1000), "report_interval_s": (0, 65535),
+    "report_jitter_s": (0, 32767),
+    "first_uplink_jitter_s": (0, 3600),
+    "sample_interval_s": (1, 86400), "alarm_repeat_s": (0, 65535), "utc_offset_min": (-720, 840),
+    "default_level": (0, 100), "photocell_on_lux": (0, 100000), "photocell_off_lux": (0, 100000),
+    "voltage_low_v": (0, 1000), "voltage_high_v": (1, 1000), "lamp_rated_w": (0, 100000),
+    "power_low_pct": (0, 100), "power_high_pct": (100, 1000),
+    "fcnt_step": (1, 65536), "devnonce_step": (1, 1024), "latitude": (-90, 90),
+    "longitude": (-180, 180),
+    "phases": (1, 3), "energy_step_wh": (1, 1000000), "energy_period_s": (1, 86400),
+    "load_limit_w": (0, 65534), "modbus_address": (1, 247), "serial_number": (0, 0xFFFFFFFF),
+    "spi_id": (1, 2), "rs485_uart_id": (0, 2),
+}
 
 
 
@@ -177,22 +152,20 @@ def _ranges():
 def _check(cfg):
     kind = cfg["kind"]
     base = defaults(kind)
-    ranges = _ranges()
     for key in base:
         v = cfg[key]
         if (v is None and key in _OPTIONAL) or key == "board":  # board: radio_board.check()
             continue
         want = type(base[key])
         if key in _HEX:
-            n = _HEX_LEN[_HEX.index(key)]
-            ok = isinstance(v, str) and len(v) == n
+            ok = isinstance(v, str) and len(v) == _HEX[key]
             if ok:
                 try:
                     int(v, 16)
                 except ValueError:
                     ok = False
             if not ok:
-                raise ConfigError("config %s: want %d hex characters, got %r" % (key, n, v))
+                raise ConfigError("config %s: want %d hex characters, got %r" % (key, _HEX[key], v))
         elif key == "channels":
             if not isinstance(v, list) or not v or not all(isinstance(f, int) for f in v):
                 raise ConfigError("config channels: want null or a list of frequencies in Hz")
@@ -207,7 +180,7 @@ def _check(cfg):
                 raise ConfigError("config %s: want an integer, got %r" % (key, v))
         elif not isinstance(v, want):
             raise ConfigError("config %s: want %s, got %r" % (key, want.__name__, v))
-        r = ranges.get(key)
+        r = _RANGES.get(key)
         if r is not None and not r[0] <= v <= r[1]:
             raise ConfigError("config %s: %r outside %d..%d" % (key, v, r[0], r[1]))
     from protocol.lorawan import region as _region

@@ -15,55 +15,33 @@ with an RFM95W (SX1276) or a Wio-SX1262-class module (TCXO on DIO3, RF switch on
 
 from firmware.config import ConfigError
 
-# The board table as bytes and a string (flash, not RAM: a device reads it once, at boot). Row i
-# of _ROWS is board i of _NAMES: mcu (0 esp32, 1 esp32s3), chip (index of CHIPS), spi_id, sck,
-# mosi, miso, cs, reset, irq, busy, option; 0xFF = none.
-#   irq: the interrupt line (SX1276 DIO0: TxDone/RxDone; SX1262 DIO1), none = poll the chip
-#   busy: SX1262 BUSY (none on SX1276)
-#   option: SX1276 -> 1 when the antenna is on PA_BOOST (0: RFO); SX1262 -> TCXO supply in
-#           100 mV on DIO3 (0: crystal); every SX1262 board listed drives its RF switch from DIO2
-_NAMES = ("streetgrid-sx1276 streetgrid-sx1262 heltec-wifi-lora-32-v2 ttgo-lora32-v2.1 "
-          "heltec-wifi-lora-32-v3 lilygo-t3-s3-sx1262 xiao-esp32s3-wio-sx1262")
-_ROWS = (
-    b"\x00\x00\x01\x0e\x0d\x27\x0f\x21\x20\xff\x01"  # streetgrid-sx1276
-    b"\x00\x01\x01\x0e\x0d\x27\x0f\x21\x20\x22\x12"  # streetgrid-sx1262
-    b"\x00\x00\x01\x05\x1b\x13\x12\x0e\x1a\xff\x01"  # heltec-wifi-lora-32-v2
-    b"\x00\x00\x01\x05\x1b\x13\x12\x17\x1a\xff\x01"  # ttgo-lora32-v2.1
-    b"\x01\x01\x01\x09\x0a\x0b\x08\x0c\x0e\x0d\x12"  # heltec-wifi-lora-32-v3
-    b"\x01\x01\x01\x05\x06\x03\x07\x08\x21\x22\x12"  # lilygo-t3-s3-sx1262
-    b"\x01\x01\x01\x07\x09\x08\x29\x2a\x27\x28\x12"  # xiao-esp32s3-wio-sx1262
-)
+# name: (mcu, chip, spi_id, sck, mosi, miso, cs, reset, irq, busy, option)
+#   irq: the interrupt line (SX1276 DIO0: TxDone/RxDone; SX1262 DIO1), None = poll the chip
+#   busy: SX1262 BUSY (None on SX1276)
+#   option: SX1276 -> 1 when the antenna is on PA_BOOST (0: RFO); SX1262 -> TCXO supply in mV on
+#           DIO3 (0: crystal); every SX1262 board listed drives its RF switch from DIO2
+BOARDS = {
+    "streetgrid-sx1276": ("esp32", "sx1276", 1, 14, 13, 39, 15, 33, 32, None, 1),
+    "streetgrid-sx1262": ("esp32", "sx1262", 1, 14, 13, 39, 15, 33, 32, 34, 1800),
+    "heltec-wifi-lora-32-v2": ("esp32", "sx1276", 1, 5, 27, 19, 18, 14, 26, None, 1),
+    "ttgo-lora32-v2.1": ("esp32", "sx1276", 1, 5, 27, 19, 18, 23, 26, None, 1),
+    "heltec-wifi-lora-32-v3": ("esp32s3", "sx1262", 1, 9, 10, 11, 8, 12, 14, 13, 1800),
+    "lilygo-t3-s3-sx1262": ("esp32s3", "sx1262", 1, 5, 6, 3, 7, 8, 33, 34, 1800),
+    "xiao-esp32s3-wio-sx1262": ("esp32s3", "sx1262", 1, 7, 9, 8, 41, 42, 39, 40, 1800),
+}
 DEFAULT = "streetgrid-sx1276"
 CHIPS = ("sx1276", "sx1262")
 TCXO_MV = (0, 1600, 1700, 1800, 2200, 2400, 2700, 3000, 3300)
 
-# custom board fields per chip (in CHIPS order), and which are required; pins are GPIO numbers
-_CUSTOM = ("chip mcu spi_id sck mosi miso cs reset dio0 pa_boost",
-           "chip mcu spi_id sck mosi miso cs reset busy dio1 tcxo_mv dio2_rf_switch")
-_REQUIRED = (b"\x01\x00\x00\x01\x01\x01\x01\x01\x00\x00",
-             b"\x01\x00\x00\x01\x01\x01\x01\x01\x01\x00\x00\x00")
+# custom board fields: (name, required); pins are GPIO numbers
+_CUSTOM = {
+    "sx1276": (("chip", 1), ("mcu", 0), ("spi_id", 0), ("sck", 1), ("mosi", 1), ("miso", 1),
+               ("cs", 1), ("reset", 1), ("dio0", 0), ("pa_boost", 0)),
+    "sx1262": (("chip", 1), ("mcu", 0), ("spi_id", 0), ("sck", 1), ("mosi", 1), ("miso", 1),
+               ("cs", 1), ("reset", 1), ("busy", 1), ("dio1", 0), ("tcxo_mv", 0),
+               ("dio2_rf_switch", 0)),
+}
 
-
-def _board(name):
-    """The row of board `name` as a tuple (mcu, chip, spi_id, sck, mosi, miso, cs, reset, irq,
-    busy, option), or None."""
-    names = _NAMES.split()
-    if name not in names:
-        return None
-    r = _ROWS[11 * names.index(name):11 * names.index(name) + 11]
-    v = [None if x == 0xFF else x for x in r]
-    v[0] = "esp32s3" if r[0] else "esp32"
-    v[1] = CHIPS[r[1]]
-    v[10] = r[10] * 100 if r[1] else r[10]
-    return tuple(v)
-
-
-def __getattr__(name):
-    """BOARDS: name -> (mcu, chip, spi_id, sck, mosi, miso, cs, reset, irq, busy, option), a new
-    dict (for tests and tools; option is the TCXO supply in mV on an SX1262)."""
-    if name == "BOARDS":
-        return {n: _board(n) for n in _NAMES.split()}
-    raise AttributeError(name)
 
 
 def _gpio_ok(mcu, pin):
@@ -75,16 +53,12 @@ def _gpio_ok(mcu, pin):
     return 1 if pin >= 34 else 2
 
 
-# the application's pins by kind: config keys, and which are outputs
-_POLE_PINS = ("i2c_scl i2c_sda uart_tx uart_rx dimmer_pin door_pin relay_pin",
-              b"\x01\x01\x01\x00\x01\x00\x01")
-_METER_PINS = ("spi_sck spi_mosi spi_miso chip_cs_pin relay_pin", b"\x01\x01\x00\x01\x01")
-_RS485_PINS = ("rs485_tx rs485_rx rs485_de_pin", b"\x01\x00\x01")
-
-
-def _pins(table):
-    """[(config key, is an output)] of a pin table."""
-    return list(zip(table[0].split(), table[1]))
+# the application's pins by kind: (config key, is an output)
+_POLE_PINS = (("i2c_scl", 1), ("i2c_sda", 1), ("uart_tx", 1), ("uart_rx", 0), ("dimmer_pin", 1),
+              ("door_pin", 0), ("relay_pin", 1))
+_METER_PINS = (("spi_sck", 1), ("spi_mosi", 1), ("spi_miso", 0), ("chip_cs_pin", 1),
+               ("relay_pin", 1))
+_RS485_PINS = (("rs485_tx", 1), ("rs485_rx", 0), ("rs485_de_pin", 1))
 
 
 def profile(board):
@@ -92,10 +66,10 @@ def profile(board):
     sck, mosi, miso, cs, reset, irq, busy, pa_boost (SX1276), tcxo_mv and dio2_rf_switch
     (SX1262). Raises ConfigError naming the key."""
     if isinstance(board, str):
-        t = _board(board)
+        t = BOARDS.get(board)
         if t is None:
             raise ConfigError("config board: unknown board %r (known: %s, or a dict of custom pins)"
-                              % (board, ", ".join(sorted(_NAMES.split()))))
+                              % (board, ", ".join(sorted(BOARDS))))
         p = {"name": board, "mcu": t[0], "chip": t[1], "spi_id": t[2], "sck": t[3],
              "mosi": t[4], "miso": t[5], "cs": t[6], "reset": t[7], "irq": t[8], "busy": t[9]}
         if t[1] == "sx1276":
@@ -114,8 +88,7 @@ def _custom(b):
     chip = b.get("chip")
     if chip not in CHIPS:
         raise ConfigError("config board.chip: want one of %s, got %r" % (", ".join(CHIPS), chip))
-    i = CHIPS.index(chip)
-    fields = list(zip(_CUSTOM[i].split(), _REQUIRED[i]))
+    fields = _CUSTOM[chip]
     names = [f[0] for f in fields]
     for k in b:
         if k not in names:
@@ -173,9 +146,9 @@ def check(cfg):
     meter), whose board is still validated."""
     p = profile(cfg["board"])
     used = {}  # pin -> config key
-    pins = _pins(_POLE_PINS if cfg["kind"] == "pole" else _METER_PINS)
+    pins = list(_POLE_PINS) if cfg["kind"] == "pole" else list(_METER_PINS)
     if cfg["kind"] == "meter" and cfg["interfaces"] != "lorawan":
-        pins += _pins(_RS485_PINS)
+        pins += _RS485_PINS
     entries = [(k, cfg[k], out) for k, out in pins]
     radio = uses_radio(cfg)
     if radio:

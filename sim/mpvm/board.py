@@ -17,8 +17,8 @@ Lines, one JSON object each (board.mjs reads a request, calls handle(), writes t
   VM -> host   {"ok": value, "now": ms, "counters": {...}, "errors": [[ms, repr], ...]}
                or {"fail": traceback}  (the op failed; the VM keeps serving)
 Bytes travel as hex, via bytes.hex() / bytes.fromhex(): binascii is frozen Python on the
-wasm VM and would hold 7 KB of heap. The firmware's own prints go to the VM's stdout, which board.mjs keeps
-out of this protocol.
+wasm VM and would hold 7 KB of heap. The firmware's own prints go to the VM's stdout, which
+board.mjs keeps out of this protocol.
 """
 
 import gc

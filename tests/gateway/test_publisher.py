@@ -116,24 +116,25 @@ def test_published_is_not_acked_until_puback(tmp_path):
         q.close()
 
 
-def _stop_in_thread(pub, **kw):
-    t = threading.Thread(target=pub.stop, kwargs=kw)
-    t.start()
-    return t
+def _one_batch_in_flight(tmp_path, n):
+    """A queue of n records and a publisher on a FakeClient with their batch in flight
+    (published, no PUBACK yet): (queue, publisher, client)."""
+    q = RecordQueue(tmp_path / "q.db")
+    q.put([rec(i) for i in range(n)])
+    fake = {}
+    pub = Publisher(q, gateway_id=GW, site=SITE, max_batch_age_s=0.01, max_inflight=1,
+                    client_factory=lambda cid: fake.setdefault("c", FakeClient(cid))).start()
+    assert wait_for(lambda: fake["c"].published, 2)
+    return q, pub, fake["c"]
 
 
 def test_a_stop_waits_for_the_puback_in_flight_and_publishes_nothing_new(tmp_path):
     """A clean stop must not leave a batch that the broker already has in the queue: the next
     start would publish it again (a duplicate at every restart under load)."""
-    q = RecordQueue(tmp_path / "q.db")
-    q.put([rec(i) for i in range(3)])
-    fake = {}
-    pub = Publisher(q, gateway_id=GW, site=SITE, max_batch_age_s=0.01, max_inflight=1,
-                    client_factory=lambda cid: fake.setdefault("c", FakeClient(cid))).start()
-    c = fake["c"]
-    assert wait_for(lambda: c.published, 2)
+    q, pub, c = _one_batch_in_flight(tmp_path, 3)
     q.put([rec(7)])  # queued while the first batch is in flight: must not leave during the stop
-    t = _stop_in_thread(pub, drain_s=5.0)
+    t = threading.Thread(target=pub.stop, kwargs={"drain_s": 5.0})
+    t.start()
     time.sleep(0.3)
     assert t.is_alive()  # waiting for the PUBACK
     mid = c.published[0][0]
@@ -146,12 +147,7 @@ def test_a_stop_waits_for_the_puback_in_flight_and_publishes_nothing_new(tmp_pat
 
 
 def test_a_stop_gives_up_on_a_missing_puback_after_drain_s_and_keeps_the_records(tmp_path):
-    q = RecordQueue(tmp_path / "q.db")
-    q.put([rec(i) for i in range(3)])
-    fake = {}
-    pub = Publisher(q, gateway_id=GW, site=SITE, max_batch_age_s=0.01, max_inflight=1,
-                    client_factory=lambda cid: fake.setdefault("c", FakeClient(cid))).start()
-    assert wait_for(lambda: fake["c"].published, 2)
+    q, pub, _c = _one_batch_in_flight(tmp_path, 3)
     t0 = time.monotonic()
     pub.stop(drain_s=0.3)
     assert 0.25 <= time.monotonic() - t0 < 2.0
