@@ -53,15 +53,15 @@ class Network:
         self.delivered_at = None
 
     def on_tx(self, tx):
-        from protocol.lorawan import frame, security, session
+        from protocol.lorawan import frame, network_side, security, session
         start, freq, sf, bw, _power, phy = tx
         end = start + -(-self.toa(len(phy), sf, bw) // 1000)
         if phy[0] >> 5 == frame.JOIN_REQUEST:
-            jr = session.open_join_request(phy, APP_KEY, backend="cryptography")
+            jr = network_side.open_join_request(phy, APP_KEY, backend="cryptography")
             self.keys = security.derive_session_keys(APP_KEY, 0x101, 0x13, jr.dev_nonce,
                                                      backend="cryptography")
-            phy = session.build_join_accept(APP_KEY, 0x101, 0x13, 0x26011F3A, 0, 0, 1,
-                                            backend="cryptography")
+            phy = network_side.build_join_accept(APP_KEY, 0x101, 0x13, 0x26011F3A, 0, 0, 1,
+                                                 backend="cryptography")
             self.pending = (end + 5000, freq, sf, bw, phy)
             return
         self.uplinks += 1
@@ -146,6 +146,7 @@ def measure_modbus(board=None, **board_kw):
     back (the requests go in through the fake UART; the slave runs at its own microsecond
     clock, as serve() drives it on the device)."""
     from protocol.modbus import pdu, rtu
+    from protocol.modbus import master as MA
     from sim.vmboard import VMBoard
 
     cfg = dict(METER_CFG, interfaces="both", modbus_address=1, modbus_baud=9600)
@@ -162,7 +163,7 @@ def measure_modbus(board=None, **board_kw):
         port = "app.hw.uart._port"
         now_us = 0
         for fn, address, count in MODBUS_READS:
-            adu = rtu.encode_frame(1, pdu.encode_request(pdu.ReadRequest(fn, address, count)))
+            adu = rtu.encode_frame(1, MA.encode_request(pdu.ReadRequest(fn, address, count)))
             b.eval("setattr(board.mb_master, 'out', b'') or setattr(%s, 'rx', %r)" % (port, adu))
             for _ in range(2000):
                 _, peak = b.eval_peak("app.slave.poll(%d)" % now_us)
@@ -170,7 +171,7 @@ def measure_modbus(board=None, **board_kw):
                 now_us += 1000  # about a character at 9600 baud
                 reply = bytes.fromhex(b.eval("board.mb_master.out"))
                 n = len(reply)
-                if n and n == rtu.response_frame_length(pdu.ReadRequest(fn, address, count)) \
+                if n and n == MA.response_frame_length(pdu.ReadRequest(fn, address, count)) \
                         and not b.eval("app.slave.busy()"):
                     rtu.decode_frame(reply)  # raises on a bad CRC
                     out["replies"] += 1

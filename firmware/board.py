@@ -15,25 +15,16 @@ side) and the report says what is missing. A meter whose ATM90E32 does not answe
 
 class PoleHardware:
     """What PoleApp drives: dimmer, door, light / climate / tilt sensors (or None), meter and
-    energy accumulator, NVS namespaces, RTC, reset, and the radio for the MAC."""
+    energy accumulator, NVS namespaces, RTC, reset, and the radio for the MAC.
 
-    def __init__(self):
-        from firmware.drivers.bl0942 import EnergyAccumulator
+    No methods, on purpose: build_pole() fills an instance, and once the device is built
+    firmware.main drops this module (a method would keep the builders' module alive)."""
 
-        self.dimmer = None
-        self.door = None
-        self.light = None
-        self.climate = None
-        self.accel = None
-        self.meter = None
-        self.energy = EnergyAccumulator()
-        self.nvs = None  # esp32.NVS("lorawan"): MAC counters and session
-        self.app_nvs = None  # esp32.NVS("pole"): energy total and settings
-        self.rtc = None
-        self.reset = None
-        self.radio = None
-        self.sleep_ms = None
-        self.faults = []
+    dimmer = door = light = climate = accel = meter = energy = None
+    nvs = None  # esp32.NVS("lorawan"): MAC counters and session
+    app_nvs = None  # esp32.NVS("pole"): energy total and settings
+    rtc = reset = radio = sleep_ms = None
+    faults = ()  # build_pole() gives each board its own list
 
 
 def _try(hw, name, fn):
@@ -46,7 +37,7 @@ def _try(hw, name, fn):
 
 def build_pole(machine, esp32, cfg, radio, sleep_ms):
     # the pole's drivers are imported here, not at module level: a meter never loads them
-    from firmware.drivers.bl0942 import BL0942
+    from firmware.drivers.bl0942 import BL0942, EnergyAccumulator
     from firmware.drivers.dimmer import Dimmer
     from firmware.drivers.door import Door
     from firmware.drivers.lis3dh import LIS3DH
@@ -54,6 +45,8 @@ def build_pole(machine, esp32, cfg, radio, sleep_ms):
     from firmware.drivers.veml7700 import GAIN_1, VEML7700
 
     hw = PoleHardware()
+    hw.faults = []
+    hw.energy = EnergyAccumulator()
     hw.radio = radio
     hw.sleep_ms = sleep_ms
     relay = None
@@ -96,23 +89,16 @@ class MeterHardware:
     """What MeterApp and the Modbus slave drive: the ATM90E32 (an object even when it did not
     answer at boot: it is tried again every step), the EnergyRegister, the disconnect relay
     Pin, the RS-485 UART and DE Pin (None with interfaces "lorawan"), NVS namespaces, RTC,
-    reset, and the radio for the MAC (None with interfaces "modbus")."""
+    reset, and the radio for the MAC (None with interfaces "modbus"). No methods, as
+    PoleHardware."""
 
-    def __init__(self):
-        self.chip = None
-        self.register = None
-        self.relay = None
-        self.uart = None
-        self.de = None
-        self.nvs = None  # esp32.NVS("lorawan"): MAC counters and session (None: Modbus only)
-        self.app_nvs = None  # esp32.NVS("meter"): settings, relay state, alarm count
-        self.energy_nvs = None  # esp32.NVS("energy"): the EnergyRegister's slots
-        self.modbus_nvs = None  # esp32.NVS("modbus"): address, baud, parity written over Modbus
-        self.rtc = None
-        self.reset = None
-        self.radio = None
-        self.sleep_ms = None
-        self.faults = []
+    chip = register = relay = uart = de = None
+    nvs = None  # esp32.NVS("lorawan"): MAC counters and session (None: Modbus only)
+    app_nvs = None  # esp32.NVS("meter"): settings, relay state, alarm count
+    energy_nvs = None  # esp32.NVS("energy"): the EnergyRegister's slots
+    modbus_nvs = None  # esp32.NVS("modbus"): address, baud, parity written over Modbus
+    rtc = reset = radio = sleep_ms = None
+    faults = ()  # build_meter() gives each board its own list
 
 
 def build_meter(machine, esp32, cfg, radio, sleep_ms):
@@ -121,6 +107,7 @@ def build_meter(machine, esp32, cfg, radio, sleep_ms):
     from firmware.nvs_store import NvsStore
 
     hw = MeterHardware()
+    hw.faults = []
     hw.radio = radio
     hw.sleep_ms = sleep_ms
     hw.app_nvs = esp32.NVS("meter")

@@ -104,7 +104,6 @@ METER = {
 
 CALIBRATION_KEYS = ("meter_constant", "ugain", "igain", "uoffset", "ioffset", "pqgain", "mmode0",
                     "mmode1", "max_power_w")
-_CAL_TRIPLES = ("ugain", "igain", "uoffset", "ioffset", "pqgain")
 INTERFACES = ("both", "modbus", "lorawan")
 
 
@@ -126,73 +125,74 @@ class ConfigError(ValueError):
 
 DEFAULTS = defaults("pole")
 
-_HEX = {"dev_eui": 16, "join_eui": 16, "app_key": 32}
-_OPTIONAL = ("channels", "relay_pin", "latitude", "longitude")
-_BOOLS = ("keep_session", "dimmer_invert")
-_FLOATS = ("latitude", "longitude")
-_RANGES = {
-    "data_rate": (0, 15), "tx_power_dbm": (-10, 30), "confirmed_retries": (1, 15),
-    "uplink_queue": (1, 32), "confirmed_report_every": (0, 65535), "rejoin_after_failures": (0, 1000), "report_interval_s": (0, 65535),
-    "report_jitter_s": (0, 32767),
-    "first_uplink_jitter_s": (0, 3600),
-    "sample_interval_s": (1, 86400), "alarm_repeat_s": (0, 65535), "utc_offset_min": (-720, 840),
-    "default_level": (0, 100), "photocell_on_lux": (0, 100000), "photocell_off_lux": (0, 100000),
-    "voltage_low_v": (0, 1000), "voltage_high_v": (1, 1000), "lamp_rated_w": (0, 100000),
-    "power_low_pct": (0, 100), "power_high_pct": (100, 1000),
-    "fcnt_step": (1, 65536), "devnonce_step": (1, 1024), "latitude": (-90, 90),
-    "longitude": (-180, 180),
-    "phases": (1, 3), "energy_step_wh": (1, 1000000), "energy_period_s": (1, 86400),
-    "load_limit_w": (0, 65534), "modbus_address": (1, 247), "serial_number": (0, 0xFFFFFFFF),
-    "spi_id": (1, 2), "rs485_uart_id": (0, 2),
-}
-
-
-
 
 def _check(cfg):
+    # Tables inside the function: the config is checked once per boot and the module is then
+    # dropped (main._forget); locals leave no names behind in RAM.
+    hex_len = {"dev_eui": 16, "join_eui": 16, "app_key": 32}
+    optional = ("channels", "relay_pin", "latitude", "longitude")
+    bools = ("keep_session", "dimmer_invert")
+    floats = ("latitude", "longitude")
+    ranges = {
+        "data_rate": (0, 15), "tx_power_dbm": (-10, 30), "confirmed_retries": (1, 15),
+        "uplink_queue": (1, 32), "confirmed_report_every": (0, 65535),
+        "rejoin_after_failures": (0, 1000), "report_interval_s": (0, 65535),
+        "report_jitter_s": (0, 32767), "first_uplink_jitter_s": (0, 3600),
+        "sample_interval_s": (1, 86400), "alarm_repeat_s": (0, 65535), "utc_offset_min": (-720, 840),
+        "default_level": (0, 100), "photocell_on_lux": (0, 100000), "photocell_off_lux": (0, 100000),
+        "voltage_low_v": (0, 1000), "voltage_high_v": (1, 1000), "lamp_rated_w": (0, 100000),
+        "power_low_pct": (0, 100), "power_high_pct": (100, 1000),
+        "fcnt_step": (1, 65536), "devnonce_step": (1, 1024), "latitude": (-90, 90),
+        "longitude": (-180, 180),
+        "phases": (1, 3), "energy_step_wh": (1, 1000000), "energy_period_s": (1, 86400),
+        "load_limit_w": (0, 65534), "modbus_address": (1, 247), "serial_number": (0, 0xFFFFFFFF),
+        "spi_id": (1, 2), "rs485_uart_id": (0, 2),
+    }
     kind = cfg["kind"]
     base = defaults(kind)
     for key in base:
         v = cfg[key]
-        if (v is None and key in _OPTIONAL) or key == "board":  # board: radio_board.check()
+        if (v is None and key in optional) or key == "board":  # board: radio_board.check()
             continue
         want = type(base[key])
-        if key in _HEX:
-            ok = isinstance(v, str) and len(v) == _HEX[key]
+        if key in hex_len:
+            ok = isinstance(v, str) and len(v) == hex_len[key]
             if ok:
                 try:
                     int(v, 16)
                 except ValueError:
                     ok = False
             if not ok:
-                raise ConfigError("config %s: want %d hex characters, got %r" % (key, _HEX[key], v))
+                raise ConfigError("config %s: want %d hex characters, got %r" % (key, hex_len[key], v))
         elif key == "channels":
             if not isinstance(v, list) or not v or not all(isinstance(f, int) for f in v):
                 raise ConfigError("config channels: want null or a list of frequencies in Hz")
-        elif key in _BOOLS:
+        elif key in bools:
             if v is not True and v is not False:
                 raise ConfigError("config %s: want true or false, got %r" % (key, v))
-        elif key in _FLOATS:
+        elif key in floats:
             if not isinstance(v, (int, float)) or isinstance(v, bool):
                 raise ConfigError("config %s: want a number, got %r" % (key, v))
-        elif want is int or key in _OPTIONAL:
+        elif want is int or key in optional:
             if not isinstance(v, int) or isinstance(v, bool):
                 raise ConfigError("config %s: want an integer, got %r" % (key, v))
         elif not isinstance(v, want):
             raise ConfigError("config %s: want %s, got %r" % (key, want.__name__, v))
-        r = _RANGES.get(key)
+        r = ranges.get(key)
         if r is not None and not r[0] <= v <= r[1]:
             raise ConfigError("config %s: %r outside %d..%d" % (key, v, r[0], r[1]))
     from protocol.lorawan import region as _region
 
+    key = "region"
     try:
         reg = _region.region(cfg["region"])
+        key = "data_rate"
         reg.data_rate(cfg["data_rate"])
-        for f in cfg["channels"] or ():
-            if not reg.channel_ok(f):
-                raise ConfigError("config channels: %d Hz is not a %s channel" % (f, reg.name))
     except _region.RegionError as e:
-        raise ConfigError("config: %s" % e)
+        raise ConfigError("config %s: %s" % (key, e))
+    for f in cfg["channels"] or ():
+        if not reg.channel_ok(f):
+            raise ConfigError("config channels: %d Hz is not a %s channel" % (f, reg.name))
     if cfg["voltage_low_v"] >= cfg["voltage_high_v"]:
         raise ConfigError("config voltage_low_v must be below voltage_high_v")
     from firmware import radio_board
@@ -207,6 +207,7 @@ def _check(cfg):
 
 
 def _check_meter(cfg):
+    triples = ("ugain", "igain", "uoffset", "ioffset", "pqgain")  # one value per phase
     if cfg["interfaces"] not in INTERFACES:
         raise ConfigError("config interfaces: want one of %s, got %r"
                           % (", ".join(INTERFACES), cfg["interfaces"]))
@@ -224,7 +225,7 @@ def _check_meter(cfg):
                           % (", ".join(sorted(unknown)), ", ".join(CALIBRATION_KEYS)))
     for k in cal:
         v = cal[k]
-        if k in _CAL_TRIPLES:
+        if k in triples:
             ok = isinstance(v, list) and len(v) == 3 and all(_is_int(x) and -32768 <= x <= 65535
                                                                for x in v)
             if not ok:

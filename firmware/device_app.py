@@ -28,9 +28,9 @@ class DeviceApp:
         self._mono = None
         self._store = NvsStore(hw.app_nvs) if hw.app_nvs is not None else None
         self.utc_offset_min = cfg["utc_offset_min"]
-        self._reports = ReportTimer(cfg["report_interval_s"], cfg["report_jitter_s"], self._rng)
-        self._alarm = AlarmUplink(self._store, cfg["alarm_repeat_s"], kind)
-        self._commands = CommandPort(kind, ports, hw.rtc, rtc_magic, self.execute_command)
+        self.report_timer = ReportTimer(cfg["report_interval_s"], cfg["report_jitter_s"], self._rng)
+        self.alarm = AlarmUplink(self._store, cfg["alarm_repeat_s"], kind)
+        self.command_port = CommandPort(kind, ports, hw.rtc, rtc_magic, self.execute_command)
         self._reboot = Reboot()
         self.reports = 0
         self.last_report = None  # fields of the last frames encoded, for tests and the simulator
@@ -41,39 +41,11 @@ class DeviceApp:
         mac.on_downlink = self._on_downlink
         mac.on_result = self._on_result
 
-    @property
-    def alarms(self):
-        return self._alarm.bits
-
-    @property
-    def alarm_count(self):
-        return self._alarm.count
-
-    @property
-    def alarm_frames(self):
-        return self._alarm.frames
-
-    @property
-    def report_interval_s(self):
-        return self._reports.interval_s
-
-    @property
-    def commands(self):
-        return self._commands.commands
-
-    @property
-    def duplicates(self):
-        return self._commands.duplicates
-
-    @property
-    def bad_commands(self):
-        return self._commands.bad
-
     def _on_downlink(self, fport, data):
-        self._commands.handle(fport, data, self.mac)
+        self.command_port.handle(fport, data, self.mac)
 
     def _on_result(self, tag, acked):
-        self._alarm.on_result(tag, acked, None if self._mono is None else self._mono.ms)
+        self.alarm.on_result(tag, acked, None if self._mono is None else self._mono.ms)
 
     def load_settings(self):
         """The settings the network changed (saved by save_settings) back at boot; the
@@ -82,8 +54,8 @@ class DeviceApp:
         if not isinstance(s, dict):
             return
         self.utc_offset_min = s.get("utc_min", self.utc_offset_min)
-        self._reports.interval_s = s.get("report_s", self._reports.interval_s)
-        self._alarm.repeat_s = s.get("repeat_s", self._alarm.repeat_s)
+        self.report_timer.interval_s = s.get("report_s", self.report_timer.interval_s)
+        self.alarm.repeat_s = s.get("repeat_s", self.alarm.repeat_s)
         self.restore_settings(s)
 
     def save_settings(self):
@@ -93,13 +65,13 @@ class DeviceApp:
             return
         s = self.own_settings()
         s["utc_min"] = self.utc_offset_min
-        s["report_s"] = self._reports.interval_s
-        s["repeat_s"] = self._alarm.repeat_s
+        s["report_s"] = self.report_timer.interval_s
+        s["repeat_s"] = self.alarm.repeat_s
         self._store.save_json("settings", s)
 
     def config_command(self, f, mono):
         """fPort 61."""
-        utc = apply_config(f, self._reports, self._alarm, mono)
+        utc = apply_config(f, self.report_timer, self.alarm, mono)
         if utc is not None:
             self.utc_offset_min = utc
         self.save_settings()
@@ -125,11 +97,11 @@ class DeviceApp:
         t = self._reboot.wake(mono)
         if t is not None and t < wake:
             wake = t
-        t = self._alarm.repeat_at
+        t = self.alarm.repeat_at
         if t is not None and t < wake:
             wake = t
         if reports:
-            t = self._reports.wake()
+            t = self.report_timer.wake()
             if t is not None and t < wake:
                 wake = t
         return wake

@@ -17,8 +17,12 @@ granularity: slave.poll(now_us) or serve()) and `.mac` (None with interfaces "mo
 radio may be None).
 """
 
-# Needed only while a device boots; create() drops them afterwards (see _forget).
-BOOT_ONLY = ("firmware.config", "firmware.radio_board")
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
 
 
 def create(machine, esp32, cfg, radio, sleep_ms, rng=None, ticks_ms=None):
@@ -33,13 +37,14 @@ def create(machine, esp32, cfg, radio, sleep_ms, rng=None, ticks_ms=None):
         app = _create_meter(machine, esp32, cfg, radio, clock, rng)
     else:
         app = _create_pole(machine, esp32, cfg, radio, clock, rng)
-    _forget(BOOT_ONLY)
+    # needed only while a device boots: the config check, the board profiles, the builders
+    _forget(("firmware.config", "firmware.radio_board", "firmware.board"))
     return app
 
 
 def _forget(names):
-    """Unload modules that only the boot uses (the config check, the radio board profiles):
-    about 4.5 KB of functions and tables on an ESP32 heap. MicroPython only; a later import
+    """Unload modules that only the boot uses (see create()): about 5 KB of functions and
+    tables on an ESP32 heap. MicroPython only; a later import
     (the next boot) loads them again. CPython keeps them, so that code holding a module (tests)
     still sees the classes the firmware raises."""
     import sys
@@ -117,65 +122,6 @@ def _boot_radio(machine, cfg, sleep_ms, hw, app):
     return radio
 
 
-def _log_exception(where, e):
-    import sys
-
-    print("main: %s failed: %r" % (where, e))
-    if hasattr(sys, "print_exception"):  # MicroPython: the traceback on the console
-        sys.print_exception(e)
-
-
-APP_FAILURES_BEFORE_RESET = 3
-
-
-async def app_task(app, ticks_ms, reset):
-    """The application's poll as an asyncio task, beside the Modbus slave's serve(). A poll
-    that raises is logged and retried a second later (the slave keeps serving the committed
-    energy meanwhile); APP_FAILURES_BEFORE_RESET in a row reset the board: everything that
-    must survive is in NVS, so a clean boot is the recovery."""
-    import asyncio
-
-    from firmware.ticks import ticks_add, ticks_diff
-
-    failures = 0
-    while True:
-        try:
-            wake = app.poll(ticks_ms())
-            failures = 0
-        except Exception as e:  # noqa: BLE001 - a bug must not stop the meter silently
-            failures += 1
-            _log_exception("meter poll (%d in a row)" % failures, e)
-            if failures >= APP_FAILURES_BEFORE_RESET:
-                reset()
-            wake = ticks_add(ticks_ms(), 1000)
-        d = ticks_diff(wake, ticks_ms())
-        await asyncio.sleep_ms(d if 0 < d < 1000 else (1000 if d > 0 else 0))
-
-
-async def run_meter(app, ticks_ms, reset):
-    """The meter's tasks: Modbus (if any) and the application. If the slave's task ends with
-    an exception, that is logged and the board reset, so Modbus never goes silent unnoticed."""
-    import asyncio
-
-    from firmware.modbus_slave import serve
-
-    task = None
-    if app.slave is not None:
-        async def modbus():
-            try:
-                await serve(app.slave)
-            except Exception as e:  # noqa: BLE001
-                _log_exception("Modbus slave", e)
-                reset()
-
-        task = asyncio.create_task(modbus())
-    try:
-        await app_task(app, ticks_ms, reset)
-    finally:  # (on the device reset() does not return; elsewhere nothing is left running)
-        if task is not None:
-            task.cancel()
-
-
 def run(config_path="/config.json"):
     import esp32
     import gc
@@ -191,6 +137,8 @@ def run(config_path="/config.json"):
     gc.collect()
     if meter:
         import asyncio
+
+        from firmware.meter_tasks import run_meter
 
         asyncio.run(run_meter(app, time.ticks_ms, machine.reset))
         return

@@ -1,6 +1,6 @@
 """MeterApp: the AMI meter's application, poll-driven (`poll(now_ms) -> next_wake_ms`).
 
-Metering. Every STEP_MS (1 s: the ATM90E32's 16-bit read-clear energy registers must be read
+Metering. Every _STEP_MS (1 s: the ATM90E32's 16-bit read-clear energy registers must be read
 well within their wrap) MeterSource.update reads the chip and moves the energy into the
 EnergyRegister, which commits to NVS by step or period. Everything that leaves the meter -
 Modbus 0x1000/0x1004, the LoRaWAN report - is the register's *committed* Wh, so after a power
@@ -36,40 +36,47 @@ from firmware.device_app import DeviceApp
 from firmware.ticks import Monotonic, ticks_add, ticks_diff
 from firmware.voltage_alarm import voltage_alarm
 
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
 FIRMWARE_VERSION = (0, 4, 0)  # served at Modbus 0x2000 (identity)
-PORT_REPORT = 20
-PORT_ALARM = 21
-PORT_ACK = 22
-PORT_RELAY = 70
-PORT_METER_CONFIG = 71
-COMMAND_PORTS = (PORT_REBOOT, PORT_CONFIG, PORT_RELAY, PORT_METER_CONFIG)
-STEP_MS = 1000
+_PORT_REPORT = const(20)
+_PORT_ALARM = const(21)
+_PORT_ACK = const(22)
+_PORT_RELAY = const(70)
+_PORT_METER_CONFIG = const(71)
+COMMAND_PORTS = (PORT_REBOOT, PORT_CONFIG, _PORT_RELAY, _PORT_METER_CONFIG)
+_STEP_MS = const(1000)
 TRIP_STEPS = 5  # seconds over the load limit before the relay opens (motor starts, inrush)
 RELAY_SETTLE_STEPS = 2  # the chip's RMS current needs a step to show an opened relay
-WELDED_MA = 100  # current through an open relay above this: relay_failure
+_WELDED_MA = const(100)  # current through an open relay above this: relay_failure
 
 # alarm bits (protocol/payload/layouts.py METER_ALARMS)
-A_VOLTAGE_LOW = 1 << 1
-A_VOLTAGE_HIGH = 1 << 2
-A_RELAY_FAILURE = 1 << 8
-A_LOAD_LIMIT = 1 << 9
-A_METER_ERROR = 1 << 10
+_A_VOLTAGE_LOW = const(1 << 1)
+_A_VOLTAGE_HIGH = const(1 << 2)
+_A_RELAY_FAILURE = const(1 << 8)
+_A_LOAD_LIMIT = const(1 << 9)
+_A_METER_ERROR = const(1 << 10)
 A_COUNTER_RESET = 1 << 11
 
 # status bits (METER_STATUS)
-S_RELAY_CLOSED = 1 << 0
-S_VOLTAGE_LOW = 1 << 3
-S_VOLTAGE_HIGH = 1 << 4
-S_LOAD_LIMITED = 1 << 5
-S_METER_ERROR = 1 << 6
-S_ALARM = 1 << 7
+_S_RELAY_CLOSED = const(1 << 0)
+_S_VOLTAGE_LOW = const(1 << 3)
+_S_VOLTAGE_HIGH = const(1 << 4)
+_S_LOAD_LIMITED = const(1 << 5)
+_S_METER_ERROR = const(1 << 6)
+_S_ALARM = const(1 << 7)
 
 # the relay state kept in NVS ("relay")
 RELAY_OPEN = 0
 RELAY_CLOSED = 1
-RELAY_LIMITED = 2  # opened by the load limit
+_RELAY_LIMITED = const(2)  # opened by the load limit
 
-_NEED_READING = A_VOLTAGE_LOW | A_VOLTAGE_HIGH | A_RELAY_FAILURE
+_NEED_READING = const(_A_VOLTAGE_LOW | _A_VOLTAGE_HIGH | _A_RELAY_FAILURE)
 _RTC_MAGIC = b"SGM1"
 
 
@@ -83,7 +90,7 @@ class MeterApp(DeviceApp):
         self.load_limit_w = cfg["load_limit_w"]
         self.load_settings()
         stored = self._store.load("relay") if self._store is not None else None
-        self.load_limited = stored == RELAY_LIMITED and not source.relay_closed()
+        self.load_limited = stored == _RELAY_LIMITED and not source.relay_closed()
         self.relay_closed = source.relay_closed()
         self._relay_steps = RELAY_SETTLE_STEPS  # steps since the relay last switched
         self._over = 0  # consecutive steps over the load limit
@@ -127,8 +134,8 @@ class MeterApp(DeviceApp):
                                      " (load limit)" if self.load_limited else ""))
         if self._store is not None:
             self._store.save("relay", RELAY_CLOSED if closed else
-                             RELAY_LIMITED if self.load_limited else RELAY_OPEN)
-        self._alarm.due = True
+                             _RELAY_LIMITED if self.load_limited else RELAY_OPEN)
+        self.alarm.due = True
 
     def _load_limit(self):
         chip = self.hw.chip
@@ -192,39 +199,39 @@ class MeterApp(DeviceApp):
         if self.v_max_mv is None or hi > self.v_max_mv:
             self.v_max_mv = hi
         self.v_alarm = voltage_alarm(self.v_alarm, lo, hi, self.voltage_low_mv,
-                                     self.voltage_high_mv, A_VOLTAGE_LOW, A_VOLTAGE_HIGH)
+                                     self.voltage_high_mv, _A_VOLTAGE_LOW, _A_VOLTAGE_HIGH)
 
     def _evaluate_alarms(self):
         a = self._events
         if self.meter_failed:
             # what needs a reading keeps its state while there is none
-            a |= A_METER_ERROR | (self._alarm.bits & _NEED_READING)
+            a |= _A_METER_ERROR | (self.alarm.bits & _NEED_READING)
         else:
             a |= self.v_alarm
             if not self.relay_closed and self._relay_steps >= RELAY_SETTLE_STEPS:
                 chip = self.hw.chip
                 for i in range(chip.phases):
-                    if chip.ma[i] > WELDED_MA:
-                        a |= A_RELAY_FAILURE
+                    if chip.ma[i] > _WELDED_MA:
+                        a |= _A_RELAY_FAILURE
         if self.load_limited:
-            a |= A_LOAD_LIMIT
-        self._alarm.update(a)
+            a |= _A_LOAD_LIMIT
+        self.alarm.update(a)
 
     def status(self):
         s = 0
         if self.relay_closed:
-            s |= S_RELAY_CLOSED
-        a = self._alarm.bits
-        if a & A_VOLTAGE_LOW:
-            s |= S_VOLTAGE_LOW
-        if a & A_VOLTAGE_HIGH:
-            s |= S_VOLTAGE_HIGH
+            s |= _S_RELAY_CLOSED
+        a = self.alarm.bits
+        if a & _A_VOLTAGE_LOW:
+            s |= _S_VOLTAGE_LOW
+        if a & _A_VOLTAGE_HIGH:
+            s |= _S_VOLTAGE_HIGH
         if self.load_limited:
-            s |= S_LOAD_LIMITED
+            s |= _S_LOAD_LIMITED
         if self.meter_failed:
-            s |= S_METER_ERROR
+            s |= _S_METER_ERROR
         if a:
-            s |= S_ALARM
+            s |= _S_ALARM
         return s
 
     # -- frames ----------------------------------------------------------------------------
@@ -260,14 +267,14 @@ class MeterApp(DeviceApp):
                 if chip.ma[i] > ma:
                     ma = chip.ma[i]
             amps = ma / 1000
-        f = {"alarms": self._alarm.bits, "alarm_count": self._alarm.count,
+        f = {"alarms": self.alarm.bits, "alarm_count": self.alarm.count,
              "status": self.status(), "voltage": v,
              "voltage_min": None if self.v_min_mv is None else self.v_min_mv / 1000,
              "voltage_max": None if self.v_max_mv is None else self.v_max_mv / 1000,
              "current": amps, "active_power": p}
         port, data = _payload.encode_uplink("meter", "alarm", f)
-        if self._alarm.send(self.mac, port, data):
-            self._events_sent = self._alarm.bits & self._events
+        if self.alarm.send(self.mac, port, data):
+            self._events_sent = self.alarm.bits & self._events
             self.last_alarm = f
 
     def _on_result(self, tag, acked):
@@ -281,13 +288,13 @@ class MeterApp(DeviceApp):
 
     def execute_command(self, port, f):
         mono = self._mono.ms
-        if port == PORT_RELAY:
+        if port == _PORT_RELAY:
             if self.hw.relay is None:
                 return FAILED  # a board without a disconnect relay (relay_pin null)
             self.source.set_relay(f["action"] == "close")
             self._watch_relay()
             self._evaluate_alarms()
-        elif port == PORT_METER_CONFIG:
+        elif port == _PORT_METER_CONFIG:
             lo, hi = f["voltage_low"], f["voltage_high"]
             lo = self.voltage_low_mv if lo is None else int(lo * 1000 + 0.5)
             hi = self.voltage_high_mv if hi is None else int(hi * 1000 + 0.5)
@@ -313,18 +320,18 @@ class MeterApp(DeviceApp):
         mono = self._mono.update(now_ms)
         if mono >= self._next_step:
             self._step(now_ms)
-            self._next_step += STEP_MS
+            self._next_step += _STEP_MS
             if self._next_step <= mono:
-                self._next_step = mono + STEP_MS  # steps missed (a long block): no catching up
+                self._next_step = mono + _STEP_MS  # steps missed (a long block): no catching up
         if self.mac is None:
-            self._alarm.due = False  # Modbus only: the state is kept, there is no uplink
+            self.alarm.due = False  # Modbus only: the state is kept, there is no uplink
             self._events = 0
         else:
-            if self._alarm.poll(mono):
+            if self.alarm.poll(mono):
                 self._send_alarm()
-            if self._reports.due(mono):
+            if self.report_timer.due(mono):
                 self._send_report()
-                self._reports.schedule(mono)
+                self.report_timer.schedule(mono)
         if self._reboot.due(mono, self.mac):
             self._reset()  # machine.reset() does not return
         # the chip reads took time: the MAC transmits and opens its windows at true instants

@@ -14,7 +14,8 @@ transmitter is done (`txdone()`), the frame's own wire time has passed, and one 
 time (the last stop bit has left the pins; modbus.md). Bytes that arrive while DE is high are
 discarded (RE is tied to DE on the usual transceivers: the line is ours).
 
-The register map is protocol.modbus.registers. Values come from a data source (the meter
+The register map is protocol.modbus.register_map (the layout alone: the descriptions in
+protocol.modbus.registers are the gateway's). Values come from a data source (the meter
 application) with:
     measurements() -> dict   register names -> values: floats of the SDM630 block ("voltage_l1",
                              "current_l1", "power_l1", "power_factor_l1", "frequency", ...) and
@@ -32,20 +33,27 @@ address, which would give every meter on the bus the same one (ignored, counted)
 """
 
 from protocol.modbus import pdu as P
-from protocol.modbus import registers as M
+from protocol.modbus import register_map as M
 from protocol.modbus import rtu as R
+from protocol.modbus.line import DEFAULTS, PARITY_CODES
 from firmware.ticks import TICKS_PERIOD
 
-_PARITY = {0: (None, 1), 1: (0, 1), 2: (1, 1), 3: (None, 2)}  # Eastron code -> (parity, stop)
-_PARITY_CHAR = {0: "N", 1: "E", 2: "O", 3: "N"}
-_STORE_KEYS = (("modbus_address", "mb_addr"), ("baud_rate", "mb_baud"), ("parity", "mb_par"))
+try:
+    from micropython import const
+except ImportError:  # CPython
 
-_TX_STUCK_US = 100000  # a UART that never says txdone must not hold the bus (DE) for ever
+    def const(x):
+        return x
 
-IDLE = 0
-REPLY_DUE = 1  # a reply is waiting for its turnaround delay
-SENDING = 2  # DE high, the UART shifts the reply out
-TAIL = 3  # transmitter done; DE stays high one more character time
+
+_STORE_KEYS = const(("mb_addr", "mb_baud", "mb_par"))  # NVS keys of holding registers 0x3000..2
+
+_TX_STUCK_US = const(100000)  # a UART that never says txdone must not hold the bus (DE) for ever
+
+_IDLE = const(0)
+_REPLY_DUE = const(1)  # a reply is waiting for its turnaround delay
+_SENDING = const(2)  # DE high, the UART shifts the reply out
+_TAIL = const(3)  # transmitter done; DE stays high one more character time
 
 
 def _diff(a, b):
@@ -73,21 +81,18 @@ class ModbusSlave:
         self.firmware = firmware
         self.reply_delay_us = reply_delay_us
         self._idle_us = idle_us
-        cfg = {}
-        for name, key in _STORE_KEYS:
-            v = store.load(key) if store is not None else None
-            reg = M.entry(name)
-            cfg[name] = v if v is not None and v in reg.allowed else M.DEFAULTS[name]
-        self.address = cfg["modbus_address"]
-        self.baud_code = cfg["baud_rate"]
-        self.parity = cfg["parity"]
+        cfg = []
+        for i in range(3):
+            v = store.load(_STORE_KEYS[i]) if store is not None else None
+            cfg.append(v if v is not None and v in M.ALLOWED[i] else DEFAULTS[M.HOLDING[i]])
+        self.address, self.baud_code, self.parity = cfg
         self._pending = None  # config to apply once the reply has left: (address, baud, parity)
         self._arm = M.RelayArm(ticks_period=TICKS_PERIOD)
         self._rx = bytearray(R.MAX_ADU)
         self._rxmv = memoryview(self._rx)
         self._reply = None
-        self._state = IDLE
-        self._at = 0  # REPLY_DUE: when to send; SENDING: wire end; TAIL: when DE drops
+        self._state = _IDLE
+        self._at = 0  # _REPLY_DUE: when to send; _SENDING: wire end; _TAIL: when DE drops
         self.requests = 0
         self.responses = 0
         self.broadcasts = 0
@@ -105,12 +110,12 @@ class ModbusSlave:
 
     def line(self):
         """(baud, parity char "N"/"E"/"O", stop bits) in force now."""
-        return self.baud_code * 100, _PARITY_CHAR[self.parity], _PARITY[self.parity][1]
+        code = PARITY_CODES[self.parity]
+        return self.baud_code * 100, code[1], code[2]
 
     def _apply_line(self):
         baud, par, stop = self.line()
-        parity, stop = _PARITY[self.parity]
-        self.uart.init(baud, bits=8, parity=parity, stop=stop)
+        self.uart.init(baud, bits=8, parity=(None, 0, 1)["NEO".index(par)], stop=stop)
         self.char_bits = R.char_bits(par, stop)
         self.char_us = R.char_time_us(baud, self.char_bits)
         old = getattr(self, "_deframer", None)
@@ -122,7 +127,7 @@ class ModbusSlave:
 
     def busy(self):
         """True while a reply waits for its turn or is on the line (DE high)."""
-        return self._state != IDLE
+        return self._state != _IDLE
 
     def counters(self):
         d = self._deframer
@@ -140,21 +145,21 @@ class ModbusSlave:
         """Do what is due at tick now_us (microseconds, wrapping like time.ticks_us());
         returns the tick at which to poll again."""
         st = self._state
-        if st == SENDING and _diff(now_us, self._at) >= 0 and (
+        if st == _SENDING and _diff(now_us, self._at) >= 0 and (
                 self.uart.txdone() or _diff(now_us, self._at) >= _TX_STUCK_US):
-            st = self._state = TAIL
+            st = self._state = _TAIL
             self._at = _add(now_us, self.char_us)
-        if st == TAIL and _diff(now_us, self._at) >= 0:
+        if st == _TAIL and _diff(now_us, self._at) >= 0:
             self.de.value(0)
-            st = self._state = IDLE
+            st = self._state = _IDLE
             if self._pending is not None:
                 self._apply_pending()
         self._read(now_us, st)
-        if st == IDLE or st == REPLY_DUE:
+        if st == _IDLE or st == _REPLY_DUE:
             for adu in self._deframer.poll(now_us):
                 self._handle(adu, now_us)
             st = self._state
-        if st == REPLY_DUE and _diff(now_us, self._at) >= 0:
+        if st == _REPLY_DUE and _diff(now_us, self._at) >= 0:
             self._send(now_us)
             st = self._state
         return self._next_wake(now_us, st)  # sample the UART about once a character
@@ -165,7 +170,7 @@ class ModbusSlave:
             n = uart.readinto(self._rx)
             if not n:
                 break
-            if st == SENDING or st == TAIL:
+            if st == _SENDING or st == _TAIL:
                 self.dropped_rx += n
             else:
                 self._deframer.feed(self._rxmv[:n], now_us)
@@ -173,7 +178,7 @@ class ModbusSlave:
     def due(self):
         """The tick of the next thing the slave must do by time (end a frame by silence, send,
         drop DE), or None: then only new bytes on the UART give it work."""
-        if self._state == IDLE:
+        if self._state == _IDLE:
             return self._deframer.deadline()
         return self._at
 
@@ -190,7 +195,7 @@ class ModbusSlave:
         self.de.value(1)
         self.uart.write(data)
         self.responses += 1
-        self._state = SENDING
+        self._state = _SENDING
         self._at = _add(now_us, R.frame_time_us(len(data), self.baud_code * 100, self.char_bits))
 
     # ------------------------------------------------------------ requests
@@ -228,8 +233,10 @@ class ModbusSlave:
             if self._pending is not None:
                 self._apply_pending()
             return
-        self._reply = R.encode_frame(self.address, P.encode_response(resp))
-        self._state = REPLY_DUE
+        if not isinstance(resp, bytearray):
+            resp = P.encode_response(resp)
+        self._reply = R.encode_frame(self.address, resp)
+        self._state = _REPLY_DUE
         self._at = _add(now_us, self.reply_delay_us)
 
     def _resync(self, adu, now_us):
@@ -255,8 +262,14 @@ class ModbusSlave:
             code = M.check_read(req.function, req.address, req.count)
             if code:
                 return P.ExceptionResponse(req.function, code)
-            regs = M.encode_block(req.function, req.address, req.count, self._values(now_us))
-            return P.ReadResponse(req.function, regs)
+            # the response PDU, registers written in place (no list, no per-register objects)
+            n = 2 * req.count
+            pdu = bytearray(2 + n)
+            pdu[0] = req.function
+            pdu[1] = n
+            M.read_into(memoryview(pdu)[2:], req.function, req.address, req.count,
+                        self._values(now_us))
+            return pdu
         if isinstance(req, P.WriteSingle):
             values = (req.value,)
         else:
@@ -318,7 +331,7 @@ class ModbusSlave:
         if changed:
             if self.store is not None:
                 for i in range(3):
-                    self.store.save(_STORE_KEYS[i][1], cfg[i])
+                    self.store.save(_STORE_KEYS[i], cfg[i])
             self._pending = tuple(cfg)
         return 0
 

@@ -81,8 +81,7 @@ Energy is cumulative and read with every reading, so it is unaffected.
 from protocol import payload as _payload
 from firmware.device_app import DeviceApp
 from firmware.ticks import Monotonic, ticks_add, ticks_diff
-from firmware import solar as _solar
-from firmware.utc_date import datetime_tuple
+from firmware.utc_date import datetime_tuple, day_of_year
 from firmware.voltage_alarm import voltage_alarm
 
 try:
@@ -127,7 +126,6 @@ _S_LAMP_FAILURE = const(1 << 5)
 _S_DAY_BURNER = const(1 << 6)
 _S_ALARM = const(1 << 7)
 
-_ANCHORS = ("fixed", "sunset", "sunrise")
 _RTC_MAGIC = b"SGP1"
 _TILT_HYST = const(100)  # centidegrees
 # a power alarm clears 5 points (% of the expected power) inside its threshold
@@ -147,12 +145,12 @@ class PoleApp(DeviceApp):
         hw.dimmer.set(cfg["default_level"])
         DeviceApp.__init__(self, "pole", hw, cfg, COMMAND_PORTS, _RTC_MAGIC, clock, rng, reset)
         self.default_level = cfg["default_level"]
-        self.photocell_on_mlx = cfg["photocell_on_lux"] * 1000
-        self.photocell_off_mlx = cfg["photocell_off_lux"] * 1000
+        self.on_mlx = cfg["photocell_on_lux"] * 1000
+        self.off_mlx = cfg["photocell_off_lux"] * 1000
         self.tilt_threshold_cdeg = cfg["tilt_threshold_cdeg"]
         self.latitude = cfg["latitude"]
         self.longitude = cfg["longitude"]
-        self.default_fade_ms = cfg["default_fade_ms"]
+        self.fade_ms = cfg["default_fade_ms"]
         self.schedule = None  # [(anchor index, minute, level)], None = no schedule
         self.load_settings()
         self.dark = True
@@ -196,21 +194,21 @@ class PoleApp(DeviceApp):
 
     def restore_settings(self, s):
         self.default_level = s.get("default_level", self.default_level)
-        self.photocell_on_mlx = s.get("on_mlx", self.photocell_on_mlx)
-        self.photocell_off_mlx = s.get("off_mlx", self.photocell_off_mlx)
+        self.on_mlx = s.get("on_mlx", self.on_mlx)
+        self.off_mlx = s.get("off_mlx", self.off_mlx)
         self.tilt_threshold_cdeg = s.get("tilt_cdeg", self.tilt_threshold_cdeg)
         self.latitude = s.get("lat", self.latitude)
         self.longitude = s.get("lon", self.longitude)
-        self.default_fade_ms = s.get("fade_ms", self.default_fade_ms)
+        self.fade_ms = s.get("fade_ms", self.fade_ms)
         sch = s.get("schedule")
         self.schedule = None if sch is None else [tuple(e) for e in sch]
         if self.hw.dimmer.target != self.default_level:
             self.hw.dimmer.set(self.default_level)
 
     def own_settings(self):
-        return {"default_level": self.default_level, "on_mlx": self.photocell_on_mlx,
-             "off_mlx": self.photocell_off_mlx, "tilt_cdeg": self.tilt_threshold_cdeg,
-             "lat": self.latitude, "lon": self.longitude, "fade_ms": self.default_fade_ms,
+        return {"default_level": self.default_level, "on_mlx": self.on_mlx,
+             "off_mlx": self.off_mlx, "tilt_cdeg": self.tilt_threshold_cdeg,
+             "lat": self.latitude, "lon": self.longitude, "fade_ms": self.fade_ms,
              "schedule": None if self.schedule is None else [list(e) for e in self.schedule]}
 
     # -- time ------------------------------------------------------------------------------
@@ -223,7 +221,7 @@ class PoleApp(DeviceApp):
             return None
         if dt[0] < 2020:
             return None
-        return _solar.day_of_year(dt[0], dt[1], dt[2]), dt[4] * 60 + dt[5]
+        return day_of_year(dt[0], dt[1], dt[2]), dt[4] * 60 + dt[5]
 
     def clock_known(self):
         return self.wall_clock() is not None
@@ -239,7 +237,10 @@ class PoleApp(DeviceApp):
     def _sun(self, doy):
         """(sunrise, sunset) in UTC minutes, or None."""
         if self.latitude is not None and self.longitude is not None:
-            return _solar.sun_times_utc(doy, self.latitude, self.longitude)
+            # only a pole given its position loads the (float) solar calculation
+            from firmware.solar import sun_times_utc
+
+            return sun_times_utc(doy, self.latitude, self.longitude)
         if self.dawn_utc_min is not None and self.dusk_utc_min is not None:
             return self.dawn_utc_min, self.dusk_utc_min
         return None
@@ -301,7 +302,7 @@ class PoleApp(DeviceApp):
         self._source = key
         d = self.hw.dimmer
         if level != d.target:
-            fade = self.default_fade_ms if fade_ms is None else fade_ms
+            fade = self.fade_ms if fade_ms is None else fade_ms
             d.set(level, fade, now)
             # the meter's last reading shows the old state: no frame may carry it with the new
             self._meter_fresh = False
@@ -347,9 +348,9 @@ class PoleApp(DeviceApp):
         lux = self.lux_mlx
         if lux is not None:
             was = self.dark
-            if self.dark and lux >= self.photocell_off_mlx:
+            if self.dark and lux >= self.off_mlx:
                 self.dark = False
-            elif not self.dark and lux <= self.photocell_on_mlx:
+            elif not self.dark and lux <= self.on_mlx:
                 self.dark = True
             if was != self.dark:
                 # a dusk/dawn estimate needs a real transition: not the boot assumption, and
@@ -410,7 +411,7 @@ class PoleApp(DeviceApp):
         elif on and settled and self.ma is not None and self.ma < fail_ma:
             a |= _A_LAMP_FAILURE
         elif on and not settled:
-            a |= self.alarms & _A_LAMP_FAILURE  # a level change cannot tell: keep (no flapping)
+            a |= self.alarm.bits & _A_LAMP_FAILURE  # a level change cannot tell: keep (no flapping)
         self._supply_alarms(on, settled, a & _A_LAMP_FAILURE)
         a |= self.v_alarm | self.p_alarm
         if self.light_failed:
@@ -420,7 +421,7 @@ class PoleApp(DeviceApp):
             asked = self._override is not None or self._dim is not None
             if lit and not asked:
                 a |= _A_DAY_BURNER
-        self._alarm.update(a)
+        self.alarm.update(a)
 
     def _supply_alarms(self, on, settled, lamp_failed):
         """voltage_low/high and power_low/high with hysteresis (self.v_alarm, self.p_alarm)."""
@@ -464,24 +465,24 @@ class PoleApp(DeviceApp):
             s |= _S_DOOR_OPEN
         if self.tilted:
             s |= _S_TILTED
-        if self.alarms & _A_LAMP_FAILURE:
+        if self.alarm.bits & _A_LAMP_FAILURE:
             s |= _S_LAMP_FAILURE
-        if self.alarms & _A_DAY_BURNER:
+        if self.alarm.bits & _A_DAY_BURNER:
             s |= _S_DAY_BURNER
-        if self.alarms:
+        if self.alarm.bits:
             s |= _S_ALARM
         return s
 
     def _send_alarm(self, mono):
         lvl = self._meter_level  # the level the carried reading was taken at
-        f = {"alarms": self.alarms, "alarm_count": self.alarm_count, "status": self.status(lvl),
+        f = {"alarms": self.alarm.bits, "alarm_count": self.alarm.count, "status": self.status(lvl),
              "dim_level": lvl,
              "tilt_angle": None if self.tilt_cdeg is None else self.tilt_cdeg * 3.14159265 / _PI_CDEG,
              "supply_voltage": (self.mv or 0) / 1000, "lamp_current": (self.ma or 0) / 1000,
              "lamp_power": max(self.dw or 0, 0) / 10,
              "temperature": None if self.temp_c100 is None else self.temp_c100 / 100}
         port, data = _payload.encode_uplink("pole", "alarm", f)
-        if self._alarm.send(self.mac, port, data):
+        if self.alarm.send(self.mac, port, data):
             self.last_alarm = f
 
     # -- reports ---------------------------------------------------------------------------
@@ -515,7 +516,7 @@ class PoleApp(DeviceApp):
         elif port == _PORT_SCHEDULE:
             entries = []
             for e in f["entries"]:
-                a = _ANCHORS.index(e["anchor"])
+                a = ("fixed", "sunset", "sunrise").index(e["anchor"])  # the schedule's anchor index
                 if not 0 <= e["level"] <= 100 or (a == 0 and not 0 <= e["minute"] < 1440):
                     return 4
                 entries.append((a, e["minute"], e["level"]))
@@ -534,12 +535,12 @@ class PoleApp(DeviceApp):
             self._dim = None
             self._update_lamp(now, mono, int(f["fade"] * 1000))
         elif port == _PORT_POLE_CONFIG:
-            on = self.photocell_on_mlx if f["photocell_on"] is None else int(f["photocell_on"] * 1000)
-            off = self.photocell_off_mlx if f["photocell_off"] is None else int(f["photocell_off"] * 1000)
+            on = self.on_mlx if f["photocell_on"] is None else int(f["photocell_on"] * 1000)
+            off = self.off_mlx if f["photocell_off"] is None else int(f["photocell_off"] * 1000)
             lvl = f["default_level"]
             if on > off or (lvl is not None and not 0 <= lvl <= 100):
                 return 4
-            self.photocell_on_mlx, self.photocell_off_mlx = on, off
+            self.on_mlx, self.off_mlx = on, off
             if lvl is not None:
                 self.default_level = lvl
             if f["tilt_threshold"] is not None:
@@ -549,7 +550,7 @@ class PoleApp(DeviceApp):
             if f["longitude"] is not None:
                 self.longitude = f["longitude"]
             if f["default_fade"] is not None:
-                self.default_fade_ms = int(f["default_fade"] * 1000)
+                self.fade_ms = int(f["default_fade"] * 1000)
             self.save_settings()
             self._update_lamp(now, mono)
         elif port == _PORT_CONFIG:
@@ -601,17 +602,17 @@ class PoleApp(DeviceApp):
             # between samples only what can change without one (idle polls allocate nothing)
             self._update_lamp(now_ms, mono)
             self._evaluate_alarms(mono)
-        alarm_due = self._alarm.poll(mono)
-        report_due = self._reports.due(mono)
+        alarm_due = self.alarm.poll(mono)
+        report_due = self.report_timer.due(mono)
         if (alarm_due or report_due) and self._hold(mono):
             pass  # the lamp is changing: the frames wait for it (poll wakes at _hold_until)
         else:
             self._hold_until = None
-            if self._alarm.due:  # (_hold's fresh reading may have changed the alarms)
+            if self.alarm.due:  # (_hold's fresh reading may have changed the alarms)
                 self._send_alarm(mono)
             if report_due:
                 self._send_report()
-                self._reports.schedule(mono)
+                self.report_timer.schedule(mono)
         if self._reboot.due(mono, self.mac):
             self._reset()  # machine.reset() does not return
         # the sensor reads may have blocked (sleep_ms): from here on the time is what the

@@ -6,7 +6,8 @@ gets the vendor's pin map, instead of typing seven pin numbers per device; a boa
 takes the same fields as a dict ({"chip": "sx1276", "cs": 18, ...}). check() validates either
 at boot, with the key named in the error: a pin the MCU lacks, an output on an input-only pin,
 two functions on one pin, the radio on the metering chip's SPI bus. The simulator attaches its
-chip models from the same profile (sim/devices/radio_chip.py), so the pins cannot drift apart.
+chip models from the same profile (sim/devices/pole_board.py attach_radio), so the pins cannot
+drift apart.
 
 Pins are from the vendors' schematics and pinout diagrams (the Meshtastic and RadioLib board
 definitions agree with them); the "streetgrid-*" boards are this project's pole/meter board
@@ -33,17 +34,6 @@ DEFAULT = "streetgrid-sx1276"
 CHIPS = ("sx1276", "sx1262")
 TCXO_MV = (0, 1600, 1700, 1800, 2200, 2400, 2700, 3000, 3300)
 
-# custom board fields: (name, required); pins are GPIO numbers
-_CUSTOM = {
-    "sx1276": (("chip", 1), ("mcu", 0), ("spi_id", 0), ("sck", 1), ("mosi", 1), ("miso", 1),
-               ("cs", 1), ("reset", 1), ("dio0", 0), ("pa_boost", 0)),
-    "sx1262": (("chip", 1), ("mcu", 0), ("spi_id", 0), ("sck", 1), ("mosi", 1), ("miso", 1),
-               ("cs", 1), ("reset", 1), ("busy", 1), ("dio1", 0), ("tcxo_mv", 0),
-               ("dio2_rf_switch", 0)),
-}
-
-
-
 def _gpio_ok(mcu, pin):
     """0 = no such GPIO on the MCU, 1 = input only, 2 = input and output."""
     if mcu == "esp32s3":
@@ -51,14 +41,6 @@ def _gpio_ok(mcu, pin):
     if pin < 0 or pin > 39 or pin in (20, 24, 28, 29, 30, 31):
         return 0
     return 1 if pin >= 34 else 2
-
-
-# the application's pins by kind: (config key, is an output)
-_POLE_PINS = (("i2c_scl", 1), ("i2c_sda", 1), ("uart_tx", 1), ("uart_rx", 0), ("dimmer_pin", 1),
-              ("door_pin", 0), ("relay_pin", 1))
-_METER_PINS = (("spi_sck", 1), ("spi_mosi", 1), ("spi_miso", 0), ("chip_cs_pin", 1),
-               ("relay_pin", 1))
-_RS485_PINS = (("rs485_tx", 1), ("rs485_rx", 0), ("rs485_de_pin", 1))
 
 
 def profile(board):
@@ -88,7 +70,15 @@ def _custom(b):
     chip = b.get("chip")
     if chip not in CHIPS:
         raise ConfigError("config board.chip: want one of %s, got %r" % (", ".join(CHIPS), chip))
-    fields = _CUSTOM[chip]
+    # custom board fields: (name, required); pins are GPIO numbers. Tables inside the functions
+    # that use them: this module only runs at boot, and a local costs no name in RAM afterwards
+    fields = {
+        "sx1276": (("chip", 1), ("mcu", 0), ("spi_id", 0), ("sck", 1), ("mosi", 1), ("miso", 1),
+                   ("cs", 1), ("reset", 1), ("dio0", 0), ("pa_boost", 0)),
+        "sx1262": (("chip", 1), ("mcu", 0), ("spi_id", 0), ("sck", 1), ("mosi", 1), ("miso", 1),
+                   ("cs", 1), ("reset", 1), ("busy", 1), ("dio1", 0), ("tcxo_mv", 0),
+                   ("dio2_rf_switch", 0)),
+    }[chip]
     names = [f[0] for f in fields]
     for k in b:
         if k not in names:
@@ -108,8 +98,8 @@ def _custom(b):
         if k in b:
             p[k] = _pin_value("board." + k, b[k], False)
     p.setdefault("busy", None)
-    p["irq"] = _pin_value("board.dio0" if chip == "sx1276" else "board.dio1",
-                          b.get("dio0" if chip == "sx1276" else "dio1"), True)
+    irq = "dio0" if chip == "sx1276" else "dio1"
+    p["irq"] = _pin_value("board." + irq, b.get(irq), True)
     if chip == "sx1276":
         p["pa_boost"] = _bool("board.pa_boost", b.get("pa_boost", True))
     else:
@@ -145,18 +135,23 @@ def check(cfg):
     docstring); returns the profile, or None when the device has no radio (a Modbus-only
     meter), whose board is still validated."""
     p = profile(cfg["board"])
+    # the application's pins by kind: (config key, is an output)
+    pole_pins = (("i2c_scl", 1), ("i2c_sda", 1), ("uart_tx", 1), ("uart_rx", 0),
+                 ("dimmer_pin", 1), ("door_pin", 0), ("relay_pin", 1))
+    meter_pins = (("spi_sck", 1), ("spi_mosi", 1), ("spi_miso", 0), ("chip_cs_pin", 1),
+                  ("relay_pin", 1))
+    rs485_pins = (("rs485_tx", 1), ("rs485_rx", 0), ("rs485_de_pin", 1))
     used = {}  # pin -> config key
-    pins = list(_POLE_PINS) if cfg["kind"] == "pole" else list(_METER_PINS)
+    pins = list(pole_pins) if cfg["kind"] == "pole" else list(meter_pins)
     if cfg["kind"] == "meter" and cfg["interfaces"] != "lorawan":
-        pins += _RS485_PINS
+        pins += rs485_pins
     entries = [(k, cfg[k], out) for k, out in pins]
     radio = uses_radio(cfg)
     if radio:
-        irq = "board.dio0" if p["chip"] == "sx1276" else "board.dio1"
-        entries += [("board.sck", p["sck"], 1), ("board.mosi", p["mosi"], 1),
-                    ("board.miso", p["miso"], 0), ("board.cs", p["cs"], 1),
-                    ("board.reset", p["reset"], 1), (irq, p["irq"], 0),
-                    ("board.busy", p["busy"], 0)]
+        irq = "dio0" if p["chip"] == "sx1276" else "dio1"  # what the board's schematic calls it
+        for k, out in (("sck", 1), ("mosi", 1), ("miso", 0), ("cs", 1), ("reset", 1),
+                       ("irq", 0), ("busy", 0)):
+            entries.append(("board." + (irq if k == "irq" else k), p[k], out))
     where = "board %s (%s)" % (p["name"], p["mcu"])
     for key, pin, out in entries:
         if pin is None:

@@ -26,10 +26,3 @@ def sun_times_utc(day_of_year, latitude, longitude):
     sunrise = 720 - 4 * (longitude + ha) - eqtime
     sunset = 720 - 4 * (longitude - ha) - eqtime
     return int(sunrise + 0.5) % 1440, int(sunset + 0.5) % 1440
-
-
-def day_of_year(year, month, day):
-    days = (0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334)[month - 1] + day
-    if month > 2 and year % 4 == 0 and (year % 100 != 0 or year % 400 == 0):
-        days += 1
-    return days

@@ -1,4 +1,5 @@
-"""UNIX milliseconds -> the tuple machine.RTC().datetime() takes, integer-only.
+"""UNIX milliseconds -> the tuple machine.RTC().datetime() takes, and the day of the year,
+integer-only.
 
 The network's time (DeviceTimeAns) arrives as a UTC instant; the ESP32's RTC is set with a
 civil date. MicroPython's time.gmtime() uses the port's epoch (2000 on older ESP32 builds,
@@ -23,3 +24,10 @@ def datetime_tuple(unix_ms):
     m = mp + 3 if mp < 10 else mp - 9
     y = yoe + era * 400 + (1 if m <= 2 else 0)
     return (y, m, d, (days + 3) % 7, rem // 3600, rem // 60 % 60, rem % 60, ms * 1000)
+
+
+def day_of_year(year, month, day):
+    days = (0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334)[month - 1] + day
+    if month > 2 and year % 4 == 0 and (year % 100 != 0 or year % 400 == 0):
+        days += 1
+    return days

@@ -27,7 +27,7 @@ from gateway.device_queue import AppDownlink
 from gateway.sessions import SessionStore, UnknownSession
 from protocol import gwmp
 from protocol.lorawan import frame as _frame
-from protocol.lorawan import mac
+from protocol.lorawan import network_side
 from protocol.lorawan.region import Region
 from protocol.lorawan.session import build_data_frame
 
@@ -55,15 +55,15 @@ def class_a_txpk(region: Region, copy: RadioMeta, phy: bytes, window: str, rx1_d
     """The txpk answering the uplink ``copy`` (as heard by the forwarder that will send it) in
     ``window``.  Raises RegionError for an uplink frequency/datr the region does not have."""
     if window == "rx1":
-        freq, dr = region.rx1(copy.freq_hz, region.dr_from_datr(copy.datr), rx1_dr_offset)
+        freq, dr = region.rx1(copy.freq_hz, gwmp.dr_from_datr(region, copy.datr), rx1_dr_offset)
         tmst = copy.tmst + rx1_delay_us
     elif window == "rx2":
-        freq, dr = region.rx2()
+        freq, dr = region.rx2_frequency, region.rx2_dr
         tmst = copy.tmst + rx2_delay_us
     else:
         raise ValueError(f"window must be 'rx1' or 'rx2', not {window!r}")
-    return gwmp.Txpk.for_class_a(tmst, freq, region.datr_string(dr), DOWNLINK_CODR, DOWNLINK_POWE,
-                                 phy)
+    return gwmp.Txpk.for_class_a(tmst, freq, gwmp.datr_string(region, dr), DOWNLINK_CODR,
+                                 DOWNLINK_POWE, phy)
 
 
 def data_down_frame(sessions: SessionStore, dev_addr: int, ack: bool, fport: int | None = None,
@@ -104,7 +104,7 @@ def mac_answers(mac_commands: list | None, copies: list, uplink_unix_s: float,
         if name == "LinkCheckReq" and copies:
             best = max((m.snr for m in copies if m.snr is not None), default=None)
             try:
-                sf = region.data_rate(region.dr_from_datr(copies[0].datr)).sf
+                sf = region.data_rate(gwmp.dr_from_datr(region, copies[0].datr)).sf
             except (ValueError, TypeError):
                 sf = None
             floor = DEMOD_FLOOR_DB.get(sf)
@@ -112,7 +112,7 @@ def mac_answers(mac_commands: list | None, copies: list, uplink_unix_s: float,
             out.append({"name": "LinkCheckAns", "margin": max(0, min(254, margin)),
                         "gw_cnt": min(255, len({m.forwarder for m in copies}))})
         elif name == "DeviceTimeReq":
-            ans = mac.device_time_ans(int(uplink_unix_s * 1000))  # GPS epoch, leap seconds
+            ans = network_side.device_time_ans(int(uplink_unix_s * 1000))  # GPS epoch, leap seconds
             out.append({"name": ans["name"], "seconds": ans["seconds"],
                         "fractional": ans["fractional"]})
     return out

@@ -44,8 +44,8 @@ copy (``Uplink.best()`` order: SNR, then RSSI) or the next best that has sent PU
 ``no-downlink-path``); forwarders whose last PULL_DATA is older than STALE_PULL_S come last
 (``stale-downlink-path`` when one is used anyway).  RX1 (``tmst + rx1 delay``, region.rx1
 frequency/DR) when the real time since the first copy arrived plus ``rx1_margin_s`` is still
-before the RX1 delay, else RX2 directly (``rx2-direct``; region.rx2(), ``tmst + rx2
-delay``), else nothing (``downlink-late`` and ``downlink-failed``).  Each PULL_RESP is
+before the RX1 delay, else RX2 directly (``rx2-direct``; the region's rx2_frequency and
+rx2_dr, ``tmst + rx2 delay``), else nothing (``downlink-late`` and ``downlink-failed``).  Each PULL_RESP is
 remembered by token; its TX_ACK settles it: ok -> ``downlink-rx1`` / ``downlink-rx2``; an RX1 refusal in downlink.RETRY_IN_RX2 (TOO_LATE,
 TOO_EARLY, COLLISION_*) -> one retry in RX2 through the same forwarder (``rx2-retry``); any
 other refusal, or a refused RX2 -> ``downlink-failed``.  A TX_ACK whose token (and EUI) matches
@@ -83,6 +83,7 @@ from gateway.rejection_log import RejectionLog
 from gateway.sessions import SessionError, SessionStore
 from gateway.uplink import Result, UplinkProcessor
 from protocol import gwmp
+from protocol.lorawan import network_side as _network
 from protocol.lorawan.region import Region, RegionError
 
 __all__ = ["ForwarderServer", "ForwarderInfo", "ForwarderCopy", "JOIN_ACCEPT_POWE",
@@ -271,7 +272,7 @@ class ForwarderServer:
         copy of that one).  Counted as ``retransmission-acked``.
         """
         c = self._confirmed.get(phy)
-        if c is None or now - c.first_seen < self.region.receive_delay2_us / 1e6:
+        if c is None or now - c.first_seen < _network.RECEIVE_DELAY2_US / 1e6:
             return
         if now - c.first_seen > RETRANSMISSION_REMEMBER_S:
             del self._confirmed[phy]
@@ -430,7 +431,7 @@ class ForwarderServer:
             return
         if r.confirmed:
             self._inc("acks")
-        self._downlink(uplink, phy, self.region.receive_delay1_us, self.region.receive_delay2_us,
+        self._downlink(uplink, phy, _network.RECEIVE_DELAY1_US, _network.RECEIVE_DELAY2_US,
                        "ack" if app is None else "downlink", r.dev_eui, app)
 
     def _join(self, uplink: Uplink) -> None:

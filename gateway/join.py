@@ -16,7 +16,7 @@ Checks run in that order; the MIC is verified before anything is written, so for
 cannot burn DevNonces.  On success the session (DevAddr, keys, counters, the DevNonce and the
 per-device JoinNonce) is committed *before* the accept bytes are returned.  The caller sends
 ``phy`` in the RX1 window ``rx1_delay_us`` after the uplink (``tmst + rx1_delay_us``), or RX2
-``rx2_delay_us`` after it on ``region.rx2()``; these are the region's JOIN_ACCEPT_DELAY1/2.
+``rx2_delay_us`` after it on the region's RX2 channel; these are the region's JOIN_ACCEPT_DELAY1/2.
 SessionError (storage failure) is *not* caught: that is a gateway fault, not a bad frame.
 """
 
@@ -28,9 +28,10 @@ from gateway.registry import Registry
 from gateway.sessions import (DevAddrExhausted, DevNonceReplay, JoinNonceExhausted, Session,
                               SessionStore)
 from protocol.lorawan import frame as _frame
+from protocol.lorawan import network_side as _network
 from protocol.lorawan.region import Region
 from protocol.lorawan.security import derive_session_keys
-from protocol.lorawan.session import build_join_accept, open_join_request
+from protocol.lorawan.network_side import build_join_accept, open_join_request
 
 __all__ = ["JoinResult", "handle_join_request", "REASONS"]
 
@@ -65,7 +66,7 @@ def handle_join_request(phy: bytes, registry: Registry, sessions: SessionStore, 
         if v is not None and (type(v) is not int or not 0 <= v <= hi):
             raise ValueError(f"{name} must be 0..{hi}, got {v!r}")  # caller bug, not a bad frame
     try:
-        j = _frame.decode(bytes(phy))
+        j = _network.decode(bytes(phy))
     except Exception:  # FrameError and anything a garbage buffer may provoke
         return JoinResult(False, "malformed")
     if not isinstance(j, _frame.JoinRequest):
@@ -81,7 +82,7 @@ def handle_join_request(phy: bytes, registry: Registry, sessions: SessionStore, 
     if rx2_dr is None:
         rx2_dr = region.rx2_dr
     if rx_delay is None:
-        rx_delay = region.receive_delay1_us // 1_000_000
+        rx_delay = _network.RECEIVE_DELAY1_US // 1_000_000
     dev_nonce = j.dev_nonce
 
     def keys(join_nonce: int, dev_addr: int) -> tuple[bytes, bytes]:
@@ -98,4 +99,4 @@ def handle_join_request(phy: bytes, registry: Registry, sessions: SessionStore, 
     accept = build_join_accept(dev.app_key, s.join_nonce, net_id, s.dev_addr, rx1_dr_offset,
                                rx2_dr, rx_delay)
     return JoinResult(True, None, j.dev_eui, dev_nonce, accept, s,
-                      region.join_accept_delay1_us, region.join_accept_delay2_us)
+                      _network.JOIN_ACCEPT_DELAY1_US, _network.JOIN_ACCEPT_DELAY2_US)

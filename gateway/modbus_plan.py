@@ -9,7 +9,7 @@ decodes their answers.
 Cost model (../shared/reference/modbus.md): a read of N registers occupies the bus for
 (13 + 2N) character times + 2 x t3.5 + the slave's turnaround. Merging two reads separated by
 g unwanted registers adds 2g characters and saves 13 characters + 2 x t3.5 + one turnaround
-(rtu.transaction_time_us of 0 registers; t3.5 is fixed at 1750 us above 19200 baud), so it
+(master.transaction_time_us of 0 registers; t3.5 is fixed at 1750 us above 19200 baud), so it
 pays while 2g x tc <= that.
 """
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from protocol.modbus import registers as regmap
 from protocol.modbus.pdu import MAX_READ
-from protocol.modbus.rtu import transaction_time_us
+from protocol.modbus.master import transaction_time_us
 
 __all__ = ["Read", "MeterPlan", "PlanError", "max_gap_for", "wire_cost_us"]
 

@@ -43,7 +43,7 @@ import re
 from datetime import datetime, timezone
 
 from gateway.uplink import MIN_EPOCH, Result
-from protocol import cbor
+from protocol import cbor, gwmp
 from protocol import payload as _payload
 from protocol.lorawan.region import Region, RegionError
 
@@ -138,7 +138,7 @@ def uplink_item(result: Result, region: Region | None, gateway_now_s: float,
         lora["fport"] = result.fport
     if region is not None:
         try:
-            lora["dr"] = region.dr_from_datr(best.datr)
+            lora["dr"] = gwmp.dr_from_datr(region, best.datr)
         except (RegionError, TypeError, ValueError):
             pass
     base = {"bver": _payload.SENML_BVER, "bn": "urn:dev:eui64:%s:" % result.dev_eui.hex(), "bt": t}

@@ -59,6 +59,7 @@ from gateway.sessions import SessionStore, UnknownSession
 from protocol import cipher as _cipher
 from protocol import payload as _payload
 from protocol.lorawan import frame as _frame
+from protocol.lorawan import network_side as _network
 from protocol.lorawan.fcnt import GAP_TOO_LARGE, OVERFLOW, REPLAY
 from protocol.lorawan.session import open_data_frame
 
@@ -176,7 +177,7 @@ class UplinkProcessor:
         counter for devices whose earlier frame in the same batch is about to be stored."""
         phy = bytes(uplink.phy)
         try:
-            f = _frame.decode(phy)
+            f = _network.decode(phy)
         except Exception as exc:  # FrameError and anything a garbage buffer may provoke
             return Result(False, "malformed", uplink=uplink, error=str(exc))
         if isinstance(f, _frame.JoinRequest):

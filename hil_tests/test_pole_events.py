@@ -230,7 +230,7 @@ def test_a_dim_command_rides_the_next_reply_is_acked_applied_and_not_repeated(ri
     rig.start()
     city, board = rig.city, rig.board(P_CMD)
     assert board.outputs()["dimmer_duty_u16"] == level_to_duty(100)  # night: full power
-    app0 = dict(commands=board.app.commands, duplicates=board.app.duplicates)
+    app0 = dict(commands=board.app.command_port.commands, duplicates=board.app.command_port.duplicates)
 
     ack, mine, requeued = _deliver_command(rig, {"seq": 7, "level": 50, "fade": 1.0})
     # the pole's ack: fPort 12, the dim command's port and seq, result ok
@@ -242,8 +242,8 @@ def test_a_dim_command_rides_the_next_reply_is_acked_applied_and_not_repeated(ri
     assert i >= 1 and mine[i - 1]["received"], mine[:i + 1]
     if requeued == 0:
         assert i == 1 or not any(u["received"] for u in mine[:i - 1]), mine[:i + 1]
-    assert board.app.commands - app0["commands"] == 1
-    assert board.app.duplicates == app0["duplicates"]
+    assert board.app.command_port.commands - app0["commands"] == 1
+    assert board.app.command_port.duplicates == app0["duplicates"]
 
     # the lamp is dimmed, and the next report says so (level and the power the lamp draws)
     n = len(city.uplinks)
@@ -265,8 +265,8 @@ def test_a_dim_command_rides_the_next_reply_is_acked_applied_and_not_repeated(ri
     rig.drain(delivered_keys(city.uplinks[n:], board=P_CMD))
     report = values([m for m in rig.mqtt(P_CMD, fport=10) if m["fcnt"] > ack2["fcnt"]][0])
     assert report["dim_level"] == 50, report
-    assert board.app.duplicates - app0["duplicates"] == 1  # the pole knew it for a repeat
-    assert board.app.commands - app0["commands"] == 2
+    assert board.app.command_port.duplicates - app0["duplicates"] == 1  # the pole knew it for a repeat
+    assert board.app.command_port.commands - app0["commands"] == 2
     assert board.counters["crashes"] == 0, board.errors
 
 

@@ -11,13 +11,21 @@ long-term secrets against local attackers.
 """
 
 
-class AESError(ValueError):
-    """Bad key or block length."""
+from protocol.cipher import _check
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
 
 
 # FIPS-197 S-box, its inverse, and xtime (multiply by x in GF(2^8)): bytes constants, so they
-# stay in flash (tests/protocol/test_aes.py checks them against the definition).
-SBOX = (
+# stay in flash (tests/protocol/test_aes.py checks them against the definition); private
+# consts, so a device keeps no names for them either. Errors (bad key or block length) are
+# ValueErrors.
+_SBOX = const(
     b"\x63\x7c\x77\x7b\xf2\x6b\x6f\xc5\x30\x01\x67\x2b\xfe\xd7\xab\x76"
     b"\xca\x82\xc9\x7d\xfa\x59\x47\xf0\xad\xd4\xa2\xaf\x9c\xa4\x72\xc0"
     b"\xb7\xfd\x93\x26\x36\x3f\xf7\xcc\x34\xa5\xe5\xf1\x71\xd8\x31\x15"
@@ -35,7 +43,7 @@ SBOX = (
     b"\xe1\xf8\x98\x11\x69\xd9\x8e\x94\x9b\x1e\x87\xe9\xce\x55\x28\xdf"
     b"\x8c\xa1\x89\x0d\xbf\xe6\x42\x68\x41\x99\x2d\x0f\xb0\x54\xbb\x16"
 )
-INV_SBOX = (
+_INV_SBOX = const(
     b"\x52\x09\x6a\xd5\x30\x36\xa5\x38\xbf\x40\xa3\x9e\x81\xf3\xd7\xfb"
     b"\x7c\xe3\x39\x82\x9b\x2f\xff\x87\x34\x8e\x43\x44\xc4\xde\xe9\xcb"
     b"\x54\x7b\x94\x32\xa6\xc2\x23\x3d\xee\x4c\x95\x0b\x42\xfa\xc3\x4e"
@@ -53,7 +61,7 @@ INV_SBOX = (
     b"\xa0\xe0\x3b\x4d\xae\x2a\xf5\xb0\xc8\xeb\xbb\x3c\x83\x53\x99\x61"
     b"\x17\x2b\x04\x7e\xba\x77\xd6\x26\xe1\x69\x14\x63\x55\x21\x0c\x7d"
 )
-XTIME = (
+_XTIME = const(
     b"\x00\x02\x04\x06\x08\x0a\x0c\x0e\x10\x12\x14\x16\x18\x1a\x1c\x1e"
     b"\x20\x22\x24\x26\x28\x2a\x2c\x2e\x30\x32\x34\x36\x38\x3a\x3c\x3e"
     b"\x40\x42\x44\x46\x48\x4a\x4c\x4e\x50\x52\x54\x56\x58\x5a\x5c\x5e"
@@ -73,71 +81,57 @@ XTIME = (
 )
 
 
-def _expand_key(key):
-    S = SBOX
-    w = bytearray(176)
-    w[0:16] = key
-    rcon = 1
-    for i in range(16, 176, 4):
-        t0 = w[i - 4]
-        t1 = w[i - 3]
-        t2 = w[i - 2]
-        t3 = w[i - 1]
-        if i & 15 == 0:
-            t0, t1, t2, t3 = S[t1] ^ rcon, S[t2], S[t3], S[t0]
-            rcon = XTIME[rcon]
-        w[i] = w[i - 16] ^ t0
-        w[i + 1] = w[i - 15] ^ t1
-        w[i + 2] = w[i - 14] ^ t2
-        w[i + 3] = w[i - 13] ^ t3
-    return bytes(w)  # round r's key is w[16 * r : 16 * r + 16]
-
-
 class AES:
     """AES-128 block cipher with the key schedule expanded once.
 
-    `encrypt_block_into(block, out)` allocates nothing and accepts `out is block` (it reads the
+    `encrypt_block_into(data, out)` allocates nothing and accepts `out is data` (it reads the
     whole block before writing), which is what the device-side CMAC and keystream loops use.
     """
 
     def __init__(self, key):
         if len(key) != 16:
-            raise AESError("AES-128 key must be 16 bytes, got %d" % len(key))
-        self._rk = _expand_key(key)
+            raise ValueError("AES-128 key must be 16 bytes, got %d" % len(key))
+        S = _SBOX
+        w = bytearray(176)
+        w[0:16] = key
+        rcon = 1
+        for i in range(16, 176, 4):
+            t0 = w[i - 4]
+            t1 = w[i - 3]
+            t2 = w[i - 2]
+            t3 = w[i - 1]
+            if i & 15 == 0:
+                t0, t1, t2, t3 = S[t1] ^ rcon, S[t2], S[t3], S[t0]
+                rcon = _XTIME[rcon]
+            w[i] = w[i - 16] ^ t0
+            w[i + 1] = w[i - 15] ^ t1
+            w[i + 2] = w[i - 14] ^ t2
+            w[i + 3] = w[i - 13] ^ t3
+        self._rk = bytes(w)  # round r's key is w[16 * r : 16 * r + 16]
 
-    def encrypt_block(self, block):
-        out = bytearray(16)
-        self.encrypt_block_into(block, out)
-        return bytes(out)
-
-    def decrypt_block(self, block):
-        out = bytearray(16)
-        self.decrypt_block_into(block, out)
-        return bytes(out)
-
-    def encrypt_block_into(self, block, out):
-        if len(block) != 16 or len(out) < 16:
-            raise AESError("AES block must be 16 bytes, got %d (out %d)" % (len(block), len(out)))
-        S = SBOX
-        X = XTIME
+    def encrypt_block_into(self, data, out):
+        if len(data) != 16 or len(out) < 16:
+            raise ValueError("AES block must be 16 bytes, got %d (out %d)" % (len(data), len(out)))
+        S = _SBOX
+        X = _XTIME
         rk = self._rk
         o = 0
-        s0 = block[0] ^ rk[o]
-        s1 = block[1] ^ rk[o + 1]
-        s2 = block[2] ^ rk[o + 2]
-        s3 = block[3] ^ rk[o + 3]
-        s4 = block[4] ^ rk[o + 4]
-        s5 = block[5] ^ rk[o + 5]
-        s6 = block[6] ^ rk[o + 6]
-        s7 = block[7] ^ rk[o + 7]
-        s8 = block[8] ^ rk[o + 8]
-        s9 = block[9] ^ rk[o + 9]
-        s10 = block[10] ^ rk[o + 10]
-        s11 = block[11] ^ rk[o + 11]
-        s12 = block[12] ^ rk[o + 12]
-        s13 = block[13] ^ rk[o + 13]
-        s14 = block[14] ^ rk[o + 14]
-        s15 = block[15] ^ rk[o + 15]
+        s0 = data[0] ^ rk[o]
+        s1 = data[1] ^ rk[o + 1]
+        s2 = data[2] ^ rk[o + 2]
+        s3 = data[3] ^ rk[o + 3]
+        s4 = data[4] ^ rk[o + 4]
+        s5 = data[5] ^ rk[o + 5]
+        s6 = data[6] ^ rk[o + 6]
+        s7 = data[7] ^ rk[o + 7]
+        s8 = data[8] ^ rk[o + 8]
+        s9 = data[9] ^ rk[o + 9]
+        s10 = data[10] ^ rk[o + 10]
+        s11 = data[11] ^ rk[o + 11]
+        s12 = data[12] ^ rk[o + 12]
+        s13 = data[13] ^ rk[o + 13]
+        s14 = data[14] ^ rk[o + 14]
+        s15 = data[15] ^ rk[o + 15]
         for r in range(1, 10):
             o = 16 * r
             # SubBytes + ShiftRows: column c row i takes state (i, c + i).
@@ -196,29 +190,29 @@ class AES:
         out[14] = S[s6] ^ rk[o + 14]
         out[15] = S[s11] ^ rk[o + 15]
 
-    def decrypt_block_into(self, block, out):
-        if len(block) != 16 or len(out) < 16:
-            raise AESError("AES block must be 16 bytes, got %d (out %d)" % (len(block), len(out)))
-        S = INV_SBOX
-        X = XTIME
+    def decrypt_block_into(self, data, out):
+        if len(data) != 16 or len(out) < 16:
+            raise ValueError("AES block must be 16 bytes, got %d (out %d)" % (len(data), len(out)))
+        S = _INV_SBOX
+        X = _XTIME
         rk = self._rk
         o = 160
-        s0 = block[0] ^ rk[o]
-        s1 = block[1] ^ rk[o + 1]
-        s2 = block[2] ^ rk[o + 2]
-        s3 = block[3] ^ rk[o + 3]
-        s4 = block[4] ^ rk[o + 4]
-        s5 = block[5] ^ rk[o + 5]
-        s6 = block[6] ^ rk[o + 6]
-        s7 = block[7] ^ rk[o + 7]
-        s8 = block[8] ^ rk[o + 8]
-        s9 = block[9] ^ rk[o + 9]
-        s10 = block[10] ^ rk[o + 10]
-        s11 = block[11] ^ rk[o + 11]
-        s12 = block[12] ^ rk[o + 12]
-        s13 = block[13] ^ rk[o + 13]
-        s14 = block[14] ^ rk[o + 14]
-        s15 = block[15] ^ rk[o + 15]
+        s0 = data[0] ^ rk[o]
+        s1 = data[1] ^ rk[o + 1]
+        s2 = data[2] ^ rk[o + 2]
+        s3 = data[3] ^ rk[o + 3]
+        s4 = data[4] ^ rk[o + 4]
+        s5 = data[5] ^ rk[o + 5]
+        s6 = data[6] ^ rk[o + 6]
+        s7 = data[7] ^ rk[o + 7]
+        s8 = data[8] ^ rk[o + 8]
+        s9 = data[9] ^ rk[o + 9]
+        s10 = data[10] ^ rk[o + 10]
+        s11 = data[11] ^ rk[o + 11]
+        s12 = data[12] ^ rk[o + 12]
+        s13 = data[13] ^ rk[o + 13]
+        s14 = data[14] ^ rk[o + 14]
+        s15 = data[15] ^ rk[o + 15]
         for r in range(9, 0, -1):
             o = 16 * r
             # InvShiftRows + InvSubBytes + AddRoundKey: column c row i takes state (i, c - i).
@@ -300,3 +294,37 @@ class AES:
         out[13] = S[s9] ^ rk[o + 13]
         out[14] = S[s6] ^ rk[o + 14]
         out[15] = S[s3] ^ rk[o + 15]
+
+
+class ECB:
+    """protocol.cipher's ECB interface ("pure" backend) over AES: encrypt / decrypt of any
+    multiple of 16 bytes, encrypt_into in place."""
+
+    def __init__(self, key):
+        self._aes = AES(key)
+
+    def _run(self, data, fn):
+        _check(data)
+        out = bytearray(len(data))
+        if len(data) == 16:
+            fn(data, out)
+        else:
+            blk = bytearray(16)
+            for o in range(0, len(data), 16):
+                blk[:] = data[o : o + 16]
+                fn(blk, blk)
+                out[o : o + 16] = blk
+        return bytes(out)
+
+    def encrypt(self, data):
+        return self._run(data, self._aes.encrypt_block_into)
+
+    def decrypt(self, data):
+        return self._run(data, self._aes.decrypt_block_into)
+
+    def encrypt_into(self, data, out):
+        _check(data)
+        if len(data) == 16:
+            self._aes.encrypt_block_into(data, out)
+        else:
+            out[: len(data)] = self.encrypt(data)

@@ -1,8 +1,9 @@
 """AES-128-ECB behind one interface, backed by whatever the platform offers.
 
-Backends: "cryptography" (CPython gateway, OpenSSL), "cryptolib" (MicroPython's C module,
-hardware AES on an ESP32) and "pure" (protocol.aes, for builds without cryptolib). With
-backend=None the first importable one in that order is used.
+Backends: "cryptography" (CPython gateway, OpenSSL: protocol.aes_openssl, which a device never
+loads), "cryptolib" (MicroPython's C module, hardware AES on an ESP32) and "pure"
+(protocol.aes, for builds without cryptolib). With backend=None the first importable one in
+that order is used.
 
 Cipher objects are cached per (backend, key) in a bounded dict, because building one costs
 far more than encrypting a block (about 15 us for an OpenSSL context against 0.5 us for a
@@ -38,24 +39,25 @@ def shared_cache(name):
 
 
 def _import_cryptolib():
-    try:
-        import cryptolib
-    except ImportError:
-        import ucryptolib as cryptolib  # MicroPython before 1.21
+    import cryptolib  # (ucryptolib before MicroPython 1.21: older than ROMFS, so never ours)
+
     return cryptolib
 
 
 def _probe(name):
-    try:
-        if name == "cryptography":
-            from cryptography.hazmat.primitives.ciphers import Cipher  # noqa: F401
-        elif name == "cryptolib":
+    if name == "cryptolib":
+        try:
             _import_cryptolib()
-        elif name != "pure":
+        except ImportError:
             return False
-    except ImportError:
+        return True
+    if name == "cryptography":
+        if sys.implementation.name != "micropython":
+            from protocol import aes_openssl
+
+            return aes_openssl.available()
         return False
-    return True
+    return name == "pure"
 
 
 def available_backends():
@@ -85,102 +87,31 @@ def _check(data):
         raise CipherError("ECB data must be a multiple of 16 bytes, got %d" % len(data))
 
 
-if sys.implementation.name != "micropython":  # a class only CPython can use: none on a device
-
-    class _CryptographyECB:
-        """OpenSSL contexts kept open: ECB `update` carries no state between calls."""
-
-        def __init__(self, key):
-            from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
-            c = Cipher(algorithms.AES(bytes(key)), modes.ECB())
-            self._enc = c.encryptor().update
-            self._dec = c.decryptor().update
-
-        def encrypt(self, data):
-            if len(data) % 16:
-                _check(data)
-            return self._enc(data)
-
-        def decrypt(self, data):
-            if len(data) % 16:
-                _check(data)
-            return self._dec(data)
-
-        def encrypt_into(self, data, out):
-            _check(data)
-            out[: len(data)] = self._enc(data)
-
-
 class _CryptolibECB:
-    """One cryptolib.aes object per direction: a cryptolib object is locked to the direction
-    of its first use. Created lazily so devices, which only encrypt, never build a decryptor."""
+    """cryptolib.aes objects are locked to the direction of their first use: one encryptor,
+    made now, and a decryptor per decrypt() call (a device, which only encrypts, never makes
+    one)."""
 
     def __init__(self, key):
         self._key = bytes(key)
-        self._enc = None
-        self._dec = None
-
-    def _encryptor(self):
-        if self._enc is None:
-            self._enc = _import_cryptolib().aes(self._key, 1)
-        return self._enc
+        self._aes = _import_cryptolib().aes(self._key, 1)
 
     def encrypt(self, data):
         _check(data)
-        return self._encryptor().encrypt(data)
+        return self._aes.encrypt(data)
 
     def decrypt(self, data):
         _check(data)
-        if self._dec is None:
-            self._dec = _import_cryptolib().aes(self._key, 1)
-        return self._dec.decrypt(data)
+        return _import_cryptolib().aes(self._key, 1).decrypt(data)
 
     def encrypt_into(self, data, out):
         _check(data)
-        self._encryptor().encrypt(data, out)
+        self._aes.encrypt(data, out)
 
 
-class _PureECB:
-    def __init__(self, key):
-        from protocol.aes import AES
-
-        self._aes = AES(key)
-
-    def _run(self, data, fn):
-        _check(data)
-        out = bytearray(len(data))
-        if len(data) == 16:
-            fn(data, out)
-        else:
-            blk = bytearray(16)
-            for o in range(0, len(data), 16):
-                blk[:] = data[o : o + 16]
-                fn(blk, blk)
-                out[o : o + 16] = blk
-        return bytes(out)
-
-    def encrypt(self, data):
-        return self._run(data, self._aes.encrypt_block_into)
-
-    def decrypt(self, data):
-        return self._run(data, self._aes.decrypt_block_into)
-
-    def encrypt_into(self, data, out):
-        _check(data)
-        if len(data) == 16:
-            self._aes.encrypt_block_into(data, out)
-        else:
-            out[: len(data)] = self.encrypt(data)
-
-
-
-
-def _factory(name):
-    if name == "cryptolib":
-        return _CryptolibECB
-    return _PureECB if name == "pure" else _CryptographyECB
-_ecb_caches = {name: shared_cache(name) for name in BACKENDS}
+for _name in BACKENDS:  # the ECB object caches, one per backend (the same registry as cmac's)
+    shared_cache(_name)
+del _name
 
 
 def ecb(key, backend=None):
@@ -190,9 +121,9 @@ def ecb(key, backend=None):
     `out`, which may be `data` itself (in place, no allocation on cryptolib and pure).
     """
     name = backend if backend is not None else (_default or default_backend())
-    cache = _ecb_caches.get(name)
-    if cache is None:
+    if name not in BACKENDS:
         resolve(name)  # raises: unknown name
+    cache = _caches[name]
     if type(key) is not bytes:
         key = bytes(key)
     obj = cache.get(key)
@@ -201,7 +132,16 @@ def ecb(key, backend=None):
             raise CipherError("AES-128 key must be 16 bytes, got %d" % len(key))
         if not _probe(name):
             raise CipherError("AES backend %r is not available here" % name)
-        obj = _factory(name)(key)
+        if name == "cryptolib":
+            obj = _CryptolibECB(key)
+        elif name == "pure":
+            from protocol.aes import ECB
+
+            obj = ECB(key)
+        elif sys.implementation.name != "micropython":  # "cryptography": never on a device
+            from protocol import aes_openssl
+
+            obj = aes_openssl.ECB(key)
         if len(cache) >= CACHE_SIZE:
             del cache[next(iter(cache))]  # oldest on CPython, arbitrary on MicroPython
         cache[key] = obj

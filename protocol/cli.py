@@ -13,6 +13,7 @@ from protocol import payload as app_payload
 from protocol.lorawan import fcnt as lw_fcnt
 from protocol.lorawan import frame as lw_frame
 from protocol.lorawan import mac as lw_mac
+from protocol.lorawan import network_side as lw_network
 from protocol.lorawan import session as lw_session
 
 USAGE = """usage: python -m protocol decode --hex PHY [--nwkskey K --appskey K | --appkey K] [--last-fcnt N]
@@ -105,7 +106,7 @@ def _dev_addr(value):
 
 def _decode_data(frame, opts):
     out = {
-        "mtype": lw_frame.MTYPE_NAMES[frame.mtype],
+        "mtype": lw_network.MTYPE_NAMES[frame.mtype],
         "dev_addr": _dev_addr(frame.dev_addr),
         "adr": frame.adr,
         "ack": frame.ack,
@@ -161,7 +162,7 @@ def _decode_data(frame, opts):
 
 def _decode_join_request(frame, opts):
     out = {
-        "mtype": lw_frame.MTYPE_NAMES[frame.mtype],
+        "mtype": lw_network.MTYPE_NAMES[frame.mtype],
         "join_eui": _eui(frame.join_eui),
         "dev_eui": _eui(frame.dev_eui),
         "dev_nonce": frame.dev_nonce,
@@ -169,7 +170,7 @@ def _decode_join_request(frame, opts):
         "mic_ok": None,
     }
     if opts["appkey"] is not None:
-        out["mic_ok"] = lw_session.open_join_request(frame, opts["appkey"]).mic_ok
+        out["mic_ok"] = lw_network.open_join_request(frame, opts["appkey"]).mic_ok
         if not out["mic_ok"]:
             raise UsageError("MIC mismatch for join-request from DevEUI %s: wrong --appkey" % out["dev_eui"])
     return out
@@ -182,14 +183,14 @@ def _decode_join_accept(phy, opts):
     if not accept.mic_ok:
         raise UsageError("MIC mismatch for join-accept: wrong --appkey")
     return {
-        "mtype": lw_frame.MTYPE_NAMES[lw_frame.JOIN_ACCEPT],
+        "mtype": lw_network.MTYPE_NAMES[lw_frame.JOIN_ACCEPT],
         "join_nonce": accept.join_nonce,
         "net_id": "%06x" % accept.net_id,
         "dev_addr": _dev_addr(accept.dev_addr),
         "rx1_dr_offset": accept.rx1_dr_offset,
         "rx2_dr": accept.rx2_dr,
         "rx_delay": accept.rx_delay,
-        "cflist": accept.cflist_fields,
+        "cflist": lw_network.cflist_fields(accept),
         "mic_ok": True,
     }
 
@@ -197,14 +198,14 @@ def _decode_join_accept(phy, opts):
 def decode(opts):
     """Decode per the parsed options and return a JSON-ready dict."""
     phy = opts["phy"]
-    frame = lw_frame.decode(phy)
+    frame = lw_network.decode(phy)
     mtype = frame.mtype
     if mtype == lw_frame.JOIN_REQUEST:
         return _decode_join_request(frame, opts)
     if mtype == lw_frame.JOIN_ACCEPT:
         return _decode_join_accept(phy, opts)
-    if mtype == lw_frame.PROPRIETARY:
-        return {"mtype": lw_frame.MTYPE_NAMES[mtype], "payload": _hex(phy[1:])}
+    if mtype == lw_network.PROPRIETARY:
+        return {"mtype": lw_network.MTYPE_NAMES[mtype], "payload": _hex(phy[1:])}
     return _decode_data(frame, opts)
 
 

@@ -2,9 +2,8 @@
 
 Two strategies, same result:
 
-* cryptography backend (gateway): OpenSSL's CMAC. Building a CMAC object costs about 10 us (key
-  schedule and subkeys), so one untouched object is cached per key and each message works on a
-  `copy()` of it (about 1 us per MIC).
+* cryptography backend (gateway): OpenSSL's CMAC, in protocol.aes_openssl (a device never
+  loads it).
 * cryptolib / pure (device): CBC-MAC block by block into a module-level 16-byte state with
   in-place encryption, so a MIC allocates only its 16-byte result.
 
@@ -13,59 +12,41 @@ device is fine (nothing here awaits). Per-key caches live in protocol.cipher's r
 cipher.clear_cache() empties them all.
 """
 
+import sys
+
 from protocol import cipher
 
-_RB = 0x87
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+_RB = const(0x87)
 _state = bytearray(16)  # device path: the running CBC-MAC value
 # key -> (k1, k2) for the block-by-block path, per backend
 _subkeys = {"cryptolib": cipher.shared_cache("cmac/cryptolib"), "pure": cipher.shared_cache("cmac/pure")}
-# key -> an unused cryptography CMAC object, copied for each message
-_templates = cipher.shared_cache("cmac/cryptography")
-
-
-def _double(block):
-    """Multiply by x in GF(2^128), the RFC 4493 subkey step."""
-    n = int.from_bytes(block, "big") << 1
-    if n >> 128:
-        n ^= (1 << 128) | _RB
-    return n.to_bytes(16, "big")
 
 
 def _block_subkeys(key, enc, backend):
+    """(K1, K2) of key (RFC 4493): L = AES(key, 0), K1 = L * x, K2 = K1 * x in GF(2^128)."""
     cache = _subkeys[backend]
     sk = cache.get(key)
     if sk is None:
-        k1 = _double(enc.encrypt(bytes(16)))
-        sk = (k1, _double(k1))
+        k = int.from_bytes(enc.encrypt(bytes(16)), "big")
+        sk = []
+        for _ in range(2):
+            k <<= 1
+            if k >> 128:
+                k ^= (1 << 128) | _RB
+            sk.append(k.to_bytes(16, "big"))
+        sk = tuple(sk)
         if len(cache) >= cipher.CACHE_SIZE:
             del cache[next(iter(cache))]
         cache[key] = sk
     return sk
-
-
-def _template(key):
-    try:
-        from cryptography.hazmat.primitives import cmac as ossl_cmac
-        from cryptography.hazmat.primitives.ciphers import algorithms
-    except ImportError:
-        raise cipher.CipherError("AES backend 'cryptography' is not available here")
-    if len(key) != 16:
-        raise cipher.CipherError("AES-128 key must be 16 bytes, got %d" % len(key))
-    t = ossl_cmac.CMAC(algorithms.AES(key))
-    if len(_templates) >= cipher.CACHE_SIZE:
-        del _templates[next(iter(_templates))]
-    _templates[key] = t
-    return t
-
-
-def cmac_cryptography(key, msg):
-    """cmac() on the cryptography backend without argument handling: the gateway's hot path.
-
-    key must be a 16-byte `bytes` object (it is the cache key)."""
-    t = _templates.get(key) or _template(key)
-    c = t.copy()
-    c.update(msg)
-    return c.finalize()
 
 
 def _xor_in(st, src, off, count):
@@ -73,9 +54,26 @@ def _xor_in(st, src, off, count):
         st[j] ^= src[off + j]
 
 
-def _cmac_blocks(key, msg, backend, prefix):
-    enc = cipher.ecb(key, backend)  # validates the backend name and key first
-    k1, k2 = _block_subkeys(key, enc, backend)
+def cmac(key, msg, backend=None, prefix=None):
+    """AES-CMAC of `prefix | msg` (16 bytes).
+
+    `prefix` (optional, a multiple of 16 bytes) is MACed ahead of msg without concatenating
+    them, which spares a device an allocation for LoRaWAN's B0 block.
+    """
+    if prefix is not None and len(prefix) % 16:
+        raise cipher.CipherError("CMAC prefix must be a multiple of 16 bytes, got %d" % len(prefix))
+    name = cipher.resolve(backend)
+    if type(key) is not bytes:
+        key = bytes(key)
+    if name == "cryptography":
+        if sys.implementation.name != "micropython":  # on a device cipher.ecb below refuses it
+            from protocol import aes_openssl
+
+            if prefix:
+                msg = bytes(prefix) + msg
+            return aes_openssl.cmac(key, msg)
+    enc = cipher.ecb(key, name)  # validates the backend name and key first
+    k1, k2 = _block_subkeys(key, enc, name)
     crypt = enc.encrypt_into
     st = _state
     for j in range(16):
@@ -103,23 +101,5 @@ def _cmac_blocks(key, msg, backend, prefix):
         _xor_in(st, k2, 0, 16)
     crypt(st, st)
     return bytes(st)
-
-
-def cmac(key, msg, backend=None, prefix=None):
-    """AES-CMAC of `prefix | msg` (16 bytes).
-
-    `prefix` (optional, a multiple of 16 bytes) is MACed ahead of msg without concatenating
-    them, which spares a device an allocation for LoRaWAN's B0 block.
-    """
-    if prefix is not None and len(prefix) % 16:
-        raise cipher.CipherError("CMAC prefix must be a multiple of 16 bytes, got %d" % len(prefix))
-    name = cipher.resolve(backend)
-    if type(key) is not bytes:
-        key = bytes(key)
-    if name == "cryptography":
-        if prefix:
-            msg = bytes(prefix) + msg
-        return cmac_cryptography(key, msg)
-    return _cmac_blocks(key, msg, name, prefix)
 
 

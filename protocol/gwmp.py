@@ -27,6 +27,8 @@ unknown rxpk key (json.loads turns 1e999 into inf) decodes fine but cannot be re
 import binascii
 import json
 
+from protocol.lorawan.region import RegionError
+
 PUSH_DATA = 0x00
 PUSH_ACK = 0x01
 PULL_DATA = 0x02
@@ -181,6 +183,31 @@ def _datr(obj, what):
     if m is not None and m != modu:
         raise GwmpError("%s: 'modu' %r does not match datr %r" % (what, m, v))
     return v
+
+
+def datr_string(region, dr):
+    """The `datr` of data rate dr of a protocol.lorawan.region Region: "SF7BW125" for LoRa, the
+    bit rate (int) for FSK."""
+    d = region.data_rate(dr)
+    if d.sf:
+        return "SF%dBW%d" % (d.sf, d.bw_hz // 1000)
+    return d.bitrate
+
+
+_by_datr = {}  # region name -> {datr: DR}
+
+
+def dr_from_datr(region, datr):
+    """The data-rate index of a `datr` ("SF12BW125", or 50000 for FSK) in `region`; RegionError
+    when the region has none."""
+    table = _by_datr.get(region.name)
+    if table is None:
+        table = _by_datr[region.name] = {datr_string(region, d.index): d.index
+                                         for d in region.data_rates}
+    try:
+        return table[datr]
+    except (KeyError, TypeError):
+        raise RegionError("%s has no data rate for datr %r" % (region.name, datr))
 
 
 def _b64decode(text, what):

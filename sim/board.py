@@ -44,12 +44,17 @@ import importlib.util
 import os
 import random
 
-from sim.devices.pole_board import (  # noqa: F401 - the board's ticks, re-exported
-    REBOOT_MS, TICKS_MASK, TICKS_PERIOD, PoleBoard, ticks, ticks_diff)
+from firmware.ticks import TICKS_PERIOD, ticks_diff  # noqa: F401 - re-exported for the boards
+from sim.devices.pole_board import REBOOT_MS, PoleBoard
 
 
 _FAKES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fakes")
 _instances = 0
+
+
+def ticks(ms):
+    """Absolute virtual ms -> MicroPython ticks_ms value (what PoleBoard hands the firmware)."""
+    return ms % TICKS_PERIOD
 
 
 def load_fake(name, tag):
@@ -64,6 +69,18 @@ def load_fake(name, tag):
 def default_app_factory(machine, esp32, cfg, radio, sleep_ms, rng=None):
     from firmware import main  # the firmware's create(); imported late on purpose
     return main.create(machine, esp32, cfg, radio, sleep_ms, rng=rng)
+
+
+def radio_profile(cfg):
+    """The radio wiring of the board that the (partial) firmware config cfg names, from the
+    firmware's own table (firmware.radio_board.profile), or None for a Modbus-only meter: where
+    sim.devices.pole_board.attach_radio solders the chip model. Computed on the host, so a
+    board on the MicroPython VM gets it over the pipe instead of loading the table itself."""
+    from firmware import config, radio_board
+
+    full = config.defaults(cfg.get("kind", "pole"))
+    full.update(cfg)
+    return radio_board.profile(full["board"]) if radio_board.uses_radio(full) else None
 
 
 def seeded_rng(seed, dev_eui):
@@ -144,8 +161,9 @@ class LocalBoard(PoleBoard, Board):
         machine = load_fake("machine", tag)
         machine.UNIQUE_ID = bytes.fromhex(self.dev_eui)[2:]  # ESP32 base MAC: 6 bytes, per board
         self.radio = SimRadio(name)
-        PoleBoard.__init__(self, machine, load_fake("esp32", tag), dict(cfg), strict, epoch_s,
-                           radio_fault)
+        cfg = dict(cfg)
+        PoleBoard.__init__(self, machine, load_fake("esp32", tag), cfg, radio_profile(cfg),
+                           strict, epoch_s, radio_fault)
         hw = self.hardware  # the chips by name, for tests and the world (same objects for life)
         self.wiring = hw.wiring
         if self.kind == "meter":

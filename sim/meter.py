@@ -127,7 +127,7 @@ class EmulatedMeter:
         tick = now_ms % MS_TICKS
         try:
             wake = ticks_diff(self.app.poll(tick), tick)
-        except Exception as e:  # noqa: BLE001 - as main.app_task: log, count, retry in 1 s;
+        except Exception as e:  # noqa: BLE001 - as firmware.meter_tasks.app_task: log, count, retry in 1 s;
             self.app_errors += 1  # the other meters on the bus go on (it is a firmware bug)
             sys.stderr.write("meter %d: app.poll failed: %r\n" % (self.address, e))
             wake = METERING_MS

@@ -22,7 +22,7 @@ import tempfile
 
 import select
 
-from sim.board import Board, seeded_rng
+from sim.board import Board, radio_profile, seeded_rng
 from sim.mpvm import PACKAGE, ROOT, available, compile_tree
 from sim.sim_radio import SimRadio
 
@@ -47,11 +47,13 @@ def _romfs_image(which):
         if which == "firmware":
             data = image.build()[1]
         else:
+            # the packages without their __init__ (namespace packages: the host's sim/__init__
+            # must not run here, and each __init__'s path would be one more qstr on the heap)
             mods = [m for m in image.closure(entry="sim.mpvm.board",
                                              packages=("protocol", "firmware", "sim"))
                     if m.split(".")[0] == "sim"]
-            data = image.build_romfs(image.source_files(mods),
-                                     empty=("sim/__init__.py", "sim/mpvm/__init__.py"))
+            data = image.build_romfs([f for f in image.source_files(mods)
+                                      if not f.endswith("__init__.py")])
         fd, path = tempfile.mkstemp(prefix="vmboard-%s-" % which, suffix=".romfs")
         atexit.register(os.unlink, path)
         with os.fdopen(fd, "wb") as f:
@@ -91,7 +93,7 @@ class VMBoard(Board):
     LocalBoard's, so a city replays the same with either kind of board; timeout_s: a request
     the VM does not answer in that long (firmware stuck in a loop) is a VMError, as the
     watchdog would reset the chip;
-    radio_fault: a wiring fault of the board's LoRa chip (sim/devices/radio_chip.py).
+    radio_fault: a wiring fault of the board's LoRa chip (sim.devices.pole_board.attach_radio).
     """
 
     def __init__(self, name, dev_eui, cfg, x=0.0, y=0.0, app="firmware.main:create", mounts=(),
@@ -131,7 +133,8 @@ class VMBoard(Board):
         try:
             self._request({"op": "init", "dev_eui": self.dev_eui, "cfg": self.cfg, "app": app,
                            "strict": strict, "epoch_s": epoch_s,
-                           "rng": app == "firmware.main:create", "radio_fault": radio_fault})
+                           "rng": app == "firmware.main:create", "radio_fault": radio_fault,
+                           "radio": radio_profile(self.cfg)})
         except BaseException:
             self.close()
             raise
@@ -161,8 +164,8 @@ class VMBoard(Board):
             line = self._read_line()
             self.round_trips += 1
             reply = json.loads(line)
-            if "call" in reply:
-                self._send(self._radio_call(reply))
+            if isinstance(reply, list):  # a radio call (sim/mpvm/board.py)
+                self._send(self._radio_call(*reply))
                 continue
             if "fail" in reply:
                 err = FirmwareError if self.strict and msg["op"] in ("boot", "poll", "power_cut") \
@@ -191,33 +194,33 @@ class VMBoard(Board):
         line, self._inbuf = self._inbuf.split(b"\n", 1)
         return line
 
-    def _radio_call(self, m):
+    def _radio_call(self, fn, a, now_ms):
+        """[value], or the error as a string (the firmware sees an exception from its driver)."""
         r = self.radio
-        r.now_ms = m["now"]
-        fn, a = m["call"], m["args"]
+        r.now_ms = now_ms
         try:
             if fn == "poll":
                 ev = r.poll()
                 if ev is not None and ev[0] == "rx":
                     ev = ("rx", ev[1].hex(), ev[2], ev[3])
-                return {"ret": ev}
+                return [ev]
             if fn == "transmit":
                 r.transmit(a[0], a[1], a[2], a[3], bytes.fromhex(a[4]), *a[5:7])
             elif fn == "receive":
                 r.receive(*a)
             elif fn == "rssi":
-                return {"ret": r.rssi(*a)}
+                return [r.rssi(*a)]
             elif fn == "standby":
                 r.standby()
             elif fn == "power_off":
                 r.power_off()
             elif fn == "rng":
-                return {"ret": self._rng(*a)}
+                return [self._rng(*a)]
             else:
-                return {"err": "unknown radio call %r" % fn}
-        except Exception as e:  # the firmware sees it as an exception from its driver
-            return {"err": repr(e)}
-        return {"ret": None}
+                return "unknown radio call %r" % fn
+        except Exception as e:
+            return repr(e)
+        return [None]
 
     # ---- Board protocol ---------------------------------------------------------------
 
@@ -270,7 +273,8 @@ class VMBoard(Board):
         WebAssembly stack), so one reading wanders by ~10 KB with the timing of the last poll."""
         if collect:
             self._request({"op": "heap", "collect": True})
-        return self._request({"op": "heap", "collect": collect})
+        alloc, free = self._request({"op": "heap", "collect": collect})
+        return {"alloc": alloc, "free": free}
 
     def poll_peak(self, now_ms):
         """poll(now_ms) -> (wake ms, peak heap bytes): collected first (heap()), then the poll

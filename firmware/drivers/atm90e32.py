@@ -34,28 +34,36 @@ call, in integer mWh with the sub-mWh remainder carried (no rounding drift). Res
     not invent a wrap.
 """
 
-METEREN = 0x00
-PLCONSTH = 0x31
-PLCONSTL = 0x32
-MMODE0 = 0x33
-MMODE1 = 0x34
-SOFTRESET = 0x70
-CFGREGACCEN = 0x7F
-APENERGYT = 0x80
-ANENERGYT = 0x84
-PMEAN = 0xB0
-PMEANLSB = 0xC0
-PFMEAN = 0xBC
-URMS = 0xD9
-IRMS = 0xDD
-FREQ = 0xF8
-PQGAIN = (0x47, 0x49, 0x4B)
-UGAIN = (0x61, 0x65, 0x69)
-IGAIN = (0x62, 0x66, 0x6A)
-UOFFSET = (0x63, 0x67, 0x6B)
-IOFFSET = (0x64, 0x68, 0x6C)
+try:
+    from micropython import const
+except ImportError:  # CPython
 
-_WRAP = 0x10000
+    def const(x):
+        return x
+
+
+_METEREN = const(0x00)
+_PLCONSTH = const(0x31)
+_PLCONSTL = const(0x32)
+_MMODE0 = const(0x33)
+_MMODE1 = const(0x34)
+_SOFTRESET = const(0x70)
+_CFGREGACCEN = const(0x7F)
+_APENERGYT = const(0x80)
+_ANENERGYT = const(0x84)
+_PMEAN = const(0xB0)
+_PMEANLSB = const(0xC0)
+_PFMEAN = const(0xBC)
+_URMS = const(0xD9)
+_IRMS = const(0xDD)
+_FREQ = const(0xF8)
+_PQGAIN = (0x47, 0x49, 0x4B)
+_UGAIN = (0x61, 0x65, 0x69)
+_IGAIN = (0x62, 0x66, 0x6A)
+_UOFFSET = (0x63, 0x67, 0x6B)
+_IOFFSET = (0x64, 0x68, 0x6C)
+
+_WRAP = const(0x10000)
 
 
 class ATM90E32Error(OSError):
@@ -88,11 +96,11 @@ class ATM90E32:
         if not 1 <= self.mc <= 450000000:
             raise ValueError("meter_constant out of range: %r" % (self.mc,))
         plconst = 450000000000 // self.mc
-        self._setup = [(PLCONSTH, plconst >> 16), (PLCONSTL, plconst & 0xFFFF),
-                       (MMODE0, int(cfg.get("mmode0", 0x0087))), (MMODE1, int(cfg.get("mmode1", 0)))]
-        for key, regs, default in (("ugain", UGAIN, 0x8000), ("igain", IGAIN, 0x8000),
-                                   ("uoffset", UOFFSET, 0), ("ioffset", IOFFSET, 0),
-                                   ("pqgain", PQGAIN, 0)):
+        self._setup = [(_PLCONSTH, plconst >> 16), (_PLCONSTL, plconst & 0xFFFF),
+                       (_MMODE0, int(cfg.get("mmode0", 0x0087))), (_MMODE1, int(cfg.get("mmode1", 0)))]
+        for key, regs, default in (("ugain", _UGAIN, 0x8000), ("igain", _IGAIN, 0x8000),
+                                   ("uoffset", _UOFFSET, 0), ("ioffset", _IOFFSET, 0),
+                                   ("pqgain", _PQGAIN, 0)):
             vals = _three(cfg, key, default)
             for i in range(3):
                 self._setup.append((regs[i], vals[i]))
@@ -141,19 +149,19 @@ class ATM90E32:
     # -- setup
     def configure(self):
         """Soft-reset, unlock, write the calibration and enable metering; verify by reading back."""
-        self.write_reg(SOFTRESET, 0x789A)
-        self.write_reg(CFGREGACCEN, 0x55AA)
+        self.write_reg(_SOFTRESET, 0x789A)
+        self.write_reg(_CFGREGACCEN, 0x55AA)
         for reg, value in self._setup:
             self.write_reg(reg, value)
-        self.write_reg(METEREN, 1)
-        self.write_reg(CFGREGACCEN, 0x0000)  # lock
-        for e in range(APENERGYT, ANENERGYT + 4):
+        self.write_reg(_METEREN, 1)
+        self.write_reg(_CFGREGACCEN, 0x0000)  # lock
+        for e in range(_APENERGYT, _ANENERGYT + 4):
             self.read_reg(e)  # start all read-clear registers from 0
         if self._changed():
             raise ATM90E32Error("ATM90E32: configuration did not take (no chip on the bus?)")
 
     def _changed(self):
-        if self.read_reg(METEREN) != 1:
+        if self.read_reg(_METEREN) != 1:
             return True
         for reg, value in self._setup:
             if self.read_reg(reg) != value:
@@ -177,21 +185,21 @@ class ATM90E32:
         """Read every phase's V, I, P, PF and the line frequency; returns total_mw."""
         total = 0
         for i in range(self.phases):
-            self.mv[i] = self.read_reg(URMS + i) * 10
-            self.ma[i] = self.read_reg(IRMS + i)
-            fixed = _s16(self.read_reg(PMEAN + 1 + i)) << 8 | self.read_reg(PMEANLSB + 1 + i) >> 8
+            self.mv[i] = self.read_reg(_URMS + i) * 10
+            self.ma[i] = self.read_reg(_IRMS + i)
+            fixed = _s16(self.read_reg(_PMEAN + 1 + i)) << 8 | self.read_reg(_PMEANLSB + 1 + i) >> 8
             mw = fixed * 1000
             self.mw[i] = mw // 256 if mw >= 0 else -((-mw) // 256)
-            self.pf[i] = _s16(self.read_reg(PFMEAN + 1 + i))
+            self.pf[i] = _s16(self.read_reg(_PFMEAN + 1 + i))
             total += self.mw[i]
         self.total_mw = total
         self._last_mw = total
-        self.centi_hz = self.read_reg(FREQ)
+        self.centi_hz = self.read_reg(_FREQ)
         return self.total_mw
 
     def _energy_regs(self):
         off = 1 if self.phases == 1 else 0  # single phase: phase A's own registers
-        return self.read_reg(APENERGYT + off), self.read_reg(ANENERGYT + off)
+        return self.read_reg(_APENERGYT + off), self.read_reg(_ANENERGYT + off)
 
     def read_energy(self, elapsed_ms=0):
         """(import_mwh, export_mwh) counted since the previous call."""

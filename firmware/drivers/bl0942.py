@@ -1,6 +1,6 @@
 """Belling BL0942 energy meter driver (UART 4800 baud 8N1, address 0), integer-only.
 
-BL0942(uart, v_ref=..., i_ref=..., p_ref=...) takes any object with write(buf) and
+BL0942(uart) takes any object with write(buf) and
 readinto(buf) (or read(n)), e.g. machine.UART(2, 4800, timeout=200) (23 bytes take ~48 ms).
 read() sends "read full packet" (0x58 0xAA), reads the 23-byte reply into a pre-allocated
 buffer, checks the header 0x55 and checksum ~(0x58 + sum of bytes 0..21) & 0xFF (as ESPHome's
@@ -61,9 +61,8 @@ def _scale(counts, per_kilo):
 
 
 class BL0942:
-    def __init__(self, uart, v_ref=_V_REF, i_ref=_I_REF, p_ref=_P_REF):
+    def __init__(self, uart):
         self.uart = uart
-        self.v_ref, self.i_ref, self.p_ref = v_ref, i_ref, p_ref
         self._buf = bytearray(_PACKET)
         self._cmd = bytearray(2)
         self._wr = bytearray(6)
@@ -102,9 +101,9 @@ class BL0942:
         watt = _u24(b, 10)
         if watt & 0x800000:
             watt -= _WRAP
-        mv = _scale(_u24(b, 4), self.v_ref)
-        ma = _scale(_u24(b, 1), self.i_ref)
-        dw = _scale(watt, self.p_ref * 100)  # 0.1 W = counts * 10^4 / p_ref
+        mv = _scale(_u24(b, 4), _V_REF)
+        ma = _scale(_u24(b, 1), _I_REF)
+        dw = _scale(watt, _P_REF * 100)  # 0.1 W = counts * 10^4 / _P_REF
         return mv, ma, dw, _u24(b, 13)
 
     def _write_reg(self, reg, value):

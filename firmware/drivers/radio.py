@@ -6,8 +6,10 @@ firmware/radio_board.py picks and wires one from the config's `board`. In the si
 same drivers drive register-level chip models (sim/devices/sx1276.py, sx1262.py), whose link
 to the radio medium is sim.sim_radio.SimRadio; unit tests of the MAC use scripted radios.
 
-A half-duplex transceiver as an SX127x/SX126x driver exposes it. Every call is non-blocking
-and acts "now" (at the now_ms of the current poll):
+The interface, which each driver (and the MAC's scripted test radios) implements; no base
+class, which would cost a class and its methods on the device's heap for documentation only.
+Every call is non-blocking and acts "now"
+(at the now_ms of the current poll):
 
     rssi(freq_hz) -> int dBm
         channel power now, for KR920 listen-before-talk (the driver senses for at least the
@@ -35,22 +37,3 @@ RX_TIMEOUT = "rx_timeout"
 class RadioError(OSError):
     """The transceiver does not answer as its datasheet says (wrong version register, BUSY
     stuck high, a command that never completes): the message names the wiring to check."""
-
-
-class Radio:
-    """Interface only: subclasses (a chip driver, sim.sim_radio.SimRadio) implement every method."""
-
-    def rssi(self, freq_hz):
-        raise NotImplementedError
-
-    def transmit(self, freq_hz, sf, bw_hz, power_dbm, data):
-        raise NotImplementedError
-
-    def receive(self, freq_hz, sf, bw_hz, timeout_ms):
-        raise NotImplementedError
-
-    def poll(self):
-        raise NotImplementedError
-
-    def standby(self):
-        raise NotImplementedError

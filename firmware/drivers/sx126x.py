@@ -18,7 +18,7 @@ except ImportError:  # CPython
     def const(x):
         return x
 
-from firmware.drivers.radio import RX, RX_TIMEOUT, TX_DONE, Radio, RadioError
+from firmware.drivers.radio import RX, RX_TIMEOUT, TX_DONE, RadioError
 
 _SET_STANDBY = const(0x80)
 _SET_TX = const(0x83)
@@ -70,7 +70,7 @@ def frf(freq_hz):
     return (q << 14) + ((r << 14) + 7812) // 15625
 
 
-class SX126x(Radio):
+class SX126x:
     def __init__(self, spi, cs, reset, busy, dio1=None, sleep_ms=None, tcxo_mv=1800,
                  dio2_rf_switch=True, sx1261=False, pins=None):
         self._spi = spi

@@ -21,7 +21,7 @@ except ImportError:  # CPython
     def const(x):
         return x
 
-from firmware.drivers.radio import RX, RX_TIMEOUT, TX_DONE, Radio, RadioError
+from firmware.drivers.radio import RX, RX_TIMEOUT, TX_DONE, RadioError
 
 _FIFO = const(0x00)
 _OP_MODE = const(0x01)
@@ -90,7 +90,7 @@ def symbols(timeout_ms, sf, bw_hz):
     return max(4, min(_MAX_SYMBOLS, n))
 
 
-class SX127x(Radio):
+class SX127x:
     def __init__(self, spi, cs, reset, dio0=None, sleep_ms=None, pa_boost=True, pins=None,
                  dio1=None):
         self._spi = spi

@@ -84,13 +84,12 @@ _TX_GUARD = const(1000)  # ms after the computed end of a frame to wait for tx_d
 _IDLE_WAKE = const(3600000)
 _TIME_EVERY = const(86400000)  # ms: network time asked once a day ...
 _TIME_RETRY = const(600000)  # ... and an unanswered request not again within 10 min
-_DEVICE_TIME_REQ = b"\x0d"  # DeviceTimeReq: CID only
 _SESSION_VERSION = const(1)
 
 
 class XorShift:
     """rng(n) -> 0..n-1 for back-off jitter (xorshift32). Seeded per device: the DevEUI, mixed
-    with hardware entropy on MicroPython (the ESP32's os.urandom), so poles that boot together
+    with hardware entropy on MicroPython (`random`, seeded from the ESP32's hardware RNG), so poles that boot together
     after a power cut do not pick the same delays; on CPython the DevEUI alone, so simulations
     are reproducible."""
 
@@ -106,22 +105,20 @@ class XorShift:
         return x % n if n > 0 else 0
 
 
-def device_rng(dev_eui_hex):
+def device_rng(dev_eui):
     import sys
 
-    seed = int(dev_eui_hex[8:], 16) ^ int(dev_eui_hex[:8], 16)
+    seed = int(dev_eui[8:], 16) ^ int(dev_eui[:8], 16)
     if sys.implementation.name == "micropython":
         try:
-            import os
+            # `random` is seeded from the ESP32's hardware RNG at boot; a C module everywhere,
+            # where `os` is Python on some ports and costs heap
+            import random
 
-            seed ^= int.from_bytes(os.urandom(4), "little")
+            seed ^= random.getrandbits(30)
         except (ImportError, AttributeError):
             pass
     return XorShift(seed)
-
-
-def _unhex(s):
-    return bytes.fromhex(s)
 
 
 class EndDevice:
@@ -136,15 +133,11 @@ class EndDevice:
         self.on_result = on_result
         self.on_joined = on_joined
         self._rng = rng or device_rng(cfg["dev_eui"])
-        self._dev_eui = _unhex(cfg["dev_eui"])
-        self._join_eui = _unhex(cfg["join_eui"])
-        self._app_key = _unhex(cfg["app_key"])
         self._nvs = nvs
         self._store = NvsStore(nvs)
         self._nonce = ReservedCounter(self._store, "devnonce", cfg["devnonce_step"], 0xFFFF)
         self._fcnt = ReservedCounter(self._store, "fcnt_up", cfg["fcnt_step"])
         self._gate = TxGate(self.region)
-        self._qmax = cfg["uplink_queue"]
         self._conf = []  # (fport, data, tag)
         self._unconf = []
         self.dr = cfg["data_rate"]
@@ -211,7 +204,7 @@ class EndDevice:
             raise ValueError("payload of %d bytes exceeds %d at DR%d"
                              % (len(data), self.region.max_payload(self.dr), self.dr))
         q = self._conf if confirmed else self._unconf
-        if len(q) >= self._qmax:
+        if len(q) >= self.cfg["uplink_queue"]:
             self.dropped += 1
             return False
         q.append((fport, bytes(data), tag))
@@ -279,8 +272,8 @@ class EndDevice:
         # no temporary bytes per field
         b = bytearray(60 + 4 * len(self._channels))
         b[0] = _SESSION_VERSION
-        b[1:9] = self._dev_eui
-        b[9:17] = self._join_eui
+        b[1:9] = bytes.fromhex(self.cfg["dev_eui"])
+        b[9:17] = bytes.fromhex(self.cfg["join_eui"])
         _struct.pack_into("<I", b, 17, self.dev_addr)
         b[21:37] = self._nwk
         b[37:53] = self._app
@@ -302,7 +295,8 @@ class EndDevice:
         b = bytes(buf[:n])
         if n != 60 + 4 * self.region.max_channels or b[0] != _SESSION_VERSION:
             return
-        if b[1:9] != self._dev_eui or b[9:17] != self._join_eui:
+        if b[1:9] != bytes.fromhex(self.cfg["dev_eui"]) or \
+                b[9:17] != bytes.fromhex(self.cfg["join_eui"]):
             return  # provisioned with another identity: join
         for i in range(self.region.max_channels):
             f = int.from_bytes(b[60 + 4 * i:64 + 4 * i], "little")
@@ -325,9 +319,10 @@ class EndDevice:
         self._state = _S_IDLE
 
     def _accept_join(self, acc):
-        nwk, app = _security.derive_session_keys(self._app_key, acc.join_nonce, acc.net_id,
+        app_key = bytes.fromhex(self.cfg["app_key"])
+        nwk, app = _security.derive_session_keys(app_key, acc.join_nonce, acc.net_id,
                                                  self._dev_nonce)
-        for key in (self._app_key, self._nwk, self._app):  # not used again by this session
+        for key in (app_key, self._nwk, self._app):  # not used again by this session
             if key is not None:
                 _cipher.forget(key)
         self._clear_session()
@@ -380,8 +375,7 @@ class EndDevice:
             elif ev[0] != "tx_done":
                 return None  # a stale event: look again
             d1 = 5000 if self._is_join else self._rx1_delay
-            self._rx1_at = self._tx_end + d1
-            self._rx2_at = self._rx1_at + 1000
+            self._rx1_at = self._tx_end + d1  # RX2 opens 1 s after RX1 in every region
             self._got = False
             self._state = _S_RX1_WAIT
             return None
@@ -392,9 +386,10 @@ class EndDevice:
             off = 0 if self._is_join else self._rx1_dr_offset
             return self._open(mono, _S_RX1, freq, self.region.rx1(self._tx_freq, self._tx_dr, off)[1])
         if s == _S_RX2_WAIT:
-            if mono < self._rx2_at - _RX_MARGIN:
-                return self._rx2_at - _RX_MARGIN
-            if mono > self._rx2_at + _RX_MARGIN:
+            rx2 = self._rx1_at + 1000
+            if mono < rx2 - _RX_MARGIN:
+                return rx2 - _RX_MARGIN
+            if mono > rx2 + _RX_MARGIN:
                 return self._end_exchange(mono)  # RX1 reception ran past RX2
             if self._is_join:
                 return self._open(mono, _S_RX2, self.region.rx2_frequency, self.region.rx2_dr)
@@ -426,8 +421,10 @@ class EndDevice:
             except OverflowError:
                 self._state = _S_DEAD
                 return None
-            self._phy = _session.build_join_request(self._join_eui, self._dev_eui,
-                                                    self._dev_nonce, self._app_key)
+            cfg = self.cfg  # the identity is read where it is used: no copies held in RAM
+            self._phy = _session.build_join_request(
+                bytes.fromhex(cfg["join_eui"]), bytes.fromhex(cfg["dev_eui"]), self._dev_nonce,
+                bytes.fromhex(cfg["app_key"]))
             self._is_join = True
             self._confirmed = False
             self._tx_left = 1
@@ -533,7 +530,7 @@ class EndDevice:
         fopts = (self._fopts_sticky + self._fopts_once)[:15]
         ask = len(fopts) < 15 and self._want_time(mono)
         if ask:
-            fopts += _DEVICE_TIME_REQ
+            fopts += b"\x0d"  # DeviceTimeReq: its CID alone
         if 8 + len(fopts) + 1 + len(data) > self.region.max_mac_payload_len(self.dr):
             fopts = b""
             ask = False
@@ -628,7 +625,7 @@ class EndDevice:
             if self._is_join:
                 if mtype != _frame.JOIN_ACCEPT:
                     return False
-                acc = _session.open_join_accept(bytes(phy), self._app_key)
+                acc = _session.open_join_accept(bytes(phy), bytes.fromhex(self.cfg["app_key"]))
                 if not acc.mic_ok:
                     self.bad_frames += 1
                     return False

@@ -12,13 +12,9 @@ number of microseconds, so nothing is rounded at all.
 """
 
 
-class AirtimeError(ValueError):
-    """Radio parameters outside what the formula covers."""
-
-
 def _check(name, value, lo, hi):
     if type(value) is not int or not lo <= value <= hi:
-        raise AirtimeError("%s must be an int in %d..%d, got %r" % (name, lo, hi, value))
+        raise ValueError("%s must be an int in %d..%d, got %r" % (name, lo, hi, value))
 
 
 def low_dr_optimize_needed(sf, bw_hz):
@@ -85,7 +81,7 @@ def off_time_us(airtime_us, divisor):
     divisor 100 is 1 %, 1000 is 0.1 %, 1 means no limit (returns 0).
     """
     if type(airtime_us) is not int or airtime_us < 0:
-        raise AirtimeError("airtime_us must be a non-negative int, got %r" % (airtime_us,))
+        raise ValueError("airtime_us must be a non-negative int, got %r" % (airtime_us,))
     if type(divisor) is not int or divisor < 1:
-        raise AirtimeError("duty-cycle divisor must be an int >= 1, got %r" % (divisor,))
+        raise ValueError("duty-cycle divisor must be an int >= 1, got %r" % (divisor,))
     return airtime_us * (divisor - 1)

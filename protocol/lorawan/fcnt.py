@@ -35,17 +35,13 @@ GAP_TOO_LARGE = "gap-too-large"
 OVERFLOW = "overflow"
 
 
-class FCntError(ValueError):
-    """Counter arguments out of range."""
-
-
 def _check(fcnt16, last_fcnt, max_gap):
     if not isinstance(fcnt16, int) or not 0 <= fcnt16 <= 0xFFFF:
-        raise FCntError("FCnt wire value must be 0..65535, got %r" % (fcnt16,))
+        raise ValueError("FCnt wire value must be 0..65535, got %r" % (fcnt16,))
     if last_fcnt is not None and (not isinstance(last_fcnt, int) or not 0 <= last_fcnt <= FCNT_MAX):
-        raise FCntError("last FCnt must be None or 0..%d, got %r" % (FCNT_MAX, last_fcnt))
+        raise ValueError("last FCnt must be None or 0..%d, got %r" % (FCNT_MAX, last_fcnt))
     if not isinstance(max_gap, int) or not 1 <= max_gap <= 0xFFFF:
-        raise FCntError("max_gap must be 1..65535 (16 wire bits cannot tell more), got %r" % (max_gap,))
+        raise ValueError("max_gap must be 1..65535 (16 wire bits cannot tell more), got %r" % (max_gap,))
 
 
 def rebuild_fcnt(fcnt16, last_fcnt, max_gap=MAX_GAP):

@@ -10,9 +10,9 @@ codec. Commands are dicts: {"cid": 3, "name": "LinkADRReq", <fields>}. Frequenci
 (wire: 24-bit little endian, units of 100 Hz); RFU bits are written 0 and ignored on input.
 
 DeviceTimeReq/Ans (LoRaWAN 1.0.3): the answer is the GPS time at the end of the uplink that
-carried the request, 32-bit seconds since the GPS epoch + 1/256 s. device_time_ans(unix_ms)
-builds it from a UTC instant (the network's side), device_time_unix_ms(ans) turns it back
-(the device's side). Integer milliseconds, so MicroPython's single-precision floats never
+carried the request, 32-bit seconds since the GPS epoch + 1/256 s. device_time_unix_ms(ans)
+turns it into a UTC instant (the device's side; network_side.device_time_ans builds it from
+one). Integer milliseconds, so MicroPython's single-precision floats never
 touch it. GPS time has no leap seconds: GPS = UTC + GPS_UTC_LEAP_S.
 """
 
@@ -26,9 +26,10 @@ except ImportError:  # CPython
 
 # GPS epoch 1980-01-06T00:00:00Z in UNIX seconds, and GPS - UTC in seconds: 18 since the leap
 # second of 2016-12-31 (IERS Bulletin C: none announced since). The one place to change if
-# one is.
-GPS_EPOCH_UNIX_S = 315964800
-GPS_UTC_LEAP_S = 18
+# one is. Private consts (no names in a device's RAM): network_side.device_time_ans reads them
+# through device_time_unix_ms.
+_GPS_EPOCH_UNIX_S = const(315964800)
+_GPS_UTC_LEAP_S = const(18)
 
 # Field kinds
 _U = const(0)  # unsigned integer
@@ -51,9 +52,11 @@ class MacCommandError(ValueError):
 
 # One table per direction: a row per command, (cid, payload length, field count) and five bytes
 # per field (byte offset, byte count, shift, bits, kind); the names in row order (each command's,
-# then its fields') are in the matching string. Bytes and a string, not tuples: a device keeps
-# them in flash, and _find() builds the (cid, name, length, fields) of one command when asked.
-_ROWS_UP = (
+# then its fields') are in the matching string, each followed by a space. Bytes and a string,
+# not tuples: a device keeps them in flash, and _find() builds the (cid, name, length, fields)
+# of one command when asked.
+# Private consts: only _find() reads them (no global, no name in a device's RAM).
+_ROWS_UP = const(
     b"\x02\x00\x00"  # LinkCheckReq
     b"\x03\x01\x03\x00\x01\x02\x01\x01\x00\x01\x01\x01\x01\x00\x01\x00\x01\x01"  # LinkADRAns
     b"\x04\x00\x00"  # DutyCycleAns
@@ -65,14 +68,14 @@ _ROWS_UP = (
     b"\x0a\x01\x02\x00\x01\x01\x01\x01\x00\x01\x00\x01\x01"  # DlChannelAns
     b"\x0d\x00\x00"  # DeviceTimeReq
 )
-_NAMES_UP = (
+_NAMES_UP = const(
     "LinkCheckReq LinkADRAns power_ack data_rate_ack channel_mask_ack DutyCycleAns "
     "RXParamSetupAns rx1_dr_offset_ack rx2_data_rate_ack channel_ack DevStatusAns battery "
     "margin NewChannelAns data_rate_range_ok channel_frequency_ok RXTimingSetupAns "
-    "TxParamSetupAns DlChannelAns uplink_frequency_exists channel_frequency_ok DeviceTimeReq"
+    "TxParamSetupAns DlChannelAns uplink_frequency_exists channel_frequency_ok DeviceTimeReq "
 )
 
-_ROWS_DOWN = (
+_ROWS_DOWN = const(
     b"\x02\x02\x02\x00\x01\x00\x08\x00\x01\x01\x00\x08\x00"  # LinkCheckAns
     b"\x03\x04\x05"  # LinkADRReq
     b"\x00\x01\x04\x04\x00\x00\x01\x00\x04\x00\x01\x02\x00\x10\x00"
@@ -88,12 +91,12 @@ _ROWS_DOWN = (
     b"\x0a\x04\x02\x00\x01\x00\x08\x00\x01\x03\x00\x18\x02"  # DlChannelReq
     b"\x0d\x05\x02\x00\x04\x00\x20\x00\x04\x01\x00\x08\x00"  # DeviceTimeAns
 )
-_NAMES_DOWN = (
+_NAMES_DOWN = const(
     "LinkCheckAns margin gw_cnt LinkADRReq data_rate tx_power ch_mask ch_mask_cntl nb_trans "
     "DutyCycleReq max_duty_cycle RXParamSetupReq rx1_dr_offset rx2_data_rate frequency "
     "DevStatusReq NewChannelReq ch_index frequency max_dr min_dr RXTimingSetupReq delay "
     "TxParamSetupReq downlink_dwell_time uplink_dwell_time max_eirp DlChannelReq ch_index "
-    "frequency DeviceTimeAns seconds fractional"
+    "frequency DeviceTimeAns seconds fractional "
 )
 
 
@@ -105,60 +108,21 @@ def _find(uplink, cid=None, name=None):
     i = p = 0
     while i < len(rows):
         nf = rows[i + 2]
-        q = _word_end(names, p)
+        q = names.find(" ", p)
         if rows[i] == cid or (name is not None and q - p == len(name) and names[p:q] == name):
             cmd = names[p:q]
             fields = []
             j = i + 3
             for _ in range(nf):
                 p = q + 1
-                q = _word_end(names, p)
+                q = names.find(" ", p)
                 fields.append((names[p:q],) + tuple(rows[j:j + 5]))
                 j += 5
             return rows[i], cmd, rows[i + 1], tuple(fields)
         for _ in range(nf + 1):  # this command's name and its fields' names
-            p = _word_end(names, p) + 1
+            p = names.find(" ", p) + 1
         i += 3 + 5 * nf
     return None
-
-
-def _word_end(names, p):
-    q = names.find(" ", p)
-    return len(names) if q < 0 else q
-
-
-def commands(uplink):
-    """(cid, name, payload length) of every command known in that direction."""
-    rows = _ROWS_UP if uplink else _ROWS_DOWN
-    out = []
-    i = 0
-    while i < len(rows):
-        spec = _find(uplink, rows[i])
-        out.append(spec[:3])
-        i += 3 + 5 * rows[i + 2]
-    return out
-
-
-def command_length(cid, uplink):
-    """Payload length (without the CID byte), or None for an unknown CID."""
-    spec = _find(uplink, cid)
-    return None if spec is None else spec[2]
-
-
-def _decode_one(spec, data, pos):
-    cmd = {"cid": spec[0], "name": spec[1]}
-    for name, off, size, shift, bits, kind in spec[3]:
-        o = pos + off
-        raw = data[o] if size == 1 else int.from_bytes(data[o:o + size], "little")
-        v = (raw >> shift) & ((1 << bits) - 1)
-        if kind == _B:
-            v = v != 0
-        elif kind == _F:
-            v *= 100
-        elif kind == _S and v >> (bits - 1):
-            v -= 1 << bits
-        cmd[name] = v
-    return cmd
 
 
 def decode_commands(data, uplink):
@@ -179,7 +143,19 @@ def decode_commands(data, uplink):
         if end > n:
             raise MacCommandError("%s (CID 0x%02X) at offset %d truncated: needs %d bytes, %d left" % (
                 spec[1], cid, pos, spec[2], n - pos - 1), pos, out)
-        out.append(_decode_one(spec, data, pos + 1))
+        cmd = {"cid": cid, "name": spec[1]}
+        for name, off, size, shift, bits, kind in spec[3]:
+            o = pos + 1 + off
+            raw = data[o] if size == 1 else int.from_bytes(data[o:o + size], "little")
+            v = (raw >> shift) & ((1 << bits) - 1)
+            if kind == _B:
+                v = v != 0
+            elif kind == _F:
+                v *= 100
+            elif kind == _S and v >> (bits - 1):
+                v -= 1 << bits
+            cmd[name] = v
+        out.append(cmd)
         pos = end
     return out
 
@@ -207,56 +183,44 @@ def _spec_for(cmd, uplink):
     return spec
 
 
-def encode_command(cmd, uplink):
-    """One command dict -> CID | payload."""
-    spec = _spec_for(cmd, uplink)
-    buf = bytearray(1 + spec[2])
-    buf[0] = spec[0]
-    for name, off, size, shift, bits, kind in spec[3]:
-        if name not in cmd:
-            raise MacCommandError("%s needs field %r" % (spec[1], name))
-        v = cmd[name]
-        if not isinstance(v, int):
-            raise MacCommandError("%s.%s must be an integer, got %r" % (spec[1], name, v))
-        if kind == _B:
-            v = 1 if v else 0
-        elif kind == _F:
-            if v < 0 or v % 100 or v >= 100 << bits:
-                raise MacCommandError("%s.%s must be a multiple of 100 Hz in 0..%d, got %r" % (
-                    spec[1], name, (100 << bits) - 100, v))
-            v //= 100
-        elif kind == _S:
-            half = 1 << (bits - 1)
-            if v < -half or v >= half:
-                raise MacCommandError("%s.%s must be in %d..%d, got %r" % (spec[1], name, -half, half - 1, v))
-            v &= (1 << bits) - 1
-        elif v < 0 or v >> bits:
-            raise MacCommandError("%s.%s must be in 0..%d, got %r" % (spec[1], name, (1 << bits) - 1, v))
-        v <<= shift
-        o = 1 + off
-        for i in range(size):
-            buf[o + i] |= (v >> (8 * i)) & 0xFF
+def encode_commands(cmds, uplink):
+    """List of command dicts -> each one's CID | payload, concatenated (for FOpts, at most 15
+    bytes, or FPort 0)."""
+    buf = bytearray()
+    for cmd in cmds:
+        spec = _spec_for(cmd, uplink)
+        o = len(buf) + 1
+        buf.append(spec[0])
+        for _ in range(spec[2]):
+            buf.append(0)
+        for name, off, size, shift, bits, kind in spec[3]:
+            if name not in cmd:
+                raise MacCommandError("%s needs field %r" % (spec[1], name))
+            v = cmd[name]
+            if not isinstance(v, int):
+                raise MacCommandError("%s.%s must be an integer, got %r" % (spec[1], name, v))
+            if kind == _B:
+                v = 1 if v else 0
+            elif kind == _F:
+                if v < 0 or v % 100 or v >= 100 << bits:
+                    raise MacCommandError("%s.%s must be a multiple of 100 Hz in 0..%d, got %r" % (
+                        spec[1], name, (100 << bits) - 100, v))
+                v //= 100
+            elif kind == _S:
+                half = 1 << (bits - 1)
+                if v < -half or v >= half:
+                    raise MacCommandError("%s.%s must be in %d..%d, got %r" % (spec[1], name, -half, half - 1, v))
+                v &= (1 << bits) - 1
+            elif v < 0 or v >> bits:
+                raise MacCommandError("%s.%s must be in 0..%d, got %r" % (spec[1], name, (1 << bits) - 1, v))
+            v <<= shift
+            for i in range(size):
+                buf[o + off + i] |= (v >> (8 * i)) & 0xFF
     return bytes(buf)
 
 
-def encode_commands(cmds, uplink):
-    """List of command dicts -> concatenated bytes (for FOpts, at most 15 bytes, or FPort 0)."""
-    return b"".join([encode_command(c, uplink) for c in cmds])
-
-
-def device_time_ans(unix_ms):
-    """The DeviceTimeAns for UTC instant unix_ms (integer ms since 1970-01-01T00:00:00Z; a float
-    is truncated): GPS seconds (mod 2**32) and fractional 1/256 s, rounded down."""
-    gps_ms = int(unix_ms) + (GPS_UTC_LEAP_S - GPS_EPOCH_UNIX_S) * 1000
-    if gps_ms < 0:
-        raise MacCommandError("DeviceTimeAns: %r ms is before the GPS epoch" % (unix_ms,))
-    seconds = gps_ms // 1000
-    return {"cid": 0x0D, "name": "DeviceTimeAns", "seconds": seconds & 0xFFFFFFFF,
-            "fractional": (gps_ms - seconds * 1000) * 256 // 1000}
-
-
-def device_time_unix_ms(ans):
+def device_time_unix_ms(cmd):
     """UTC instant (integer UNIX ms, to the nearest ms) of a DeviceTimeAns dict; at most 4 ms
     earlier than the instant it was built from (the 1/256 s step). GPS seconds wrap in 2116."""
-    gps_ms = ans["seconds"] * 1000 + (ans["fractional"] * 1000 + 128) // 256
-    return gps_ms + (GPS_EPOCH_UNIX_S - GPS_UTC_LEAP_S) * 1000
+    gps_ms = cmd["seconds"] * 1000 + (cmd["fractional"] * 1000 + 128) // 256
+    return gps_ms + (_GPS_EPOCH_UNIX_S - _GPS_UTC_LEAP_S) * 1000

@@ -2,10 +2,20 @@
 
 Everything is an integer: frequencies in Hz, times in microseconds, powers in dBm, duty cycles
 as divisors (100 = 1 %). Max payloads are the no-repeater values with FOpts empty. EU868
-DR8..11 (LR-FHSS) and AS/US plans are not covered.
+DR8..11 (LR-FHSS) and AS/US plans are not covered. Every plan's default channels accept
+DR0..DR5 and a CFList of type 0 (frequencies). The packet forwarder's `datr` strings for these
+data rates are protocol.gwmp's (datr_string, dr_from_datr); the receive delays, the same in
+every plan, are protocol.lorawan.network_side's.
 """
 
 from protocol.lorawan import airtime
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
 
 
 class RegionError(ValueError):
@@ -20,68 +30,39 @@ class DataRate:
         self.sf = sf  # None for FSK
         self.bw_hz = bw_hz  # None for FSK
         self.bitrate = bitrate  # bits/s, FSK only
-        self.modulation = "LORA" if sf else "FSK"
-
-    def __repr__(self):
-        if self.sf:
-            return "DataRate(DR%d SF%d BW%d)" % (self.index, self.sf, self.bw_hz // 1000)
-        return "DataRate(DR%d FSK %d bps)" % (self.index, self.bitrate)
-
-
-def _lora(sfs_bws):
-    return tuple(DataRate(i, sf, bw) for i, (sf, bw) in enumerate(sfs_bws))
-
-
-_TX_POWER_OFFSETS = (0, -2, -4, -6, -8, -10, -12, -14)  # TXPower 0..7: MaxEIRP - 2*index
-
-
-def _rx1_table(n):
-    # RP002 tables for both regions: row = uplink DR, column = RX1DROffset 0..5 (bytes: compact).
-    return tuple(bytes([max(dr - off, 0) for off in range(6)]) for dr in range(n))
 
 
 class Region:
     """A channel plan. Attributes are the table values; methods answer per-frame questions."""
 
-    receive_delay1_us = 1000000
-    receive_delay2_us = 2000000
-    join_accept_delay1_us = 5000000
-    join_accept_delay2_us = 6000000
     max_channels = 16
-    cflist_type = 0  # CFList = 5 extra channel frequencies (3 bytes each, 100 Hz units) + type
-    tx_power_offsets = _TX_POWER_OFFSETS
-    default_tx_power = 0  # TXPower index; 0 = max EIRP
+    tx_power_offsets = (0, -2, -4, -6, -8, -10, -12, -14)  # TXPower 0..7 (0, the default, is
+    # max EIRP): MaxEIRP - 2 * index
     sub_bands = ()  # (lo_hz, hi_hz, divisor), inclusive, first match wins
     eirp_caps = ()  # (lo_hz, hi_hz_exclusive, dBm): a lower EIRP limit in part of the band
     lbt = False
     lbt_sense_time_us = 0
     lbt_threshold_dbm = 0
-    lbt_bandwidth_hz = 0
 
-    def __init__(self, name, band, grid, data_rates, max_mac_payload, rx1_dr_table,
-                 default_channels, rx2, max_eirp_dbm):
+    def __init__(self, name, band, grid, data_rates, max_mac_payload, default_channels,
+                 rx2_frequency, max_eirp_dbm):
+        """data_rates: (sf, bw_hz) of the LoRa data rates from DR0 on; max_mac_payload: M of
+        every DR (an FSK one is appended after)."""
         self.name = name
         self.band = band  # (lo_hz, hi_hz) inclusive
         self.grid = grid  # (base_hz, step_hz): valid channels are base + k * step
-        self.data_rates = data_rates
-        self.max_mac_payload = bytes(max_mac_payload)  # M per DR
-        self.max_app_payload = bytes([m - 8 for m in max_mac_payload])  # N = M - FHDR(7) - FPort(1)
-        self.rx1_dr_table = rx1_dr_table
+        self.data_rates = tuple(DataRate(i, data_rates[i][0], data_rates[i][1])
+                                for i in range(len(data_rates)))
+        self.max_mac_payload = bytes(max_mac_payload)
+        # RP002, both plans: row = uplink DR, column = RX1DROffset 0..5 (bytes: compact)
+        self.rx1_dr_table = tuple(bytes([max(dr - off, 0) for off in range(6)])
+                                  for dr in range(len(max_mac_payload)))
         self.default_channels = default_channels
         self.join_channels = default_channels
-        self.default_channel_drs = (0, 5)  # default channels accept DR0..DR5
-        self.rx2_frequency, self.rx2_dr = rx2
+        # the default RX2 window (RXParamSetupReq may move it): DR0 in both plans
+        self.rx2_frequency = rx2_frequency
+        self.rx2_dr = 0
         self.max_eirp_dbm = max_eirp_dbm
-        self._by_datr = None  # datr -> DR, built on the first dr_from_datr (a device never asks)
-
-    def __repr__(self):
-        return "Region(%s)" % self.name
-
-    @staticmethod
-    def _datr(d):
-        if d.sf:
-            return "SF%dBW%d" % (d.sf, d.bw_hz // 1000)
-        return d.bitrate
 
     def data_rate(self, dr):
         """The DataRate for index dr (its .sf/.bw_hz, or .bitrate for FSK)."""
@@ -91,8 +72,8 @@ class Region:
         return self.data_rates[dr]
 
     def max_payload(self, dr):
-        """N: largest FRMPayload at dr when FOpts is empty."""
-        return self.max_app_payload[self.data_rate(dr).index]
+        """N: largest FRMPayload at dr when FOpts is empty (M - FHDR(7) - FPort(1))."""
+        return self.max_mac_payload[self.data_rate(dr).index] - 8
 
     def max_mac_payload_len(self, dr):
         """M: largest MACPayload at dr."""
@@ -110,18 +91,15 @@ class Region:
             raise RegionError("%r Hz is outside %s (%d..%d Hz)"
                               % (freq, self.name, self.band[0], self.band[1]))
 
-    def rx1(self, uplink_freq, uplink_dr, rx1_dr_offset):
-        """(frequency, DR) of the RX1 window: same frequency as the uplink in both regions."""
-        self._freq(uplink_freq)
-        self.data_rate(uplink_dr)
+    def rx1(self, freq, dr, rx1_dr_offset):
+        """(frequency, DR) of the RX1 window after an uplink on freq at dr: the same frequency
+        in both regions."""
+        self._freq(freq)
+        self.data_rate(dr)
         if type(rx1_dr_offset) is not int or not 0 <= rx1_dr_offset < len(self.rx1_dr_table[0]):
             raise RegionError("%s RX1DROffset must be 0..%d, got %r"
                               % (self.name, len(self.rx1_dr_table[0]) - 1, rx1_dr_offset))
-        return uplink_freq, self.rx1_dr_table[uplink_dr][rx1_dr_offset]
-
-    def rx2(self):
-        """Default (frequency, DR) of the RX2 window (RXParamSetupReq may change it)."""
-        return self.rx2_frequency, self.rx2_dr
+        return freq, self.rx1_dr_table[dr][rx1_dr_offset]
 
     def sub_band(self, freq):
         """(lo_hz, hi_hz, divisor) of the duty-cycle sub-band holding freq; None if none applies."""
@@ -150,43 +128,48 @@ class Region:
             eirp = min(eirp, self.max_eirp(freq))
         return eirp
 
-    def datr_string(self, dr):
-        """Packet-forwarder `datr` for dr: "SF7BW125" for LoRa, the bit rate (int) for FSK."""
-        return self._datr(self.data_rate(dr))
-
-    def dr_from_datr(self, datr):
-        """Data-rate index for a packet-forwarder `datr` ("SF12BW125", or 50000 for FSK)."""
-        if self._by_datr is None:
-            self._by_datr = {self._datr(d): d.index for d in self.data_rates}
-        try:
-            return self._by_datr[datr]
-        except (KeyError, TypeError):
-            raise RegionError("%s has no data rate for datr %r" % (self.name, datr))
-
-    def time_on_air_us(self, dr, phy_len, uplink=True):
-        """Time on air (us) of phy_len PHYPayload bytes at dr; uplinks have a CRC, downlinks not."""
+    def time_on_air_us(self, dr, payload_len, uplink=True):
+        """Time on air (us) of payload_len PHYPayload bytes at dr; uplinks have a CRC, downlinks
+        not."""
         d = self.data_rate(dr)
         if d.sf:
-            return airtime.time_on_air_us(phy_len, d.sf, d.bw_hz, crc=uplink)
-        return airtime.fsk_time_on_air_us(phy_len, d.bitrate)
+            return airtime.time_on_air_us(payload_len, d.sf, d.bw_hz, crc=uplink)
+        return airtime.fsk_time_on_air_us(payload_len, d.bitrate)
 
 
 # Each plan is built when first asked for (region()), so a device keeps only its own.
 
 
-def _eu868():
+def _build(name):
+    """The plan called name, one of _NAMES."""
+    if name == "KR920":
+        r = Region(
+            "KR920",
+            (920900000, 923300000),
+            (920900000, 200000),
+            ((12, 125000), (11, 125000), (10, 125000), (9, 125000), (8, 125000), (7, 125000)),
+            (59, 59, 59, 123, 250, 250),
+            (922100000, 922300000, 922500000),
+            921900000,
+            14,
+        )
+        r.eirp_caps = ((920900000, 922000000, 10),)  # below 922 MHz: 10 dBm EIRP
+        r.lbt = True  # no duty cycle; listen before talk before every transmission
+        r.lbt_sense_time_us = 6000  # LoRaMac-node value; Korean rule is >= 5 ms
+        r.lbt_threshold_dbm = -65  # over the 200 kHz channel
+        return r
     r = Region(
         "EU868",
-        band=(863000000, 870000000),
-        grid=(0, 100),  # any frequency in 100 Hz steps (the CFList / NewChannelReq resolution)
-        data_rates=_lora(((12, 125000), (11, 125000), (10, 125000), (9, 125000), (8, 125000),
-                          (7, 125000), (7, 250000))) + (DataRate(7, None, None, 50000),),
-        max_mac_payload=(59, 59, 59, 123, 250, 250, 250, 250),
-        rx1_dr_table=_rx1_table(8),
-        default_channels=(868100000, 868300000, 868500000),
-        rx2=(869525000, 0),
-        max_eirp_dbm=16,
+        (863000000, 870000000),
+        (0, 100),  # any frequency in 100 Hz steps (the CFList / NewChannelReq resolution)
+        ((12, 125000), (11, 125000), (10, 125000), (9, 125000), (8, 125000), (7, 125000),
+         (7, 250000)),
+        (59, 59, 59, 123, 250, 250, 250, 250),
+        (868100000, 868300000, 868500000),
+        869525000,
+        16,
     )
+    r.data_rates += (DataRate(7, None, None, 50000),)  # DR7: FSK 50 kbit/s
     # ETSI EN 300 220 sub-bands (the LoRaMac-node bands); a shared edge goes to the lower band.
     r.sub_bands = (
         (863000000, 865000000, 1000),  # 0.1 %
@@ -199,29 +182,7 @@ def _eu868():
     return r
 
 
-def _kr920():
-    r = Region(
-        "KR920",
-        band=(920900000, 923300000),
-        grid=(920900000, 200000),
-        data_rates=_lora(((12, 125000), (11, 125000), (10, 125000), (9, 125000), (8, 125000),
-                          (7, 125000))),
-        max_mac_payload=(59, 59, 59, 123, 250, 250),
-        rx1_dr_table=_rx1_table(6),
-        default_channels=(922100000, 922300000, 922500000),
-        rx2=(921900000, 0),
-        max_eirp_dbm=14,
-    )
-    r.eirp_caps = ((920900000, 922000000, 10),)  # below 922 MHz: 10 dBm EIRP
-    r.lbt = True  # no duty cycle; listen before talk before every transmission
-    r.lbt_sense_time_us = 6000  # LoRaMac-node value; Korean rule is >= 5 ms
-    r.lbt_threshold_dbm = -65
-    r.lbt_bandwidth_hz = 200000
-    return r
-
-
-NAMES = ("EU868", "KR920")
-_BUILD = (_eu868, _kr920)
+_NAMES = const(("EU868", "KR920"))
 _built = {}
 
 
@@ -229,16 +190,16 @@ def region(name):
     """The Region called name ("EU868", "KR920"), built on first use (always the same object)."""
     r = _built.get(name) if isinstance(name, str) else None
     if r is None:
-        if name not in NAMES:
-            raise RegionError("unknown region %r (known: %s)" % (name, ", ".join(NAMES)))
-        r = _built[name] = _BUILD[NAMES.index(name)]()
+        if name not in _NAMES:
+            raise RegionError("unknown region %r (known: %s)" % (name, ", ".join(_NAMES)))
+        r = _built[name] = _build(name)
     return r
 
 
 def __getattr__(name):
     """EU868, KR920 (region(name)) and REGIONS (every plan, built now) for the gateway/tests."""
-    if name in NAMES:
+    if name in _NAMES:
         return region(name)
     if name == "REGIONS":
-        return {n: region(n) for n in NAMES}
+        return {n: region(n) for n in _NAMES}
     raise AttributeError(name)

@@ -16,7 +16,8 @@ threads at once (asyncio tasks are fine, nothing here awaits).
 import struct
 
 from protocol import cipher
-from protocol.cmac import cmac, cmac_cryptography
+from protocol.cmac import cmac
+
 
 try:
     from micropython import const
@@ -30,11 +31,7 @@ UPLINK = 0
 DOWNLINK = 1
 
 
-class SecurityError(ValueError):
-    """Arguments out of range for LoRaWAN crypto (direction, address, counter, lengths)."""
-
-
-_HDR = "<BIBIIBB"  # tag | 4 x 00 | Dir | DevAddr | FCnt | 00 | len or counter
+_HDR = const("<BIBIIBB")  # tag | 4 x 00 | Dir | DevAddr | FCnt | 00 | len or counter
 _B0_TAG = const(0x49)
 _AI_TAG = const(0x01)
 
@@ -45,11 +42,11 @@ _si = bytearray(16)  # device path scratch: its keystream block
 
 def _frame_args(direction, dev_addr, fcnt):
     if direction != 0 and direction != 1:
-        raise SecurityError("direction must be UPLINK (0) or DOWNLINK (1), got %r" % (direction,))
+        raise ValueError("direction must be UPLINK (0) or DOWNLINK (1), got %r" % (direction,))
     if not 0 <= dev_addr <= 0xFFFFFFFF:
-        raise SecurityError("DevAddr out of 32-bit range: %r" % (dev_addr,))
+        raise ValueError("DevAddr out of 32-bit range: %r" % (dev_addr,))
     if not 0 <= fcnt <= 0xFFFFFFFF:
-        raise SecurityError("FCnt out of 32-bit range: %r" % (fcnt,))
+        raise ValueError("FCnt out of 32-bit range: %r" % (fcnt,))
 
 
 def compute_mic(nwk_s_key, direction, dev_addr, fcnt, msg, backend=None):
@@ -61,14 +58,9 @@ def compute_mic(nwk_s_key, direction, dev_addr, fcnt, msg, backend=None):
     _frame_args(direction, dev_addr, fcnt)
     n = len(msg)
     if n > 255:
-        raise SecurityError("MIC input too long: %d bytes, the B0 length field holds at most 255" % n)
-    name = cipher.resolve(backend)
-    if name == "cryptography":
-        if type(nwk_s_key) is not bytes:
-            nwk_s_key = bytes(nwk_s_key)
-        return cmac_cryptography(nwk_s_key, struct.pack(_HDR, _B0_TAG, 0, direction, dev_addr, fcnt, 0, n) + msg)[:4]
+        raise ValueError("MIC input too long: %d bytes, the B0 length field holds at most 255" % n)
     struct.pack_into(_HDR, _b0, 0, _B0_TAG, 0, direction, dev_addr, fcnt, 0, n)
-    return cmac(nwk_s_key, msg, name, _b0)[:4]
+    return cmac(nwk_s_key, msg, backend, _b0)[:4]
 
 
 def crypt_frm_payload(key, direction, dev_addr, fcnt, payload, backend=None):
@@ -82,7 +74,7 @@ def crypt_frm_payload(key, direction, dev_addr, fcnt, payload, backend=None):
         return b""
     blocks = (n + 15) >> 4
     if blocks > 255:
-        raise SecurityError("FRMPayload too long: %d bytes, the Ai counter covers at most 4080" % n)
+        raise ValueError("FRMPayload too long: %d bytes, the Ai counter covers at most 4080" % n)
     name = cipher.resolve(backend)
     ecb = cipher.ecb(key, name)
     if name == "cryptography":
@@ -119,18 +111,12 @@ def _join_accept_len(data, what):
     n = len(data)
     if n != 16 and n != 32:
         hint = " (pass the bytes after MHDR)" if n == 17 or n == 33 else ""
-        raise SecurityError("%s must be 16 or 32 bytes (without/with CFList), got %d%s" % (what, n, hint))
-
-
-def encrypt_join_accept(app_key, body_and_mic, backend=None):
-    """Network side: body | MIC -> the bytes sent after MHDR. The spec uses AES *decrypt* here
-    so that devices only ever need AES encrypt."""
-    _join_accept_len(body_and_mic, "join-accept body|MIC")
-    return cipher.ecb(app_key, backend).decrypt(body_and_mic)
+        raise ValueError("%s must be 16 or 32 bytes (without/with CFList), got %d%s" % (what, n, hint))
 
 
 def decrypt_join_accept(app_key, wire, backend=None):
-    """Device side: the bytes after MHDR -> body | MIC, using AES *encrypt* (see above)."""
+    """Device side: the bytes after MHDR -> body | MIC, using AES *encrypt* (the network
+    encrypts with AES decrypt, network_side.encrypt_join_accept, so devices need only encrypt)."""
     _join_accept_len(wire, "encrypted join-accept")
     return cipher.ecb(app_key, backend).encrypt(wire)
 
@@ -141,11 +127,11 @@ def derive_session_keys(app_key, join_nonce, net_id, dev_nonce, backend=None):
     Arguments are integers as humans write them (NetID 0xAABBCC); they go in little endian.
     """
     if not 0 <= join_nonce <= 0xFFFFFF:
-        raise SecurityError("JoinNonce out of 24-bit range: %r" % (join_nonce,))
+        raise ValueError("JoinNonce out of 24-bit range: %r" % (join_nonce,))
     if not 0 <= net_id <= 0xFFFFFF:
-        raise SecurityError("NetID out of 24-bit range: %r" % (net_id,))
+        raise ValueError("NetID out of 24-bit range: %r" % (net_id,))
     if not 0 <= dev_nonce <= 0xFFFF:
-        raise SecurityError("DevNonce out of 16-bit range: %r" % (dev_nonce,))
+        raise ValueError("DevNonce out of 16-bit range: %r" % (dev_nonce,))
     blocks = bytearray(32)
     for tag in (1, 2):
         o = 16 * (tag - 1)

@@ -4,6 +4,9 @@ Sans-I/O and stateless: the caller keeps the keys and the last frame counter, an
 what to do with a frame from `mic_ok` and `fcnt_status` (see protocol.lorawan.fcnt). Only
 the caller may move its stored counter, and only after a good MIC.
 
+Building join-accepts and opening join-requests are the network server's
+(protocol.lorawan.network_side).
+
 open_data_frame is the gateway's hot path (tens of thousands of uplinks per second on
 CPython): it decodes once, MACs the received bytes as they are, and decrypts only frames
 whose MIC holds.
@@ -11,15 +14,10 @@ whose MIC holds.
 
 from protocol.lorawan import frame as _frame
 from protocol.lorawan import mac as _mac
-from protocol.lorawan import security as _sec
+from protocol.lorawan import security
 from protocol.lorawan import fcnt as _fcnt
 from protocol.lorawan.fcnt import FCNT_MAX, MAX_GAP, OK, OVERFLOW, REPLAY, GAP_TOO_LARGE
 from protocol.lorawan.frame import DataFrame, FrameError
-
-_decode_data = _frame.decode_data
-_compute_mic = _sec.compute_mic
-_crypt = _sec.crypt_frm_payload
-
 
 class OpenedFrame:
     """Result of open_data_frame.
@@ -46,10 +44,6 @@ class OpenedFrame:
         """True when the frame is authentic and its counter is fresh."""
         return self.mic_ok and self.fcnt_status == OK
 
-    def __repr__(self):
-        return "<OpenedFrame %r FCnt=%d %s mic_ok=%s payload=%r mac=%r>" % (
-            self.frame, self.fcnt, self.fcnt_status, self.mic_ok, self.payload, self.mac_commands)
-
 
 def build_data_frame(mtype, dev_addr, fcnt, fport, payload, nwk_s_key, app_s_key, fopts=b"",
                      adr=False, ack=False, adr_ack_req=False, fpending=False, class_b=False,
@@ -74,16 +68,16 @@ def build_data_frame(mtype, dev_addr, fcnt, fport, payload, nwk_s_key, app_s_key
         payload = _mac.encode_commands(payload, uplink)
     if payload and fport is not None:
         _frame._check_int(fport, "FPort", 8)
-        enc = _crypt(app_s_key if fport else nwk_s_key, direction, dev_addr, fcnt, payload, backend)
+        enc = security.crypt_frm_payload(app_s_key if fport else nwk_s_key, direction, dev_addr, fcnt, payload, backend)
     else:
         enc = payload  # empty, or no FPort: encode_data_signed_part reports it
     f = DataFrame(mtype, dev_addr, fcnt & 0xFFFF, fport, enc, fopts, adr, adr_ack_req, ack,
                   fpending, class_b)
     signed = _frame.encode_data_signed_part(f)
-    return signed + _compute_mic(nwk_s_key, direction, dev_addr, fcnt, signed, backend)
+    return signed + security.compute_mic(nwk_s_key, direction, dev_addr, fcnt, signed, backend)
 
 
-def open_data_frame(phy_or_frame, nwk_s_key, app_s_key, last_fcnt=None, max_gap=MAX_GAP,
+def open_data_frame(phy, nwk_s_key, app_s_key, last_fcnt=None, max_gap=MAX_GAP,
                     backend=None):
     """Decode, rebuild FCnt, verify the MIC and decrypt -> OpenedFrame.
 
@@ -91,19 +85,19 @@ def open_data_frame(phy_or_frame, nwk_s_key, app_s_key, last_fcnt=None, max_gap=
     (None for a fresh session). Raises FrameError for malformed frames; a wrong MIC or a
     stale counter is reported, not raised.
     """
-    f = phy_or_frame
+    f = phy
     if type(f) is not DataFrame:
         if type(f) is not bytes:
             if not isinstance(f, (bytearray, memoryview)):
                 raise FrameError("PHYPayload must be bytes or a DataFrame, got %s" % type(f).__name__)
             f = bytes(f)
-        f = _decode_data(f)
+        f = _frame.decode_data(f)
     if last_fcnt is None:
         fcnt = f.fcnt16
         status = OK
     else:
         if not 0 <= last_fcnt <= FCNT_MAX or not 1 <= max_gap <= 0xFFFF:
-            _fcnt.rebuild_fcnt(0, last_fcnt, max_gap)  # raises FCntError with the details
+            _fcnt.rebuild_fcnt(0, last_fcnt, max_gap)  # raises ValueError with the details
         # Same policy as fcnt.rebuild_fcnt / check_fcnt, inlined for the hot path.
         fcnt = _fcnt.rebuild_unchecked(f.fcnt16, last_fcnt, max_gap)
         if fcnt > FCNT_MAX:
@@ -112,12 +106,12 @@ def open_data_frame(phy_or_frame, nwk_s_key, app_s_key, last_fcnt=None, max_gap=
     direction = f.mtype & 1
     raw = f.raw
     signed = raw[:-4] if raw is not None else f.signed_part
-    if _compute_mic(nwk_s_key, direction, f.dev_addr, fcnt, signed, backend) != f.mic:
+    if security.compute_mic(nwk_s_key, direction, f.dev_addr, fcnt, signed, backend) != f.mic:
         return OpenedFrame(f, fcnt, status, False, None, None, None)
     fport = f.fport
     frm = f.frm_payload
     if frm:
-        payload = _crypt(app_s_key if fport else nwk_s_key, direction, f.dev_addr, fcnt, frm, backend)
+        payload = security.crypt_frm_payload(app_s_key if fport else nwk_s_key, direction, f.dev_addr, fcnt, frm, backend)
     else:
         payload = b""
     cmds = []
@@ -136,35 +130,19 @@ def build_join_request(join_eui, dev_eui, dev_nonce, app_key, backend=None):
     """Join-request PHYPayload. EUIs: 8 bytes in human order; dev_nonce: int (keep it
     monotonic and persisted, servers reject reused nonces)."""
     signed = _frame.JoinRequest(join_eui, dev_eui, dev_nonce).signed_part
-    return signed + _sec.join_request_mic(app_key, signed, backend)
-
-
-def open_join_request(phy_or_frame, app_key, backend=None):
-    """Network side: decode a join-request and set its `mic_ok`."""
-    j = phy_or_frame if isinstance(phy_or_frame, _frame.JoinRequest) else _frame.decode(phy_or_frame)
-    if not isinstance(j, _frame.JoinRequest):
-        raise FrameError("not a join-request: %s" % _frame.MTYPE_NAMES[j.mtype])
-    j.mic_ok = _sec.join_request_mic(app_key, j.signed_part, backend) == j.mic
-    return j
-
-
-def build_join_accept(app_key, join_nonce, net_id, dev_addr, rx1_dr_offset, rx2_dr, rx_delay,
-                      cflist=None, backend=None):
-    """Network side: join-accept wire bytes (MHDR | encrypted body | MIC). cflist: None or
-    16 bytes (frame.cflist_from_frequencies / cflist_from_ch_masks)."""
-    signed = _frame.JoinAccept(join_nonce, net_id, dev_addr, rx1_dr_offset, rx2_dr, rx_delay,
-                               cflist).signed_part
-    mic = _sec.join_accept_mic(app_key, signed, backend)
-    return signed[:1] + _sec.encrypt_join_accept(app_key, signed[1:] + mic, backend)
+    return signed + security.join_request_mic(app_key, signed, backend)
 
 
 def open_join_accept(wire, app_key, backend=None):
-    """Device side: decrypt and decode a join-accept -> JoinAccept with `mic_ok` set."""
-    e = wire if isinstance(wire, _frame.EncryptedJoinAccept) else _frame.decode(wire)
-    if not isinstance(e, _frame.EncryptedJoinAccept):
-        raise FrameError("not a join-accept: %s" % _frame.MTYPE_NAMES[e.mtype])
-    plain = _sec.decrypt_join_accept(app_key, e.payload, backend)
-    mhdr = e.raw[:1] if e.raw is not None else bytes((_frame.JOIN_ACCEPT << 5,))  # MIC covers MHDR as sent
-    j = _frame.decode_join_accept(mhdr + plain)
-    j.mic_ok = _sec.join_accept_mic(app_key, j.signed_part, backend) == j.mic
+    """Device side: decrypt and decode a join-accept PHYPayload (bytes, or a decoded
+    network_side.EncryptedJoinAccept) -> JoinAccept with `mic_ok` set."""
+    if not isinstance(wire, (bytes, bytearray, memoryview)):
+        wire = wire.raw if wire.raw is not None else wire.encode()
+    if not wire or wire[0] >> 5 != _frame.JOIN_ACCEPT:
+        raise FrameError("not a join-accept: MType %d" % (wire[0] >> 5 if wire else -1))
+    _frame._check_join_accept_len(len(wire))
+    # the MIC covers MHDR as sent
+    plain = security.decrypt_join_accept(app_key, wire[1:], backend)
+    j = _frame.decode_join_accept(bytes(wire[:1]) + plain)
+    j.mic_ok = security.join_accept_mic(app_key, j.signed_part, backend) == j.mic
     return j

@@ -8,11 +8,7 @@ duty cycle at or under 1/divisor over any window: the regulation can never be vi
 a caller that asks before it sends.
 """
 
-from protocol.lorawan import airtime as _airtime
-
-
-class TxGateError(ValueError):
-    """A frequency outside every sub-band, or a transmission the gate forbids."""
+from protocol.lorawan import airtime
 
 
 class TxGate:
@@ -23,7 +19,7 @@ class TxGate:
     def _band(self, freq_hz):
         band = self.region.sub_band(freq_hz)
         if band is None and self.region.sub_bands:
-            raise TxGateError("%d Hz is outside every %s sub-band" % (freq_hz, self.region.name))
+            raise ValueError("%d Hz is outside every %s sub-band" % (freq_hz, self.region.name))
         return band
 
     def earliest(self, freq_hz, now_us):
@@ -42,23 +38,24 @@ class TxGate:
             if best is None or t < best[1]:
                 best = (f, t)
         if best is None:
-            raise TxGateError("no channels to pick from")
+            raise ValueError("no channels to pick from")
         return best
 
-    def clear_channel(self, rssi_dbm):
+    def clear_channel(self, rssi):
         """KR920 listen-before-talk: True when the channel, sensed for lbt_sense_time_us, was
-        quieter than the threshold. Regions without LBT always answer True."""
+        quieter (rssi, dBm) than the threshold. Regions without LBT always answer True."""
         if not self.region.lbt:
             return True
-        return rssi_dbm < self.region.lbt_threshold_dbm
+        return rssi < self.region.lbt_threshold_dbm
 
-    def sent(self, freq_hz, start_us, airtime_us):
-        """Record a frame; raises TxGateError if it started before the sub-band was free."""
+    def sent(self, freq_hz, now_us, airtime_us):
+        """Record a frame that started at now_us; raises ValueError if the sub-band was not
+        free then."""
         band = self._band(freq_hz)
         if band is None:
             return
         free = self._free_at.get(band, 0)
-        if start_us < free:
-            raise TxGateError("duty cycle: %d Hz sub-band is silent until %d us, frame started at %d us"
-                              % (freq_hz, free, start_us))
-        self._free_at[band] = start_us + airtime_us + _airtime.off_time_us(airtime_us, band[2])
+        if now_us < free:
+            raise ValueError("duty cycle: %d Hz sub-band is silent until %d us, frame started at %d us"
+                             % (freq_hz, free, now_us))
+        self._free_at[band] = now_us + airtime_us + airtime.off_time_us(airtime_us, band[2])

@@ -1,7 +1,8 @@
 """Modbus PDU codec for the four register functions streetgrid uses, in both roles.
 
-Master: encode_request -> (wire) -> decode_response(pdu, request).
 Slave:  decode_request -> handle -> encode_response, or exception_for() when decoding failed.
+Master: protocol.modbus.master.encode_request -> (wire) -> decode_response(pdu, request), apart
+        so that a meter (a slave) never loads them; the message classes here serve both.
 
 A PDU is the function code plus its data, without address and CRC (see rtu.py). Validation
 follows the application-protocol spec: reads carry 1..125 registers, writes 1..123, the byte
@@ -20,46 +21,22 @@ WRITE_MULTIPLE = 0x10
 ILLEGAL_FUNCTION = 1
 ILLEGAL_ADDRESS = 2
 ILLEGAL_VALUE = 3
-DEVICE_FAILURE = 4
-ACKNOWLEDGE = 5
-BUSY = 6
-
-EXCEPTION_NAMES = {
-    1: "ILLEGAL FUNCTION",
-    2: "ILLEGAL DATA ADDRESS",
-    3: "ILLEGAL DATA VALUE",
-    4: "SERVER DEVICE FAILURE",
-    5: "ACKNOWLEDGE",
-    6: "SERVER DEVICE BUSY",
-    8: "MEMORY PARITY ERROR",
-    10: "GATEWAY PATH UNAVAILABLE",
-    11: "GATEWAY TARGET DEVICE FAILED TO RESPOND",
-}
+DEVICE_FAILURE = 4  # the codes a slave answers with (all of them: protocol.modbus.master)
 
 MAX_READ = 125  # registers per 03 / 04 request: 250 data bytes fit a 256-byte ADU
 MAX_WRITE = 123  # registers per 16 request
 
 
 class ModbusError(ValueError):
-    """A malformed or unacceptable PDU. `code` is the exception a slave answers it with."""
+    """A malformed or unacceptable PDU. `code` is the exception a slave answers it with: 03 by
+    default, 01 for a function this codec does not implement, 02 for an address + quantity past
+    register 65535 (one class with a code rather than a class per code: a meter keeps fewer)."""
 
     code = ILLEGAL_VALUE
 
-
-class IllegalFunction(ModbusError):
-    """Function code this codec does not implement (a slave answers exception 01)."""
-
-    code = ILLEGAL_FUNCTION
-
-
-class IllegalAddress(ModbusError):
-    """Address + quantity runs past register 65535 (a slave answers exception 02)."""
-
-    code = ILLEGAL_ADDRESS
-
-
-class ResponseMismatch(ModbusError):
-    """A well-formed response that does not answer the request it was matched with."""
+    def __init__(self, message, code=ILLEGAL_VALUE):
+        super().__init__(message)
+        self.code = code
 
 
 class _Message:
@@ -145,10 +122,6 @@ class ExceptionResponse(_Message):
         self.function = function
         self.code = code
 
-    @property
-    def name(self):
-        return EXCEPTION_NAMES.get(self.code, "EXCEPTION %d" % self.code)
-
     def _key(self):
         return (self.function, self.code)
 
@@ -170,7 +143,8 @@ def _check_regs(what, regs, limit):
 def _check_span(address, count):
     _check_u16("address", address)
     if address + count > 0x10000:
-        raise IllegalAddress("address 0x%04X + %d registers runs past 0xFFFF" % (address, count))
+        raise ModbusError("address 0x%04X + %d registers runs past 0xFFFF" % (address, count),
+                          ILLEGAL_ADDRESS)
 
 
 def _u16s(n):
@@ -178,27 +152,6 @@ def _u16s(n):
 
 
 # ---------------------------------------------------------------- requests
-
-
-def encode_request(req):
-    """PDU bytes of a ReadRequest, WriteSingle or WriteMultiple (validated: ModbusError)."""
-    if isinstance(req, ReadRequest):
-        if req.function != READ_HOLDING and req.function != READ_INPUT:
-            raise ModbusError("read function must be 3 or 4, got %r" % (req.function,))
-        if not 1 <= req.count <= MAX_READ:
-            raise ModbusError("read count %r out of range 1..%d" % (req.count, MAX_READ))
-        _check_span(req.address, req.count)
-        return struct.pack(">BHH", req.function, req.address, req.count)
-    if isinstance(req, WriteSingle):
-        _check_u16("address", req.address)
-        _check_u16("value", req.value)
-        return struct.pack(">BHH", WRITE_SINGLE, req.address, req.value)
-    if isinstance(req, WriteMultiple):
-        n = _check_regs("write multiple", req.values, MAX_WRITE)
-        _check_span(req.address, n)
-        head = struct.pack(">BHHB", WRITE_MULTIPLE, req.address, n, 2 * n)
-        return head + struct.pack(_u16s(n), *req.values)
-    raise ModbusError("not a request: %r" % (req,))
 
 
 def decode_request(pdu):
@@ -230,7 +183,7 @@ def decode_request(pdu):
             )
         _check_span(address, count)
         return WriteMultiple(address, struct.unpack_from(_u16s(count), pdu, 6))
-    raise IllegalFunction("function code 0x%02X not supported" % fc)
+    raise ModbusError("function code 0x%02X not supported" % fc, ILLEGAL_FUNCTION)
 
 
 def exception_for(pdu, error):
@@ -246,15 +199,6 @@ def exception_for(pdu, error):
 
 
 # ---------------------------------------------------------------- responses
-
-
-def response_length(request):
-    """PDU length of the normal response to `request` (an exception response is 2 bytes)."""
-    if isinstance(request, ReadRequest):
-        return 2 + 2 * request.count
-    if isinstance(request, (WriteSingle, WriteMultiple)):
-        return 5
-    raise ModbusError("not a request: %r" % (request,))
 
 
 def encode_response(resp):
@@ -280,53 +224,3 @@ def encode_response(resp):
             raise ModbusError("exception code %r out of range 1..255" % (resp.code,))
         return struct.pack(">BB", resp.function | 0x80, resp.code)
     raise ModbusError("not a response: %r" % (resp,))
-
-
-def _mismatch(request, got):
-    raise ResponseMismatch("response %r does not answer %r" % (got, request))
-
-
-def decode_response(pdu, request=None):
-    """Parse a response PDU (master side); with `request`, also check that it answers it.
-
-    An exception response is returned (ExceptionResponse), not raised: it is a valid answer.
-    """
-    n = len(pdu)
-    if n < 2:
-        raise ModbusError("response too short: %d bytes, need at least 2" % n)
-    fc = pdu[0]
-    if request is not None and (fc & 0x7F) != request.function:
-        raise ResponseMismatch(
-            "response function 0x%02X to a function %d request" % (fc, request.function)
-        )
-    if fc & 0x80:
-        if n != 2 or pdu[1] == 0:
-            raise ModbusError("exception response must be 2 bytes with a code 1..255, got %d" % n)
-        if fc == 0x80:
-            raise ModbusError("exception response for function 0: no such function")
-        return ExceptionResponse(fc & 0x7F, pdu[1])
-    if fc == READ_HOLDING or fc == READ_INPUT:
-        nbytes = pdu[1]
-        if nbytes == 0 or nbytes & 1 or nbytes > 2 * MAX_READ or n != 2 + nbytes:
-            raise ModbusError("read response byte count %d does not fit %d bytes" % (nbytes, n))
-        if request is not None and nbytes != 2 * request.count:
-            raise ResponseMismatch(
-                "%d registers in response, %d requested" % (nbytes // 2, request.count)
-            )
-        return ReadResponse(fc, struct.unpack_from(_u16s(nbytes // 2), pdu, 2))
-    if fc == WRITE_SINGLE or fc == WRITE_MULTIPLE:
-        if n != 5:
-            raise ModbusError("function %d response must be 5 bytes, got %d" % (fc, n))
-        address, word = struct.unpack_from(">HH", pdu, 1)
-        if fc == WRITE_SINGLE:
-            resp = WriteSingle(address, word)
-            if request is not None and resp != request:
-                _mismatch(request, resp)
-            return resp
-        if not 1 <= word <= MAX_WRITE:
-            raise ModbusError("write count %d out of range 1..%d" % (word, MAX_WRITE))
-        resp = WriteMultipleResponse(address, word)
-        if request is not None and (address != request.address or word != len(request.values)):
-            _mismatch(request, resp)
-        return resp
-    raise ModbusError("function code 0x%02X not supported in a response" % fc)

@@ -10,7 +10,7 @@ All times are integer microseconds, rounded up so that a wait computed here is n
 """
 
 from protocol.modbus.crc import crc16
-from protocol.modbus.pdu import ModbusError, ReadRequest, WriteMultiple, WriteSingle
+from protocol.modbus.pdu import ModbusError
 
 BROADCAST = 0  # writes to address 0 reach every slave; none of them answers
 MAX_ADDRESS = 247  # 248..255 are reserved
@@ -51,15 +51,6 @@ def decode_frame(adu):
     if got != want:
         raise CrcError("CRC mismatch: frame says 0x%04X, computed 0x%04X" % (got, want))
     return adu[0], bytes(adu[1 : n - 2])
-
-
-def response_frame_length(request):
-    """ADU length of the normal response to `request`: 5 + 2N for reads, 8 for writes."""
-    if isinstance(request, ReadRequest):
-        return 5 + 2 * request.count
-    if isinstance(request, (WriteSingle, WriteMultiple)):
-        return 8
-    raise FrameError("not a request: %r" % (request,))
 
 
 # ---------------------------------------------------------------- timing
@@ -114,19 +105,6 @@ def t35_us(baud, bits=11):
     return _ceil_div(35 * bits * 100000, baud)
 
 
-def transaction_time_us(baud, n_regs, turnaround_us=0, bits=11):
-    """One read of n_regs registers, bus idle to bus idle: (13 + 2N) * tc + 2 * t3.5 + Tturn.
-
-    8 request bytes + 5 + 2N response bytes, each frame followed by its t3.5 silence, plus the
-    slave's turnaround. The floor a perfect poller pays; 1e6 / this = transactions per second.
-    """
-    _check_baud(baud)
-    chars = 13 + 2 * n_regs
-    if baud > 19200:
-        return _ceil_div(chars * bits * 1000000, baud) + 2 * 1750 + turnaround_us
-    return _ceil_div((chars * 10 + 70) * bits * 100000, baud) + turnaround_us
-
-
 # ---------------------------------------------------------------- deframer
 
 
@@ -143,10 +121,10 @@ class RtuDeframer:
     overruns).
 
     Length mode, expect(n): a master that sent a request knows the answer is n bytes (see
-    response_frame_length) or 5 for an exception, so the frame ends on its last byte without
-    waiting t3.5, and timestamps are ignored: they are too coarse behind USB adapters and OS
-    buffers to judge a 1 ms gap. The master's response timeout replaces the silence rule:
-    on timeout call reset(). One frame ends length mode.
+    protocol.modbus.master.response_frame_length) or 5 for an exception, so the frame ends on
+    its last byte without waiting t3.5, and timestamps are ignored: they are too coarse behind
+    USB adapters and OS buffers to judge a 1 ms gap. The master's response timeout replaces
+    the silence rule: on timeout call reset(). One frame ends length mode.
 
     now_us may come from a wrapping tick counter (MicroPython ticks_us) if its period is
     given as ticks_period.

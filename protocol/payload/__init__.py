@@ -7,12 +7,14 @@ same table into TS013 JavaScript codecs, so the device, the gateway and any LoRa
 server decode identically. Every uplink fPort belongs to one device kind, so decoding needs
 nothing but the fPort and the bytes.
 
-    decode_uplink(fport, data)              -> {"kind", "message", "version", "fields"}
     encode_uplink(kind, message, fields)    -> (fport, bytes)        (device side)
-    encode_downlink(kind, command, fields)  -> (fport, bytes)        (gateway side)
     decode_downlink(fport, data)            -> {"kind", "command", "version", "fields"}
+    decode_uplink(fport, data)              -> {"kind", "message", "version", "fields"}
+    encode_downlink(kind, command, fields)  -> (fport, bytes)        (gateway side)
     senml_records(decoded)                  -> [{"n", "u", "v"|"vb"|"vs", "lwm2m"}, ...]
     describe(fport)                         -> the normalized layout (offsets, units, ranges)
+
+The gateway side lives in protocol.payload.network_side, re-exported here on CPython only.
 
 Every error is a PayloadError (a ValueError) with a one-line message. A device imports the
 compact table of an fPort when it first uses it (a pole: fPort 10 for its first report, a
@@ -22,25 +24,28 @@ paths, docs), which only the gateway needs.
 
 import sys
 
-from protocol.payload import codec as _codec
+from protocol.payload import codec
 from protocol.payload.codec import PayloadError  # noqa: F401
-from protocol.payload.tables import DOWN, DOWNLINK_PORTS, UP, UPLINK_PORTS, VERSION  # noqa: F401
-
-SENML_BVER = 26  # = senml.SENML_BVER (RFC 9100), which a device does not import
-KINDS = ("pole", "meter")
+from protocol.payload.tables import DOWNLINK_PORTS, UP, UPLINK_PORTS, VERSION  # noqa: F401
 
 _TABLE = {}  # fPort -> compact layout, filled as the tables modules are imported
-_updec = {}  # fPort -> decode function
-_downdec = {}
 
 
 def _layout(port):
-    """The compact layout of an fPort (importing its tables module once), or None."""
+    """The compact layout of an fPort (importing its tables module once), or None.
+
+    Only the layout is kept: on MicroPython the module itself is dropped again (its object,
+    dict and package attribute are ~250 B of heap per fPort a device ever used)."""
     lay = _TABLE.get(port)
     if lay is None and (port in UPLINK_PORTS or port in DOWNLINK_PORTS):
         mod = "protocol.payload.tables.p%d" % port
         __import__(mod)
         lay = _TABLE[port] = sys.modules[mod].LAYOUT
+        if sys.implementation.name == "micropython":
+            del sys.modules[mod]
+            tables = sys.modules["protocol.payload.tables"]
+            if hasattr(tables, "p%d" % port):
+                delattr(tables, "p%d" % port)
     return lay
 
 
@@ -52,47 +57,6 @@ def _port(names, kind, name):
     return None if ports is None else ports.get(name)
 
 
-_fast = None
-if sys.implementation.name != "micropython":
-    # the gateway: every table now, and straight-line decoders generated from them on first
-    # use (protocol.payload.fastpath)
-    from protocol.payload import fastpath as _fastpath
-
-    _fast = _fastpath.build
-    for _p in UPLINK_PORTS + DOWNLINK_PORTS:
-        _layout(_p)
-
-
-def _generic_decoder(lay):
-    from protocol.payload.unpack import decode
-
-    return lambda data: decode(lay, data)
-
-
-def _decoder(port, direction):
-    lay = _layout(port) if port in (UPLINK_PORTS if direction == "up" else DOWNLINK_PORTS) else None
-    if lay is None:
-        raise PayloadError("unknown %s fPort %s" % ("uplink" if direction == "up" else "downlink", port))
-    dec = (_fast and _fast(lay)) or _generic_decoder(lay)
-    (_updec if direction == "up" else _downdec)[port] = dec
-    return dec
-
-
-def decode_uplink(fport, data):
-    """Decode an uplink FRMPayload; the fPort alone says which device kind sent it."""
-    dec = _updec.get(fport)
-    if dec is None:
-        dec = _decoder(fport, "up")
-    return dec(data)
-
-
-def decode_downlink(fport, data):
-    dec = _downdec.get(fport)
-    if dec is None:
-        dec = _decoder(fport, "down")
-    return dec(data)
-
-
 def encode_uplink(kind, message, fields):
     """(fport, bytes) for a "report", "alarm" or "ack" of a "pole" or "meter".
 
@@ -102,31 +66,19 @@ def encode_uplink(kind, message, fields):
     port = _port(UP, kind, message)
     if port is None:
         raise PayloadError("unknown uplink message %s for %s" % (message, kind))
-    return port, _codec.encode(_layout(port), fields)
+    return port, codec.encode(_layout(port), fields)
 
 
-def encode_downlink(kind, command, fields):
-    """(fport, bytes) for a command to a "pole" or "meter" (reboot and config go to both).
+def decode_downlink(fport, data):
+    """Decode a command's FRMPayload (the generic interpreter: a device decodes a few a day)."""
+    lay = _layout(fport) if fport in DOWNLINK_PORTS else None
+    if lay is None:
+        raise PayloadError("unknown downlink fPort %s" % (fport,))
+    from protocol.payload.unpack import decode
 
-    Strict: unknown fields, missing required fields and values out of range raise."""
-    port = _port(DOWN, kind, command)
-    if port is None and kind in KINDS:
-        port = _port(DOWN, "any", command)
-    if port is None:
-        raise PayloadError("unknown downlink command %s for %s" % (command, kind))
-    return port, _codec.encode(_layout(port), fields)
+    return decode(lay, data)
 
 
-def describe(fport):
-    """The normalized layout of an fPort (a new dict): fields with byte offset "at", wire type,
-    scale (mul, div, add), min / max, raw range, unit, LwM2M path, bit / enum names."""
-    from protocol.payload.schema import describe
-
-    return describe(fport)
-
-
-def senml_records(decoded):
-    """SenML records (dicts with n, u, v / vb / vs, and lwm2m) for a decoded uplink or downlink."""
-    from protocol.payload.senml import records_of
-
-    return records_of(decoded)
+if sys.implementation.name != "micropython":
+    # the gateway: decode_uplink (with the fast path), encode_downlink, describe, senml_records
+    from protocol.payload.network_side import *  # noqa: F401,F403

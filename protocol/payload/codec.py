@@ -5,8 +5,8 @@ It reads the compact device tables (protocol/payload/tables/, compiled from layo
 protocol.payload.tablegen), so a device keeps nothing per fPort but the tuples of the device
 kind and direction it uses: no schema is built in RAM, the struct formats and the raw bounds
 are in the table. The gateway decodes fixed layouts with the straight-line functions of
-protocol.payload.fastpath instead. For tools and tests, decode() and encode() also take a
-declarative layout dict from layouts.py (compiled on the fly, on the gateway).
+protocol.payload.fastpath instead. Tools and tests that hold a declarative layout dict from
+layouts.py use tablegen.encode / tablegen.decode, which compile it on the fly.
 
 Value rules, identical in the generated JavaScript:
 - engineering value = raw * mul / div + add; an int when div is 1, a float otherwise;
@@ -28,7 +28,6 @@ class PayloadError(ValueError):
     """Malformed payload or invalid values: unknown fPort, wrong version or length, bad field."""
 
 
-_INF = float("inf")
 _MISSING = object()
 _WIDE = ("u24", "i24")  # packed as a 16-bit and an 8-bit struct value
 
@@ -46,29 +45,6 @@ def label(lay):
     name = lay[3]
     plain = kind == "any" or name.startswith(kind)
     return "fPort %d (%s)" % (lay[0], name if plain else kind + " " + name)
-
-
-def _compact(layout):
-    if isinstance(layout, dict):  # a declarative layout from layouts.py (gateway tools, tests)
-        from protocol.payload.tablegen import compact
-
-        return compact(layout)
-    return layout
-
-
-def shape(layout):
-    """(struct format, value count, size) of the fixed part, and the same for one repeated
-    entry (None, 0, 0 when the layout has no repeat)."""
-    return _compact(layout)[6]
-
-
-def decode(layout, data):
-    """{"kind", "message" | "command", "version", "fields"} for one frame of `layout` (the
-    interpreter's decoding half lives in protocol.payload.unpack, imported on first use: a device
-    that only sends reports never loads it)."""
-    from protocol.payload.unpack import decode as unpack
-
-    return unpack(_compact(layout), data)
 
 
 def _round(y):
@@ -166,7 +142,7 @@ def _raw(f, src, lay, strict):
         try:
             y = (x - add) * div / mul
         except OverflowError:  # an int beyond float range
-            y = _INF if x > 0 else -_INF
+            y = 1e999 if x > 0 else -1e999  # +-inf
     if y != y:  # NaN
         if na is not None and not strict:
             return na
@@ -191,15 +167,15 @@ def _raw(f, src, lay, strict):
     return y
 
 
-def _put(fields, vals, i, src, lay, strict):
+def _put(fields, out, i, src, lay, strict):
     for f in fields:
         r = _raw(f, src, lay, strict)
         if f[1] in _WIDE:
-            vals[i] = r & 0xFFFF
-            vals[i + 1] = r >> 16
+            out[i] = r & 0xFFFF
+            out[i + 1] = r >> 16
             i += 2
         else:
-            vals[i] = r
+            out[i] = r
             i += 1
 
 
@@ -219,10 +195,9 @@ def _check_keys(fields, src, lay, extra):
             raise PayloadError("%s: unknown field %s" % (label(lay), key))
 
 
-def encode(layout, fields):
-    """bytes of one frame of `layout` from engineering values. Downlinks are strict (unknown
-    or missing fields and out-of-range values raise); uplinks clamp."""
-    lay = _compact(layout)
+def encode(lay, fields):
+    """bytes of one frame of compact layout `lay` from engineering values. Downlinks are strict
+    (unknown or missing fields and out-of-range values raise); uplinks clamp."""
     if not isinstance(fields, dict):
         raise PayloadError("%s: fields must be an object" % label(lay))
     strict = lay[2] == "down"
@@ -239,20 +214,18 @@ def encode(layout, fields):
     entries = fields.get(rep[0], _MISSING)
     if entries is _MISSING:
         entries = ()
-    if not isinstance(entries, (list, tuple)) or len(entries) > rep[1]:
-        raise _entries_error(lay)
+    ok = isinstance(entries, (list, tuple)) and len(entries) <= rep[1]
+    for e in entries if ok else ():
+        ok = isinstance(e, dict)
+        if not ok:
+            break
+    if not ok:
+        raise PayloadError("%s: %s must be a list of at most %d objects" % (label(lay), rep[0], rep[1]))
     parts = [data]
     for e in entries:
-        if not isinstance(e, dict):
-            raise _entries_error(lay)
         if strict:
             _check_keys(rep[2], e, lay, None)
         rvals = [0] * rn
         _put(rep[2], rvals, 0, e, lay, strict)
         parts.append(struct.pack(rfmt, *rvals))
     return b"".join(parts)
-
-
-def _entries_error(lay):
-    rep = lay[5]
-    return PayloadError("%s: %s must be a list of at most %d objects" % (label(lay), rep[0], rep[1]))

@@ -1,6 +1,6 @@
 """Straight-line decoders generated from the table, for the gateway's hot path on CPython.
 
-The generic interpreter (codec.decode) walks the compact table's field tuples; this module
+The generic interpreter (unpack.decode) walks the compact table's field tuples; this module
 writes, on first use, one Python function per fixed-size layout that unpacks into locals and
 builds the result in a single dict display, several times faster. Anything unusual (wrong
 length or version, an unknown enum code) falls back to the generic decoder, which raises the
@@ -84,14 +84,14 @@ def build(lay):
     """A fast decode function for a compact layout, or None (repeated layouts)."""
     import struct
 
-    from protocol.payload import codec
+    from protocol.payload import unpack
 
     src = source(lay)
     if src is None:
         return None
     scope = {
         "_unpack": struct.Struct(lay[6][0]).unpack,
-        "_generic": lambda data: codec.decode(lay, data),
+        "_generic": lambda data: unpack.decode(lay, data),
     }
     exec(src, scope)
     return scope["decode"]

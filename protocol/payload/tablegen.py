@@ -26,6 +26,7 @@ The modules spell None as _N, which keeps mpy-cross from folding the tuples into
 that builds the same tuple at import (measured on the MicroPython VM).
 """
 
+from protocol.payload import codec, unpack
 from protocol.payload.layouts import LAYOUTS, VERSION
 from protocol.payload.schema import TYPES, SchemaError, bounds, label, limits, normalize
 
@@ -83,6 +84,26 @@ def compact(layout):
         rshape = _shape(rep["fields"], "<")
     return (layout["port"], layout["kind"], layout["dir"], layout["name"], fields, repeat,
             (fmt, n + 1, size + 1) + rshape)
+
+
+def shape(layout):
+    """(struct format, value count, size) of the fixed part of a compact or declarative
+    layout, and the same for one repeated entry (None, 0, 0 when the layout has no repeat)."""
+    return _compact(layout)[6]
+
+
+def encode(layout, fields):
+    """codec.encode for a compact or a declarative layout (compiled on the fly)."""
+    return codec.encode(_compact(layout), fields)
+
+
+def decode(layout, data):
+    """unpack.decode for a compact or a declarative layout (compiled on the fly)."""
+    return unpack.decode(_compact(layout), data)
+
+
+def _compact(layout):
+    return compact(layout) if isinstance(layout, dict) else layout
 
 
 def _check():

@@ -30,22 +30,42 @@ derives them from the same samples); PQGain scales power and energy only.
 `power_cycle()` is a chip reset (registers back to defaults, energy registers 0).
 """
 
-PLCONST_DEFAULT = 140625000
-GAIN_UNITY = 0x8000
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
 
-METEREN = 0x00
-PLCONSTH, PLCONSTL, MMODE0, MMODE1 = 0x31, 0x32, 0x33, 0x34
-PQGAIN = (0x47, 0x49, 0x4B)
-UGAIN = (0x61, 0x65, 0x69)
-IGAIN = (0x62, 0x66, 0x6A)
-UOFFSET = (0x63, 0x67, 0x6B)
-IOFFSET = (0x64, 0x68, 0x6C)
-SOFTRESET, CFGREGACCEN = 0x70, 0x7F
-APENERGYT, ANENERGYT = 0x80, 0x84
-PMEANT, PMEANTLSB, PFMEANT = 0xB0, 0xC0, 0xBC
-URMS, IRMS, FREQ = (0xD9, 0xDA, 0xDB), (0xDD, 0xDE, 0xDF), 0xF8
+_PLCONST_DEFAULT = const(140625000)
+_GAIN_UNITY = const(0x8000)
 
-_CONFIG = set((METEREN, PLCONSTH, PLCONSTL, MMODE0, MMODE1) + PQGAIN + UGAIN + IGAIN + UOFFSET + IOFFSET)
+# registers; per-phase ones as phase A's address and the step to the next phase
+_METEREN = const(0x00)
+_PLCONSTH = const(0x31)
+_PLCONSTL = const(0x32)
+_MMODE0 = const(0x33)
+_MMODE1 = const(0x34)
+_PQGAIN = const(0x47)  # step 2
+_UGAIN = const(0x61)  # UgainX, IgainX, UoffsetX, IoffsetX: step 4
+_IGAIN = const(0x62)
+_UOFFSET = const(0x63)
+_IOFFSET = const(0x64)
+_SOFTRESET = const(0x70)
+_CFGREGACCEN = const(0x7F)
+_APENERGYT = const(0x80)
+_ANENERGYT = const(0x84)
+_PMEANT = const(0xB0)
+_PFMEANT = const(0xBC)
+_PMEANTLSB = const(0xC0)
+_URMS = const(0xD9)  # step 1
+_IRMS = const(0xDD)  # step 1
+_FREQ = const(0xF8)
+
+
+def _config(reg):
+    """Written only while CfgRegAccEn is unlocked: MeterEn, PLconst, MMode, gains, offsets."""
+    return (reg == _METEREN or _PLCONSTH <= reg <= _MMODE1 or reg in (0x47, 0x49, 0x4B)
+            or _UGAIN <= reg <= 0x6C)
 
 
 def _s16(v):
@@ -73,13 +93,14 @@ class ATM90E32:
 
     def power_cycle(self):
         """The chip loses power (or is soft-reset): registers to defaults, energy lost."""
-        self.regs = {PLCONSTH: PLCONST_DEFAULT >> 16, PLCONSTL: PLCONST_DEFAULT & 0xFFFF,
-                     MMODE0: 0x0087, MMODE1: 0, METEREN: 0, CFGREGACCEN: 0x6886}
+        self.regs = {_PLCONSTH: _PLCONST_DEFAULT >> 16, _PLCONSTL: _PLCONST_DEFAULT & 0xFFFF,
+                     _MMODE0: 0x0087, _MMODE1: 0, _METEREN: 0, _CFGREGACCEN: 0x6886}
         for i in range(3):
-            self.regs[UGAIN[i]] = self.regs[IGAIN[i]] = GAIN_UNITY
-            self.regs[UOFFSET[i]] = self.regs[IOFFSET[i]] = self.regs[PQGAIN[i]] = 0
+            self.regs[_UGAIN + 4 * i] = self.regs[_IGAIN + 4 * i] = _GAIN_UNITY
+            self.regs[_UOFFSET + 4 * i] = self.regs[_IOFFSET + 4 * i] = 0
+            self.regs[_PQGAIN + 2 * i] = 0
         self.energy = {}  # register -> accumulated 0.01 CF units (float, read-clear)
-        for r in range(APENERGYT, ANENERGYT + 4):
+        for r in range(_APENERGYT, _ANENERGYT + 4):
             self.energy[r] = 0.0
         self._frame = bytearray(4)  # the frame so far: its first _n bytes
         self._n = 0
@@ -87,26 +108,27 @@ class ATM90E32:
 
     # -- the analogue truth, as the chip measures it with its current gains
     def _u_scale(self, i):
-        return self.board_u[i] * self.regs[UGAIN[i]] / GAIN_UNITY
+        return self.board_u[i] * self.regs[_UGAIN + 4 * i] / _GAIN_UNITY
 
     def _i_scale(self, i):
-        return self.board_i[i] * self.regs[IGAIN[i]] / GAIN_UNITY
+        return self.board_i[i] * self.regs[_IGAIN + 4 * i] / _GAIN_UNITY
 
     def measured_power(self, i):
         """Active power (W) phase i as the chip measures it now."""
         p = self.voltage[i] * self.current[i] * self.pf[i]
-        return p * self._u_scale(i) * self._i_scale(i) * (1 + _s16(self.regs[PQGAIN[i]]) / 32768.0)
+        pq = 1 + _s16(self.regs[_PQGAIN + 2 * i]) / 32768.0
+        return p * self._u_scale(i) * self._i_scale(i) * pq
 
     def wh_per_unit(self):
-        plconst = self.regs[PLCONSTH] << 16 | self.regs[PLCONSTL]
+        plconst = self.regs[_PLCONSTH] << 16 | self.regs[_PLCONSTL]
         return 10.0 / (450000000000 / plconst)  # 0.01 CF at MC = 450e9 / PLconst
 
     def metering(self):
         """True once the firmware switched metering on (MeterEn), until a reset."""
-        return bool(self.regs[METEREN])
+        return bool(self.regs[_METEREN])
 
     def advance(self, seconds):
-        if not self.regs[METEREN]:
+        if not self.regs[_METEREN]:
             return
         unit = self.wh_per_unit()
         total = 0.0
@@ -114,8 +136,9 @@ class ATM90E32:
             p = self.measured_power(i)
             total += p
             e = abs(p) * seconds / 3600.0 / unit
-            self.energy[(APENERGYT if p >= 0 else ANENERGYT) + 1 + i] += e
-        self.energy[APENERGYT if total >= 0 else ANENERGYT] += abs(total) * seconds / 3600.0 / unit
+            self.energy[(_APENERGYT if p >= 0 else _ANENERGYT) + 1 + i] += e
+        e = abs(total) * seconds / 3600.0 / unit
+        self.energy[_APENERGYT if total >= 0 else _ANENERGYT] += e
 
     # -- register contents
     def read_reg(self, reg):
@@ -123,36 +146,36 @@ class ATM90E32:
             units = int(self.energy[reg])
             self.energy[reg] -= units  # read-clear: the fraction stays in the accumulator
             return units & 0xFFFF  # a register not read in time has wrapped
-        on = self.regs[METEREN]
-        if reg in URMS:
-            i = URMS.index(reg)
+        on = self.regs[_METEREN]
+        if _URMS <= reg <= _URMS + 2:
+            i = reg - _URMS
             return _clip_u16(self.voltage[i] * self._u_scale(i) * 100) if on else 0
-        if reg in IRMS:
-            i = IRMS.index(reg)
+        if _IRMS <= reg <= _IRMS + 2:
+            i = reg - _IRMS
             return _clip_u16(self.current[i] * self._i_scale(i) * 1000) if on else 0
-        if PMEANT <= reg <= PMEANT + 3 or PMEANTLSB <= reg <= PMEANTLSB + 3:
+        if _PMEANT <= reg <= _PMEANT + 3 or _PMEANTLSB <= reg <= _PMEANTLSB + 3:
             k = reg & 3
             p = (sum(self.measured_power(i) for i in range(3)) if k == 0 else self.measured_power(k - 1)) if on else 0.0
             fixed = int(round(p * 256))  # 1/256 W
-            return (fixed >> 8) & 0xFFFF if reg < PMEANTLSB else (fixed & 0xFF) << 8
-        if PFMEANT <= reg <= PFMEANT + 3:
-            k = reg - PFMEANT
+            return (fixed >> 8) & 0xFFFF if reg < _PMEANTLSB else (fixed & 0xFF) << 8
+        if _PFMEANT <= reg <= _PFMEANT + 3:
+            k = reg - _PFMEANT
             pf = (sum(self.pf) / 3 if k == 0 else self.pf[k - 1]) if on else 0.0
             return _clip_s16(pf * 1000)
-        if reg == FREQ:
+        if reg == _FREQ:
             return _clip_u16(self.line_hz * 100) if on else 0
         return self.regs.get(reg, 0)
 
     def write_reg(self, reg, value):
-        if reg == SOFTRESET:
+        if reg == _SOFTRESET:
             if value == 0x789A:
                 self.resets += 1
                 self.power_cycle()
             return
-        if reg == CFGREGACCEN:
-            self.regs[CFGREGACCEN] = value
+        if reg == _CFGREGACCEN:
+            self.regs[_CFGREGACCEN] = value
             return
-        if reg in _CONFIG and self.regs[CFGREGACCEN] == 0x55AA:
+        if _config(reg) and self.regs[_CFGREGACCEN] == 0x55AA:
             self.regs[reg] = value
 
     # -- SPI side

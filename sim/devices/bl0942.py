@@ -33,7 +33,6 @@ IREF = 251213.46469622
 PREF = UREF * IREF * 3537 / 305978 / 73989
 CF_WATT_SECONDS = 1638.4 * 256
 EREF_PER_KWH = PREF * 3600000 / CF_WATT_SECONDS
-MODE_DEFAULT = 0x87
 
 try:
     from micropython import const
@@ -41,13 +40,14 @@ except ImportError:  # CPython
     def const(x):
         return x
 
+_MODE_DEFAULT = const(0x87)
 _READ = const(0x58)
 _WRITE = const(0xA8)
 _FULL = const(0xAA)
 
 
-def checksum(first, data):
-    return ~(first + sum(data)) & 0xFF
+def _checksum(cmd, data):
+    return ~(cmd + sum(data)) & 0xFF
 
 
 def _clip24(v, signed=False):
@@ -70,7 +70,7 @@ class BL0942:
     def power_cycle(self):
         self.cf_cnt = 0
         self._energy = 0.0  # register-seconds not yet turned into a CF count
-        self.regs = {0x19: MODE_DEFAULT, 0x1D: 0, 0x1A: 0x000000}
+        self.regs = {0x19: _MODE_DEFAULT, 0x1D: 0, 0x1A: 0x000000}
         self._out = b""
         self._in = b""
 
@@ -81,28 +81,19 @@ class BL0942:
         self.cf_cnt = (self.cf_cnt + n) & 0xFFFFFF
 
     # -- register contents
-    def measurements(self):
-        return {
-            "i_rms": _clip24(self.current * IREF), "v_rms": _clip24(self.voltage * UREF),
-            "i_fast_rms": _clip24(self.current * IREF), "watt": _clip24(self.power * PREF, True),
-            "cf_cnt": self.cf_cnt, "freq": min(int(round(1e6 / self.line_hz)), 0xFFFF) if self.line_hz else 0,
-            "status": 0,
-        }
+    def _measured(self):
+        """Registers 0x03..0x09 in order: I_RMS, V_RMS, I_FAST_RMS, WATT, CF_CNT, FREQ, STATUS
+        (the full packet's fields)."""
+        return (_clip24(self.current * IREF), _clip24(self.voltage * UREF),
+                _clip24(self.current * IREF), _clip24(self.power * PREF, True), self.cf_cnt,
+                min(int(round(1e6 / self.line_hz)), 0xFFFF) if self.line_hz else 0, 0)
 
     def packet(self):
-        m = self.measurements()
         body = bytes([0x55])
-        for k in ("i_rms", "v_rms", "i_fast_rms", "watt", "cf_cnt", "freq", "status"):
-            body += m[k].to_bytes(3, "little")
-        cs = checksum(_READ, body)
+        for v in self._measured():
+            body += v.to_bytes(3, "little")
+        cs = _checksum(_READ, body)
         return body + bytes([cs ^ 0x5A if self.corrupt_checksum else cs])
-
-    def _reg(self, reg):
-        names = {0x03: "i_rms", 0x04: "v_rms", 0x05: "i_fast_rms", 0x06: "watt", 0x07: "cf_cnt",
-                 0x08: "freq", 0x09: "status"}
-        if reg in names:
-            return self.measurements()[names[reg]]
-        return self.regs.get(reg, 0)
 
     # -- UART side
     def uart_write(self, data):
@@ -118,13 +109,14 @@ class BL0942:
                         pkt, self.truncate = pkt[:-self.truncate], 0
                     self._out += pkt
                 else:
-                    val = self._reg(reg).to_bytes(3, "little")
-                    self._out += val + bytes([checksum(_READ + reg, val)])
+                    val = (self._measured()[reg - 0x03] if 0x03 <= reg <= 0x09 else
+                           self.regs.get(reg, 0)).to_bytes(3, "little")
+                    self._out += val + bytes([_checksum(_READ + reg, val)])
             elif cmd == _WRITE:
                 if len(self._in) < 6:
                     return
                 frame, self._in = self._in[:6], self._in[6:]
-                if checksum(_WRITE, frame[1:5]) != frame[5]:
+                if _checksum(_WRITE, frame[1:5]) != frame[5]:
                     continue
                 val = int.from_bytes(frame[2:5], "little")
                 if reg == 0x1D:

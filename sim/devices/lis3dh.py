@@ -23,11 +23,17 @@ accelerometer measures the reaction to gravity: (sin t cos a, sin t sin a, cos t
 
 import math
 
-ADDRESS = 0x18
-WHO_AM_I = 0x33
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
 
-_SENS = {  # FS code -> (HR, normal, low-power) mg/digit
-    0: (1, 4, 16), 1: (2, 8, 32), 2: (4, 16, 64), 3: (12, 48, 192)}
+ADDRESS = 0x18
+_WHO_AM_I = const(0x33)
+
+# mg/digit by FS code (+-2, 4, 8, 16 g), each: HR, normal, low-power (bytes: flash on the VM)
+_SENS = b"\x01\x04\x10\x02\x08\x20\x04\x10\x40\x0c\x30\xc0"
 _READ_ONLY = b"\x0f\x27\x28\x29\x2a\x2b\x2c\x2d\x31\x35\x39\x3d"  # bytes: no heap on the VM
 
 
@@ -40,8 +46,10 @@ class LIS3DH:
     def __init__(self, tilt_deg=0.0, azimuth_deg=0.0):
         self.tilt_deg = tilt_deg  # true tilt of the pole, set by the simulator
         self.azimuth_deg = azimuth_deg
-        self.regs = dict((r, 0) for r in range(0x07, 0x40) if _valid(r))
-        self.regs[0x0F] = WHO_AM_I
+        # the register file by address (only _valid ones are reachable); bytes, not a dict:
+        # a dict of 41 registers holds 400 B of the VM's heap
+        self.regs = bytearray(0x40)
+        self.regs[0x0F] = _WHO_AM_I
         self.regs[0x20] = 0x07
         self.regs[0x1E] = 0x10  # CTRL_REG0 reset value
         self.regs[0x1F] = 0x00
@@ -57,31 +65,22 @@ class LIS3DH:
         return {"hr": 12, "normal": 10, "lp": 8}[self.mode()]
 
     def sensitivity_mg(self):
-        return _SENS[(self.regs[0x23] >> 4) & 3][("hr", "normal", "lp").index(self.mode())]
-
-    def gravity_g(self):
-        t, a = math.radians(self.tilt_deg), math.radians(self.azimuth_deg)
-        return (math.sin(t) * math.cos(a), math.sin(t) * math.sin(a), math.cos(t))
+        return _SENS[((self.regs[0x23] >> 4) & 3) * 3 + ("hr", "normal", "lp").index(self.mode())]
 
     def _outputs(self):
         ctrl1 = self.regs[0x20]
         bits, sens = self.bits(), self.sensitivity_mg()
         lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+        t, a = math.radians(self.tilt_deg), math.radians(self.azimuth_deg)
+        gravity = (math.sin(t) * math.cos(a), math.sin(t) * math.sin(a), math.cos(t))
         out = b""
-        for axis, g in enumerate(self.gravity_g()):
+        for axis, g in enumerate(gravity):
             counts = 0
             if ctrl1 >> 4 and ctrl1 & (1 << axis):
                 counts = min(max(int(round(g * 1000.0 / sens)), lo), hi)
             raw = (counts << (16 - bits)) & 0xFFFF
             out += bytes([raw & 0xFF, raw >> 8]) if not self.regs[0x23] & 0x40 else bytes([raw >> 8, raw & 0xFF])
         return out
-
-    def _read_reg(self, reg, sample):
-        if 0x28 <= reg <= 0x2D:
-            return sample[reg - 0x28]
-        if reg == 0x27:
-            return 0xFF if self.regs[0x20] >> 4 else 0x00  # ZYXOR..ZYXDA: always fresh data
-        return self.regs[reg]
 
     def i2c_write(self, data, stop):
         if not data:
@@ -108,7 +107,14 @@ class LIS3DH:
         sample = self._outputs() if reg <= 0x2D and reg + (n if inc else 1) > 0x28 else None
         out = []
         for _ in range(n):
-            out.append(self._read_reg(reg, sample) if _valid(reg) else 0)
+            if not _valid(reg):
+                out.append(0)
+            elif 0x28 <= reg <= 0x2D:
+                out.append(sample[reg - 0x28])
+            elif reg == 0x27:  # STATUS_REG, ZYXOR..ZYXDA: always fresh data
+                out.append(0xFF if self.regs[0x20] >> 4 else 0x00)
+            else:
+                out.append(self.regs[reg])
             if inc:
                 reg += 1
         return bytes(out)

@@ -23,7 +23,6 @@ the first boot the meter is not installed yet), per phase direction as the chip 
 """
 
 from sim.devices.atm90e32 import ATM90E32
-from sim.devices.wiring import wiring
 
 # pins and bus ids of the contract, used when cfg does not name them
 WIRING = {"spi_id": 2, "chip_cs_pin": 5, "relay_pin": 26, "rs485_uart_id": 1,
@@ -39,7 +38,7 @@ class MeterPeripherals:
     def __init__(self, machine, cfg, clock):
         self.machine = machine
         self.clock = clock
-        self.wiring = w = wiring(WIRING, cfg)
+        self.wiring = w = dict((k, cfg.get(k, v)) for k, v in WIRING.items())
         self.phases = int(cfg.get("phases", 3))
         self.chip = ATM90E32(voltage=VOLTS)
         machine.spi(w["spi_id"]).attach(w["chip_cs_pin"], self.chip)
@@ -108,15 +107,13 @@ class MeterPeripherals:
                 "power_factor": self.power_factor, "line_hz": self.chip.line_hz,
                 "relay": self.relay}
 
-    def flowing_w(self):
-        """Net power flowing through the meter now (0 while the relay is open)."""
-        return sum(self.load_w[:self.phases]) if self.relay_closed() else 0.0
-
     def truth(self):
         """What really flowed through the meter (Wh floats), the net power flowing now and
-        the L1 voltage, for tests to judge what the firmware served or reported."""
+        the L1 voltage, for tests to judge what the firmware served or reported. The net power
+        is 0 while the relay is open."""
+        flowing = sum(self.load_w[:self.phases]) if self.relay_closed() else 0.0
         return {"import_wh": self.import_wh, "export_wh": self.export_wh,
-                "power_w": self.flowing_w(), "voltage_v": self.chip.voltage[0]}
+                "power_w": flowing, "voltage_v": self.chip.voltage[0]}
 
     def drive_inputs(self):
         """Inputs the board drives into the ESP32 after a reset: none on a meter."""

@@ -12,47 +12,58 @@ the VM.
 Time: the host speaks absolute virtual ms (ints that never wrap); the firmware gets MicroPython
 ``ticks_ms`` values (mod 2**30) and its returned wake tick is turned back into absolute ms.
 A subclass provides ``app_factory(machine, esp32, cfg, radio, sleep_ms) -> app`` and ``radio``
-(the transceiver's link to the medium: SimRadio's firmware-side methods), and implements
-``restart() -> wake ms``: when the firmware runs again after a soft reset.
+(the transceiver's link to the medium: SimRadio's firmware-side methods).
 
 The radio: the board carries the register-level model of the chip its config's `board` names
-(sim/devices/radio_chip.py), wired to ``radio`` as its antenna; the firmware gets radio=None
-and builds its own driver on the SPI bus and pins, as on the device, so every simulated device
-runs the real driver. ``radio_chip`` is the model (None for a Modbus-only meter); it is
-advanced whenever the board's time moves, which raises its IRQ lines as the chip would.
+(attach_radio), wired to ``radio`` as its antenna; the firmware gets radio=None and builds its
+own driver on the SPI bus and pins, as on the device, so every simulated device runs the real
+driver. ``radio_chip`` is the model (None for a Modbus-only meter); it is advanced whenever the
+board's time moves, which raises its IRQ lines as the chip would.
 """
 
-from firmware.ticks import TICKS_PERIOD, ticks_diff
-from sim.devices.radio_chip import attach_radio
 
+def attach_radio(machine, p, link, clock, radio_fault):
+    """The model of the LoRa chip that the board profile `p` names (sim/devices/sx1276.py or
+    sx1262.py), attached on `machine` (the board's fake module) at p's pins; None when p is
+    None (a Modbus-only meter).
 
-def peripherals(machine, cfg, clock):
-    """The board's parts for its firmware kind: a pole's sensors and lamp outputs, or a meter's
-    metering chip, relay and household (sim/devices/meter_board.py)."""
-    if cfg.get("kind") == "meter":
-        from sim.devices.meter_board import MeterPeripherals
+    Why a profile from the firmware's own table (firmware.radio_board.profile, looked up by the
+    caller: sim.board.radio_profile): the driver the firmware builds and the chip the simulator
+    solders on must sit on the same pins, or a wrong pin map in the table would pass every test.
+    The VM side gets it from the host, so the VM never loads the table before the firmware's
+    boot does. `link` is the chip's antenna: sim.sim_radio.SimRadio on CPython, its proxy to
+    the host on the MicroPython VM. radio_fault: a wiring fault to emulate, "absent" (no chip on the
+    bus: reads 0xFF), "dead" (an SX1276 whose version register reads 0x00) or "busy_stuck" (an
+    SX1262 whose BUSY never falls)."""
+    if p is None:
+        return None
+    machine.set_mcu(p["mcu"])
+    if radio_fault == "absent":
+        return None
+    if p["chip"] == "sx1276":
+        from sim.devices.sx1276 import SX1276
 
-        return MeterPeripherals(machine, cfg, clock)
-    from sim.devices.pole_peripherals import PolePeripherals  # a meter board never loads it
+        model = SX1276(machine, {"cs": p["cs"], "reset": p["reset"], "dio0": p["irq"]}, link,
+                       clock, 0 if radio_fault == "dead" else 0x12, p["pa_boost"])
+    else:
+        from sim.devices.sx1262 import SX1262
 
-    return PolePeripherals(machine, cfg, clock)
+        model = SX1262(machine, {"cs": p["cs"], "reset": p["reset"], "busy": p["busy"],
+                                 "dio1": p["irq"]}, link, clock, tcxo_mv=p["tcxo_mv"],
+                       dio2_rf_switch=p["dio2_rf_switch"], stuck_busy=radio_fault == "busy_stuck")
+    machine.spi(p["spi_id"]).attach(p["cs"], model)
+    return model
+
 
 REBOOT_MS = 300  # an ESP32 takes a few hundred ms from reset to running main.py
-
-TICKS_MASK = TICKS_PERIOD - 1
-
-
-def ticks(ms):
-    """Absolute virtual ms -> MicroPython ticks_ms value."""
-    return ms & TICKS_MASK
 
 
 class PoleBoard:
     """machine / esp32: this board's own fake modules; cfg: the firmware config (its pins and
-    bus ids wire the peripherals); strict: re-raise firmware exceptions instead of counting a
-    crash and resetting."""
+    bus ids wire the peripherals); profile: its board's radio wiring (see attach_radio);
+    strict: re-raise firmware exceptions instead of counting a crash and resetting."""
 
-    def __init__(self, machine, esp32, cfg, strict=False, epoch_s=1767225600, radio_fault=None):
+    def __init__(self, machine, esp32, cfg, profile, strict, epoch_s, radio_fault):
         self.machine = machine
         self.esp32 = esp32
         self.cfg = cfg
@@ -60,10 +71,15 @@ class PoleBoard:
         self.now_ms = 0  # the board's virtual time: last boot / poll / apply_env instant
         self._slept = 0  # virtual ms the firmware slept inside the current call
         machine.set_clock(self.clock)
-        if hasattr(machine, "set_epoch"):
-            machine.set_epoch(epoch_s)  # virtual UTC (unix seconds) at virtual time 0
-        self.hardware = peripherals(machine, cfg, self.clock)
-        self.radio_chip = attach_radio(machine, cfg, self.radio, self.clock, radio_fault)
+        machine.set_epoch(epoch_s)  # virtual UTC (unix seconds) at virtual time 0
+        # a pole's sensors and lamp outputs, or a meter's metering chip and relay; a board
+        # never loads the other kind's models
+        if cfg.get("kind") == "meter":
+            from sim.devices.meter_board import MeterPeripherals as parts
+        else:
+            from sim.devices.pole_peripherals import PolePeripherals as parts
+        self.hardware = parts(machine, cfg, self.clock)
+        self.radio_chip = attach_radio(machine, profile, self.radio, self.clock, radio_fault)
         self.app = None
         self._wake_ms = None
         self.counters = {"boots": 0, "soft_resets": 0, "wdt_resets": 0, "power_cuts": 0,
@@ -121,7 +137,11 @@ class PoleBoard:
         self.set_now(now_ms)
         if self.app is None:
             return self.boot(self.now_ms)
-        t0 = ticks(self.now_ms)
+        # the firmware's tick arithmetic, imported here: its boot has loaded it, and the VM side
+        # holds nothing of the firmware before that
+        from firmware.ticks import TICKS_PERIOD, ticks_diff
+
+        t0 = self.now_ms % TICKS_PERIOD  # absolute virtual ms -> MicroPython ticks_ms value
         try:
             wake = self.app.poll(t0)
         except self.machine.ResetRequested:
@@ -139,9 +159,6 @@ class PoleBoard:
         self.machine.soft_reset(cause or self.machine.SOFT_RESET)
         self.esp32.power_cut()  # NVS handles of the old boot die; committed data stays
         self.app = None
-        return self.restart()
-
-    def restart(self):
         # The chip restarts after its boot time; the next poll boots the firmware. Booting here
         # directly would recurse without bound when the firmware crashes while booting.
         self._wake_ms = self.clock() + REBOOT_MS

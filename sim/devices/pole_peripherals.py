@@ -12,31 +12,24 @@ The board's time, lifecycle and radio stay with the boards; this class only need
 `clock()` (virtual ms, for the sensors' conversion times).
 """
 
+from sim.devices import lis3dh, sht3x, veml7700
 from sim.devices.bl0942 import BL0942
-from sim.devices.lis3dh import LIS3DH
-from sim.devices.sht3x import SHT3x
-from sim.devices.veml7700 import VEML7700
-from sim.devices.wiring import wiring
 
 # pin / bus defaults of the contract, used when cfg does not name them
 WIRING = {"i2c_id": 0, "uart_id": 2, "dimmer_pin": 25, "relay_pin": 26, "door_pin": 27}
-ADDR_VEML = 0x10
-ADDR_SHT = 0x44
-ADDR_LIS = 0x18
 
-# apply_env key -> (chip attribute of PolePeripherals, the chip's attribute), floats each
-ENV = {
-    "lux": ("veml", "lux"),
-    "temperature_c": ("sht", "temperature"),
-    "humidity_rh": ("sht", "humidity"),
-    "tilt_deg": ("lis", "tilt_deg"),
-    "azimuth_deg": ("lis", "azimuth_deg"),
-    "power_w": ("meter", "power"),
-    "current_a": ("meter", "current"),
-    "voltage_v": ("meter", "voltage"),
-    "line_hz": ("meter", "line_hz"),
-}
-ENV_KEYS = tuple(ENV) + ("door_open",)
+# rows of: apply_env key, chip attribute of PolePeripherals, the chip's attribute (floats
+# each); one flat tuple, as a dict of pairs would hold 400 B of the VM's heap
+ENV = ("lux", "veml", "lux",
+       "temperature_c", "sht", "temperature",
+       "humidity_rh", "sht", "humidity",
+       "tilt_deg", "lis", "tilt_deg",
+       "azimuth_deg", "lis", "azimuth_deg",
+       "power_w", "meter", "power",
+       "current_a", "meter", "current",
+       "voltage_v", "meter", "voltage",
+       "line_hz", "meter", "line_hz")
+ENV_KEYS = tuple(ENV[i] for i in range(0, len(ENV), 3)) + ("door_open",)
 
 
 class PolePeripherals:
@@ -46,15 +39,15 @@ class PolePeripherals:
     def __init__(self, machine, cfg, clock):
         self.machine = machine
         self.clock = clock
-        self.wiring = w = wiring(WIRING, cfg)
-        self.veml = VEML7700(lux=0.0, clock=clock)
-        self.sht = SHT3x(clock=clock)
-        self.lis = LIS3DH()
+        self.wiring = w = dict((k, cfg.get(k, v)) for k, v in WIRING.items())
+        self.veml = veml7700.VEML7700(lux=0.0, clock=clock)
+        self.sht = sht3x.SHT3x(clock=clock)
+        self.lis = lis3dh.LIS3DH()
         self.meter = BL0942()
         bus = machine.bus(w["i2c_id"])
-        bus.attach(ADDR_VEML, self.veml)
-        bus.attach(ADDR_SHT, self.sht)
-        bus.attach(ADDR_LIS, self.lis)
+        bus.attach(veml7700.ADDRESS, self.veml)
+        bus.attach(sht3x.ADDRESS, self.sht)
+        bus.attach(lis3dh.ADDRESS, self.lis)
         if hasattr(machine, "uart"):
             machine.uart(w["uart_id"]).attach(self.meter)
         self.meter_ms = 0  # virtual ms up to which the meter has counted energy
@@ -69,29 +62,23 @@ class PolePeripherals:
     def apply_env(self, env):
         """Set the physical truth of the ENV_KEYS present in env (others are ignored); the
         caller has advanced the meter to the instant first."""
-        for key in ENV:
-            if key in env:
-                chip, attr = ENV[key]
-                setattr(getattr(self, chip), attr, float(env[key]))
+        for i in range(0, len(ENV), 3):
+            if ENV[i] in env:
+                setattr(getattr(self, ENV[i + 1]), ENV[i + 2], float(env[ENV[i]]))
         if "door_open" in env:
             self.door_open = bool(env["door_open"])
-            self.drive_door()
+            self.drive_inputs()
 
     def env(self):
         """The physical truth now, as apply_env keys."""
         out = {"door_open": self.door_open}
-        for key in ENV:
-            chip, attr = ENV[key]
-            out[key] = getattr(getattr(self, chip), attr)
+        for i in range(0, len(ENV), 3):
+            out[ENV[i]] = getattr(getattr(self, ENV[i + 1]), ENV[i + 2])
         return out
 
     def drive_inputs(self):
-        """What the board drives into the ESP32 after a reset released its pins."""
-        self.drive_door()
-
-    def drive_door(self):
-        """Put the door switch on its pin (again after a reset released the pins): the switch
-        opens when the door opens and the pin is pulled up, so 1 = open."""
+        """What the board drives into the ESP32 (again after a reset released its pins): the
+        door switch, which opens when the door opens on a pulled-up pin, so 1 = open."""
         self.machine.drive(self.wiring["door_pin"], 1 if self.door_open else 0)
 
     def outputs(self):

@@ -13,12 +13,19 @@ Conversions (datasheet section 4.13): T = -45 + 175 * raw / 65535, RH = 100 * ra
 Fault injection: `corrupt_crc = True` sends wrong CRCs.
 """
 
-from sim.devices import crc8_sensirion
+
+def crc8_sensirion(data):
+    """CRC-8 of Sensirion sensors: polynomial 0x31, init 0xFF, no reflection, no final XOR."""
+    crc = 0xFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x31) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+    return crc
+
 
 ADDRESS = 0x44
 
-_SINGLE_SHOT_MS = {0x2400: 15.5, 0x240B: 6.5, 0x2416: 4.5}
-_STRETCHED = (0x2C06, 0x2C0D, 0x2C10)
 try:
     from micropython import const
 except ImportError:  # CPython
@@ -39,21 +46,10 @@ class SHT3x:
         self._out = None  # bytes waiting to be read
         self._ready_at = None
 
-    @staticmethod
-    def raw_temperature(t):
-        return min(max(int(round((t + 45.0) * 65535 / 175.0)), 0), 65535)
-
-    @staticmethod
-    def raw_humidity(rh):
-        return min(max(int(round(rh * 65535 / 100.0)), 0), 65535)
-
     def _word(self, value):
         w = bytes([value >> 8, value & 0xFF])
         crc = crc8_sensirion(w)
         return w + bytes([crc ^ 0x5A if self.corrupt_crc else crc])
-
-    def _now(self):
-        return self.clock() if self.clock else 0
 
     def i2c_write(self, data, stop):
         if len(data) != 2:
@@ -62,12 +58,15 @@ class SHT3x:
         cmd = data[0] << 8 | data[1]
         self._out = None
         self._ready_at = None
-        if cmd in _SINGLE_SHOT_MS or cmd in _STRETCHED:
+        # single shot, no clock stretching: its maximum duration in ms (None: not one)
+        single = 15.5 if cmd == 0x2400 else 6.5 if cmd == 0x240B else 4.5 if cmd == 0x2416 else None
+        if single or cmd == 0x2C06 or cmd == 0x2C0D or cmd == 0x2C10:
             self.measurements += 1
-            self._out = (self._word(self.raw_temperature(self.temperature))
-                         + self._word(self.raw_humidity(self.humidity)))
-            if cmd in _SINGLE_SHOT_MS and self.clock:
-                self._ready_at = self._now() + _SINGLE_SHOT_MS[cmd]
+            t = min(max(int(round((self.temperature + 45.0) * 65535 / 175.0)), 0), 65535)
+            rh = min(max(int(round(self.humidity * 65535 / 100.0)), 0), 65535)
+            self._out = self._word(t) + self._word(rh)
+            if single and self.clock:
+                self._ready_at = self.clock() + single
         elif cmd == 0x30A2:
             self.status = 0x0010  # reset detected; heater off
         elif cmd == 0xF32D:
@@ -85,7 +84,8 @@ class SHT3x:
         return True
 
     def i2c_read(self, n):
-        if self._out is None or (self._ready_at is not None and self._now() < self._ready_at):
+        # _ready_at: set with a clock only
+        if self._out is None or (self._ready_at is not None and self.clock() < self._ready_at):
             return None
         out, self._out = self._out, None
         return (out + b"\xff" * n)[:n]  # the master may stop early; past the end it reads 0xFF

@@ -29,8 +29,6 @@ the air as lorawan=False: its degraded modulation is not demodulated by a gatewa
 MicroPython-compatible: it runs inside the VM beside the firmware.
 """
 
-from protocol.lorawan.airtime import time_on_air_us
-
 try:
     from micropython import const
 except ImportError:  # CPython
@@ -447,6 +445,8 @@ class SX1262:
         base = self.tx_base
         data = bytes(self.buffer[(base + i) & 0xFF] for i in range(n))
         bw = self.bw_hz()
+        from protocol.lorawan.airtime import time_on_air_us  # loaded by the firmware's boot
+
         airtime = time_on_air_us(n, self.sf, bw, cr=self.cr, preamble=self.preamble,
                                  crc=bool(self.crc), explicit_header=not self.implicit,
                                  low_dr_optimize=bool(self.ldro))

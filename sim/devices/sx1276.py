@@ -14,8 +14,8 @@ bit outside sleep (the mode bits of the same write are applied), FIFO access in 
 in FSK mode, SPI within 5 ms of NRESET rising (or 10 ms of power-on), writes to read-only
 registers.
 
-Board facts the chip cannot see: `pa_pin` ("boost" or "rfo"): the antenna is on PA_BOOST or on
-RFO; a frame sent on the other PA leaves ~40 dB weaker. `version`: RegVersion (0x12; 0 for a
+Board facts the chip cannot see: `pa_boost` (True: the antenna is on PA_BOOST, False: on
+RFO); a frame sent on the other PA leaves ~40 dB weaker. `version`: RegVersion (0x12; 0 for a
 dead chip).
 
 Timing on the board's ms clock: TxDone after the time on air the registers give, then
@@ -28,8 +28,6 @@ decodes them (offset -157 dBm on the HF port, -164 on the LF port). DIO0 follows
 bits 7:6 (00 RxDone, 01 TxDone, 10 CadDone), DIO1 bits 5:4 (00 RxTimeout).
 MicroPython-compatible: it runs inside the VM beside the firmware.
 """
-
-from protocol.lorawan.airtime import time_on_air_us
 
 try:
     from micropython import const
@@ -55,59 +53,49 @@ _BW_HZ = (7800, 10400, 15600, 20800, 31250, 41700, 62500, 125000, 250000, 500000
 _READ_ONLY = b"\x10\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x25\x2c\x42"
 _REFUSED_KEPT = const(32)
 _PA_LOSS_DB = const(40)
-_NO_CHIP = const(0xFF)
-
-
-def _reset_values(version):
-    """The register file after power-on / reset (datasheet table 41, LoRa column where the
-    modes share an address)."""
-    r = bytearray(0x80)
-    for addr, v in ((0x01, 0x09), (0x06, 0x6C), (0x07, 0x80), (0x09, 0x4F), (0x0A, 0x09),
-                    (0x0B, 0x2B), (0x0C, 0x20), (0x0E, 0x80), (0x1D, 0x72), (0x1E, 0x70),
-                    (0x1F, 0x64), (0x21, 0x08), (0x22, 0x01), (0x23, 0xFF), (0x24, 0x00),
-                    (0x31, 0xC3), (0x33, 0x27), (0x36, 0x03), (0x37, 0x0A), (0x39, 0x12),
-                    (0x3B, 0x1D), (0x42, version), (0x4D, 0x84)):
-        r[addr] = v
-    return r
+# the register file after power-on / reset (datasheet table 41, LoRa column where the modes
+# share an address), as address, value pairs; RegVersion (0x42) is the model's `version`
+_RESET = (b"\x01\x09\x06\x6c\x07\x80\x09\x4f\x0a\x09\x0b\x2b\x0c\x20\x0e\x80\x1d\x72\x1e\x70"
+          b"\x1f\x64\x21\x08\x22\x01\x23\xff\x24\x00\x31\xc3\x33\x27\x36\x03\x37\x0a"
+          b"\x39\x12\x3b\x1d\x4d\x84")
 
 
 class SX1276:
-    def __init__(self, machine, pins, link, clock, version=0x12, pa_pin="boost"):
+    def __init__(self, machine, pins, link, clock, version=0x12, pa_boost=True):
         self._machine = machine
-        self._dio0_pin = pins.get("dio0")
-        self._dio1_pin = pins.get("dio1")
+        self._dio = [pins.get("dio0"), pins.get("dio1"), None, None]  # pins, levels driven
         self._link = link
         self._clock = clock
         self.version = version
-        self.pa_pin = pa_pin
+        self.pa_boost = pa_boost
         self.counters = {"tx": 0, "rx_done": 0, "rx_timeout": 0, "refused": 0}
         self.refused = []
         self.fifo = bytearray(256)
         self._addr = None
         self._write = False
-        self._selected = False
         self._nreset = 1
-        self._dio_levels = [None, None]
-        self._power_on()
+        self._defaults()
+        self._ready_at = self._clock() + 10  # POR: 10 ms before the chip takes SPI
+        self._outputs()
         if pins.get("reset") is not None:
             machine.watch(pins["reset"], self._on_reset)
 
     # ---- power, reset, DIO ----------------------------------------------------------------
 
     def _defaults(self):
-        self.regs = _reset_values(self.version)
+        r = self.regs = bytearray(0x80)
+        for i in range(0, len(_RESET), 2):
+            r[_RESET[i]] = _RESET[i + 1]
+        r[0x42] = self.version
         self._tx_end = None
         self._rx_end = None
         self._rx_link = False
 
-    def _power_on(self):
-        self._defaults()
-        self._ready_at = self._clock() + 10  # POR: 10 ms before the chip takes SPI
-        self._outputs()
-
     def power_cut(self):
         self._link.power_off()
-        self._power_on()
+        self._defaults()
+        self._ready_at = self._clock() + 10  # POR, as at __init__
+        self._outputs()
 
     def _on_reset(self, level):
         level = 0 if level == 0 else 1  # None: not driven, the chip's pull-up holds it high
@@ -119,11 +107,6 @@ class SX1276:
         self._ready_at = None if level == 0 else self._clock() + 5
         self._outputs()
 
-    def _ready(self):
-        if self._ready_at is None:
-            return False
-        return self._clock() >= self._ready_at
-
     def _outputs(self):
         r = self.regs
         irq = r[0x12]
@@ -132,14 +115,15 @@ class SX1276:
         bit0 = _IRQ_RX_DONE if d0 == 0 else _IRQ_TX_DONE if d0 == 1 else _IRQ_CAD_DONE
         bit1 = _IRQ_RX_TIMEOUT if (m >> 4) & 3 == 0 else 0
         # unrolled: runs on every NSS edge, and a loop over tuples would allocate each time
-        self._drive_dio(0, self._dio0_pin, irq & bit0)
-        self._drive_dio(1, self._dio1_pin, irq & bit1)
-
-    def _drive_dio(self, i, pin, active):
-        level = 1 if active else 0
-        if pin is not None and level != self._dio_levels[i]:
-            self._dio_levels[i] = level
-            self._machine.drive(pin, level)
+        dio = self._dio
+        level = 1 if irq & bit0 else 0
+        if dio[0] is not None and level != dio[2]:
+            dio[2] = level
+            self._machine.drive(dio[0], level)
+        level = 1 if irq & bit1 else 0
+        if dio[1] is not None and level != dio[3]:
+            dio[3] = level
+            self._machine.drive(dio[1], level)
 
     def _refuse(self, why):
         self.counters["refused"] += 1
@@ -224,14 +208,13 @@ class SX1276:
     # ---- SPI ----------------------------------------------------------------------------
 
     def spi_select(self, selected):
-        self._selected = selected
         self._addr = None
         if not selected:
             self._outputs()
 
     def spi_transfer(self, mosi):
         out = bytearray(len(mosi))
-        if not self._ready():
+        if self._ready_at is None or self._clock() < self._ready_at:  # in reset or booting
             if len(mosi):
                 self._refuse("SPI while the chip is in reset or booting")
             return out  # MISO not driven yet: reads 0x00
@@ -243,48 +226,42 @@ class SX1276:
                 out[j] = 0
                 continue
             a = self._addr
-            if a == 0x00:
-                out[j] = self._fifo_access(b)
+            r = self.regs
+            if a == 0x00:  # RegFifo: at RegFifoAddrPtr, which advances; no FIFO in sleep
+                if self.mode == _SLEEP:
+                    self._refuse("FIFO access in sleep")
+                    continue
+                ptr = r[0x0D]
+                out[j] = self.fifo[ptr]
+                if self._write:
+                    self.fifo[ptr] = b
+                r[0x0D] = (ptr + 1) & 0xFF
                 continue
-            out[j] = self.regs[a]
+            out[j] = r[a]
             if self._write:
                 self._write_reg(a, b)
-            elif a == 0x1B:
-                out[j] = self._rssi_value()
+            elif a == 0x1B:  # RegRssiValue: the channel's power, in RX modes only
+                m = self.mode
+                rssi = 0
+                if m == _RX_CONTINUOUS or m == _RX_SINGLE:
+                    offset = -164 if self.lf_port() else -157
+                    rssi = max(0, min(255, int(self._link.rssi(self.freq_hz())) - offset))
+                out[j] = rssi
             self._addr = (a + 1) & 0x7F
         return out
 
-    def _fifo_access(self, b):
-        r = self.regs
-        if self.mode == _SLEEP:
-            self._refuse("FIFO access in sleep")
-            return 0
-        ptr = r[0x0D]
-        v = self.fifo[ptr]
-        if self._write:
-            self.fifo[ptr] = b
-        r[0x0D] = (ptr + 1) & 0xFF
-        return v
-
-    def _rssi_value(self):
-        if self.mode != _RX_CONTINUOUS and self.mode != _RX_SINGLE:
-            return 0
-        offset = -164 if self.lf_port() else -157
-        return max(0, min(255, int(self._link.rssi(self.freq_hz())) - offset))
-
     def _write_reg(self, a, v):
         r = self.regs
-        if a == 0x01:
-            self._write_op_mode(v)
-        elif a == 0x12:  # write 1 to clear
+        if a == 0x12:  # write 1 to clear
             r[0x12] &= ~v & 0xFF
-        elif a in _READ_ONLY:
+            return
+        if a in _READ_ONLY:
             self._refuse("write 0x%02X to read-only register 0x%02X" % (v, a))
-        else:
+            return
+        if a != 0x01:
             r[a] = v
-
-    def _write_op_mode(self, v):
-        r = self.regs
+            return
+        # RegOpMode
         old = r[0x01]
         if (v ^ old) & 0x80 and old & 0x07 != _SLEEP:
             self._refuse("RegOpMode LoRa bit changed outside sleep (0x%02X -> 0x%02X)" % (old, v))
@@ -340,31 +317,16 @@ class SX1276:
     def symb_timeout(self):
         return (self.regs[0x1E] & 0x03) << 8 | self.regs[0x1F]
 
-    def iq_rx_inverted(self):
-        return bool(self.regs[0x33] & 0x40) and self.regs[0x3B] == 0x19
-
-    def iq_tx_normal(self):
-        return bool(self.regs[0x33] & 0x01) and self.regs[0x3B] == 0x1D
-
-    def out_dbm(self):
-        """Power at the selected PA's pin from RegPaConfig and RegPaDac (5.4.3)."""
-        pa = self.regs[0x09]
-        op = pa & 0x0F
-        if pa & 0x80:  # PA_BOOST
-            return op + (5 if self.regs[0x4D] & 0x07 == 0x07 else 2)
-        max_power = (pa >> 4) & 0x07
-        return (108 + 6 * max_power) // 10 - 15 + op
-
-    def _lora_ok(self, what):
+    def _lora_ok(self, mode):
         sf, bw, cr = self.sf(), self.bw_hz(), self.cr()
         if bw == 0 or not 6 <= sf <= 12 or not 1 <= cr <= 4:
-            self._refuse("%s: invalid modulation SF%d bw code %d cr %d"
-                         % (what, sf, self.regs[0x1D] >> 4, cr))
+            self._refuse("mode %d: invalid modulation SF%d bw code %d cr %d"
+                         % (mode, sf, self.regs[0x1D] >> 4, cr))
             return False
         return True
 
     def _start_tx(self):
-        if not self._lora_ok("TX"):
+        if not self._lora_ok(_TX):
             self._set_mode(_STANDBY)
             return
         r = self.regs
@@ -372,25 +334,34 @@ class SX1276:
         base = r[0x0E]
         data = bytes(self.fifo[(base + i) & 0xFF] for i in range(n))
         sf, bw = self.sf(), self.bw_hz()
+        from protocol.lorawan.airtime import time_on_air_us  # loaded by the firmware's boot
+
         airtime = time_on_air_us(n, sf, bw, cr=self.cr(), preamble=self.preamble(),
                                  crc=self.crc(), explicit_header=not self.implicit(),
                                  low_dr_optimize=bool(r[0x26] & 0x08))
-        lorawan = (self.sync_word() == 0x34 and self.iq_tx_normal() and not self.implicit()
-                   and self.crc())
-        dbm = self.out_dbm()
-        if (self.pa_pin == "boost") != bool(r[0x09] & 0x80):
+        iq_normal = r[0x33] & 0x01 and r[0x3B] == 0x1D  # RegInvertIQ bit 0, RegInvertIQ2
+        lorawan = self.sync_word() == 0x34 and iq_normal and not self.implicit() and self.crc()
+        # power at the selected PA's pin from RegPaConfig and RegPaDac (5.4.3)
+        pa = r[0x09]
+        if pa & 0x80:  # PA_BOOST
+            dbm = (pa & 0x0F) + (5 if r[0x4D] & 0x07 == 0x07 else 2)
+        else:
+            dbm = (108 + 6 * ((pa >> 4) & 0x07)) // 10 - 15 + (pa & 0x0F)
+        if self.pa_boost != bool(pa & 0x80):
             dbm -= _PA_LOSS_DB  # the antenna is on the other PA's pin
         self._link.transmit(self.freq_hz(), sf, bw, dbm, data, airtime, bool(lorawan))
         self._tx_end = self._clock() + (airtime + 999) // 1000
         self.counters["tx"] += 1
 
     def _start_rx(self):
-        if not self._lora_ok("RXSINGLE"):
+        if not self._lora_ok(_RX_SINGLE):
             self._set_mode(_STANDBY)
             return
         sf, bw = self.sf(), self.bw_hz()
         timeout_ms = -(-self.symb_timeout() * (1000 << sf) // bw)
-        hears = (self.iq_rx_inverted() and self.sync_word() == 0x34 and not self.implicit())
+        r = self.regs
+        iq_inverted = r[0x33] & 0x40 and r[0x3B] == 0x19
+        hears = iq_inverted and self.sync_word() == 0x34 and not self.implicit()
         if hears:
             self._link.receive(self.freq_hz(), sf, bw, timeout_ms)
             self._rx_link = True

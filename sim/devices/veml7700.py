@@ -21,8 +21,6 @@ registers hold the previous result. Without a clock they are available at once.
 
 ADDRESS = 0x10
 
-GAIN_CODES = {0b00: 8, 0b01: 16, 0b10: 1, 0b11: 2}  # ALS_GAIN bits -> gain in eighths
-IT_CODES = {0b1100: 25, 0b1000: 50, 0b0000: 100, 0b0001: 200, 0b0010: 400, 0b0011: 800}
 _READ_ONLY = b"\x04\x05\x06\x07"  # bytes: no heap on the VM
 
 
@@ -43,10 +41,12 @@ class VEML7700:
 
     # -- configuration as decoded from ALS_CONF
     def gain_eighths(self):
-        return GAIN_CODES[(self.regs[0] >> 11) & 3]
+        return b"\x08\x10\x01\x02"[(self.regs[0] >> 11) & 3]  # ALS_GAIN x1, x2, x1/8, x1/4
 
     def it_ms(self):
-        return IT_CODES.get((self.regs[0] >> 6) & 0xF)
+        """ALS_IT: 0b0000..0b0011 = 100..800 ms, 0b1000 = 50 ms, 0b1100 = 25 ms, else None."""
+        c = (self.regs[0] >> 6) & 0xF
+        return 100 << c if c < 4 else 50 if c == 8 else 25 if c == 12 else None
 
     def shutdown(self):
         return bool(self.regs[0] & 1)
@@ -57,13 +57,10 @@ class VEML7700:
     def _counts(self, lux):
         return min(max(int(round(lux / self.resolution())), 0), 65535)
 
-    def _now(self):
-        return self.clock() if self.clock else 0
-
     def _results(self):
         if self.shutdown() or self.it_ms() is None:
             return self._held
-        if self._ready_at is not None and self._now() < self._ready_at:
+        if self._ready_at is not None and self.clock() < self._ready_at:  # set with a clock only
             return self._held
         self._ready_at = None
         self._held = (self._counts(self.lux), self._counts(self.lux * self.white_ratio))
@@ -84,7 +81,7 @@ class VEML7700:
             self.regs[0] = value
             it = self.it_ms()
             if self.clock and it is not None and not self.shutdown():
-                self._ready_at = self._now() + it + (2.5 if was_off else 0)
+                self._ready_at = self.clock() + it + (2.5 if was_off else 0)
         else:
             self.regs[self._ptr] = value
         return True

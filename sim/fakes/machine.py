@@ -4,13 +4,15 @@ Firmware sees the MicroPython API; the simulator owns the "hardware" through mod
 Where ports differ this follows ports/esp32 (machine_i2c.c, machine_pin.c, machine_pwm.c,
 modmachine.c, machine_rtc.c, machine_wdt.c).
 
+Only the API that the firmware and the tests use is here (each def costs heap on the VM, where
+the fakes run beside the firmware): no SoftI2C, open-drain pins, machine.freq() or idle().
+
 I2C: `I2C(id, scl=None, sda=None, freq=400000)` (id 0 or 1) is a view of the simulator-owned
-`bus(id)`; `SoftI2C(scl, sda, freq=400000)` gets a bus of its own per (scl, sda) pin pair
-(`soft_bus(scl, sda)`). Devices are attached with `bus(id).attach(addr, model)`. A model
+`bus(id)`. Devices are attached with `bus(id).attach(addr, model)`. A model
 implements `i2c_write(data, stop) -> bool` (False = NACK) and `i2c_read(n) -> bytes or None`
 (None = NACK). A NACK raises OSError(ENODEV), as the ESP32 port maps ESP_FAIL to MP_ENODEV (the
 port cannot tell an address NACK from a data NACK). `*_mem` methods follow extmod/machine_i2c.c:
-write the memory address (addrsize=8 or 16, big-endian) then, for reads, a repeated start.
+write the memory address (8-bit: no addrsize) then, for reads, a repeated start.
 
 Pin: `Pin(id, mode=-1, pull=-1, *, value=None)`; Pin objects with the same id share one state.
 The simulator drives an input with `drive(id, level)` (None = released) and reads an output
@@ -33,7 +35,7 @@ SPI: `SPI(id, baudrate, polarity=, phase=, ...)` (ids 1, 2) is a view of the sim
 `spi(id).attach(cs_pin, model)` (model: `spi_select(selected)` on CS edges and
 `spi_transfer(mosi) -> miso`, see SPIBus).
 
-PWM: `PWM(pin, freq=5000, duty_u16=..)` (duty also settable as duty 0..1023 or duty_ns); the
+PWM: `PWM(pin, freq=5000, duty_u16=..)` (duty also settable as duty 0..1023); the
 simulator sees the duty through `pwm_duty(id)` (None when no PWM runs on the pin).
 
 Output watchers: `watch(id, fn)` calls fn(level) whenever the firmware changes what it drives
@@ -45,80 +47,88 @@ ESP32: 0-39 less 20, 24, 28-31, with 34-39 input only; the ESP32-S3: 0-21 and 26
 a number the MCU lacks raises ValueError("invalid pin"), as the port does.
 
 Board-level hooks: `power_cut()` (loses RTC memory, the RTC's time unless battery-backed, pin
-and WDT state; next reset_cause() is PWRON_RESET), `set_rtc_battery(present)`, `soft_reset()` (what machine.reset() does on the chip: RTC memory kept,
+and WDT state; next reset_cause() is PWRON_RESET), `set_rtc_battery(on)`, `soft_reset()`
+(what machine.reset() does on the chip: RTC memory kept,
 reset_cause() SOFT_RESET), `set_clock(fn)` (ms clock used by WDT), `wdt_expired()`.
 `machine.reset()` raises ResetRequested (a BaseException, so firmware's `except Exception`
 does not swallow it); the simulator catches it, calls soft_reset() and boots the firmware again.
 """
 
-import errno
 import time
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
 
 # reset causes (ports/esp32/modmachine.c)
 PWRON_RESET = 1
-HARD_RESET = 2
 WDT_RESET = 3
-DEEPSLEEP_RESET = 4
 SOFT_RESET = 5
 
+_ENODEV = const(19)  # MicroPython's errno.ENODEV (Linux's number too)
 UNIQUE_ID = b"\x24\x6f\x28\x00\x00\x01"  # the ESP32's base MAC; a simulator sets one per board
-_RTC_MEM_MAX = 2048  # MICROPY_HW_RTC_USER_MEM_MAX on the ESP32
+_RTC_MEM_MAX = const(2048)  # MICROPY_HW_RTC_USER_MEM_MAX on the ESP32
+_Y2K = const(946684800)  # unix seconds of 2000-01-01, where an unset ESP32 RTC starts
 
 
 class ResetRequested(BaseException):
     """Raised by machine.reset() / deepsleep(); the simulator restarts the firmware."""
 
 
-class _Board:
-    def __init__(self):
-        self.reset_cause = PWRON_RESET
-        self.rtc_mem = b""
-        self.pins = {}
-        self.wdt = None  # [timeout_ms, last_feed_ms]
-        self.clock = lambda: int(time.monotonic() * 1000)
-        self.epoch = None  # unix seconds at clock() == 0; None = RTC never set
-        self.rtc_battery = False  # a backup battery keeps the RTC's time over a power cut
-
-
-BOARD = _Board()
+# the board's state: a list indexed by these (as a pin's; a class would cost heap on the VM)
+_CAUSE = const(0)  # reset_cause() after the last reset
+_RTC_MEM = const(1)
+_GPIO = const(2)  # GPIO number -> its state (see Pin)
+_WDT = const(3)  # [timeout_ms, last_feed_ms] once started, else None
+_CLOCK = const(4)  # fn() -> ms, the board's time base
+_EPOCH = const(5)  # unix seconds at clock() == 0; None = RTC never set
+_BATTERY = const(6)  # a backup battery keeps the RTC's time over a power cut
+_DUTY = const(7)  # GPIO number -> duty_u16 of the PWM running on it
+_IRQS = const(8)  # GPIO number -> (handler, trigger, Pin) of its Pin.irq
+_NGPIO = const(49)  # GPIO numbers 0..48 (the ESP32-S3's)
+_board = [PWRON_RESET, b"", bytearray(_NGPIO), None, lambda: int(time.monotonic() * 1000), None,
+          False, {}, {}]
 _buses = {}  # id or ("soft", scl, sda) -> I2CBus; hardware wiring, survives power cuts
 _uarts = {}  # id -> UARTPort; hardware wiring, survives power cuts
 
 
 def set_clock(fn):
-    """Use fn() -> milliseconds as the board's time base (for the WDT)."""
-    BOARD.clock = fn
+    """Use fn() -> milliseconds as the board's time base (for the WDT); returns the old one."""
+    old, _board[_CLOCK] = _board[_CLOCK], fn
+    return old
 
 
 def set_epoch(epoch_s):
     """Wall clock: unix seconds at the moment the board clock (set_clock) reads 0."""
-    BOARD.epoch = epoch_s
+    _board[_EPOCH] = epoch_s
 
 
-def set_rtc_battery(present=True):
+def set_rtc_battery(on=True):
     """Simulator: the board's RTC has a backup battery, so its time survives power cuts."""
-    BOARD.rtc_battery = bool(present)
+    _board[_BATTERY] = bool(on)
 
 
 def power_cut():
     """Cut and restore power: RTC memory, pin levels, PWM and the WDT are lost, and the RTC's
     time too (it reads 2000-01-01 00:00:00 at power-up) unless it is battery-backed."""
-    clock, epoch, battery = BOARD.clock, BOARD.epoch, BOARD.rtc_battery
-    BOARD.__init__()
-    BOARD.clock = clock
-    BOARD.rtc_battery = battery
-    BOARD.epoch = epoch if battery else _Y2K - clock() // 1000
+    b = _board
+    b[_CAUSE], b[_RTC_MEM], b[_WDT] = PWRON_RESET, b"", None
+    b[_GPIO], b[_DUTY], b[_IRQS] = bytearray(_NGPIO), {}, {}
+    if not b[_BATTERY]:
+        b[_EPOCH] = _Y2K - b[_CLOCK]() // 1000
 
 
 def soft_reset(cause=SOFT_RESET):
     """Reset the chip keeping RTC memory (machine.reset(), or WDT_RESET after a WDT expiry)."""
-    BOARD.reset_cause = cause
-    BOARD.pins = {}
-    BOARD.wdt = None
+    b = _board
+    b[_CAUSE], b[_WDT] = cause, None
+    b[_GPIO], b[_DUTY], b[_IRQS] = bytearray(_NGPIO), {}, {}
 
 
 def reset_cause():
-    return BOARD.reset_cause
+    return _board[_CAUSE]
 
 
 def reset():
@@ -127,25 +137,6 @@ def reset():
 
 def unique_id():
     return UNIQUE_ID
-
-
-def freq(hz=None):
-    if hz is None:
-        return 160000000
-    if hz not in (20000000, 40000000, 80000000, 160000000, 240000000):
-        raise ValueError("frequency must be 20MHz, 40MHz, 80Mhz, 160MHz or 240MHz")
-
-
-def idle():
-    pass
-
-
-def disable_irq():
-    return 0
-
-
-def enable_irq(state=0):
-    pass
 
 
 # -- I2C -------------------------------------------------------------------------------------
@@ -166,43 +157,32 @@ class I2CBus:
     def detach(self, addr):
         self.devices.pop(addr, None)
 
-    def _dev(self, addr):
+    def write(self, addr, data, stop=True):
         self.transfers += 1
         dev = self.devices.get(addr)
-        if dev is None:
-            raise OSError(errno.ENODEV, "ENODEV")
-        return dev
-
-    def write(self, addr, data, stop=True):
-        if not self._dev(addr).i2c_write(bytes(data), stop):
-            raise OSError(errno.ENODEV, "ENODEV")
+        if dev is None or not dev.i2c_write(bytes(data), stop):
+            raise OSError(_ENODEV, "ENODEV")
 
     def read(self, addr, n, stop=True):
-        data = self._dev(addr).i2c_read(n)
+        self.transfers += 1
+        dev = self.devices.get(addr)
+        data = None if dev is None else dev.i2c_read(n)
         if data is None:
-            raise OSError(errno.ENODEV, "ENODEV")
+            raise OSError(_ENODEV, "ENODEV")
         if len(data) != n:
             raise AssertionError("device model returned %d bytes, %d asked" % (len(data), n))
         return bytes(data)
 
 
-def _get(table, key, new):
-    """table[key], made by new() the first time. Not dict.setdefault(key, new()): that builds a
-    throw-away object on every call, and the firmware's hot paths (a driver spinning on BUSY)
-    call these thousands of times inside one poll, which the heap budget counts."""
-    v = table.get(key)
-    if v is None:
-        v = table[key] = new()
-    return v
-
-
 def bus(id):
-    """The simulator's handle on hardware I2C bus `id` (0 or 1)."""
-    return _get(_buses, id, I2CBus)
-
-
-def soft_bus(scl, sda):
-    return _get(_buses, ("soft", _pin_id(scl), _pin_id(sda)), I2CBus)
+    """The simulator's handle on hardware I2C bus `id` (0 or 1), made the first time. Not
+    dict.setdefault(id, I2CBus()) (nor in uart(), spi()): that builds a throw-away object on
+    every call, and the firmware's hot paths (a driver spinning on BUSY) call these thousands
+    of times inside one poll, which the heap budget counts."""
+    b = _buses.get(id)
+    if b is None:
+        b = _buses[id] = I2CBus()
+    return b
 
 
 def _buffer(buf):
@@ -212,7 +192,15 @@ def _buffer(buf):
         raise TypeError("object with buffer protocol required") from None
 
 
-class _I2CBase:
+class I2C:
+    """Hardware I2C (ESP32: ids 0 and 1)."""
+
+    def __init__(self, id, *, scl=None, sda=None, freq=400000):
+        if id not in (0, 1):
+            raise ValueError("I2C(%s) doesn't exist" % (id,))
+        self.id = id  # scl, sda, freq: the bus model has no timing or pin mux to apply them to
+        self._bus = bus(id)
+
     def scan(self):
         return sorted(self._bus.devices)
 
@@ -221,68 +209,41 @@ class _I2CBase:
         self._bus.write(addr, data, stop)
         return len(data)  # number of ACKs received
 
-    def readfrom(self, addr, nbytes, stop=True):
-        return self._bus.read(addr, nbytes, stop)
+    def readfrom(self, addr, n, stop=True):
+        return self._bus.read(addr, n, stop)
 
     def readfrom_into(self, addr, buf, stop=True):
         mv = _buffer(buf)
         mv[:] = self._bus.read(addr, len(mv), stop)
 
-    def writevto(self, addr, vector, stop=True):
-        return self.writeto(addr, b"".join(bytes(_buffer(b)) for b in vector), stop)
+    # 8-bit memory addresses only: no addrsize (what the firmware's chips use; a driver that
+    # passed addrsize would get a TypeError here, not a silently wrong transfer)
 
-    def _memaddr(self, memaddr, addrsize):
-        if addrsize not in (8, 16):
-            raise ValueError("addrsize must be 8 or 16")  # extmod accepts up to 32 in steps of 8
-        return memaddr.to_bytes(addrsize // 8, "big") if addrsize == 16 else bytes([memaddr & 0xFF])
+    def writeto_mem(self, addr, memaddr, buf):
+        self._bus.write(addr, bytes([memaddr & 0xFF]) + bytes(_buffer(buf)), True)
 
-    def writeto_mem(self, addr, memaddr, buf, *, addrsize=8):
-        self._bus.write(addr, self._memaddr(memaddr, addrsize) + bytes(_buffer(buf)), True)
+    def readfrom_mem(self, addr, memaddr, n):
+        self._bus.write(addr, bytes([memaddr & 0xFF]), False)
+        return self._bus.read(addr, n, True)
 
-    def readfrom_mem(self, addr, memaddr, nbytes, *, addrsize=8):
-        self._bus.write(addr, self._memaddr(memaddr, addrsize), False)
-        return self._bus.read(addr, nbytes, True)
-
-    def readfrom_mem_into(self, addr, memaddr, buf, *, addrsize=8):
+    def readfrom_mem_into(self, addr, memaddr, buf):
         mv = _buffer(buf)
-        mv[:] = self.readfrom_mem(addr, memaddr, len(mv), addrsize=addrsize)
-
-
-class I2C(_I2CBase):
-    """Hardware I2C (ESP32: ids 0 and 1)."""
-
-    def __init__(self, id, *, scl=None, sda=None, freq=400000, timeout=50000):
-        if id not in (0, 1):
-            raise ValueError("I2C(%s) doesn't exist" % (id,))
-        self.id = id
-        self.scl, self.sda, self.freq = scl, sda, freq
-        self._bus = bus(id)
-
-
-class SoftI2C(_I2CBase):
-    def __init__(self, scl, sda, *, freq=400000, timeout=50000):
-        self.scl, self.sda, self.freq = scl, sda, freq
-        self._bus = soft_bus(scl, sda)
+        mv[:] = self.readfrom_mem(addr, memaddr, len(mv))
 
 
 # -- Pin and PWM -----------------------------------------------------------------------------
 
 # per GPIO number: "2" in/out, "1" input only, "0" absent (bytes, not sets of ints: no heap on
 # the MicroPython VM)
-_MCU_PINS = {
-    "esp32": b"2222222222222222222202220222000022111111",
-    "esp32s3": b"2222222222222222222222000022222222222222222222222",
-}
-_PINS = _MCU_PINS["esp32"]
-MCU = "esp32"
+_PINS = b"2222222222222222222202220222000022111111"  # the classic ESP32's
 _watchers = {}  # pin id -> fn(level): hardware wiring, survives power cuts
 
 
 def set_mcu(name):
-    """Simulator: which chip this board is (its GPIO numbers)."""
-    global _PINS, MCU
-    _PINS = _MCU_PINS[name]
-    MCU = name
+    """Simulator: which chip this board is (its GPIO numbers): "esp32" or "esp32s3"."""
+    global _PINS
+    _PINS = (b"2222222222222222222222000022222222222222222222222" if name == "esp32s3" else
+             b"2222222222222222222202220222000022111111")
 
 
 def _pin_kind(id):
@@ -301,78 +262,67 @@ def watch(id, fn):
         _watchers[id] = fn
 
 
-def _driven(id):
-    fn = _watchers.get(id)
-    if fn is not None:
-        fn(level(id))
+# a GPIO's state: bits of its byte in _board[_GPIO] (a bytearray indexed by GPIO number: no
+# object per pin on the VM's heap); a running PWM's duty and an irq live in dicts beside it
+_MODE = const(3)  # Pin.IN (1) / Pin.OUT (3); 0 until set
+_PULL_UP = const(4)
+_OUT = const(8)  # the output register
+_EXT = const(16)  # driven from outside, ...
+_EXT_HIGH = const(32)  # ... high
 
 
-class _PinState:
-    def __init__(self):
-        self.mode = None
-        self.pull = None
-        self.out = 0  # output register
-        self.ext = None  # level driven from outside (None = released)
-        self.pwm = None  # duty_u16 while a PWM runs on the pin
-        self.irq = None  # (handler, trigger, pin object)
-
-
-def _pin_id(pin):
-    return pin.id if isinstance(pin, Pin) else pin
-
-
-def _state(id):
-    return _get(BOARD.pins, id, _PinState)
+def _set(id, bits, on):
+    g = _board[_GPIO]
+    g[id] = g[id] | bits if on else g[id] & ~bits
 
 
 class Pin:
     IN = 1
     OUT = 3
-    OPEN_DRAIN = 7
-    PULL_DOWN = 1
     PULL_UP = 2
     IRQ_RISING = 1
     IRQ_FALLING = 2
 
-    def __init__(self, id, mode=-1, pull=-1, *, value=None, drive=None, hold=None):
+    def __init__(self, id, mode=-1, pull=-1, *, value=None):
         if not _pin_kind(id):
             raise ValueError("invalid pin")
         self.id = id
         self.init(mode, pull, value=value)
 
-    def init(self, mode=-1, pull=-1, *, value=None, drive=None, hold=None):
-        s = _state(self.id)
+    def init(self, mode=-1, pull=-1, *, value=None):
+        id = self.id
         if mode != -1 and mode is not None:
-            if mode not in (Pin.IN, Pin.OUT, Pin.OPEN_DRAIN):
+            if mode not in (Pin.IN, Pin.OUT):
                 raise ValueError("invalid pin mode")
-            if mode != Pin.IN and _pin_kind(self.id) == 1:
+            if mode != Pin.IN and _pin_kind(id) == 1:
                 raise ValueError("pin can only be input")
         if value is not None:
-            s.out = 1 if value else 0
-            _cs_edge(self.id, s.out)
+            _set(id, _OUT, value)
+            _cs_edge(id, 1 if value else 0)
         if mode != -1 and mode is not None:
-            s.mode = mode
+            _board[_GPIO][id] = _board[_GPIO][id] & ~_MODE | mode
         if pull != -1:
-            s.pull = pull
-        if self.id in _watchers:
-            _driven(self.id)
+            _set(id, _PULL_UP, pull == Pin.PULL_UP)
+        fn = _watchers.get(id)
+        if fn is not None:
+            fn(level(id))
         return None
 
     def value(self, x=None):
-        s = _state(self.id)
+        id = self.id
         if x is not None:
-            s.out = 1 if x else 0
-            _cs_edge(self.id, s.out)
-            if self.id in _watchers:
-                _driven(self.id)
+            _set(id, _OUT, x)
+            _cs_edge(id, 1 if x else 0)
+            fn = _watchers.get(id)
+            if fn is not None:
+                fn(level(id))
             return None
-        if s.mode == Pin.OUT:
-            return s.out
-        if s.mode == Pin.OPEN_DRAIN and s.out == 0:
-            return 0
-        if s.ext is not None:
-            return s.ext
-        return 1 if s.pull == Pin.PULL_UP else 0
+        s = _board[_GPIO][id]
+        if s & _MODE == Pin.OUT:
+            return 1 if s & _OUT else 0
+        if s & _EXT:
+            return 1 if s & _EXT_HIGH else 0
+        return 1 if s & _PULL_UP else 0
 
     __call__ = value
 
@@ -383,62 +333,45 @@ class Pin:
         self.value(0)
 
     def irq(self, handler=None, trigger=IRQ_FALLING | IRQ_RISING):
-        _state(self.id).irq = (handler, trigger, self) if handler else None
-
-    def __repr__(self):
-        return "Pin(%d)" % self.id
+        if handler:
+            _board[_IRQS][self.id] = (handler, trigger, self)
+        else:
+            _board[_IRQS].pop(self.id, None)
 
 
 def drive(id, level):
     """Simulator: drive input pin `id` to 0/1 from outside (None releases it); fires Pin.irq."""
-    s = _state(id)
     before = Pin(id).value()
-    s.ext = None if level is None else (1 if level else 0)
+    _set(id, _EXT, level is not None)
+    _set(id, _EXT_HIGH, level)
     after = Pin(id).value()
-    if s.irq and before != after:
-        handler, trigger, pin = s.irq
+    irq = _board[_IRQS].get(id)
+    if irq and before != after:
+        handler, trigger, pin = irq
         if trigger & (Pin.IRQ_RISING if after else Pin.IRQ_FALLING):
             handler(pin)
 
 
 def level(id):
     """Simulator: the level the board drives on pin `id` (None when it is not an output)."""
-    s = BOARD.pins.get(id)
-    if s is None or s.mode not in (Pin.OUT, Pin.OPEN_DRAIN):
-        return None
-    return s.out if s.mode == Pin.OUT or s.out == 0 else None
+    s = _board[_GPIO][id] if _pin_kind(id) else 0
+    return (1 if s & _OUT else 0) if s & _MODE == Pin.OUT else None
 
 
 def pwm_duty(id):
     """Simulator: duty_u16 of the PWM running on pin `id`, or None."""
-    s = BOARD.pins.get(id)
-    return None if s is None else s.pwm
+    return _board[_DUTY].get(id)
 
 
 class PWM:
     """LEDC PWM as on the ESP32 (default frequency 5 kHz, duty 0 until set)."""
 
-    def __init__(self, dest, *, freq=None, duty=None, duty_u16=None, duty_ns=None):
+    def __init__(self, dest, *, freq=5000, duty_u16=0):
         self._pin = dest if isinstance(dest, Pin) else Pin(dest, Pin.OUT)
-        self._freq = 5000
+        self._active = True
         self._duty = 0
-        self._active = True
-        self.init(freq=freq, duty=duty, duty_u16=duty_u16, duty_ns=duty_ns)
-
-    def init(self, *, freq=None, duty=None, duty_u16=None, duty_ns=None):
-        self._active = True
-        if freq is not None:
-            self.freq(freq)
-        if duty is not None:
-            self.duty(duty)
-        if duty_u16 is not None:
-            self.duty_u16(duty_u16)
-        if duty_ns is not None:
-            self.duty_ns(duty_ns)
-        self._publish()
-
-    def _publish(self):
-        _state(self._pin.id).pwm = self._duty if self._active else None
+        self.freq(freq)
+        self.duty_u16(duty_u16)
 
     def freq(self, value=None):
         if value is None:
@@ -453,22 +386,17 @@ class PWM:
         if not 0 <= value <= 65535:
             raise ValueError("duty_u16 must be from 0 to 65535")
         self._duty = value
-        self._publish()
+        if self._active:  # what the pin shows (pwm_duty)
+            _board[_DUTY][self._pin.id] = value
 
     def duty(self, value=None):
         if value is None:
             return self._duty >> 6
         self.duty_u16(min(max(value, 0), 1023) * 65535 // 1023)
 
-    def duty_ns(self, value=None):
-        period_ns = 1000000000 // self._freq
-        if value is None:
-            return self._duty * period_ns // 65535
-        self.duty_u16(min(value * 65535 // period_ns, 65535))
-
     def deinit(self):
         self._active = False
-        self._publish()
+        _board[_DUTY].pop(self._pin.id, None)
 
 
 # -- UART ------------------------------------------------------------------------------------
@@ -479,7 +407,6 @@ class UARTPort:
     def __init__(self):
         self.model = None
         self.rx = b""  # bytes the model sent that the firmware has not read yet
-        self.written = 0
 
     def attach(self, model):
         self.model = model
@@ -496,33 +423,31 @@ class UARTPort:
 
 
 def uart(id):
-    """The simulator's handle on UART `id`."""
-    return _get(_uarts, id, UARTPort)
+    """The simulator's handle on UART `id`, made the first time (see bus())."""
+    p = _uarts.get(id)
+    if p is None:
+        p = _uarts[id] = UARTPort()
+    return p
 
 
 class UART:
     """ESP32 UART (ids 0..2), byte-level, as machine_uart.c behaves for a polling reader."""
 
-    def __init__(self, id, baudrate=115200, bits=8, parity=None, stop=1, *, tx=None, rx=None,
-                 timeout=0, timeout_char=0, rxbuf=256, txbuf=256, invert=0, flow=0):
+    def __init__(self, id, baudrate=115200, *, tx=None, rx=None, timeout=0):
         if id not in (0, 1, 2):
             raise ValueError("UART(%s) does not exist" % (id,))
         self.id = id
         self._port = uart(id)
-        self.init(baudrate, bits, parity, stop, tx=tx, rx=rx, timeout=timeout)
+        self.init(baudrate, tx=tx, rx=rx, timeout=timeout)
 
     def init(self, baudrate=115200, bits=8, parity=None, stop=1, *, tx=None, rx=None,
-             timeout=0, timeout_char=0, rxbuf=256, txbuf=256, invert=0, flow=0):
+             timeout=0):
         if bits not in (5, 6, 7, 8) or stop not in (1, 2) or parity not in (None, 0, 1):
             raise ValueError("invalid UART format")
         self.baudrate, self.tx, self.rx, self.timeout = baudrate, tx, rx, timeout
 
-    def deinit(self):
-        pass
-
     def write(self, buf):
         data = bytes(_buffer(buf))
-        self._port.written += len(data)
         if self._port.model is not None:
             self._port.model.uart_write(data)
         return len(data)
@@ -531,33 +456,22 @@ class UART:
         self._port._pull(4096)
         return len(self._port.rx)
 
-    def read(self, nbytes=-1):
+    def read(self, n=-1):
         port = self._port
-        port._pull(4096 if nbytes is None or nbytes < 0 else nbytes)
-        if nbytes is None or nbytes < 0:
-            nbytes = len(port.rx)
-        data, port.rx = port.rx[:nbytes], port.rx[nbytes:]
+        port._pull(4096 if n is None or n < 0 else n)
+        if n is None or n < 0:
+            n = len(port.rx)
+        data, port.rx = port.rx[:n], port.rx[n:]
         return data or None
 
-    def readinto(self, buf, nbytes=None):
+    def readinto(self, buf, n=None):
         mv = _buffer(buf)
-        n = len(mv) if nbytes is None else min(nbytes, len(mv))
+        n = len(mv) if n is None else min(n, len(mv))
         data = self.read(n)
         if not data:
             return None
         mv[:len(data)] = data
         return len(data)
-
-    def readline(self):
-        port = self._port
-        port._pull(4096)
-        i = port.rx.find(b"\n")
-        n = len(port.rx) if i < 0 else i + 1
-        data, port.rx = port.rx[:n], port.rx[n:]
-        return data or None
-
-    def flush(self):
-        pass
 
     def txdone(self):
         return True
@@ -578,20 +492,12 @@ class SPIBus:
         self.transfers = 0
 
     def attach(self, cs, model):
-        cs = _pin_id(cs)
+        """cs: the chip-select GPIO number."""
         self.devices[cs] = model
-        _cs_watch[cs] = self
         return model
 
     def detach(self, cs):
-        cs = _pin_id(cs)
         self.devices.pop(cs, None)
-        _cs_watch.pop(cs, None)
-
-    def _edge(self, cs, level):
-        model = self.devices.get(cs)
-        if model is not None:
-            model.spi_select(level == 0)
 
     def transfer(self, mosi):
         """miso bytes for mosi (any buffer; the model must not keep it). Copies nothing on the
@@ -608,57 +514,50 @@ class SPIBus:
 
 
 _spis = {}  # id -> SPIBus; hardware wiring, survives power cuts
-_cs_watch = {}  # cs pin id -> SPIBus
 
 
 def _cs_edge(id, out):
-    bus_ = _cs_watch.get(id)
-    if bus_ is not None and BOARD.pins[id].mode == Pin.OUT:
-        bus_._edge(id, out)
+    """The firmware set pin id's output register: an NSS edge for the chip on it, if any."""
+    if _board[_GPIO][id] & _MODE != Pin.OUT:
+        return
+    for sid in (1, 2):  # the SPI bus ids (a constant tuple: the loop allocates nothing)
+        b = _spis.get(sid)
+        model = None if b is None else b.devices.get(id)
+        if model is not None:
+            model.spi_select(out == 0)
 
 
 def spi(id):
-    """The simulator's handle on hardware SPI bus `id` (1 = HSPI, 2 = VSPI)."""
-    return _get(_spis, id, SPIBus)
+    """The simulator's handle on hardware SPI bus `id` (1 = HSPI, 2 = VSPI), made the first
+    time (see bus())."""
+    b = _spis.get(id)
+    if b is None:
+        b = _spis[id] = SPIBus()
+    return b
 
 
 class SPI:
     """ESP32 hardware SPI (ids 1 and 2) as machine_hw_spi.c: the firmware drives CS itself
-    with a Pin; write/read/readinto/write_readinto clock bytes through `spi(id)`."""
+    with a Pin; write/readinto/write_readinto clock bytes through `spi(id)` (MSB first, 8 bits:
+    the firmware uses no other framing)."""
 
-    MSB = 0
-    LSB = 1
-
-    def __init__(self, id, baudrate=500000, *, polarity=0, phase=0, bits=8, firstbit=0,
-                 sck=None, mosi=None, miso=None):
+    def __init__(self, id, baudrate=500000, *, polarity=0, phase=0, sck=None, mosi=None,
+                 miso=None):
         if id not in (1, 2):
             raise ValueError("SPI(%s) doesn't exist" % (id,))
-        self.id = id
+        self.id = id  # baudrate, polarity, phase: the model clocks bytes, not edges
         self._bus = spi(id)
-        self.init(baudrate, polarity=polarity, phase=phase, bits=bits, firstbit=firstbit)
-
-    def init(self, baudrate=500000, *, polarity=0, phase=0, bits=8, firstbit=0, sck=None,
-             mosi=None, miso=None):
-        if bits != 8:
-            raise ValueError("bits must be 8")
-        self.baudrate, self.polarity, self.phase, self.firstbit = baudrate, polarity, phase, firstbit
-
-    def deinit(self):
-        pass
 
     def write(self, buf):
         self._bus.transfer(_buffer(buf))
-
-    def read(self, nbytes, write=0x00):
-        return bytes(self._bus.transfer(bytes([write]) * nbytes))
 
     def readinto(self, buf, write=0x00):
         mv = _buffer(buf)
         mv[:] = self._bus.transfer(bytes([write]) * len(mv))
 
-    def write_readinto(self, write_buf, read_buf):
-        out = _buffer(read_buf)
-        data = _buffer(write_buf)
+    def write_readinto(self, buf, out):
+        out = _buffer(out)
+        data = _buffer(buf)
         if len(data) != len(out):
             raise ValueError("buffers must be the same length")
         out[:] = self._bus.transfer(data)
@@ -666,58 +565,45 @@ class SPI:
 
 # -- RTC, WDT --------------------------------------------------------------------------------
 
-def _days_from_civil(y, m, d):
-    y -= m <= 2
-    era = (y if y >= 0 else y - 399) // 400
-    yoe = y - era * 400
-    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
-    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    return era * 146097 + doe - 719468
-
-
-def _civil_from_days(z):
-    z += 719468
-    era = (z if z >= 0 else z - 146096) // 146097
-    doe = z - era * 146097
-    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
-    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
-    mp = (5 * doy + 2) // 153
-    d = doy - (153 * mp + 2) // 5 + 1
-    m = mp + (3 if mp < 10 else -9)
-    return yoe + era * 400 + (m <= 2), m, d
-
-
-_Y2K = 946684800  # unix seconds of 2000-01-01, where an unset ESP32 RTC starts
-
-
 class RTC:
     def datetime(self, dt=None):
-        """(year, month, day, weekday 0=Monday, hours, minutes, seconds, microseconds)."""
-        ms = BOARD.clock()
-        if dt is not None:
-            y, mo, d, _wd, h, mi, s = dt[:7]
-            us = dt[7] if len(dt) > 7 else 0
-            unix_ms = (_days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s) * 1000 + us // 1000
-            BOARD.epoch = (unix_ms - ms) / 1000
-            return None
-        epoch = _Y2K if BOARD.epoch is None else BOARD.epoch
-        unix_ms = int(epoch * 1000) + ms
-        secs, frac = divmod(unix_ms, 1000)
-        days, rem = divmod(secs, 86400)
-        y, mo, d = _civil_from_days(days)
-        return (y, mo, d, (days + 3) % 7, rem // 3600, rem // 60 % 60, rem % 60, frac * 1000)
+        """(year, month, day, weekday 0=Monday, hours, minutes, seconds, microseconds).
 
-    def init(self, dt):
-        self.datetime(dt)
+        Civil date <-> days since 1970-01-01 by H. Hinnant's days_from_civil / civil_from_days
+        (eras of 400 years from March 1st), independent of the firmware's own date code."""
+        ms = _board[_CLOCK]()
+        if dt is not None:
+            y, m, d, _wd, h, mi, s = dt[:7]
+            us = dt[7] if len(dt) > 7 else 0
+            y -= m <= 2
+            era = (y if y >= 0 else y - 399) // 400
+            yoe = y - era * 400
+            doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+            days = era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+            unix_ms = (days * 86400 + h * 3600 + mi * 60 + s) * 1000 + us // 1000
+            _board[_EPOCH] = (unix_ms - ms) / 1000
+            return None
+        epoch = _Y2K if _board[_EPOCH] is None else _board[_EPOCH]
+        secs, frac = divmod(int(epoch * 1000) + ms, 1000)
+        days, rem = divmod(secs, 86400)
+        z = days + 719468
+        era = (z if z >= 0 else z - 146096) // 146097
+        doe = z - era * 146097
+        yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+        doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+        mp = (5 * doy + 2) // 153
+        m = mp + (3 if mp < 10 else -9)
+        return (yoe + era * 400 + (m <= 2), m, doy - (153 * mp + 2) // 5 + 1, (days + 3) % 7,
+                rem // 3600, rem // 60 % 60, rem % 60, frac * 1000)
 
     def memory(self, data=None):
         """RTC slow memory: survives machine.reset() and deep sleep, not a power cut."""
         if data is None:
-            return BOARD.rtc_mem
+            return _board[_RTC_MEM]
         data = bytes(_buffer(data))
         if len(data) > _RTC_MEM_MAX:
             raise ValueError("buffer too long")
-        BOARD.rtc_mem = data
+        _board[_RTC_MEM] = data
 
 
 class WDT:
@@ -728,13 +614,15 @@ class WDT:
             raise ValueError("WDT(%s) doesn't exist" % (id,))
         if timeout <= 0:
             raise ValueError("WDT timeout too short")
-        BOARD.wdt = [timeout, BOARD.clock()]
+        _board[_WDT] = [timeout, _board[_CLOCK]()]
 
     def feed(self):
-        if BOARD.wdt is not None:
-            BOARD.wdt[1] = BOARD.clock()
+        wdt = _board[_WDT]
+        if wdt is not None:
+            wdt[1] = _board[_CLOCK]()
 
 
 def wdt_expired():
     """Simulator: True when a started WDT has not been fed within its timeout."""
-    return BOARD.wdt is not None and BOARD.clock() - BOARD.wdt[1] > BOARD.wdt[0]
+    wdt = _board[_WDT]
+    return wdt is not None and _board[_CLOCK]() - wdt[1] > wdt[0]

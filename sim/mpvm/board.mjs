@@ -19,6 +19,7 @@
 // board (sim/fakes, sim/devices, sim/mpvm/board.py), also outside the heap (C malloc, seen
 // through uctypes.bytearray_at) and mounted at /simrom; their objects still count.
 import { loadMicroPython } from "@micropython/micropython-webassembly-pyscript";
+import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -127,8 +128,22 @@ del sys, uctypes, vfs`);
       mp.FS.writeFile(pkg, "");
     }
   }
-  mp.FS.writeFile("/lib/sim/mpvm/board.py", fs.readFileSync(path.join(HERE, "board.py")));
+  for (const name of ["board.py", "cryptolib.py"]) {
+    mp.FS.writeFile("/lib/sim/mpvm/" + name, fs.readFileSync(path.join(HERE, name)));
+  }
 }
+// The ESP32's cryptolib is C (mbedtls, hardware AES); this VM has none. `hostaes` is its
+// stand-in in the same place, outside the Python heap: AES-128/256-ECB by node's OpenSSL, for
+// sim/mpvm/cryptolib.py. Bytes cross as hex (one str each way).
+mp.registerJsModule("hostaes", {
+  ecb: (key, data, encrypt) => {
+    const k = Buffer.from(mp.PyProxy.toJs(key));
+    const c = (encrypt ? crypto.createCipheriv : crypto.createDecipheriv)(
+      "aes-" + k.length * 8 + "-ecb", k, null);
+    c.setAutoPadding(false);
+    return Buffer.concat([c.update(Buffer.from(mp.PyProxy.toJs(data))), c.final()]).toString("hex");
+  },
+});
 mp.registerJsModule("hostlink", {
   call: (line) => {
     writeAll(1, line + "\n");

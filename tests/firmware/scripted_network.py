@@ -12,7 +12,7 @@ byte the device sends is checked by an independent AES implementation.
 
 import math
 
-from protocol.lorawan import frame, mac, region as _region, session, security
+from protocol.lorawan import frame, mac, network_side, region as _region, session, security
 
 APP_KEY = bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c")
 JOIN_EUI = bytes.fromhex("70b3d57ed0000001")
@@ -112,20 +112,20 @@ class NetworkServer:
     def _window(self, which, tx, rx1_delay_ms, rx1_dr_offset=0):
         if which == 1:
             return rx1_delay_ms, tx.freq, self.region.rx1(tx.freq, self.dr_of(tx), rx1_dr_offset)[1]
-        f, dr = self.region.rx2()
+        f, dr = self.region.rx2_frequency, self.region.rx2_dr
         return rx1_delay_ms + 1000, f, dr
 
     def on_uplink(self, tx):
-        f = frame.decode(tx.phy)
+        f = network_side.decode(tx.phy)
         if isinstance(f, frame.JoinRequest):
-            j = session.open_join_request(tx.phy, APP_KEY, backend="cryptography")
+            j = network_side.open_join_request(tx.phy, APP_KEY, backend="cryptography")
             assert j.mic_ok, "join-request MIC"
             self.nonces.append(j.dev_nonce)
             if self.join_window is None:
                 return []
             self.join_nonce += 1
-            acc = session.build_join_accept(APP_KEY, self.join_nonce, self.net_id, self.dev_addr,
-                                            0, 0, self.rx_delay, backend="cryptography")
+            acc = network_side.build_join_accept(APP_KEY, self.join_nonce, self.net_id, self.dev_addr,
+                                                 0, 0, self.rx_delay, backend="cryptography")
             self.keys = security.derive_session_keys(APP_KEY, self.join_nonce, self.net_id,
                                                      j.dev_nonce, backend="cryptography")
             self.sessions.append([self.keys, None, None])
@@ -152,7 +152,7 @@ class NetworkServer:
         if any(c["name"] == "DeviceTimeReq" for c in o.mac_commands or ()):
             self.time_requests.append(tx.end)
             if self.utc_ms is not None:  # the time at the end of the uplink (LoRaWAN 1.0.3)
-                ans = mac.device_time_ans(self.utc_ms(tx.end))
+                ans = network_side.device_time_ans(self.utc_ms(tx.end))
                 self.fopts = self.fopts + mac.encode_commands([ans], False)
         if self.data_window is None or not (ack or self.downlink or self.fopts):
             return []

@@ -158,7 +158,8 @@ def test_fake_uart_talks_to_a_model():
 
 
 def test_solar_times_against_published_tables():
-    from firmware.solar import day_of_year, sun_times_utc
+    from firmware.solar import sun_times_utc
+    from firmware.utc_date import day_of_year
 
     # Berlin (52.52 N, 13.40 E), timeanddate.com: 2025-06-21 sunrise 04:43 / sunset 21:33 CEST,
     # 2025-12-21 sunrise 08:15 / sunset 15:54 CET

@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 
 from firmware import config
 from firmware.lorawan.device import EndDevice
-from protocol.lorawan import frame, mac, region as _region
+from protocol.lorawan import frame, mac, network_side, region as _region
 from sim.fakes import esp32
 from tests.firmware.scripted_network import CFG, NetworkServer, ScriptedRadio, run
 
@@ -46,7 +46,7 @@ def test_join_accept_in_rx1():
     run(dev, radio, 20000)
     assert dev.joined and dev.dev_addr == ns.dev_addr and ns.nonces == [0]
     jr = radio.sent[0]
-    assert frame.decode(jr.phy).dev_nonce == 0
+    assert network_side.decode(jr.phy).dev_nonce == 0
     # one window, opened 5 s after the end of the join-request, on its frequency and DR
     assert len(radio.windows) == 1
     opened, freq, sf, bw, _ = radio.windows[0]
@@ -357,8 +357,8 @@ def test_device_time_asked_after_the_join_and_advanced_by_the_time_since_the_upl
     (at, unix_ms), = got
     assert at - up.end >= 1000  # applied when RX1 delivered it, over a second later ...
     assert -5 <= unix_ms - (UTC_AT_0 + at) <= 5  # ... as the UTC of that moment
-    assert dev.device_time == (mac.device_time_ans(UTC_AT_0 + up.end)["seconds"],
-                               mac.device_time_ans(UTC_AT_0 + up.end)["fractional"])
+    assert dev.device_time == (network_side.device_time_ans(UTC_AT_0 + up.end)["seconds"],
+                               network_side.device_time_ans(UTC_AT_0 + up.end)["fractional"])
 
 
 def test_device_time_once_a_day_while_the_clock_is_known():
@@ -391,7 +391,7 @@ def test_an_unrequested_device_time_answer_does_not_set_the_clock():
     dev.on_time = got.append
     dev.send(10, b"\x01")
     t = run(dev, radio, t + 5000, t)  # asked; the network did not answer
-    ns.fopts = mac.encode_commands([mac.device_time_ans(UTC_AT_0)], False)
+    ns.fopts = mac.encode_commands([network_side.device_time_ans(UTC_AT_0)], False)
     dev.send(10, b"\x02")
     run(dev, radio, t + 5000, t)  # this uplink did not ask
     assert dev.downlinks == 1 and dev.device_time is not None and got == []

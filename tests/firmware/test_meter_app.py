@@ -13,6 +13,7 @@ from firmware.meter_app import A_COUNTER_RESET, RELAY_SETTLE_STEPS, TRIP_STEPS
 from firmware.ticks import TICKS_PERIOD
 from protocol import payload
 from protocol.modbus import pdu as P
+from protocol.modbus import master as MA
 from protocol.modbus import registers as M
 from protocol.modbus import rtu as R
 from sim.devices.atm90e32 import ATM90E32 as Chip
@@ -115,7 +116,7 @@ class Meter:
     def modbus(self, req, address=1):
         """One Modbus transaction through the slave on the fake UART."""
         slave = self.app.slave
-        self.line.inbox, self.line.out = R.encode_frame(address, P.encode_request(req)), b""
+        self.line.inbox, self.line.out = R.encode_frame(address, MA.encode_request(req)), b""
         t = 0
         for _ in range(400):  # 200 ms of polls every 500 us: the request, t3.5, the reply
             t += 500
@@ -124,7 +125,7 @@ class Meter:
             return None
         a, pdu = R.decode_frame(self.line.out)
         assert a == address
-        return P.decode_response(pdu, req)
+        return MA.decode_response(pdu, req)
 
     def served_wh(self, address=1):
         return M.decode_block(0x1000, self.modbus(P.ReadRequest(4, 0x1000, 8), address).registers)
@@ -211,7 +212,7 @@ def test_voltage_alarms_with_hysteresis_are_confirmed_frames():
     assert f["voltage_min"] == pytest.approx(200.0, abs=0.2)
     m.model.voltage[1] = 209.0  # inside the band, but not 4 V inside: still low
     m.run(10)
-    assert len(alarms(m)) == 1 and m.app.alarms
+    assert len(alarms(m)) == 1 and m.app.alarm.bits
     m.model.voltage[1] = 231.0
     m.run(10)
     o, f = alarms(m)[-1]
@@ -287,7 +288,7 @@ def test_relay_commands_persist_over_a_power_cut_and_repeats_are_not_executed_ag
     # executed again (it would undo the reconnection done since)
     m.command("relay", {"seq": 4, "action": "open"})
     m.run(70)
-    assert machine.level(RELAY) == 1 and m.app.duplicates == 1
+    assert machine.level(RELAY) == 1 and m.app.command_port.duplicates == 1
     ack = [f for _, f in m.uplinks(22)][-1]
     assert (ack["port"], ack["seq"], ack["result"]) == (70, 4, "ok")
 
@@ -341,7 +342,7 @@ def test_a_chip_reset_while_running_raises_counter_reset_until_delivered():
     frames = alarms(m)
     assert frames[0][1]["alarms/counter_reset"] and frames[0][0].frame.confirmed
     # delivered (acked): the event clears with the next frame
-    assert frames[-1][1]["alarms"] == 0 and not m.app.alarms & A_COUNTER_RESET
+    assert frames[-1][1]["alarms"] == 0 and not m.app.alarm.bits & A_COUNTER_RESET
     assert frames[-1][1]["alarm_count"] == 2
 
 
@@ -371,7 +372,7 @@ def test_config_reboot_and_unknown_ports():
     m.run(70)
     m.command("config", {"seq": 1, "report_interval": 300})
     m.run(70)
-    assert m.app.report_interval_s == 300
+    assert m.app.report_timer.interval_s == 300
     n = len(reports(m))
     m.run(600)
     assert len(reports(m)) - n in (1, 2)
@@ -382,7 +383,7 @@ def test_config_reboot_and_unknown_ports():
     m.run(310)
     acks = [(f["port"], f["seq"], f["result"]) for _, f in m.uplinks(22)]
     assert acks == [(61, 1, "ok"), (60, 2, "ok"), (50, 3, "unknown_port")]
-    assert m.app.commands == 3 and m.app.bad_commands == 1
+    assert m.app.command_port.commands == 3 and m.app.command_port.bad == 1
 
 
 def test_without_a_relay_a_relay_command_fails_and_the_load_limit_only_alarms_nothing():

@@ -15,6 +15,7 @@ from firmware.modbus_slave import ModbusSlave
 from firmware.nvs_store import NvsStore
 from firmware.ticks import TICKS_PERIOD
 from protocol.modbus import pdu as P
+from protocol.modbus import master as MA
 from protocol.modbus import registers as M
 from protocol.modbus import rtu as R
 from sim.fakes import esp32, machine
@@ -126,7 +127,7 @@ def fresh_board():
 
 
 def request(address, req):
-    return R.encode_frame(address, P.encode_request(req))
+    return R.encode_frame(address, MA.encode_request(req))
 
 
 def reply(bench, address, req):
@@ -135,7 +136,7 @@ def reply(bench, address, req):
         return None
     a, pdu = R.decode_frame(adu)
     assert a == address
-    return P.decode_response(pdu, req)
+    return MA.decode_response(pdu, req)
 
 
 # ---------------------------------------------------------------- reads
@@ -438,7 +439,7 @@ def test_random_requests_get_the_right_answer(pdu):
     address, got = R.decode_frame(adu)
     assert address == 1
     if want == "read":
-        resp = P.decode_response(got, P.decode_request(pdu))
+        resp = MA.decode_response(got, P.decode_request(pdu))
         assert isinstance(resp, P.ReadResponse)
     elif want == "write":
         assert not got[0] & 0x80
@@ -518,10 +519,10 @@ def test_the_slave_runs_on_micropython():
     lines = [ln.split() for ln in out.splitlines()]
     assert [de for _, de in lines] == ["0"] * 4
     got = [R.decode_frame(bytes.fromhex(h)) for h, _ in lines]
-    assert M.decode_u64(P.decode_response(got[0][1]).registers[:4]) == wh
-    assert M.decode_float32(*P.decode_response(got[1][1]).registers) == 231.5
-    assert M.decode_block(0x2000, P.decode_response(got[2][1]).registers)["serial"] == 123456
-    assert P.decode_response(got[3][1]) == P.ExceptionResponse(4, 2)
+    assert M.decode_u64(MA.decode_response(got[0][1]).registers[:4]) == wh
+    assert M.decode_float32(*MA.decode_response(got[1][1]).registers) == 231.5
+    assert M.decode_block(0x2000, MA.decode_response(got[2][1]).registers)["serial"] == 123456
+    assert MA.decode_response(got[3][1]) == P.ExceptionResponse(4, 2)
 
 
 SERVE_SCRIPT = """
@@ -562,7 +563,7 @@ def test_serve_runs_as_an_asyncio_task_on_micropython():
                                (sim.mpvm.ROOT + "/sim/fakes", "/lib/sim/fakes"), VMLIB)).split()
     assert out[1:] == ["0", "1"]
     address, pdu = R.decode_frame(bytes.fromhex(out[0]))
-    got = M.decode_block(0x2000, P.decode_response(pdu).registers)
+    got = M.decode_block(0x2000, MA.decode_response(pdu).registers)
     assert address == 1 and got["serial"] == 7 and got["map_version"] == M.MAP_VERSION
 
 
@@ -608,7 +609,7 @@ def test_meter_source_and_slave_on_micropython():
     assert live_mwh == pytest.approx(2300 * 120 / 3.6, rel=0.01)  # 76.7 Wh in 120 s
     assert served == 50  # one 50 Wh step committed; the rest is not served yet
     address, pdu = R.decode_frame(bytes.fromhex(out[0]))
-    assert M.decode_u64(P.decode_response(pdu).registers) == served
+    assert M.decode_u64(MA.decode_response(pdu).registers) == served
 
 
 def test_a_uart_that_never_reports_txdone_does_not_hold_de_for_ever():

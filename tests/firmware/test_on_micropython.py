@@ -13,7 +13,7 @@ import pytest
 
 import sim.mpvm
 from protocol import payload
-from protocol.lorawan import frame, mac, security, session
+from protocol.lorawan import frame, mac, network_side, security, session
 from tests.firmware.scripted_network import APP_KEY, CFG, DEV_EUI
 
 pytestmark = pytest.mark.skipif(not sim.mpvm.available(), reason="node or the MicroPython npm package missing")
@@ -138,14 +138,14 @@ print(json.dumps({"sent": radio.sent, "boot_duty": boot_level, "duty": machine.p
 
 def test_pole_joins_reports_and_obeys_a_command_on_micropython():
     join_nonce, net_id, dev_addr = 0x0A1B2C, 0x000013, 0x2601ABCD
-    accept = session.build_join_accept(APP_KEY, join_nonce, net_id, dev_addr, 0, 0, 1,
-                                       backend="cryptography")
+    accept = network_side.build_join_accept(APP_KEY, join_nonce, net_id, dev_addr, 0, 0, 1,
+                                            backend="cryptography")
     nwk, app = security.derive_session_keys(APP_KEY, join_nonce, net_id, 0, backend="cryptography")
     dport, ddata = payload.encode_downlink("pole", "dim", {"seq": 5, "level": 40})
     # the report asks the time (the VM's RTC reads 2000): the network's answer is the UTC at
     # the end of that uplink
     utc_at_report_end = 1795845600000  # 2026-11-28T06:00:00.000Z
-    ans = mac.encode_commands([mac.device_time_ans(utc_at_report_end)], False)
+    ans = mac.encode_commands([network_side.device_time_ans(utc_at_report_end)], False)
     down = session.build_data_frame(frame.UNCONFIRMED_DOWN, dev_addr, 0, dport, ddata, nwk, app,
                                     fopts=ans, backend="cryptography")
     cfg = dict(CFG, report_interval_s=300, sample_interval_s=10)
@@ -156,7 +156,7 @@ def test_pole_joins_reports_and_obeys_a_command_on_micropython():
     assert out["boot_duty"] == 65535  # the lamp was on before the first poll
     sent = [bytes.fromhex(h) for h in out["sent"]]
     assert len(sent) == 3, out
-    jr = session.open_join_request(sent[0], APP_KEY, backend="cryptography")
+    jr = network_side.open_join_request(sent[0], APP_KEY, backend="cryptography")
     assert jr.mic_ok and jr.dev_nonce == 0 and jr.dev_eui == DEV_EUI
     report = session.open_data_frame(sent[1], nwk, app, None, backend="cryptography")
     assert report.mic_ok and report.fcnt == 0 and report.frame.fport == 10
@@ -222,25 +222,26 @@ print(json.dumps({"sent": radio.sent, "relay": machine.level(26), "polls": polls
 
 def test_meter_joins_reports_obeys_a_relay_command_and_serves_modbus_on_micropython():
     from protocol.modbus import pdu as P
+    from protocol.modbus import master as MA
     from protocol.modbus import registers as M
     from protocol.modbus import rtu as R
 
     join_nonce, net_id, dev_addr = 0x0A1B2D, 0x000013, 0x2601ABCE
-    accept = session.build_join_accept(APP_KEY, join_nonce, net_id, dev_addr, 0, 0, 1,
-                                       backend="cryptography")
+    accept = network_side.build_join_accept(APP_KEY, join_nonce, net_id, dev_addr, 0, 0, 1,
+                                            backend="cryptography")
     nwk, app = security.derive_session_keys(APP_KEY, join_nonce, net_id, 0, backend="cryptography")
     dport, ddata = payload.encode_downlink("meter", "relay", {"seq": 5, "action": "open"})
     down = session.build_data_frame(frame.UNCONFIRMED_DOWN, dev_addr, 0, dport, ddata, nwk, app,
                                     backend="cryptography")
     cfg = dict(CFG, kind="meter", report_interval_s=300, energy_step_wh=2)
-    modbus = R.encode_frame(1, P.encode_request(P.ReadRequest(4, 0x1000, 4)))
+    modbus = R.encode_frame(1, MA.encode_request(P.ReadRequest(4, 0x1000, 4)))
     lines = sim.mpvm.run(METER_SCRIPT % {"accept": accept.hex(), "down": down.hex(),
                                          "cfg": json.dumps(cfg), "modbus": modbus.hex()},
                          mounts=MOUNTS).strip().split("\n")
     out = json.loads(lines[-1])
     assert out["faults"] == []
     sent = [bytes.fromhex(h) for h in out["sent"]]
-    assert session.open_join_request(sent[0], APP_KEY, backend="cryptography").mic_ok
+    assert network_side.open_join_request(sent[0], APP_KEY, backend="cryptography").mic_ok
     frames = [session.open_data_frame(p, nwk, app, None, backend="cryptography") for p in sent[1:]]
     assert all(f.mic_ok for f in frames)
     by_port = {}
@@ -256,7 +257,7 @@ def test_meter_joins_reports_obeys_a_relay_command_and_serves_modbus_on_micropyt
     # Modbus serves the committed Wh, a step (2 Wh) behind what the chip counted at most; the
     # household drew 2.3 kW until the relay opened, ~6 s after the join
     address, pdu = R.decode_frame(bytes.fromhex(out["modbus"]))
-    served = M.decode_u64(P.decode_response(pdu).registers)
+    served = M.decode_u64(MA.decode_response(pdu).registers)
     assert address == 1 and served == out["served"] > 0
     assert 0 <= out["live"] // 1000 - served < 2
     print("VM meter: %d polls in 60 s; heap per idle poll %d B, per metering-step poll %d B, "
@@ -268,7 +269,7 @@ RUN_METER_SCRIPT = """
 import asyncio, binascii, time
 from sim.fakes import machine, esp32
 from sim.devices.atm90e32 import ATM90E32 as Chip
-from firmware import main
+from firmware import main, meter_tasks
 
 from vmlib.uart_line import Line
 
@@ -300,7 +301,7 @@ async def master():
 async def main_():
     asyncio.create_task(master())
     try:
-        await main.run_meter(app, time.ticks_ms, reset)
+        await meter_tasks.run_meter(app, time.ticks_ms, reset)
     except Reset:
         print("reset after", calls[0], "polls;", binascii.hexlify(line.out).decode())
 
@@ -310,13 +311,14 @@ asyncio.create_task(main_())
 
 def test_run_meter_keeps_modbus_serving_while_the_app_fails_then_resets_on_micropython():
     from protocol.modbus import pdu as P
+    from protocol.modbus import master as MA
     from protocol.modbus import registers as M
     from protocol.modbus import rtu as R
 
-    req = R.encode_frame(1, P.encode_request(P.ReadRequest(4, 0x2000, 7)))
+    req = R.encode_frame(1, MA.encode_request(P.ReadRequest(4, 0x2000, 7)))
     out = sim.mpvm.run(RUN_METER_SCRIPT % req.hex(), mounts=MOUNTS)
     assert out.count("main: meter poll") == 3  # each failure logged
     last = out.strip().split("\n")[-1].split()
     assert last[:4] == ["reset", "after", "5", "polls;"]  # 2 good, then 3 failures
     address, pdu = R.decode_frame(bytes.fromhex(last[4]))
-    assert address == 1 and M.decode_block(0x2000, P.decode_response(pdu).registers)["serial"] == 0
+    assert address == 1 and M.decode_block(0x2000, MA.decode_response(pdu).registers)["serial"] == 0

@@ -235,7 +235,7 @@ def test_dim_acked_and_duplicate_seq_not_executed_again():
     assert pole.level() == 30
     acks = [f for _, f in pole.uplinks(12)]
     assert [(a["port"], a["seq"], a["result"]) for a in acks] == [(50, 7, "ok"), (50, 7, "ok")]
-    assert pole.app.duplicates == 1
+    assert pole.app.command_port.duplicates == 1
     pole.command("dim", {"seq": 8, "level": 90, "fade": 2.0})
     pole.run(310)
     assert pole.level() == 90
@@ -288,7 +288,7 @@ def test_config_changes_report_interval_and_reboot_once():
     pole.command("reboot", {"seq": 4, "delay": 0})
     pole.run(120)
     assert pole.resets == [] and pole.uplinks(12)[-1][1]["seq"] == 4
-    assert pole.app.report_interval_s == 60  # settings survived the reboot (NVS)
+    assert pole.app.report_timer.interval_s == 60  # settings survived the reboot (NVS)
 
 
 def test_pole_config_photocell_thresholds_and_bad_hysteresis_refused():
@@ -301,7 +301,7 @@ def test_pole_config_photocell_thresholds_and_bad_hysteresis_refused():
     pole.command("pole_config", {"seq": 2, "photocell_on": 60, "photocell_off": 30})
     pole.run(310)
     assert pole.uplinks(12)[-1][1]["result"] == "bad_value"
-    assert pole.app.photocell_on_mlx == 10000
+    assert pole.app.on_mlx == 10000
 
 
 # -- alarms ---------------------------------------------------------------------------------
@@ -354,12 +354,12 @@ VOLTAGE_LOW, VOLTAGE_HIGH, POWER_LOW, POWER_HIGH = 1 << 10, 1 << 11, 1 << 12, 1 
 def test_supply_voltage_alarms_with_hysteresis():
     pole = Pole(lux=5.0)  # defaults: 207..253 V, cleared 4 V inside
     pole.run(60)
-    assert alarm_frames(pole) == [] and pole.app.alarms == 0
+    assert alarm_frames(pole) == [] and pole.app.alarm.bits == 0
     seen = []
     for volts in (200.0, 208.0, 212.0, 260.0, 250.0, 248.0, 230.0):
         pole.meter.voltage = volts
         pole.run(15)
-        seen.append(pole.app.alarms & (VOLTAGE_LOW | VOLTAGE_HIGH))
+        seen.append(pole.app.alarm.bits & (VOLTAGE_LOW | VOLTAGE_HIGH))
     assert seen == [VOLTAGE_LOW, VOLTAGE_LOW, 0, VOLTAGE_HIGH, VOLTAGE_HIGH, 0, 0]
     frames = [f for _, f in alarm_frames(pole)]
     assert [(f["alarms/voltage_low"], f["alarms/voltage_high"]) for f in frames] == [
@@ -371,21 +371,21 @@ def test_supply_voltage_thresholds_from_the_config():
     pole = Pole(lux=5.0, voltage_low_v=100, voltage_high_v=127)  # a 110 V supply
     pole.meter.voltage = 110.0
     pole.run(60)
-    assert pole.app.alarms == 0
+    assert pole.app.alarm.bits == 0
     pole.meter.voltage = 230.0
     pole.run(15)
-    assert pole.app.alarms == VOLTAGE_HIGH
+    assert pole.app.alarm.bits == VOLTAGE_HIGH
 
 
 def test_lamp_power_alarms_against_the_rated_power_at_the_level():
     pole = Pole(lux=5.0, power=60.0, current=0.27, lamp_rated_w=60)  # 50 % .. 130 %, 5 points
     pole.run(60)
-    assert pole.app.alarms == 0
+    assert pole.app.alarm.bits == 0
     seen = []
     for share in (0.4, 0.53, 0.56, 1.4, 1.27, 1.2):  # of the rated 60 W, at level 100
         pole.lamp = (0.27 * share, 60.0 * share)
         pole.run(15)
-        seen.append(pole.app.alarms & (POWER_LOW | POWER_HIGH))
+        seen.append(pole.app.alarm.bits & (POWER_LOW | POWER_HIGH))
     assert seen == [POWER_LOW, POWER_LOW, 0, POWER_HIGH, POWER_HIGH, 0]
     o, f = alarm_frames(pole)[0]
     assert o.frame.confirmed and f["alarms/power_low"] and abs(f["lamp_power"] - 24.0) <= 0.2
@@ -393,14 +393,14 @@ def test_lamp_power_alarms_against_the_rated_power_at_the_level():
     pole.lamp = (0.27, 60.0)
     pole.command("dim", {"seq": 1, "level": 30})
     pole.run(320)
-    assert pole.level() == 30 and pole.app.alarms == 0
+    assert pole.level() == 30 and pole.app.alarm.bits == 0
     pole.fault = "stuck"  # the lamp burns at full power whatever the dimmer says
     pole.run(60)
-    assert pole.app.alarms == POWER_HIGH
+    assert pole.app.alarm.bits == POWER_HIGH
     # a lamp that draws nothing is a lamp_failure, not also power_low
     pole.fault = "dead"
     pole.run(60)
-    assert pole.app.alarms & (POWER_LOW | POWER_HIGH) == 0 and pole.app.alarms & 1
+    assert pole.app.alarm.bits & (POWER_LOW | POWER_HIGH) == 0 and pole.app.alarm.bits & 1
 
 
 def test_unacknowledged_alarm_repeated():
@@ -509,7 +509,7 @@ def test_daytime_boot_raises_no_alarm():
     shows its current in the first sample: no day-burner alarm for that."""
     pole = Pole(lux=20000.0)
     pole.run(120)
-    assert pole.level() == 0 and alarm_frames(pole) == [] and pole.app.alarms == 0
+    assert pole.level() == 0 and alarm_frames(pole) == [] and pole.app.alarm.bits == 0
 
 
 def test_lost_network_session_leads_to_a_rejoin():
@@ -624,7 +624,7 @@ def test_daytime_boot_first_report_shows_the_lamp_off_and_drawing_nothing():
     f = reports[0]
     assert f["dim_level"] == 0 and not f["status/lamp_on"] and f["lamp_power"] <= 0.1, f
     assert all(consistent(r) for r in reports), reports
-    assert pole.app.alarms == 0  # and still no day-burner alarm for the boot instant
+    assert pole.app.alarm.bits == 0  # and still no day-burner alarm for the boot instant
 
 
 def test_report_at_a_dusk_transition_carries_the_new_state_measured_in_it():
@@ -681,11 +681,11 @@ def test_alarm_frames_carry_the_lamp_state_their_reading_was_taken_in():
     pole.light.lux = 5.0
     pole.lamp = (0.27 * 1.4, 60.0 * 1.4)
     pole.run(60)
-    assert pole.level() == 100 and pole.app.alarms & POWER_HIGH
+    assert pole.level() == 100 and pole.app.alarm.bits & POWER_HIGH
     n = len(alarm_frames(pole))
     pole.light.lux = 20000.0
     pole.run(60)
-    assert pole.level() == 0 and not pole.app.alarms & POWER_HIGH
+    assert pole.level() == 0 and not pole.app.alarm.bits & POWER_HIGH
     cleared = [f for _, f in alarm_frames(pole)[n:]]
     assert cleared and not cleared[0]["alarms/power_high"]
     for f in cleared:
@@ -700,13 +700,13 @@ def test_lamp_failure_is_not_cleared_by_a_level_change_while_the_lamp_settles():
     pole.run(60)
     pole.fault = "dead"
     pole.run(30)
-    assert pole.app.alarms & 1 and pole.app.alarm_count == 1
+    assert pole.app.alarm.bits & 1 and pole.app.alarm.count == 1
     pole.command("dim", {"seq": 1, "level": 50})
     pole.run(400)
     assert pole.level() == 50 and pole.uplinks(12)[-1][1]["result"] == "ok"
     frames = [f for _, f in alarm_frames(pole)]
     assert all(f["alarms/lamp_failure"] for f in frames), frames
-    assert pole.app.alarms & 1 and pole.app.alarm_count == 1
+    assert pole.app.alarm.bits & 1 and pole.app.alarm.count == 1
     pole.light.lux = 20000.0  # dawn: switched off, nothing to judge, cleared
     pole.run(60)
-    assert not pole.app.alarms & 1 and pole.app.alarm_count == 2
+    assert not pole.app.alarm.bits & 1 and pole.app.alarm.count == 2

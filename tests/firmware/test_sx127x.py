@@ -139,10 +139,10 @@ def test_pa_boost_and_rfo_power_and_a_profile_naming_the_wrong_pa():
     rig.radio.transmit(868100000, 7, 125000, 14, b"x")
     assert frames(rig)[0]["power_dbm"] == 14 and rig.model.regs[0x4D] == 0x84
     rig.run_until_event()
-    rig = Rig(model_opts={"pa_pin": "rfo"}, pa_boost=False)
+    rig = Rig(model_opts={"pa_boost": False}, pa_boost=False)
     rig.radio.transmit(868100000, 7, 125000, 14, b"x")
     assert frames(rig)[0]["power_dbm"] == 14 and not rig.model.regs[0x09] & 0x80
-    rig = Rig(model_opts={"pa_pin": "rfo"}, pa_boost=True)  # profile says PA_BOOST, board RFO
+    rig = Rig(model_opts={"pa_boost": False}, pa_boost=True)  # profile says PA_BOOST, board RFO
     rig.radio.transmit(868100000, 7, 125000, 14, b"x")
     assert frames(rig)[0]["power_dbm"] == 14 - 40
 

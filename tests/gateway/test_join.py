@@ -4,11 +4,11 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from gateway.join import REASONS, handle_join_request
 from gateway.registry import load_registry
 from gateway.sessions import SessionStore
-from protocol.lorawan import frame
+from protocol.lorawan import frame, network_side
 from protocol.lorawan.region import EU868, KR920
 from protocol.lorawan.security import derive_session_keys
-from protocol.lorawan.session import (build_data_frame, build_join_accept, build_join_request,
-                                      open_data_frame, open_join_accept)
+from protocol.lorawan.network_side import build_join_accept
+from protocol.lorawan.session import build_data_frame, build_join_request, open_data_frame, open_join_accept
 
 NET_ID = 0x000013
 KEY = bytes.fromhex("2B7E151628AED2A6ABF7158809CF4F3C")
@@ -72,7 +72,7 @@ def test_happy_path_end_to_end(env):
     assert KEY.hex() not in repr(r).lower() and dev_nwk.hex() not in repr(r)
     # first data uplink with the device's keys is accepted by the network with the stored ones
     up = build_data_frame(frame.UNCONFIRMED_UP, ja.dev_addr, 0, 1, b"hi", dev_nwk, dev_app)
-    sess = store.get_by_dev_addr(frame.decode(up).dev_addr)
+    sess = store.get_by_dev_addr(network_side.decode(up).dev_addr)
     o = open_data_frame(up, sess.nwk_s_key, sess.app_s_key, sess.fcnt_up)
     assert o.accept and o.payload == b"hi"
     assert store.accept_uplink(sess.dev_addr, o.fcnt)
@@ -84,7 +84,7 @@ def test_kr920_delays_and_options(env):
     r = handle_join_request(phy, reg, store, NET_ID, KR920, 0.0, rx1_dr_offset=2, rx2_dr=1, rx_delay=3)
     ja = open_join_accept(r.phy, KEY)
     assert (ja.rx1_dr_offset, ja.rx2_dr, ja.rx_delay) == (2, 1, 3)
-    assert (r.rx1_delay_us, r.rx2_delay_us) == (KR920.join_accept_delay1_us, KR920.join_accept_delay2_us)
+    assert (r.rx1_delay_us, r.rx2_delay_us) == (network_side.JOIN_ACCEPT_DELAY1_US, network_side.JOIN_ACCEPT_DELAY2_US)
     with pytest.raises(ValueError):
         handle_join_request(phy, reg, store, NET_ID, KR920, 0.0, rx1_dr_offset=8)
 

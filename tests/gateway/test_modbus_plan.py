@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from gateway.modbus_plan import MeterPlan, PlanError, Read, max_gap_for, wire_cost_us
 from protocol.modbus import registers as regmap
-from protocol.modbus.rtu import transaction_time_us
+from protocol.modbus.master import transaction_time_us
 
 NAMES = [r.name for r in regmap.INPUT_REGISTERS]
 

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from protocol.modbus import rtu
+from protocol.modbus import master
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -22,7 +22,7 @@ def test_the_modbus_bus_bench_measures_every_case_it_is_given():
     for r in rows:
         # the limit is the reference formula for the line the meters were switched to (8N2)
         assert r["bits"] == 11
-        assert r["limit_tx_s"] == 1e6 / rtu.transaction_time_us(19200, r["regs"], 5000, 11)
+        assert r["limit_tx_s"] == 1e6 / master.transaction_time_us(19200, r["regs"], 5000, 11)
         assert r["tx"] >= 2 and r["tx_s"] > 0 and r["ratio"] == r["tx_s"] / r["limit_tx_s"]
         assert set(r["polls_by_meter"]) == {"1", "2"}  # both meters on the bus answered
         assert r["bad_polls"] == 0  # every poll decoded the points the bench asked for

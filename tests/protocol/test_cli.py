@@ -9,7 +9,7 @@ import sys
 from hypothesis import given, settings, strategies as st
 
 from protocol import cli, payload
-from protocol.lorawan import frame, session
+from protocol.lorawan import frame, network_side, session
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -108,8 +108,8 @@ def test_join_request_vector():
 
 def test_join_accept_with_cflist():
     key = bytes.fromhex(JOIN_KEY)
-    cfl = frame.cflist_from_frequencies([867100000, 867300000, 867500000, 867700000, 867900000])
-    wire = session.build_join_accept(key, 0x123456, 0x000013, 0x26012345, 1, 3, 1, cflist=cfl)
+    cfl = network_side.cflist_from_frequencies([867100000, 867300000, 867500000, 867700000, 867900000])
+    wire = network_side.build_join_accept(key, 0x123456, 0x000013, 0x26012345, 1, 3, 1, cflist=cfl)
     rc, out, err = run_main(["decode", "--hex", wire.hex(), "--appkey", JOIN_KEY])
     assert rc == 0, err
     obj = json.loads(out)
@@ -139,12 +139,12 @@ def test_wrong_network_key_is_one_line_exit_2():
 
 def test_wrong_appkey_on_join_accept():
     key = bytes.fromhex(JOIN_KEY)
-    wire = session.build_join_accept(key, 1, 2, 3, 0, 0, 1)
+    wire = network_side.build_join_accept(key, 1, 2, 3, 0, 0, 1)
     _one_line_error(*run_main(["decode", "--hex", wire.hex(), "--appkey", "00" * 16]))
 
 
 def test_join_accept_needs_appkey():
-    wire = session.build_join_accept(bytes(16), 1, 2, 3, 0, 0, 1)
+    wire = network_side.build_join_accept(bytes(16), 1, 2, 3, 0, 0, 1)
     rc, out, err = run_main(["decode", "--hex", wire.hex()])
     _one_line_error(rc, out, err)
     assert "--appkey" in err

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import sim.mpvm
 from protocol import gwmp
 from protocol.gwmp import GwmpError, PullAck, PullData, PullResp, PushAck, PushData, Rxpk, Txpk, TxAck
-from protocol.lorawan.region import EU868, KR920
+from protocol.lorawan.region import EU868, KR920, RegionError
 
 EUI = bytes.fromhex("AA555A0000000101")
 
@@ -252,9 +252,9 @@ def test_freq_mhz_text_is_exact(hz):
 def test_region_datr_strings_are_accepted():
     for region in (EU868, KR920):
         for dr in range(len(region.data_rates)):
-            datr = region.datr_string(dr)
+            datr = gwmp.datr_string(region, dr)
             r = Rxpk.from_json(rxpk_obj(datr=datr, modu="LORA" if isinstance(datr, str) else "FSK"))
-            assert region.dr_from_datr(r.datr) == dr
+            assert gwmp.dr_from_datr(region, r.datr) == dr
 
 
 # ---- round trips --------------------------------------------------------------------------
@@ -441,3 +441,31 @@ def test_micropython_decodes_and_encodes_like_cpython():
             expected.append("ERR %s" % e)
     assert out == expected
     assert expected[0] == PUSH_DATA.hex() + " []"
+
+
+# ------------------------------------------------------------ datr of a region's data rates
+
+
+def test_datr():
+    assert [gwmp.datr_string(EU868, dr) for dr in range(8)] == [
+        "SF12BW125", "SF11BW125", "SF10BW125", "SF9BW125", "SF8BW125", "SF7BW125", "SF7BW250",
+        50000]
+    assert [gwmp.datr_string(KR920, dr) for dr in range(6)] == [
+        "SF12BW125", "SF11BW125", "SF10BW125", "SF9BW125", "SF8BW125", "SF7BW125"]
+    for reg, n in ((EU868, 8), (KR920, 6)):
+        for dr in range(n):
+            assert gwmp.dr_from_datr(reg, gwmp.datr_string(reg, dr)) == dr
+    for bad in ("SF7BW250", 50000, "SF6BW125", "SF7BW500", "sf7bw125", "", None, [1]):
+        with pytest.raises(RegionError):
+            gwmp.dr_from_datr(KR920, bad)
+    assert gwmp.dr_from_datr(EU868, "SF7BW250") == 6 and gwmp.dr_from_datr(EU868, 50000) == 7
+
+
+@given(st.one_of(st.text(max_size=12), st.integers(), st.binary(max_size=8), st.none()))
+def test_dr_from_datr_fuzz(datr):
+    for reg in (EU868, KR920):
+        try:
+            dr = gwmp.dr_from_datr(reg, datr)
+        except RegionError:
+            continue
+        assert gwmp.datr_string(reg, dr) == datr

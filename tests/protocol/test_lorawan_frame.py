@@ -1,4 +1,5 @@
-"""LoRaWAN 1.0.x PHYPayload codec: public vectors field by field, hand-assembled layouts from
+"""LoRaWAN 1.0.x PHYPayload codec (protocol.lorawan.frame, and network_side for decoding any
+MType and encoding join-accepts): public vectors field by field, hand-assembled layouts from
 the spec, hypothesis round trips for every MType, malformed-input fuzzing."""
 
 import binascii
@@ -8,23 +9,28 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.lorawan import frame
+from protocol.lorawan import frame, network_side
 from protocol.lorawan.frame import (
     CONFIRMED_DOWN,
     CONFIRMED_UP,
     JOIN_ACCEPT,
     JOIN_REQUEST,
-    PROPRIETARY,
     UNCONFIRMED_DOWN,
     UNCONFIRMED_UP,
     DataFrame,
-    EncryptedJoinAccept,
     FrameError,
     JoinAccept,
     JoinRequest,
-    ProprietaryFrame,
-    decode,
     decode_join_accept,
+)
+from protocol.lorawan.network_side import (
+    PROPRIETARY,
+    EncryptedJoinAccept,
+    ProprietaryFrame,
+    cflist_fields,
+    decode,
+    dl_settings,
+    encode_join_accept,
 )
 from tests.protocol.vectors import VEC1, VEC2, VEC3
 
@@ -35,9 +41,9 @@ def test_mtype_constants_match_spec_bits():
     # MHDR MType field, LoRaWAN 1.0.4 table 3
     assert (JOIN_REQUEST, JOIN_ACCEPT, UNCONFIRMED_UP, UNCONFIRMED_DOWN, CONFIRMED_UP, CONFIRMED_DOWN, PROPRIETARY) == (
         0b000, 0b001, 0b010, 0b011, 0b100, 0b101, 0b111)
-    assert frame.MTYPE_NAMES[UNCONFIRMED_UP] == "UnconfirmedDataUp"
-    assert frame.MTYPE_NAMES[CONFIRMED_DOWN] == "ConfirmedDataDown"
-    assert len(frame.MTYPE_NAMES) == 8
+    assert network_side.MTYPE_NAMES[UNCONFIRMED_UP] == "UnconfirmedDataUp"
+    assert network_side.MTYPE_NAMES[CONFIRMED_DOWN] == "ConfirmedDataDown"
+    assert len(network_side.MTYPE_NAMES) == 8
 
 
 # --- public vectors ------------------------------------------------------------------------------
@@ -128,7 +134,7 @@ def test_fport_present_with_empty_payload():
 
 
 def test_join_accept_plaintext_layout():
-    cf = frame.cflist_from_frequencies([867100000, 867300000, 867500000, 867700000, 867900000])
+    cf = network_side.cflist_from_frequencies([867100000, 867300000, 867500000, 867700000, 867900000])
     # Regional parameters EU868 example: 867.1 MHz = 8671000 * 100 Hz = 0x844F18 -> 18 4F 84
     assert cf[:3] == H("184F84") and cf[15] == 0
     body = H("20" "383763" "CCBBAA" "DA1B0126" "23" "05") + cf + H("01020304")
@@ -137,12 +143,12 @@ def test_join_accept_plaintext_layout():
     assert (j.join_nonce, j.net_id, j.dev_addr) == (0x633738, 0xAABBCC, 0x26011BDA)
     assert (j.rx1_dr_offset, j.rx2_dr, j.rx_delay, j.rx1_delay_s) == (2, 3, 5, 5)
     assert j.cflist == cf
-    assert j.cflist_fields == {"type": 0, "frequencies": [867100000, 867300000, 867500000, 867700000, 867900000]}
+    assert cflist_fields(j) == {"type": 0, "frequencies": [867100000, 867300000, 867500000, 867700000, 867900000]}
     assert j.mic == H("01020304")
     assert j.signed_part == body[:-4]
-    assert j.encode() == body
+    assert encode_join_accept(j) == body
     short = decode_join_accept(body[:13] + body[-4:])
-    assert short.cflist is None and short.cflist_fields is None and short.rx1_delay_s == 5
+    assert short.cflist is None and cflist_fields(short) is None and short.rx1_delay_s == 5
 
 
 def test_rx_delay_zero_means_one_second():
@@ -151,15 +157,15 @@ def test_rx_delay_zero_means_one_second():
 
 
 def test_cflist_channel_mask_type():
-    cf = frame.cflist_from_ch_masks([0x00FF, 0, 0, 0, 0x0001])
+    cf = network_side.cflist_from_ch_masks([0x00FF, 0, 0, 0, 0x0001])
     assert cf == H("FF00" "0000" "0000" "0000" "0100" "0000000000" "01")
     assert frame.decode_cflist(cf) == {"type": 1, "ch_masks": [0x00FF, 0, 0, 0, 1]}
     with pytest.raises(FrameError, match="CFList type 7"):
         frame.decode_cflist(b"\0" * 15 + b"\x07")
     with pytest.raises(FrameError, match="multiple of 100"):
-        frame.cflist_from_frequencies([868100050])
+        network_side.cflist_from_frequencies([868100050])
     with pytest.raises(FrameError, match="at most 5"):
-        frame.cflist_from_frequencies([0] * 6)
+        network_side.cflist_from_frequencies([0] * 6)
 
 
 def test_encrypted_join_accept_and_proprietary():
@@ -264,11 +270,11 @@ def test_other_encoder_validation():
     with pytest.raises(FrameError, match="DevNonce"):
         JoinRequest(bytes(8), bytes(8), 0x10000, b"1234").encode()
     with pytest.raises(FrameError, match="NetID"):
-        JoinAccept(0, 1 << 24, 0, mic=b"1234").encode()
+        encode_join_accept(JoinAccept(0, 1 << 24, 0, mic=b"1234"))
     with pytest.raises(FrameError, match="RX1DRoffset"):
-        JoinAccept(0, 0, 0, rx1_dr_offset=8, mic=b"1234").encode()
+        encode_join_accept(JoinAccept(0, 0, 0, rx1_dr_offset=8, mic=b"1234"))
     with pytest.raises(FrameError, match="CFList must be 16"):
-        JoinAccept(0, 0, 0, cflist=bytes(15), mic=b"1234").encode()
+        encode_join_accept(JoinAccept(0, 0, 0, cflist=bytes(15), mic=b"1234"))
     with pytest.raises(FrameError, match="16 or 32"):
         EncryptedJoinAccept(bytes(17)).encode()
 
@@ -348,9 +354,9 @@ def test_join_request_round_trip(join_eui, dev_eui, dev_nonce, mic):
     st.integers(0, 15), st.integers(0, 15), st.one_of(st.none(), st.binary(min_size=16, max_size=16)), mics)
 def test_join_accept_round_trip(join_nonce, net_id, dev_addr, off, rx2, delay, cflist, mic):
     j = JoinAccept(join_nonce, net_id, dev_addr, off, rx2, delay, cflist, mic)
-    plain = j.encode()
+    plain = encode_join_accept(j)
     assert len(plain) == (33 if cflist else 17)
-    assert plain[11] == (off << 4) | rx2 == j.dl_settings
+    assert plain[11] == (off << 4) | rx2 == dl_settings(j)
     k = decode_join_accept(plain)
     for a in ("join_nonce", "net_id", "dev_addr", "rx1_dr_offset", "rx2_dr", "rx_delay", "cflist", "mic"):
         assert getattr(k, a) == getattr(j, a), a
@@ -361,14 +367,14 @@ def test_join_accept_round_trip(join_nonce, net_id, dev_addr, off, rx2, delay, c
 
 @given(st.lists(st.integers(0, 16777215).map(lambda x: x * 100), max_size=5))
 def test_cflist_frequencies_round_trip(freqs):
-    fields = frame.decode_cflist(frame.cflist_from_frequencies(freqs))
+    fields = frame.decode_cflist(network_side.cflist_from_frequencies(freqs))
     assert fields["type"] == 0
     assert fields["frequencies"] == freqs + [0] * (5 - len(freqs))
 
 
 @given(st.lists(st.integers(0, 0xFFFF), max_size=5))
 def test_cflist_ch_masks_round_trip(masks):
-    assert frame.decode_cflist(frame.cflist_from_ch_masks(masks))["ch_masks"] == masks + [0] * (5 - len(masks))
+    assert frame.decode_cflist(network_side.cflist_from_ch_masks(masks))["ch_masks"] == masks + [0] * (5 - len(masks))
 
 
 @given(st.binary(max_size=254))

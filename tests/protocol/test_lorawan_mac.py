@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.lorawan import mac
+from protocol.lorawan import mac, network_side
 from protocol.lorawan.mac import MacCommandError, decode_commands, encode_commands
 
 H = binascii.unhexlify
@@ -123,10 +123,10 @@ def test_encode_errors(command, uplink, message):
 
 
 def test_command_table_queries():
-    assert mac.command_length(3, False) == 4 and mac.command_length(3, True) == 1
-    assert mac.command_length(0x0B, True) is None
-    names_up = {name for _, name, _ in mac.commands(True)}
-    names_down = {name for _, name, _ in mac.commands(False)}
+    assert network_side.command_length(3, False) == 4 and network_side.command_length(3, True) == 1
+    assert network_side.command_length(0x0B, True) is None
+    names_up = {name for _, name, _ in network_side.commands(True)}
+    names_down = {name for _, name, _ in network_side.commands(False)}
     for base in ("LinkCheck", "DutyCycle", "DevStatus", "NewChannel", "RXTimingSetup", "DeviceTime", "LinkADR", "RXParamSetup"):
         assert ({base + "Req", base + "Ans"} & names_up) and ({base + "Req", base + "Ans"} & names_down)
 
@@ -167,8 +167,8 @@ def command_strategy(fields):
 
 
 def test_strategies_cover_every_known_command():
-    assert set(FIELDS_DOWN) == {n for _, n, _ in mac.commands(False)}
-    assert set(FIELDS_UP) == {n for _, n, _ in mac.commands(True)}
+    assert set(FIELDS_DOWN) == {n for _, n, _ in network_side.commands(False)}
+    assert set(FIELDS_UP) == {n for _, n, _ in network_side.commands(True)}
 
 
 @settings(max_examples=500)
@@ -176,7 +176,7 @@ def test_strategies_cover_every_known_command():
 def test_round_trip_both_directions(case):
     uplink, cmds = case
     wire = encode_commands(cmds, uplink)
-    assert len(wire) == sum(1 + mac.command_length({n: cid for cid, n, _ in mac.commands(uplink)}[c["name"]], uplink) for c in cmds)
+    assert len(wire) == sum(1 + network_side.command_length({n: cid for cid, n, _ in network_side.commands(uplink)}[c["name"]], uplink) for c in cmds)
     back = decode_commands(wire, uplink)
     assert [{k: v for k, v in c.items() if k != "cid"} for c in back] == cmds
     assert all(isinstance(c["cid"], int) for c in back)
@@ -204,29 +204,33 @@ def test_device_time_constants_from_the_calendar():
     import datetime
 
     utc = datetime.timezone.utc
-    assert mac.GPS_EPOCH_UNIX_S == datetime.datetime(1980, 1, 6, tzinfo=utc).timestamp()
-    assert mac.GPS_UTC_LEAP_S == 18  # TAI - UTC = 37 s since 2017-01-01, GPS = TAI - 19 s
+    epoch_s = datetime.datetime(1980, 1, 6, tzinfo=utc).timestamp()
+    leap_s = 18  # TAI - UTC = 37 s since 2017-01-01, GPS = TAI - 19 s
+    # GPS time 0 is 1980-01-06T00:00:00Z minus the leap seconds UTC has taken since
+    assert mac.device_time_unix_ms({"seconds": 0, "fractional": 0}) == (epoch_s - leap_s) * 1000
+    assert network_side.device_time_ans((epoch_s - leap_s) * 1000) == {
+        "cid": 0x0D, "name": "DeviceTimeAns", "seconds": 0, "fractional": 0}
 
 
 def test_device_time_ans_of_a_known_instant():
     # 2026-11-28T06:00:00.500Z
-    ans = mac.device_time_ans(1795845600500)
+    ans = network_side.device_time_ans(1795845600500)
     assert ans == {"cid": 13, "name": "DeviceTimeAns", "seconds": 1795845600 - 315964800 + 18,
                    "fractional": 128}
     wire = encode_commands([ans], False)
     assert wire == b"\x0d" + (1479880818).to_bytes(4, "little") + b"\x80"
     assert mac.device_time_unix_ms(decode_commands(wire, False)[0]) == 1795845600500
     # the GPS epoch itself, and a float (a gateway's time.time() * 1000) is truncated
-    assert mac.device_time_ans(315964800000 - 18000)["seconds"] == 0
-    assert mac.device_time_ans(1795845600500.9) == ans
+    assert network_side.device_time_ans(315964800000 - 18000)["seconds"] == 0
+    assert network_side.device_time_ans(1795845600500.9) == ans
     with pytest.raises(MacCommandError, match="GPS epoch"):
-        mac.device_time_ans(0)
+        network_side.device_time_ans(0)
 
 
 @settings(max_examples=500)
 @given(st.integers(min_value=315964800000 - 18000, max_value=4102444800000))  # GPS epoch..2100
 def test_device_time_round_trip_through_the_wire(unix_ms):
-    wire = encode_commands([mac.device_time_ans(unix_ms)], False)
+    wire = encode_commands([network_side.device_time_ans(unix_ms)], False)
     (ans,) = decode_commands(wire, False)
     back = mac.device_time_unix_ms(ans)
     assert 0 <= unix_ms - back <= 4  # 1/256 s steps, rounded down on the way in
@@ -238,13 +242,13 @@ def test_device_time_on_micropython():
     if not sim.mpvm.available():
         pytest.skip("node or the MicroPython npm package missing")
     instants = [315964800000 - 18000, 1795845600500, 1795845600999, 4102444800000]
-    script = ("from protocol.lorawan import mac\n"
+    script = ("from protocol.lorawan import mac, network_side\n"
               "for t in %r:\n"
-              "    a = mac.device_time_ans(t)\n"
+              "    a = network_side.device_time_ans(t)\n"
               "    w = mac.encode_commands([a], False)\n"
               "    print(a['seconds'], a['fractional'], mac.device_time_unix_ms(mac.decode_commands(w, False)[0]))\n"
               % (instants,))
     got = [tuple(int(x) for x in line.split()) for line in sim.mpvm.run(script).split("\n") if line]
-    want = [(mac.device_time_ans(t)["seconds"], mac.device_time_ans(t)["fractional"],
-             mac.device_time_unix_ms(mac.device_time_ans(t))) for t in instants]
+    want = [(network_side.device_time_ans(t)["seconds"], network_side.device_time_ans(t)["fractional"],
+             mac.device_time_unix_ms(network_side.device_time_ans(t))) for t in instants]
     assert got == want

@@ -12,15 +12,14 @@ from hypothesis import strategies as st
 import sim.mpvm
 from protocol import cipher
 from protocol.lorawan import security
+from protocol.lorawan.network_side import encrypt_join_accept
 from protocol.lorawan.security import (
     DOWNLINK,
     UPLINK,
-    SecurityError,
     compute_mic,
     crypt_frm_payload,
     decrypt_join_accept,
     derive_session_keys,
-    encrypt_join_accept,
     join_accept_mic,
     join_request_mic,
 )
@@ -134,14 +133,14 @@ def test_join_accept_round_trip(app_key, join_nonce, net_id, dev_addr, dl_settin
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("n", [0, 12, 15, 17, 31, 33, 48])
 def test_join_accept_bad_lengths(backend, n):
-    with pytest.raises(SecurityError, match="16 or 32"):
+    with pytest.raises(ValueError, match="16 or 32"):
         encrypt_join_accept(bytes(16), bytes(n), backend=backend)
-    with pytest.raises(SecurityError, match="16 or 32"):
+    with pytest.raises(ValueError, match="16 or 32"):
         decrypt_join_accept(bytes(16), bytes(n), backend=backend)
 
 
 def test_join_accept_hint_when_mhdr_included():
-    with pytest.raises(SecurityError, match="after MHDR"):
+    with pytest.raises(ValueError, match="after MHDR"):
         decrypt_join_accept(bytes(16), bytes(17))
 
 
@@ -202,17 +201,17 @@ def test_accepts_any_buffer_type():
 )
 def test_frame_argument_errors(direction, dev_addr, fcnt, match):
     for backend in BACKENDS:
-        with pytest.raises(SecurityError, match=match):
+        with pytest.raises(ValueError, match=match):
             compute_mic(NWK_S_KEY, direction, dev_addr, fcnt, b"\x40", backend=backend)
-        with pytest.raises(SecurityError, match=match):
+        with pytest.raises(ValueError, match=match):
             crypt_frm_payload(APP_S_KEY, direction, dev_addr, fcnt, b"abc", backend=backend)
 
 
 def test_length_limits():
-    with pytest.raises(SecurityError, match="255"):
+    with pytest.raises(ValueError, match="255"):
         compute_mic(NWK_S_KEY, UPLINK, 1, 1, bytes(256))
     compute_mic(NWK_S_KEY, UPLINK, 1, 1, bytes(255))
-    with pytest.raises(SecurityError, match="4080"):
+    with pytest.raises(ValueError, match="4080"):
         crypt_frm_payload(APP_S_KEY, UPLINK, 1, 1, bytes(4081))
     assert crypt_frm_payload(APP_S_KEY, UPLINK, 1, 1, b"") == b""
 
@@ -223,7 +222,7 @@ def test_length_limits():
      ((0, 0, -1), "DevNonce")],
 )
 def test_session_key_argument_errors(args, match):
-    with pytest.raises(SecurityError, match=match):
+    with pytest.raises(ValueError, match=match):
         derive_session_keys(bytes(16), *args)
 
 
@@ -240,15 +239,15 @@ def test_fuzz_only_value_errors(key, direction, dev_addr, fcnt, msg, backend):
     for fn in (compute_mic, crypt_frm_payload):
         try:
             out = fn(key, direction, dev_addr, fcnt, msg, backend=backend)
-        except ValueError as e:  # SecurityError or CipherError, both ValueError
-            assert isinstance(e, (SecurityError, cipher.CipherError)), repr(e)
+        except ValueError:  # bad arguments, or CipherError (a ValueError): nothing else
+            pass
         else:
             assert len(out) == (4 if fn is compute_mic else len(msg))
     for fn in (encrypt_join_accept, decrypt_join_accept):
         try:
             fn(key, msg[:40], backend=backend)
-        except ValueError as e:
-            assert isinstance(e, (SecurityError, cipher.CipherError)), repr(e)
+        except ValueError:  # bad lengths, or CipherError (a ValueError): nothing else
+            pass
 
 
 def test_device_scratch_buffers_do_not_leak_between_calls():
@@ -277,6 +276,7 @@ def test_lorawan_crypto_on_micropython_matches_cpython():
     script = [
         "import binascii",
         "from protocol.lorawan import security as s",
+        "from protocol.lorawan.network_side import encrypt_join_accept",
         "H = binascii.unhexlify",
         "E = lambda b: binascii.hexlify(b).decode()",
         "nwk = H('%s'); app = H('%s')" % (hx(NWK_S_KEY), hx(APP_S_KEY)),
@@ -288,7 +288,7 @@ def test_lorawan_crypto_on_micropython_matches_cpython():
         "print(E(s.join_request_mic(H('0102030405060708090a0b0c0d0e0f10'), p3[:-4])))",
         "k = s.derive_session_keys(H('98929b92c49edba9676d646d3b612456'), 0x376338, 0xAABBCC, 0xF18E)",
         "print(E(k[0]), E(k[1]))",
-        "w = s.encrypt_join_accept(bytes(16), H('000000000000000000000000f86f0a91'))",
+        "w = encrypt_join_accept(bytes(16), H('000000000000000000000000f86f0a91'))",
         "print(E(w), E(s.decrypt_join_accept(bytes(16), w)), E(s.join_accept_mic(bytes(16), H('20') + bytes(12))))",
     ]
     for key, d, addr, fcnt, pl in frames:
@@ -296,7 +296,7 @@ def test_lorawan_crypto_on_micropython_matches_cpython():
             "print(E(s.compute_mic(H('%s'), %d, %d, %d, H('%s'))), E(s.crypt_frm_payload(H('%s'), %d, %d, %d, H('%s'))))"
             % (hx(key), d, addr, fcnt, hx(pl), hx(key), d, addr, fcnt, hx(pl))
         )
-    script.append("try:\n    s.compute_mic(nwk, 2, 0, 0, b'')\nexcept s.SecurityError as e:\n    print('SecurityError', isinstance(e, ValueError))")
+    script.append("try:\n    s.compute_mic(nwk, 2, 0, 0, b'')\nexcept ValueError as e:\n    print('ValueError', type(e) is ValueError)")
     lines = sim.mpvm.run("\n".join(script) + "\n").strip().split("\n")
     expected = [
         hx(compute_mic(NWK_S_KEY, UPLINK, 0x49BE7DF1, 2, VEC1[:-4])),
@@ -308,6 +308,6 @@ def test_lorawan_crypto_on_micropython_matches_cpython():
         "e3de108795f776b8037610ef7869b5b3 000000000000000000000000f86f0a91 f86f0a91",
     ]
     expected += ["%s %s" % (hx(ref_mic(*f)), hx(ref_crypt(*f))) for f in frames]
-    expected.append("SecurityError True")
+    expected.append("ValueError True")
     assert lines[0] == "2b11ff0d" and lines[2] == "0af3c5e7"
     assert lines == expected

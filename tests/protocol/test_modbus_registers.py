@@ -40,6 +40,9 @@ def test_layout_is_consistent():
             assert r.writable == (fc == 3)
             assert (r.allowed is not None) == r.writable
     assert len(M.BY_NAME) == len(M.REGISTERS)
+    # the descriptions are keyed by the names of protocol.modbus.register_map, none left over
+    assert set(M.INPUT_INFO) == {r.name for r in M.INPUT_REGISTERS}
+    assert set(M.HOLDING_INFO) == {r.name for r in M.HOLDING_REGISTERS}
     for r in M.INPUT_REGISTERS:
         if r.address < 0x0158:
             assert r.type == "f32" and r.address % 2 == 0

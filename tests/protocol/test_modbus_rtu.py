@@ -18,6 +18,7 @@ from pymodbus.pdu.register_message import (
 
 import sim.mpvm
 from protocol.modbus import pdu as P
+from protocol.modbus import master as MA
 from protocol.modbus import rtu as R
 
 H = binascii.unhexlify
@@ -88,7 +89,7 @@ def requests(draw):
 
 @given(st.integers(1, 247), requests())
 def test_our_request_frames_decoded_by_pymodbus(address, req):
-    adu = R.encode_frame(address, P.encode_request(req))
+    adu = R.encode_frame(address, MA.encode_request(req))
     used, msg = FramerRTU(DecodePDU(is_server=True)).handleFrame(adu, 0, 0)
     assert used == len(adu)
     assert msg.dev_id == address
@@ -120,7 +121,7 @@ def test_pymodbus_request_frames_decoded_by_us(address, start, count, data):
 def test_response_frames_both_ways(address, regs):
     ours = R.encode_frame(address, P.encode_response(P.ReadResponse(4, regs)))
     used, msg = FramerRTU(DecodePDU(is_server=False)).handleFrame(ours, 0, 0)
-    assert used == len(ours) == R.response_frame_length(P.ReadRequest(4, 0, len(regs)))
+    assert used == len(ours) == MA.response_frame_length(P.ReadRequest(4, 0, len(regs)))
     assert msg.registers == regs and msg.dev_id == address
     theirs = ReadInputRegistersResponse(registers=regs)
     theirs.dev_id = address
@@ -182,20 +183,20 @@ MODBUS_MD_TABLE = [
 @pytest.mark.parametrize("baud, n, wire_ms, cycle_ms, rates", MODBUS_MD_TABLE)
 def test_transaction_time_reproduces_modbus_md(baud, n, wire_ms, cycle_ms, rates):
     assert R.frame_time_us(13 + 2 * n, baud) / 1000 == pytest.approx(wire_ms, abs=0.006)
-    assert R.transaction_time_us(baud, n) / 1000 == pytest.approx(cycle_ms, abs=0.006)
+    assert MA.transaction_time_us(baud, n) / 1000 == pytest.approx(cycle_ms, abs=0.006)
     for turn_ms, rate in zip((0, 5, 20), rates):
-        got = 1e6 / R.transaction_time_us(baud, n, turn_ms * 1000)
+        got = 1e6 / MA.transaction_time_us(baud, n, turn_ms * 1000)
         assert round(got, 2 if rate < 20 else 1) == rate
 
 
 def test_ceiling_registers_per_second():
     # modbus.md: about 404 registers/s at 9600 and 808 at 19200 with 125-register reads
-    assert 125e6 / R.transaction_time_us(9600, 125) == pytest.approx(404, abs=1)
-    assert 125e6 / R.transaction_time_us(19200, 125) == pytest.approx(808, abs=1.5)
+    assert 125e6 / MA.transaction_time_us(9600, 125) == pytest.approx(404, abs=1)
+    assert 125e6 / MA.transaction_time_us(19200, 125) == pytest.approx(808, abs=1.5)
 
 
 def test_transaction_time_above_19200_uses_fixed_t35():
-    assert R.transaction_time_us(38400, 2) == R.frame_time_us(17, 38400) + 3500
+    assert MA.transaction_time_us(38400, 2) == R.frame_time_us(17, 38400) + 3500
 
 
 # ------------------------------------------------------------ deframer on a synthetic line
@@ -320,7 +321,7 @@ def test_wrapping_tick_counter():
 def test_length_mode_ends_on_the_last_byte_and_ignores_timestamps():
     req = P.ReadRequest(4, 0, 2)
     d = R.RtuDeframer(9600)
-    d.expect(R.response_frame_length(req))
+    d.expect(MA.response_frame_length(req))
     # coarse, bursty timestamps as from a USB adapter: gaps look huge, bytes arrive together
     d.feed(B[:3], 1000)
     assert d.poll(1000 + 50_000) == ()
@@ -333,7 +334,7 @@ def test_length_mode_ends_on_the_last_byte_and_ignores_timestamps():
 def test_length_mode_exception_response():
     exc = R.encode_frame(1, P.encode_response(P.ExceptionResponse(4, 2)))
     d = R.RtuDeframer(19200)
-    d.expect(R.response_frame_length(P.ReadRequest(4, 0, 40)))
+    d.expect(MA.response_frame_length(P.ReadRequest(4, 0, 40)))
     for i, b in enumerate(exc):
         d.feed(bytes((b,)), i)
     assert d.poll(len(exc)) == [exc]
@@ -359,14 +360,14 @@ def test_expect_and_reset_drop_partial_frames():
 def test_rtu_on_micropython_matches_cpython():
     frames = [(1, H("030000000a")), (17, H("0400480002")), (247, bytes(range(253)))]
     events = line([(A, 0), (B[:4], R.t35_us(9600) + 1), (B[4:], R.t15_us(9600) + 5), (C, R.t35_us(9600) + 1)], 9600)
-    script = "import binascii\nfrom protocol.modbus import rtu as R\nH = binascii.unhexlify\n"
+    script = "import binascii\nfrom protocol.modbus import master as MA, rtu as R\nH = binascii.unhexlify\n"
     script += "def hx(b):\n    return binascii.hexlify(b).decode()\n"
     for address, pdu in frames:
         script += "f = R.encode_frame(%d, H('%s'))\nprint(hx(f), R.decode_frame(f)[0])\n" % (
             address,
             binascii.hexlify(pdu).decode(),
         )
-    script += "print(R.t15_us(9600), R.t35_us(9600), R.transaction_time_us(19200, 40, 5000))\n"
+    script += "print(R.t15_us(9600), R.t35_us(9600), MA.transaction_time_us(19200, 40, 5000))\n"
     script += "d = R.RtuDeframer(9600)\nout = []\n"
     script += "for b, t in %r:\n    d.feed(bytes((b,)), t)\n    out += d.poll(t)\n" % (events,)
     script += "out += d.poll(%d)\nprint(' '.join(hx(f) for f in out), d.frames, d.gap_errors)\n" % (
@@ -374,7 +375,7 @@ def test_rtu_on_micropython_matches_cpython():
     )
     got = sim.mpvm.run(script).strip().split("\n")
     want = ["%s %d" % (binascii.hexlify(R.encode_frame(a, p)).decode(), a) for a, p in frames]
-    want.append("%d %d %d" % (R.t15_us(9600), R.t35_us(9600), R.transaction_time_us(19200, 40, 5000)))
+    want.append("%d %d %d" % (R.t15_us(9600), R.t35_us(9600), MA.transaction_time_us(19200, 40, 5000)))
     d = R.RtuDeframer(9600)
     out = []
     for b, t in events:

@@ -8,7 +8,7 @@ from hypothesis import example, HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from protocol import payload
-from protocol.payload import codec
+from protocol.payload import tablegen
 
 UP = payload.UPLINK_PORTS
 DOWN = payload.DOWNLINK_PORTS
@@ -169,7 +169,7 @@ def test_fast_decoders_agree_with_the_generic_interpreter(case):
             return "error: %s" % e
 
     fast = run(lambda d: decode(lay, d))
-    generic = run(lambda d: codec.decode(table, d))
+    generic = run(lambda d: tablegen.decode(table, d))
     assert strict_equal(fast, generic), (fast, generic)
 
 

@@ -9,7 +9,7 @@ import pytest
 
 import sim.mpvm
 from protocol import payload
-from protocol.payload import codec, layouts, senml, tablegen
+from protocol.payload import layouts, senml, tablegen
 
 
 @pytest.mark.parametrize("module", tablegen.modules())
@@ -25,7 +25,7 @@ def test_tables_agree_with_the_normalized_schema():
         norm = payload.describe(port)
         lay = payload._TABLE[port]
         assert lay[:4] == (port, norm["kind"], norm["dir"], norm["name"])
-        fmt, n, size, rfmt, rn, rsize = codec.shape(lay)
+        fmt, n, size, rfmt, rn, rsize = tablegen.shape(lay)
         assert struct.calcsize(fmt) == size == norm["size"]
         groups = [(lay[4], norm["fields"])]
         if norm["repeat"] is not None:
@@ -53,10 +53,10 @@ def test_tables_agree_with_the_normalized_schema():
     assert payload.SENML_BVER == senml.SENML_BVER
 
 
-def test_the_codec_takes_a_declarative_layout_too():
+def test_tablegen_codes_with_a_declarative_layout_too():
     data = payload.encode_uplink("pole", "report", {"dim_level": 70})[1]
-    assert codec.decode(layouts.LAYOUTS[0], data) == payload.decode_uplink(10, data)
-    assert codec.encode(layouts.LAYOUTS[0], {"dim_level": 70}) == data
+    assert tablegen.decode(layouts.LAYOUTS[0], data) == payload.decode_uplink(10, data)
+    assert tablegen.encode(layouts.LAYOUTS[0], {"dim_level": 70}) == data
 
 
 def test_unknown_ports_names_and_kinds():
@@ -77,10 +77,10 @@ DEVICE_SCRIPT = r"""
 import sys
 from protocol import payload
 port, data = payload.encode_uplink("pole", "report", {"dim_level": 70, "lamp_power": 35.5})
-after_report = sorted(m for m in sys.modules if m.startswith("protocol.payload"))
+after_report = [sorted(m for m in sys.modules if m.startswith("protocol.payload")), sorted(payload._TABLE)]
 dim = payload.decode_downlink(50, bytes([1, 7, 50, 25, 0]))
 reboot = payload.decode_downlink(60, bytes([1, 8, 5]))
-after_commands = sorted(m for m in sys.modules if m.startswith("protocol.payload"))
+after_commands = [sorted(m for m in sys.modules if m.startswith("protocol.payload")), sorted(payload._TABLE)]
 print(json.dumps([port, list(data), after_report, dim, reboot, after_commands]))
 """
 
@@ -90,9 +90,8 @@ def test_a_pole_loads_only_the_tables_it_uses():
     port, data, after_report, dim, reboot, after_commands = json.loads(
         sim.mpvm.run("import json\n" + DEVICE_SCRIPT))
     assert (port, bytes(data)) == payload.encode_uplink("pole", "report", {"dim_level": 70, "lamp_power": 35.5})
-    assert after_report == ["protocol.payload", "protocol.payload.codec", "protocol.payload.tables",
-                            "protocol.payload.tables.p10"]
+    # only the report's fPort was loaded; its tables module was dropped again, its layout kept
+    assert after_report == [["protocol.payload", "protocol.payload.codec", "protocol.payload.tables"], [10]]
     assert dim == payload.decode_downlink(50, bytes([1, 7, 50, 25, 0]))
     assert reboot == payload.decode_downlink(60, bytes([1, 8, 5]))
-    assert after_commands == after_report[:3] + ["protocol.payload.tables.p10", "protocol.payload.tables.p50",
-                                                 "protocol.payload.tables.p60", "protocol.payload.unpack"]
+    assert after_commands == [after_report[0] + ["protocol.payload.unpack"], [10, 50, 60]]

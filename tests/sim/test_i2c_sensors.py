@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 import sim.mpvm
 from firmware.drivers.sht3x import SHT3x, SHT3xCRCError
 from firmware.drivers.veml7700 import GAIN_1, GAIN_1_4, GAIN_1_8, GAIN_2, VEML7700
-from sim.devices import crc8_sensirion
+from sim.devices.sht3x import crc8_sensirion
 from sim.devices.sht3x import SHT3x as SHT3xModel
 from sim.devices.veml7700 import VEML7700 as VEML7700Model, resolution
 from sim.fakes import machine
@@ -307,8 +307,8 @@ def test_rtc_memory_survives_soft_reset_not_power_cut():
 
 
 def test_wdt_expiry_visible_to_simulator():
-    clock, old = Clock(), machine.BOARD.clock
-    machine.set_clock(clock)
+    clock = Clock()
+    old = machine.set_clock(clock)
     try:
         assert not machine.wdt_expired()
         wdt = machine.WDT(timeout=1000)

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol.modbus import pdu as P
+from protocol.modbus import master as MA
 from protocol.modbus import rtu as R
 from sim.meter import SERIAL_BASE, EmulatedMeter, Load
 from sim.rs485 import Bus
@@ -23,7 +24,7 @@ def make_bus(addresses, clock):
 
 
 def identity_request(address):
-    return R.encode_frame(address, P.encode_request(P.ReadRequest(4, 0x2000, 7)))
+    return R.encode_frame(address, MA.encode_request(P.ReadRequest(4, 0x2000, 7)))
 
 
 def transact(bus, clock, frame, window_us=150000):
@@ -45,7 +46,7 @@ def test_only_the_addressed_meter_answers_and_all_overhear(seq):
         if a in PRESENT:
             addr, pdu = R.decode_frame(out)
             assert addr == a
-            regs = P.decode_response(pdu).registers
+            regs = MA.decode_response(pdu).registers
             assert (regs[2] << 16 | regs[3]) == SERIAL_BASE + a
         else:
             assert out == b""  # nobody there: silence, not a reply from someone else
