@@ -5,10 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # mosquitto: the real MQTT broker of the gateway and HIL tests (Debian puts it in /usr/sbin);
-# mbpoll: a C Modbus master (libmodbus) the meter HIL tests read our meter with, as technicians do.
+# mbpoll: a C Modbus master (libmodbus) the meter HIL tests read our meter with, as technicians do;
+# zbar-tools (zbarimg): an independent QR decoder for the TR005 labels the field tool prints.
 missing=""
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="mosquitto"
 command -v mbpoll >/dev/null || missing="$missing mbpoll"
+command -v zbarimg >/dev/null || missing="$missing zbar-tools"  # scans the device labels' QR codes
 if [ -n "$missing" ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         apt-get update -qq
