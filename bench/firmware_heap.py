@@ -84,15 +84,16 @@ class Network:
                 self.delivered_at = at
 
 
-def measure(kind, board=None, **board_kw):
+def measure(kind, board=None, interfaces="lorawan", **board_kw):
     """{"boot", "join", "peak_join", "peak_report", "peak_downlink"} heap bytes of one board,
     "delivered" (the command reached the RX window) and "commanded" (the pole's dimmer duty_u16,
     the meter's relay_closed() after it). board: a radio_board profile name (default: the
-    config's default board)."""
+    config's default board); interfaces: a meter's (default "lorawan": its RS-485 slave is
+    measured by measure_modbus)."""
     from protocol import payload
     from sim.vmboard import VMBoard
 
-    cfg = dict(POLE_CFG if kind == "pole" else METER_CFG)
+    cfg = dict(POLE_CFG) if kind == "pole" else dict(METER_CFG, interfaces=interfaces)
     if board is not None:
         cfg["board"] = board
     b = VMBoard(kind, DEV_EUI, cfg, strict=True, **board_kw)
@@ -203,6 +204,9 @@ def main(argv=None):
         m = measure(kind, board=args.board)
         print("%-6s %8d %8d %10d %12d %14d" % (kind, m["boot"], m["join"], m["peak_join"],
                                                m["peak_report"], m["peak_downlink"]))
+    m = measure("meter", board=args.board, interfaces="both")
+    print("%-6s %8d %8d %10d %12d %14d   (interfaces both)" % (
+        "meter", m["boot"], m["join"], m["peak_join"], m["peak_report"], m["peak_downlink"]))
     mb = measure_modbus(board=args.board)
     print("meter, interfaces both: boot %d, peak of a Modbus request %d (%d/%d replies)"
           % (mb["boot"], mb["peak_modbus"], mb["replies"], len(MODBUS_READS)))

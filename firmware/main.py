@@ -38,7 +38,8 @@ def create(machine, esp32, cfg, radio, sleep_ms, rng=None, ticks_ms=None):
     else:
         app = _create_pole(machine, esp32, cfg, radio, clock, rng)
     # needed only while a device boots: the config check, the board profiles, the builders
-    _forget(("firmware.config", "firmware.radio_board", "firmware.board"))
+    _forget(("firmware.config", "firmware.radio_board", "firmware.pole_hardware",
+             "firmware.meter_hardware"))
     return app
 
 
@@ -55,12 +56,14 @@ def _forget(names):
         sys.modules.pop(name, None)
         pkg, _, leaf = name.rpartition(".")
         parent = sys.modules.get(pkg)
-        if parent is not None and hasattr(parent, leaf):
-            delattr(parent, leaf)
+        # through the dict: hasattr() would intern the name of a module that was never loaded
+        # (a meter's "pole_hardware") as one more qstr for good
+        if parent is not None:
+            parent.__dict__.pop(leaf, None)
 
 
 def _create_pole(machine, esp32, cfg, radio, clock, rng):
-    from firmware.board import build_pole
+    from firmware.pole_hardware import build_pole
     from firmware.lorawan.device import EndDevice, device_rng
     from firmware.pole import PoleApp
 
@@ -75,7 +78,7 @@ def _create_pole(machine, esp32, cfg, radio, clock, rng):
 
 
 def _create_meter(machine, esp32, cfg, radio, clock, rng):
-    from firmware.board import build_meter
+    from firmware.meter_hardware import build_meter
     from firmware.meter_app import FIRMWARE_VERSION, MeterApp
     from firmware.meter_source import MeterSource
 

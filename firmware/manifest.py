@@ -43,7 +43,6 @@ package("protocol", files=[
 ], base_path="..")
 package("firmware", files=[
     "alarm_uplink.py",
-    "board.py",
     "command_port.py",
     "config.py",
     "device_app.py",
@@ -63,11 +62,13 @@ package("firmware", files=[
     "lorawan/device.py",
     "main.py",
     "meter_app.py",
+    "meter_hardware.py",
     "meter_source.py",
     "meter_tasks.py",
     "modbus_slave.py",
     "nvs_store.py",
     "pole.py",
+    "pole_hardware.py",
     "poll_clock.py",
     "radio_board.py",
     "reboot.py",

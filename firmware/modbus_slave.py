@@ -32,9 +32,7 @@ settings. A broadcast (address 0) write is applied without a reply, except a cha
 address, which would give every meter on the bus the same one (ignored, counted).
 """
 
-from protocol.modbus import pdu as P
-from protocol.modbus import register_map as M
-from protocol.modbus import rtu as R
+from protocol.modbus import pdu, register_map, rtu
 from protocol.modbus.line import DEFAULTS, PARITY_CODES
 from firmware.ticks import TICKS_PERIOD
 
@@ -84,11 +82,13 @@ class ModbusSlave:
         cfg = []
         for i in range(3):
             v = store.load(_STORE_KEYS[i]) if store is not None else None
-            cfg.append(v if v is not None and v in M.ALLOWED[i] else DEFAULTS[M.HOLDING[i]])
+            if v is None or v not in register_map.ALLOWED[i]:
+                v = DEFAULTS[register_map.HOLDING[i]]
+            cfg.append(v)
         self.address, self.baud_code, self.parity = cfg
         self._pending = None  # config to apply once the reply has left: (address, baud, parity)
-        self._arm = M.RelayArm(ticks_period=TICKS_PERIOD)
-        self._rx = bytearray(R.MAX_ADU)
+        self._arm = register_map.RelayArm(ticks_period=TICKS_PERIOD)
+        self._rx = bytearray(rtu.MAX_ADU)
         self._rxmv = memoryview(self._rx)
         self._reply = None
         self._state = _IDLE
@@ -115,11 +115,12 @@ class ModbusSlave:
 
     def _apply_line(self):
         baud, par, stop = self.line()
-        self.uart.init(baud, bits=8, parity=(None, 0, 1)["NEO".index(par)], stop=stop)
-        self.char_bits = R.char_bits(par, stop)
-        self.char_us = R.char_time_us(baud, self.char_bits)
+        # machine.UART's parity for each code of line.PARITY_CODES (8N1, 8E1, 8O1, 8N2)
+        self.uart.init(baud, bits=8, parity=(None, 0, 1, None)[self.parity], stop=stop)
+        self.char_bits = rtu.char_bits(par, stop)
+        self.char_us = rtu.char_time_us(baud, self.char_bits)
         old = getattr(self, "_deframer", None)
-        self._deframer = R.RtuDeframer(baud, self.char_bits, ticks_period=TICKS_PERIOD)
+        self._deframer = rtu.RtuDeframer(baud, self.char_bits, ticks_period=TICKS_PERIOD)
         if old is not None:
             self._deframer.gap_errors = old.gap_errors
             self._deframer.overruns = old.overruns
@@ -196,21 +197,21 @@ class ModbusSlave:
         self.uart.write(data)
         self.responses += 1
         self._state = _SENDING
-        self._at = _add(now_us, R.frame_time_us(len(data), self.baud_code * 100, self.char_bits))
+        self._at = _add(now_us, rtu.frame_time_us(len(data), self.baud_code * 100, self.char_bits))
 
     # ------------------------------------------------------------ requests
 
-    def _handle(self, adu, now_us):
+    def _handle(self, frame, now_us):
         try:
-            address, pdu = R.decode_frame(adu)
-        except R.CrcError:
+            address, body = rtu.decode_frame(frame)
+        except rtu.CrcError:
             self.bad_crc += 1
-            self._resync(adu, now_us)
+            self._resync(frame, now_us)
             return
-        except R.FrameError:
+        except rtu.FrameError:
             self.frame_errors += 1
             return
-        broadcast = address == R.BROADCAST
+        broadcast = address == rtu.BROADCAST
         if not broadcast and address != self.address:
             self.ignored += 1
             return
@@ -218,15 +219,16 @@ class ModbusSlave:
         if broadcast:
             self.broadcasts += 1
         try:
-            req = P.decode_request(pdu)
-            resp = self._serve(req, now_us, broadcast)
-        except P.ModbusError as e:
-            resp = P.exception_for(pdu, e)
+            request = pdu.decode_request(body)
+            resp = self._serve(request, now_us, broadcast)
+        except pdu.ModbusError as e:
+            resp = pdu.exception_for(body, e)
         except Exception:  # a data source or store failing must not take the bus down
-            resp = P.ExceptionResponse(pdu[0], P.DEVICE_FAILURE) if 0 < pdu[0] < 0x80 else None
+            fc = body[0]
+            resp = pdu.ExceptionResponse(fc, pdu.DEVICE_FAILURE) if 0 < fc < 0x80 else None
         if resp is None:
             return
-        if isinstance(resp, P.ExceptionResponse):
+        if isinstance(resp, pdu.ExceptionResponse):
             self.exceptions += 1
             self.last_exception = resp.code
         if broadcast:
@@ -234,54 +236,54 @@ class ModbusSlave:
                 self._apply_pending()
             return
         if not isinstance(resp, bytearray):
-            resp = P.encode_response(resp)
-        self._reply = R.encode_frame(self.address, resp)
+            resp = pdu.encode_response(resp)
+        self._reply = rtu.encode_frame(self.address, resp)
         self._state = _REPLY_DUE
         self._at = _add(now_us, self.reply_delay_us)
 
-    def _resync(self, adu, now_us):
+    def _resync(self, frame, now_us):
         """A master that sends its next request less than t3.5 after another slave's reply
         (pymodbus does; a USB adapter's latency usually hides it) glues the two into one bad
         frame here. If the last 8 bytes are a good 03/04/06 request for us, serve it: a random
         tail passes the CRC and the address once in ~16 million."""
-        n = len(adu)
-        if n <= 8 or adu[n - 8] != self.address or adu[n - 7] not in (3, 4, 6):
+        n = len(frame)
+        if n <= 8 or frame[n - 8] != self.address or frame[n - 7] not in (3, 4, 6):
             return
-        tail = adu[n - 8:]
+        tail = frame[n - 8:]
         try:
-            R.decode_frame(tail)
-        except R.FrameError:
+            rtu.decode_frame(tail)
+        except rtu.FrameError:
             return
         self.resynced += 1
         self._handle(tail, now_us)
 
-    def _serve(self, req, now_us, broadcast):
-        if isinstance(req, P.ReadRequest):
+    def _serve(self, request, now_us, broadcast):
+        if isinstance(request, pdu.ReadRequest):
             if broadcast:
                 return None  # a read has no meaning without an answer
-            code = M.check_read(req.function, req.address, req.count)
+            code = register_map.check_read(request.function, request.address, request.count)
             if code:
-                return P.ExceptionResponse(req.function, code)
+                return pdu.ExceptionResponse(request.function, code)
             # the response PDU, registers written in place (no list, no per-register objects)
-            n = 2 * req.count
-            pdu = bytearray(2 + n)
-            pdu[0] = req.function
-            pdu[1] = n
-            M.read_into(memoryview(pdu)[2:], req.function, req.address, req.count,
+            n = 2 * request.count
+            body = bytearray(2 + n)
+            body[0] = request.function
+            body[1] = n
+            register_map.read_into(memoryview(body)[2:], request.function, request.address, request.count,
                         self._values(now_us))
-            return pdu
-        if isinstance(req, P.WriteSingle):
-            values = (req.value,)
+            return body
+        if isinstance(request, pdu.WriteSingle):
+            values = (request.value,)
         else:
-            values = req.values
-        code = M.check_write(req.address, values)
+            values = request.values
+        code = register_map.check_write(request.address, values)
         if code == 0:
-            code = self._write(req.address, values, now_us, broadcast)
+            code = self._write(request.address, values, now_us, broadcast)
         if code:
-            return P.ExceptionResponse(req.function, code)
-        if isinstance(req, P.WriteSingle):
-            return req
-        return P.WriteMultipleResponse(req.address, len(values))
+            return pdu.ExceptionResponse(request.function, code)
+        if isinstance(request, pdu.WriteSingle):
+            return request
+        return pdu.WriteMultipleResponse(request.address, len(values))
 
     def _values(self, now_us):
         v = dict(self.source.measurements())
@@ -293,8 +295,8 @@ class ModbusSlave:
             v["energy_export_kwh"] = exp / 1000
         if "energy_total_kwh" not in v:
             v["energy_total_kwh"] = (imp + exp) / 1000
-        v["map_version"] = M.MAP_VERSION
-        v["model"] = M.MODEL_AMI_METER
+        v["map_version"] = register_map.MAP_VERSION
+        v["model"] = register_map.MODEL_AMI_METER
         v["serial"] = self.serial
         v["firmware_major"], v["firmware_minor"], v["firmware_patch"] = self.firmware
         pend = self._pending
@@ -302,24 +304,25 @@ class ModbusSlave:
             pend = (self.address, self.baud_code, self.parity)
         v["modbus_address"], v["baud_rate"], v["parity"] = pend
         v["relay_arm"] = 1 if self._arm.armed(now_us) else 0
-        v["relay"] = M.RELAY_CLOSED if self.source.relay_closed() else M.RELAY_OPEN
+        closed = self.source.relay_closed()
+        v["relay"] = register_map.RELAY_CLOSED if closed else register_map.RELAY_OPEN
         return v
 
     def _write(self, address, values, now_us, broadcast):
         """Apply a write that check_write accepted; returns an exception code or 0."""
         end = address + len(values)
-        if address <= M.RELAY_ADDRESS < end:
+        if address <= register_map.RELAY_ADDRESS < end:
             if not self._arm.take(now_us):
-                return P.ILLEGAL_VALUE  # unarmed or too late: nothing of the request applies
+                return pdu.ILLEGAL_VALUE  # unarmed or too late: nothing of the request applies
         cfg = list(self._pending or (self.address, self.baud_code, self.parity))
         changed = False
         for i in range(len(values)):
             a = address + i
             v = values[i]
-            if a == M.RELAY_ARM_ADDRESS:
+            if a == register_map.RELAY_ARM_ADDRESS:
                 self._arm.arm(now_us)
-            elif a == M.RELAY_ADDRESS:
-                self.source.set_relay(v == M.RELAY_CLOSED)
+            elif a == register_map.RELAY_ADDRESS:
+                self.source.set_relay(v == register_map.RELAY_CLOSED)
             else:
                 k = a - 0x3000
                 if k == 0 and broadcast:

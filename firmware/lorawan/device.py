@@ -48,12 +48,12 @@ enabled ones that are free earliest.
 
 import struct as _struct
 
-from protocol import cipher as _cipher
+from protocol import cipher
 from protocol.lorawan import frame as _frame
 from protocol.lorawan import mac as _mac
 from protocol.lorawan import region as _region
-from protocol.lorawan import security as _security
-from protocol.lorawan import session as _session
+from protocol.lorawan import security
+from protocol.lorawan import session
 from protocol.lorawan.txgate import TxGate
 from firmware.nvs_store import NvsStore
 from firmware.reserved_counter import ReservedCounter
@@ -77,7 +77,8 @@ _S_RX2_WAIT = const(6)
 _S_RX2 = const(7)
 _S_DEAD = const(8)  # DevNonce space exhausted: nothing more may be sent
 
-STATE_NAMES = ("join_wait", "idle", "send", "tx", "rx1_wait", "rx1", "rx2_wait", "rx2", "dead")
+# for diagnostics only: one string constant (in flash) rather than nine qstrs and a tuple
+_STATE_NAMES = const("join_wait idle send tx rx1_wait rx1 rx2_wait rx2 dead")
 
 _RX_MARGIN = const(5)  # ms: windows open this early and stay open this much longer
 _TX_GUARD = const(1000)  # ms after the computed end of a frame to wait for tx_done
@@ -193,7 +194,7 @@ class EndDevice:
 
     @property
     def state(self):
-        return STATE_NAMES[self._state]
+        return _STATE_NAMES.split()[self._state]
 
     def send(self, fport, data, confirmed=False, tag=None):
         """Queue an uplink. False (and counted in `dropped`) when that queue is full. Raises
@@ -320,11 +321,11 @@ class EndDevice:
 
     def _accept_join(self, acc):
         app_key = bytes.fromhex(self.cfg["app_key"])
-        nwk, app = _security.derive_session_keys(app_key, acc.join_nonce, acc.net_id,
+        nwk, app = security.derive_session_keys(app_key, acc.join_nonce, acc.net_id,
                                                  self._dev_nonce)
         for key in (app_key, self._nwk, self._app):  # not used again by this session
             if key is not None:
-                _cipher.forget(key)
+                cipher.forget(key)
         self._clear_session()
         self._reset_channels()
         self.dev_addr = acc.dev_addr
@@ -422,7 +423,7 @@ class EndDevice:
                 self._state = _S_DEAD
                 return None
             cfg = self.cfg  # the identity is read where it is used: no copies held in RAM
-            self._phy = _session.build_join_request(
+            self._phy = session.build_join_request(
                 bytes.fromhex(cfg["join_eui"]), bytes.fromhex(cfg["dev_eui"]), self._dev_nonce,
                 bytes.fromhex(cfg["app_key"]))
             self._is_join = True
@@ -544,7 +545,7 @@ class EndDevice:
             self.rejoin()
             return False
         mtype = _frame.CONFIRMED_UP if confirmed else _frame.UNCONFIRMED_UP
-        self._phy = _session.build_data_frame(mtype, self.dev_addr, fcnt, fport, data, self._nwk,
+        self._phy = session.build_data_frame(mtype, self.dev_addr, fcnt, fport, data, self._nwk,
                                               self._app, fopts=fopts, ack=self._ack_down)
         self._ack_down = False
         self._fpending = False
@@ -625,7 +626,7 @@ class EndDevice:
             if self._is_join:
                 if mtype != _frame.JOIN_ACCEPT:
                     return False
-                acc = _session.open_join_accept(bytes(phy), bytes.fromhex(self.cfg["app_key"]))
+                acc = session.open_join_accept(bytes(phy), bytes.fromhex(self.cfg["app_key"]))
                 if not acc.mic_ok:
                     self.bad_frames += 1
                     return False
@@ -637,7 +638,7 @@ class EndDevice:
             f = _frame.decode_data(bytes(phy))
             if f.dev_addr != self.dev_addr:
                 return False  # another device's frame
-            o = _session.open_data_frame(f, self._nwk, self._app, self._fcnt_down)
+            o = session.open_data_frame(f, self._nwk, self._app, self._fcnt_down)
         except (_frame.FrameError, ValueError):
             self.bad_frames += 1
             return False

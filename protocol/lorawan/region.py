@@ -201,5 +201,8 @@ def __getattr__(name):
     if name in _NAMES:
         return region(name)
     if name == "REGIONS":
-        return {n: region(n) for n in _NAMES}
+        plans = {}
+        for n in _NAMES:
+            plans[n] = region(n)
+        return plans
     raise AttributeError(name)

@@ -9,7 +9,7 @@ import struct
 from protocol.modbus.pdu import (
     MAX_READ, MAX_WRITE, READ_HOLDING, READ_INPUT, WRITE_MULTIPLE, WRITE_SINGLE, ExceptionResponse,
     ModbusError, ReadRequest, ReadResponse, WriteMultiple, WriteMultipleResponse, WriteSingle,
-    _check_regs, _check_span, _check_u16, _u16s,
+    _check_regs, _check_span, _check_u16,
 )
 from protocol.modbus.rtu import FrameError, _ceil_div, _check_baud
 
@@ -58,7 +58,7 @@ def encode_request(req):
         n = _check_regs("write multiple", req.values, MAX_WRITE)
         _check_span(req.address, n)
         head = struct.pack(">BHHB", WRITE_MULTIPLE, req.address, n, 2 * n)
-        return head + struct.pack(_u16s(n), *req.values)
+        return head + struct.pack(">%dH" % n, *req.values)
     raise ModbusError("not a request: %r" % (req,))
 
 
@@ -128,7 +128,7 @@ def decode_response(pdu, request=None):
             raise ResponseMismatch(
                 "%d registers in response, %d requested" % (nbytes // 2, request.count)
             )
-        return ReadResponse(fc, struct.unpack_from(_u16s(nbytes // 2), pdu, 2))
+        return ReadResponse(fc, struct.unpack_from(">%dH" % (nbytes // 2), pdu, 2))
     if fc == WRITE_SINGLE or fc == WRITE_MULTIPLE:
         if n != 5:
             raise ModbusError("function %d response must be 5 bytes, got %d" % (fc, n))

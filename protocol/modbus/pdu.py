@@ -46,11 +46,8 @@ class _Message:
     def __eq__(self, other):
         return type(self) is type(other) and self._key() == other._key()
 
-    def __ne__(self, other):
-        return not self.__eq__(other)
-
     def __repr__(self):
-        return "%s%r" % (type(self).__name__, self._key())
+        return type(self).__name__ + repr(self._key())
 
 
 class ReadRequest(_Message):
@@ -147,10 +144,6 @@ def _check_span(address, count):
                           ILLEGAL_ADDRESS)
 
 
-def _u16s(n):
-    return ">%dH" % n
-
-
 # ---------------------------------------------------------------- requests
 
 
@@ -158,7 +151,7 @@ def decode_request(pdu):
     """Parse a request PDU (slave side). ModbusError.code says which exception to answer."""
     n = len(pdu)
     if n == 0:
-        raise ModbusError("empty PDU")
+        raise ModbusError("empty PDU: no function code")
     fc = pdu[0]
     if fc == READ_HOLDING or fc == READ_INPUT or fc == WRITE_SINGLE:
         if n != 5:
@@ -182,7 +175,7 @@ def decode_request(pdu):
                 % (nbytes, count, n)
             )
         _check_span(address, count)
-        return WriteMultiple(address, struct.unpack_from(_u16s(count), pdu, 6))
+        return WriteMultiple(address, struct.unpack_from(">%dH" % count, pdu, 6))
     raise ModbusError("function code 0x%02X not supported" % fc, ILLEGAL_FUNCTION)
 
 
@@ -207,7 +200,7 @@ def encode_response(resp):
         if resp.function != READ_HOLDING and resp.function != READ_INPUT:
             raise ModbusError("read function must be 3 or 4, got %r" % (resp.function,))
         n = _check_regs("read response", resp.registers, MAX_READ)
-        return struct.pack(">BB", resp.function, 2 * n) + struct.pack(_u16s(n), *resp.registers)
+        return struct.pack(">BB", resp.function, 2 * n) + struct.pack(">%dH" % n, *resp.registers)
     if isinstance(resp, WriteSingle):
         _check_u16("address", resp.address)
         _check_u16("value", resp.value)

@@ -40,7 +40,6 @@ RELAY_ARM_ADDRESS = 0x3003
 RELAY_ADDRESS = 0x3004
 
 _FLOAT_END = const(0x0158)  # the float block is 0x0000..0x0157
-_F32_OVERFLOW = 3.4028235677973366e38  # 2**128 - 2**103: rounds to inf as a float32
 _HOLDING = const(0x3000)
 
 # (function, first address, register count): reads and writes must stay inside one block
@@ -142,7 +141,9 @@ def pack_value(buf, offset, value, count, is_float):
     IEEE-754 float32 or an unsigned integer of `count` registers. ModbusError (exception 03)
     when it does not fit."""
     if is_float:
-        if (value >= _F32_OVERFLOW or value <= -_F32_OVERFLOW) and value - value == 0:
+        # 3.4028235677973366e38 = 2**128 - 2**103: from there on, a float32 rounds to inf
+        if (value >= 3.4028235677973366e38 or value <= -3.4028235677973366e38) \
+                and value - value == 0:
             raise ModbusError("%r does not fit a float32" % (value,))  # finite: would be inf
         struct.pack_into(">f", buf, offset, value)
         return

@@ -83,3 +83,11 @@ def test_crc_on_micropython_matches_cpython():
     script += "print(crc16(bytearray(b'456789'), crc16(b'123')))\n"
     out = [int(x) for x in sim.mpvm.run(script).split()]
     assert out == [bitwise_crc(c) for c in cases] + [bitwise_crc(b"123456789")]
+
+
+def test_every_table_entry_matches_the_polynomial():
+    # the tables are literals in crc.py: each of their 512 entries is reached by one of these
+    # (a first byte b indexes entry 0xFF ^ b, a second byte after 0x00 reaches every entry too)
+    for b in range(256):
+        assert crc16(bytes([b])) == bitwise_crc(bytes([b]))
+        assert crc16(bytes([0x00, b])) == bitwise_crc(bytes([0x00, b]))
