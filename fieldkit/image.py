@@ -10,9 +10,11 @@ and inside functions (the firmware imports lazily), resolved against the protoco
 packages, recursively, plus the __init__ of every package on the way. Two rules on top:
 - imports under `if sys.implementation.name != "micropython":` are CPython-only and skipped
   (protocol/payload/__init__.py pulls its gateway fast path in that way);
-- imports by name are listed in DYNAMIC: protocol.payload._layout() loads the per-fPort table
-  modules with __import__("protocol.payload.tables.p%d" % port) for the ports the tables index
-  names. tests/firmware/test_image.py fails on any other __import__/importlib in the closure.
+- imports by name are listed by _dynamic(): protocol.payload._layout() loads the table module
+  of a device kind with __import__("protocol.payload.tables." + kind), and firmware.config the
+  kind's keys with __import__("firmware.%s_config" % kind) (names built at run time, so that a
+  device does not intern the other kind's). tests/firmware/test_image.py fails on any other
+  __import__/importlib in the closure.
 
 CLI: python -m fieldkit.image build -o FILE [--list]
 """
@@ -34,10 +36,10 @@ ENTRY = "firmware.main"
 
 def _dynamic():
     """Modules loaded by name, not by an import statement (see the module docstring)."""
-    from protocol.payload import tables
+    from protocol.payload import tablegen
 
-    return ["protocol.payload.tables.p%d" % p
-            for p in sorted(tables.UPLINK_PORTS + tables.DOWNLINK_PORTS)]
+    return (["protocol.payload.tables." + kind for kind in tablegen.KINDS]
+            + ["firmware.%s_config" % kind for kind in ("pole", "meter")])
 
 
 def module_path(name, root=ROOT, packages=PACKAGES):

@@ -24,7 +24,7 @@ except ImportError:  # CPython
 
 PORT_REBOOT = 60
 PORT_CONFIG = 61
-RESULTS = ("ok", "unknown_port", "bad_version", "bad_length", "bad_value", "failed")
+_RESULTS = const(("ok", "unknown_port", "bad_version", "bad_length", "bad_value", "failed"))
 OK = 0
 _UNKNOWN_PORT = const(1)
 _BAD_VERSION = const(2)
@@ -73,7 +73,7 @@ class CommandPort:
 
     def ack(self, mac, port, seq, result):
         ack_port, data = _payload.encode_uplink(self.kind, "ack", {"port": port, "seq": seq,
-                                                                   "result": RESULTS[result]})
+                                                                   "result": _RESULTS[result]})
         if mac is not None:
             mac.send(ack_port, data)
 
@@ -108,7 +108,7 @@ class CommandPort:
         if result:
             self.bad += 1
             print("%s: command on fPort %d seq %d refused: %s" % (self.kind, fport, seq,
-                                                                RESULTS[result]))
+                                                                _RESULTS[result]))
         self.ack(mac, fport, seq, result)
 
 

@@ -1,13 +1,17 @@
-"""Device configuration: DEFAULTS, overridden by /config.json, validated once at boot.
+"""Device configuration: the defaults of a kind, overridden by /config.json, validated once at
+boot.
 
-Every key the firmware reads is listed in DEFAULTS, so a typo in config.json is an error at
+Every key the firmware reads has a default (defaults(kind)), so a typo in config.json is an error at
 boot (with the key named), not a silently ignored setting. merge(overrides) is what both
 load() and main.create() use, so the simulator may pass a partial dict.
 
 Each `kind` has its own keys: COMMON (LoRaWAN identity and radio, reports, alarms, supply
-thresholds) plus POLE or METER ones, so a pole's config is what it always was and a meter's
-needs no pole pins. DEFAULTS is the pole's (the kind a config without "kind" is);
-defaults(kind) gives either. A key of the other kind is refused like a typo.
+thresholds) plus the kind's, in firmware/pole_config.py or firmware/meter_config.py (with
+their own checks), so a pole's config is what it always was and a meter's needs no pole pins.
+Apart because every short key is a qstr, interned for good once its module is loaded: a meter
+would keep the pole's pin names in RAM (and a pole the meter's). A config without "kind" is a
+pole's. A key of the other kind is
+refused like a typo.
 
 Pin and bus numbers are the streetgrid boards' (the pole board per the spine contract, the
 meter board per issue #4's contract); the simulator attaches its chip models at whatever the
@@ -48,106 +52,48 @@ COMMON = {
     "relay_pin": 26,  # pole: the lamp relay (None: none); meter: the disconnect relay (1 = closed)
 }
 
-POLE = {
-    "sample_interval_s": 60,
-    "default_level": 100,  # lamp level (%) at boot and when nothing else decides
-    "default_fade_ms": 0,
-    "photocell_on_lux": 20,  # lamp on when darker than this (dusk)
-    "photocell_off_lux": 50,  # lamp off when brighter than this (dawn)
-    "day_burner_lux": 500,  # "bright daylight" for the day-burner alarm
-    "tilt_threshold_cdeg": 1000,  # 10.00 deg
-    "lamp_fail_ma": 30,  # a lamp commanded on drawing less than this has failed
-    "lamp_settle_s": 30,  # a lit lamp settles this long after a change: alarms judge and frames report it only then
-    "lamp_rated_w": 60,  # the luminaire's power at 100 %; 0 = no power alarms
-    "power_low_pct": 50,  # power_low under this % of rated x level (half its LEDs dark)
-    "power_high_pct": 130,  # power_high over this % of rated x level
-    "latitude": None,  # degrees; with longitude, enables the solar calculation
-    "longitude": None,
-    # board wiring
-    "i2c_id": 0,
-    "i2c_scl": 22,
-    "i2c_sda": 21,
-    "uart_id": 2,
-    "uart_tx": 17,
-    "uart_rx": 16,
-    "dimmer_pin": 25,
-    "dimmer_freq": 1000,
-    "dimmer_invert": False,
-    "door_pin": 27,
-    "door_debounce_ms": 50,
-    "veml7700_addr": 0x10,
-    "sht3x_addr": 0x44,
-    "lis3dh_addr": 0x18,
-}
-
-METER = {
-    "interfaces": "both",  # "modbus" (RS-485 only) | "lorawan" (radio only) | "both"
-    "phases": 3,  # 1 | 3
-    "calibration": {},  # ATM90E32 calibration from commissioning (keys: CALIBRATION_KEYS)
-    "energy_step_wh": 50,  # EnergyRegister: commit when a total is this far ahead ...
-    "energy_period_s": 3600,  # ... or energy waited this long uncommitted
-    "load_limit_w": 0,  # the relay opens above this net import; 0 = no limit
-    "modbus_address": 1,  # provisioned; a Modbus write (kept in NVS) wins afterwards
-    "modbus_baud": 9600,
-    "serial_number": 0,  # 0 = the low 32 bits of dev_eui
-    # board wiring
-    "spi_id": 2,
-    "spi_sck": 18,
-    "spi_mosi": 23,
-    "spi_miso": 19,
-    "chip_cs_pin": 5,
-    "rs485_uart_id": 1,
-    "rs485_tx": 17,
-    "rs485_rx": 16,
-    "rs485_de_pin": 4,
-}
-
-CALIBRATION_KEYS = ("meter_constant", "ugain", "igain", "uoffset", "ioffset", "pqgain", "mmode0",
-                    "mmode1", "max_power_w")
-INTERFACES = ("both", "modbus", "lorawan")
-
-
 def defaults(kind="pole"):
     """The default config of a device kind ("pole" | "meter"), as a new dict."""
-    d = dict(COMMON)
-    if kind == "meter":
-        d.update(METER)
-    elif kind == "pole":
-        d.update(POLE)
-    else:
+    if kind != "pole" and kind != "meter":
         raise ConfigError("config kind: want \"pole\" or \"meter\", got %r" % (kind,))
+    d = dict(COMMON)
+    d.update(_kind_rules(kind).DEFAULTS)
     d["kind"] = kind
     return d
 
+
+def _kind_rules(kind):
+    """firmware.pole_config or firmware.meter_config: imported by a name built here, so that
+    neither name is a string of this module (one qstr each, for good, on the other device)."""
+    name = "firmware.%s_config" % kind
+    __import__(name)
+    import sys
+
+    return sys.modules[name]
+
+
 class ConfigError(ValueError):
     pass
-
-
-DEFAULTS = defaults("pole")
 
 
 def _check(cfg):
     # Tables inside the function: the config is checked once per boot and the module is then
     # dropped (main._forget); locals leave no names behind in RAM.
     hex_len = {"dev_eui": 16, "join_eui": 16, "app_key": 32}
-    optional = ("channels", "relay_pin", "latitude", "longitude")
-    bools = ("keep_session", "dimmer_invert")
-    floats = ("latitude", "longitude")
     ranges = {
         "data_rate": (0, 15), "tx_power_dbm": (-10, 30), "confirmed_retries": (1, 15),
         "uplink_queue": (1, 32), "confirmed_report_every": (0, 65535),
         "rejoin_after_failures": (0, 1000), "report_interval_s": (0, 65535),
         "report_jitter_s": (0, 32767), "first_uplink_jitter_s": (0, 3600),
-        "sample_interval_s": (1, 86400), "alarm_repeat_s": (0, 65535), "utc_offset_min": (-720, 840),
-        "default_level": (0, 100), "photocell_on_lux": (0, 100000), "photocell_off_lux": (0, 100000),
-        "voltage_low_v": (0, 1000), "voltage_high_v": (1, 1000), "lamp_rated_w": (0, 100000),
-        "power_low_pct": (0, 100), "power_high_pct": (100, 1000),
-        "fcnt_step": (1, 65536), "devnonce_step": (1, 1024), "latitude": (-90, 90),
-        "longitude": (-180, 180),
-        "phases": (1, 3), "energy_step_wh": (1, 1000000), "energy_period_s": (1, 86400),
-        "load_limit_w": (0, 65534), "modbus_address": (1, 247), "serial_number": (0, 0xFFFFFFFF),
-        "spi_id": (1, 2), "rs485_uart_id": (0, 2),
+        "alarm_repeat_s": (0, 65535), "utc_offset_min": (-720, 840),
+        "voltage_low_v": (0, 1000), "voltage_high_v": (1, 1000),
+        "fcnt_step": (1, 65536), "devnonce_step": (1, 1024),
     }
+    own = _kind_rules(cfg["kind"])
+    ranges.update(own.RANGES)
+    optional = ("channels", "relay_pin") + own.OPTIONAL  # may be null
+    bools = ("keep_session",) + own.BOOLS
+    floats = own.FLOATS
     kind = cfg["kind"]
     base = defaults(kind)
     for key in base:
@@ -198,49 +144,7 @@ def _check(cfg):
     from firmware import radio_board
 
     radio_board.check(cfg)
-    if kind == "pole":
-        if cfg["photocell_on_lux"] > cfg["photocell_off_lux"]:
-            raise ConfigError("config photocell_on_lux must not exceed photocell_off_lux "
-                              "(hysteresis)")
-    else:
-        _check_meter(cfg)
-
-
-def _check_meter(cfg):
-    triples = ("ugain", "igain", "uoffset", "ioffset", "pqgain")  # one value per phase
-    if cfg["interfaces"] not in INTERFACES:
-        raise ConfigError("config interfaces: want one of %s, got %r"
-                          % (", ".join(INTERFACES), cfg["interfaces"]))
-    if cfg["phases"] not in (1, 3):
-        raise ConfigError("config phases: want 1 or 3, got %r" % (cfg["phases"],))
-    from protocol.modbus.line import BAUD_RATES  # not the map: a radio-only meter never loads it
-
-    if cfg["modbus_baud"] not in BAUD_RATES:
-        raise ConfigError("config modbus_baud: %r is not one of %s" % (
-            cfg["modbus_baud"], ", ".join("%d" % b for b in BAUD_RATES)))
-    cal = cfg["calibration"]
-    unknown = [k for k in cal if k not in CALIBRATION_KEYS]
-    if unknown:
-        raise ConfigError("config calibration: unknown key(s) %s (known: %s)"
-                          % (", ".join(sorted(unknown)), ", ".join(CALIBRATION_KEYS)))
-    for k in cal:
-        v = cal[k]
-        if k in triples:
-            ok = isinstance(v, list) and len(v) == 3 and all(_is_int(x) and -32768 <= x <= 65535
-                                                               for x in v)
-            if not ok:
-                raise ConfigError("config calibration %s: want 3 integers (phases A, B, C), got %r"
-                                  % (k, v))
-        elif not _is_int(v) or not 0 <= v <= (450000000 if k == "meter_constant" else 0xFFFF
-                                              if k.startswith("mmode") else 10000000):
-            raise ConfigError("config calibration %s: want a non-negative integer in range, got %r"
-                              % (k, v))
-    if cal.get("meter_constant") == 0 or cal.get("max_power_w") == 0:
-        raise ConfigError("config calibration: meter_constant and max_power_w must be positive")
-
-
-def _is_int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
+    own.check(cfg)
 
 
 def merge(overrides=None):
@@ -259,7 +163,7 @@ def merge(overrides=None):
 
 
 def load(path="/config.json"):
-    """merge() of the JSON object in path; a missing file gives DEFAULTS (the lamp still works:
+    """merge() of the JSON object in path; a missing file gives a pole's defaults (the lamp still works:
     boot-safe level and photocell, no network until provisioned)."""
     import json
 

@@ -38,8 +38,8 @@ def create(machine, esp32, cfg, radio, sleep_ms, rng=None, ticks_ms=None):
     else:
         app = _create_pole(machine, esp32, cfg, radio, clock, rng)
     # needed only while a device boots: the config check, the board profiles, the builders
-    _forget(("firmware.config", "firmware.radio_board", "firmware.pole_hardware",
-             "firmware.meter_hardware"))
+    _forget(("firmware.config", "firmware.pole_config", "firmware.meter_config",
+             "firmware.radio_board", "firmware.pole_hardware", "firmware.meter_hardware"))
     return app
 
 

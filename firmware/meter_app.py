@@ -9,10 +9,10 @@ cut at any instant the meter restarts at or above every value it ever gave out.
 Alarms (fPort 21, confirmed, sent as soon as the bitmap changes, repeated every alarm_repeat_s
 while unacknowledged; protocol METER_ALARMS), from what this board can tell:
   voltage_low / voltage_high  any phase outside voltage_low_v..voltage_high_v (cleared 4 V inside)
-  load_limit   net import above load_limit_w (> 0) for TRIP_STEPS consecutive seconds (not an
+  load_limit   net import above load_limit_w (> 0) for _TRIP_STEPS consecutive seconds (not an
                inrush): the relay opens and stays open until a close command (fPort 70 or
                Modbus); the alarm clears when the relay closes
-  relay_failure  the relay is open (and has been for RELAY_SETTLE_STEPS) but a phase still
+  relay_failure  the relay is open (and has been for _RELAY_SETTLE_STEPS) but a phase still
                carries current: welded contacts, the disconnect does not disconnect
   meter_error  the chip does not answer or cannot be configured (absent at boot, SPI fault);
                readings are then "not available" in frames, the committed energy is still served
@@ -51,8 +51,8 @@ _PORT_RELAY = const(70)
 _PORT_METER_CONFIG = const(71)
 COMMAND_PORTS = (PORT_REBOOT, PORT_CONFIG, _PORT_RELAY, _PORT_METER_CONFIG)
 _STEP_MS = const(1000)
-TRIP_STEPS = 5  # seconds over the load limit before the relay opens (motor starts, inrush)
-RELAY_SETTLE_STEPS = 2  # the chip's RMS current needs a step to show an opened relay
+_TRIP_STEPS = const(5)  # seconds over the load limit before the relay opens (motor starts, inrush)
+_RELAY_SETTLE_STEPS = const(2)  # the chip's RMS current needs a step to show an opened relay
 _WELDED_MA = const(100)  # current through an open relay above this: relay_failure
 
 # alarm bits (protocol/payload/layouts.py METER_ALARMS)
@@ -61,7 +61,7 @@ _A_VOLTAGE_HIGH = const(1 << 2)
 _A_RELAY_FAILURE = const(1 << 8)
 _A_LOAD_LIMIT = const(1 << 9)
 _A_METER_ERROR = const(1 << 10)
-A_COUNTER_RESET = 1 << 11
+_A_COUNTER_RESET = const(1 << 11)
 
 # status bits (METER_STATUS)
 _S_RELAY_CLOSED = const(1 << 0)
@@ -92,7 +92,7 @@ class MeterApp(DeviceApp):
         stored = self._store.load("relay") if self._store is not None else None
         self.load_limited = stored == _RELAY_LIMITED and not source.relay_closed()
         self.relay_closed = source.relay_closed()
-        self._relay_steps = RELAY_SETTLE_STEPS  # steps since the relay last switched
+        self._relay_steps = _RELAY_SETTLE_STEPS  # steps since the relay last switched
         self._over = 0  # consecutive steps over the load limit
         self.meter_failed = False
         self._ok_before = False  # the previous step read the chip
@@ -144,7 +144,7 @@ class MeterApp(DeviceApp):
             self._over = 0
             return
         self._over += 1
-        if self._over >= TRIP_STEPS:
+        if self._over >= _TRIP_STEPS:
             print("meter: %d W over the load limit of %d W: relay opened"
                   % (chip.total_mw // 1000, self.load_limit_w))
             self.load_limited = True
@@ -176,10 +176,10 @@ class MeterApp(DeviceApp):
             if self._have_reading:
                 self._track_voltage()
             elif self._ok_before:
-                self._events |= A_COUNTER_RESET  # the chip reset while we ran: counts were lost
+                self._events |= _A_COUNTER_RESET  # the chip reset while we ran: counts were lost
             self._ok_before = True
         self._watch_relay()
-        if self._relay_steps < RELAY_SETTLE_STEPS:
+        if self._relay_steps < _RELAY_SETTLE_STEPS:
             self._relay_steps += 1
         if self._have_reading:
             self._load_limit()
@@ -208,7 +208,7 @@ class MeterApp(DeviceApp):
             a |= _A_METER_ERROR | (self.alarm.bits & _NEED_READING)
         else:
             a |= self.v_alarm
-            if not self.relay_closed and self._relay_steps >= RELAY_SETTLE_STEPS:
+            if not self.relay_closed and self._relay_steps >= _RELAY_SETTLE_STEPS:
                 chip = self.hw.chip
                 for i in range(chip.phases):
                     if chip.ma[i] > _WELDED_MA:

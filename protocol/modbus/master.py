@@ -11,7 +11,7 @@ from protocol.modbus.pdu import (
     ModbusError, ReadRequest, ReadResponse, WriteMultiple, WriteMultipleResponse, WriteSingle,
     _check_regs, _check_span, _check_u16,
 )
-from protocol.modbus.rtu import FrameError, _ceil_div, _check_baud
+from protocol.modbus.rtu import MAX_ADU, FrameError, RtuDeframer, _ceil_div, _check_baud
 
 ACKNOWLEDGE = 5
 BUSY = 6
@@ -73,7 +73,7 @@ def response_length(request):
 
 def response_frame_length(request):
     """ADU length of the normal response to `request`: 5 + 2N for reads, 8 for writes (for
-    RtuDeframer.expect)."""
+    ResponseDeframer.expect)."""
     if isinstance(request, ReadRequest):
         return 5 + 2 * request.count
     if isinstance(request, (WriteSingle, WriteMultiple)):
@@ -145,3 +145,65 @@ def decode_response(pdu, request=None):
             _mismatch(request, resp)
         return resp
     raise ModbusError("function code 0x%02X not supported in a response" % fc)
+
+
+# ---------------------------------------------------------------- deframing by length
+
+_EXCEPTION_ADU = 5  # address, function | 0x80, code, CRC
+
+
+class ResponseDeframer(RtuDeframer):
+    """The master's deframer: RtuDeframer, plus a length mode for the answer to a request.
+
+    expect(n): a master that sent a request knows the answer is n bytes
+    (response_frame_length) or 5 for an exception, so the frame ends on its last byte without
+    waiting t3.5, and timestamps are ignored: they are too coarse behind USB adapters and OS
+    buffers to judge a 1 ms gap. The master's response timeout replaces the silence rule: on
+    timeout call reset(). One frame ends length mode; silence mode (RtuDeframer's) otherwise.
+    """
+
+    def __init__(self, baud, bits=11, ticks_period=None):
+        RtuDeframer.__init__(self, baud, bits, ticks_period)
+        self._expect = 0  # expected ADU length, 0 = silence mode
+
+    def expect(self, length):
+        """Length mode for the next frame (drops a partial frame: a master calls this before
+        sending its request)."""
+        if not 4 <= length <= MAX_ADU:
+            raise FrameError("expected frame length %r out of range 4..%d" % (length, MAX_ADU))
+        self.reset()
+        self._expect = length
+
+    def reset(self):
+        """Drop a partial frame and leave length mode (a master's response timeout)."""
+        RtuDeframer.reset(self)
+        self._expect = 0
+
+    def feed(self, data, now_us):
+        if not self._expect:
+            RtuDeframer.feed(self, data, now_us)
+            return
+        n = len(data)
+        i = 0
+        while i < n and self._expect:
+            want = self._expect
+            if self._n < 2:
+                want = 2
+            elif self._buf[1] & 0x80:
+                want = _EXCEPTION_ADU
+            j = min(n, i + want - self._n)
+            self._append(data, i, j)
+            i = j
+            if self._n >= want and want != 2:
+                self._finish()  # leaves length mode
+                self._last = now_us
+        if i < n:  # bytes after the answer: back to cutting by silence
+            RtuDeframer.feed(self, data[i:], now_us)
+
+    def poll(self, now_us):
+        if self._expect:
+            return self._take()
+        return RtuDeframer.poll(self, now_us)
+
+    def deadline(self):
+        return None if self._expect else RtuDeframer.deadline(self)

@@ -40,14 +40,15 @@ class ModbusError(ValueError):
 
 
 class _Message:
-    def _key(self):
-        return ()
+    """Equality and repr from the instance's attributes: one pair of methods for every message
+    (a method per class would be heap on a meter for what only tests and the gateway use)."""
 
     def __eq__(self, other):
-        return type(self) is type(other) and self._key() == other._key()
+        return type(self) is type(other) and self.__dict__ == other.__dict__
 
     def __repr__(self):
-        return type(self).__name__ + repr(self._key())
+        # the constructor call (CPython keeps attributes in the order __init__ set them)
+        return type(self).__name__ + repr(tuple(self.__dict__.values()))
 
 
 class ReadRequest(_Message):
@@ -58,19 +59,13 @@ class ReadRequest(_Message):
         self.address = address
         self.count = count
 
-    def _key(self):
-        return (self.function, self.address, self.count)
-
 
 class ReadResponse(_Message):
     """Registers (ints 0..65535, in address order) answering a ReadRequest."""
 
     def __init__(self, function, registers):
         self.function = function
-        self.registers = registers
-
-    def _key(self):
-        return (self.function, tuple(self.registers))
+        self.registers = tuple(registers)
 
 
 class WriteSingle(_Message):
@@ -82,9 +77,6 @@ class WriteSingle(_Message):
         self.address = address
         self.value = value
 
-    def _key(self):
-        return (self.address, self.value)
-
 
 class WriteMultiple(_Message):
     """Function 16 request: `values` written from `address` on."""
@@ -93,10 +85,7 @@ class WriteMultiple(_Message):
 
     def __init__(self, address, values):
         self.address = address
-        self.values = values
-
-    def _key(self):
-        return (self.address, tuple(self.values))
+        self.values = tuple(values)
 
 
 class WriteMultipleResponse(_Message):
@@ -108,9 +97,6 @@ class WriteMultipleResponse(_Message):
         self.address = address
         self.count = count
 
-    def _key(self):
-        return (self.address, self.count)
-
 
 class ExceptionResponse(_Message):
     """The slave refused `function` (the request's code, without the 0x80 bit) with `code`."""
@@ -119,8 +105,6 @@ class ExceptionResponse(_Message):
         self.function = function
         self.code = code
 
-    def _key(self):
-        return (self.function, self.code)
 
 
 def _check_u16(what, value):

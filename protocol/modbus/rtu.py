@@ -12,11 +12,17 @@ All times are integer microseconds, rounded up so that a wait computed here is n
 from protocol.modbus.crc import crc16
 from protocol.modbus.pdu import ModbusError
 
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
 BROADCAST = 0  # writes to address 0 reach every slave; none of them answers
 MAX_ADDRESS = 247  # 248..255 are reserved
-MIN_ADU = 4  # address, function, CRC
+_MIN_ADU = const(4)  # address, function, CRC
 MAX_ADU = 256
-EXCEPTION_ADU = 5  # address, function | 0x80, code, CRC
 
 
 class FrameError(ModbusError):
@@ -42,8 +48,8 @@ def encode_frame(address, pdu):
 def decode_frame(adu):
     """(address, pdu) of a received ADU; FrameError on bad length, CrcError on bad CRC."""
     n = len(adu)
-    if n < MIN_ADU:
-        raise FrameError("frame too short: %d bytes, need at least %d" % (n, MIN_ADU))
+    if n < _MIN_ADU:
+        raise FrameError("frame too short: %d bytes, need at least %d" % (n, _MIN_ADU))
     if n > MAX_ADU:
         raise FrameError("frame too long: %d bytes, at most %d" % (n, MAX_ADU))
     got = adu[n - 2] | (adu[n - 1] << 8)
@@ -109,22 +115,17 @@ def t35_us(baud, bits=11):
 
 
 class RtuDeframer:
-    """Cut a received byte stream into ADUs by RTU timing, or by length for a master.
+    """Cut a received byte stream into ADUs by RTU timing (a slave's view of the line).
 
     feed(data, now_us): `data` just read, its last byte having arrived at `now_us`; bytes of
     one feed are taken to have arrived back to back. poll(now_us) returns the list of ADUs
     completed by then (not CRC-checked: pass each to decode_frame). deadline() says when
     poll() should next be called.
 
-    Silence mode (default, for slaves): a gap >= t3.5 ends a frame; a frame with a gap > t1.5
-    inside, or longer than 256 bytes, is dropped when it ends (counted in gap_errors /
-    overruns).
-
-    Length mode, expect(n): a master that sent a request knows the answer is n bytes (see
-    protocol.modbus.master.response_frame_length) or 5 for an exception, so the frame ends on
-    its last byte without waiting t3.5, and timestamps are ignored: they are too coarse behind
-    USB adapters and OS buffers to judge a 1 ms gap. The master's response timeout replaces
-    the silence rule: on timeout call reset(). One frame ends length mode.
+    A gap >= t3.5 ends a frame; a frame with a gap > t1.5 inside, or longer than 256 bytes, is
+    dropped when it ends (counted in gap_errors / overruns). A master, which knows how long the
+    answer is, cuts by length instead: protocol.modbus.master.ResponseDeframer (apart, so that
+    a meter never loads it).
 
     now_us may come from a wrapping tick counter (MicroPython ticks_us) if its period is
     given as ticks_period.
@@ -142,7 +143,6 @@ class RtuDeframer:
         self._gap = False  # a gap > t1.5 inside the current frame
         self._over = False  # the current frame ran past 256 bytes
         self._last = 0  # when the current frame's last byte arrived
-        self._expect = 0  # length mode: expected ADU length, 0 = silence mode
         self._ready = []
         self.frames = 0
         self.gap_errors = 0
@@ -155,22 +155,11 @@ class RtuDeframer:
             d = (d + p // 2) % p - p // 2
         return d
 
-    def expect(self, length):
-        """Length mode for the next frame (drops a partial frame: a master calls this before
-        sending its request)."""
-        if not MIN_ADU <= length <= MAX_ADU:
-            raise FrameError(
-                "expected frame length %r out of range %d..%d" % (length, MIN_ADU, MAX_ADU)
-            )
-        self.reset()
-        self._expect = length
-
     def reset(self):
-        """Drop a partial frame and leave length mode (a master's response timeout)."""
+        """Drop a partial frame."""
         self._n = 0
         self._gap = False
         self._over = False
-        self._expect = 0
 
     def _finish(self):
         n = self._n
@@ -198,43 +187,30 @@ class RtuDeframer:
         n = len(data)
         if n == 0:
             return
-        if not self._expect:
-            if self._n:
-                gap = self._diff(now_us - n * self._num // self._baud, self._last)
-                if gap >= self.t35:
-                    self._finish()
-                elif gap > self.t15:
-                    self._gap = True
-            self._last = now_us
-        i = 0
-        while i < n:
-            want = self._expect
-            if not want:
-                self._append(data, i, n)
-                return
-            if self._n < 2:
-                want = 2
-            elif self._buf[1] & 0x80:
-                want = EXCEPTION_ADU
-            j = min(n, i + want - self._n)
-            self._append(data, i, j)
-            i = j
-            if self._n >= want and want != 2:
+        if self._n:
+            gap = self._diff(now_us - n * self._num // self._baud, self._last)
+            if gap >= self.t35:
                 self._finish()
-                self._last = now_us
+            elif gap > self.t15:
+                self._gap = True
+        self._last = now_us
+        self._append(data, 0, n)
 
-    def poll(self, now_us):
-        if self._n and not self._expect and self._diff(now_us, self._last) >= self.t35:
-            self._finish()
+    def _take(self):
         if not self._ready:
             return ()
         out = self._ready
         self._ready = []
         return out
 
+    def poll(self, now_us):
+        if self._n and self._diff(now_us, self._last) >= self.t35:
+            self._finish()
+        return self._take()
+
     def deadline(self):
         """When the frame in progress ends by silence (None: nothing pending by time)."""
-        if not self._n or self._expect:
+        if not self._n:
             return None
         t = self._last + self.t35
         if self._period:

@@ -2,7 +2,7 @@
 
 One declarative table (layouts.py) defines every frame. protocol.payload.tablegen compiles it
 into the compact device tables this package interprets (protocol/payload/tables/, one module
-per fPort, imported on first use), and protocol.payload.jsgen renders the
+per device kind, imported when used), and protocol.payload.jsgen renders the
 same table into TS013 JavaScript codecs, so the device, the gateway and any LoRaWAN network
 server decode identically. Every uplink fPort belongs to one device kind, so decoding needs
 nothing but the fPort and the bytes.
@@ -17,8 +17,8 @@ nothing but the fPort and the bytes.
 The gateway side lives in protocol.payload.network_side, re-exported here on CPython only.
 
 Every error is a PayloadError (a ValueError) with a one-line message. A device imports the
-compact table of an fPort when it first uses it (a pole: fPort 10 for its first report, a
-command's fPort when one arrives); describe() and senml_records() read layouts.py (units, LwM2M
+compact tables of its kind when it encodes or decodes a frame and drops them after (see
+_layout); describe() and senml_records() read layouts.py (units, LwM2M
 paths, docs), which only the gateway needs.
 """
 
@@ -26,27 +26,46 @@ import sys
 
 from protocol.payload import codec
 from protocol.payload.codec import PayloadError  # noqa: F401
-from protocol.payload.tables import DOWNLINK_PORTS, UP, UPLINK_PORTS, VERSION  # noqa: F401
+from protocol.payload.tables import DOWN, DOWNLINK_PORTS, UP, UPLINK_PORTS, VERSION  # noqa: F401
 
-_TABLE = {}  # fPort -> compact layout, filled as the tables modules are imported
+_TABLE = {}  # fPort -> compact layout (CPython: a kind's kept once imported; MicroPython: none)
+
+
+def _drop(mod):
+    """Unload a module a device imports on demand (MicroPython): its object, dict and package
+    attribute, and with them everything it built, go back to the heap."""
+    sys.modules.pop(mod, None)
+    pkg, _, leaf = mod.rpartition(".")
+    parent = sys.modules.get(pkg)
+    if parent is not None:
+        parent.__dict__.pop(leaf, None)  # not delattr/hasattr: those intern the name
 
 
 def _layout(port):
-    """The compact layout of an fPort (importing its tables module once), or None.
+    """The compact layout of an fPort (importing the tables module of its kind), or None.
 
-    Only the layout is kept: on MicroPython the module itself is dropped again (its object,
-    dict and package attribute are ~250 B of heap per fPort a device ever used)."""
+    A device does not keep it: a layout is a tree of tuples, 0.5-1 KB of heap each, and a pole
+    that has sent every message and taken every command would hold all nine (5 KB, measured on
+    the VM) for messages it sends a few times a day. It imports the module again each time
+    instead (from flash: bytecode runs in place, and its names are interned already) and drops
+    it. The gateway keeps every layout."""
     lay = _TABLE.get(port)
-    if lay is None and (port in UPLINK_PORTS or port in DOWNLINK_PORTS):
-        mod = "protocol.payload.tables.p%d" % port
-        __import__(mod)
-        lay = _TABLE[port] = sys.modules[mod].LAYOUT
-        if sys.implementation.name == "micropython":
-            del sys.modules[mod]
-            tables = sys.modules["protocol.payload.tables"]
-            if hasattr(tables, "p%d" % port):
-                delattr(tables, "p%d" % port)
-    return lay
+    if lay is not None or not (port in UPLINK_PORTS or port in DOWNLINK_PORTS):
+        return lay
+    for index in (UP, DOWN):
+        for kind in index:
+            if port in index[kind].values():
+                mod = "protocol.payload.tables." + kind
+                __import__(mod)
+                for entry in sys.modules[mod].LAYOUTS:
+                    if entry[0] == port:
+                        lay = entry
+                    if sys.implementation.name != "micropython":
+                        _TABLE[entry[0]] = entry
+                if sys.implementation.name == "micropython":
+                    _drop(mod)
+                return lay
+    return None
 
 
 def _port(names, kind, name):
@@ -76,7 +95,10 @@ def decode_downlink(fport, data):
         raise PayloadError("unknown downlink fPort %s" % (fport,))
     from protocol.payload.unpack import decode
 
-    return decode(lay, data)
+    out = decode(lay, data)
+    if sys.implementation.name == "micropython":
+        _drop("protocol.payload.unpack")  # a device decodes a few commands a day
+    return out
 
 
 if sys.implementation.name != "micropython":

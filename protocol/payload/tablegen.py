@@ -1,10 +1,13 @@
-"""The device tables: layouts.py compiled to compact tuples, one module per fPort under
-protocol/payload/tables/ (p10.py ...) plus the fPort index (tables/__init__.py), written by
-`python -m protocol.payload.jsgen`.
+"""The device tables: layouts.py compiled to compact tuples, one module per device kind under
+protocol/payload/tables/ (pole.py, meter.py, any.py for the commands every device takes) plus
+the fPort index (tables/__init__.py), written by `python -m protocol.payload.jsgen`.
 
-A device imports only the layouts it uses (a pole: p10 for its first report, p11 when an alarm
-is raised, a command's fPort when one arrives), never layouts.py, schema.py or the SenML/LwM2M
-metadata: the tuples hold just what the codec needs, with the raw bounds and engineering
+A device imports only the layouts of its kind, never layouts.py, schema.py or the SenML/LwM2M
+metadata, and drops them again after each use (protocol.payload._layout). Why per kind and not
+per fPort: every module a device imports interns three qstrs for good (its name, its package
+attribute and its file path), and in the field a device uses every message of its kind sooner
+or later: one module per kind costs a meter 6 qstrs where one per fPort cost 21. The tables
+are data: the tuples hold just what the codec needs, with the raw bounds and engineering
 limits computed here by schema.bounds / schema.limits, so the device and every generated
 decoder agree on every range. A test asserts the checked-in modules equal render(); importing
 this module is harmless (it also imports on MicroPython, like everything in protocol/).
@@ -146,9 +149,12 @@ def _fields_src(fields, indent):
     return "(\n" + "".join(pad + "    " + _src(f) + ",\n" for f in fields) + pad + ")"
 
 
+KINDS = ("pole", "meter", "any")  # one module each ("any": the commands every device takes)
+
+
 def modules():
-    """Names of the generated modules: "index" (the package) and "p<fPort>" per layout."""
-    return ["index"] + ["p%d" % lay["port"] for lay in sorted(LAYOUTS, key=lambda x: x["port"])]
+    """Names of the generated modules: "index" (the package) and one per kind (KINDS)."""
+    return ["index"] + list(KINDS)
 
 
 def render(module):
@@ -156,7 +162,8 @@ def render(module):
     _check()
     lays = sorted(LAYOUTS, key=lambda x: x["port"])
     if module == "index":
-        lines = [_HEAD % "Payload v1 device tables: the fPort index (fPort p's layout: module p<p>)",
+        lines = [_HEAD % "Payload v1 device tables: the fPort index (an fPort's layout is in the "
+                 "module of its kind)",
                  "", "VERSION = %d" % VERSION,
                  "UPLINK_PORTS = %r" % [lay["port"] for lay in lays if lay["dir"] == "up"],
                  "DOWNLINK_PORTS = %r" % [lay["port"] for lay in lays if lay["dir"] == "down"]]
@@ -173,23 +180,26 @@ def render(module):
                 lines.append("    %r: {%s}," % (k, names))
             lines.append("}")
         return "\n".join(lines) + "\n"
-    for lay in lays:
-        if "p%d" % lay["port"] == module:
-            break
-    else:
+    if module not in KINDS:
         raise ValueError("no module %s" % module)
-    c = compact(lay)
-    rep = "_N"
-    if c[5] is not None:
-        rep = "(%r, %r, %s)" % (c[5][0], c[5][1], _fields_src(c[5][2], 4))
-    lines = [_HEAD % ("Payload v1 device table of %s as a compact tuple" % label(lay)), "",
+    what = "the commands every device takes" if module == "any" else "the %s messages" % module
+    lines = [_HEAD % ("Payload v1 device tables of %s, as compact tuples" % what), "",
              "_N = None  # not folded into a constant by mpy-cross (see tablegen)", "",
-             "LAYOUT = (",
-             "    %r, %r, %r, %r," % c[:4],
-             "    %s," % _fields_src(c[4], 4),
-             "    %s," % rep,
-             "    %s," % _src(c[6]),
-             ")"]
+             "LAYOUTS = ("]
+    for lay in lays:
+        if lay["kind"] != module:
+            continue
+        c = compact(lay)
+        rep = "_N"
+        if c[5] is not None:
+            rep = "(%r, %r, %s)" % (c[5][0], c[5][1], _fields_src(c[5][2], 8))
+        lines += ["    (  # %s" % label(lay),
+                  "        %r, %r, %r, %r," % c[:4],
+                  "        %s," % _fields_src(c[4], 8),
+                  "        %s," % rep,
+                  "        %s," % _src(c[6]),
+                  "    ),"]
+    lines.append(")")
     return "\n".join(lines) + "\n"
 
 

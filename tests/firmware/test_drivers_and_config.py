@@ -107,7 +107,7 @@ def test_config_defaults_and_errors(tmp_path):
     p.write_text(json.dumps({"dev_eui": "0004A30B001C0530", "region": "KR920", "data_rate": 2}))
     cfg = config.load(str(p))
     assert cfg["region"] == "KR920" and cfg["report_interval_s"] == 900
-    assert config.load(str(tmp_path / "missing.json")) == config.DEFAULTS
+    assert config.load(str(tmp_path / "missing.json")) == config.defaults("pole")
     for bad, msg in (({"app_key": "00"}, "app_key"), ({"region": "US915"}, "US915"),
                      ({"data_rate": 7, "region": "KR920"}, "data rate"),
                      ({"photocell_on_lux": 60}, "hysteresis"), ({"report_interval_s": "x"}, "integer"),

@@ -9,7 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from firmware import config, main
-from firmware.meter_app import A_COUNTER_RESET, RELAY_SETTLE_STEPS, TRIP_STEPS
+from firmware.meter_app import _A_COUNTER_RESET as A_COUNTER_RESET  # private const()s: gone on a device
+from firmware.meter_app import _RELAY_SETTLE_STEPS as RELAY_SETTLE_STEPS
+from firmware.meter_app import _TRIP_STEPS as TRIP_STEPS
 from firmware.ticks import TICKS_PERIOD
 from protocol import payload
 from protocol.modbus import pdu as P

@@ -130,7 +130,7 @@ def test_response_frames_both_ways(address, regs):
 
 def test_exception_frame_read_by_pymodbus():
     adu = R.encode_frame(7, P.encode_response(P.ExceptionResponse(4, 2)))
-    assert len(adu) == R.EXCEPTION_ADU
+    assert len(adu) == 5  # address, function | 0x80, code, CRC
     used, msg = FramerRTU(DecodePDU(is_server=False)).handleFrame(adu, 0, 0)
     assert (used, msg.dev_id, msg.function_code, msg.exception_code) == (5, 7, 0x84, 2)
 
@@ -320,7 +320,7 @@ def test_wrapping_tick_counter():
 
 def test_length_mode_ends_on_the_last_byte_and_ignores_timestamps():
     req = P.ReadRequest(4, 0, 2)
-    d = R.RtuDeframer(9600)
+    d = MA.ResponseDeframer(9600)
     d.expect(MA.response_frame_length(req))
     # coarse, bursty timestamps as from a USB adapter: gaps look huge, bytes arrive together
     d.feed(B[:3], 1000)
@@ -333,7 +333,7 @@ def test_length_mode_ends_on_the_last_byte_and_ignores_timestamps():
 
 def test_length_mode_exception_response():
     exc = R.encode_frame(1, P.encode_response(P.ExceptionResponse(4, 2)))
-    d = R.RtuDeframer(19200)
+    d = MA.ResponseDeframer(19200)
     d.expect(MA.response_frame_length(P.ReadRequest(4, 0, 40)))
     for i, b in enumerate(exc):
         d.feed(bytes((b,)), i)
@@ -341,7 +341,7 @@ def test_length_mode_exception_response():
 
 
 def test_expect_and_reset_drop_partial_frames():
-    d = R.RtuDeframer(9600)
+    d = MA.ResponseDeframer(9600)
     d.feed(A[:3], 0)
     d.expect(8)
     d.feed(C[:5], 10)
