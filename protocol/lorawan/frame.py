@@ -46,6 +46,8 @@ class FrameError(ValueError):
 
 
 def _check_bytes(value, name, length=None):
+    # name: the argument's own name (dev_eui, fopts ...), which is a qstr anyway; the spec's
+    # field names (DevEUI, FOpts ...) would be one more each in a device's RAM
     if not isinstance(value, (bytes, bytearray, memoryview)):
         raise FrameError("%s must be bytes, got %s" % (name, type(value).__name__))
     if length is not None and len(value) != length:
@@ -60,7 +62,7 @@ def _check_int(value, name, bits):
 
 
 def _mhdr(mtype, major):
-    _check_int(mtype, "MType", 3)
+    _check_int(mtype, "mtype", 3)
     if major != _MAJOR_R1:
         raise FrameError("Major must be 0 (LoRaWAN R1), got %r" % (major,))
     return mtype << 5
@@ -111,7 +113,7 @@ class DataFrame:
 
     def encode(self):
         """PHYPayload from the attributes (mic must be set, e.g. by session.build_data_frame)."""
-        mic = _check_bytes(self.mic, "MIC", 4) if self.mic is not None else None
+        mic = _check_bytes(self.mic, "mic", 4) if self.mic is not None else None
         if mic is None:
             raise FrameError("MIC not set: compute it over signed_part first")
         return encode_data_signed_part(self) + mic
@@ -127,10 +129,10 @@ def encode_data_signed_part(f):
     if f.mtype < UNCONFIRMED_UP or f.mtype > CONFIRMED_DOWN:
         raise FrameError("not a data MType: %r" % (f.mtype,))
     mhdr = _mhdr(f.mtype, f.major)
-    _check_int(f.dev_addr, "DevAddr", 32)
+    _check_int(f.dev_addr, "dev_addr", 32)
     _check_int(f.fcnt16, "FCnt (16-bit wire value)", 16)
-    fopts = _check_bytes(f.fopts, "FOpts")
-    frm = _check_bytes(f.frm_payload, "FRMPayload")
+    fopts = _check_bytes(f.fopts, "fopts")
+    frm = _check_bytes(f.frm_payload, "frm_payload")
     up = f.mtype & 1 == 0
     if not up and f.adr_ack_req:
         raise FrameError("ADRACKReq is an uplink bit (RFU on downlinks)")
@@ -148,7 +150,7 @@ def encode_data_signed_part(f):
             raise FrameError("FRMPayload of %d bytes needs an FPort" % len(frm))
         port = b""
     else:
-        _check_int(f.fport, "FPort", 8)
+        _check_int(f.fport, "fport", 8)
         if f.fport == 0 and fopts:
             raise FrameError("FPort 0 (MAC commands in FRMPayload) with FOpts is invalid")
         port = bytes((f.fport,))
@@ -180,7 +182,7 @@ class JoinRequest:
     def encode(self):
         if self.mic is None:
             raise FrameError("MIC not set: compute it over signed_part first")
-        return _encode_join_request_signed(self) + _check_bytes(self.mic, "MIC", 4)
+        return _encode_join_request_signed(self) + _check_bytes(self.mic, "mic", 4)
 
     def __repr__(self):
         return "<JoinRequest JoinEUI=%s DevEUI=%s DevNonce=%d>" % (
@@ -189,9 +191,9 @@ class JoinRequest:
 
 def _encode_join_request_signed(j):
     mhdr = _mhdr(JOIN_REQUEST, j.major)
-    join_eui = _check_bytes(j.join_eui, "JoinEUI", 8)
-    dev_eui = _check_bytes(j.dev_eui, "DevEUI", 8)
-    _check_int(j.dev_nonce, "DevNonce", 16)
+    join_eui = _check_bytes(j.join_eui, "join_eui", 8)
+    dev_eui = _check_bytes(j.dev_eui, "dev_eui", 8)
+    _check_int(j.dev_nonce, "dev_nonce", 16)
     return (bytes((mhdr,)) + bytes(reversed(join_eui)) + bytes(reversed(dev_eui))
             + j.dev_nonce.to_bytes(2, "little"))
 
@@ -237,7 +239,7 @@ def decode_cflist(cflist):
     type 0 -> {"type": 0, "frequencies": [5 ints in Hz, 0 = no channel]} (channels 3..7, EU-like)
     type 1 -> {"type": 1, "ch_masks": [5 ints of 16 bits]} (ChMask0..4, US/AU-like)
     """
-    c = _check_bytes(cflist, "CFList", 16)
+    c = _check_bytes(cflist, "cflist", 16)
     t = c[15]
     if t == CFLIST_FREQUENCIES:
         return {"type": t, "frequencies": [int.from_bytes(c[i:i + 3], "little") * 100 for i in range(0, 15, 3)]}

@@ -243,8 +243,8 @@ def test_decode_join_accept_errors():
         (dict(fopts=bytes(16)), "FOpts too long: 16"),
         (dict(fport=0, fopts=b"\x02"), "FPort 0"),
         (dict(fport=None, frm_payload=b"x"), "needs an FPort"),
-        (dict(fport=256), "FPort"),
-        (dict(dev_addr=1 << 32), "DevAddr"),
+        (dict(fport=256), "fport"),
+        (dict(dev_addr=1 << 32), "dev_addr"),
         (dict(fcnt16=0x10000), "FCnt"),
         (dict(major=1), "Major must be 0"),
         (dict(mtype=JOIN_REQUEST), "not a data MType"),
@@ -252,9 +252,9 @@ def test_decode_join_accept_errors():
         (dict(mtype=UNCONFIRMED_DOWN, class_b=True), "ClassB is an uplink bit"),
         (dict(mtype=UNCONFIRMED_DOWN, adr_ack_req=True), "ADRACKReq is an uplink bit"),
         (dict(fport=1, frm_payload=bytes(243)), "too long: 256"),
-        (dict(mic=b"abc"), "MIC must be 4 bytes"),
+        (dict(mic=b"abc"), "mic must be 4 bytes"),
         (dict(mic=None), "MIC not set"),
-        (dict(fopts="02"), "FOpts must be bytes"),
+        (dict(fopts="02"), "fopts must be bytes"),
     ],
 )
 def test_encoder_validation(kwargs, message):
@@ -265,9 +265,9 @@ def test_encoder_validation(kwargs, message):
 
 
 def test_other_encoder_validation():
-    with pytest.raises(FrameError, match="JoinEUI must be 8"):
+    with pytest.raises(FrameError, match="join_eui must be 8"):
         JoinRequest(bytes(7), bytes(8), 1, b"1234").encode()
-    with pytest.raises(FrameError, match="DevNonce"):
+    with pytest.raises(FrameError, match="dev_nonce"):
         JoinRequest(bytes(8), bytes(8), 0x10000, b"1234").encode()
     with pytest.raises(FrameError, match="NetID"):
         encode_join_accept(JoinAccept(0, 1 << 24, 0, mic=b"1234"))
