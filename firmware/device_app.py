@@ -13,8 +13,23 @@ from firmware.poll_clock import PollClock
 from firmware.reboot import Reboot
 from firmware.report_timer import ReportTimer
 
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+_PROVEN_MS = const(600000)  # polls without a network that prove a boot healthy
+
 
 class DeviceApp:
+    safe_mode = False  # firmware/safe_mode.py's SafeMode says True
+    wdt = None  # machine.WDT, started by main.create(); fed by _supervise()
+    boot_failures = 0  # main.create(): boots in a row not proved healthy, this one included
+    esp32 = None  # main.create(): the esp32 module (OTA partitions)
+
     def __init__(self, kind, hw, cfg, ports, rtc_magic, clock=None, rng=None, reset=None):
         self.hw = hw
         self.cfg = cfg
@@ -35,6 +50,24 @@ class DeviceApp:
         self.reports = 0
         self.last_report = None  # fields of the last frames encoded, for tests and the simulator
         self.last_alarm = None
+
+    def _supervise(self, mono):
+        """At the start of every poll: feed the watchdog (this poll beginning means the one
+        before returned; a driver that hangs stops the feeding and the WDT resets the board; on
+        a meter a hung Modbus task blocks the event loop and so these polls too), and until it
+        has happened once, see whether this boot has proved itself healthy: joined or resumed
+        with an uplink sent, or _PROVEN_MS of polls (firmware/boot_health.py)."""
+        if self.wdt is not None:
+            self.wdt.feed()
+        if self.boot_failures:
+            mac = self.mac
+            if mono >= _PROVEN_MS or (mac is not None and mac.joined and mac.uplinks):
+                from firmware import boot_health
+                from firmware.main import unload
+
+                boot_health.passed(NvsStore(self.hw.app_nvs), self.esp32)
+                self.boot_failures = 0
+                unload(("firmware.boot_health",))
 
     def attach(self, mac):
         self.mac = mac

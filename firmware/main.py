@@ -25,27 +25,45 @@ except ImportError:  # CPython
         return x
 
 
+_WDT_MS = const(30000)  # no legitimate poll blocks near this long (sensor waits are ms)
+
+
 def create(machine, esp32, cfg, radio, sleep_ms, rng=None, ticks_ms=None):
     """ticks_ms (optional, the device's time.ticks_ms): lets the app see time a poll spent
     blocked outside sleep_ms too (see firmware/poll_clock.py)."""
-    from firmware import config
+    from firmware import boot_health, config
+    from firmware.nvs_store import NvsStore
     from firmware.poll_clock import PollClock
 
     cfg = config.merge(cfg)
     clock = PollClock(sleep_ms, ticks_ms)  # drivers sleep through it: the MAC sees that time
-    if cfg["kind"] == "meter":
-        app = _create_meter(machine, esp32, cfg, radio, clock, rng)
+    store = NvsStore(esp32.NVS(cfg["kind"]))  # the application's namespace
+    cause = machine.reset_cause()
+    failures = boot_health.begin(store, cause == machine.PWRON_RESET
+                                 or cause == machine.HARD_RESET)
+    if not failures:
+        from firmware import safe_mode
+
+        app = safe_mode.start(machine, esp32, cfg, clock)
     else:
-        app = _create_pole(machine, esp32, cfg, radio, clock, rng)
+        if cfg["kind"] == "meter":
+            app = _create_meter(machine, esp32, cfg, radio, clock, rng)
+        else:
+            app = _create_pole(machine, esp32, cfg, radio, clock, rng)
+        app.boot_failures = failures
+        app.esp32 = esp32  # for boot_health.passed(): the OTA partition to mark valid
+        # fed at the start of every poll (DeviceApp): a poll that hangs longer resets the board
+        app.wdt = machine.WDT(timeout=_WDT_MS)
     # needed only while a device boots: the config check, the board profiles, the builders
-    _forget(("firmware.config", "firmware.pole_config", "firmware.meter_config",
-             "firmware.radio_board", "firmware.pole_hardware", "firmware.meter_hardware"))
+    unload(("firmware.config", "firmware.pole_config", "firmware.meter_config",
+            "firmware.radio_board", "firmware.pole_hardware", "firmware.meter_hardware",
+            "firmware.boot_health"))
     return app
 
 
-def _forget(names):
-    """Unload modules that only the boot uses (see create()): about 5 KB of functions and
-    tables on an ESP32 heap. MicroPython only; a later import
+def unload(names):
+    """Unload modules that only the boot uses (see create()), or that a device uses once in a
+    while (firmware.boot_health): about 5 KB of functions and tables on an ESP32 heap. MicroPython only; a later import
     (the next boot) loads them again. CPython keeps them, so that code holding a module (tests)
     still sees the classes the firmware raises."""
     import sys
@@ -138,16 +156,27 @@ def run(config_path="/config.json"):
     meter = cfg["kind"] == "meter"
     app = create(machine, esp32, cfg, None, time.sleep_ms, ticks_ms=time.ticks_ms)
     gc.collect()
-    if meter:
-        import asyncio
+    try:
+        if meter and not app.safe_mode:
+            import asyncio
 
-        from firmware.meter_tasks import run_meter
+            from firmware.meter_tasks import run_meter
 
-        asyncio.run(run_meter(app, time.ticks_ms, machine.reset))
-        return
-    while True:
-        now = time.ticks_ms()
-        wake = app.poll(now)
-        d = time.ticks_diff(wake, time.ticks_ms())
-        if d > 0:
-            time.sleep_ms(d if d < 1000 else 1000)  # cap: stay responsive to the door and WDT
+            asyncio.run(run_meter(app, time.ticks_ms, machine.reset))
+            return
+        while True:
+            now = time.ticks_ms()
+            wake = app.poll(now)
+            d = time.ticks_diff(wake, time.ticks_ms())
+            if d > 0:
+                time.sleep_ms(d if d < 1000 else 1000)  # cap: stay responsive to the door and WDT
+    except KeyboardInterrupt:
+        # Ctrl-C on the console (a technician, mpremote before a deploy): the loop stops and
+        # the REPL takes over. The watchdog cannot be stopped once started, so a timer feeds it
+        # from then on: the board is not reset under the technician's hands.
+        wdt = app.wdt
+        if wdt is not None:
+            machine.Timer(0).init(period=1000, callback=lambda t: wdt.feed())
+            print("main: stopped (Ctrl-C); the watchdog is fed by a timer; machine.reset() "
+                  "restarts")
+        raise

@@ -32,6 +32,7 @@ package("protocol", files=[
 ], base_path="..")
 package("firmware", files=[
     "alarm_uplink.py",
+    "boot_health.py",
     "command_port.py",
     "config.py",
     "device_app.py",
@@ -65,6 +66,7 @@ package("firmware", files=[
     "reboot.py",
     "report_timer.py",
     "reserved_counter.py",
+    "safe_mode.py",
     "solar.py",
     "ticks.py",
     "utc_date.py",

@@ -318,6 +318,7 @@ class MeterApp(DeviceApp):
         if self._mono is None:
             self._mono = Monotonic(now_ms)
         mono = self._mono.update(now_ms)
+        self._supervise(mono)
         if mono >= self._next_step:
             self._step(now_ms)
             self._next_step += _STEP_MS

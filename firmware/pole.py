@@ -586,6 +586,7 @@ class PoleApp(DeviceApp):
         if self._mono is None:
             self._mono = Monotonic(now_ms)
         mono = self._mono.update(now_ms)
+        self._supervise(mono)
         hw = self.hw
         hw.dimmer.poll(now_ms)  # a fade's step due now first: the meter is read after it
         door = hw.door.is_open

@@ -38,16 +38,10 @@ def shared_cache(name):
     return d
 
 
-def _import_cryptolib():
-    import cryptolib  # (ucryptolib before MicroPython 1.21: older than ROMFS, so never ours)
-
-    return cryptolib
-
-
 def _probe(name):
     if name == "cryptolib":
         try:
-            _import_cryptolib()
+            import cryptolib  # noqa: F401 (ucryptolib before MicroPython 1.21: older than ROMFS)
         except ImportError:
             return False
         return True
@@ -94,7 +88,9 @@ class _CryptolibECB:
 
     def __init__(self, key):
         self._key = bytes(key)
-        self._aes = _import_cryptolib().aes(self._key, 1)
+        import cryptolib
+
+        self._aes = cryptolib.aes(self._key, 1)
 
     def encrypt(self, data):
         _check(data)
@@ -102,7 +98,9 @@ class _CryptolibECB:
 
     def decrypt(self, data):
         _check(data)
-        return _import_cryptolib().aes(self._key, 1).decrypt(data)
+        import cryptolib
+
+        return cryptolib.aes(self._key, 1).decrypt(data)
 
     def encrypt_into(self, data, out):
         _check(data)

@@ -64,6 +64,7 @@ except ImportError:  # CPython
 
 # reset causes (ports/esp32/modmachine.c)
 PWRON_RESET = 1
+HARD_RESET = 2  # the reset button (EN pin)
 WDT_RESET = 3
 SOFT_RESET = 5
 
@@ -88,7 +89,9 @@ _BATTERY = const(6)  # a backup battery keeps the RTC's time over a power cut
 _DUTY = const(7)  # GPIO number -> duty_u16 of the PWM running on it
 _IRQS = const(8)  # GPIO number -> (handler, trigger, Pin) of its Pin.irq
 _NGPIO = const(49)  # GPIO numbers 0..48 (the ESP32-S3's)
-_board = [PWRON_RESET, b"", bytearray(_NGPIO), None, lambda: int(time.monotonic() * 1000), None,
+# the default time base (until set_clock): the host's clock, MicroPython's or CPython's
+_board = [PWRON_RESET, b"", bytearray(_NGPIO), None,
+          getattr(time, "ticks_ms", None) or (lambda: int(time.monotonic() * 1000)), None,
           False, {}, {}]
 _buses = {}  # id or ("soft", scl, sda) -> I2CBus; hardware wiring, survives power cuts
 _uarts = {}  # id -> UARTPort; hardware wiring, survives power cuts

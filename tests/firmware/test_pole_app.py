@@ -575,6 +575,9 @@ def test_any_command_bytes_get_exactly_one_ack_and_never_crash(cmds):
     sent = []
 
     class Mac:
+        joined = False  # what the app reads of a MAC besides its methods (boot health)
+        uplinks = 0
+
         def send(self, port, data, confirmed=False, tag=None):
             sent.append((port, data))
             return True

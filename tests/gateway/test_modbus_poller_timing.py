@@ -109,7 +109,8 @@ def test_a_two_register_point_is_one_transaction_per_poll():
     st = p.stats()["meters"][1]
     # one request per poll (+ the one in flight when the poller was stopped)
     assert st["polls"] <= st["transactions"] <= st["polls"] + 1
-    assert st["transactions"] <= len(dev.asked) <= st["transactions"] + 1
+    # each retry after a timeout (a loaded machine) reaches the server once more
+    assert st["transactions"] <= len(dev.asked) <= st["transactions"] + st["retries"] + 1
     assert all(v == {"voltage_l1": meter_values(1)["voltage_l1"]} for v in seen)
 
 

@@ -1,0 +1,51 @@
+"""Boot health: how many boots in a row failed before the application proved itself healthy,
+kept in NVS (it must survive the very resets it counts), and what that count decides.
+
+A boot counts as failed from its start until DeviceApp declares it healthy: joined (or its
+session restored) with one uplink sent, or, without LoRaWAN or without a network, ten minutes
+of polls that all returned (a gateway outage must not look like a broken board). A crash or a
+watchdog reset before that leaves the boot counted; a power cut or the reset button does not
+(flickering mains is not a broken image) and starts the count again. After _SAFE_MODE_AFTER
+failed boots in a row the next boot is a safe mode (firmware/safe_mode.py). Nothing else is written
+here and nothing is ever wiped: provisioning, the LoRaWAN session and counters, the energy
+registers and the settings stay as they are.
+
+Boot-only: main.create() unloads this module with the configuration, and DeviceApp imports it
+again once, for passed().
+"""
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+_SAFE_MODE_AFTER = const(5)  # failed boots in a row before a safe mode
+_FAILS = const("boot_fails")  # NVS keys, in the application's namespace ("pole" / "meter")
+_SAFE_MODES = const("safe_modes")
+
+
+def begin(store, power):
+    """Count this boot as failed until proved otherwise (committed before anything can go
+    wrong) -> the failed boots in a row, this one included; 0 when it must be a safe mode
+    instead. power: the power came on (after a power cut, or the reset button), not a crash: the
+    boot before it did not fail. A safe mode clears the count, so that the boot after it tries
+    the application again, and adds one to the safe modes since commissioning (NVS
+    "safe_modes")."""
+    n = 1 if power else (store.load(_FAILS) or 0) + 1
+    if n > _SAFE_MODE_AFTER:
+        store.save(_SAFE_MODES, (store.load(_SAFE_MODES) or 0) + 1)
+        n = 0
+    store.save(_FAILS, n)
+    return n
+
+
+def passed(store, esp32):
+    """This boot is healthy: the count back to 0, and a new MicroPython firmware that got this
+    far is kept (ESP32 OTA: without this its bootloader rolls back at the next reset)."""
+    store.save(_FAILS, 0)
+    part = getattr(esp32, "Partition", None)
+    if part is not None:
+        part.mark_app_valid_cancel_rollback()
