@@ -166,24 +166,42 @@ def test_fewer_failed_boots_than_the_limit_do_not_give_a_safe_mode():
     assert NvsStore(b.esp32.NVS("pole")).load("safe_modes") is None
 
 
-def test_a_joined_device_is_healthy_after_its_first_uplink_and_keeps_its_firmware_image():
+def updated_board(name, factory=None):
+    """A pole whose MicroPython firmware was just updated over the air: the other OTA slot is
+    set to boot, and the board reset into it (sim.fakes.esp32_ota)."""
+    from sim.fakes import esp32_ota
+
+    b = LocalBoard(name, EUI, POLE, app_factory=factory)
+    ota = esp32_ota.attach(b.machine, b.esp32)
+    part = b.esp32.Partition
+    part(part.RUNNING).get_next_update().set_boot()  # what an OTA updater does last
+    b.power_cut(0)  # (a reset the same way: the bootloader starts the new image)
+    assert ota.running == "ota_1" and ota.pending
+    return b, ota
+
+
+def test_a_joined_device_is_healthy_after_its_first_uplink_and_keeps_its_new_firmware():
     """boot_health.passed(): the count cleared and ESP32 OTA's rollback cancelled."""
-    marked = []
-
-    class Partition:
-        @staticmethod
-        def mark_app_valid_cancel_rollback():
-            marked.append(True)
-
-    b = LocalBoard("ota", EUI, POLE)
-    b.esp32.Partition = Partition
-    t = b.boot(0)
-    assert boot_fails(b) == 1 and not marked
-    t = with_network(b, t, 5 * MINUTE, stop=lambda: b.app.mac.uplinks)
+    b, ota = updated_board("ota")
+    assert boot_fails(b) == 1
+    t = with_network(b, 0, 5 * MINUTE, stop=lambda: b.app.mac.uplinks)
     assert b.app.mac.joined and b.app.mac.uplinks  # long before the 10-minute fallback
-    assert boot_fails(b) == 1  # not yet: the uplink is queued, its poll comes next
+    assert boot_fails(b) == 1 and ota.pending  # not yet: the uplink is queued, its poll next
     b.poll(b.next_wake_ms())
-    assert boot_fails(b) == 0 and marked == [True]
+    assert boot_fails(b) == 0 and not ota.pending
+    b.power_cut(b.clock())  # later resets keep the new image
+    assert ota.running == "ota_1" and ota.rollbacks == 0
+
+
+def test_a_new_firmware_that_crashes_before_it_is_healthy_is_rolled_back():
+    factory, left = crashing_factory(1)
+    b, ota = updated_board("rollback", factory)
+    t = run_until(b, 0, MINUTE, stop=lambda: b.counters["crashes"])
+    assert b.counters["crashes"] == 1
+    t = run_until(b, t, t + MINUTE, stop=lambda: b.app is not None)
+    assert ota.rollbacks == 1 and ota.running == "ota_0" and not ota.pending
+    assert [label for label, _ in ota.boots] == ["ota_1", "ota_0"]
+    assert b.app is not None and not b.app.safe_mode  # the old image runs, normally
 
 
 @pytest.mark.skipif(not sim.mpvm.available(), reason="MicroPython VM missing")
