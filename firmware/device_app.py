@@ -65,7 +65,7 @@ class DeviceApp:
                 from firmware import boot_health
                 from firmware.main import unload
 
-                boot_health.passed(NvsStore(self.hw.app_nvs), self.esp32)
+                boot_health.passed(self._store, self.esp32)
                 self.boot_failures = 0
                 unload(("firmware.boot_health",))
 
