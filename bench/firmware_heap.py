@@ -145,7 +145,7 @@ def measure_modbus(board=None, **board_kw):
     """{"boot", "peak_modbus", "replies"}: heap of a meter with interfaces "both" after boot, the
     peak of its slave's polls while it answers MODBUS_READS, and how many valid replies came
     back (the requests go in through the fake UART; the slave runs at its own microsecond
-    clock, as serve() drives it on the device)."""
+    clock, as firmware.meter_loop drives it on the device)."""
     from protocol.modbus import pdu, rtu
     from protocol.modbus import master as MA
     from sim.vmboard import VMBoard

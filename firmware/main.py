@@ -13,7 +13,7 @@ crashing in a loop. Tests may pass a scripted radio instead. cfg may be partial 
 validated). cfg["kind"] "pole" (the default) gives a PoleApp with `.mac` (EndDevice) and `.hw`
 (PoleHardware). "meter" gives a MeterApp with `.hw` (MeterHardware), `.source` (MeterSource),
 `.slave` (ModbusSlave, None with interfaces "lorawan"; driven on its own at microsecond
-granularity: slave.poll(now_us) or serve()) and `.mac` (None with interfaces "modbus", when
+granularity: slave.poll(now_us), by firmware.meter_loop on the device) and `.mac` (None with interfaces "modbus", when
 radio may be None).
 """
 
@@ -158,11 +158,9 @@ def run(config_path="/config.json"):
     gc.collect()
     try:
         if meter and not app.safe_mode:
-            import asyncio
+            from firmware.meter_loop import run_meter
 
-            from firmware.meter_tasks import run_meter
-
-            asyncio.run(run_meter(app, time.ticks_ms, machine.reset))
+            run_meter(app, time.ticks_ms, time.ticks_us, time.sleep_us, machine.reset)
             return
         while True:
             now = time.ticks_ms()

@@ -4,10 +4,10 @@ Poll-driven, like the rest of the firmware: `poll(now_us) -> next_wake_us` reads
 has, cuts frames by silence with protocol.modbus.rtu.RtuDeframer (t1.5 / t3.5), answers, and
 drives DE; it never blocks and never reads a clock. Why not an asyncio StreamReader over the
 UART: a stream hands over bytes without the times they arrived, and RTU frames are delimited
-by time alone. On the device `serve()` runs the same poll as an asyncio task next to the
-metering task, sleeping until the returned tick (each poll timestamps what the UART buffered
-since the previous one, so polls must come at least every character time or so; serve() wakes
-every `idle_us`, one character time by default).
+by time alone. On the device firmware.meter_loop polls it next to the metering application,
+sleeping until the returned tick (each poll timestamps what the UART buffered since the previous
+one, so polls must come at least every character time or so; an idle slave asks to be polled
+again after `idle_us`, one character time by default).
 
 DE: raised just before the reply is handed to the UART, dropped only after the UART says its
 transmitter is done (`txdone()`), the frame's own wire time has passed, and one more character
@@ -346,24 +346,3 @@ class ModbusSlave:
             self.baud_code = baud
             self.parity = parity
             self._apply_line()
-
-
-async def serve(slave, ticks_us=None, sleep_us=None):
-    """Run `slave` for ever as an asyncio task on the device (time.ticks_us, asyncio.sleep_ms).
-    On CPython pass both functions in."""
-    import asyncio
-
-    if ticks_us is None:
-        import time
-
-        ticks_us = time.ticks_us
-    while True:
-        now = ticks_us()
-        wake = slave.poll(now)
-        d = _diff(wake, ticks_us())
-        if sleep_us is not None:
-            await sleep_us(d)
-        elif d >= 1000:
-            await asyncio.sleep_ms(d // 1000)
-        else:
-            await asyncio.sleep_ms(0)  # yield; the UART keeps bytes in its FIFO meanwhile

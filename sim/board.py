@@ -57,12 +57,25 @@ def ticks(ms):
     return ms % TICKS_PERIOD
 
 
-def load_fake(name, tag):
-    """A fresh, private copy of sim/fakes/<name>.py (own module object, own state)."""
+def load_fake(name, tag, machine=None):
+    """A fresh, private copy of sim/fakes/<name>.py (own module object, own state). The machine
+    fake's I2C and PWM (machine_i2c_pwm) are loaded the same way when first used, bound to the
+    board's copy of machine."""
     path = os.path.join(_FAKES_DIR, name + ".py")
     spec = importlib.util.spec_from_file_location("sim.fakes._%s_%s" % (name, tag), path)
     mod = importlib.util.module_from_spec(spec)
+    if machine is not None:
+        mod.machine = machine
     spec.loader.exec_module(mod)
+    if name == "machine":
+        part = []
+
+        def load_part():
+            if not part:
+                part.append(load_fake("machine_i2c_pwm", tag, machine=mod))
+            return part[0]
+
+        mod.load_part = load_part
     return mod
 
 

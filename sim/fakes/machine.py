@@ -6,6 +6,7 @@ modmachine.c, machine_rtc.c, machine_wdt.c).
 
 Only the API that the firmware and the tests use is here (each def costs heap on the VM, where
 the fakes run beside the firmware): no SoftI2C, open-drain pins, machine.freq() or idle().
+I2C and PWM are in machine_i2c_pwm.py, loaded on first use (a meter has neither).
 
 I2C: `I2C(id, scl=None, sda=None, freq=400000)` (id 0 or 1) is a view of the simulator-owned
 `bus(id)`. Devices are attached with `bus(id).attach(addr, model)`. A model
@@ -68,7 +69,6 @@ HARD_RESET = 2  # the reset button (EN pin)
 WDT_RESET = 3
 SOFT_RESET = 5
 
-_ENODEV = const(19)  # MicroPython's errno.ENODEV (Linux's number too)
 UNIQUE_ID = b"\x24\x6f\x28\x00\x00\x01"  # the ESP32's base MAC; a simulator sets one per board
 _RTC_MEM_MAX = const(2048)  # MICROPY_HW_RTC_USER_MEM_MAX on the ESP32
 _Y2K = const(946684800)  # unix seconds of 2000-01-01, where an unset ESP32 RTC starts
@@ -93,7 +93,6 @@ _NGPIO = const(49)  # GPIO numbers 0..48 (the ESP32-S3's)
 _board = [PWRON_RESET, b"", bytearray(_NGPIO), None,
           getattr(time, "ticks_ms", None) or (lambda: int(time.monotonic() * 1000)), None,
           False, {}, {}]
-_buses = {}  # id or ("soft", scl, sda) -> I2CBus; hardware wiring, survives power cuts
 _uarts = {}  # id -> UARTPort; hardware wiring, survives power cuts
 
 
@@ -142,51 +141,7 @@ def unique_id():
     return UNIQUE_ID
 
 
-# -- I2C -------------------------------------------------------------------------------------
-
-class I2CBus:
-    """The wires of one I2C bus, owned by the simulator: address -> device model."""
-
-    def __init__(self):
-        self.devices = {}
-        self.transfers = 0
-
-    def attach(self, addr, model):
-        if not 0 <= addr < 0x80:
-            raise ValueError("7-bit address expected")
-        self.devices[addr] = model
-        return model
-
-    def detach(self, addr):
-        self.devices.pop(addr, None)
-
-    def write(self, addr, data, stop=True):
-        self.transfers += 1
-        dev = self.devices.get(addr)
-        if dev is None or not dev.i2c_write(bytes(data), stop):
-            raise OSError(_ENODEV, "ENODEV")
-
-    def read(self, addr, n, stop=True):
-        self.transfers += 1
-        dev = self.devices.get(addr)
-        data = None if dev is None else dev.i2c_read(n)
-        if data is None:
-            raise OSError(_ENODEV, "ENODEV")
-        if len(data) != n:
-            raise AssertionError("device model returned %d bytes, %d asked" % (len(data), n))
-        return bytes(data)
-
-
-def bus(id):
-    """The simulator's handle on hardware I2C bus `id` (0 or 1), made the first time. Not
-    dict.setdefault(id, I2CBus()) (nor in uart(), spi()): that builds a throw-away object on
-    every call, and the firmware's hot paths (a driver spinning on BUSY) call these thousands
-    of times inside one poll, which the heap budget counts."""
-    b = _buses.get(id)
-    if b is None:
-        b = _buses[id] = I2CBus()
-    return b
-
+# -- I2C and PWM: sim/fakes/machine_i2c_pwm.py, loaded when first asked for -----------------
 
 def _buffer(buf):
     try:
@@ -195,46 +150,25 @@ def _buffer(buf):
         raise TypeError("object with buffer protocol required") from None
 
 
-class I2C:
-    """Hardware I2C (ESP32: ids 0 and 1)."""
-
-    def __init__(self, id, *, scl=None, sda=None, freq=400000):
-        if id not in (0, 1):
-            raise ValueError("I2C(%s) doesn't exist" % (id,))
-        self.id = id  # scl, sda, freq: the bus model has no timing or pin mux to apply them to
-        self._bus = bus(id)
-
-    def scan(self):
-        return sorted(self._bus.devices)
-
-    def writeto(self, addr, buf, stop=True):
-        data = bytes(_buffer(buf))
-        self._bus.write(addr, data, stop)
-        return len(data)  # number of ACKs received
-
-    def readfrom(self, addr, n, stop=True):
-        return self._bus.read(addr, n, stop)
-
-    def readfrom_into(self, addr, buf, stop=True):
-        mv = _buffer(buf)
-        mv[:] = self._bus.read(addr, len(mv), stop)
-
-    # 8-bit memory addresses only: no addrsize (what the firmware's chips use; a driver that
-    # passed addrsize would get a TypeError here, not a silently wrong transfer)
-
-    def writeto_mem(self, addr, memaddr, buf):
-        self._bus.write(addr, bytes([memaddr & 0xFF]) + bytes(_buffer(buf)), True)
-
-    def readfrom_mem(self, addr, memaddr, n):
-        self._bus.write(addr, bytes([memaddr & 0xFF]), False)
-        return self._bus.read(addr, n, True)
-
-    def readfrom_mem_into(self, addr, memaddr, buf):
-        mv = _buffer(buf)
-        mv[:] = self.readfrom_mem(addr, memaddr, len(mv))
+def __getattr__(name):
+    """I2C, I2CBus, bus, PWM, pwm_duty (and _buses, the I2C wiring tests reset): from
+    machine_i2c_pwm.py, on first use. A meter uses none of them, and every def in a fake is heap
+    on the VM beside the firmware (a real board's machine is C in flash)."""
+    if name == "I2C" or name == "I2CBus" or name == "bus" or name == "PWM" or name == "pwm_duty" \
+            or name == "_buses":
+        return getattr(load_part(), name)  # (not `in` a tuple: its strings would be heap)
+    raise AttributeError(name)
 
 
-# -- Pin and PWM -----------------------------------------------------------------------------
+def load_part():
+    """sim/fakes/machine_i2c_pwm.py, which reads this module's state. sim.board.load_fake
+    replaces this with a loader of the board's own private copy."""
+    from sim.fakes import machine_i2c_pwm
+
+    return machine_i2c_pwm
+
+
+# -- Pin -----------------------------------------------------------------------------------
 
 # per GPIO number: "2" in/out, "1" input only, "0" absent (bytes, not sets of ints: no heap on
 # the MicroPython VM)
@@ -359,47 +293,6 @@ def level(id):
     """Simulator: the level the board drives on pin `id` (None when it is not an output)."""
     s = _board[_GPIO][id] if _pin_kind(id) else 0
     return (1 if s & _OUT else 0) if s & _MODE == Pin.OUT else None
-
-
-def pwm_duty(id):
-    """Simulator: duty_u16 of the PWM running on pin `id`, or None."""
-    return _board[_DUTY].get(id)
-
-
-class PWM:
-    """LEDC PWM as on the ESP32 (default frequency 5 kHz, duty 0 until set)."""
-
-    def __init__(self, dest, *, freq=5000, duty_u16=0):
-        self._pin = dest if isinstance(dest, Pin) else Pin(dest, Pin.OUT)
-        self._active = True
-        self._duty = 0
-        self.freq(freq)
-        self.duty_u16(duty_u16)
-
-    def freq(self, value=None):
-        if value is None:
-            return self._freq
-        if not 1 <= value <= 40000000:
-            raise ValueError("frequency must be from 1Hz to 40MHz")
-        self._freq = value
-
-    def duty_u16(self, value=None):
-        if value is None:
-            return self._duty
-        if not 0 <= value <= 65535:
-            raise ValueError("duty_u16 must be from 0 to 65535")
-        self._duty = value
-        if self._active:  # what the pin shows (pwm_duty)
-            _board[_DUTY][self._pin.id] = value
-
-    def duty(self, value=None):
-        if value is None:
-            return self._duty >> 6
-        self.duty_u16(min(max(value, 0), 1023) * 65535 // 1023)
-
-    def deinit(self):
-        self._active = False
-        _board[_DUTY].pop(self._pin.id, None)
 
 
 # -- UART ------------------------------------------------------------------------------------

@@ -525,48 +525,6 @@ def test_the_slave_runs_on_micropython():
     assert MA.decode_response(got[3][1]) == P.ExceptionResponse(4, 2)
 
 
-SERVE_SCRIPT = """
-import asyncio, binascii
-from sim.fakes import machine
-from firmware.modbus_slave import ModbusSlave, serve
-
-from vmlib.uart_line import Line
-
-class Source:
-    def measurements(self):
-        return {}
-    def relay_closed(self):
-        return True
-    def set_relay(self, closed):
-        pass
-
-line = machine.uart(1).attach(Line())
-slave = ModbusSlave(machine.UART(1, 9600), machine.Pin(4, machine.Pin.OUT), Source(), serial=7)
-
-async def main():
-    task = asyncio.create_task(serve(slave))  # time.ticks_us, asyncio.sleep_ms: the device's
-    await asyncio.sleep_ms(20)
-    line.inbox = binascii.unhexlify(%r)
-    await asyncio.sleep_ms(200)
-    task.cancel()
-    print(binascii.hexlify(line.out).decode(), machine.level(4), slave.responses)
-
-asyncio.create_task(main())  # the webassembly port's asyncio runs tasks on node's event loop
-"""
-
-
-@pytest.mark.skipif(not sim.mpvm.available(), reason="node or the MicroPython npm package missing")
-def test_serve_runs_as_an_asyncio_task_on_micropython():
-    req = request(1, P.ReadRequest(4, 0x2000, 7))
-    out = sim.mpvm.run(SERVE_SCRIPT % req.hex(),
-                       mounts=("protocol", "firmware",
-                               (sim.mpvm.ROOT + "/sim/fakes", "/lib/sim/fakes"), VMLIB)).split()
-    assert out[1:] == ["0", "1"]
-    address, pdu = R.decode_frame(bytes.fromhex(out[0]))
-    got = M.decode_block(0x2000, MA.decode_response(pdu).registers)
-    assert address == 1 and got["serial"] == 7 and got["map_version"] == M.MAP_VERSION
-
-
 METER_VM_SCRIPT = """
 import binascii
 from sim.fakes import machine, esp32
