@@ -53,12 +53,13 @@ class Network:
         self.delivered_at = None
 
     def on_tx(self, tx):
-        from protocol.lorawan import frame, network_side, security, session
+        from protocol.lorawan import frame, network_side, session
+        from protocol.lorawan import join as lw_join
         start, freq, sf, bw, _power, phy = tx
         end = start + -(-self.toa(len(phy), sf, bw) // 1000)
         if phy[0] >> 5 == frame.JOIN_REQUEST:
             jr = network_side.open_join_request(phy, APP_KEY, backend="cryptography")
-            self.keys = security.derive_session_keys(APP_KEY, 0x101, 0x13, jr.dev_nonce,
+            self.keys = lw_join.derive_session_keys(APP_KEY, 0x101, 0x13, jr.dev_nonce,
                                                      backend="cryptography")
             phy = network_side.build_join_accept(APP_KEY, 0x101, 0x13, 0x26011F3A, 0, 0, 1,
                                                  backend="cryptography")

@@ -12,7 +12,6 @@ apply_config() is what fPort 61 (config, common to every kind) changes: the repo
 the alarm repetition and the UTC offset.
 """
 
-from protocol import payload as _payload
 
 try:
     from micropython import const
@@ -72,8 +71,11 @@ class CommandPort:
             pass
 
     def ack(self, mac, port, seq, result):
-        ack_port, data = _payload.encode_uplink(self.kind, "ack", {"port": port, "seq": seq,
-                                                                   "result": _RESULTS[result]})
+        from protocol import payload  # for this frame only (payload.unload)
+
+        ack_port, data = payload.encode_uplink(self.kind, "ack", {"port": port, "seq": seq,
+                                                                  "result": _RESULTS[result]})
+        payload.unload()
         if mac is not None:
             mac.send(ack_port, data)
 
@@ -93,15 +95,18 @@ class CommandPort:
         elif data[0] != 1:
             result = _BAD_VERSION
         else:
+            from protocol import payload  # for this frame only (payload.unload)
+
             try:
-                fields = _payload.decode_downlink(fport, data)["fields"]
-            except _payload.PayloadError as e:
+                fields = payload.decode_downlink(fport, data)["fields"]
+            except payload.PayloadError as e:
                 result = _BAD_LENGTH if "length" in str(e) else BAD_VALUE
             else:
                 try:
                     result = self._execute(fport, fields)
                 except (ValueError, TypeError, KeyError):
                     result = BAD_VALUE
+            payload.unload()
         if fport in self.ports:
             self._seen[fport] = (seq, result)
             self._save_seen()

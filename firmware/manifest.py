@@ -11,6 +11,7 @@ package("protocol", files=[
     "lorawan/airtime.py",
     "lorawan/fcnt.py",
     "lorawan/frame.py",
+    "lorawan/join.py",
     "lorawan/mac.py",
     "lorawan/region.py",
     "lorawan/security.py",

@@ -30,7 +30,6 @@ confirmed_report_every-th confirmed, as on the pole. Commands 60 reboot, 61 conf
 changed are saved as JSON in NVS and restored at boot.
 """
 
-from protocol import payload as _payload
 from firmware.command_port import BAD_VALUE, FAILED, OK, PORT_CONFIG, PORT_REBOOT
 from firmware.device_app import DeviceApp
 from firmware.ticks import Monotonic, ticks_add, ticks_diff
@@ -253,7 +252,10 @@ class MeterApp(DeviceApp):
         f = {"status": self.status(), "import_energy": reg.import_wh(),
              "export_energy": reg.export_wh(), "active_power": p, "voltage": v,
              "power_factor": pf, "frequency": hz}
-        port, data = _payload.encode_uplink("meter", "report", f)
+        from protocol import payload  # for this frame only (payload.unload)
+
+        port, data = payload.encode_uplink("meter", "report", f)
+        payload.unload()
         self.queue_report(port, data, f)
         self.v_min_mv = self.v_max_mv = None  # the alarm's min/max are "since the last report"
 
@@ -272,7 +274,10 @@ class MeterApp(DeviceApp):
              "voltage_min": None if self.v_min_mv is None else self.v_min_mv / 1000,
              "voltage_max": None if self.v_max_mv is None else self.v_max_mv / 1000,
              "current": amps, "active_power": p}
-        port, data = _payload.encode_uplink("meter", "alarm", f)
+        from protocol import payload  # for this frame only (payload.unload)
+
+        port, data = payload.encode_uplink("meter", "alarm", f)
+        payload.unload()
         if self.alarm.send(self.mac, port, data):
             self._events_sent = self.alarm.bits & self._events
             self.last_alarm = f

@@ -78,7 +78,6 @@ level it was taken at (consistent, only not settled). The boot's safe state is n
 Energy is cumulative and read with every reading, so it is unaffected.
 """
 
-from protocol import payload as _payload
 from firmware.device_app import DeviceApp
 from firmware.ticks import Monotonic, ticks_add, ticks_diff
 from firmware.utc_date import datetime_tuple, day_of_year
@@ -481,7 +480,10 @@ class PoleApp(DeviceApp):
              "supply_voltage": (self.mv or 0) / 1000, "lamp_current": (self.ma or 0) / 1000,
              "lamp_power": max(self.dw or 0, 0) / 10,
              "temperature": None if self.temp_c100 is None else self.temp_c100 / 100}
-        port, data = _payload.encode_uplink("pole", "alarm", f)
+        from protocol import payload  # for this frame only (payload.unload)
+
+        port, data = payload.encode_uplink("pole", "alarm", f)
+        payload.unload()
         if self.alarm.send(self.mac, port, data):
             self.last_alarm = f
 
@@ -499,7 +501,10 @@ class PoleApp(DeviceApp):
              "ambient_light": None if self.lux_mlx is None else self.lux_mlx / 1000,
              "temperature": None if self.temp_c100 is None else self.temp_c100 / 100,
              "humidity": None if self.rh_c100 is None else self.rh_c100 / 100}
-        port, data = _payload.encode_uplink("pole", "report", f)
+        from protocol import payload  # for this frame only (payload.unload)
+
+        port, data = payload.encode_uplink("pole", "report", f)
+        payload.unload()
         self.queue_report(port, data, f)
 
     # -- commands --------------------------------------------------------------------------

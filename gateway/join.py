@@ -27,11 +27,10 @@ from dataclasses import dataclass
 from gateway.registry import Registry
 from gateway.sessions import (DevAddrExhausted, DevNonceReplay, JoinNonceExhausted, Session,
                               SessionStore)
-from protocol.lorawan import frame as _frame
 from protocol.lorawan import network_side as _network
 from protocol.lorawan.region import Region
-from protocol.lorawan.security import derive_session_keys
 from protocol.lorawan.network_side import build_join_accept, open_join_request
+from protocol.lorawan.join import JoinRequest, derive_session_keys
 
 __all__ = ["JoinResult", "handle_join_request", "REASONS"]
 
@@ -69,7 +68,7 @@ def handle_join_request(phy: bytes, registry: Registry, sessions: SessionStore, 
         j = _network.decode(bytes(phy))
     except Exception:  # FrameError and anything a garbage buffer may provoke
         return JoinResult(False, "malformed")
-    if not isinstance(j, _frame.JoinRequest):
+    if not isinstance(j, JoinRequest):
         return JoinResult(False, "malformed")
     dev = registry.get(j.dev_eui)
     if dev is None:

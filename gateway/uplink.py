@@ -62,6 +62,7 @@ from protocol.lorawan import frame as _frame
 from protocol.lorawan import network_side as _network
 from protocol.lorawan.fcnt import GAP_TOO_LARGE, OVERFLOW, REPLAY
 from protocol.lorawan.session import open_data_frame
+from protocol.lorawan import join as lw_join
 
 __all__ = ["REASONS", "Result", "UplinkProcessor", "MIN_EPOCH"]
 
@@ -180,7 +181,7 @@ class UplinkProcessor:
             f = _network.decode(phy)
         except Exception as exc:  # FrameError and anything a garbage buffer may provoke
             return Result(False, "malformed", uplink=uplink, error=str(exc))
-        if isinstance(f, _frame.JoinRequest):
+        if isinstance(f, lw_join.JoinRequest):
             return Result(False, "join", "join", uplink, dev_eui=f.dev_eui)
         if not isinstance(f, _frame.DataFrame) or not f.is_uplink:
             return Result(False, "not-uplink", uplink=uplink)

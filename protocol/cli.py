@@ -15,6 +15,7 @@ from protocol.lorawan import frame as lw_frame
 from protocol.lorawan import mac as lw_mac
 from protocol.lorawan import network_side as lw_network
 from protocol.lorawan import session as lw_session
+from protocol.lorawan import join as lw_join
 
 USAGE = """usage: python -m protocol decode --hex PHY [--nwkskey K --appskey K | --appkey K] [--last-fcnt N]
 
@@ -179,7 +180,7 @@ def _decode_join_request(frame, opts):
 def _decode_join_accept(phy, opts):
     if opts["appkey"] is None:
         raise UsageError("a join-accept is encrypted: pass --appkey to decode it")
-    accept = lw_session.open_join_accept(phy, opts["appkey"])
+    accept = lw_join.open_join_accept(phy, opts["appkey"])
     if not accept.mic_ok:
         raise UsageError("MIC mismatch for join-accept: wrong --appkey")
     return {

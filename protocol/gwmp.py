@@ -202,8 +202,8 @@ def dr_from_datr(region, datr):
     when the region has none."""
     table = _by_datr.get(region.name)
     if table is None:
-        table = _by_datr[region.name] = {datr_string(region, d.index): d.index
-                                         for d in region.data_rates}
+        table = _by_datr[region.name] = {datr_string(region, dr): dr
+                                         for dr in range(region.n_data_rates)}
     try:
         return table[datr]
     except (KeyError, TypeError):

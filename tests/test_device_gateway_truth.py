@@ -10,7 +10,8 @@ import pytest
 
 import sim.mpvm
 from protocol import payload
-from protocol.lorawan import frame, network_side, security, session
+from protocol.lorawan import frame, network_side, session
+from protocol.lorawan import join as lw_join
 
 pytestmark = pytest.mark.skipif(not sim.mpvm.available(), reason="node or the MicroPython npm package missing")
 
@@ -27,14 +28,15 @@ DEVICE = """
 import binascii, json
 from protocol import payload
 from protocol.lorawan import frame, security, session
+from protocol.lorawan import join as lw_join
 h = binascii.hexlify
 app_key = binascii.unhexlify(%(app_key)r)
 join_eui = binascii.unhexlify(%(join_eui)r); dev_eui = binascii.unhexlify(%(dev_eui)r)
 out = {}
-out["join_request"] = h(session.build_join_request(join_eui, dev_eui, 4242, app_key, backend="pure"))
-acc = session.open_join_accept(binascii.unhexlify(%(join_accept)r), app_key, backend="pure")
+out["join_request"] = h(lw_join.build_join_request(join_eui, dev_eui, 4242, app_key, backend="pure"))
+acc = lw_join.open_join_accept(binascii.unhexlify(%(join_accept)r), app_key, backend="pure")
 out["accept"] = [acc.mic_ok, acc.join_nonce, acc.net_id, acc.dev_addr]
-nwk, app = security.derive_session_keys(app_key, acc.join_nonce, acc.net_id, 4242, backend="pure")
+nwk, app = lw_join.derive_session_keys(app_key, acc.join_nonce, acc.net_id, 4242, backend="pure")
 out["keys"] = [h(nwk), h(app)]
 fport, data = payload.encode_uplink("pole", "report", json.loads(%(pole)r))
 out["pole"] = h(session.build_data_frame(frame.UNCONFIRMED_UP, acc.dev_addr, 65537, fport, data, nwk, app, backend="pure"))
@@ -53,7 +55,7 @@ print(json.dumps(out))
 def test_device_on_micropython_and_gateway_on_cpython_agree():
     join_nonce, net_id, dev_addr = 0x0A1B2C, 0x000013, 0x2601ABCD
     accept = network_side.build_join_accept(APP_KEY, join_nonce, net_id, dev_addr, 0, 3, 1, backend="cryptography")
-    nwk, app = security.derive_session_keys(APP_KEY, join_nonce, net_id, 4242, backend="cryptography")
+    nwk, app = lw_join.derive_session_keys(APP_KEY, join_nonce, net_id, 4242, backend="cryptography")
     dport, ddata = payload.encode_downlink("pole", "dim", {"seq": 9, "level": 35, "fade": 12})
     downlink = session.build_data_frame(frame.UNCONFIRMED_DOWN, dev_addr, 3, dport, ddata, nwk, app, ack=True)
 
@@ -65,7 +67,7 @@ def test_device_on_micropython_and_gateway_on_cpython_agree():
     vm = json.loads(sim.mpvm.run(script))
 
     # Join: the VM's join-request is byte-identical to CPython's and verifies on the gateway side.
-    expected_jr = session.build_join_request(JOIN_EUI, DEV_EUI, 4242, APP_KEY, backend="cryptography")
+    expected_jr = lw_join.build_join_request(JOIN_EUI, DEV_EUI, 4242, APP_KEY, backend="cryptography")
     assert vm["join_request"] == expected_jr.hex()
     jr = network_side.open_join_request(bytes.fromhex(vm["join_request"]), APP_KEY, backend="cryptography")
     assert jr.mic_ok and jr.dev_nonce == 4242 and jr.dev_eui == DEV_EUI

@@ -1,6 +1,7 @@
 """LoRaWAN 1.0.x class-A end device, poll-driven: `poll(now_ms) -> next_wake_ms`.
 
-Built on protocol.lorawan (session for frames and crypto, region for channels, data rates and
+Built on protocol.lorawan (session for frames and crypto, join for the join, imported for it
+and unloaded once joined, region for channels, data rates and
 RX windows, txgate for the EU868 duty cycle and KR920 listen-before-talk, mac for MAC
 commands); it adds the timing, the persistence and the retry policy. It never blocks and never
 reads a clock: the caller passes ticks (firmware.ticks semantics) and sleeps until the
@@ -52,7 +53,6 @@ from protocol import cipher
 from protocol.lorawan import frame as _frame
 from protocol.lorawan import mac as _mac
 from protocol.lorawan import region as _region
-from protocol.lorawan import security
 from protocol.lorawan import session
 from protocol.lorawan.txgate import TxGate
 from firmware.nvs_store import NvsStore
@@ -320,9 +320,11 @@ class EndDevice:
         self._state = _S_IDLE
 
     def _accept_join(self, acc):
+        from protocol.lorawan import join as lw_join
+
         app_key = bytes.fromhex(self.cfg["app_key"])
-        nwk, app = security.derive_session_keys(app_key, acc.join_nonce, acc.net_id,
-                                                 self._dev_nonce)
+        nwk, app = lw_join.derive_session_keys(app_key, acc.join_nonce, acc.net_id,
+                                               self._dev_nonce)
         for key in (app_key, self._nwk, self._app):  # not used again by this session
             if key is not None:
                 cipher.forget(key)
@@ -334,8 +336,8 @@ class EndDevice:
         self._rx1_dr_offset = acc.rx1_dr_offset
         self._rx2_dr = acc.rx2_dr
         self._rx1_delay = acc.rx1_delay_s * 1000
-        if acc.cflist is not None and acc.cflist[15] == _frame.CFLIST_FREQUENCIES:
-            for i, f in enumerate(_frame.decode_cflist(acc.cflist)["frequencies"]):
+        if acc.cflist is not None and acc.cflist[15] == lw_join.CFLIST_FREQUENCIES:
+            for i, f in enumerate(lw_join.decode_cflist(acc.cflist)["frequencies"]):
                 if f and self.region.channel_ok(f):
                     self._channels[3 + i] = f
                     self._enabled[3 + i] = True
@@ -350,6 +352,9 @@ class EndDevice:
         self.joins += 1
         self._join_failures = 0
         self._fails_in_row = 0
+        from firmware.main import unload
+
+        unload(("protocol.lorawan.join",))  # imported again by a rejoin (see _step)
 
     # -- the state machine -----------------------------------------------------------------
 
@@ -423,7 +428,11 @@ class EndDevice:
                 self._state = _S_DEAD
                 return None
             cfg = self.cfg  # the identity is read where it is used: no copies held in RAM
-            self._phy = session.build_join_request(
+            # the join's frames and crypto: imported for the join, unloaded once joined
+            # (_accept_join), about 1.5 KB of heap a joined device does not hold
+            from protocol.lorawan import join as lw_join
+
+            self._phy = lw_join.build_join_request(
                 bytes.fromhex(cfg["join_eui"]), bytes.fromhex(cfg["dev_eui"]), self._dev_nonce,
                 bytes.fromhex(cfg["app_key"]))
             self._is_join = True
@@ -626,7 +635,9 @@ class EndDevice:
             if self._is_join:
                 if mtype != _frame.JOIN_ACCEPT:
                     return False
-                acc = session.open_join_accept(bytes(phy), bytes.fromhex(self.cfg["app_key"]))
+                from protocol.lorawan import join as lw_join
+
+                acc = lw_join.open_join_accept(bytes(phy), bytes.fromhex(self.cfg["app_key"]))
                 if not acc.mic_ok:
                     self.bad_frames += 1
                     return False
@@ -697,8 +708,8 @@ class EndDevice:
                 sticky.append({"name": "RXTimingSetupAns"})
             elif name == "RXParamSetupReq":
                 f_ok = reg.in_band(c["frequency"])
-                dr_ok = c["rx2_data_rate"] < len(reg.data_rates)
-                off_ok = c["rx1_dr_offset"] < len(reg.rx1_dr_table[0])
+                dr_ok = c["rx2_data_rate"] < reg.n_data_rates
+                off_ok = c["rx1_dr_offset"] < reg.rx1_dr_offsets
                 if f_ok and dr_ok and off_ok:
                     self._rx2_freq = c["frequency"]
                     self._rx2_dr = c["rx2_data_rate"]
@@ -708,7 +719,7 @@ class EndDevice:
             elif name == "NewChannelReq":
                 i, f = c["ch_index"], c["frequency"]
                 f_ok = i >= 3 and i < reg.max_channels and (f == 0 or reg.channel_ok(f))
-                dr_ok = c["min_dr"] <= c["max_dr"] < len(reg.data_rates)
+                dr_ok = c["min_dr"] <= c["max_dr"] < reg.n_data_rates
                 if f_ok and dr_ok:
                     self._channels[i] = f or None
                     self._enabled[i] = f != 0
@@ -746,7 +757,7 @@ class EndDevice:
         else:
             enabled = None
             ch_ok = False
-        dr_ok = dr == 15 or (dr < len(reg.data_rates) and reg.data_rates[dr].sf is not None)
+        dr_ok = dr == 15 or reg.is_lora(dr)
         pw_ok = pw == 15 or pw < len(reg.tx_power_offsets)
         if ch_ok and dr_ok and pw_ok:
             self._enabled = enabled

@@ -1,11 +1,11 @@
 """LoRaWAN 1.0.x PHYPayload codec (1.0.4 behaviour), sans-I/O: bytes in, plain objects out.
 
-What a device needs: data frames both ways, its join-request, and the plaintext of a
-join-accept. Nothing here touches keys: decoders only split a frame into fields, and encoders
-only join fields back; MIC checks and FRMPayload encryption live in protocol.lorawan.security
-and are combined with this module in protocol.lorawan.session. Decoding any frame, building
-join-accepts and CFLists, and the MType names are the network server's
-(protocol.lorawan.network_side).
+What a device needs for data frames, both ways; the join's frames are protocol.lorawan.join
+(a device drops them once joined). Nothing here touches keys: decoders only split a frame into
+fields, and encoders only join fields back; MIC checks and FRMPayload encryption live in
+protocol.lorawan.security and are combined with this module in protocol.lorawan.session.
+Decoding any frame, building join-accepts and CFLists, and the MType names are the network
+server's (protocol.lorawan.network_side).
 
 Conventions: integers (DevAddr, NetID, nonces) are numbers as humans write them; EUIs are
 8-byte strings in human order (the wire carries them reversed); FRMPayload stays as it was
@@ -160,94 +160,6 @@ def encode_data_signed_part(f):
     return out
 
 
-class JoinRequest:
-    """Join-request. EUIs are 8 bytes in human order (0x70B3D5... as printed on labels)."""
-
-    def __init__(self, join_eui, dev_eui, dev_nonce, mic=None, major=_MAJOR_R1, raw=None):
-        self.mtype = JOIN_REQUEST
-        self.major = major
-        self.join_eui = join_eui
-        self.dev_eui = dev_eui
-        self.dev_nonce = dev_nonce
-        self.mic = mic
-        self.raw = raw
-        self.mic_ok = None  # set by session.open_join_request
-
-    @property
-    def signed_part(self):
-        if self.raw is not None:
-            return self.raw[:-4]
-        return _encode_join_request_signed(self)
-
-    def encode(self):
-        if self.mic is None:
-            raise FrameError("MIC not set: compute it over signed_part first")
-        return _encode_join_request_signed(self) + _check_bytes(self.mic, "mic", 4)
-
-    def __repr__(self):
-        return "<JoinRequest JoinEUI=%s DevEUI=%s DevNonce=%d>" % (
-            bytes(self.join_eui).hex(), bytes(self.dev_eui).hex(), self.dev_nonce)
-
-
-def _encode_join_request_signed(j):
-    mhdr = _mhdr(JOIN_REQUEST, j.major)
-    join_eui = _check_bytes(j.join_eui, "join_eui", 8)
-    dev_eui = _check_bytes(j.dev_eui, "dev_eui", 8)
-    _check_int(j.dev_nonce, "dev_nonce", 16)
-    return (bytes((mhdr,)) + bytes(reversed(join_eui)) + bytes(reversed(dev_eui))
-            + j.dev_nonce.to_bytes(2, "little"))
-
-
-CFLIST_FREQUENCIES = 0
-_CFLIST_CH_MASK = const(1)
-
-
-class JoinAccept:
-    """Join-accept, plaintext view. rx_delay is the wire value (0 and 1 both mean 1 s);
-    cflist is None or the raw 16 bytes, see decode_cflist for its meaning. Encoding one is the
-    network server's (network_side.join_accept_signed_part, encode_join_accept)."""
-
-    def __init__(self, join_nonce, net_id, dev_addr, rx1_dr_offset=0, rx2_dr=0, rx_delay=1,
-                 cflist=None, mic=None, major=_MAJOR_R1, raw=None):
-        self.mtype = JOIN_ACCEPT
-        self.major = major
-        self.join_nonce = join_nonce
-        self.net_id = net_id
-        self.dev_addr = dev_addr
-        self.rx1_dr_offset = rx1_dr_offset
-        self.rx2_dr = rx2_dr
-        self.rx_delay = rx_delay
-        self.cflist = cflist
-        self.mic = mic
-        self.raw = raw
-        self.mic_ok = None  # set by session.open_join_accept
-
-    @property
-    def rx1_delay_s(self):
-        d = self.rx_delay & 15
-        return d if d else 1
-
-    @property
-    def signed_part(self):
-        """The received MHDR | body (decoded join-accepts only): what the MIC covers."""
-        return self.raw[:-4]
-
-
-def decode_cflist(cflist):
-    """CFList meaning by its type byte (last byte):
-
-    type 0 -> {"type": 0, "frequencies": [5 ints in Hz, 0 = no channel]} (channels 3..7, EU-like)
-    type 1 -> {"type": 1, "ch_masks": [5 ints of 16 bits]} (ChMask0..4, US/AU-like)
-    """
-    c = _check_bytes(cflist, "cflist", 16)
-    t = c[15]
-    if t == CFLIST_FREQUENCIES:
-        return {"type": t, "frequencies": [int.from_bytes(c[i:i + 3], "little") * 100 for i in range(0, 15, 3)]}
-    if t == _CFLIST_CH_MASK:
-        return {"type": t, "ch_masks": [c[i] | (c[i + 1] << 8) for i in range(0, 10, 2)]}
-    raise FrameError("unknown CFList type %d" % t)
-
-
 def decode_data(phy):
     """Fast path for a data frame (MType 2..5, Major 0 already known or checked here).
     phy must be bytes."""
@@ -284,27 +196,3 @@ def decode_data(phy):
     return DataFrame(mtype, dev_addr, fcnt16, fport, frm, phy[8:p] if fol else b"",
                      (fctrl & 0x80) != 0, (fctrl & 0x40) != 0, (fctrl & 0x20) != 0, False, bit4,
                      phy[end:], _MAJOR_R1, phy)
-
-
-def decode_join_accept(p):
-    """MHDR | body | MIC of a decrypted join-accept, p -> JoinAccept (mic_ok left None)."""
-    if type(p) is not bytes:
-        if not isinstance(p, (bytearray, memoryview)):
-            raise FrameError("join-accept must be bytes, got %s" % type(p).__name__)
-        p = bytes(p)
-    n = len(p)
-    _check_join_accept_len(n)
-    if p[0] >> 5 != JOIN_ACCEPT:
-        raise FrameError("not a join-accept: MType %d" % (p[0] >> 5))
-    if p[0] & 3:
-        raise FrameError("unsupported Major %d (only 0, LoRaWAN R1)" % (p[0] & 3))
-    dl = p[11]
-    return JoinAccept(int.from_bytes(p[1:4], "little"), int.from_bytes(p[4:7], "little"),
-                      int.from_bytes(p[7:11], "little"), (dl >> 4) & 7, dl & 15, p[12] & 15,
-                      p[13:29] if n == 33 else None, p[n - 4:], _MAJOR_R1, p)
-
-
-def _check_join_accept_len(n):
-    """FrameError unless n is the length of a join-accept PHYPayload."""
-    if n != 17 and n != 33:  # MHDR | body | MIC, without / with CFList
-        raise FrameError("join-accept must be 17 or 33 bytes (with CFList), got %d" % n)

@@ -11,9 +11,11 @@ from protocol.lorawan import frame as _frame
 from protocol.lorawan import mac as _mac
 from protocol.lorawan import security as _sec
 from protocol.lorawan.frame import (
-    CONFIRMED_UP, JOIN_ACCEPT, JOIN_REQUEST, UNCONFIRMED_UP, FrameError, JoinAccept,
-    JoinRequest, _check_bytes, _check_int, _mhdr,
+    CONFIRMED_UP, JOIN_ACCEPT, JOIN_REQUEST, UNCONFIRMED_UP, FrameError, _check_bytes, _check_int,
+    _mhdr,
 )
+from protocol.lorawan import join as _join
+from protocol.lorawan.join import JoinAccept, JoinRequest
 
 RFU = 6
 PROPRIETARY = 7
@@ -44,7 +46,7 @@ def is_uplink_mtype(mtype):
 
 class EncryptedJoinAccept:
     """A join-accept as received: MHDR and the encrypted body | MIC (16 or 32 bytes).
-    session.open_join_accept decrypts and decodes it."""
+    _join.open_join_accept decrypts and decodes it."""
 
     def __init__(self, payload, major=0, raw=None):
         self.mtype = JOIN_ACCEPT
@@ -104,7 +106,7 @@ def decode(phy):
         return JoinRequest(bytes(reversed(phy[1:9])), bytes(reversed(phy[9:17])),
                            phy[17] | (phy[18] << 8), phy[19:23], 0, phy)
     if mtype == JOIN_ACCEPT:
-        _frame._check_join_accept_len(n)
+        _join.check_join_accept_len(n)
         return EncryptedJoinAccept(phy[1:], 0, phy)
     if mtype == PROPRIETARY:
         return ProprietaryFrame(phy[1:])
@@ -144,8 +146,8 @@ def encode_join_accept(j):
 
 
 def cflist_fields(j):
-    """frame.decode_cflist(j.cflist) of JoinAccept j, or None without a CFList."""
-    return None if j.cflist is None else _frame.decode_cflist(j.cflist)
+    """_join.decode_cflist(j.cflist) of JoinAccept j, or None without a CFList."""
+    return None if j.cflist is None else _join.decode_cflist(j.cflist)
 
 
 def cflist_from_frequencies(frequencies):
@@ -176,8 +178,8 @@ def cflist_from_ch_masks(ch_masks):
 
 def encrypt_join_accept(app_key, body_and_mic, backend=None):
     """body | MIC -> the bytes sent after MHDR. The spec uses AES *decrypt* here so that
-    devices only ever need AES encrypt (security.decrypt_join_accept)."""
-    _sec._join_accept_len(body_and_mic, "join-accept body|MIC")
+    devices only ever need AES encrypt (_join.decrypt_join_accept)."""
+    _join.join_accept_body_len(body_and_mic, "join-accept body|MIC")
     return _sec.cipher.ecb(app_key, backend).decrypt(body_and_mic)
 
 
@@ -187,7 +189,7 @@ def build_join_accept(app_key, join_nonce, net_id, dev_addr, rx1_dr_offset, rx2_
     (cflist_from_frequencies / cflist_from_ch_masks)."""
     signed = join_accept_signed_part(JoinAccept(join_nonce, net_id, dev_addr, rx1_dr_offset,
                                                 rx2_dr, rx_delay, cflist))
-    mic = _sec.join_accept_mic(app_key, signed, backend)
+    mic = _join.join_accept_mic(app_key, signed, backend)
     return signed[:1] + encrypt_join_accept(app_key, signed[1:] + mic, backend)
 
 
@@ -196,7 +198,7 @@ def open_join_request(phy_or_frame, app_key, backend=None):
     j = phy_or_frame if isinstance(phy_or_frame, JoinRequest) else decode(phy_or_frame)
     if not isinstance(j, JoinRequest):
         raise FrameError("not a join-request: %s" % MTYPE_NAMES[j.mtype])
-    j.mic_ok = _sec.join_request_mic(app_key, j.signed_part, backend) == j.mic
+    j.mic_ok = _join.join_request_mic(app_key, j.signed_part, backend) == j.mic
     return j
 
 

@@ -23,7 +23,8 @@ class RegionError(ValueError):
 
 
 class DataRate:
-    """One row of a data-rate table: LoRa (sf, bw_hz) or FSK (bitrate)."""
+    """One row of a data-rate table: LoRa (sf, bw_hz) or FSK (bitrate). Made when asked for
+    (Region.data_rate): a plan keeps its rows as bytes, not as objects on a device's heap."""
 
     def __init__(self, index, sf, bw_hz, bitrate=0):
         self.index = index
@@ -36,6 +37,8 @@ class Region:
     """A channel plan. Attributes are the table values; methods answer per-frame questions."""
 
     max_channels = 16
+    rx1_dr_offsets = 6  # RX1DROffset 0..5, in both plans: RX1 DR = max(DR - offset, 0)
+    fsk_bitrate = 0  # bits/s of the plan's FSK data rate (its last), 0 when it has none
     tx_power_offsets = (0, -2, -4, -6, -8, -10, -12, -14)  # TXPower 0..7 (0, the default, is
     # max EIRP): MaxEIRP - 2 * index
     sub_bands = ()  # (lo_hz, hi_hz, divisor), inclusive, first match wins
@@ -47,16 +50,14 @@ class Region:
     def __init__(self, name, band, grid, data_rates, max_mac_payload, default_channels,
                  rx2_frequency, max_eirp_dbm):
         """data_rates: (sf, bw_hz) of the LoRa data rates from DR0 on; max_mac_payload: M of
-        every DR (an FSK one is appended after)."""
+        every DR (an FSK one, given by fsk_bitrate, after them)."""
         self.name = name
         self.band = band  # (lo_hz, hi_hz) inclusive
         self.grid = grid  # (base_hz, step_hz): valid channels are base + k * step
-        self.data_rates = tuple(DataRate(i, data_rates[i][0], data_rates[i][1])
-                                for i in range(len(data_rates)))
+        self._sf = bytes([d[0] for d in data_rates])  # per LoRa DR (bytes: no object per row)
+        self._bw = bytes([d[1] // 125000 for d in data_rates])  # 125 kHz units
+        self.n_data_rates = len(max_mac_payload)  # DR0 .. DR(n - 1)
         self.max_mac_payload = bytes(max_mac_payload)
-        # RP002, both plans: row = uplink DR, column = RX1DROffset 0..5 (bytes: compact)
-        self.rx1_dr_table = tuple(bytes([max(dr - off, 0) for off in range(6)])
-                                  for dr in range(len(max_mac_payload)))
         self.default_channels = default_channels
         self.join_channels = default_channels
         # the default RX2 window (RXParamSetupReq may move it): DR0 in both plans
@@ -64,20 +65,29 @@ class Region:
         self.rx2_dr = 0
         self.max_eirp_dbm = max_eirp_dbm
 
-    def data_rate(self, dr):
-        """The DataRate for index dr (its .sf/.bw_hz, or .bitrate for FSK)."""
-        if type(dr) is not int or not 0 <= dr < len(self.data_rates):
+    def _dr(self, dr):
+        if type(dr) is not int or not 0 <= dr < self.n_data_rates:
             raise RegionError("%s has no data rate %r (DR0..DR%d)"
-                              % (self.name, dr, len(self.data_rates) - 1))
-        return self.data_rates[dr]
+                              % (self.name, dr, self.n_data_rates - 1))
+        return dr
+
+    def data_rate(self, dr):
+        """The DataRate for index dr (its .sf/.bw_hz, or .bitrate for FSK), a new object."""
+        if self._dr(dr) < len(self._sf):
+            return DataRate(dr, self._sf[dr], self._bw[dr] * 125000)
+        return DataRate(dr, None, None, self.fsk_bitrate)
+
+    def is_lora(self, dr):
+        """True when dr is one of the plan's LoRa data rates (not FSK, not past the table)."""
+        return type(dr) is int and 0 <= dr < len(self._sf)
 
     def max_payload(self, dr):
         """N: largest FRMPayload at dr when FOpts is empty (M - FHDR(7) - FPort(1))."""
-        return self.max_mac_payload[self.data_rate(dr).index] - 8
+        return self.max_mac_payload[self._dr(dr)] - 8
 
     def max_mac_payload_len(self, dr):
         """M: largest MACPayload at dr."""
-        return self.max_mac_payload[self.data_rate(dr).index]
+        return self.max_mac_payload[self._dr(dr)]
 
     def in_band(self, freq):
         return type(freq) is int and self.band[0] <= freq <= self.band[1]
@@ -95,11 +105,11 @@ class Region:
         """(frequency, DR) of the RX1 window after an uplink on freq at dr: the same frequency
         in both regions."""
         self._freq(freq)
-        self.data_rate(dr)
-        if type(rx1_dr_offset) is not int or not 0 <= rx1_dr_offset < len(self.rx1_dr_table[0]):
+        self._dr(dr)
+        if type(rx1_dr_offset) is not int or not 0 <= rx1_dr_offset < self.rx1_dr_offsets:
             raise RegionError("%s RX1DROffset must be 0..%d, got %r"
-                              % (self.name, len(self.rx1_dr_table[0]) - 1, rx1_dr_offset))
-        return freq, self.rx1_dr_table[dr][rx1_dr_offset]
+                              % (self.name, self.rx1_dr_offsets - 1, rx1_dr_offset))
+        return freq, max(dr - rx1_dr_offset, 0)  # RP002, both plans
 
     def sub_band(self, freq):
         """(lo_hz, hi_hz, divisor) of the duty-cycle sub-band holding freq; None if none applies."""
@@ -131,10 +141,10 @@ class Region:
     def time_on_air_us(self, dr, payload_len, uplink=True):
         """Time on air (us) of payload_len PHYPayload bytes at dr; uplinks have a CRC, downlinks
         not."""
-        d = self.data_rate(dr)
-        if d.sf:
-            return airtime.time_on_air_us(payload_len, d.sf, d.bw_hz, crc=uplink)
-        return airtime.fsk_time_on_air_us(payload_len, d.bitrate)
+        if self._dr(dr) < len(self._sf):
+            return airtime.time_on_air_us(payload_len, self._sf[dr], self._bw[dr] * 125000,
+                                          crc=uplink)
+        return airtime.fsk_time_on_air_us(payload_len, self.fsk_bitrate)
 
 
 # Each plan is built when first asked for (region()), so a device keeps only its own.
@@ -169,7 +179,7 @@ def _build(name):
         869525000,
         16,
     )
-    r.data_rates += (DataRate(7, None, None, 50000),)  # DR7: FSK 50 kbit/s
+    r.fsk_bitrate = 50000  # DR7: FSK 50 kbit/s
     # ETSI EN 300 220 sub-bands (the LoRaMac-node bands); a shared edge goes to the lower band.
     r.sub_bands = (
         (863000000, 865000000, 1000),  # 0.1 %

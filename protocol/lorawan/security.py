@@ -1,4 +1,5 @@
-"""LoRaWAN 1.0.x frame security: MICs, FRMPayload encryption, join-accept crypto, session keys.
+"""LoRaWAN 1.0.x frame security: data-frame MICs and FRMPayload encryption (the join's MICs,
+join-accept crypto and session keys are protocol.lorawan.join).
 
 What is protected in 1.0.x: the MIC (first 4 bytes of AES-CMAC over B0 | MHDR | MACPayload,
 NwkSKey) covers the whole frame; only FRMPayload is encrypted, with AppSKey when FPort > 0 and
@@ -95,49 +96,3 @@ def crypt_frm_payload(key, direction, dev_addr, fcnt, payload, backend=None):
         for j in range(min(16, n - off)):
             out[off + j] ^= s[j]
     return bytes(out)
-
-
-def join_request_mic(app_key, msg, backend=None):
-    """MIC of a join-request: CMAC(AppKey, MHDR | JoinEUI | DevEUI | DevNonce)[0:4]."""
-    return cmac(app_key, msg, backend)[:4]
-
-
-def join_accept_mic(app_key, msg, backend=None):
-    """MIC of a join-accept, over the plaintext: CMAC(AppKey, MHDR | body)[0:4]."""
-    return cmac(app_key, msg, backend)[:4]
-
-
-def _join_accept_len(data, what):
-    n = len(data)
-    if n != 16 and n != 32:
-        hint = " (pass the bytes after MHDR)" if n == 17 or n == 33 else ""
-        raise ValueError("%s must be 16 or 32 bytes (without/with CFList), got %d%s" % (what, n, hint))
-
-
-def decrypt_join_accept(app_key, wire, backend=None):
-    """Device side: the bytes after MHDR -> body | MIC, using AES *encrypt* (the network
-    encrypts with AES decrypt, network_side.encrypt_join_accept, so devices need only encrypt)."""
-    _join_accept_len(wire, "encrypted join-accept")
-    return cipher.ecb(app_key, backend).encrypt(wire)
-
-
-def derive_session_keys(app_key, join_nonce, net_id, dev_nonce, backend=None):
-    """(NwkSKey, AppSKey) = AES(AppKey, 0x01 / 0x02 | JoinNonce | NetID | DevNonce | pad16).
-
-    Arguments are integers as humans write them (NetID 0xAABBCC); they go in little endian.
-    """
-    if not 0 <= join_nonce <= 0xFFFFFF:
-        raise ValueError("JoinNonce out of 24-bit range: %r" % (join_nonce,))
-    if not 0 <= net_id <= 0xFFFFFF:
-        raise ValueError("NetID out of 24-bit range: %r" % (net_id,))
-    if not 0 <= dev_nonce <= 0xFFFF:
-        raise ValueError("DevNonce out of 16-bit range: %r" % (dev_nonce,))
-    blocks = bytearray(32)
-    for tag in (1, 2):
-        o = 16 * (tag - 1)
-        blocks[o] = tag
-        blocks[o + 1 : o + 4] = join_nonce.to_bytes(3, "little")
-        blocks[o + 4 : o + 7] = net_id.to_bytes(3, "little")
-        blocks[o + 7 : o + 9] = dev_nonce.to_bytes(2, "little")
-    keys = cipher.ecb(app_key, backend).encrypt(blocks)
-    return keys[:16], keys[16:]

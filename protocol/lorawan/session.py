@@ -4,8 +4,8 @@ Sans-I/O and stateless: the caller keeps the keys and the last frame counter, an
 what to do with a frame from `mic_ok` and `fcnt_status` (see protocol.lorawan.fcnt). Only
 the caller may move its stored counter, and only after a good MIC.
 
-Building join-accepts and opening join-requests are the network server's
-(protocol.lorawan.network_side).
+Building a join-request and opening a join-accept are protocol.lorawan.join's; building
+join-accepts and opening join-requests are the network server's (protocol.lorawan.network_side).
 
 open_data_frame is the gateway's hot path (tens of thousands of uplinks per second on
 CPython): it decodes once, MACs the received bytes as they are, and decrypts only frames
@@ -124,25 +124,3 @@ def open_data_frame(phy, nwk_s_key, app_s_key, last_fcnt=None, max_gap=MAX_GAP,
             cmds = e.commands
             err = str(e)
     return OpenedFrame(f, fcnt, status, True, payload, cmds, err)
-
-
-def build_join_request(join_eui, dev_eui, dev_nonce, app_key, backend=None):
-    """Join-request PHYPayload. EUIs: 8 bytes in human order; dev_nonce: int (keep it
-    monotonic and persisted, servers reject reused nonces)."""
-    signed = _frame.JoinRequest(join_eui, dev_eui, dev_nonce).signed_part
-    return signed + security.join_request_mic(app_key, signed, backend)
-
-
-def open_join_accept(wire, app_key, backend=None):
-    """Device side: decrypt and decode a join-accept PHYPayload (bytes, or a decoded
-    network_side.EncryptedJoinAccept) -> JoinAccept with `mic_ok` set."""
-    if not isinstance(wire, (bytes, bytearray, memoryview)):
-        wire = wire.raw if wire.raw is not None else wire.encode()
-    if not wire or wire[0] >> 5 != _frame.JOIN_ACCEPT:
-        raise FrameError("not a join-accept: MType %d" % (wire[0] >> 5 if wire else -1))
-    _frame._check_join_accept_len(len(wire))
-    # the MIC covers MHDR as sent
-    plain = security.decrypt_join_accept(app_key, wire[1:], backend)
-    j = _frame.decode_join_accept(bytes(wire[:1]) + plain)
-    j.mic_ok = security.join_accept_mic(app_key, j.signed_part, backend) == j.mic
-    return j

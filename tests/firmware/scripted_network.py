@@ -12,7 +12,8 @@ byte the device sends is checked by an independent AES implementation.
 
 import math
 
-from protocol.lorawan import frame, mac, network_side, region as _region, session, security
+from protocol.lorawan import frame, mac, network_side, region as _region, session
+from protocol.lorawan import join as lw_join
 
 APP_KEY = bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c")
 JOIN_EUI = bytes.fromhex("70b3d57ed0000001")
@@ -51,7 +52,8 @@ class ScriptedRadio:
 
     def transmit(self, freq, sf, bw, power, data):
         assert self._event is None or self._event[1][0] != "tx_done", "transmit while transmitting"
-        dr = [d.index for d in self.region.data_rates if d.sf == sf and d.bw_hz == bw][0]
+        dr = [d.index for d in map(self.region.data_rate, range(self.region.n_data_rates))
+              if d.sf == sf and d.bw_hz == bw][0]
         toa_us = self.region.time_on_air_us(dr, len(data))
         tx = Tx(self.now, freq, sf, bw, power, bytes(data), toa_us / 1000)
         self.sent.append(tx)
@@ -107,7 +109,8 @@ class NetworkServer:
         self.time_requests = []  # test ms at which an uplink asking the time ended
 
     def dr_of(self, tx):
-        return [d.index for d in self.region.data_rates if d.sf == tx.sf and d.bw_hz == tx.bw][0]
+        return [d.index for d in map(self.region.data_rate, range(self.region.n_data_rates))
+                if d.sf == tx.sf and d.bw_hz == tx.bw][0]
 
     def _window(self, which, tx, rx1_delay_ms, rx1_dr_offset=0):
         if which == 1:
@@ -117,7 +120,7 @@ class NetworkServer:
 
     def on_uplink(self, tx):
         f = network_side.decode(tx.phy)
-        if isinstance(f, frame.JoinRequest):
+        if isinstance(f, lw_join.JoinRequest):
             j = network_side.open_join_request(tx.phy, APP_KEY, backend="cryptography")
             assert j.mic_ok, "join-request MIC"
             self.nonces.append(j.dev_nonce)
@@ -126,7 +129,7 @@ class NetworkServer:
             self.join_nonce += 1
             acc = network_side.build_join_accept(APP_KEY, self.join_nonce, self.net_id, self.dev_addr,
                                                  0, 0, self.rx_delay, backend="cryptography")
-            self.keys = security.derive_session_keys(APP_KEY, self.join_nonce, self.net_id,
+            self.keys = lw_join.derive_session_keys(APP_KEY, self.join_nonce, self.net_id,
                                                      j.dev_nonce, backend="cryptography")
             self.sessions.append([self.keys, None, None])
             self.fcnt_up = None

@@ -13,7 +13,8 @@ import pytest
 
 import sim.mpvm
 from protocol import payload
-from protocol.lorawan import frame, mac, network_side, security, session
+from protocol.lorawan import frame, mac, network_side, session
+from protocol.lorawan import join as lw_join
 from tests.firmware.scripted_network import APP_KEY, CFG, DEV_EUI
 
 pytestmark = pytest.mark.skipif(not sim.mpvm.available(), reason="node or the MicroPython npm package missing")
@@ -140,7 +141,7 @@ def test_pole_joins_reports_and_obeys_a_command_on_micropython():
     join_nonce, net_id, dev_addr = 0x0A1B2C, 0x000013, 0x2601ABCD
     accept = network_side.build_join_accept(APP_KEY, join_nonce, net_id, dev_addr, 0, 0, 1,
                                             backend="cryptography")
-    nwk, app = security.derive_session_keys(APP_KEY, join_nonce, net_id, 0, backend="cryptography")
+    nwk, app = lw_join.derive_session_keys(APP_KEY, join_nonce, net_id, 0, backend="cryptography")
     dport, ddata = payload.encode_downlink("pole", "dim", {"seq": 5, "level": 40})
     # the report asks the time (the VM's RTC reads 2000): the network's answer is the UTC at
     # the end of that uplink
@@ -229,7 +230,7 @@ def test_meter_joins_reports_obeys_a_relay_command_and_serves_modbus_on_micropyt
     join_nonce, net_id, dev_addr = 0x0A1B2D, 0x000013, 0x2601ABCE
     accept = network_side.build_join_accept(APP_KEY, join_nonce, net_id, dev_addr, 0, 0, 1,
                                             backend="cryptography")
-    nwk, app = security.derive_session_keys(APP_KEY, join_nonce, net_id, 0, backend="cryptography")
+    nwk, app = lw_join.derive_session_keys(APP_KEY, join_nonce, net_id, 0, backend="cryptography")
     dport, ddata = payload.encode_downlink("meter", "relay", {"seq": 5, "action": "open"})
     down = session.build_data_frame(frame.UNCONFIRMED_DOWN, dev_addr, 0, dport, ddata, nwk, app,
                                     backend="cryptography")

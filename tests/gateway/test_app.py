@@ -20,9 +20,8 @@ from gateway import batch
 from gateway.readings import parse_rxpk_time
 from protocol import cbor, gwmp, payload
 from protocol.lorawan import frame
-from protocol.lorawan.security import derive_session_keys
-from protocol.lorawan.session import (build_data_frame, build_join_request, open_data_frame,
-                                      open_join_accept)
+from protocol.lorawan.session import build_data_frame, open_data_frame
+from protocol.lorawan.join import build_join_request, derive_session_keys, open_join_accept
 from tests.gateway.mosquitto import Mosquitto
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -12,9 +12,8 @@ from gateway.forwarders import ForwarderServer
 from protocol import gwmp, payload
 from protocol.lorawan import frame
 from protocol.lorawan.region import EU868, KR920
-from protocol.lorawan.security import derive_session_keys
-from protocol.lorawan.session import (build_data_frame, build_join_request, open_data_frame,
-                                      open_join_accept)
+from protocol.lorawan.session import build_data_frame, open_data_frame
+from protocol.lorawan.join import build_join_request, derive_session_keys, open_join_accept
 from tests.gateway.test_forwarders import (FREQ, GW_A, GW_B, JOIN_EUI, KEY, NET_ID, POLE,
                                            FakeForwarder, env, rxpk, run)
 

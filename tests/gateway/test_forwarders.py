@@ -12,8 +12,8 @@ from gateway.sessions import SessionStore
 from protocol import gwmp, payload
 from protocol.lorawan import frame
 from protocol.lorawan.region import EU868
-from protocol.lorawan.security import derive_session_keys
-from protocol.lorawan.session import build_data_frame, build_join_request, open_join_accept
+from protocol.lorawan.session import build_data_frame
+from protocol.lorawan.join import build_join_request, derive_session_keys, open_join_accept
 
 NET_ID = 0x000013
 KEY = bytes.fromhex("2B7E151628AED2A6ABF7158809CF4F3C")

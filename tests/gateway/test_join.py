@@ -6,9 +6,9 @@ from gateway.registry import load_registry
 from gateway.sessions import SessionStore
 from protocol.lorawan import frame, network_side
 from protocol.lorawan.region import EU868, KR920
-from protocol.lorawan.security import derive_session_keys
 from protocol.lorawan.network_side import build_join_accept
-from protocol.lorawan.session import build_data_frame, build_join_request, open_data_frame, open_join_accept
+from protocol.lorawan.session import build_data_frame, open_data_frame
+from protocol.lorawan.join import build_join_request, derive_session_keys, open_join_accept
 
 NET_ID = 0x000013
 KEY = bytes.fromhex("2B7E151628AED2A6ABF7158809CF4F3C")

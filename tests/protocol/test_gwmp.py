@@ -251,7 +251,7 @@ def test_freq_mhz_text_is_exact(hz):
 
 def test_region_datr_strings_are_accepted():
     for region in (EU868, KR920):
-        for dr in range(len(region.data_rates)):
+        for dr in range(region.n_data_rates):
             datr = gwmp.datr_string(region, dr)
             r = Rxpk.from_json(rxpk_obj(datr=datr, modu="LORA" if isinstance(datr, str) else "FSK"))
             assert gwmp.dr_from_datr(region, r.datr) == dr

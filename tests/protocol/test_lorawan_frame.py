@@ -9,19 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.lorawan import frame, network_side
+from protocol.lorawan import network_side
 from protocol.lorawan.frame import (
-    CONFIRMED_DOWN,
-    CONFIRMED_UP,
-    JOIN_ACCEPT,
-    JOIN_REQUEST,
-    UNCONFIRMED_DOWN,
-    UNCONFIRMED_UP,
-    DataFrame,
-    FrameError,
-    JoinAccept,
-    JoinRequest,
-    decode_join_accept,
+    CONFIRMED_DOWN, CONFIRMED_UP, JOIN_ACCEPT, JOIN_REQUEST, UNCONFIRMED_DOWN, UNCONFIRMED_UP, DataFrame, FrameError,
 )
 from protocol.lorawan.network_side import (
     PROPRIETARY,
@@ -32,6 +22,8 @@ from protocol.lorawan.network_side import (
     dl_settings,
     encode_join_accept,
 )
+from protocol.lorawan.join import JoinAccept, JoinRequest, decode_join_accept
+from protocol.lorawan import join as lw_join
 from tests.protocol.vectors import VEC1, VEC2, VEC3
 
 H = binascii.unhexlify
@@ -159,9 +151,9 @@ def test_rx_delay_zero_means_one_second():
 def test_cflist_channel_mask_type():
     cf = network_side.cflist_from_ch_masks([0x00FF, 0, 0, 0, 0x0001])
     assert cf == H("FF00" "0000" "0000" "0000" "0100" "0000000000" "01")
-    assert frame.decode_cflist(cf) == {"type": 1, "ch_masks": [0x00FF, 0, 0, 0, 1]}
+    assert lw_join.decode_cflist(cf) == {"type": 1, "ch_masks": [0x00FF, 0, 0, 0, 1]}
     with pytest.raises(FrameError, match="CFList type 7"):
-        frame.decode_cflist(b"\0" * 15 + b"\x07")
+        lw_join.decode_cflist(b"\0" * 15 + b"\x07")
     with pytest.raises(FrameError, match="multiple of 100"):
         network_side.cflist_from_frequencies([868100050])
     with pytest.raises(FrameError, match="at most 5"):
@@ -367,14 +359,14 @@ def test_join_accept_round_trip(join_nonce, net_id, dev_addr, off, rx2, delay, c
 
 @given(st.lists(st.integers(0, 16777215).map(lambda x: x * 100), max_size=5))
 def test_cflist_frequencies_round_trip(freqs):
-    fields = frame.decode_cflist(network_side.cflist_from_frequencies(freqs))
+    fields = lw_join.decode_cflist(network_side.cflist_from_frequencies(freqs))
     assert fields["type"] == 0
     assert fields["frequencies"] == freqs + [0] * (5 - len(freqs))
 
 
 @given(st.lists(st.integers(0, 0xFFFF), max_size=5))
 def test_cflist_ch_masks_round_trip(masks):
-    assert frame.decode_cflist(network_side.cflist_from_ch_masks(masks))["ch_masks"] == masks + [0] * (5 - len(masks))
+    assert lw_join.decode_cflist(network_side.cflist_from_ch_masks(masks))["ch_masks"] == masks + [0] * (5 - len(masks))
 
 
 @given(st.binary(max_size=254))

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sim.mpvm
-from protocol.lorawan import frame, mac, network_side, session
+from protocol.lorawan import mac, network_side, session
 from protocol.lorawan.fcnt import GAP_TOO_LARGE, OK, OVERFLOW, REPLAY
 from protocol.lorawan.frame import (
     CONFIRMED_DOWN,
@@ -24,6 +24,7 @@ from protocol.lorawan.frame import (
     UNCONFIRMED_UP,
     FrameError,
 )
+from protocol.lorawan import join as lw_join
 from tests.protocol.vectors import (
     APP_KEY3,
     FOX,
@@ -80,7 +81,7 @@ def test_build_public_vectors_byte_exact(vec, fcnt, plaintext):
 
 
 def test_join_request_vector3():
-    wire = session.build_join_request(H("0101010101010101"), H("0202020202020202"), 771, APP_KEY3)
+    wire = lw_join.build_join_request(H("0101010101010101"), H("0202020202020202"), 771, APP_KEY3)
     assert wire == VEC3
     j = network_side.open_join_request(VEC3, APP_KEY3)
     assert j.mic_ok and j.dev_nonce == 771
@@ -213,17 +214,17 @@ def test_join_accept_round_trip_against_reference():
     wire = network_side.build_join_accept(app_key, 0x376338, 0xAABBCC, 0x26011BDA, 1, 3, 1, cf)
     body = H("20" "386337" "CCBBAA" "DA1B0126" "13" "01") + cf
     assert wire == ref_join_accept(app_key, body)
-    j = session.open_join_accept(wire, app_key)
+    j = lw_join.open_join_accept(wire, app_key)
     assert j.mic_ok
     assert (j.join_nonce, j.net_id, j.dev_addr, j.rx1_dr_offset, j.rx2_dr, j.rx_delay) == (0x376338, 0xAABBCC, 0x26011BDA, 1, 3, 1)
     assert network_side.cflist_fields(j)["frequencies"][0] == 867100000
     short = network_side.build_join_accept(app_key, 1, 2, 3, 0, 0, 0)
     assert len(short) == 17 and short == ref_join_accept(app_key, H("20" "010000" "020000" "03000000" "00" "00"))
-    assert session.open_join_accept(short, app_key).mic_ok
-    assert session.open_join_accept(short, bytes(16)).mic_ok is False
-    assert session.open_join_accept(network_side.decode(short), app_key).mic_ok
+    assert lw_join.open_join_accept(short, app_key).mic_ok
+    assert lw_join.open_join_accept(short, bytes(16)).mic_ok is False
+    assert lw_join.open_join_accept(network_side.decode(short), app_key).mic_ok
     with pytest.raises(FrameError, match="not a join-accept"):
-        session.open_join_accept(VEC1, app_key)
+        lw_join.open_join_accept(VEC1, app_key)
 
 
 # --- hypothesis: random frames against the reference --------------------------------------------
@@ -334,7 +335,7 @@ def test_cross_check_with_lora_packet(tmp_path):
     jr_cases, ja_cases = [], []
     for i in range(20):
         key = rb(16)
-        jr = session.build_join_request(rb(8), rb(8), rng.getrandbits(16), key)
+        jr = lw_join.build_join_request(rb(8), rb(8), rng.getrandbits(16), key)
         jr_cases.append(dict(kind="join_request", phy=hx(jr), key=hx(key)))
         cf = rb(16) if i % 2 else None
         ja = network_side.build_join_accept(key, rng.getrandbits(24), rng.getrandbits(24), rng.getrandbits(32),
@@ -365,7 +366,7 @@ def test_cross_check_with_lora_packet(tmp_path):
         assert r["dev_nonce"] == "%04x" % j.dev_nonce
     for case, r in zip(ja_cases, results[2 * n + 20 :]):
         assert r["mic_ok"] is True
-        j = session.open_join_accept(H(case["phy"]), H(case["key"]))
+        j = lw_join.open_join_accept(H(case["phy"]), H(case["key"]))
         assert j.mic_ok and r["plain"] == hx(network_side.encode_join_accept(j))
         assert r["devaddr"] == "%08x" % j.dev_addr
 
@@ -387,16 +388,17 @@ def test_session_on_micropython_matches_cpython():
     lines = [
         "import binascii",
         "from protocol.lorawan import frame, mac, network_side, session, fcnt",
+        "from protocol.lorawan import join as lw_join",
         "H = binascii.unhexlify",
         "E = lambda b: binascii.hexlify(b).decode()",
         "NWK = H('%s'); APP = H('%s')" % (hx(NWK), hx(APP)),
         "for v in ('%s', '%s'):" % (hx(VEC1), hx(VEC2)),
         "    o = session.open_data_frame(H(v), NWK, APP)",
         "    print(o.mic_ok, o.fcnt, E(o.payload), E(session.build_data_frame(2, 0x49BE7DF1, o.fcnt, 1, o.payload, NWK, APP)))",
-        "print(E(session.build_join_request(H('0101010101010101'), H('0202020202020202'), 771, H('%s'))))" % hx(APP_KEY3),
+        "print(E(lw_join.build_join_request(H('0101010101010101'), H('0202020202020202'), 771, H('%s'))))" % hx(APP_KEY3),
         "j = network_side.open_join_request(H('%s'), H('%s')); print(j.mic_ok, E(j.dev_eui), j.dev_nonce)" % (hx(VEC3), hx(APP_KEY3)),
         "ja = network_side.build_join_accept(NWK, 0x376338, 0xAABBCC, 0x26011BDA, 1, 3, 1, H('%s'))" % hx(cf),
-        "j = session.open_join_accept(ja, NWK)",
+        "j = lw_join.open_join_accept(ja, NWK)",
         "print(E(ja), j.mic_ok, j.join_nonce, j.net_id, j.dev_addr, network_side.cflist_fields(j)['frequencies'])",
         "print(fcnt.rebuild_fcnt(1, 0x1FFFF), fcnt.rebuild_fcnt(0, 70000), fcnt.check_fcnt(65536, 70000))",
         "print(mac.decode_commands(H('06FF0B'), True)[0]['margin'], E(mac.encode_commands([{'name': 'NewChannelReq', 'ch_index': 3, 'frequency': 867100000, 'max_dr': 5, 'min_dr': 0}], False)))",

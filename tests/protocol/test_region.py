@@ -47,9 +47,13 @@ def test_data_rate_tables():
     fsk = EU868.data_rate(7)
     assert (fsk.index, fsk.bitrate, fsk.sf, fsk.bw_hz) == (7, 50000, None, None)
     for reg, top in ((EU868, 7), (KR920, 5)):
+        assert reg.n_data_rates == top + 1
         for bad in (-1, top + 1, 15, "1", 1.0, None):
             with pytest.raises(RegionError):
                 reg.data_rate(bad)
+            assert not reg.is_lora(bad)
+    assert [EU868.is_lora(dr) for dr in range(8)] == [True] * 7 + [False]  # DR7 is FSK
+    assert all(KR920.is_lora(dr) for dr in range(6))
 
 
 def test_max_payloads():
@@ -154,7 +158,7 @@ from protocol.lorawan.region import REGIONS, region, RegionError
 out = []
 for name in sorted(REGIONS):
     r = region(name)
-    for dr in range(len(r.data_rates)):
+    for dr in range(r.n_data_rates):
         d = r.data_rate(dr)
         out.append('%s/%d:%r:%r:%d:%d:%s:%d:%d' % (
             name, dr, d.sf, d.bw_hz, d.bitrate, r.max_payload(dr), gwmp.datr_string(r, dr),

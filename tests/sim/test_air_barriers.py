@@ -5,7 +5,8 @@ wall clock in a power cut never gets it back."""
 from hypothesis import given, strategies as st
 
 from protocol.lorawan import frame
-from protocol.lorawan.session import build_data_frame, build_join_request
+from protocol.lorawan.session import build_data_frame
+from protocol.lorawan.join import build_join_request
 from sim.air import expects_answer
 
 K = bytes(range(16))

@@ -207,7 +207,8 @@ class NetworkServer:
         self._pending = None  # (open_at_ms, phy) downlink waiting for the RX1 window
 
     def on_tx(self, tx):
-        from protocol.lorawan import frame, network_side, security, session
+        from protocol.lorawan import frame, network_side, session
+        from protocol.lorawan import join as lw_join
         start_ms, freq, sf, bw, power, phy = tx
         end_ms = start_ms + -(-self.airtime.time_on_air_us(len(phy), sf, bw) // 1000)
         mtype = phy[0] >> 5
@@ -215,7 +216,7 @@ class NetworkServer:
             jr = network_side.open_join_request(phy, APP_KEY, backend="cryptography")
             self.join_requests.append(jr)
             join_nonce = 0x000100 + len(self.join_requests)
-            self.keys = security.derive_session_keys(APP_KEY, join_nonce, 0x000013, jr.dev_nonce,
+            self.keys = lw_join.derive_session_keys(APP_KEY, join_nonce, 0x000013, jr.dev_nonce,
                                                      backend="cryptography")
             accept = network_side.build_join_accept(APP_KEY, join_nonce, 0x000013, self.dev_addr, 0, 0,
                                                     1, backend="cryptography")
