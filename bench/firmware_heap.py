@@ -11,6 +11,10 @@ same, then one poll with the GC disabled, read at its end (VMBoard.poll_peak): a
 The figures include the simulator's fakes and chip models (objects on the heap; their bytecode
 is in a second ROMFS image, like the firmware's, off the heap).
 
+Steady state (measure_steady): the most held after any uplink over two hours of reports and a
+command, then through a rejoin; and the qstr count (the interned-string pool takes a 9 KB block
+at its 1,261st string).
+
 Modbus (measure_modbus): a meter with interfaces "both" (the default: RS-485 slave and LoRaWAN)
 after boot serves the gateway's two reads (the SDM630 float block, 80 registers, and the exact
 Wh counters), each written into its UART's receive side, and the slave polled character by
@@ -130,6 +134,62 @@ def measure(kind, board=None, interfaces="lorawan", **board_kw):
         b.close()
 
 
+STEADY_HOURS = 2
+
+
+def measure_steady(kind, interfaces="lorawan", board=None, hours=STEADY_HOURS, **board_kw):
+    """{"held", "uplinks", "joins", "qstrs", "qstr_pools", "modules"}: the most a joined device holds
+    after any of its uplinks over `hours` of virtual time (reports every 5 minutes, the
+    downlink command of COMMAND, the network answering nothing else), then through a rejoin
+    and two uplinks of the new session: what it keeps once everything it does has run once,
+    and what a rejoin leaves behind. The qstr count is the other limit: the interned-string
+    pool grows by a 9 KB block at the 1,261st string on this VM."""
+    import re
+
+    from protocol import payload
+    from sim.vmboard import VMBoard
+
+    cfg = dict(POLE_CFG) if kind == "pole" else dict(METER_CFG, interfaces=interfaces)
+    if board is not None:
+        cfg["board"] = board
+    b = VMBoard(kind, DEV_EUI, cfg, strict=True, **board_kw)
+    try:
+        b.apply_env(ENV[kind])
+        net = Network(b, payload.encode_downlink(kind, *COMMAND[kind]))
+        b.boot(0)
+        out = {"held": 0, "uplinks": 0, "joins": 0}
+        t = 0
+        seen = 0
+        rejoined_at = None  # uplinks counted when the rejoin was asked for
+        end = hours * 3600 * 1000
+        while True:
+            for tx in b.radio.pending_tx():
+                net.on_tx(tx)
+            net.offer()
+            t = b.next_wake_ms()
+            b.poll(t)
+            if net.uplinks == seen:
+                continue
+            seen = net.uplinks
+            out["held"] = max(out["held"], b.heap()["alloc"])
+            if rejoined_at is None and t >= end:
+                b.eval("app.mac.rejoin()")
+                rejoined_at = seen
+            elif rejoined_at is not None and seen >= rejoined_at + 2:
+                break
+        out["uplinks"] = seen
+        out["joins"] = b.eval("app.mac.joins")
+        b.eval("exec('import sys; print(\"modules:\", \" \".join(sorted(sys.modules)))')")
+        out["modules"] = [line for line in b.firmware_output().splitlines()
+                          if "modules:" in line][-1].split("modules:")[1].split()
+        b.eval("exec('import micropython; micropython.qstr_info()')")
+        pools, qstrs = re.findall(r"n_pool=(\d+), n_qstr=(\d+)", b.firmware_output())[-1]
+        out["qstr_pools"], out["qstrs"] = int(pools), int(qstrs)
+        return out
+    finally:
+        b.close()
+
+
 MODBUS_READS = ((4, 0x0000, 80), (4, 0x1000, 8))  # a gateway's merged reads of one meter
 MASTER_MODEL = """class Master:
     def __init__(self):
@@ -211,6 +271,15 @@ def main(argv=None):
     mb = measure_modbus(board=args.board)
     print("meter, interfaces both: boot %d, peak of a Modbus request %d (%d/%d replies)"
           % (mb["boot"], mb["peak_modbus"], mb["replies"], len(MODBUS_READS)))
+    print("steady state (%d h of reports and a command, then a rejoin): most held after an "
+          "uplink" % STEADY_HOURS)
+    boards = [args.board] if args.board else ["streetgrid-sx1276", "streetgrid-sx1262"]
+    for board in boards:
+        for kind, interfaces in (("pole", None), ("meter", "lorawan"), ("meter", "both")):
+            m = measure_steady(kind, interfaces or "lorawan", board=board)
+            print("%-18s %-6s %-8s held %6d after %d uplinks, %d joins; %d qstrs in %d pools" % (
+                board, kind, interfaces or "", m["held"], m["uplinks"], m["joins"], m["qstrs"],
+                m["qstr_pools"]))
     print("budget: held <= %d, peak <= %d" % (HELD_BUDGET, PEAK_BUDGET))
 
 

@@ -78,7 +78,7 @@ class ConfigError(ValueError):
 
 def _check(cfg):
     # Tables inside the function: the config is checked once per boot and the module is then
-    # dropped (main._forget); locals leave no names behind in RAM.
+    # dropped (main.unload); locals leave no names behind in RAM.
     hex_len = {"dev_eui": 16, "join_eui": 16, "app_key": 32}
     ranges = {
         "data_rate": (0, 15), "tx_power_dbm": (-10, 30), "confirmed_retries": (1, 15),

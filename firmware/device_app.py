@@ -34,7 +34,7 @@ class DeviceApp:
         self.hw = hw
         self.cfg = cfg
         self.mac = None
-        self.radio_error = None  # the radio's boot error (main._boot_radio), None if it answered
+        self.radio_error = None  # the radio's boot error (startup._boot_radio), None if it answered
         # the drivers' sleep_ms goes through clock (main.create), so a poll knows how long its
         # reads blocked: the MAC is polled with the tick after them, when it transmits
         self._clock = clock or PollClock()

@@ -88,8 +88,7 @@ class ModbusSlave:
         self.address, self.baud_code, self.parity = cfg
         self._pending = None  # config to apply once the reply has left: (address, baud, parity)
         self._arm = register_map.RelayArm(ticks_period=TICKS_PERIOD)
-        self._rx = bytearray(rtu.MAX_ADU)
-        self._rxmv = memoryview(self._rx)
+        self._rxmv = memoryview(bytearray(rtu.MAX_ADU))  # the UART's bytes, read in place
         self._reply = None
         self._state = _IDLE
         self._at = 0  # _REPLY_DUE: when to send; _SENDING: wire end; _TAIL: when DE drops
@@ -168,7 +167,7 @@ class ModbusSlave:
     def _read(self, now_us, st):
         uart = self.uart
         while uart.any():
-            n = uart.readinto(self._rx)
+            n = uart.readinto(self._rxmv)
             if not n:
                 break
             if st == _SENDING or st == _TAIL:
@@ -219,24 +218,22 @@ class ModbusSlave:
         if broadcast:
             self.broadcasts += 1
         try:
-            request = pdu.decode_request(body)
-            resp = self._serve(request, now_us, broadcast)
+            resp = self._serve(body, pdu.parse_request(body), now_us, broadcast)
         except pdu.ModbusError as e:
-            resp = pdu.exception_for(body, e)
+            code = pdu.exception_code(body, e)
+            resp = None if code is None else pdu.encode_exception(body[0], code)
         except Exception:  # a data source or store failing must not take the bus down
             fc = body[0]
-            resp = pdu.ExceptionResponse(fc, pdu.DEVICE_FAILURE) if 0 < fc < 0x80 else None
+            resp = pdu.encode_exception(fc, pdu.DEVICE_FAILURE) if 0 < fc < 0x80 else None
         if resp is None:
             return
-        if isinstance(resp, pdu.ExceptionResponse):
+        if resp[0] & 0x80:  # an exception response: function | 0x80, code
             self.exceptions += 1
-            self.last_exception = resp.code
+            self.last_exception = resp[1]
         if broadcast:
             if self._pending is not None:
                 self._apply_pending()
             return
-        if not isinstance(resp, bytearray):
-            resp = pdu.encode_response(resp)
         self._reply = rtu.encode_frame(self.address, resp)
         self._state = _REPLY_DUE
         self._at = _add(now_us, self.reply_delay_us)
@@ -257,33 +254,30 @@ class ModbusSlave:
         self.resynced += 1
         self._handle(tail, now_us)
 
-    def _serve(self, request, now_us, broadcast):
-        if isinstance(request, pdu.ReadRequest):
+    def _serve(self, body, request, now_us, broadcast):
+        """The response PDU to `request` (pdu.parse_request of the request PDU `body`), or None
+        for a broadcast read."""
+        fc, address, count, values = request
+        if values is None:
             if broadcast:
                 return None  # a read has no meaning without an answer
-            code = register_map.check_read(request.function, request.address, request.count)
+            code = register_map.check_read(fc, address, count)
             if code:
-                return pdu.ExceptionResponse(request.function, code)
+                return pdu.encode_exception(fc, code)
             # the response PDU, registers written in place (no list, no per-register objects)
-            n = 2 * request.count
-            body = bytearray(2 + n)
-            body[0] = request.function
-            body[1] = n
-            register_map.read_into(memoryview(body)[2:], request.function, request.address, request.count,
-                        self._values(now_us))
-            return body
-        if isinstance(request, pdu.WriteSingle):
-            values = (request.value,)
-        else:
-            values = request.values
-        code = register_map.check_write(request.address, values)
+            n = 2 * count
+            resp = bytearray(2 + n)
+            resp[0] = fc
+            resp[1] = n
+            register_map.read_into(memoryview(resp)[2:], fc, address, count, self._values(now_us))
+            return resp
+        code = register_map.check_write(address, values)
         if code == 0:
-            code = self._write(request.address, values, now_us, broadcast)
+            code = self._write(address, values, now_us, broadcast)
         if code:
-            return pdu.ExceptionResponse(request.function, code)
-        if isinstance(request, pdu.WriteSingle):
-            return request
-        return pdu.WriteMultipleResponse(request.address, len(values))
+            return pdu.encode_exception(fc, code)
+        # 06 echoes its request; 16 answers with its first five bytes (function, address, count)
+        return bytes(body[:5])
 
     def _values(self, now_us):
         v = dict(self.source.measurements())

@@ -9,14 +9,16 @@ address, say) then overrides for good.
 
 
 class NvsStore:
+    """`nvs`: the namespace it writes (esp32.NVS), for callers that keep blobs of their own."""
+
     def __init__(self, nvs, defaults=None):
-        self._nvs = nvs
+        self.nvs = nvs
         self._buf = bytearray(8)
         self._defaults = defaults
 
     def load(self, key):
         try:
-            n = self._nvs.get_blob(key, self._buf)
+            n = self.nvs.get_blob(key, self._buf)
         except OSError:
             n = None  # never written (ESP_ERR_NVS_NOT_FOUND)
         if n != 8:
@@ -24,8 +26,8 @@ class NvsStore:
         return int.from_bytes(bytes(self._buf), "little")
 
     def save(self, key, value):
-        self._nvs.set_blob(key, value.to_bytes(8, "little"))
-        self._nvs.commit()
+        self.nvs.set_blob(key, value.to_bytes(8, "little"))
+        self.nvs.commit()
 
     def load_json(self, key, size=1024):
         """The JSON value saved under key, or None (never saved, or unreadable)."""
@@ -33,7 +35,7 @@ class NvsStore:
 
         buf = bytearray(size)
         try:
-            n = self._nvs.get_blob(key, buf)
+            n = self.nvs.get_blob(key, buf)
             return json.loads(bytes(buf[:n]))
         except (OSError, ValueError):
             return None
@@ -41,5 +43,5 @@ class NvsStore:
     def save_json(self, key, value):
         import json
 
-        self._nvs.set_blob(key, json.dumps(value).encode())
-        self._nvs.commit()
+        self.nvs.set_blob(key, json.dumps(value).encode())
+        self.nvs.commit()

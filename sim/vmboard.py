@@ -49,9 +49,13 @@ def _romfs_image(which):
         else:
             # the packages without their __init__ (namespace packages: the host's sim/__init__
             # must not run here, and each __init__'s path would be one more qstr on the heap)
-            mods = [m for m in image.closure(entry="sim.mpvm.board",
-                                             packages=("protocol", "firmware", "sim"))
-                    if m.split(".")[0] == "sim"]
+            mods = set()
+            # the board, and the chip models it imports by name (sim.devices.pole_board)
+            for entry in ("sim.mpvm.board", "sim.devices.sx1276", "sim.devices.sx1262"):
+                mods.update(m for m in image.closure(entry=entry,
+                                                     packages=("protocol", "firmware", "sim"))
+                            if m.split(".")[0] == "sim")
+            mods = sorted(mods)
             data = image.build_romfs([f for f in image.source_files(mods)
                                       if not f.endswith("__init__.py")])
         fd, path = tempfile.mkstemp(prefix="vmboard-%s-" % which, suffix=".romfs")

@@ -124,7 +124,7 @@ def device_rng(dev_eui):
 
 class EndDevice:
     def __init__(self, radio, cfg, nvs, rng=None, on_downlink=None, on_result=None,
-                 on_joined=None, on_time=None, time_known=None):
+                 on_time=None, time_known=None):
         self.radio = radio
         self.on_time = on_time  # on_time(unix_ms): UTC now, from a DeviceTimeAns
         self.time_known = time_known  # () -> bool: the wall clock is set (None: answered yet?)
@@ -132,10 +132,8 @@ class EndDevice:
         self.cfg = cfg
         self.on_downlink = on_downlink
         self.on_result = on_result
-        self.on_joined = on_joined
         self._rng = rng or device_rng(cfg["dev_eui"])
-        self._nvs = nvs
-        self._store = NvsStore(nvs)
+        self._store = NvsStore(nvs)  # and its .nvs for the session blob
         self._nonce = ReservedCounter(self._store, "devnonce", cfg["devnonce_step"], 0xFFFF)
         self._fcnt = ReservedCounter(self._store, "fcnt_up", cfg["fcnt_step"])
         self._gate = TxGate(self.region)
@@ -284,13 +282,13 @@ class EndDevice:
         _struct.pack_into("<I", b, 56, self._rx2_freq)
         for i, f in enumerate(self._channels):
             _struct.pack_into("<I", b, 60 + 4 * i, f or 0)
-        self._nvs.set_blob("session", b)
-        self._nvs.commit()
+        self._store.nvs.set_blob("session", b)
+        self._store.nvs.commit()
 
     def _load_session(self):
         buf = bytearray(60 + 4 * self.region.max_channels)
         try:
-            n = self._nvs.get_blob("session", buf)
+            n = self._store.nvs.get_blob("session", buf)
         except OSError:
             return
         b = bytes(buf[:n])
@@ -576,8 +574,6 @@ class EndDevice:
                 self._hold = mono + self._rng(self.cfg["first_uplink_jitter_s"] * 1000 + 1)
                 self._time_due = 0  # a new session: ask the network's time with its first uplink
                 self._time_asked = None
-                if self.on_joined is not None:
-                    self._call(self.on_joined)
                 return None
             self._join_failures += 1
             n = self._join_failures - 1

@@ -1,15 +1,18 @@
 """The master's half of Modbus RTU: encoding requests, decoding the responses and checking that
 they answer them, the expected response lengths, and the wire time of a transaction (for a
-poller's timeouts and read planning). Apart from protocol.modbus.pdu and rtu, whose message
-types and framing it uses, so that a meter (a slave) never loads it.
+poller's timeouts and read planning). Apart from protocol.modbus.pdu, messages and rtu, whose
+message types and framing it uses, so that a meter (a slave) never loads it.
 """
 
 import struct
 
+from protocol.modbus.messages import (
+    ExceptionResponse, ReadRequest, ReadResponse, WriteMultiple, WriteMultipleResponse,
+    WriteSingle, _check_regs, _check_u16,
+)
 from protocol.modbus.pdu import (
-    MAX_READ, MAX_WRITE, READ_HOLDING, READ_INPUT, WRITE_MULTIPLE, WRITE_SINGLE, ExceptionResponse,
-    ModbusError, ReadRequest, ReadResponse, WriteMultiple, WriteMultipleResponse, WriteSingle,
-    _check_regs, _check_span, _check_u16,
+    MAX_READ, MAX_WRITE, READ_HOLDING, READ_INPUT, WRITE_MULTIPLE, WRITE_SINGLE, ModbusError,
+    _check_span,
 )
 from protocol.modbus.rtu import MAX_ADU, FrameError, RtuDeframer, _ceil_div, _check_baud
 

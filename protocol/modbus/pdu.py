@@ -1,8 +1,13 @@
 """Modbus PDU codec for the four register functions streetgrid uses, in both roles.
 
-Slave:  decode_request -> handle -> encode_response, or exception_for() when decoding failed.
-Master: protocol.modbus.master.encode_request -> (wire) -> decode_response(pdu, request), apart
-        so that a meter (a slave) never loads them; the message classes here serve both.
+Slave:  parse_request -> serve -> reply bytes (an echo of a write, or encode_exception()), or
+        exception_code() when parsing failed. Tuples and bytes: a meter builds no message
+        objects and holds none of their classes.
+Master: protocol.modbus.master.encode_request -> (wire) -> decode_response(pdu, request), on
+        the message objects (ReadRequest, ReadResponse, WriteSingle, WriteMultiple,
+        WriteMultipleResponse, ExceptionResponse) with decode_request, encode_response and
+        exception_for for tools and tests. Those live in protocol.modbus.messages and are
+        reachable here too (`pdu.ReadRequest`), loaded on first use, so a meter never loads them.
 
 A PDU is the function code plus its data, without address and CRC (see rtu.py). Validation
 follows the application-protocol spec: reads carry 1..125 registers, writes 1..123, the byte
@@ -39,100 +44,21 @@ class ModbusError(ValueError):
         self.code = code
 
 
-class _Message:
-    """Equality and repr from the instance's attributes: one pair of methods for every message
-    (a method per class would be heap on a meter for what only tests and the gateway use)."""
-
-    def __eq__(self, other):
-        return type(self) is type(other) and self.__dict__ == other.__dict__
-
-    def __repr__(self):
-        # the constructor call (CPython keeps attributes in the order __init__ set them)
-        return type(self).__name__ + repr(tuple(self.__dict__.values()))
-
-
-class ReadRequest(_Message):
-    """Read `count` holding (function 3) or input (function 4) registers from `address`."""
-
-    def __init__(self, function, address, count):
-        self.function = function
-        self.address = address
-        self.count = count
-
-
-class ReadResponse(_Message):
-    """Registers (ints 0..65535, in address order) answering a ReadRequest."""
-
-    def __init__(self, function, registers):
-        self.function = function
-        self.registers = tuple(registers)
-
-
-class WriteSingle(_Message):
-    """Function 6; the slave's normal response is an exact echo, so one class serves both."""
-
-    function = WRITE_SINGLE
-
-    def __init__(self, address, value):
-        self.address = address
-        self.value = value
-
-
-class WriteMultiple(_Message):
-    """Function 16 request: `values` written from `address` on."""
-
-    function = WRITE_MULTIPLE
-
-    def __init__(self, address, values):
-        self.address = address
-        self.values = tuple(values)
-
-
-class WriteMultipleResponse(_Message):
-    """Function 16 response: echoes address and quantity written."""
-
-    function = WRITE_MULTIPLE
-
-    def __init__(self, address, count):
-        self.address = address
-        self.count = count
-
-
-class ExceptionResponse(_Message):
-    """The slave refused `function` (the request's code, without the 0x80 bit) with `code`."""
-
-    def __init__(self, function, code):
-        self.function = function
-        self.code = code
-
-
-
-def _check_u16(what, value):
-    if not 0 <= value <= 0xFFFF:
-        raise ModbusError("%s out of range 0..65535: %r" % (what, value))
-
-
-def _check_regs(what, regs, limit):
-    n = len(regs)
-    if not 1 <= n <= limit:
-        raise ModbusError("%s: %d registers, must be 1..%d" % (what, n, limit))
-    if min(regs) < 0 or max(regs) > 0xFFFF:
-        raise ModbusError("%s: register value out of range 0..65535" % what)
-    return n
-
-
 def _check_span(address, count):
-    _check_u16("address", address)
+    if not 0 <= address <= 0xFFFF:
+        raise ModbusError("address out of range 0..65535: %r" % (address,))
     if address + count > 0x10000:
         raise ModbusError("address 0x%04X + %d registers runs past 0xFFFF" % (address, count),
                           ILLEGAL_ADDRESS)
 
 
-# ---------------------------------------------------------------- requests
+# ---------------------------------------------------------------- the slave's side
 
 
-def decode_request(pdu):
-    """Parse a request PDU (slave side). ModbusError.code says which exception to answer."""
+def parse_request(pdu):
+    """(function, address, count, values) of a request PDU: values is None for a read (03 / 04
+    of `count` registers) and the registers written for a write (06: one, 16: `count`).
+    ModbusError.code says which exception to answer."""
     n = len(pdu)
     if n == 0:
         raise ModbusError("empty PDU: no function code")
@@ -142,11 +68,11 @@ def decode_request(pdu):
             raise ModbusError("function %d request must be 5 bytes, got %d" % (fc, n))
         address, word = struct.unpack_from(">HH", pdu, 1)
         if fc == WRITE_SINGLE:
-            return WriteSingle(address, word)
+            return fc, address, 1, (word,)
         if not 1 <= word <= MAX_READ:
             raise ModbusError("read count %d out of range 1..%d" % (word, MAX_READ))
         _check_span(address, word)
-        return ReadRequest(fc, address, word)
+        return fc, address, word, None
     if fc == WRITE_MULTIPLE:
         if n < 6:
             raise ModbusError("function 16 request too short: %d bytes, need at least 6" % n)
@@ -159,12 +85,12 @@ def decode_request(pdu):
                 % (nbytes, count, n)
             )
         _check_span(address, count)
-        return WriteMultiple(address, struct.unpack_from(">%dH" % count, pdu, 6))
+        return fc, address, count, struct.unpack_from(">%dH" % count, pdu, 6)
     raise ModbusError("function code 0x%02X not supported" % fc, ILLEGAL_FUNCTION)
 
 
-def exception_for(pdu, error):
-    """What a slave sends back when decode_request(pdu) raised `error`; None = stay silent.
+def exception_code(pdu, error):
+    """The exception a slave answers when parse_request(pdu) raised `error`; None = stay silent.
 
     An unsupported function maps to exception 01, a bad quantity or byte count to 03, an
     address overrun to 02. Silence for an empty PDU or a function code of 0 or >= 0x80,
@@ -172,32 +98,23 @@ def exception_for(pdu, error):
     """
     if len(pdu) == 0 or pdu[0] == 0 or pdu[0] & 0x80:
         return None
-    return ExceptionResponse(pdu[0], getattr(error, "code", ILLEGAL_VALUE))
+    return getattr(error, "code", ILLEGAL_VALUE)
 
 
-# ---------------------------------------------------------------- responses
+def encode_exception(function, code):
+    """The exception response PDU: the request's function code with 0x80 set, then `code`."""
+    if not 1 <= function <= 0x7F:
+        raise ModbusError("exception for function %r: must be 1..127" % (function,))
+    if not 1 <= code <= 0xFF:
+        raise ModbusError("exception code %r out of range 1..255" % (code,))
+    return bytes((function | 0x80, code))
 
 
-def encode_response(resp):
-    """PDU bytes of a ReadResponse, WriteSingle, WriteMultipleResponse or ExceptionResponse."""
-    if isinstance(resp, ReadResponse):
-        if resp.function != READ_HOLDING and resp.function != READ_INPUT:
-            raise ModbusError("read function must be 3 or 4, got %r" % (resp.function,))
-        n = _check_regs("read response", resp.registers, MAX_READ)
-        return struct.pack(">BB", resp.function, 2 * n) + struct.pack(">%dH" % n, *resp.registers)
-    if isinstance(resp, WriteSingle):
-        _check_u16("address", resp.address)
-        _check_u16("value", resp.value)
-        return struct.pack(">BHH", WRITE_SINGLE, resp.address, resp.value)
-    if isinstance(resp, WriteMultipleResponse):
-        if not 1 <= resp.count <= MAX_WRITE:
-            raise ModbusError("write count %r out of range 1..%d" % (resp.count, MAX_WRITE))
-        _check_span(resp.address, resp.count)
-        return struct.pack(">BHH", WRITE_MULTIPLE, resp.address, resp.count)
-    if isinstance(resp, ExceptionResponse):
-        if not 1 <= resp.function <= 0x7F:
-            raise ModbusError("exception for function %r: must be 1..127" % (resp.function,))
-        if not 1 <= resp.code <= 0xFF:
-            raise ModbusError("exception code %r out of range 1..255" % (resp.code,))
-        return struct.pack(">BB", resp.function | 0x80, resp.code)
-    raise ModbusError("not a response: %r" % (resp,))
+def __getattr__(name):
+    """The message half (protocol.modbus.messages), loaded when first asked for."""
+    from protocol.modbus import messages
+
+    try:
+        return getattr(messages, name)
+    except AttributeError:
+        raise AttributeError(name) from None

@@ -51,28 +51,66 @@ BLOCKS = (
 )
 
 # Input registers in address order: name, address, register count. Below 0x1000 a float32
-# (count 2); above, an unsigned integer of 1, 2 or 4 registers.
-# fmt: off
-INPUT = (
-    "voltage_l1", 0x0000, 2, "voltage_l2", 0x0002, 2, "voltage_l3", 0x0004, 2,
-    "current_l1", 0x0006, 2, "current_l2", 0x0008, 2, "current_l3", 0x000A, 2,
-    "power_l1", 0x000C, 2, "power_l2", 0x000E, 2, "power_l3", 0x0010, 2,
-    "apparent_power_l1", 0x0012, 2, "apparent_power_l2", 0x0014, 2, "apparent_power_l3", 0x0016, 2,
-    "reactive_power_l1", 0x0018, 2, "reactive_power_l2", 0x001A, 2, "reactive_power_l3", 0x001C, 2,
-    "power_factor_l1", 0x001E, 2, "power_factor_l2", 0x0020, 2, "power_factor_l3", 0x0022, 2,
-    "phase_angle_l1", 0x0024, 2, "phase_angle_l2", 0x0026, 2, "phase_angle_l3", 0x0028, 2,
-    "voltage_avg", 0x002A, 2, "current_avg", 0x002E, 2, "current_sum", 0x0030, 2,
-    "power", 0x0034, 2, "apparent_power", 0x0038, 2, "reactive_power", 0x003C, 2,
-    "power_factor", 0x003E, 2, "phase_angle", 0x0042, 2, "frequency", 0x0046, 2,
-    "energy_import_kwh", 0x0048, 2, "energy_export_kwh", 0x004A, 2,
-    "reactive_energy_import_kvarh", 0x004C, 2, "reactive_energy_export_kvarh", 0x004E, 2,
-    "voltage_l1_l2", 0x00C8, 2, "voltage_l2_l3", 0x00CA, 2, "voltage_l3_l1", 0x00CC, 2,
-    "voltage_ll_avg", 0x00CE, 2, "current_n", 0x00E0, 2, "energy_total_kwh", 0x0156, 2,
-    "energy_import_wh", 0x1000, 4, "energy_export_wh", 0x1004, 4,
-    "map_version", 0x2000, 1, "model", 0x2001, 1, "serial", 0x2002, 2,
-    "firmware_major", 0x2004, 1, "firmware_minor", 0x2005, 1, "firmware_patch", 0x2006, 1,
-)
-# fmt: on
+# (count 2); above, an unsigned integer of 1, 2 or 4 registers. One string rather than a tuple: a
+# meter keeps its text in flash (53 names in a tuple were 1.5 KB of its heap) and an index of
+# bytes (_INDEX); input_registers() gives the table as tuples.
+_INPUT = const("""
+voltage_l1 0x0000 2   voltage_l2 0x0002 2   voltage_l3 0x0004 2   current_l1 0x0006 2
+current_l2 0x0008 2   current_l3 0x000A 2   power_l1 0x000C 2   power_l2 0x000E 2
+power_l3 0x0010 2   apparent_power_l1 0x0012 2   apparent_power_l2 0x0014 2
+apparent_power_l3 0x0016 2   reactive_power_l1 0x0018 2   reactive_power_l2 0x001A 2
+reactive_power_l3 0x001C 2   power_factor_l1 0x001E 2   power_factor_l2 0x0020 2
+power_factor_l3 0x0022 2   phase_angle_l1 0x0024 2   phase_angle_l2 0x0026 2
+phase_angle_l3 0x0028 2   voltage_avg 0x002A 2   current_avg 0x002E 2   current_sum 0x0030 2
+power 0x0034 2   apparent_power 0x0038 2   reactive_power 0x003C 2   power_factor 0x003E 2
+phase_angle 0x0042 2   frequency 0x0046 2   energy_import_kwh 0x0048 2
+energy_export_kwh 0x004A 2   reactive_energy_import_kvarh 0x004C 2
+reactive_energy_export_kvarh 0x004E 2   voltage_l1_l2 0x00C8 2   voltage_l2_l3 0x00CA 2
+voltage_l3_l1 0x00CC 2   voltage_ll_avg 0x00CE 2   current_n 0x00E0 2
+energy_total_kwh 0x0156 2   energy_import_wh 0x1000 4   energy_export_wh 0x1004 4
+map_version 0x2000 1   model 0x2001 1   serial 0x2002 2   firmware_major 0x2004 1
+firmware_minor 0x2005 1   firmware_patch 0x2006 1
+""")
+
+
+def _tokens():
+    """(offset, word) of each word of _INPUT, in order."""
+    t = _INPUT
+    n = len(t)
+    out = []
+    i = 0
+    while True:
+        while i < n and (t[i] == " " or t[i] == "\n"):
+            i += 1
+        if i == n:
+            return out
+        j = i
+        while j < n and t[j] != " " and t[j] != "\n":
+            j += 1
+        out.append((i, t[i:j]))
+        i = j
+
+
+def input_registers():
+    """(name, address, count) of every input register, in address order: the table for the
+    gateway and the docs (protocol.modbus.registers)."""
+    t = _tokens()
+    return [(t[i][1], int(t[i + 1][1], 16), int(t[i + 2][1])) for i in range(0, len(t), 3)]
+
+
+def _index():
+    """Per input register 5 bytes: address (2), count, and its name's offset in _INPUT (2)."""
+    t = _tokens()
+    out = bytearray()
+    for i in range(0, len(t), 3):
+        a = int(t[i + 1][1], 16)
+        at = t[i][0]
+        out += bytes((a >> 8, a & 0xFF, int(t[i + 2][1]), at >> 8, at & 0xFF))
+    return bytes(out)
+
+
+_INDEX = _index()
+
 
 # Holding registers, one u16 each from 0x3000 on. A new address, baud or parity takes effect
 # after the response to the write has left the line, and persists across resets.
@@ -109,10 +147,11 @@ def check_read(function, address, count):
         return ILLEGAL_ADDRESS if (address | count) & 1 else 0
     end = address + count
     starts = ends = False  # the read starts / ends on a register boundary (no u32 / u64 split)
-    for i in range(1, len(INPUT), 3):
-        a = INPUT[i]
+    ix = _INDEX
+    for i in range(0, len(ix), 5):
+        a = ix[i] << 8 | ix[i + 1]
         starts = starts or a == address
-        ends = ends or a + INPUT[i + 1] == end
+        ends = ends or a + ix[i + 2] == end
     return 0 if starts and ends else ILLEGAL_ADDRESS
 
 
@@ -157,7 +196,8 @@ def pack_value(buf, offset, value, count, is_float):
 def read_into(buf, function, address, count, values):
     """Write the registers answering a read that check_read accepted into buf[0:2 * count]
     (big endian, the data of the response PDU) from `values`, names to values. Names missing
-    from `values`, and the float block's unlisted addresses, read as 0. Allocates nothing."""
+    from `values`, and the float block's unlisted addresses, read as 0. Allocates only the
+    names of the registers read (slices of _INPUT, garbage once the reply is built)."""
     for i in range(2 * count):
         buf[i] = 0
     end = address + count
@@ -167,13 +207,15 @@ def read_into(buf, function, address, count, values):
             if v is not None:
                 pack_value(buf, 2 * (a - address), v, 1, False)
         return
-    for i in range(0, len(INPUT), 3):
-        a = INPUT[i + 1]
-        n = INPUT[i + 2]
+    ix = _INDEX
+    for i in range(0, len(ix), 5):
+        a = ix[i] << 8 | ix[i + 1]
+        n = ix[i + 2]
         if a + n > end:
             break
         if a >= address:
-            v = values.get(INPUT[i])
+            at = ix[i + 3] << 8 | ix[i + 4]  # the name's offset in _INPUT
+            v = values.get(_INPUT[at:_INPUT.find(" ", at)])
             if v is not None:
                 pack_value(buf, 2 * (a - address), v, n, a < _FLOAT_END)
 

@@ -132,15 +132,13 @@ def _input_register(name, address, count):
                     False, description, None)
 
 
-_IN = _map.INPUT
-INPUT_REGISTERS = tuple(_input_register(_IN[i], _IN[i + 1], _IN[i + 2])
-                        for i in range(0, len(_IN), 3))
+INPUT_REGISTERS = tuple(_input_register(name, address, count)
+                        for name, address, count in _map.input_registers())
 HOLDING_REGISTERS = tuple(
     Register(READ_HOLDING, 0x3000 + i, 1, "u16", name, "", None, None, None, True,
              HOLDING_INFO[name], _map.ALLOWED[i])
     for i, name in enumerate(_map.HOLDING)
 )
-del _IN
 
 REGISTERS = INPUT_REGISTERS + HOLDING_REGISTERS
 BY_NAME = {r.name: r for r in REGISTERS}

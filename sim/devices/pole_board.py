@@ -40,17 +40,10 @@ def attach_radio(machine, p, link, clock, radio_fault):
     machine.set_mcu(p["mcu"])
     if radio_fault == "absent":
         return None
-    if p["chip"] == "sx1276":
-        from sim.devices.sx1276 import SX1276
-
-        model = SX1276(machine, {"cs": p["cs"], "reset": p["reset"], "dio0": p["irq"]}, link,
-                       clock, 0 if radio_fault == "dead" else 0x12, p["pa_boost"])
-    else:
-        from sim.devices.sx1262 import SX1262
-
-        model = SX1262(machine, {"cs": p["cs"], "reset": p["reset"], "busy": p["busy"],
-                                 "dio1": p["irq"]}, link, clock, tcxo_mv=p["tcxo_mv"],
-                       dio2_rf_switch=p["dio2_rf_switch"], stuck_busy=radio_fault == "busy_stuck")
+    # the chip's module by its name (sim/devices/sx1276.py, sx1262.py): a board on the VM never
+    # interns the other chip's names
+    chip = __import__("sim.devices." + p["chip"], None, None, ("attach",))
+    model = chip.attach(machine, p, link, clock, radio_fault)
     machine.spi(p["spi_id"]).attach(p["cs"], model)
     return model
 

@@ -60,6 +60,14 @@ _REFUSED_KEPT = const(32)  # refusals listed (all are counted)
 _RF_SWITCH_LOSS_DB = const(40)
 
 
+def attach(machine, p, link, clock, radio_fault):
+    """The chip of a board whose radio profile is p (sim.devices.pole_board.attach_radio);
+    radio_fault "busy_stuck": its BUSY never falls."""
+    return SX1262(machine, {"cs": p["cs"], "reset": p["reset"], "busy": p["busy"],
+                            "dio1": p["irq"]}, link, clock, tcxo_mv=p["tcxo_mv"],
+                  dio2_rf_switch=p["dio2_rf_switch"], stuck_busy=radio_fault == "busy_stuck")
+
+
 class SX1262:
     def __init__(self, machine, pins, link, clock, tcxo_mv=1800, dio2_rf_switch=True,
                  sx1261=False, stuck_busy=False):

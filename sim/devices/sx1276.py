@@ -60,6 +60,13 @@ _RESET = (b"\x01\x09\x06\x6c\x07\x80\x09\x4f\x0a\x09\x0b\x2b\x0c\x20\x0e\x80\x1d
           b"\x39\x12\x3b\x1d\x4d\x84")
 
 
+def attach(machine, p, link, clock, radio_fault):
+    """The chip of a board whose radio profile is p (sim.devices.pole_board.attach_radio);
+    radio_fault "dead": its version register reads 0x00."""
+    return SX1276(machine, {"cs": p["cs"], "reset": p["reset"], "dio0": p["irq"]}, link, clock,
+                  0 if radio_fault == "dead" else 0x12, p["pa_boost"])
+
+
 class SX1276:
     def __init__(self, machine, pins, link, clock, version=0x12, pa_boost=True):
         self._machine = machine

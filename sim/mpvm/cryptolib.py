@@ -26,7 +26,8 @@ class aes:
         self._dir = d
         if len(data) % 16:
             raise ValueError("blksize % 16")
-        r = bytes.fromhex(hostaes.ecb(self._key, data, d == 1))
+        # as hex: a str crosses to JS by value, bytes would stay pinned (see board.mjs)
+        r = bytes.fromhex(hostaes.ecb(self._key.hex(), bytes(data).hex(), d == 1))
         if out is None:
             return r
         if len(out) < len(r):

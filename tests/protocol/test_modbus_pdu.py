@@ -307,6 +307,44 @@ pdus = st.one_of(
 )
 
 
+@given(requests)
+def test_the_slaves_tuples_say_what_the_messages_say(req):
+    fc, address, count, values = P.parse_request(MA.encode_request(req))
+    if isinstance(req, P.ReadRequest):
+        assert (fc, address, count, values) == (req.function, req.address, req.count, None)
+    elif isinstance(req, P.WriteSingle):
+        assert (fc, address, count, values) == (6, req.address, 1, (req.value,))
+    else:
+        assert (fc, address, count, values) == (16, req.address, len(req.values), req.values)
+
+
+@given(pdus)
+def test_parse_request_and_decode_request_agree_on_any_bytes(raw):
+    try:
+        got = P.parse_request(raw)
+    except P.ModbusError as e:
+        with pytest.raises(P.ModbusError) as again:
+            P.decode_request(raw)
+        assert again.value.code == e.code
+        x = P.exception_for(raw, e)
+        code = P.exception_code(raw, e)
+        assert (x is None) == (code is None)
+        if x is not None:
+            assert P.encode_exception(raw[0], code) == P.encode_response(x)
+        return
+    assert MA.encode_request(P.decode_request(raw)) == raw and len(got) == 4
+
+
+@given(st.integers(-1, 300), st.integers(-1, 300))
+def test_encode_exception_validates(function, code):
+    if 1 <= function <= 0x7F and 1 <= code <= 0xFF:
+        assert P.encode_exception(function, code) == bytes((function | 0x80, code))
+        assert MA.decode_response(P.encode_exception(function, code)) == P.ExceptionResponse(function, code)
+    else:
+        with pytest.raises(P.ModbusError):
+            P.encode_exception(function, code)
+
+
 @given(pdus)
 def test_decode_request_fuzz(raw):
     try:
