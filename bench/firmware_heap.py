@@ -89,12 +89,9 @@ class Network:
                 self.delivered_at = at
 
 
-def measure(kind, board=None, interfaces="lorawan", **board_kw):
-    """{"boot", "join", "peak_join", "peak_report", "peak_downlink"} heap bytes of one board,
-    "delivered" (the command reached the RX window) and "commanded" (the pole's dimmer duty_u16,
-    the meter's relay_closed() after it). board: a radio_board profile name (default: the
-    config's default board); interfaces: a meter's (default "lorawan": its RS-485 slave is
-    measured by measure_modbus)."""
+def _board_and_network(kind, interfaces, board, board_kw):
+    """A VM board of `kind` (a board profile if given) in its environment, and the network
+    that answers its join and sends it COMMAND."""
     from protocol import payload
     from sim.vmboard import VMBoard
 
@@ -104,7 +101,20 @@ def measure(kind, board=None, interfaces="lorawan", **board_kw):
     b = VMBoard(kind, DEV_EUI, cfg, strict=True, **board_kw)
     try:
         b.apply_env(ENV[kind])
-        net = Network(b, payload.encode_downlink(kind, *COMMAND[kind]))
+        return b, Network(b, payload.encode_downlink(kind, *COMMAND[kind]))
+    except BaseException:
+        b.close()
+        raise
+
+
+def measure(kind, board=None, interfaces="lorawan", **board_kw):
+    """{"boot", "join", "peak_join", "peak_report", "peak_downlink"} heap bytes of one board,
+    "delivered" (the command reached the RX window) and "commanded" (the pole's dimmer duty_u16,
+    the meter's relay_closed() after it). board: a radio_board profile name (default: the
+    config's default board); interfaces: a meter's (default "lorawan": its RS-485 slave is
+    measured by measure_modbus)."""
+    b, net = _board_and_network(kind, interfaces, board, board_kw)
+    try:
         out = {"boot": None, "join": None, "peak_join": 0, "peak_report": 0,
                "peak_downlink": 0}
         b.boot(0)
@@ -138,24 +148,16 @@ STEADY_HOURS = 2
 
 
 def measure_steady(kind, interfaces="lorawan", board=None, hours=STEADY_HOURS, **board_kw):
-    """{"held", "uplinks", "joins", "qstrs", "qstr_pools", "modules"}: the most a joined device holds
-    after any of its uplinks over `hours` of virtual time (reports every 5 minutes, the
+    """{"held", "uplinks", "joins", "qstrs", "qstr_pools", "modules"}: the most a joined device
+    holds after any of its uplinks over `hours` of virtual time (reports every 5 minutes, the
     downlink command of COMMAND, the network answering nothing else), then through a rejoin
     and two uplinks of the new session: what it keeps once everything it does has run once,
     and what a rejoin leaves behind. The qstr count is the other limit: the interned-string
     pool grows by a 9 KB block at the 1,261st string on this VM."""
     import re
 
-    from protocol import payload
-    from sim.vmboard import VMBoard
-
-    cfg = dict(POLE_CFG) if kind == "pole" else dict(METER_CFG, interfaces=interfaces)
-    if board is not None:
-        cfg["board"] = board
-    b = VMBoard(kind, DEV_EUI, cfg, strict=True, **board_kw)
+    b, net = _board_and_network(kind, interfaces, board, board_kw)
     try:
-        b.apply_env(ENV[kind])
-        net = Network(b, payload.encode_downlink(kind, *COMMAND[kind]))
         b.boot(0)
         out = {"held": 0, "uplinks": 0, "joins": 0}
         t = 0

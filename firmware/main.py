@@ -13,8 +13,9 @@ crashing in a loop. Tests may pass a scripted radio instead. cfg may be partial 
 validated). cfg["kind"] "pole" (the default) gives a PoleApp with `.mac` (EndDevice) and `.hw`
 (PoleHardware). "meter" gives a MeterApp with `.hw` (MeterHardware), `.source` (MeterSource),
 `.slave` (ModbusSlave, None with interfaces "lorawan"; driven on its own at microsecond
-granularity: slave.poll(now_us), by firmware.meter_loop on the device) and `.mac` (None with interfaces "modbus", when
-radio may be None). The building itself is firmware/startup.py, unloaded after the boot.
+granularity: slave.poll(now_us), by firmware.meter_loop on the device) and `.mac` (None with
+interfaces "modbus", when radio may be None). The building itself is firmware/startup.py,
+unloaded after the boot.
 """
 
 
@@ -33,9 +34,9 @@ def create(machine, esp32, cfg, radio, sleep_ms, rng=None, ticks_ms=None):
 
 def unload(names):
     """Unload modules that only the boot uses (see create()), or that a device uses once in a
-    while (firmware.boot_health): about 5 KB of functions and tables on an ESP32 heap. MicroPython only; a later import
-    (the next boot) loads them again. CPython keeps them, so that code holding a module (tests)
-    still sees the classes the firmware raises."""
+    while (firmware.boot_health, the join): about 5 KB of functions and tables on an ESP32 heap.
+    MicroPython only; a later import loads them again. CPython keeps them, so that code holding
+    a module (tests) still sees the classes the firmware raises."""
     import sys
 
     if sys.implementation.name != "micropython":

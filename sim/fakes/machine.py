@@ -141,14 +141,14 @@ def unique_id():
     return UNIQUE_ID
 
 
-# -- I2C and PWM: sim/fakes/machine_i2c_pwm.py, loaded when first asked for -----------------
-
 def _buffer(buf):
     try:
         return memoryview(buf)
     except TypeError:
         raise TypeError("object with buffer protocol required") from None
 
+
+# -- I2C and PWM: sim/fakes/machine_i2c_pwm.py, loaded when first asked for -----------------
 
 def __getattr__(name):
     """Anything not defined here comes from machine_i2c_pwm.py (I2C, I2CBus, bus, PWM, pwm_duty,
