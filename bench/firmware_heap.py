@@ -38,13 +38,18 @@ ENV = {"pole": {"lux": 5.0, "temperature_c": 12.5, "humidity_rh": 70.0, "power_w
        "meter": {"power_w": 3000.0, "voltage_v": 230.0, "line_hz": 50.0}}
 COMMAND = {"pole": ("dim", {"seq": 1, "level": 40}),
            "meter": ("relay", {"seq": 1, "action": "open"})}
+# with the command, what a network server typically sends after a join: ADR settings (here
+# keeping data rate, power and channels) and a status request
+MAC_COMMANDS = ({"name": "LinkADRReq", "data_rate": 15, "tx_power": 15, "ch_mask": 0,
+                 "ch_mask_cntl": 6, "nb_trans": 1}, {"name": "DevStatusReq"})
 HELD_BUDGET = 65536
 PEAK_BUDGET = 98304
 
 
 class Network:
     """The network server's side, in CPython: answers the join in RX1 (5 s), opens uplinks,
-    and sends one downlink command in the RX1 window (1 s) of the first uplink after join."""
+    and sends one downlink command, with MAC_COMMANDS in its FOpts, in the RX1 window (1 s) of
+    the first uplink after join."""
 
     def __init__(self, board, downlink=None):
         from protocol.lorawan import airtime
@@ -74,7 +79,8 @@ class Network:
             fport, data = self.downlink
             self.downlink = None
             phy = session.build_data_frame(frame.UNCONFIRMED_DOWN, 0x26011F3A, 0, fport, data,
-                                           self.keys[0], self.keys[1], backend="cryptography")
+                                           self.keys[0], self.keys[1], fopts=list(MAC_COMMANDS),
+                                           backend="cryptography")
             self.pending = (end + 1000, freq, sf, bw, phy)
 
     def offer(self):

@@ -52,6 +52,7 @@ package("firmware", files=[
     "energy_register.py",
     "lorawan/__init__.py",
     "lorawan/device.py",
+    "lorawan/mac_answers.py",
     "main.py",
     "meter_app.py",
     "meter_config.py",

@@ -76,7 +76,7 @@ RELAY_CLOSED = 1
 _RELAY_LIMITED = const(2)  # opened by the load limit
 
 _NEED_READING = const(_A_VOLTAGE_LOW | _A_VOLTAGE_HIGH | _A_RELAY_FAILURE)
-_RTC_MAGIC = b"SGM1"
+_RTC_MAGIC = const(b"SGM1")
 
 
 class MeterApp(DeviceApp):

@@ -125,7 +125,7 @@ _S_LAMP_FAILURE = const(1 << 5)
 _S_DAY_BURNER = const(1 << 6)
 _S_ALARM = const(1 << 7)
 
-_RTC_MAGIC = b"SGP1"
+_RTC_MAGIC = const(b"SGP1")
 _TILT_HYST = const(100)  # centidegrees
 # a power alarm clears 5 points (% of the expected power) inside its threshold
 _P_HYST_PCT = const(5)

@@ -43,10 +43,6 @@ except ImportError:  # CPython
 
 
 _METEREN = const(0x00)
-_PLCONSTH = const(0x31)
-_PLCONSTL = const(0x32)
-_MMODE0 = const(0x33)
-_MMODE1 = const(0x34)
 _SOFTRESET = const(0x70)
 _CFGREGACCEN = const(0x7F)
 _APENERGYT = const(0x80)
@@ -57,11 +53,11 @@ _PFMEAN = const(0xBC)
 _URMS = const(0xD9)
 _IRMS = const(0xDD)
 _FREQ = const(0xF8)
-_PQGAIN = (0x47, 0x49, 0x4B)
-_UGAIN = (0x61, 0x65, 0x69)
-_IGAIN = (0x62, 0x66, 0x6A)
-_UOFFSET = (0x63, 0x67, 0x6B)
-_IOFFSET = (0x64, 0x68, 0x6C)
+# what configure() writes, in order: PLconstH, PLconstL, MMode0, MMode1, then per phase A, B, C
+# UGain, IGain, UOffset, IOffset and PQGain (bytes, and the values in a bytearray beside them:
+# 19 (register, value) tuples held 0.4 KB of a meter's heap)
+_SETUP_REGS = const(b"\x31\x32\x33\x34\x61\x65\x69\x62\x66\x6a\x63\x67\x6b\x64\x68\x6c\x47\x49\x4b")
+_CALIBRATION = const("ugain igain uoffset ioffset pqgain")  # their cfg keys, from the 5th
 
 _WRAP = const(0x10000)
 
@@ -96,14 +92,15 @@ class ATM90E32:
         if not 1 <= self.mc <= 450000000:
             raise ValueError("meter_constant out of range: %r" % (self.mc,))
         plconst = 450000000000 // self.mc
-        self._setup = [(_PLCONSTH, plconst >> 16), (_PLCONSTL, plconst & 0xFFFF),
-                       (_MMODE0, int(cfg.get("mmode0", 0x0087))), (_MMODE1, int(cfg.get("mmode1", 0)))]
-        for key, regs, default in (("ugain", _UGAIN, 0x8000), ("igain", _IGAIN, 0x8000),
-                                   ("uoffset", _UOFFSET, 0), ("ioffset", _IOFFSET, 0),
-                                   ("pqgain", _PQGAIN, 0)):
-            vals = _three(cfg, key, default)
-            for i in range(3):
-                self._setup.append((regs[i], vals[i]))
+        values = [plconst >> 16, plconst & 0xFFFF, int(cfg.get("mmode0", 0x0087)),
+                  int(cfg.get("mmode1", 0))]
+        for key in _CALIBRATION.split():
+            # default: unity gain (0x8000) for UGain and IGain, 0 for the offsets and PQGain
+            values.extend(_three(cfg, key, 0x8000 if key in "ugain igain" else 0))
+        self._setup = bytearray(2 * len(_SETUP_REGS))  # big-endian u16 per register
+        for i in range(len(_SETUP_REGS)):
+            self._setup[2 * i] = (values[i] >> 8) & 0xFF
+            self._setup[2 * i + 1] = values[i] & 0xFF
         self._tx = bytearray(4)
         self._rx = bytearray(4)
         self.mv = [0, 0, 0]
@@ -151,8 +148,8 @@ class ATM90E32:
         """Soft-reset, unlock, write the calibration and enable metering; verify by reading back."""
         self.write_reg(_SOFTRESET, 0x789A)
         self.write_reg(_CFGREGACCEN, 0x55AA)
-        for reg, value in self._setup:
-            self.write_reg(reg, value)
+        for i in range(len(_SETUP_REGS)):
+            self.write_reg(_SETUP_REGS[i], self._setup[2 * i] << 8 | self._setup[2 * i + 1])
         self.write_reg(_METEREN, 1)
         self.write_reg(_CFGREGACCEN, 0x0000)  # lock
         for e in range(_APENERGYT, _ANENERGYT + 4):
@@ -163,8 +160,8 @@ class ATM90E32:
     def _changed(self):
         if self.read_reg(_METEREN) != 1:
             return True
-        for reg, value in self._setup:
-            if self.read_reg(reg) != value:
+        for i in range(len(_SETUP_REGS)):
+            if self.read_reg(_SETUP_REGS[i]) != self._setup[2 * i] << 8 | self._setup[2 * i + 1]:
                 return True
         return False
 

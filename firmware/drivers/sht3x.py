@@ -16,9 +16,15 @@ except ImportError:  # CPython
     def _sleep_ms(ms):
         _sleep(ms / 1000)
 
-_CMD_MEASURE = b"\x24\x00"
-_CMD_SOFT_RESET = b"\x30\xa2"
-_CMD_STATUS = b"\xf3\x2d"
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+_CMD_MEASURE = const(b"\x24\x00")
+_CMD_SOFT_RESET = const(b"\x30\xa2")
+_CMD_STATUS = const(b"\xf3\x2d")
 _MEASURE_MS = 16
 
 

@@ -45,7 +45,7 @@ _REG_SYNC = const(0x0740)
 _BUSY_SPINS = const(300)  # reads before sleeping: most commands keep BUSY high for microseconds
 _BUSY_MAX_MS = const(20)  # longest legitimate BUSY: reset/calibration 3.5 ms + TCXO start
 _TCXO_DELAY = const(320)  # 5 ms in 15.625 us steps: the TCXO's start-up time
-_TCXO_MV = (1600, 1700, 1800, 2200, 2400, 2700, 3000, 3300)  # DIO3 voltage codes 0..7
+_TCXO_MV = const((1600, 1700, 1800, 2200, 2400, 2700, 3000, 3300))  # DIO3 voltage codes 0..7
 
 _EV_TX_DONE = (TX_DONE,)
 _EV_RX_TIMEOUT = (RX_TIMEOUT,)

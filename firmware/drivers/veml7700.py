@@ -38,10 +38,10 @@ GAIN_2 = 16
 
 # gains (eighths) and integration times (units of 25 ms), most sensitive first, and their
 # ALS_CONF bits at the same index: bytes, which stay in flash
-_GAINS = b"\x10\x08\x02\x01"
-_GAIN_BITS = b"\x01\x00\x03\x02"
-_ITS_25MS = b"\x20\x10\x08\x04\x02\x01"
-_IT_BITS = b"\x03\x02\x01\x00\x08\x0c"
+_GAINS = const(b"\x10\x08\x02\x01")
+_GAIN_BITS = const(b"\x01\x00\x03\x02")
+_ITS_25MS = const(b"\x20\x10\x08\x04\x02\x01")
+_IT_BITS = const(b"\x03\x02\x01\x00\x08\x0c")
 _REG_CONF = const(0x00)
 _REG_ALS = const(0x04)
 _REG_WHITE = const(0x05)

@@ -51,7 +51,6 @@ import struct as _struct
 
 from protocol import cipher
 from protocol.lorawan import frame as _frame
-from protocol.lorawan import mac as _mac
 from protocol.lorawan import region as _region
 from protocol.lorawan import session
 from protocol.lorawan.txgate import TxGate
@@ -621,6 +620,16 @@ class EndDevice:
 
     # -- downlinks -------------------------------------------------------------------------
 
+    def _time_answered(self, unix_ms, mono):
+        """A DeviceTimeAns: unix_ms was the time at the end of our uplink."""
+        if self._time_req:
+            self._time_req = False
+            self._time_asked = None
+            self._time_due = mono + _TIME_EVERY
+            self.time_set_at = mono
+            if self.on_time is not None:
+                self._call(self.on_time, unix_ms + mono - self._tx_end)
+
     def _on_rx(self, phy, rssi, snr, mono):
         """True when phy was a valid downlink for this device (then no RX2 is opened)."""
         if not phy:
@@ -666,101 +675,13 @@ class EndDevice:
         if f.fpending:
             self._fpending = True
         self._fopts_sticky = b""
-        if o.mac_commands:
-            self._mac_commands(o.mac_commands, mono)
+        if o.mac_commands:  # rare: their code and the MAC codec load for them only
+            from firmware.lorawan import mac_answers
+            from firmware.main import unload
+
+            mac_answers.answer(self, o.mac_commands, mono)
+            unload(("firmware.lorawan.mac_answers", "protocol.lorawan.mac"))
         if f.fport and self.on_downlink is not None:
             self._call(self.on_downlink, f.fport, o.payload)
         return True
 
-    def _mac_commands(self, cmds, mono):
-        once = []
-        sticky = []
-        reg = self.region
-        for c in cmds:
-            name = c["name"]
-            if name == "LinkCheckAns":
-                self.link_check = (c["margin"], c["gw_cnt"])
-            elif name == "DeviceTimeAns":
-                self.device_time = (c["seconds"], c["fractional"])
-                if self._time_req:  # the time at the end of our uplink: add what passed since
-                    self._time_req = False
-                    self._time_asked = None
-                    self._time_due = mono + _TIME_EVERY
-                    self.time_set_at = mono
-                    if self.on_time is not None:
-                        self._call(self.on_time, _mac.device_time_unix_ms(c) + mono - self._tx_end)
-            elif name == "LinkADRReq":
-                once.append(self._link_adr(c))
-            elif name == "DutyCycleReq":
-                self._max_dc = 1 << c["max_duty_cycle"]
-                once.append({"name": "DutyCycleAns"})
-            elif name == "DevStatusReq":
-                m = int(self.last_snr or 0)
-                m = -32 if m < -32 else (31 if m > 31 else m)
-                once.append({"name": "DevStatusAns", "battery": 0, "margin": m})  # mains powered
-            elif name == "RXTimingSetupReq":
-                d = c["delay"]
-                self._rx1_delay = (d if d else 1) * 1000
-                sticky.append({"name": "RXTimingSetupAns"})
-            elif name == "RXParamSetupReq":
-                f_ok = reg.in_band(c["frequency"])
-                dr_ok = c["rx2_data_rate"] < reg.n_data_rates
-                off_ok = c["rx1_dr_offset"] < reg.rx1_dr_offsets
-                if f_ok and dr_ok and off_ok:
-                    self._rx2_freq = c["frequency"]
-                    self._rx2_dr = c["rx2_data_rate"]
-                    self._rx1_dr_offset = c["rx1_dr_offset"]
-                sticky.append({"name": "RXParamSetupAns", "rx1_dr_offset_ack": off_ok,
-                               "rx2_data_rate_ack": dr_ok, "channel_ack": f_ok})
-            elif name == "NewChannelReq":
-                i, f = c["ch_index"], c["frequency"]
-                f_ok = i >= 3 and i < reg.max_channels and (f == 0 or reg.channel_ok(f))
-                dr_ok = c["min_dr"] <= c["max_dr"] < reg.n_data_rates
-                if f_ok and dr_ok:
-                    self._channels[i] = f or None
-                    self._enabled[i] = f != 0
-                once.append({"name": "NewChannelAns", "data_rate_range_ok": dr_ok,
-                             "channel_frequency_ok": f_ok})
-            elif name == "DlChannelReq":
-                i, f = c["ch_index"], c["frequency"]
-                exists = i < reg.max_channels and self._channels[i] is not None
-                f_ok = reg.channel_ok(f)
-                if exists and f_ok:
-                    self._dl_freq[self._channels[i]] = f
-                sticky.append({"name": "DlChannelAns", "uplink_frequency_exists": exists,
-                               "channel_frequency_ok": f_ok})
-            # TxParamSetupReq: not implemented in EU868 / KR920 (RP002), so no answer
-        if once:
-            self._fopts_once = self._fopts_once + _mac.encode_commands(once, True)
-        if sticky:
-            self._fopts_sticky = _mac.encode_commands(sticky, True)
-        if self.joined and self.cfg["keep_session"] and (sticky or once):
-            self._save_session()
-
-    def _link_adr(self, c):
-        reg = self.region
-        dr, pw, mask, cntl = c["data_rate"], c["tx_power"], c["ch_mask"], c["ch_mask_cntl"]
-        n = reg.max_channels
-        if cntl == 0:
-            enabled = [bool(mask >> i & 1) for i in range(n)]
-            ch_ok = mask != 0
-            for i in range(n):
-                if enabled[i] and self._channels[i] is None:
-                    ch_ok = False
-        elif cntl == 6:
-            enabled = [f is not None for f in self._channels]
-            ch_ok = True
-        else:
-            enabled = None
-            ch_ok = False
-        dr_ok = dr == 15 or reg.is_lora(dr)
-        pw_ok = pw == 15 or pw < len(reg.tx_power_offsets)
-        if ch_ok and dr_ok and pw_ok:
-            self._enabled = enabled
-            if dr != 15:
-                self.dr = dr
-            if pw != 15:
-                self.tx_power_dbm = reg.tx_power_eirp(pw)
-            self.nb_trans = c["nb_trans"] or 1
-        return {"name": "LinkADRAns", "power_ack": pw_ok, "data_rate_ack": dr_ok,
-                "channel_mask_ack": ch_ok}

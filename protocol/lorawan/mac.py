@@ -197,6 +197,8 @@ def encode_commands(cmds, uplink):
             if name not in cmd:
                 raise MacCommandError("%s needs field %r" % (spec[1], name))
             v = cmd[name]
+            if v is True or v is False:  # MicroPython's bool is no int: isinstance() says so
+                v = 1 if v else 0
             if not isinstance(v, int):
                 raise MacCommandError("%s.%s must be an integer, got %r" % (spec[1], name, v))
             if kind == _B:

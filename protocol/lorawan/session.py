@@ -13,7 +13,6 @@ whose MIC holds.
 """
 
 from protocol.lorawan import frame as _frame
-from protocol.lorawan import mac as _mac
 from protocol.lorawan import security
 from protocol.lorawan import fcnt as _fcnt
 from protocol.lorawan.fcnt import FCNT_MAX, MAX_GAP, OK, OVERFLOW, REPLAY, GAP_TOO_LARGE
@@ -45,6 +44,14 @@ class OpenedFrame:
         return self.mic_ok and self.fcnt_status == OK
 
 
+def _mac():
+    """The MAC command codec, imported for the frames that carry commands only: a device's
+    frames rarely do, and it unloads the codec after them (firmware.lorawan.mac_answers)."""
+    from protocol.lorawan import mac
+
+    return mac
+
+
 def build_data_frame(mtype, dev_addr, fcnt, fport, payload, nwk_s_key, app_s_key, fopts=b"",
                      adr=False, ack=False, adr_ack_req=False, fpending=False, class_b=False,
                      backend=None):
@@ -61,11 +68,11 @@ def build_data_frame(mtype, dev_addr, fcnt, fport, payload, nwk_s_key, app_s_key
     direction = mtype & 1
     uplink = direction == 0
     if isinstance(fopts, list):
-        fopts = _mac.encode_commands(fopts, uplink)
+        fopts = _mac().encode_commands(fopts, uplink)
     if isinstance(payload, list):
         if fport != 0:
             raise FrameError("MAC commands as payload need FPort 0, got %r" % (fport,))
-        payload = _mac.encode_commands(payload, uplink)
+        payload = _mac().encode_commands(payload, uplink)
     if payload and fport is not None:
         _frame._check_int(fport, "FPort", 8)
         enc = security.crypt_frm_payload(app_s_key if fport else nwk_s_key, direction, dev_addr, fcnt, payload, backend)
@@ -118,9 +125,10 @@ def open_data_frame(phy, nwk_s_key, app_s_key, last_fcnt=None, max_gap=MAX_GAP,
     err = None
     mac = payload if fport == 0 else f.fopts
     if mac:
+        codec = _mac()
         try:
-            cmds = _mac.decode_commands(mac, direction == 0)
-        except _mac.MacCommandError as e:
+            cmds = codec.decode_commands(mac, direction == 0)
+        except codec.MacCommandError as e:
             cmds = e.commands
             err = str(e)
     return OpenedFrame(f, fcnt, status, True, payload, cmds, err)

@@ -51,10 +51,10 @@ BLOCKS = (
 )
 
 # Input registers in address order: name, address, register count. Below 0x1000 a float32
-# (count 2); above, an unsigned integer of 1, 2 or 4 registers. One string rather than a tuple: a
-# meter keeps its text in flash (53 names in a tuple were 1.5 KB of its heap) and an index of
-# bytes (_INDEX); input_registers() gives the table as tuples.
-_INPUT = const("""
+# (count 2); above, an unsigned integer of 1, 2 or 4 registers. One bytes constant rather than a
+# tuple: a meter keeps its text in flash (53 names in a tuple were 1.5 KB of its heap) and an
+# index of bytes (_INDEX); input_registers() gives the table as tuples.
+_INPUT = const(b"""
 voltage_l1 0x0000 2   voltage_l2 0x0002 2   voltage_l3 0x0004 2   current_l1 0x0006 2
 current_l2 0x0008 2   current_l3 0x000A 2   power_l1 0x000C 2   power_l2 0x000E 2
 power_l3 0x0010 2   apparent_power_l1 0x0012 2   apparent_power_l2 0x0014 2
@@ -73,40 +73,64 @@ firmware_minor 0x2005 1   firmware_patch 0x2006 1
 """)
 
 
-def _tokens():
-    """(offset, word) of each word of _INPUT, in order."""
+def _word(i):
+    """(start, end) of the first word of _INPUT at or after offset i (start == end: none left).
+    Indexing bytes gives ints: nothing is allocated per character or word."""
     t = _INPUT
     n = len(t)
-    out = []
-    i = 0
-    while True:
-        while i < n and (t[i] == " " or t[i] == "\n"):
-            i += 1
-        if i == n:
-            return out
-        j = i
-        while j < n and t[j] != " " and t[j] != "\n":
-            j += 1
-        out.append((i, t[i:j]))
-        i = j
+    while i < n and t[i] <= 0x20:
+        i += 1
+    j = i
+    while j < n and t[j] > 0x20:
+        j += 1
+    return i, j
+
+
+def _number(i, j):
+    """The decimal or 0x-hexadecimal number _INPUT[i:j]."""
+    t = _INPUT
+    base = 10
+    if j - i > 2 and t[i + 1] == 0x78:  # "0x"
+        base, i = 16, i + 2
+    v = 0
+    for k in range(i, j):
+        c = t[k] | 0x20  # lower case
+        v = v * base + (c - 0x30 if c <= 0x39 else c - 0x57)
+    return v
+
+
+def _name(at):
+    """The register name at offset `at` of _INPUT."""
+    return _INPUT[at:_INPUT.find(b" ", at)].decode()
 
 
 def input_registers():
     """(name, address, count) of every input register, in address order: the table for the
     gateway and the docs (protocol.modbus.registers)."""
-    t = _tokens()
-    return [(t[i][1], int(t[i + 1][1], 16), int(t[i + 2][1])) for i in range(0, len(t), 3)]
+    ix = _INDEX
+    return [(_name(ix[i + 3] << 8 | ix[i + 4]), ix[i] << 8 | ix[i + 1], ix[i + 2])
+            for i in range(0, len(ix), 5)]
 
 
 def _index():
-    """Per input register 5 bytes: address (2), count, and its name's offset in _INPUT (2)."""
-    t = _tokens()
+    """Per input register 5 bytes: address (2), count, and its name's offset in _INPUT (2).
+    One pass over _INPUT that keeps no list of its words: a meter builds this at import, and a
+    transient list of 160 words (5 KB) was once kept for good by a stray pointer (MicroPython's
+    garbage collector is conservative)."""
     out = bytearray()
-    for i in range(0, len(t), 3):
-        a = int(t[i + 1][1], 16)
-        at = t[i][0]
-        out += bytes((a >> 8, a & 0xFF, int(t[i + 2][1]), at >> 8, at & 0xFF))
-    return bytes(out)
+    i = 0
+    while True:
+        at, i = _word(i)
+        if at == i:
+            return bytes(out)
+        start, i = _word(i)
+        a = _number(start, i)
+        start, i = _word(i)
+        out.append(a >> 8)
+        out.append(a & 0xFF)
+        out.append(_number(start, i))
+        out.append(at >> 8)
+        out.append(at & 0xFF)
 
 
 _INDEX = _index()
@@ -215,7 +239,7 @@ def read_into(buf, function, address, count, values):
             break
         if a >= address:
             at = ix[i + 3] << 8 | ix[i + 4]  # the name's offset in _INPUT
-            v = values.get(_INPUT[at:_INPUT.find(" ", at)])
+            v = values.get(_name(at))
             if v is not None:
                 pack_value(buf, 2 * (a - address), v, n, a < _FLOAT_END)
 

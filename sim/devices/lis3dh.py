@@ -33,8 +33,8 @@ ADDRESS = 0x18
 _WHO_AM_I = const(0x33)
 
 # mg/digit by FS code (+-2, 4, 8, 16 g), each: HR, normal, low-power (bytes: flash on the VM)
-_SENS = b"\x01\x04\x10\x02\x08\x20\x04\x10\x40\x0c\x30\xc0"
-_READ_ONLY = b"\x0f\x27\x28\x29\x2a\x2b\x2c\x2d\x31\x35\x39\x3d"  # bytes: no heap on the VM
+_SENS = const(b"\x01\x04\x10\x02\x08\x20\x04\x10\x40\x0c\x30\xc0")
+_READ_ONLY = const(b"\x0f\x27\x28\x29\x2a\x2b\x2c\x2d\x31\x35\x39\x3d")  # bytes: no heap on the VM
 
 
 def _valid(reg):

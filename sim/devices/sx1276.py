@@ -47,17 +47,17 @@ _IRQ_VALID_HEADER = const(0x10)
 _IRQ_TX_DONE = const(0x08)
 _IRQ_CAD_DONE = const(0x04)
 
-_BW_HZ = (7800, 10400, 15600, 20800, 31250, 41700, 62500, 125000, 250000, 500000)
+_BW_HZ = const((7800, 10400, 15600, 20800, 31250, 41700, 62500, 125000, 250000, 500000))
 # FifoRxCurrentAddr, RxNbBytes, packet counters and status, RSSI, version (bytes: a tuple
 # would hold heap on the VM, a bytes constant stays in flash)
-_READ_ONLY = b"\x10\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x25\x2c\x42"
+_READ_ONLY = const(b"\x10\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x25\x2c\x42")
 _REFUSED_KEPT = const(32)
 _PA_LOSS_DB = const(40)
 # the register file after power-on / reset (datasheet table 41, LoRa column where the modes
 # share an address), as address, value pairs; RegVersion (0x42) is the model's `version`
-_RESET = (b"\x01\x09\x06\x6c\x07\x80\x09\x4f\x0a\x09\x0b\x2b\x0c\x20\x0e\x80\x1d\x72\x1e\x70"
+_RESET = (const(b"\x01\x09\x06\x6c\x07\x80\x09\x4f\x0a\x09\x0b\x2b\x0c\x20\x0e\x80\x1d\x72\x1e\x70"
           b"\x1f\x64\x21\x08\x22\x01\x23\xff\x24\x00\x31\xc3\x33\x27\x36\x03\x37\x0a"
-          b"\x39\x12\x3b\x1d\x4d\x84")
+          b"\x39\x12\x3b\x1d\x4d\x84"))
 
 
 def attach(machine, p, link, clock, radio_fault):

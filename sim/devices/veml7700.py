@@ -21,7 +21,13 @@ registers hold the previous result. Without a clock they are available at once.
 
 ADDRESS = 0x10
 
-_READ_ONLY = b"\x04\x05\x06\x07"  # bytes: no heap on the VM
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+_READ_ONLY = const(b"\x04\x05\x06\x07")  # bytes: no heap on the VM
 
 
 def resolution(gain_eighths, it_ms):

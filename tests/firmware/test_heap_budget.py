@@ -14,13 +14,15 @@ from bench.firmware_heap import (
 
 pytestmark = pytest.mark.skipif(not sim.mpvm.available(), reason="MicroPython VM missing")
 
-# Measured 2026-12-07 (bench/firmware_heap.py; bytes): after boot / join a pole holds 59,920 /
-# 61,232, a LoRaWAN-only meter 55,184 / 57,248, a meter with its RS-485 slave as well (interfaces
-# "both", the default) 62,528 / 64,592; every peak is at most 84,336. Steady state (two hours of
-# reports and a command, then a rejoin): pole 62,016, meter 57,936, meter "both" 65,280 (256
-# under), with 1,240 qstrs (the pool's 7th block, 9 KB, comes with the 1,261st). About 20 KB of
-# each figure is the simulator's fakes and chip models, which a board does not have. On the
-# SX1262 board: pole 64,112 steady (1,256 qstrs: 4 from the 7th block), meter 60,208.
+# Measured 2026-12-07 (bench/firmware_heap.py; bytes, the default SX1276 board): after boot /
+# join a pole holds 58,224 / 59,648, a LoRaWAN-only meter 53,072 / 55,136, a meter with its
+# RS-485 slave as well (interfaces "both", the default) 60,400 / 62,464; every peak is at most
+# 89,104 (a downlink with a command and two MAC commands). Steady state (two hours of reports,
+# the command, then a rejoin): pole 60,432, meter 56,096, meter "both" 63,376 with 1,224 qstrs
+# (the pool's 7th block, 9 KB, comes with the 1,261st). On the SX1262 board: pole 61,696
+# (1,211 qstrs), meter 57,408, meter "both" 63,744 after join and 64,672 steady (864 under),
+# with 1,236 qstrs (24 from the 7th block). About 20 KB of each figure is the simulator's fakes
+# and chip models, which a board does not have.
 
 
 # what a device imports for one job and lets go of after it (a boot, a join, a frame) or never
@@ -31,7 +33,8 @@ ONCE_IN_A_WHILE = (
     "firmware.boot_health", "protocol.lorawan.join", "protocol.payload", "protocol.payload.codec",
     "protocol.payload.tables", "protocol.payload.tables.pole", "protocol.payload.tables.meter",
     "protocol.payload.tables.any", "protocol.payload.unpack", "protocol.modbus.messages",
-    "protocol.modbus.master", "protocol.lorawan.network_side", "asyncio",
+    "protocol.modbus.master", "protocol.lorawan.network_side", "protocol.lorawan.mac",
+    "firmware.lorawan.mac_answers", "asyncio",
 )
 
 
@@ -70,21 +73,13 @@ def test_held_and_peak_of_a_meter_with_its_modbus_slave():
         PEAK_BUDGET, m)
 
 
-# A meter with RS-485 on an SX1262 board does not fit yet (issue #10 stays open): the SX126x
-# driver and the SX1262 model intern 48 strings more than the SX1276 pair, which takes the meter
-# to 1,288 qstrs, past the pool's 6th block, and holds 76,464 bytes in the steady state (about
-# 67.4 KB without that 9 KB block). strict: the day it fits, the marker must go.
-SX1262_METER = pytest.mark.xfail(strict=True, reason="issue #10: a meter with RS-485 on an "
-                                 "SX1262 board is over budget (see bench/firmware_heap.py)")
-
-
 @pytest.mark.parametrize("board, kind, interfaces", [
     ("streetgrid-sx1276", "pole", "lorawan"),
     ("streetgrid-sx1276", "meter", "lorawan"),
     ("streetgrid-sx1276", "meter", "both"),
     ("streetgrid-sx1262", "pole", "lorawan"),
     ("streetgrid-sx1262", "meter", "lorawan"),
-    pytest.param("streetgrid-sx1262", "meter", "both", marks=SX1262_METER),
+    ("streetgrid-sx1262", "meter", "both"),
 ])
 def test_held_in_the_steady_state_and_through_a_rejoin(board, kind, interfaces):
     """What a device keeps once it has reported for hours, taken a command and rejoined: the
