@@ -171,7 +171,9 @@ def test_main_py_runs_at_each_boot_and_mpremote_interrupts_it(board, tmp_path):
     assert on_flash(board, "boot.log") == b"b"
     assert not os.path.exists(os.path.join(board.flash_dir, "boots.txt"))
     mpremote(board, "reset")  # machine.reset(): the chip reboots and runs main.py
-    wait_for(lambda: os.path.exists(os.path.join(board.flash_dir, "boots.txt")))
+    # main.py's line, not just its file: the file exists from open(), before its write lands
+    wait_for(lambda: os.path.exists(os.path.join(board.flash_dir, "boots.txt"))
+             and on_flash(board, "boots.txt").endswith(b"\n"))
     boots = board.boots()  # mpremote soft-resets when it enters the raw REPL (once per run)
     assert boots[0] == "power" and boots[-1] == "hard" and set(boots[1:-1]) == {"soft"}, boots
     log = on_flash(board, "boot.log")  # boot.py ran at every boot since it was copied: at
