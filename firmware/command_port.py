@@ -71,11 +71,10 @@ class CommandPort:
             pass
 
     def ack(self, mac, port, seq, result):
-        from protocol import payload  # for this frame only (payload.unload)
+        from firmware.device_app import encode_uplink  # (device_app imports this module)
 
-        ack_port, data = payload.encode_uplink(self.kind, "ack", {"port": port, "seq": seq,
-                                                                  "result": _RESULTS[result]})
-        payload.unload()
+        ack_port, data = encode_uplink(self.kind, "ack", {"port": port, "seq": seq,
+                                                          "result": _RESULTS[result]})
         if mac is not None:
             mac.send(ack_port, data)
 

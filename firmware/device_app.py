@@ -24,6 +24,18 @@ except ImportError:  # CPython
 _PROVEN_MS = const(600000)  # polls without a network that prove a boot healthy
 
 
+def encode_uplink(kind, message, fields):
+    """(fport, bytes) of uplink `message` of `kind` (protocol.payload.encode_uplink), with the
+    payload package loaded for this frame only: a device drops it after each frame (2.5 KB of
+    heap for a few frames an hour; payload.unload)."""
+    from protocol import payload
+
+    try:
+        return payload.encode_uplink(kind, message, fields)
+    finally:
+        payload.unload()
+
+
 class DeviceApp:
     safe_mode = False  # firmware/safe_mode.py's SafeMode says True
     wdt = None  # machine.WDT, started by main.create(); fed by _supervise()

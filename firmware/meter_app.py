@@ -31,7 +31,7 @@ changed are saved as JSON in NVS and restored at boot.
 """
 
 from firmware.command_port import BAD_VALUE, FAILED, OK, PORT_CONFIG, PORT_REBOOT
-from firmware.device_app import DeviceApp
+from firmware.device_app import DeviceApp, encode_uplink
 from firmware.ticks import Monotonic, ticks_add, ticks_diff
 from firmware.voltage_alarm import voltage_alarm
 
@@ -252,10 +252,7 @@ class MeterApp(DeviceApp):
         f = {"status": self.status(), "import_energy": reg.import_wh(),
              "export_energy": reg.export_wh(), "active_power": p, "voltage": v,
              "power_factor": pf, "frequency": hz}
-        from protocol import payload  # for this frame only (payload.unload)
-
-        port, data = payload.encode_uplink("meter", "report", f)
-        payload.unload()
+        port, data = encode_uplink("meter", "report", f)
         self.queue_report(port, data, f)
         self.v_min_mv = self.v_max_mv = None  # the alarm's min/max are "since the last report"
 
@@ -274,10 +271,7 @@ class MeterApp(DeviceApp):
              "voltage_min": None if self.v_min_mv is None else self.v_min_mv / 1000,
              "voltage_max": None if self.v_max_mv is None else self.v_max_mv / 1000,
              "current": amps, "active_power": p}
-        from protocol import payload  # for this frame only (payload.unload)
-
-        port, data = payload.encode_uplink("meter", "alarm", f)
-        payload.unload()
+        port, data = encode_uplink("meter", "alarm", f)
         if self.alarm.send(self.mac, port, data):
             self._events_sent = self.alarm.bits & self._events
             self.last_alarm = f

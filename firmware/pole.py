@@ -78,7 +78,7 @@ level it was taken at (consistent, only not settled). The boot's safe state is n
 Energy is cumulative and read with every reading, so it is unaffected.
 """
 
-from firmware.device_app import DeviceApp
+from firmware.device_app import DeviceApp, encode_uplink
 from firmware.ticks import Monotonic, ticks_add, ticks_diff
 from firmware.utc_date import datetime_tuple, day_of_year
 from firmware.voltage_alarm import voltage_alarm
@@ -480,10 +480,7 @@ class PoleApp(DeviceApp):
              "supply_voltage": (self.mv or 0) / 1000, "lamp_current": (self.ma or 0) / 1000,
              "lamp_power": max(self.dw or 0, 0) / 10,
              "temperature": None if self.temp_c100 is None else self.temp_c100 / 100}
-        from protocol import payload  # for this frame only (payload.unload)
-
-        port, data = payload.encode_uplink("pole", "alarm", f)
-        payload.unload()
+        port, data = encode_uplink("pole", "alarm", f)
         if self.alarm.send(self.mac, port, data):
             self.last_alarm = f
 
@@ -501,10 +498,7 @@ class PoleApp(DeviceApp):
              "ambient_light": None if self.lux_mlx is None else self.lux_mlx / 1000,
              "temperature": None if self.temp_c100 is None else self.temp_c100 / 100,
              "humidity": None if self.rh_c100 is None else self.rh_c100 / 100}
-        from protocol import payload  # for this frame only (payload.unload)
-
-        port, data = payload.encode_uplink("pole", "report", f)
-        payload.unload()
+        port, data = encode_uplink("pole", "report", f)
         self.queue_report(port, data, f)
 
     # -- commands --------------------------------------------------------------------------

@@ -89,7 +89,7 @@ def _create_meter(machine, esp32, cfg, radio, clock, rng):
 
 
 def _boot_radio(machine, cfg, sleep_ms, hw, app):
-    """The board's driver, or None after a boot error (see the module docstring)."""
+    """The board's driver, or None after a boot error (see firmware.main's docstring)."""
     from firmware.drivers.radio import RadioError
     from firmware.radio_board import build_radio
 

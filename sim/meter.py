@@ -127,8 +127,8 @@ class EmulatedMeter:
         tick = now_ms % MS_TICKS
         try:
             wake = ticks_diff(self.app.poll(tick), tick)
-        except Exception as e:  # noqa: BLE001 - as firmware.meter_loop.run_meter: log, count, retry in 1 s;
-            self.app_errors += 1  # the other meters on the bus go on (it is a firmware bug)
+        except Exception as e:  # noqa: BLE001 - as firmware.meter_loop.run_meter: log, count,
+            self.app_errors += 1  # retry in 1 s; the other meters on the bus go on (a firmware bug)
             sys.stderr.write("meter %d: app.poll failed: %r\n" % (self.address, e))
             wake = METERING_MS
         self._app_wake = now_ms + max(1, wake)
@@ -148,7 +148,8 @@ class EmulatedMeter:
         """When the firmware or the line next has something to do (None: waiting for bytes;
         the app's once-a-second step is not an event: it runs at the next poll after it is
         due, and run() polls at least every 100 ms). The sim does not poll an idle slave every
-        character time as the device's loop (firmware.meter_loop) does: it knows when bytes arrive."""
+        character time as the device's loop (firmware.meter_loop) does: it knows when bytes
+        arrive."""
         t = self.line.next_event()
         d = self.slave.due()
         if d is not None:

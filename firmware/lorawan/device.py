@@ -1,9 +1,9 @@
 """LoRaWAN 1.0.x class-A end device, poll-driven: `poll(now_ms) -> next_wake_ms`.
 
 Built on protocol.lorawan (session for frames and crypto, join for the join, imported for it
-and unloaded once joined, region for channels, data rates and
-RX windows, txgate for the EU868 duty cycle and KR920 listen-before-talk, mac for MAC
-commands); it adds the timing, the persistence and the retry policy. It never blocks and never
+and unloaded once joined, region for channels, data rates and RX windows, txgate for the EU868
+duty cycle and KR920 listen-before-talk, mac for MAC commands, with the answers to them in
+firmware.lorawan.mac_answers, both imported for a downlink that carries some); it adds the timing, the persistence and the retry policy. It never blocks and never
 reads a clock: the caller passes ticks (firmware.ticks semantics) and sleeps until the
 returned tick, or until the radio has an event.
 

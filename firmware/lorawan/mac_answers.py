@@ -69,6 +69,7 @@ def answer(dev, cmds, mono):
     if dev.joined and dev.cfg["keep_session"] and (sticky or once):
         dev._save_session()
 
+
 def _link_adr(dev, c):
     """Apply a LinkADRReq if channels, data rate and power are all acceptable; its answer."""
     reg = dev.region

@@ -18,8 +18,8 @@ The gateway side lives in protocol.payload.network_side, re-exported here on CPy
 
 Every error is a PayloadError (a ValueError) with a one-line message. A device imports the
 compact tables of its kind when it encodes or decodes a frame and drops them after (see
-_layout), and the package itself after each frame (unload()); describe() and senml_records() read layouts.py (units, LwM2M
-paths, docs), which only the gateway needs.
+_layout), and the package itself after each frame (unload()); describe() and senml_records()
+read layouts.py (units, LwM2M paths, docs), which only the gateway needs.
 """
 
 import sys

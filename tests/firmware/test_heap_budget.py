@@ -15,12 +15,12 @@ from bench.firmware_heap import (
 pytestmark = pytest.mark.skipif(not sim.mpvm.available(), reason="MicroPython VM missing")
 
 # Measured 2026-12-07 (bench/firmware_heap.py; bytes, the default SX1276 board): after boot /
-# join a pole holds 58,224 / 59,648, a LoRaWAN-only meter 53,072 / 55,136, a meter with its
-# RS-485 slave as well (interfaces "both", the default) 60,400 / 62,464; every peak is at most
-# 89,104 (a downlink with a command and two MAC commands). Steady state (two hours of reports,
-# the command, then a rejoin): pole 60,432, meter 56,096, meter "both" 63,376 with 1,224 qstrs
-# (the pool's 7th block, 9 KB, comes with the 1,261st). On the SX1262 board: pole 61,696
-# (1,211 qstrs), meter 57,408, meter "both" 63,744 after join and 64,672 steady (864 under),
+# join a pole holds 58,288 / 59,712, a LoRaWAN-only meter 53,088 / 55,152, a meter with its
+# RS-485 slave as well (interfaces "both", the default) 60,352 / 62,416; every peak is at most
+# 89,072 (a downlink with a command and two MAC commands). Steady state (two hours of reports,
+# the command, then a rejoin): pole 60,560, meter 56,112, meter "both" 63,440 with 1,224 qstrs
+# (the pool's 7th block, 9 KB, comes with the 1,261st). On the SX1262 board: pole 61,760
+# (1,211 qstrs), meter 57,424, meter "both" 63,760 after join and 64,688 steady (848 under),
 # with 1,236 qstrs (24 from the 7th block). About 20 KB of each figure is the simulator's fakes
 # and chip models, which a board does not have.
 
