@@ -182,6 +182,7 @@ class BusPoller:
         self._jobs: list = []  # FIFO of ("poll", meter) / ("write", args, future)
         self._wake = asyncio.Event()
         self._pending: list[bytes] = []
+        self._storing = None  # (future, n): the first n pending items, in the sink's thread
         self._stored = asyncio.Event()
         self._has_pending = asyncio.Event()
         self._rx = b""
@@ -220,6 +221,18 @@ class BusPoller:
             store.cancel()
             self._close()
             self._sleep.close()
+            if self._storing is not None:
+                # a batch the sink's thread was storing when we stopped: the thread goes on, so
+                # its outcome decides, or the last attempt below would store the batch again
+                fut, n = self._storing
+                self._storing = None
+                try:
+                    await fut
+                except Exception:  # noqa: BLE001 - not stored: it stays pending, tried below
+                    pass
+                else:
+                    del self._pending[:n]
+                    self.bus.stored_items += n
             if self._pending:  # a last attempt, so a clean shutdown keeps what was read
                 try:
                     self._sink(list(self._pending))
@@ -465,15 +478,20 @@ class BusPoller:
             batch = list(self._pending)
             if not batch:
                 continue
+            fut = loop.run_in_executor(None, self._sink, batch)
+            self._storing = (fut, len(batch))
             try:
-                await loop.run_in_executor(None, self._sink, batch)
+                # shielded: a cancel stops this loop, not the thread; run() then waits for it
+                await asyncio.shield(fut)
             except Exception as exc:  # noqa: BLE001 - QueueFull and the like: keep, retry
+                self._storing = None
                 self.bus.sink_errors += 1
                 log.warning("modbus bus %s: storing %d items failed: %s", self.cfg.name,
                             len(batch), exc)
                 await asyncio.sleep(self.cfg.sink_retry_s)
                 self._has_pending.set()
                 continue
+            self._storing = None
             del self._pending[: len(batch)]
             self.bus.stored_items += len(batch)
 

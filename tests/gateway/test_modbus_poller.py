@@ -362,3 +362,42 @@ def test_a_bus_whose_meters_are_all_backed_off_waits_instead_of_spinning():
     assert p.meters[0].stats.timeouts == p.meters[0].stats.failed_polls >= 1
     assert p.bus.cycles <= 3  # one poll per back-off period, not a busy loop of empty cycles
     assert idle.bus.cycles <= 3
+
+
+def test_a_batch_being_stored_when_the_poller_stops_is_stored_once():
+    """The sink runs in a thread: stopping the poller in the middle of a store must wait for
+    that store, not store its batch a second time in the last attempt at shutdown."""
+    import threading
+
+    async def main():
+        server, port = await tcp_server({1: MapDevice(meter_values(1))})
+        stored = []
+        entered, release = threading.Event(), threading.Event()
+
+        def sink(items):
+            entered.set()
+            release.wait(5)  # the first store is slow: the poller is stopped meanwhile
+            stored.extend(items)
+
+        cfg = BusConfig("tcp-d", (MeterConfig(1, ("voltage_l1",)),), kind="tcp", tcp_port=port,
+                        **fast())
+        p = BusPoller(cfg, sink)
+        task = asyncio.create_task(p.run())
+        try:
+            while not entered.is_set():
+                await asyncio.sleep(0.01)
+            task.cancel()
+            await asyncio.sleep(0.05)  # the poller is stopping; the sink's thread still stores
+            release.set()
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(task, 5)
+        finally:
+            release.set()
+            await server.shutdown()
+        return p, stored
+
+    p, stored = asyncio.run(asyncio.wait_for(main(), 20))
+    polls = p.meters[0].stats.polls
+    assert polls >= 1
+    assert len(stored) == polls and len(set(stored)) == polls  # each poll stored once
+    assert p.bus.stored_items == polls and p.stats()["bus"]["pending_items"] == 0
