@@ -5,7 +5,9 @@ speaks the raw REPL and its file commands correctly, and its errors are the ones
 This module only turns its failures into one line a technician can act on (BoardError).
 """
 
+import contextlib
 import hashlib
+import io
 import os
 
 
@@ -36,7 +38,9 @@ class BoardLink:
             raise BoardError("%s: cannot open the port (busy: close mpremote, screen or the "
                              "serial monitor that holds it)" % self.port) from None
         try:
-            self._t.enter_raw_repl(soft_reset=False)
+            # mpremote prints what it got instead of the raw REPL's banner: not for the user
+            with contextlib.redirect_stdout(io.StringIO()):
+                self._t.enter_raw_repl(soft_reset=False)
         except TransportError:
             self.close()
             raise BoardError("%s: the board does not answer on its REPL (is MicroPython "

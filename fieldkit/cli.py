@@ -157,6 +157,39 @@ def _deploy_run(args):
     return 0
 
 
+def _verify_arguments(parser):
+    from fieldkit.verify import DEFAULT_TIMEOUT_S
+
+    parser.add_argument("--port", "-p", required=True, help="serial port, e.g. /dev/ttyUSB0")
+    side = parser.add_mutually_exclusive_group()
+    side.add_argument("--gateway-stats", metavar="FILE",
+                      help="the gateway's stats.json (<data_dir>/stats.json), to see the "
+                           "device's join and first uplink there")
+    side.add_argument("--mqtt", metavar="URL", help="the broker the gateway publishes to "
+                      "(mqtt://HOST:PORT), to see the device's first readings there")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                        help="seconds to wait for the boot, the join and the first report "
+                             "(default %(default)s)")
+    parser.add_argument("--no-reset", action="store_true",
+                        help="do not reset the board: listen to a boot you start yourself")
+
+
+def _verify_run(args):
+    from fieldkit.board_link import BoardError
+    from fieldkit.verify import VerifyFailed, verify
+
+    try:
+        verify(args.port, gateway_stats=args.gateway_stats, mqtt_url=args.mqtt,
+               timeout_s=args.timeout, reset=not args.no_reset,
+               out=lambda line: print(line, flush=True))
+    except VerifyFailed as e:
+        print("verify: FAIL: %s" % _one_line(e), flush=True)
+        return 1
+    except (BoardError, OSError) as e:
+        return _fail(_one_line(e))
+    return 0
+
+
 COMMANDS = {
     # name: (help, add_arguments(parser), run(args) -> exit status)
     "flash": ("erase the board and write a MicroPython firmware image (esptool)",
@@ -167,6 +200,8 @@ COMMANDS = {
                   _provision_arguments, _provision_run),
     "batch": ("provision the devices of a CSV file in a row; resumes where it stopped",
               _batch_arguments, _batch_run),
+    "verify": ("reset the board and check its boot, join and first report on the console and "
+               "at the gateway; ends with PASS or FAIL", _verify_arguments, _verify_run),
 }
 
 

@@ -27,6 +27,11 @@ def start(machine, esp32, cfg, radio, sleep_ms, rng, ticks_ms):
     cause = machine.reset_cause()
     failures = boot_health.begin(store, cause == machine.PWRON_RESET
                                  or cause == machine.HARD_RESET)
+    # the console's first line of this boot (streetgrid-field verify reads it; the technician
+    # guide lists the lines): what runs, as whom, after which reset, how many boots unproven
+    print("main: boot %s DevEUI %s board %s reset %d unproven %d"
+          % (cfg["kind"], cfg["dev_eui"], cfg["board"] if isinstance(cfg["board"], str)
+             else "custom", cause, failures))
     if not failures:
         from firmware import safe_mode
 
@@ -49,6 +54,7 @@ def _create_pole(machine, esp32, cfg, radio, clock, rng):
     from firmware.pole import PoleApp
 
     hw = build_pole(machine, esp32, cfg, radio, clock.sleep_ms)
+    _print_faults(hw)
     rng = rng or device_rng(cfg["dev_eui"])  # per device: join, channel and report jitter
     app = PoleApp(hw, cfg, clock=clock, rng=rng)  # lamp at its safe level before anything can fail
     if radio is None:
@@ -64,6 +70,7 @@ def _create_meter(machine, esp32, cfg, radio, clock, rng):
     from firmware.meter_source import MeterSource
 
     hw = build_meter(machine, esp32, cfg, radio, clock.sleep_ms)
+    _print_faults(hw)
     source = MeterSource(hw.chip, hw.register, hw.relay)
     lorawan = cfg["interfaces"] != "modbus"
     if lorawan:
@@ -86,6 +93,11 @@ def _create_meter(machine, esp32, cfg, radio, clock, rng):
     if lorawan and radio is not None:
         app.attach(EndDevice(radio, cfg, hw.nvs, rng=rng))
     return app
+
+
+def _print_faults(hw):
+    for f in hw.faults:  # a sensor or chip that did not answer: the device runs without it
+        print("main: BOOT ERROR %s" % f)
 
 
 def _boot_radio(machine, cfg, sleep_ms, hw, app):

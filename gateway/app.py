@@ -133,6 +133,7 @@ class GatewayService:
                                 if k != "queued"}),
             "queue": q,
             "modbus": {p.cfg.name: p.stats() for p in self.modbus},
+            "devices": self.server.activity.snapshot(),
         }
 
     def write_stats(self) -> dict:

@@ -52,6 +52,9 @@ other refusal, or a refused RX2 -> ``downlink-failed``.  A TX_ACK whose token (a
 nothing counts ``tx-ack-unmatched``; a PULL_RESP without TX_ACK for 15 s counts
 ``tx-ack-missing`` (v1 forwarders never send TX_ACK).
 
+Per-device activity (``activity``, a :class:`gateway.device_activity.DeviceActivity`): every
+accepted join and every accepted or payload-error data uplink, for stats.json ``devices``.
+
 Storage errors (SessionError) and on_records exceptions are logged and counted
 (``process-error`` / ``on-records-error``), and never stop the task.
 
@@ -75,6 +78,7 @@ from typing import Callable
 
 from gateway import downlink as dl
 from gateway.dedup import Deduplicator, RadioMeta, Uplink, _rank
+from gateway.device_activity import DeviceActivity
 from gateway.device_queue import AppDownlink, DeviceQueue
 from gateway.join import handle_join_request
 from gateway.readings import parse_rxpk_time
@@ -167,6 +171,7 @@ class ForwarderServer:
         self.app_downlinks: DeviceQueue | None = None  # set to send operator commands
         self._confirmed: OrderedDict[bytes, _Confirmed] = OrderedDict()  # for retransmissions
         self.counters: dict[str, int] = {}
+        self.activity = DeviceActivity()  # per DevEUI, for the technician (stats.json devices)
         self.rejections = RejectionLog(log)
         # Called after a release's records were handed to on_records and before any reply to
         # them goes out, so the caller can make them durable first: an ACK tells the device
@@ -386,6 +391,7 @@ class ForwarderServer:
                     ",".join(m.forwarder for m in uplink.copies),
                     "" if not r.error else " (%s)" % r.error))
                 return
+        self.activity.uplink(r, time.time())
         if r.accepted:
             self._inc("records")
         else:
@@ -444,6 +450,7 @@ class ForwarderServer:
                 ",".join(m.forwarder for m in uplink.copies)))
             return
         self._inc("joins-accepted")
+        self.activity.joined(j.dev_eui, j.session.dev_addr, time.time())
         self._downlink(uplink, j.phy, j.rx1_delay_us, j.rx2_delay_us, "join-accept")
 
     # ---- downlinks -----------------------------------------------------------------------

@@ -97,8 +97,14 @@ class SerialBoard:
             return
         termios.tcflush(self._master, termios.TCIFLUSH)  # sent to a board without power: lost
         with open(self.log_path, "ab") as log:
-            self._proc = subprocess.Popen(self._args, stdin=self._master, stdout=self._master,
-                                          stderr=log, cwd=ROOT)
+            self._proc = subprocess.Popen(self._spawn_args(), stdin=self._master,
+                                          stdout=self._master, stderr=log, cwd=ROOT,
+                                          pass_fds=self._pass_fds)
+
+    _pass_fds = ()  # more fds the node process inherits (sim.field_board: its radio link)
+
+    def _spawn_args(self):
+        return self._args
 
     def power_off(self):
         """Cut the power: the process dies at once; bytes the board had not read yet are lost."""

@@ -315,6 +315,7 @@ class EndDevice:
         self._fcnt_down = None if not down else down - 1
         self.joined = True
         self._state = _S_IDLE
+        print("lorawan: session restored, DevAddr %08X" % self.dev_addr)
 
     def _accept_join(self, acc):
         from protocol.lorawan import join as lw_join
@@ -347,6 +348,7 @@ class EndDevice:
         self._fcnt = ReservedCounter(self._store, "fcnt_up", self.cfg["fcnt_step"])
         self.joined = True
         self.joins += 1
+        print("lorawan: joined, DevAddr %08X" % acc.dev_addr)
         self._join_failures = 0
         self._fails_in_row = 0
         from firmware.main import unload
@@ -437,6 +439,7 @@ class EndDevice:
             self._tx_left = 1
             self._not_before = mono
             self.join_attempts += 1
+            print("lorawan: join-request %d, DevNonce %d" % (self.join_attempts, self._dev_nonce))
             self._state = _S_SEND
             return None
         return mono + _IDLE_WAKE  # _S_DEAD
@@ -563,6 +566,8 @@ class EndDevice:
         self._tx_left = self.cfg["confirmed_retries"] if confirmed else self.nb_trans
         self._not_before = 0
         self.uplinks += 1
+        print("lorawan: uplink FCnt %d fPort %s confirmed %d"
+              % (fcnt, fport, 1 if confirmed else 0))
         self._state = _S_SEND
         return True
 

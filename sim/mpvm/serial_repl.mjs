@@ -6,6 +6,7 @@
 // Usage: node sim/mpvm/serial_repl.mjs --flash HOSTDIR [--flash-size BYTES] [--heapsize BYTES]
 //            [--romfs FILE [--romfs-size BYTES]] [--mount HOSTDIR:VMDIR]...
 //            [--frozen-boot FILE.py] [--unique-id HEX] [--port-rom IMAGE]
+//            [--radio-link IN_FD,OUT_FD]
 //
 // --flash: the board's file system (sim/mpvm/hostfs.mjs, mounted at / by port/_boot.py), as
 // full as a partition of --flash-size would be (default 2 MiB: ESP32_GENERIC's vfs).
@@ -18,6 +19,10 @@
 // a simulation installs its fakes, e.g. sim/fakes/machine.py as `machine`).
 // --port-rom: sim/mpvm/port/ as a ROMFS image of .mpy (sim/serial_board.py builds it), run in
 // place as the chip runs its C: without it the .py are compiled at boot (~6 KB more heap).
+// --radio-link: two inherited pipe fds to the host, for the board's hardware that lives there
+// (a field board's LoRa antenna and NVS partition: sim/field_board.py): the `radiolink` module's
+// call(line) writes one line on OUT_FD and returns the host's answer line read from IN_FD,
+// synchronously, in the middle of the Python that called it.
 //
 // What the chip does, and how:
 // - Power-on (process start) and machine.reset() print the ESP32 ROM's boot lines, then run
@@ -47,8 +52,10 @@ const PORT = path.join(path.dirname(fileURLToPath(import.meta.url)), "port");
 const RAW_BANNER = "raw REPL; CTRL-B to exit\r\n";
 const RAW_PASTE_REQUEST = [0x05, 0x41, 0x01];
 const CTRL_A = 0x01, CTRL_B = 0x02, CTRL_C = 0x03, CTRL_D = 0x04;
-const RESET_CAUSE = { power: 1, hard: 2, soft: 5 }; // machine.PWRON_RESET, HARD_RESET, SOFT_RESET
-const ROM_RESET = { power: "0x1 (POWERON_RESET)", hard: "0xc (SW_CPU_RESET)" };
+// machine.PWRON_RESET, HARD_RESET, WDT_RESET, SOFT_RESET
+const RESET_CAUSE = { power: 1, hard: 2, wdt: 3, soft: 5 };
+const ROM_RESET = { power: "0x1 (POWERON_RESET)", hard: "0xc (SW_CPU_RESET)",
+  wdt: "0x7 (TG0WDT_SYS_RESET)" };
 const ROMFS_HEADER = Buffer.from([0xd2, 0xcd, 0x31]);
 const ROMFS_DEFAULT_SIZE = 128 * 1024;
 
@@ -60,7 +67,8 @@ function romBootText(cause) {
 
 function parseArgs(argv) {
   const opts = { flash: null, heapsize: 2 * 1024 * 1024, romfs: null, romfsSize: 0, mounts: [],
-    frozenBoot: null, uniqueId: "246f28000001", portRom: null, flashSize: 2 * 1024 * 1024 };
+    frozenBoot: null, uniqueId: "246f28000001", portRom: null, flashSize: 2 * 1024 * 1024,
+    radioLink: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === "--flash") opts.flash = path.resolve(argv[++i]);
@@ -71,6 +79,7 @@ function parseArgs(argv) {
     else if (a === "--frozen-boot") opts.frozenBoot = fs.readFileSync(argv[++i], "utf8");
     else if (a === "--unique-id") opts.uniqueId = argv[++i];
     else if (a === "--port-rom") opts.portRom = fs.readFileSync(argv[++i]);
+    else if (a === "--radio-link") opts.radioLink = argv[++i].split(",").map(Number);
     else if (a === "--mount") {
       const spec = argv[++i];
       const at = spec.lastIndexOf(":");
@@ -159,6 +168,54 @@ const chip = {
   },
 };
 
+// ---- the host's side of the board (--radio-link) ------------------------------------------
+
+const sleeper = new Int32Array(new SharedArrayBuffer(4));
+const linkChunk = Buffer.alloc(1 << 16);
+let linkPending = Buffer.alloc(0);
+
+function linkWrite(text) {
+  let buf = Buffer.from(text + "\n", "utf8");
+  while (buf.length) {
+    try {
+      buf = buf.subarray(fs.writeSync(opts.radioLink[1], buf));
+    } catch (err) {
+      if (err.code !== "EAGAIN") throw err;
+      Atomics.wait(sleeper, 0, 0, 1);
+    }
+  }
+}
+
+function linkReadLine() {
+  for (;;) {
+    const nl = linkPending.indexOf(10);
+    if (nl >= 0) {
+      const text = linkPending.subarray(0, nl).toString("utf8");
+      linkPending = linkPending.subarray(nl + 1);
+      return text;
+    }
+    let n;
+    try {
+      n = fs.readSync(opts.radioLink[0], linkChunk, 0, linkChunk.length, null);
+    } catch (err) {
+      if (err.code === "EAGAIN") {
+        Atomics.wait(sleeper, 0, 0, 1);
+        continue;
+      }
+      throw err;
+    }
+    if (n === 0) process.exit(0); // the host went away: the board has lost its power
+    linkPending = Buffer.concat([linkPending, linkChunk.subarray(0, n)]);
+  }
+}
+
+const radioLink = {
+  call(text) {
+    linkWrite(text);
+    return linkReadLine();
+  },
+};
+
 // Run Python at boot as pyexec_file does: a traceback is printed, SystemExit soft-reboots.
 function runBootCode(code) {
   try {
@@ -224,6 +281,7 @@ async function boot(cause) {
       stderr: send, romfs: romfsImage() });
     vm.registerJsModule("hostfs", files.calls);
     vm.registerJsModule("_chip", chip);
+    if (opts.radioLink) vm.registerJsModule("radiolink", radioLink);
     loadPort();
     if (opts.frozenBoot) runBootCode(opts.frozenBoot);
     runScript("boot.py");
