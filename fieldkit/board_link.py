@@ -11,6 +11,9 @@ import io
 import os
 
 
+ENTER_ATTEMPTS = 3  # tries to reach the raw REPL (each waits up to mpremote's own 10 s)
+
+
 class BoardError(RuntimeError):
     """The board could not be reached or refused a command; the message says what to check."""
 
@@ -37,15 +40,19 @@ class BoardLink:
         except TransportError:
             raise BoardError("%s: cannot open the port (busy: close mpremote, screen or the "
                              "serial monitor that holds it)" % self.port) from None
-        try:
-            # mpremote prints what it got instead of the raw REPL's banner: not for the user
-            with contextlib.redirect_stdout(io.StringIO()):
-                self._t.enter_raw_repl(soft_reset=False)
-        except TransportError:
-            self.close()
-            raise BoardError("%s: the board does not answer on its REPL (is MicroPython "
-                             "flashed? press reset and try again)" % self.port) from None
-        return self
+        for attempt in range(ENTER_ATTEMPTS):
+            try:
+                # mpremote prints what it got instead of the raw REPL's banner: not for the user
+                with contextlib.redirect_stdout(io.StringIO()):
+                    self._t.enter_raw_repl(soft_reset=False)
+                return self
+            except TransportError:
+                # a board that was resetting (a crash's reset, the app's reboot) hears nothing
+                # for a second: try again, as a technician would
+                continue
+        self.close()
+        raise BoardError("%s: the board does not answer on its REPL (is MicroPython "
+                         "flashed? press reset and try again)" % self.port)
 
     def __exit__(self, *exc):
         self.close()
@@ -79,15 +86,19 @@ class BoardLink:
             raise self._fail("eval", e) from None
 
     def write_file(self, path, data):
-        """Write path on the board and check it by its SHA-256 read back from the board."""
+        """Write path on the board, whole or not at all: written beside it (path + ".tmp"),
+        checked by its SHA-256 read back from the board, then renamed over it. A power cut or a
+        pulled cable in the middle leaves the old file (a torn /main.py would not boot)."""
+        tmp = path + ".tmp"
         try:
-            self._t.fs_writefile(path, data)
-            digest = self._t.fs_hashfile(path, "sha256")
+            self._t.fs_writefile(tmp, data)
+            digest = self._t.fs_hashfile(tmp, "sha256")
         except Exception as e:  # noqa: BLE001
             raise self._fail("writing " + path, e) from None
         if digest != hashlib.sha256(data).digest():
             raise BoardError("%s: %s on the board does not match what was written (flash "
                              "full or failing?)" % (self.port, path))
+        self.exec("import os\nos.rename(%r, %r)" % (tmp, path))
 
     def read_file(self, path):
         """The bytes of path on the board, or None when it does not exist."""

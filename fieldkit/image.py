@@ -32,6 +32,7 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("protocol", "firmware")
 ENTRY = "firmware.main"
+ROMFS_MAGIC = b"\xd2\xcd\x31"  # what a ROMFS image starts with
 
 
 def _dynamic():
@@ -169,7 +170,7 @@ def build_romfs(files, root=ROOT, empty=()):
 
 def read_romfs(image):
     """{path: bytes} of a ROMFS image (a reader of mpremote's format, for checks and sizes)."""
-    if image[:3] != b"\xd2\xcd\x31":
+    if image[:3] != ROMFS_MAGIC:
         raise ValueError("not a ROMFS image")
     files = {}
 

@@ -34,7 +34,8 @@ _BANNER = re.compile(r"main: boot (\w+) DevEUI ([0-9A-Fa-f]{16}) board (\S+) res
 _JOINED = re.compile(r"lorawan: (joined|session restored), DevAddr ([0-9A-F]{8})")
 _JOIN_REQ = re.compile(r"lorawan: join-request (\d+)")
 _UPLINK = re.compile(r"lorawan: uplink FCnt (\d+) fPort (\d+)")
-RESET_CAUSES = {1: "power-on", 2: "reset", 3: "watchdog", 4: "deep sleep", 5: "soft reset"}
+RESET_CAUSES = {1: "power-on", 2: "hard reset", 3: "watchdog reset", 4: "deep sleep",
+                5: "software reset"}
 
 
 class VerifyFailed(Exception):

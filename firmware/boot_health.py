@@ -42,10 +42,31 @@ def begin(store, power):
     return n
 
 
-def passed(store, esp32):
+def passed(store, esp32, faults=()):
     """This boot is healthy: the count back to 0, and a new MicroPython firmware that got this
-    far is kept (ESP32 OTA: without this its bootloader rolls back at the next reset)."""
+    far is kept (ESP32 OTA: without this its bootloader rolls back at the next reset). An app
+    on trial (A/B slots, /app_slots.mpy from `streetgrid-field deploy`) is kept too if its
+    self-test passes: joined or resumed with an uplink sent (what brought us here) and no
+    driver that failed at boot (faults). -> False when it failed: the caller resets, and the
+    board goes back to the good slot."""
     store.save(_FAILS, 0)
     part = getattr(esp32, "Partition", None)
     if part is not None:
         part.mark_app_valid_cancel_rollback()
+    import sys
+
+    try:
+        import app_slots
+    except ImportError:
+        return True  # no A/B slots on this board
+    try:
+        if not app_slots.on_trial():
+            return True
+        if faults:
+            print("main: the app on trial failed its self-test (%s): back to the good slot"
+                  % "; ".join(faults))
+            return False
+        app_slots.keep_trial()
+        return True
+    finally:
+        sys.modules.pop("app_slots", None)

@@ -77,9 +77,11 @@ class DeviceApp:
                 from firmware import boot_health
                 from firmware.main import unload
 
-                boot_health.passed(self._store, self.esp32)
+                kept = boot_health.passed(self._store, self.esp32, self.hw.faults)
                 self.boot_failures = 0
                 unload(("firmware.boot_health",))
+                if not kept:
+                    self._reset()  # the app on trial failed its self-test: the good slot
 
     def attach(self, mac):
         self.mac = mac

@@ -10,6 +10,7 @@ Also: verify fails, in one line that says what to check, for a board that has no
 and for a device the gateway does not know.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ import sys
 
 import pytest
 
-from hil_tests.rig import MOSQUITTO, Broker, HilGateway
+from hil_tests.rig import MOSQUITTO, Broker, HilGateway, wait_for
 from sim import serial_board
 
 pytestmark = [
@@ -100,7 +101,7 @@ def test_flash_deploy_provision_verify_on_one_board(bench):
     # 2. deploy: this checkout's image into the romfs partition, /main.py
     r = field("deploy", "--port", board.port)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "image written" in r.stdout and "/main.py written" in r.stdout
+    assert "image written in slot 0" in r.stdout and "main.py written" in r.stdout
     # 3. provision: config on the board, the device in the registry the gateway will load
     r = field("provision", "--port", board.port, "--kind", "pole", "--dev-eui", DEV_EUI,
               "--board", "streetgrid-sx1262", "--site", "bench", "--name", "pole-bench",
@@ -130,6 +131,21 @@ def test_flash_deploy_provision_verify_on_one_board(bench):
     assert "session restored, DevAddr %08X" % session.dev_addr in r.stdout
     assert "verify: PASS" in r.stdout.splitlines()[-1]
     assert gateway.stats()["devices"][DEV_EUI]["joins"] == 1
+    # an update: the next version goes into slot 1 on trial, and is kept once it has shown
+    # itself healthy (its session resumed, an uplink sent): slot 0 stays the way back until then
+    from fieldkit import deploy, image
+
+    files = image.source_files(image.closure()) + ["firmware/build_2.py"]
+    update = image.build_romfs(files, empty=("firmware/build_2.py",))
+    lines = []
+    done = deploy.deploy(board.port, out=lines.append, data=update)
+    assert (done["image"], done["slot"], done["trial"]) == ("written", 1, True), lines
+    r = field("verify", "--port", board.port, "--mqtt", bench.broker.url, "--timeout", 150)
+    print(r.stdout)
+    assert r.returncode == 0, r.stdout + r.stderr
+    slots = os.path.join(board.flash_dir, "slots.json")
+    wait_for(lambda: json.load(open(slots)) == {"good": 1, "trial": None, "tried": 0}, 20,
+             "the trial kept in /slots.json")
 
 
 def test_verify_fails_in_one_line_for_a_board_without_micropython(bench):

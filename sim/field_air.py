@@ -120,32 +120,37 @@ class FieldAir:
         return self._in_loop(lambda: self._carry_out(board, fn, a))
 
     def _carry_out(self, board, fn, a):
-        """[value], or the error as a string (the firmware sees an exception from its driver)."""
         self.clock.step(self.clock.now_us + 3600 * 10 ** 6, self.clock.real())  # to real now
         now = self.clock.now_ms
-        r = board.radio
-        r.now_ms = now
+        board.radio.now_ms = now
         try:
-            if fn == "poll":
-                ev = r.poll()
-                if ev is not None and ev[0] == "rx":
-                    ev = ("rx", ev[1].hex(), ev[2], ev[3])
-                return [ev]
-            if fn == "transmit":
-                r.transmit(a[0], a[1], a[2], a[3], bytes.fromhex(a[4]), *a[5:7])
-            elif fn == "receive":
-                r.receive(*a)
-            elif fn == "rssi":
-                return [r.rssi(*a)]
-            elif fn == "standby":
-                r.standby()
-            elif fn == "power_off":
-                r.power_off()
-            else:
-                return "unknown radio call %r" % fn
-        except Exception as e:  # noqa: BLE001
-            return repr(e)
+            return carry_out(board.radio, fn, a)
         finally:
             self.air.wake(board, now)
             self.clock.poke()
-        return [None]
+
+
+def carry_out(r, fn, a):
+    """One radio call of a board's VM on its SimRadio r (at r.now_ms) -> [value], or the error
+    as a string (the firmware sees an exception from its driver)."""
+    try:
+        if fn == "poll":
+            ev = r.poll()
+            if ev is not None and ev[0] == "rx":
+                ev = ("rx", ev[1].hex(), ev[2], ev[3])
+            return [ev]
+        if fn == "transmit":
+            r.transmit(a[0], a[1], a[2], a[3], bytes.fromhex(a[4]), *a[5:7])
+        elif fn == "receive":
+            r.receive(*a)
+        elif fn == "rssi":
+            return [r.rssi(*a)]
+        elif fn == "standby":
+            r.standby()
+        elif fn == "power_off":
+            r.power_off()
+        else:
+            return "unknown radio call %r" % fn
+    except Exception as e:  # noqa: BLE001
+        return repr(e)
+    return [None]

@@ -13,7 +13,8 @@ What a reset runs (a pty has no DTR/RTS, so the technician's BOOT button is `boo
   An ERASE_FLASH (esptool's erase of the whole chip) erases the file system, the romfs
   partition and NVS too: they are partitions of that flash on the chip.
 - otherwise, with a MicroPython image at the chip's offset (the 0xE9 magic and this chip's id
-  in the image header): MicroPython, whose flash, romfs partition and NVS are files under
+  in the image header): MicroPython, whose flash, two romfs partitions (A/B app slots) and NVS
+  are files under
   `state_dir` (they outlive resets and power cycles), with the board's peripherals and radio
   installed by sim/devices/free_running_board.py before boot.py.
 - with no image (an erased chip, an image for another chip): the ROM's boot error, repeated as
@@ -21,7 +22,8 @@ What a reset runs (a pty has no DTR/RTS, so the technician's BOOT button is `boo
 
 The radio and the NVS partition are on the host: the VM calls them over two pipes
 (serial_repl.mjs --radio-link), served by a thread per boot; radio calls go to `radio_handler`
-(FieldAir.add sets it), NVS calls to the file `nvs.json` in state_dir.
+(FieldAir.add sets it; on no air the radio sends into nothing and hears nothing), NVS calls to
+the file `nvs.json` in state_dir.
 """
 
 import json
@@ -29,6 +31,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 
 from sim.esp_rom_loader import ERASE_FLASH, EspRomLoader
 from sim.mpvm import ROOT
@@ -59,6 +62,7 @@ class FieldBoard(SerialBoard):
 
     def __init__(self, kind="pole", board="streetgrid-sx1276", chip="esp32", name=None,
                  x=0.0, y=0.0, state_dir=None):
+        self._power_lock = threading.RLock()
         self.kind = kind
         self.board_name = board
         self.chip = chip
@@ -67,10 +71,12 @@ class FieldBoard(SerialBoard):
         self.x, self.y = x, y
         self.radio = None  # FieldAir.add: the host side of its SimRadio
         self.radio_handler = None  # fn(board, call, args) -> reply, FieldAir.add
+        self._lone_radio = None  # the antenna while on no air
         self._own_state = state_dir is None
         self.state_dir = state_dir or tempfile.mkdtemp(prefix="field-board-")
         self._paths = {n: os.path.join(self.state_dir, n)
-                       for n in ("flash", "romfs.bin", "nvs.json", "chip-flash.bin")}
+                       for n in ("flash", "romfs0.bin", "romfs1.bin", "nvs.json",
+                                 "chip-flash.bin")}
         os.makedirs(self._paths["flash"], exist_ok=True)
         self._loader = EspRomLoader(chip)
         if os.path.exists(self._paths["chip-flash.bin"]):
@@ -88,7 +94,9 @@ class FieldBoard(SerialBoard):
                     "_fr.install(%r)\ndel _fr, sys\n" % (json.loads(json.dumps(
                         _wiring(kind, board))),))
         self._powered = False
-        super().__init__(flash_dir=self._paths["flash"], romfs=self._paths["romfs.bin"],
+        # two romfs partitions: the A/B app slots of streetgrid's partition table
+        super().__init__(flash_dir=self._paths["flash"],
+                         romfs=[self._paths["romfs0.bin"], self._paths["romfs1.bin"]],
                          romfs_size=512 * 1024, mounts=((self._hw, "/simhw"),),
                          frozen_boot=frozen)
 
@@ -105,13 +113,26 @@ class FieldBoard(SerialBoard):
         return head[0] == 0xE9 and int.from_bytes(head[12:14], "little") == IMAGE_CHIP_ID[
             self.chip]
 
-    def reset(self, boot_held=False):
-        """Press EN (with BOOT held: download mode)."""
+    def reset(self, boot_held=False, timeout=15.0):
+        """Press EN (with BOOT held: download mode). Returns once the chip is up (MicroPython
+        started its boot: as a technician waits the second an ESP32 takes)."""
         self._boot_held = boot_held
         self._powered = True
+        n = len(self.boots())
         self.power_cycle()
+        if self._proc is None:
+            return
+        deadline = time.monotonic() + timeout
+        while len(self.boots()) <= n:
+            if not self.running or time.monotonic() > deadline:
+                raise RuntimeError("the board's VM did not boot: %s" % self.log()[-2000:])
+            time.sleep(0.02)
 
     def power_on(self):
+        with self._power_lock:
+            self._power_on()
+
+    def _power_on(self):
         if not getattr(self, "_powered", False):
             return  # SerialBoard's constructor: the board stays off until reset()
         if self.running or self._persona is not None:
@@ -126,6 +147,10 @@ class FieldBoard(SerialBoard):
             super().power_on()
 
     def power_off(self):
+        with self._power_lock:  # a test's power cut (a thread) may race a reset
+            self._power_off()
+
+    def _power_off(self):
         super().power_off()
         self._stop_link()
         if self._persona is not None:
@@ -151,7 +176,7 @@ class FieldBoard(SerialBoard):
         if ERASE_FLASH in self._loader.commands:  # the whole chip: every partition
             shutil.rmtree(self._paths["flash"], ignore_errors=True)
             os.makedirs(self._paths["flash"])
-            for n in ("romfs.bin", "nvs.json"):
+            for n in ("romfs0.bin", "romfs1.bin", "nvs.json"):
                 if os.path.exists(self._paths[n]):
                     os.unlink(self._paths[n])
         with open(self._paths["chip-flash.bin"], "wb") as f:
@@ -258,8 +283,14 @@ class FieldBoard(SerialBoard):
                 os.fsync(f.fileno())
             os.replace(tmp, self._paths["nvs.json"])
             return [None]
-        if self.radio_handler is None:
-            return "no antenna: the board is not on a FieldAir"
+        if self.radio_handler is None:  # on no air: it sends into nothing, hears nothing
+            from sim.field_air import carry_out
+            from sim.sim_radio import SimRadio
+
+            if self._lone_radio is None:
+                self._lone_radio = SimRadio(self.name)
+            self._lone_radio.now_ms = int(time.monotonic() * 1000)
+            return carry_out(self._lone_radio, fn, args)
         return self.radio_handler(self, fn, args)
 
     def nvs(self):

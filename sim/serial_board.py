@@ -55,8 +55,9 @@ class SerialBoard:
 
     flash_dir: the host directory holding the board's file system; None = a fresh temporary
     one, removed by close(). flash_size: bytes it holds before writes fail with ENOSPC
-    (default 2 MiB, ESP32_GENERIC's vfs partition). romfs: a host file as the board's romfs partition (romfs_size
-    bytes, default 128 KiB or the file's size): the ROMFS image in it is mounted at /rom at
+    (default 2 MiB, ESP32_GENERIC's vfs partition). romfs: a host file as the board's romfs
+    partition (romfs_size bytes, default 128 KiB or the file's size), or a list of them
+    (partitions 0, 1, ...: A/B app slots); the ROMFS image in partition 0 is mounted at /rom at
     boot and `mpremote romfs deploy` rewrites it; None = no partition, as on stock ESP32
     builds. mounts: (host_dir, vm_dir) pairs mounted read-only. frozen_boot: a Python file run
     at every boot before boot.py (to install fakes). The node process's own diagnostics go to
@@ -72,8 +73,8 @@ class SerialBoard:
             self._args += ["--port-rom", _port_image()]
         if flash_size:
             self._args += ["--flash-size", str(flash_size)]
-        if romfs:
-            self._args += ["--romfs", romfs]
+        for part in ([romfs] if isinstance(romfs, str) else romfs or ()):
+            self._args += ["--romfs", part]
         if romfs_size:
             self._args += ["--romfs-size", str(romfs_size)]
         for host_dir, vm_dir in mounts:

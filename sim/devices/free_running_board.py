@@ -109,13 +109,17 @@ def install(wiring):
 
 
 def _run_free(clock_module, machine, hardware, chip):
-    """Every sleep of the firmware: the chips catch up with the time that passed, and an expired
-    watchdog resets the board (cause WDT_RESET)."""
+    """Every sleep of the firmware: the chips catch up with the time that passed, due timers'
+    callbacks run, and an expired watchdog resets the board (cause WDT_RESET)."""
 
     def moved():
-        hardware.advance_meter(clock_module.ticks_ms())
+        now = clock_module.ticks_ms()
+        hardware.advance_meter(now)
         if chip is not None:
             chip.advance()
+        timers = sys.modules.get("sim.fakes.machine_i2c_pwm")  # loaded once one is asked for
+        if timers is not None:
+            timers.run_timers(now)
         if machine.wdt_expired():
             print("wdt: the watchdog was not fed in time: reset")
             _chip.reset("wdt")

@@ -1,6 +1,7 @@
-"""The I2C and PWM peripherals of the `machine` fake (sim/fakes/machine.py loads this when one of
-them is first asked for): the simulator-owned I2C bus(id) with its device models, the firmware's
-I2C view of it, and LEDC PWM. A pole uses both; a meter neither, so it never holds them."""
+"""The I2C, PWM and Timer peripherals of the `machine` fake (sim/fakes/machine.py loads this when
+one of them is first asked for): the simulator-owned I2C bus(id) with its device models, the
+firmware's I2C view of it, LEDC PWM, and timers. A pole uses I2C and PWM; a meter none, so it
+never holds them."""
 
 try:
     machine  # the board's private copy of sim/fakes/machine.py, set by sim.board.load_fake
@@ -15,7 +16,8 @@ except ImportError:  # CPython
         return x
 
 
-_DUTY = const(7)  # sim/fakes/machine.py's slot of the running PWMs' duties in _board
+_CLOCK = const(4)  # sim/fakes/machine.py's slots in _board: the board's clock, ...
+_DUTY = const(7)  # ... the running PWMs' duties
 _ENODEV = 19  # MicroPython's errno.ENODEV (Linux's number too)
 _buses = {}  # id -> I2CBus; hardware wiring, survives power cuts
 
@@ -146,3 +148,45 @@ class PWM:
         machine._board[_DUTY].pop(self._pin.id, None)
 
 
+
+
+# -- Timer: here too, as only a Ctrl-C on the console starts one (firmware/main.py) -----------
+
+_timers = {}  # id -> [due ms, period ms, mode, callback, Timer]
+
+
+class Timer:
+    """A hardware timer: a one-shot or periodic callback, called by the board when its time
+    passes (run_timers; on a real chip from an interrupt)."""
+
+    ONE_SHOT = 0
+    PERIODIC = 1
+
+    def __init__(self, id, **kwargs):
+        if not 0 <= id <= 3:
+            raise ValueError("Timer(%s) doesn't exist" % (id,))
+        self._id = id
+        if kwargs:
+            self.init(**kwargs)
+
+    def init(self, *, mode=PERIODIC, period=-1, callback=None, freq=-1):
+        if freq > 0:
+            period = 1000 // freq
+        if period < 0:
+            raise ValueError("period must be >= 0")
+        _timers[self._id] = [machine._board[_CLOCK]() + period, period, mode, callback, self]
+
+    def deinit(self):
+        _timers.pop(self._id, None)
+
+
+def run_timers(now_ms):
+    """The callbacks of the timers due at now_ms (the board's clock)."""
+    for id, t in list(_timers.items()):
+        if now_ms >= t[0]:
+            if t[2] == Timer.PERIODIC and t[1] > 0:
+                t[0] = now_ms + t[1]
+            else:
+                _timers.pop(id, None)
+            if t[3] is not None:
+                t[3](t[4])

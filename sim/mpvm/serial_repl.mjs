@@ -4,14 +4,16 @@
 // chip would have in C sim/mpvm/port/.
 //
 // Usage: node sim/mpvm/serial_repl.mjs --flash HOSTDIR [--flash-size BYTES] [--heapsize BYTES]
-//            [--romfs FILE [--romfs-size BYTES]] [--mount HOSTDIR:VMDIR]...
+//            [--romfs FILE]... [--romfs-size BYTES] [--mount HOSTDIR:VMDIR]...
 //            [--frozen-boot FILE.py] [--unique-id HEX] [--port-rom IMAGE]
 //            [--radio-link IN_FD,OUT_FD]
 //
 // --flash: the board's file system (sim/mpvm/hostfs.mjs, mounted at / by port/_boot.py), as
 // full as a partition of --flash-size would be (default 2 MiB: ESP32_GENERIC's vfs).
 // --romfs: a host file as the board's romfs partition (--romfs-size, default 128 KiB or the
-// file's size): the ROMFS image in it is mounted at /rom (/rom, /rom/lib on sys.path) at boot,
+// largest file's size). Repeated: partitions 0, 1, ... (a partition table with two romfs
+// partitions, for A/B app slots). The ROMFS image in partition 0 is mounted at /rom (/rom,
+// /rom/lib on sys.path) at boot, as on the chip; a boot.py may mount another one there;
 // and `mpremote romfs deploy` rewrites it (port/rom_partition.py). These two files are all that
 // outlives the process (a power cycle); the RTC also outlives resets. --mount: a host tree,
 // read-only, at VMDIR.
@@ -52,8 +54,11 @@ const PORT = path.join(path.dirname(fileURLToPath(import.meta.url)), "port");
 const RAW_BANNER = "raw REPL; CTRL-B to exit\r\n";
 const RAW_PASTE_REQUEST = [0x05, 0x41, 0x01];
 const CTRL_A = 0x01, CTRL_B = 0x02, CTRL_C = 0x03, CTRL_D = 0x04;
-// machine.PWRON_RESET, HARD_RESET, WDT_RESET, SOFT_RESET
-const RESET_CAUSE = { power: 1, hard: 2, wdt: 3, soft: 5 };
+// machine.reset_cause() after each kind of boot, as ports/esp32 maps the ROM's reset reason:
+// POWERON_RESET -> PWRON_RESET (1; the EN button is a power-on reset on an ESP32),
+// SW_CPU_RESET (machine.reset()) -> SOFT_RESET (5), TG0WDT_SYS_RESET -> WDT_RESET (3); a soft
+// reboot (Ctrl-D) leaves the chip's reset reason, so the cause, as it was
+const RESET_CAUSE = { power: 1, hard: 5, wdt: 3 };
 const ROM_RESET = { power: "0x1 (POWERON_RESET)", hard: "0xc (SW_CPU_RESET)",
   wdt: "0x7 (TG0WDT_SYS_RESET)" };
 const ROMFS_HEADER = Buffer.from([0xd2, 0xcd, 0x31]);
@@ -66,7 +71,7 @@ function romBootText(cause) {
 }
 
 function parseArgs(argv) {
-  const opts = { flash: null, heapsize: 2 * 1024 * 1024, romfs: null, romfsSize: 0, mounts: [],
+  const opts = { flash: null, heapsize: 2 * 1024 * 1024, romfs: [], romfsSize: 0, mounts: [],
     frozenBoot: null, uniqueId: "246f28000001", portRom: null, flashSize: 2 * 1024 * 1024,
     radioLink: null };
   for (let i = 0; i < argv.length; i++) {
@@ -74,7 +79,7 @@ function parseArgs(argv) {
     if (a === "--flash") opts.flash = path.resolve(argv[++i]);
     else if (a === "--flash-size") opts.flashSize = parseInt(argv[++i], 10);
     else if (a === "--heapsize") opts.heapsize = parseInt(argv[++i], 10);
-    else if (a === "--romfs") opts.romfs = path.resolve(argv[++i]);
+    else if (a === "--romfs") opts.romfs.push(path.resolve(argv[++i]));
     else if (a === "--romfs-size") opts.romfsSize = parseInt(argv[++i], 10);
     else if (a === "--frozen-boot") opts.frozenBoot = fs.readFileSync(argv[++i], "utf8");
     else if (a === "--unique-id") opts.uniqueId = argv[++i];
@@ -88,8 +93,8 @@ function parseArgs(argv) {
   }
   if (!opts.flash) throw new Error("--flash HOSTDIR is required");
   fs.mkdirSync(opts.flash, { recursive: true });
-  if (opts.romfs && !opts.romfsSize) {
-    const size = fs.existsSync(opts.romfs) ? fs.statSync(opts.romfs).size : 0;
+  if (opts.romfs.length && !opts.romfsSize) {
+    const size = Math.max(...opts.romfs.map((f) => (fs.existsSync(f) ? fs.statSync(f).size : 0)));
     opts.romfsSize = Math.max(ROMFS_DEFAULT_SIZE, Math.ceil(size / 4096) * 4096);
   }
   return opts;
@@ -130,15 +135,18 @@ const chip = {
   },
   unique_id: () => opts.uniqueId,
   mounts: () => opts.mounts.map(([, at], i) => `${i + 1}\0${at}\0`).join(""),
-  romfs_size: () => (opts.romfs ? opts.romfsSize : 0),
+  romfs_count: () => opts.romfs.length,
+  romfs_size: () => (opts.romfs.length ? opts.romfsSize : 0),
   // the partition into VM memory at addr (erased flash reads 0xff), and back at offset
-  romfs_read(addr, n) {
+  romfs_read(i, addr, n) {
     const part = vm._module.HEAPU8.subarray(addr, addr + n);
     part.fill(0xff);
-    if (fs.existsSync(opts.romfs)) part.set(fs.readFileSync(opts.romfs).subarray(0, n));
+    const file = opts.romfs[i];
+    if (fs.existsSync(file)) part.set(fs.readFileSync(file).subarray(0, n));
   },
-  romfs_write(addr, offset, n) {
-    const fd = fs.openSync(opts.romfs, fs.existsSync(opts.romfs) ? "r+" : "w");
+  romfs_write(i, addr, offset, n) {
+    const file = opts.romfs[i];
+    const fd = fs.openSync(file, fs.existsSync(file) ? "r+" : "w");
     try {
       fs.writeSync(fd, vm._module.HEAPU8.subarray(addr, addr + n), 0, n, offset);
     } finally {
@@ -156,14 +164,23 @@ const chip = {
       nap(5);
     }
   },
+  // wait ms, polling the line; true when a Ctrl-C cut it short: the caller (port/_boot.py)
+  // raises KeyboardInterrupt at once, as the chip's sleep does (a scheduled one would only be
+  // raised some bytecodes later, after the next statement: a reset, say, would win)
   sleep_ms(ms) {
     const end = Date.now() + Math.max(0, ms);
-    for (;;) {
-      line.flush();
-      if (line.poll()) return;
-      const left = end - Date.now();
-      if (left <= 0) return;
-      nap(Math.min(left, 10));
+    const scheduled = line.interrupt;
+    line.interrupt = () => {};
+    try {
+      for (;;) {
+        line.flush();
+        if (line.poll()) return true;
+        const left = end - Date.now();
+        if (left <= 0) return false;
+        nap(Math.min(left, 10));
+      }
+    } finally {
+      line.interrupt = scheduled;
     }
   },
 };
@@ -259,8 +276,8 @@ function loadPort() {
 
 // What the port mounts at /rom: the partition, if it holds a ROMFS image.
 function romfsImage() {
-  if (!opts.romfs || !fs.existsSync(opts.romfs)) return undefined;
-  const part = fs.readFileSync(opts.romfs);
+  if (!opts.romfs.length || !fs.existsSync(opts.romfs[0])) return undefined;
+  const part = fs.readFileSync(opts.romfs[0]);
   return part.subarray(0, 3).equals(ROMFS_HEADER) ? new Uint8Array(part) : undefined;
 }
 
@@ -276,7 +293,7 @@ async function boot(cause) {
     }
     line.flush();
     process.stderr.write(`boot: ${cause}\n`); // for the host (SerialBoard.boots()), not on the line
-    resetCause = RESET_CAUSE[cause];
+    if (cause !== "soft") resetCause = RESET_CAUSE[cause];
     vm = await loadMicroPython({ heapsize: opts.heapsize, linebuffer: false, stdout: send,
       stderr: send, romfs: romfsImage() });
     vm.registerJsModule("hostfs", files.calls);

@@ -24,12 +24,15 @@ def test_deploy_writes_the_image_and_main_py_then_skips_them(tmp_path, firmware_
     lines = []
     with serial_board.SerialBoard(romfs=str(part), romfs_size=256 * 1024) as board:
         done = deploy.deploy(board.port, out=lines.append, data=firmware_image)
-        assert done == {"image": "written", "main.py": "written"}
+        assert done == {"image": "written", "slot": 0, "trial": False, "main.py": "written",
+                        "boot.py": "written", "app_slots.mpy": "written"}
+        assert any("one romfs partition" in x and "no way back" in x for x in lines), lines
         assert part.read_bytes()[:len(firmware_image)] == firmware_image
         with open(os.path.join(board.flash_dir, "main.py"), "rb") as f:
             assert f.read() == deploy.MAIN_PY
         assert deploy.deploy(board.port, out=lines.append, data=firmware_image) == {
-            "image": "unchanged", "main.py": "unchanged"}
+            "image": "unchanged", "slot": 0, "trial": False, "main.py": "unchanged",
+            "boot.py": "unchanged", "app_slots.mpy": "unchanged"}
         # a bit that flipped in the partition: the next deploy sees it and writes again
         data = bytearray(part.read_bytes())
         data[1000] ^= 0x10

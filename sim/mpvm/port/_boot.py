@@ -49,16 +49,18 @@ class _Time:
 
     @staticmethod
     def sleep_ms(ms):
-        _chip.sleep_ms(int(ms))
+        if _chip.sleep_ms(int(ms)):
+            raise KeyboardInterrupt
 
     @staticmethod
     def sleep(s):
-        _chip.sleep_ms(int(s * 1000))
+        if _chip.sleep_ms(int(s * 1000)):
+            raise KeyboardInterrupt
 
     @staticmethod
     def sleep_us(us):
-        if us >= 1000:
-            _chip.sleep_ms(us // 1000)
+        if us >= 1000 and _chip.sleep_ms(us // 1000):
+            raise KeyboardInterrupt
         time.sleep_us(us % 1000)
 
 

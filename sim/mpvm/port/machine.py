@@ -17,7 +17,8 @@ SOFT_RESET = 5
 
 
 def reset():
-    """Hard reset: the chip restarts (ROM boot text, boot.py, main.py) with its flash kept."""
+    """The chip restarts (ROM boot text, boot.py, main.py) with its flash kept; reset_cause()
+    is then SOFT_RESET, as esp_restart()'s SW_CPU_RESET maps on ports/esp32."""
     _chip.reset("hard")
     raise SystemExit  # unwinds to the REPL, which hands the reset to the node side
 
@@ -43,7 +44,8 @@ def freq(hz=None):
 
 
 def idle():
-    _chip.sleep_ms(1)
+    if _chip.sleep_ms(1):  # Ctrl-C
+        raise KeyboardInterrupt
 
 
 class RTC:
