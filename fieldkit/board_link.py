@@ -18,6 +18,10 @@ class BoardError(RuntimeError):
     """The board could not be reached or refused a command; the message says what to check."""
 
 
+class NoMicroPython(BoardError):
+    """The board answers with its ROM's boot loop: nothing bootable is flashed."""
+
+
 class BoardLink:
     """Open with `with BoardLink(port) as board:`; the port is held exclusively meanwhile."""
 
@@ -25,8 +29,15 @@ class BoardLink:
         self.port = port
         self.baud = baud
         self._t = None
+        self._raw = False  # in the raw REPL: close() leaves it
 
     def __enter__(self):
+        self.open_port()
+        self.enter_raw_repl()
+        return self
+
+    def open_port(self):
+        """The port held, nothing sent yet (raises BoardError)."""
         from mpremote.transport import TransportError
         from mpremote.transport_serial import SerialTransport
 
@@ -37,16 +48,27 @@ class BoardLink:
             # a read timeout, so a silent line (no MicroPython, a hung board) ends in
             # enter_raw_repl's own 10 s limit instead of blocking forever in the first read
             self._t = SerialTransport(self.port, baudrate=self.baud, exclusive=True, timeout=1)
+            self._raw = False
         except TransportError:
             raise BoardError("%s: cannot open the port (busy: close mpremote, screen or the "
                              "serial monitor that holds it)" % self.port) from None
+
+    def enter_raw_repl(self):
+        from mpremote.transport import TransportError
+
         for attempt in range(ENTER_ATTEMPTS):
+            said = io.StringIO()  # mpremote prints what it got instead of the raw REPL's banner
             try:
-                # mpremote prints what it got instead of the raw REPL's banner: not for the user
-                with contextlib.redirect_stdout(io.StringIO()):
+                with contextlib.redirect_stdout(said):
                     self._t.enter_raw_repl(soft_reset=False)
-                return self
+                self._raw = True
+                return
             except TransportError:
+                if "invalid header" in said.getvalue():  # the ROM's boot loop: no MicroPython
+                    self.close()
+                    raise NoMicroPython("%s: no MicroPython on the board (its ROM says "
+                                        "\"invalid header\": nothing bootable in flash): run "
+                                        "streetgrid-field flash" % self.port) from None
                 # a board that was resetting (a crash's reset, the app's reboot) hears nothing
                 # for a second: try again, as a technician would
                 continue
@@ -54,13 +76,26 @@ class BoardLink:
         raise BoardError("%s: the board does not answer on its REPL (is MicroPython "
                          "flashed? press reset and try again)" % self.port)
 
+    @property
+    def serial(self):
+        """The open port (pyserial), to read the console."""
+        return self._t.serial
+
+    def reset_and_listen(self):
+        """machine.reset() (as `mpremote reset` does) -> the serial port, kept open so that no
+        byte of the boot is lost; close() then only closes it."""
+        self._t.exec_raw_no_follow("import machine\nmachine.reset()")
+        self._raw = False
+        return self.serial
+
     def __exit__(self, *exc):
         self.close()
 
     def close(self):
         if self._t is not None:
             try:
-                self._t.exit_raw_repl()
+                if self._raw:
+                    self._t.exit_raw_repl()
             except Exception:  # noqa: BLE001 - the port may already be gone
                 pass
             self._t.close()

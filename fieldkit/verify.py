@@ -17,8 +17,6 @@ The console lines it reads are the firmware's (docs/technician-guide.md lists th
     lorawan: uplink FCnt <n> fPort <p> confirmed <0|1>
 """
 
-import contextlib
-import io
 import json
 import os
 import re
@@ -219,39 +217,27 @@ def verify(port, gateway_stats=None, mqtt_url=None, timeout_s=DEFAULT_TIMEOUT_S,
 
 
 def _open(port, baud, reset):
-    """The port, after resetting the board through mpremote's transport (its raw REPL then
-    `machine.reset()`, as `mpremote reset` does), and the same serial handle kept, so that no
-    byte of the boot is lost between two opens."""
-    from mpremote.transport import TransportError
-    from mpremote.transport_serial import SerialTransport
+    """(BoardLink, its serial port) after resetting the board through mpremote's transport,
+    the same serial handle kept, so that no byte of the boot is lost between two opens."""
+    from fieldkit.board_link import BoardLink, NoMicroPython
 
-    if not os.path.exists(port):
-        raise BoardError("%s: no such port (is the board plugged in? `ls /dev/tty*`)" % port)
+    link = BoardLink(port, baud)
+    link.open_port()
+    if not reset:
+        return link, link.serial
     try:
-        t = SerialTransport(port, baudrate=baud, exclusive=True, timeout=1)
-    except TransportError:
-        raise BoardError("%s: cannot open the port (busy: close mpremote, screen or the "
-                         "serial monitor that holds it)" % port) from None
-    if reset:
-        said = io.StringIO()  # mpremote prints what it got instead of the raw REPL's banner
-        try:
-            with contextlib.redirect_stdout(said):
-                t.enter_raw_repl(soft_reset=False)
-        except TransportError:
-            t.close()
-            if "invalid header" in said.getvalue():
-                raise VerifyFailed("no MicroPython on the board (its ROM says \"invalid "
-                                   "header\": nothing bootable in flash): run streetgrid-field "
-                                   "flash") from None
-            raise VerifyFailed("%s: MicroPython does not answer on the console: flash it "
-                               "(streetgrid-field flash), or press reset and try again" % port) \
-                from None
-        t.exec_raw_no_follow("import machine\nmachine.reset()")
-    return t
+        link.enter_raw_repl()
+    except NoMicroPython as e:
+        raise VerifyFailed(str(e).split(": ", 1)[1]) from None
+    except BoardError:
+        raise VerifyFailed("%s: MicroPython does not answer on the console: flash it "
+                           "(streetgrid-field flash), or press reset and try again" % port) \
+            from None
+    return link, link.reset_and_listen()
 
 
 def _run(port, watcher, timeout_s, reset, out, baud):
-    t = _open(port, baud, reset)
+    link, serial = _open(port, baud, reset)
     console = Console()
     since = time.time() - 1
     deadline = time.monotonic() + timeout_s
@@ -260,7 +246,7 @@ def _run(port, watcher, timeout_s, reset, out, baud):
     try:
         buf = b""
         while time.monotonic() < deadline:
-            chunk = t.serial.read(max(1, t.serial.in_waiting))
+            chunk = serial.read(max(1, serial.in_waiting))
             buf += chunk
             while b"\n" in buf:
                 raw, buf = buf.split(b"\n", 1)
@@ -282,7 +268,7 @@ def _run(port, watcher, timeout_s, reset, out, baud):
                     report_at = time.monotonic()
                     deadline = min(deadline, report_at + GATEWAY_GRACE_S)
     finally:
-        t.close()
+        link.close()
     _judge(console, watcher, gateway_line, timeout_s)
     out("verify: PASS: %s %s boots, joins and reports%s" % (
         console.banner[0], console.banner[1],

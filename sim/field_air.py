@@ -21,7 +21,7 @@ from sim.air import Air
 from sim.clock import VirtualClock
 from sim.forwarder import Forwarder
 from sim.radio import Medium
-from sim.sim_radio import SimRadio
+from sim.sim_radio import SimRadio, carry_out
 
 FORWARDER_EUI = "AA555A0000000F01"
 
@@ -129,28 +129,3 @@ class FieldAir:
             self.air.wake(board, now)
             self.clock.poke()
 
-
-def carry_out(r, fn, a):
-    """One radio call of a board's VM on its SimRadio r (at r.now_ms) -> [value], or the error
-    as a string (the firmware sees an exception from its driver)."""
-    try:
-        if fn == "poll":
-            ev = r.poll()
-            if ev is not None and ev[0] == "rx":
-                ev = ("rx", ev[1].hex(), ev[2], ev[3])
-            return [ev]
-        if fn == "transmit":
-            r.transmit(a[0], a[1], a[2], a[3], bytes.fromhex(a[4]), *a[5:7])
-        elif fn == "receive":
-            r.receive(*a)
-        elif fn == "rssi":
-            return [r.rssi(*a)]
-        elif fn == "standby":
-            r.standby()
-        elif fn == "power_off":
-            r.power_off()
-        else:
-            return "unknown radio call %r" % fn
-    except Exception as e:  # noqa: BLE001
-        return repr(e)
-    return [None]

@@ -284,8 +284,7 @@ class FieldBoard(SerialBoard):
             os.replace(tmp, self._paths["nvs.json"])
             return [None]
         if self.radio_handler is None:  # on no air: it sends into nothing, hears nothing
-            from sim.field_air import carry_out
-            from sim.sim_radio import SimRadio
+            from sim.sim_radio import SimRadio, carry_out
 
             if self._lone_radio is None:
                 self._lone_radio = SimRadio(self.name)

@@ -191,3 +191,30 @@ class SimRadio:
     def power_off(self):
         """Power cut: the chip forgets everything, including frames the hub has not taken."""
         self._reset()
+
+
+def carry_out(r, fn, a):
+    """One radio call that a board's VM sent over its line (sim/mpvm/board.py,
+    sim/devices/free_running_board.py: bytes as hex) carried out on its SimRadio r at r.now_ms
+    -> [value], or the error as a string (the firmware sees an exception from its driver)."""
+    try:
+        if fn == "poll":
+            ev = r.poll()
+            if ev is not None and ev[0] == "rx":
+                ev = ("rx", ev[1].hex(), ev[2], ev[3])
+            return [ev]
+        if fn == "transmit":
+            r.transmit(a[0], a[1], a[2], a[3], bytes.fromhex(a[4]), *a[5:7])
+        elif fn == "receive":
+            r.receive(*a)
+        elif fn == "rssi":
+            return [r.rssi(*a)]
+        elif fn == "standby":
+            r.standby()
+        elif fn == "power_off":
+            r.power_off()
+        else:
+            return "unknown radio call %r" % fn
+    except Exception as e:  # noqa: BLE001
+        return repr(e)
+    return [None]

@@ -24,7 +24,7 @@ import select
 
 from sim.board import Board, radio_profile, seeded_rng
 from sim.mpvm import PACKAGE, ROOT, available, compile_tree
-from sim.sim_radio import SimRadio
+from sim.sim_radio import SimRadio, carry_out
 
 __all__ = ["VMBoard", "VMError", "FirmwareError", "available"]
 
@@ -200,31 +200,10 @@ class VMBoard(Board):
 
     def _radio_call(self, fn, a, now_ms):
         """[value], or the error as a string (the firmware sees an exception from its driver)."""
-        r = self.radio
-        r.now_ms = now_ms
-        try:
-            if fn == "poll":
-                ev = r.poll()
-                if ev is not None and ev[0] == "rx":
-                    ev = ("rx", ev[1].hex(), ev[2], ev[3])
-                return [ev]
-            if fn == "transmit":
-                r.transmit(a[0], a[1], a[2], a[3], bytes.fromhex(a[4]), *a[5:7])
-            elif fn == "receive":
-                r.receive(*a)
-            elif fn == "rssi":
-                return [r.rssi(*a)]
-            elif fn == "standby":
-                r.standby()
-            elif fn == "power_off":
-                r.power_off()
-            elif fn == "rng":
-                return [self._rng(*a)]
-            else:
-                return "unknown radio call %r" % fn
-        except Exception as e:
-            return repr(e)
-        return [None]
+        if fn == "rng":
+            return [self._rng(*a)]
+        self.radio.now_ms = now_ms
+        return carry_out(self.radio, fn, a)
 
     # ---- Board protocol ---------------------------------------------------------------
 
