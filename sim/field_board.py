@@ -124,6 +124,8 @@ class FieldBoard(SerialBoard):
             return
         deadline = time.monotonic() + timeout
         while len(self.boots()) <= n:
+            if self._proc is None:
+                return  # the power went again meanwhile (a test's power cut, in a thread)
             if not self.running or time.monotonic() > deadline:
                 raise RuntimeError("the board's VM did not boot: %s" % self.log()[-2000:])
             time.sleep(0.02)
