@@ -48,6 +48,7 @@ class Console:
         self.banner = None  # (kind, dev_eui, board, reset cause, unproven boots)
         self.faults = []
         self.safe_mode = False
+        self.boot_frame = None  # what the boot frame tells (resets, failed boots, safe modes)
         self.join_requests = 0
         self.joined = None  # ("joined" | "session restored", DevAddr hex)
         self.report = None  # (fcnt, fport) of the first report uplink
@@ -74,6 +75,9 @@ class Console:
         if line.startswith("safe_mode:"):
             self.safe_mode = True
             return "SAFE MODE: " + line
+        if line.startswith("main: boot frame:"):
+            self.boot_frame = line.split(":", 2)[2].strip()
+            return "boot frame for the operator: " + self.boot_frame
         m = _JOIN_REQ.search(line)
         if m:
             self.join_requests = int(m.group(1))

@@ -25,6 +25,7 @@ except ImportError:  # CPython
 _SAFE_MODE_AFTER = const(5)  # failed boots in a row before a safe mode
 _FAILS = const("boot_fails")  # NVS keys, in the application's namespace ("pole" / "meter")
 _SAFE_MODES = const("safe_modes")
+_TOLD = const("safe_told")  # safe_modes as of the last boot frame the network acknowledged
 
 
 def begin(store, power):
@@ -40,6 +41,26 @@ def begin(store, power):
         n = 0
     store.save(_FAILS, n)
     return n
+
+
+def report(store, cause, failures, power):
+    """The boot frame's fields (fPort 13 / 23, sent first by DeviceApp), or None when there is
+    nothing to tell: a power-on (power) after healthy boots, every safe mode reported. Any other
+    reset is news for the operator: the watchdog, a crash, a reboot command, the end of a safe
+    mode. A safe mode stays flagged until a boot frame that carries it is acknowledged (told()),
+    so one lost frame, or a power cut before it went out, does not hide it."""
+    safe = store.load(_SAFE_MODES) or 0
+    new = safe != (store.load(_TOLD) or 0)
+    if power and failures <= 1 and not new:
+        return None
+    return {"reset_cause": cause if 0 <= cause <= 5 else 0, "failed_boots": failures - 1,
+            "safe_modes": safe, "events": 1 if new else 0}
+
+
+def told(store, safe_modes):
+    """The network acknowledged a boot frame that reported safe_modes."""
+    if store.load(_TOLD) != safe_modes:
+        store.save(_TOLD, safe_modes)
 
 
 def passed(store, esp32, faults=()):

@@ -41,8 +41,11 @@ class DeviceApp:
     wdt = None  # machine.WDT, started by main.create(); fed by _supervise()
     boot_failures = 0  # main.create(): boots in a row not proved healthy, this one included
     esp32 = None  # main.create(): the esp32 module (OTA partitions)
+    boot_report = None  # main.create(): the boot frame's fields (boot_health.report) until sent
+    _told = None  # safe_modes of the boot frame in flight
 
     def __init__(self, kind, hw, cfg, ports, rtc_magic, clock=None, rng=None, reset=None):
+        self.kind = kind
         self.hw = hw
         self.cfg = cfg
         self.mac = None
@@ -71,6 +74,8 @@ class DeviceApp:
         with an uplink sent, or _PROVEN_MS of polls (firmware/boot_health.py)."""
         if self.wdt is not None:
             self.wdt.feed()
+        if self.boot_report is not None:
+            self._send_boot_report()
         if self.boot_failures:
             mac = self.mac
             if mono >= _PROVEN_MS or (mac is not None and mac.joined and mac.uplinks):
@@ -83,6 +88,21 @@ class DeviceApp:
                 if not kept:
                     self._reset()  # the app on trial failed its self-test: the good slot
 
+    def _send_boot_report(self):
+        """The boot frame (fPort 13 / 23) queued at the first poll, confirmed: confirmed frames
+        go first, so it is this boot's first uplink after the join or the restored session.
+        Modbus only (no MAC): there is no uplink to tell it in."""
+        f = self.boot_report
+        self.boot_report = None
+        if self.mac is None:
+            return
+        print("main: boot frame: reset %d, %d failed boots before, %d safe modes%s"
+              % (f["reset_cause"], f["failed_boots"], f["safe_modes"],
+                 " (one not reported yet)" if f["events"] else ""))
+        port, data = encode_uplink(self.kind, "boot", f)
+        if self.mac.send(port, data, True, "boot"):
+            self._told = f["safe_modes"]
+
     def attach(self, mac):
         self.mac = mac
         mac.on_downlink = self._on_downlink
@@ -92,6 +112,14 @@ class DeviceApp:
         self.command_port.handle(fport, data, self.mac)
 
     def _on_result(self, tag, acked):
+        if tag == "boot":
+            if acked and self._store is not None:
+                from firmware import boot_health
+                from firmware.main import unload
+
+                boot_health.told(self._store, self._told)  # (not acked: the next boot tells)
+                unload(("firmware.boot_health",))
+            return
         self.alarm.on_result(tag, acked, None if self._mono is None else self._mono.ms)
 
     def load_settings(self):

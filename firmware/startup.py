@@ -25,8 +25,8 @@ def start(machine, esp32, cfg, radio, sleep_ms, rng, ticks_ms):
     clock = PollClock(sleep_ms, ticks_ms)  # drivers sleep through it: the MAC sees that time
     store = NvsStore(esp32.NVS(cfg["kind"]))  # the application's namespace
     cause = machine.reset_cause()
-    failures = boot_health.begin(store, cause == machine.PWRON_RESET
-                                 or cause == machine.HARD_RESET)
+    power = cause == machine.PWRON_RESET or cause == machine.HARD_RESET
+    failures = boot_health.begin(store, power)
     # the console's first line of this boot (streetgrid-field verify reads it; the technician
     # guide lists the lines): what runs, as whom, after which reset, how many boots unproven
     print("main: boot %s DevEUI %s board %s reset %d unproven %d"
@@ -42,6 +42,7 @@ def start(machine, esp32, cfg, radio, sleep_ms, rng, ticks_ms):
         else:
             app = _create_pole(machine, esp32, cfg, radio, clock, rng)
         app.boot_failures = failures
+        app.boot_report = boot_health.report(store, cause, failures, power)
         app.esp32 = esp32  # for boot_health.passed(): the OTA partition to mark valid
         # fed at the start of every poll (DeviceApp): a poll that hangs longer resets the board
         app.wdt = machine.WDT(timeout=_WDT_MS)

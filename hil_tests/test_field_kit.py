@@ -18,7 +18,7 @@ import sys
 
 import pytest
 
-from hil_tests.rig import MOSQUITTO, Broker, HilGateway, wait_for
+from hil_tests.rig import MOSQUITTO, Broker, HilGateway, Readings, wait_for
 from sim import serial_board
 
 pytestmark = [
@@ -124,6 +124,7 @@ def test_flash_deploy_provision_verify_on_one_board(bench):
     assert any("boot: pole %s on board streetgrid-sx1262" % DEV_EUI in x for x in lines)
     # the same board verified again, against the gateway's stats.json: the board resumes its
     # session (kept in NVS across the reset), and its next report is seen there
+    readings = Readings(bench.broker.port, client_id="hil-field-kit")
     r = field("verify", "--port", board.port, "--gateway-stats",
               os.path.join(gateway.data_dir, "stats.json"), "--timeout", 150)
     print(r.stdout)
@@ -131,6 +132,15 @@ def test_flash_deploy_provision_verify_on_one_board(bench):
     assert "session restored, DevAddr %08X" % session.dev_addr in r.stdout
     assert "verify: PASS" in r.stdout.splitlines()[-1]
     assert gateway.stats()["devices"][DEV_EUI]["joins"] == 1
+    # verify's reset is news for the operator: a boot frame (fPort 13) went out first, and its
+    # records reached the broker (SenML CBOR labels: 0 name, 3 string value, 4 boolean value)
+    assert "boot frame for the operator: reset 5, 0 failed boots before, 0 safe modes" \
+        in r.stdout, r.stdout
+    boot = wait_for(lambda: [u for u in readings.uplinks() if u["eui"] == DEV_EUI and any(
+        x.get(0) == "reset_cause" for x in u["records"])], 20, "the boot frame's records")
+    fields = {x[0]: x.get(3, x.get(2, x.get(4))) for x in boot[0]["records"] if 0 in x}
+    assert fields["reset_cause"] == "soft" and fields["events/safe_mode"] is False, fields
+    readings.stop()
     # an update: the next version goes into slot 1 on trial, and is kept once it has shown
     # itself healthy (its session resumed, an uplink sent): slot 0 stays the way back until then
     from fieldkit import deploy, image

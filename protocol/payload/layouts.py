@@ -83,6 +83,13 @@ METER_ALARMS = [
     [12, "pf_low", "3421/0/15"],
 ]
 
+# machine.reset_cause() of MicroPython (ports/esp32), indexed by its code
+RESET_CAUSES = ["unknown", "power_on", "hard", "watchdog", "deep_sleep", "soft"]
+
+BOOT_EVENTS = [
+    [0, "safe_mode", None],
+]
+
 ACK_RESULTS = ["ok", "unknown_port", "bad_version", "bad_length", "bad_value", "failed"]
 
 # Shared field definitions (the same name means the same quantity on every fPort of a kind).
@@ -100,6 +107,20 @@ _ACK = [
     {"name": "port", "type": "u8", "doc": "fPort of the downlink acknowledged"},
     {"name": "seq", "type": "u8", "doc": "sequence number of that downlink"},
     {"name": "result", "type": "u8", "enum": ACK_RESULTS},
+]
+# The boot frame: sent first after a boot that was not a plain power-on, or after a safe mode
+# not reported yet (firmware/boot_health.py); the same fields on both kinds.
+_BOOT = [
+    {"name": "reset_cause", "type": "u8", "enum": RESET_CAUSES,
+     "doc": "what reset the board (soft: machine.reset(), after a crash, a reboot command or a "
+            "safe mode)"},
+    {"name": "failed_boots", "type": "u8", "unit": "count",
+     "doc": "boots in a row before this one that crashed, hung until the watchdog or failed "
+            "their self-test"},
+    {"name": "safe_modes", "type": "u16", "unit": "count", "wrap": True,
+     "doc": "safe modes since commissioning"},
+    {"name": "events", "type": "u8", "bits": BOOT_EVENTS,
+     "doc": "safe_mode: a safe mode happened that no acknowledged boot frame reported yet"},
 ]
 _SEQ = {"name": "seq", "type": "u8", "default": 0, "doc": "echoed by the ack"}
 _FADE = {"name": "fade", "type": "u16", "unit": "s", "div": 10, "default": 0}
@@ -131,6 +152,7 @@ LAYOUTS = [
         _TEMPERATURE,
     ]},
     {"port": 12, "kind": "pole", "dir": "up", "name": "ack", "fields": _ACK},
+    {"port": 13, "kind": "pole", "dir": "up", "name": "boot", "fields": _BOOT},
     # ---- meter uplinks ------------------------------------------------------------------
     {"port": 20, "kind": "meter", "dir": "up", "name": "report", "fields": [
         {"name": "status", "type": "u8", "bits": METER_STATUS},
@@ -157,6 +179,7 @@ LAYOUTS = [
         _ACTIVE_POWER,
     ]},
     {"port": 22, "kind": "meter", "dir": "up", "name": "ack", "fields": _ACK},
+    {"port": 23, "kind": "meter", "dir": "up", "name": "boot", "fields": _BOOT},
     # ---- pole downlinks -----------------------------------------------------------------
     {"port": 50, "kind": "pole", "dir": "down", "name": "dim", "fields": [
         _SEQ,

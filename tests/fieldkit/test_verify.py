@@ -91,6 +91,18 @@ def test_a_report_the_gateway_did_not_accept_fails():
     _judge(c, object(), "gateway: seen", 60)  # seen there: a pass
 
 
+def test_a_boot_frame_is_shown_and_is_not_the_first_report():
+    c = Console()
+    c.feed(BANNER.replace("reset 1", "reset 3"))
+    said = c.feed("main: boot frame: reset 3, 0 failed boots before, 1 safe modes")
+    assert said == "boot frame for the operator: reset 3, 0 failed boots before, 1 safe modes"
+    c.feed("lorawan: session restored, DevAddr 26011F3A")
+    c.feed("lorawan: uplink FCnt 7 fPort 13 confirmed 1")
+    assert c.report is None and c.boot_frame.startswith("reset 3")
+    c.feed("lorawan: uplink FCnt 8 fPort 10 confirmed 0")
+    assert c.report == (8, 10)
+
+
 def test_an_uplink_on_another_port_is_not_the_first_report():
     c = fed(BANNER, "lorawan: joined, DevAddr 26011F3A",
             "lorawan: uplink FCnt 0 fPort 11 confirmed 1")  # an alarm

@@ -35,7 +35,7 @@ def durable(board):
     out = {}
     for ns, keys in board.nvs_flash.items():
         for k, v in keys.items():
-            if k not in ("boot_fails", "safe_modes"):
+            if k not in ("boot_fails", "safe_modes", "safe_told"):
                 out[(ns, k)] = bytes(v) if isinstance(v, (bytes, bytearray)) else v
     return out
 
@@ -100,11 +100,12 @@ def crashing_factory(crashes):
     return create, left
 
 
-def with_network(board, t, end_ms, stop=None):
-    """run_until, with a network server answering the join (bench.firmware_heap.Network)."""
+def with_network(board, t, end_ms, stop=None, net=None):
+    """run_until, with a network server answering the join (bench.firmware_heap.Network, or
+    net)."""
     from bench.firmware_heap import Network
 
-    net = Network(board)
+    net = net or Network(board)
     while t < end_ms and not (stop and stop()):
         for tx in board.radio.pending_tx():
             net.on_tx(tx)
@@ -143,6 +144,128 @@ def test_five_failed_boots_give_a_safe_mode_then_the_application_again_and_nothi
     assert boot_fails(b) == 0 and b.counters["crashes"] == 5
     assert b.app.mac.joins == 0  # resumed, never joined again
     assert_nothing_lost(before, durable(b))  # (provisioning is the config file: never written)
+
+
+def acking_network(board):
+    """bench.firmware_heap.Network that also opens every uplink, keeps (fport, decoded fields)
+    in .frames, and acknowledges confirmed ones in RX1, as any network server does (unless
+    .ack is False)."""
+    from bench.firmware_heap import Network
+    from protocol import payload
+    from protocol.lorawan import frame, session
+
+    class Acking(Network):
+        def __init__(self, board):
+            super().__init__(board)
+            self.frames = []
+            self.fcnt_down = 0
+            self.ack = True
+
+        def on_tx(self, tx):
+            phy = tx[5]
+            up = phy[0] >> 5
+            super().on_tx(tx)
+            if up not in (frame.UNCONFIRMED_UP, frame.CONFIRMED_UP):
+                return
+            o = session.open_data_frame(phy, self.keys[0], self.keys[1], backend="cryptography")
+            assert o.mic_ok
+            if o.frame.fport:
+                self.frames.append((o.frame.fport,
+                                    payload.decode_uplink(o.frame.fport, o.payload)["fields"]))
+            if up == frame.CONFIRMED_UP and self.ack:
+                end = tx[0] + -(-self.toa(len(phy), tx[2], tx[3]) // 1000)
+                ack = session.build_data_frame(frame.UNCONFIRMED_DOWN, o.frame.dev_addr,
+                                               self.fcnt_down, None, b"", self.keys[0],
+                                               self.keys[1], ack=True, backend="cryptography")
+                self.fcnt_down += 1
+                self.pending = (end + 1000, tx[1], tx[2], tx[3], ack)
+
+    return Acking(board)
+
+
+def boot_frames(net):
+    return [f for port, f in net.frames if port == 13]
+
+
+def test_the_first_uplink_after_a_safe_mode_reports_it_until_the_network_acknowledges_it(capsys):
+    """The boot frame (fPort 13): first of the recovery boot's uplinks, with the safe mode
+    flagged; kept flagged while no boot frame that carries it is acknowledged; then a plain
+    power-on says nothing and a reset says what reset the board."""
+    factory, left = crashing_factory(0)
+    b = LocalBoard("told", EUI, POLE, app_factory=factory)
+    net = acking_network(b)
+    t = with_network(b, b.boot(0), 12 * MINUTE, net=net)
+    assert b.app.mac.joined and net.frames and not boot_frames(net)  # a power-on: no boot frame
+    left[0] = 5
+    b.power_cut(t)
+    t = run_until(b, t, t + 10 * MINUTE, stop=lambda: isinstance(b.app, SafeMode))
+    # the safe mode's reset; the recovery boot resumes its session and reports before anything
+    sent = len(net.frames)
+    t = run_until(b, t, t + HOLD_MS + 2 * MINUTE,
+                  stop=lambda: b.app is not None and not b.app.safe_mode)
+    assert b.machine.reset_cause() == b.machine.SOFT_RESET
+    b.radio.pending_tx()  # (nothing was listening for the TX queued while run_until ran)
+    t = with_network(b, t, t + 11 * MINUTE, net=net)
+    recovery = net.frames[sent:]
+    assert recovery[0][0] == 13, "the boot frame is not the first uplink: %r" % recovery[:2]
+    f = recovery[0][1]
+    assert f["events/safe_mode"] is True and f["safe_modes"] == 1
+    assert f["reset_cause"] == "soft" and f["failed_boots"] == 0
+    assert [p for p, _ in recovery[1:]].count(13) == 0 and 10 in [p for p, _ in recovery]
+    assert NvsStore(b.esp32.NVS("pole")).load("safe_told") == 1  # acknowledged
+    from fieldkit.verify import Console  # what the technician's verify shows of it
+
+    console = Console()
+    for line in capsys.readouterr().out.splitlines():
+        console.feed(line)
+    assert console.boot_frame == "reset 5, 0 failed boots before, 1 safe modes (one not " \
+                                 "reported yet)"
+    # a power cut after healthy boots, everything told: no boot frame
+    sent = len(net.frames)
+    b.power_cut(t)
+    t = with_network(b, t, t + 11 * MINUTE, net=net)
+    assert len(net.frames) > sent and not [p for p, _ in net.frames[sent:] if p == 13]
+    # a driver that hangs: the watchdog's reset gets a boot frame; the safe mode is old news
+    sent = len(net.frames)
+    real = b.app.hw.light.lux_milli
+
+    def hung():
+        b.sleep_ms(45000)
+        return real()
+
+    b.app.hw.light.lux_milli = hung
+    t = with_network(b, t, t + 11 * MINUTE, net=net)
+    assert b.counters["wdt_resets"] == 1
+    f = [f for port, f in net.frames[sent:] if port == 13]
+    assert len(f) == 1 and f[0]["reset_cause"] == "watchdog"
+    assert f[0]["events/safe_mode"] is False and f[0]["safe_modes"] == 1
+
+
+def test_a_boot_frame_the_network_never_acknowledges_is_sent_again_at_the_next_boot():
+    factory, left = crashing_factory(0)
+    b = LocalBoard("untold", EUI, POLE, app_factory=factory)
+    net = acking_network(b)
+    net.ack = False
+    t = with_network(b, b.boot(0), 12 * MINUTE, net=net)
+    left[0] = 5
+    b.power_cut(t)
+    t = run_until(b, t, t + 10 * MINUTE, stop=lambda: isinstance(b.app, SafeMode))
+    t = run_until(b, t, t + HOLD_MS + 2 * MINUTE,
+                  stop=lambda: b.app is not None and not b.app.safe_mode)
+    b.radio.pending_tx()
+    sent = len(net.frames)
+    t = with_network(b, t, t + 11 * MINUTE, net=net)  # the boot frame's retries go unanswered
+    told = [f for port, f in net.frames[sent:] if port == 13]
+    assert told and all(f["events/safe_mode"] for f in told)
+    store = NvsStore(b.esp32.NVS("pole"))
+    assert store.load("safe_modes") == 1 and store.load("safe_told") is None
+    net.ack = True
+    sent = len(net.frames)
+    b.power_cut(t)  # a power-on, but a safe mode is still untold: told again, acknowledged now
+    t = with_network(b, t, t + 11 * MINUTE, net=net)
+    told = [f for port, f in net.frames[sent:] if port == 13]
+    assert len(told) == 1 and told[0]["events/safe_mode"] and told[0]["reset_cause"] == "power_on"
+    assert store.load("safe_told") == 1
 
 
 def test_power_cuts_before_the_device_is_healthy_are_not_failed_boots():

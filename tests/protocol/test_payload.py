@@ -48,7 +48,7 @@ def test_examples_cover_every_message_with_normal_and_error_cases():
             assert ("decode", port) in seen_ok, (kind, port)
             if lay["dir"] == "down":
                 assert ("encode", lay["name"]) in seen_ok, (kind, lay["name"])
-        for port in (10, 11, 12) if kind == "pole" else (20, 21, 22):
+        for port in (10, 11, 12, 13) if kind == "pole" else (20, 21, 22, 23):
             assert ("decode", port) in seen_err, (kind, port)
         for cmd in ("dim", "schedule", "override", "pole_config") if kind == "pole" else ("relay", "meter_config"):
             assert ("encode", cmd) in seen_err, (kind, cmd)
@@ -81,7 +81,8 @@ def test_uplink_ports_are_unique_across_kinds():
     kinds = {}
     for port in payload.UPLINK_PORTS:
         kinds[port] = payload.describe(port)["kind"]
-    assert kinds == {10: "pole", 11: "pole", 12: "pole", 20: "meter", 21: "meter", 22: "meter"}
+    assert kinds == {10: "pole", 11: "pole", 12: "pole", 13: "pole",
+                     20: "meter", 21: "meter", 22: "meter", 23: "meter"}
     assert not set(payload.UPLINK_PORTS) & set(payload.DOWNLINK_PORTS)
     assert all(1 <= p <= 223 for p in payload.UPLINK_PORTS + payload.DOWNLINK_PORTS)  # application fPorts
 
@@ -318,11 +319,13 @@ VM_UPLINKS = [
     ["pole", "alarm", {"alarms/tilted": True, "alarm_count": 65537, "tilt_angle": 0.5, "supply_voltage": 231.26,
                        "lamp_current": 0.4567, "lamp_power": 99.95, "temperature": None}],
     ["pole", "ack", {"port": 50, "seq": 200, "result": "bad_length"}],
+    ["pole", "boot", {"reset_cause": 5, "failed_boots": 0, "safe_modes": 1, "events": 1}],
     ["meter", "report", {"status": 3, "import_energy": 4294967301, "export_energy": 12, "active_power": -40000,
                          "voltage": 229.95, "power_factor": -0.455, "frequency": 59.96}],
     ["meter", "alarm", {"alarms": 0x0801, "voltage": 0, "voltage_min": 0, "voltage_max": 251.3, "current": 99.994,
                         "active_power": 12.5}],
     ["meter", "ack", {"port": 71, "seq": 1, "result": "failed"}],
+    ["meter", "boot", {"reset_cause": 3, "failed_boots": 300, "safe_modes": 65537, "events": 0}],
 ]
 
 
@@ -422,6 +425,7 @@ def markdown_tables():
         markdown_bits(layouts.POLE_ALARMS, "pole alarm bits (fPort 11)"),
         markdown_bits(layouts.METER_STATUS, "meter status bits (fPorts 20, 21)"),
         markdown_bits(layouts.METER_ALARMS, "meter alarm bits (fPort 21)"),
+        markdown_bits(layouts.BOOT_EVENTS, "boot event bits (fPorts 13, 23)"),
     ]
     return parts
 

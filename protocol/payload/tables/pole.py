@@ -46,6 +46,17 @@ LAYOUTS = (
         _N,
         ('<BBBB', 4, 4, _N, 0, 0),
     ),
+    (  # fPort 13 (pole boot)
+        13, 'pole', 'up', 'boot',
+        (
+            ('reset_cause', 'u8', _N, 1, 1, 0, 0, 5, _N, ('unknown', 'power_on', 'hard', 'watchdog', 'deep_sleep', 'soft'), False, 0, _N, False),
+            ('failed_boots', 'u8', _N, 1, 1, 0, 0, 255, _N, _N, False, 0, _N, False),
+            ('safe_modes', 'u16', _N, 1, 1, 0, 0, 65535, _N, _N, False, 16, _N, False),
+            ('events', 'u8', _N, 1, 1, 0, 0, 255, ('safe_mode',), _N, False, 0, _N, False),
+        ),
+        _N,
+        ('<BBBHB', 5, 6, _N, 0, 0),
+    ),
     (  # fPort 50 (pole dim)
         50, 'pole', 'down', 'dim',
         (
