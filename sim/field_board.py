@@ -43,25 +43,29 @@ ROM_NO_IMAGE = ("ets Jul 29 2019 12:21:46\r\n\r\nrst:0x10 (RTCWDT_RTC_RESET),boo
                 "(SPI_FAST_FLASH_BOOT)\r\ninvalid header: 0xffffffff\r\n")
 
 
-def _wiring(kind, board):
+def _wiring(kind, board, watchdog_everywhere=False):
     """What sim/devices/free_running_board.py solders on: the pins of the board's peripherals
-    (the firmware's defaults for its kind: the board's design) and its radio profile."""
+    (the firmware's defaults for its kind: the board's design), its radio profile, and whether
+    the watchdog is checked between any two lines (the VM's settrace build) or at sleeps."""
     from firmware import config
     from sim.board import radio_profile
 
     cfg = config.defaults(kind)
     cfg["board"] = board
-    return {"kind": kind, "cfg": cfg, "radio": radio_profile(cfg)}
+    return {"kind": kind, "cfg": cfg, "radio": radio_profile(cfg),
+            "watchdog_everywhere": watchdog_everywhere}
 
 
 class FieldBoard(SerialBoard):
     """kind "pole" | "meter"; board: the radio board's name (firmware/radio_board.py); chip:
     "esp32" | "esp32s3"; x, y: where it stands (metres, for the air); state_dir: where its
-    flash lives (None: a temporary directory, removed by close()). The board is off until the
+    flash lives (None: a temporary directory, removed by close()); watchdog_everywhere: the
+    watchdog fires even in a loop that never sleeps, as the silicon's does (the VM's settrace
+    build, several times slower: for the tests of such hangs). The board is off until the
     first reset()."""
 
     def __init__(self, kind="pole", board="streetgrid-sx1276", chip="esp32", name=None,
-                 x=0.0, y=0.0, state_dir=None):
+                 x=0.0, y=0.0, state_dir=None, watchdog_everywhere=False):
         self._power_lock = threading.RLock()
         self.kind = kind
         self.board_name = board
@@ -92,13 +96,13 @@ class FieldBoard(SerialBoard):
             f.write("import sys\nsys.path.append('/simhw')\n"
                     "from sim.devices import free_running_board as _fr\n"
                     "_fr.install(%r)\ndel _fr, sys\n" % (json.loads(json.dumps(
-                        _wiring(kind, board))),))
+                        _wiring(kind, board, watchdog_everywhere))),))
         self._powered = False
         # two romfs partitions: the A/B app slots of streetgrid's partition table
         super().__init__(flash_dir=self._paths["flash"],
                          romfs=[self._paths["romfs0.bin"], self._paths["romfs1.bin"]],
                          romfs_size=512 * 1024, mounts=((self._hw, "/simhw"),),
-                         frozen_boot=frozen)
+                         frozen_boot=frozen, settrace=watchdog_everywhere)
 
     # ---- what runs -----------------------------------------------------------------------
 

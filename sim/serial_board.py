@@ -60,12 +60,13 @@ class SerialBoard:
     (partitions 0, 1, ...: A/B app slots); the ROMFS image in partition 0 is mounted at /rom at
     boot and `mpremote romfs deploy` rewrites it; None = no partition, as on stock ESP32
     builds. mounts: (host_dir, vm_dir) pairs mounted read-only. frozen_boot: a Python file run
-    at every boot before boot.py (to install fakes). The node process's own diagnostics go to
-    `log_path`.
+    at every boot before boot.py (to install fakes). settrace: the VM build with sys.settrace
+    (slower; for a frozen boot that must run between any two lines). The node process's own
+    diagnostics go to `log_path`.
     """
 
     def __init__(self, flash_dir=None, flash_size=None, romfs=None, romfs_size=None, mounts=(),
-                 frozen_boot=None, heapsize=None):
+                 frozen_boot=None, heapsize=None, settrace=False):
         self._own_flash = flash_dir is None
         self.flash_dir = flash_dir or tempfile.mkdtemp(prefix="serial-board-flash-")
         self._args = ["node", SERIAL_REPL, "--flash", self.flash_dir]
@@ -83,6 +84,8 @@ class SerialBoard:
             self._args += ["--frozen-boot", frozen_boot]
         if heapsize:
             self._args += ["--heapsize", str(heapsize)]
+        if settrace:
+            self._args += ["--settrace"]
         fd, self.log_path = tempfile.mkstemp(prefix="serial-board-", suffix=".log")
         os.close(fd)
         # The host keeps the slave open too, so the line does not hang up between two tools.

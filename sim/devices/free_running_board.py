@@ -7,7 +7,9 @@ time, which suits a city but not a board a technician flashes and deploys: here 
 runs its own main.py (firmware.main.run) and nothing but the chips' physics is simulated. Time
 is the VM's ticks_ms; every sleep of the firmware moves the chip models (their IRQ lines and
 the energy the metering chip counts) and checks the watchdog, which resets the board when it
-expired (a hung loop that never sleeps blocks the VM itself, so it is not seen here).
+expired. A hung loop that never sleeps would block the VM itself; on a board started with
+watchdog_everywhere (the VM's settrace build) a trace function checks the watchdog every 256
+Python events too, so such a loop is reset as the silicon's timer would reset it.
 
 What lives on the host, over the `radiolink` module (sim/field_board.py answers): the radio's
 antenna (SimRadio's firmware-side calls, as on sim/mpvm/board.py) and the NVS partition (loaded
@@ -105,7 +107,31 @@ def install(wiring):
     sys.modules["machine"] = machine
     sys.modules["esp32"] = esp32
     _run_free(time, machine, hardware, chip)
+    if wiring.get("watchdog_everywhere"):
+        _watch_everywhere(machine)
     return hardware, chip
+
+
+def _wdt_reset():
+    print("wdt: the watchdog was not fed in time: reset")
+    _chip.reset("wdt")
+    raise SystemExit
+
+
+def _watch_everywhere(machine):
+    """The watchdog between any two lines and calls of Python (sys.settrace), not only at
+    sleeps: the hardware timer fires whatever the CPU runs. Every 256th event, so the firmware
+    still runs at a useful speed."""
+    seen = [0]
+
+    def trace(frame, event, arg):
+        seen[0] += 1
+        if not seen[0] & 255 and machine.wdt_expired():
+            sys.settrace(None)
+            _wdt_reset()
+        return trace
+
+    sys.settrace(trace)
 
 
 def _run_free(clock_module, machine, hardware, chip):
@@ -121,9 +147,7 @@ def _run_free(clock_module, machine, hardware, chip):
         if timers is not None:
             timers.run_timers(now)
         if machine.wdt_expired():
-            print("wdt: the watchdog was not fed in time: reset")
-            _chip.reset("wdt")
-            raise SystemExit
+            _wdt_reset()
 
     def wrap(sleep):
         def sleep_and_move(t):

@@ -51,6 +51,10 @@ import { hostfs } from "./hostfs.mjs";
 import { nap, SerialLine } from "./serial_line.mjs";
 
 const PORT = path.join(path.dirname(fileURLToPath(import.meta.url)), "port");
+// --settrace: the package's build with sys.settrace, so that Python code on the host's side of
+// the board (a watchdog that fires between any two lines) runs while the firmware never yields
+const SETTRACE_WASM = path.join(path.dirname(fileURLToPath(
+  import.meta.resolve("@micropython/micropython-webassembly-pyscript"))), "micropython-settrace.wasm");
 const RAW_BANNER = "raw REPL; CTRL-B to exit\r\n";
 const RAW_PASTE_REQUEST = [0x05, 0x41, 0x01];
 const CTRL_A = 0x01, CTRL_B = 0x02, CTRL_C = 0x03, CTRL_D = 0x04;
@@ -85,6 +89,7 @@ function parseArgs(argv) {
     else if (a === "--unique-id") opts.uniqueId = argv[++i];
     else if (a === "--port-rom") opts.portRom = fs.readFileSync(argv[++i]);
     else if (a === "--radio-link") opts.radioLink = argv[++i].split(",").map(Number);
+    else if (a === "--settrace") opts.settrace = true;
     else if (a === "--mount") {
       const spec = argv[++i];
       const at = spec.lastIndexOf(":");
@@ -295,7 +300,7 @@ async function boot(cause) {
     process.stderr.write(`boot: ${cause}\n`); // for the host (SerialBoard.boots()), not on the line
     if (cause !== "soft") resetCause = RESET_CAUSE[cause];
     vm = await loadMicroPython({ heapsize: opts.heapsize, linebuffer: false, stdout: send,
-      stderr: send, romfs: romfsImage() });
+      stderr: send, romfs: romfsImage(), url: opts.settrace ? SETTRACE_WASM : undefined });
     vm.registerJsModule("hostfs", files.calls);
     vm.registerJsModule("_chip", chip);
     if (opts.radioLink) vm.registerJsModule("radiolink", radioLink);

@@ -1,6 +1,8 @@
 """A/B app slots (firmware/vfs/app_slots.py, fieldkit.deploy): a new image goes into the slot
 that is not the good one and runs on trial; one that crashes or hangs before it proved itself
-healthy gives the board back its good slot, and nothing of the device is lost on the way.
+healthy gives the board back its good slot, and nothing of the device is lost on the way. A hang
+is a loop that sleeps (the watchdog is seen at the sleep) or one that never sleeps nor yields
+(the board's watchdog_everywhere: the VM's settrace build checks it between Python events).
 
 On an emulated board (sim.field_board: the real MicroPython VM with two romfs partitions, its
 chip models and NVS), with the real mpremote underneath deploy. The slot logic's state
@@ -130,6 +132,10 @@ def _image_of(tmp_path, main_source):
 CRASHING = "def run():\n    print('new app: crashing')\n    raise ValueError('boom')\n"
 HANGING = ("def run():\n    import machine, time\n    machine.WDT(timeout=1000)\n"
            "    print('new app: hanging')\n    while True:\n        time.sleep_ms(100)\n")
+# a driver that spins on a flag that never comes, without ever sleeping or yielding
+SPINNING = ("def ready():\n    return False\n\n\ndef run():\n    import machine\n"
+            "    machine.WDT(timeout=1000)\n    print('new app: spinning')\n"
+            "    while not ready():\n        pass\n")
 
 
 class Console:
@@ -161,12 +167,15 @@ def firmware_image():
 
 
 @pytest.fixture
-def board(tmp_path):
+def board(tmp_path, request):
+    """A flashed field board; watchdog_everywhere when the test is parametrized with a
+    SPINNING image (indirect)."""
     from hil_tests.test_field_kit import micropython_bin
     from fieldkit.flash import flash
     from sim.field_board import FieldBoard
 
-    b = FieldBoard("pole", "streetgrid-sx1276")
+    b = FieldBoard("pole", "streetgrid-sx1276",
+                   watchdog_everywhere=getattr(request, "param", False))
     try:
         b.reset(boot_held=True)
         flash(b.port, "esp32", str(micropython_bin(tmp_path / "mp.bin")), baud=115200)
@@ -191,8 +200,11 @@ def provision(board, tmp_path):
 
 
 @needs_vm
-@pytest.mark.parametrize("bad, seen", [(CRASHING, "new app: crashing"),
-                                       (HANGING, r"wdt: the watchdog was not fed")])
+@pytest.mark.parametrize("bad, seen, board", [
+    (CRASHING, "new app: crashing", False),
+    (HANGING, r"new app: hanging\s+wdt: the watchdog was not fed", False),
+    (SPINNING, r"new app: spinning\s+wdt: the watchdog was not fed", True),
+], indirect=["board"], ids=["crash", "hang", "spin"])
 def test_a_new_image_that_crashes_or_hangs_gives_the_board_back_its_good_slot(
         board, tmp_path, firmware_image, bad, seen):
     quiet = lambda *a: None  # noqa: E731
