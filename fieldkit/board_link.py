@@ -9,9 +9,11 @@ import contextlib
 import hashlib
 import io
 import os
+import time
 
 
 ENTER_ATTEMPTS = 3  # tries to reach the raw REPL (each waits up to mpremote's own 10 s)
+LISTEN_S = 2.0  # how long the first Ctrl-C's answer is listened to (a ROM loop, a prompt)
 
 
 class BoardError(RuntimeError):
@@ -53,9 +55,33 @@ class BoardLink:
             raise BoardError("%s: cannot open the port (busy: close mpremote, screen or the "
                              "serial monitor that holds it)" % self.port) from None
 
+    def _no_micropython(self):
+        """The ROM's boot loop ("invalid header") never stops talking, and mpremote's
+        read_until gives up only after a silence: on such a board it would wait forever. So
+        listen to the answer to a Ctrl-C first, with a deadline of our own; MicroPython's
+        prompt ends it at once."""
+        line = self._t.serial
+        line.write(b"\r\x03")
+        heard = b""
+        end = time.monotonic() + LISTEN_S
+        while time.monotonic() < end:
+            heard += line.read(line.in_waiting or 1)
+            if b"invalid header" in heard:
+                return True
+            if heard.endswith(b">>> ") or b"raw REPL" in heard:
+                return False
+        return False
+
+    def _rom_loop(self):
+        self.close()
+        raise NoMicroPython("%s: no MicroPython on the board (its ROM says \"invalid header\": "
+                            "nothing bootable in flash): run streetgrid-field flash" % self.port)
+
     def enter_raw_repl(self):
         from mpremote.transport import TransportError
 
+        if self._no_micropython():
+            self._rom_loop()
         for attempt in range(ENTER_ATTEMPTS):
             said = io.StringIO()  # mpremote prints what it got instead of the raw REPL's banner
             try:
@@ -64,11 +90,8 @@ class BoardLink:
                 self._raw = True
                 return
             except TransportError:
-                if "invalid header" in said.getvalue():  # the ROM's boot loop: no MicroPython
-                    self.close()
-                    raise NoMicroPython("%s: no MicroPython on the board (its ROM says "
-                                        "\"invalid header\": nothing bootable in flash): run "
-                                        "streetgrid-field flash" % self.port) from None
+                if "invalid header" in said.getvalue():  # the ROM loop began after listening
+                    self._rom_loop()
                 # a board that was resetting (a crash's reset, the app's reboot) hears nothing
                 # for a second: try again, as a technician would
                 continue

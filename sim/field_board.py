@@ -147,7 +147,7 @@ class FieldBoard(SerialBoard):
             self._loader = self._fresh_loader()
             self._serve(self._answer_loader)
         elif not self.has_image():
-            self._serve(self._answer_no_image)
+            self._serve(self._answer_no_image, tick=0.3)
         else:
             self._start_link()
             super().power_on()
@@ -190,7 +190,9 @@ class FieldBoard(SerialBoard):
 
     # ---- the port while MicroPython does not run -----------------------------------------
 
-    def _serve(self, answer):
+    def _serve(self, answer, tick=1.0):
+        """answer(master, data) for each read, and answer(master, b"") every tick s of
+        silence."""
         import select
 
         stop = os.pipe()
@@ -199,7 +201,7 @@ class FieldBoard(SerialBoard):
         def run():
             answer(master, None)
             while True:
-                ready, _, _ = select.select([master, stop[0]], [], [], 1.0)
+                ready, _, _ = select.select([master, stop[0]], [], [], tick)
                 if stop[0] in ready:
                     return
                 data = b""
@@ -223,7 +225,10 @@ class FieldBoard(SerialBoard):
                 _write_all(master, reply)
 
     def _answer_no_image(self, master, data):
-        if data is None or not data:  # at reset, then about once a second: the boot loop
+        # at reset, then again and again: the RTC watchdog restarts the chip within a fraction
+        # of a second, so the line never falls silent (a serial reader that waits for a pause
+        # waits forever)
+        if data is None or not data:
             _write_all(master, ROM_NO_IMAGE.encode())
 
     # ---- the host's side of the VM (radio, NVS) ------------------------------------------
