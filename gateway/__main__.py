@@ -1,6 +1,6 @@
 """``python -m gateway``: run the gateway service, or decode MQTT batches for people.
 
-    python -m gateway run --config FILE [--ready-file PATH]
+    python -m gateway run --config FILE [--ready-file PATH] [--check-config]
     python -m gateway decode-batch [FILE|-]
     python -m gateway decode-batch --mqtt mqtt://host:port [--topic T] [--count N] [--timeout S]
 
@@ -20,6 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the gateway service")
     run.add_argument("--config", required=True, help="gateway TOML config file")
     run.add_argument("--ready-file", help="write {udp_host, udp_port, pid} JSON here once serving")
+    run.add_argument("--check-config", action="store_true",
+                     help="validate the config and the registry it names, then exit (0 ok, 2 bad)")
     dec = sub.add_parser("decode-batch", help="print MQTT batches as JSON lines")
     dec.add_argument("file", nargs="?", default=None,
                      help="file with one or more CBOR batches back to back, '-' for stdin")
@@ -32,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "run" and args.check_config:
+        from gateway.app import check_config
+        return check_config(args.config)
     if args.command == "run":
         from gateway.app import main as run_main
         return run_main(args.config, args.ready_file)

@@ -22,6 +22,7 @@ SIGKILL loses at most held (backlog) items and uplinks being processed at that i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import logging
 import os
@@ -29,6 +30,7 @@ import signal
 import sys
 import time
 
+from gateway import log_format
 from gateway.commands import CommandSubscriber, command_topic
 from gateway.config import Config, ConfigError, load_config
 from gateway.device_queue import DeviceQueue
@@ -70,6 +72,8 @@ class GatewayService:
         self.device_queue = DeviceQueue()
         self.commands: CommandSubscriber | None = None
         self.modbus: list[BusPoller] = []
+        self._modbus_tasks: dict[str, asyncio.Task] = {}
+        self.reloads = {"ok": 0, "refused": 0}  # SIGHUP: reload()
         self._stop = asyncio.Event()  # binds to the running loop on first use (3.10+)
         self._pending: list[bytes] = []
         self.stats_path = os.path.join(cfg.data_dir, STATS_FILE)
@@ -133,6 +137,7 @@ class GatewayService:
                                 if k != "queued"}),
             "queue": q,
             "modbus": {p.cfg.name: p.stats() for p in self.modbus},
+            "reloads": dict(self.reloads),
             "devices": self.server.activity.snapshot(),
         }
 
@@ -163,6 +168,74 @@ class GatewayService:
                 self.intake.retry()
 
     # ---- lifecycle -----------------------------------------------------------------------
+
+    # ---- reload (SIGHUP) ------------------------------------------------------------------
+
+    def _start_poller(self, poller: BusPoller) -> None:
+        self._modbus_tasks[poller.cfg.name] = asyncio.create_task(
+            poller.run(), name=f"modbus-{poller.cfg.name}")
+
+    async def reload(self) -> None:
+        """SIGHUP: read the device registry and the config's Modbus bus table again, without a
+        restart. A file with errors changes nothing: the old one keeps running and every error
+        is logged. New registry: joins, uplinks and commands use it from the next frame; a
+        device taken out of it is refused (its session stays on disk). A bus whose settings
+        changed is restarted, a removed one stopped, a new one started; the others keep
+        polling. Other config keys take effect at the next restart (logged)."""
+        try:
+            registry = load_registry(self.cfg.registry)
+        except RegistryError as exc:
+            self.reloads["refused"] += 1
+            log.error("reload: %s; the registry in use (%d devices) stays", exc,
+                      len(self.server.registry))
+            registry = None
+        try:
+            cfg = load_config(self.cfg.path)
+        except ConfigError as exc:
+            self.reloads["refused"] += 1
+            log.error("reload: %s; the Modbus buses in use stay", exc)
+            cfg = None
+        if registry is not None:
+            old = len(self.server.registry)
+            self.server.registry = self.server.processor.registry = registry
+            self.commands.registry = registry
+            self.reloads["ok"] += 1
+            log.info("reload: registry %s: %d devices (was %d)", self.cfg.registry,
+                     len(registry), old)
+        if cfg is not None:
+            await self._reload_buses(cfg)
+            later = [k for k in Config.__dataclass_fields__
+                     if k != "modbus_buses" and getattr(cfg, k) != getattr(self.cfg, k)]
+            if later:
+                log.warning("reload: %s changed in %s: takes effect at the next restart",
+                            ", ".join(later), cfg.path)
+
+    async def _reload_buses(self, cfg: Config) -> None:
+        new = {b.name: b for b in cfg.modbus_buses}
+        kept = []
+        for poller in self.modbus:
+            if new.get(poller.cfg.name) == poller.cfg:
+                kept.append(poller)
+                del new[poller.cfg.name]
+                continue
+            task = self._modbus_tasks.pop(poller.cfg.name)
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            log.info("reload: Modbus bus %s %s", poller.cfg.name,
+                     "restarted with its new settings" if poller.cfg.name in new else "stopped")
+        for bus in cfg.modbus_buses:
+            if bus.name in new:
+                poller = BusPoller(bus, self._store_modbus)
+                kept.append(poller)
+                self._start_poller(poller)
+                if not any(p.cfg.name == bus.name for p in self.modbus):
+                    log.info("reload: Modbus bus %s started", bus.name)
+        self.modbus = kept
+        self.commands.modbus = {p.cfg.name: p for p in self.modbus}
+        self.cfg = dataclasses.replace(self.cfg, modbus_buses=cfg.modbus_buses)
 
     def stop(self) -> None:
         """Ask run() to shut down (also before it is serving: it then stops right away)."""
@@ -210,10 +283,11 @@ class GatewayService:
             tasks = [asyncio.create_task(self._stats_loop()),
                      asyncio.create_task(self._retry_loop())]
             for poller in self.modbus:
-                tasks.append(asyncio.create_task(poller.run(), name=f"modbus-{poller.cfg.name}"))
+                self._start_poller(poller)
             await self._stop.wait()
             log.info("shutting down")
         finally:
+            tasks += self._modbus_tasks.values()
             for t in tasks:
                 t.cancel()
             for t in tasks:
@@ -272,6 +346,23 @@ class _KindQueue:
         return self._queue.put([Record(bytes(i), "lorawan") for i in items])
 
 
+def check_config(config_path: str) -> int:
+    """``python -m gateway run --check-config``: the config file and the registry it names,
+    read and validated as a start would, without starting anything (for an operator before a
+    restart, and the systemd unit's ExecStartPre). 0 and a summary, or 2 and every error."""
+    try:
+        cfg = load_config(config_path)
+        registry = load_registry(cfg.registry)
+    except (ConfigError, RegistryError) as exc:
+        print("gateway: %s" % exc, file=sys.stderr)
+        return 2
+    print("gateway: config %s OK: gateway %s (site %s, %s), %d devices in %s, %d Modbus bus%s, "
+          "data in %s" % (cfg.path, cfg.gateway_id, cfg.site, cfg.region, len(registry),
+                          cfg.registry, len(cfg.modbus_buses),
+                          "" if len(cfg.modbus_buses) == 1 else "es", cfg.data_dir))
+    return 0
+
+
 def main(config_path: str, ready_file: str | None = None) -> int:
     """``python -m gateway run``: exit status 0 after a clean shutdown, 2 for a bad config or
     registry, 1 when the gateway cannot start or fails."""
@@ -280,8 +371,9 @@ def main(config_path: str, ready_file: str | None = None) -> int:
     except ConfigError as exc:
         print("gateway: %s" % exc, file=sys.stderr)
         return 2
-    logging.basicConfig(level=getattr(logging, cfg.log_level), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(log_format.formatter(cfg.log_format))
+    logging.basicConfig(level=getattr(logging, cfg.log_level), handlers=[handler])
     if cfg.log_level != "DEBUG":
         # pymodbus logs every unanswered request at ERROR: one dead meter would flood the log.
         # The poller counts those (stats.json modbus) and logs what an operator must act on.
@@ -292,6 +384,7 @@ def main(config_path: str, ready_file: str | None = None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, service.stop)
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(service.reload()))
         await service.run(ready_file)
 
     try:

@@ -33,6 +33,7 @@ Format (stdlib ``tomllib``; every key but ``gateway.id``, ``gateway.site`` and
     [[modbus.bus]]                  # Modbus meter buses, none by default: gateway/modbus_config.py
     [log]
     level = "INFO"                  # DEBUG | INFO | WARNING | ERROR
+    format = "text"                 # "text" | "json" (one JSON object per line)
     stats_interval_s = 10           # stats line in the log + <data_dir>/stats.json
 
 Relative paths (``data_dir``, ``registry``) are resolved against the directory of the config
@@ -49,6 +50,7 @@ import os
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from gateway.log_format import FORMATS as LOG_FORMATS
 from gateway.modbus_config import parse_buses
 from gateway.toml_file import read_toml
 from protocol.lorawan.region import REGIONS
@@ -96,6 +98,7 @@ class Config:
     backlog_records: int
     log_level: str
     stats_interval_s: float
+    log_format: str = "text"  # gateway/log_format.py
     modbus_buses: tuple = ()  # gateway.modbus_poller.BusConfig per [[modbus.bus]] (modbus_config)
 
     @property
@@ -176,6 +179,8 @@ _SCHEMA: dict[str, dict[str, tuple]] = {
     "log": {
         "level": ("INFO", lambda v: isinstance(v, str) and v.upper() in LOG_LEVELS,
                   "one of " + ", ".join(LOG_LEVELS)),
+        "format": ("text", lambda v: isinstance(v, str) and v in LOG_FORMATS,
+                   "one of " + ", ".join(LOG_FORMATS)),
         "stats_interval_s": (10, lambda v: _is_num(v) and 0 < v <= 86400, "seconds in (0, 86400]"),
     },
 }
@@ -241,7 +246,7 @@ def parse_config(data: object, path: str = "<memory>", base_dir: str | None = No
         max_batch_age_s=float(m["max_batch_age_s"]),
         queue_max_bytes=vals["queue"]["max_bytes"], backlog_records=vals["queue"]["backlog_records"],
         log_level=vals["log"]["level"].upper(), stats_interval_s=float(vals["log"]["stats_interval_s"]),
-        modbus_buses=tuple(modbus_buses),
+        modbus_buses=tuple(modbus_buses), log_format=vals["log"]["format"],
     )
 
 

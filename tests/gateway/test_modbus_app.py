@@ -125,3 +125,48 @@ poll_interval_s = 0.2
         if gw.proc.poll() is None:
             gw.kill()
         srv.stop()
+
+
+def test_sighup_starts_a_bus_added_to_the_config_and_stops_a_removed_one(tmp_path):
+    """The Modbus bus table reloaded without a restart (issue #12); a table with an error
+    changes nothing."""
+    import signal
+
+    from tests.gateway.mosquitto import free_port
+
+    srv = ServerThread({4: MapDevice(VALUES)})
+    bus = f'''
+[[modbus.bus]]
+name = "tcp-1"
+kind = "tcp"
+tcp_port = {srv.port}
+poll_interval_s = 0.1
+timeout_s = 0.2
+  [[modbus.bus.meter]]
+  address = 4
+  points = ["voltage_l1"]
+'''
+    cfg = write_setup(tmp_path, free_port())  # no broker: the polls wait in the queue
+    without = cfg.read_text()
+    gw = Gateway(tmp_path, cfg)
+    try:
+        assert gw.wait_stats(lambda s: True, "stats")["modbus"] == {}
+        cfg.write_text(without + bus.replace('kind = "tcp"', 'kind = "udp"'))  # an error
+        gw.proc.send_signal(signal.SIGHUP)
+        s = gw.wait_stats(lambda s: s["reloads"]["refused"] == 1, "the bad bus table refused")
+        assert s["modbus"] == {}
+        assert "kind" in (tmp_path / "gateway.log").read_text()
+        cfg.write_text(without + bus)
+        gw.proc.send_signal(signal.SIGHUP)
+        s = gw.wait_stats(lambda s: s["modbus"].get("tcp-1", {}).get("meters", {}).get("4", {})
+                          .get("polls", 0) >= 1, "the new bus polled")
+        cfg.write_text(without)
+        gw.proc.send_signal(signal.SIGHUP)
+        gw.wait_stats(lambda s: s["modbus"] == {}, "the removed bus stopped")
+        log = (tmp_path / "gateway.log").read_text()
+        assert "reload: Modbus bus tcp-1 started" in log and "tcp-1 stopped" in log, log
+        assert gw.terminate() == 0
+    finally:
+        if gw.proc.poll() is None:
+            gw.kill()
+        srv.stop()
