@@ -1,6 +1,7 @@
 """``python -m gateway``: run the gateway service, or decode MQTT batches for people.
 
     python -m gateway run --config FILE [--ready-file PATH] [--check-config]
+    python -m gateway status --stats DATA_DIR/stats.json [--max-age S]
     python -m gateway decode-batch [FILE|-]
     python -m gateway decode-batch --mqtt mqtt://host:port [--topic T] [--count N] [--timeout S]
 
@@ -22,6 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ready-file", help="write {udp_host, udp_port, pid} JSON here once serving")
     run.add_argument("--check-config", action="store_true",
                      help="validate the config and the registry it names, then exit (0 ok, 2 bad)")
+    st = sub.add_parser("status", help="the gateway's state from its stats.json; exit 1 if unhealthy")
+    st.add_argument("--stats", required=True, help="the gateway's <data_dir>/stats.json")
+    st.add_argument("--max-age", type=float, default=60.0,
+                    help="seconds after which the file means a gateway that is not running")
     dec = sub.add_parser("decode-batch", help="print MQTT batches as JSON lines")
     dec.add_argument("file", nargs="?", default=None,
                      help="file with one or more CBOR batches back to back, '-' for stdin")
@@ -40,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         from gateway.app import main as run_main
         return run_main(args.config, args.ready_file)
+    if args.command == "status":
+        from gateway import status_cli
+        return status_cli.main(args)
     from gateway import decode_cli
     return decode_cli.main(args)
 

@@ -37,6 +37,7 @@ from gateway.device_queue import DeviceQueue
 from gateway.forwarders import ForwarderServer
 from gateway.intake import Intake
 from gateway.modbus_poller import BusPoller
+from gateway.operator_http import OperatorHttp
 from gateway.publisher import Publisher
 from gateway.readings import uplink_item
 from gateway.registry import RegistryError, load_registry
@@ -72,6 +73,7 @@ class GatewayService:
         self.device_queue = DeviceQueue()
         self.commands: CommandSubscriber | None = None
         self.modbus: list[BusPoller] = []
+        self.http: OperatorHttp | None = None
         self._modbus_tasks: dict[str, asyncio.Task] = {}
         self.reloads = {"ok": 0, "refused": 0}  # SIGHUP: reload()
         self._stop = asyncio.Event()  # binds to the running loop on first use (3.10+)
@@ -138,6 +140,7 @@ class GatewayService:
             "queue": q,
             "modbus": {p.cfg.name: p.stats() for p in self.modbus},
             "reloads": dict(self.reloads),
+            "http": dict(self.http.counters) if self.http is not None else {},
             "devices": self.server.activity.snapshot(),
         }
 
@@ -277,9 +280,16 @@ class GatewayService:
             log.info("gateway %s (site %s, %s, %d devices) serving GWMP on %s:%d, MQTT %s, "
                      "%d records queued", cfg.gateway_id, cfg.site, cfg.region, len(registry),
                      cfg.udp_host, port, cfg.mqtt_url, self.queue.stats().records)
+            http_port = None
+            if cfg.http_host is not None:
+                self.http = OperatorHttp(cfg.http_host, cfg.http_port)
+                http_port = self.http.start(asyncio.get_running_loop(), self.snapshot)
+                if http_port is not None:
+                    log.info("metrics and health on http://%s:%d/metrics, /healthz, /readyz",
+                             cfg.http_host, http_port)
             if ready_file:
                 write_json_atomic(ready_file, {"udp_host": cfg.udp_host, "udp_port": port,
-                                               "pid": os.getpid()})
+                                               "http_port": http_port, "pid": os.getpid()})
             tasks = [asyncio.create_task(self._stats_loop()),
                      asyncio.create_task(self._retry_loop())]
             for poller in self.modbus:
@@ -298,6 +308,8 @@ class GatewayService:
             await self._shutdown(ready_file)
 
     async def _shutdown(self, ready_file: str | None) -> None:
+        if self.http is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.http.stop)
         if self.server is not None:
             await self.server.stop()
         if self.intake is not None:

@@ -30,6 +30,9 @@ Format (stdlib ``tomllib``; every key but ``gateway.id``, ``gateway.site`` and
     [queue]
     max_bytes = 67108864            # durable queue bound (gateway/store.py)
     backlog_records = 10000         # in-memory hold while the durable queue is full
+    [http]
+    listen = "127.0.0.1:9600"       # /metrics, /healthz, /readyz (gateway/operator_http.py);
+                                    # "" = off, port 0 = any free port
     [[modbus.bus]]                  # Modbus meter buses, none by default: gateway/modbus_config.py
     [log]
     level = "INFO"                  # DEBUG | INFO | WARNING | ERROR
@@ -99,6 +102,8 @@ class Config:
     log_level: str
     stats_interval_s: float
     log_format: str = "text"  # gateway/log_format.py
+    http_host: str | None = "127.0.0.1"  # None: no operator HTTP endpoint
+    http_port: int = 9600
     modbus_buses: tuple = ()  # gateway.modbus_poller.BusConfig per [[modbus.bus]] (modbus_config)
 
     @property
@@ -124,6 +129,14 @@ def parse_mqtt_url(url: object) -> tuple[str, int]:
     if u.path not in ("", "/") or u.query or u.fragment:
         raise ValueError(f"{url!r}: unexpected path, query or fragment")
     return u.hostname, 1883 if port is None else port
+
+
+def _listen(v: str) -> tuple[str, int] | None:
+    """"host:port" -> (host, port), None if malformed."""
+    host, _, port = v.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        return None
+    return host.strip("[]"), int(port)
 
 
 def _is_int(v: object) -> bool:
@@ -175,6 +188,10 @@ _SCHEMA: dict[str, dict[str, tuple]] = {
     "queue": {
         "max_bytes": (64 * 1024 * 1024, lambda v: _is_int(v) and v >= 4096, "an integer >= 4096"),
         "backlog_records": (10_000, lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    },
+    "http": {
+        "listen": ("127.0.0.1:9600", lambda v: isinstance(v, str) and (v == "" or _listen(v)),
+                   "\"host:port\" (port 0..65535) or \"\" for off"),
     },
     "log": {
         "level": ("INFO", lambda v: isinstance(v, str) and v.upper() in LOG_LEVELS,
@@ -229,6 +246,7 @@ def parse_config(data: object, path: str = "<memory>", base_dir: str | None = No
     if errors:
         raise ConfigError(path, errors)
     g, m = vals["gateway"], vals["mqtt"]
+    listen = vals["http"]["listen"]
     data_dir = g["data_dir"] or os.path.join("var", str(g["id"]))
     return Config(
         path=os.path.abspath(path) if path != "<memory>" else path,
@@ -247,6 +265,8 @@ def parse_config(data: object, path: str = "<memory>", base_dir: str | None = No
         queue_max_bytes=vals["queue"]["max_bytes"], backlog_records=vals["queue"]["backlog_records"],
         log_level=vals["log"]["level"].upper(), stats_interval_s=float(vals["log"]["stats_interval_s"]),
         modbus_buses=tuple(modbus_buses), log_format=vals["log"]["format"],
+        http_host=_listen(listen)[0] if listen else None,
+        http_port=_listen(listen)[1] if listen else 0,
     )
 
 

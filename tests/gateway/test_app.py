@@ -153,6 +153,8 @@ max_batch_age_s = 0.05
 [log]
 level = "INFO"
 stats_interval_s = 0.2
+[http]
+listen = "127.0.0.1:0"
 ''' + extra.get("more", ""))
     return cfg
 

@@ -1,6 +1,6 @@
-"""The gateway as a service (issue #12, "Runs as a service"): `run --check-config`, the JSON log
-format, and the hardened systemd unit in deploy/systemd/, checked by systemd's own
-systemd-analyze and its ExecStartPre run for real."""
+"""The gateway as a service (issue #12): `run --check-config`, the JSON log format, the hardened
+systemd unit in deploy/systemd/ (checked by systemd's own systemd-analyze, its ExecStartPre run
+for real), SIGHUP reloading the registry, and `status` for a person and a health check."""
 
 import json
 import os
@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -177,3 +178,47 @@ def test_sighup_reloads_the_registry_and_a_bad_one_keeps_the_old(tmp_path):
         a.close()
         if gw.proc.poll() is None:
             assert gw.terminate() == 0
+
+
+def test_status_reads_a_running_gateway_and_says_when_it_stopped(tmp_path):
+    from tests.gateway.test_app import GW_A, Forwarder
+
+    cfg = write_setup(tmp_path, free_port())
+    gw = Gateway(tmp_path, cfg)
+    a = Forwarder(GW_A, gw.port)
+    try:
+        a.pull()
+        gw.wait_stats(lambda s: s["forwarders"], "the forwarder seen")
+        p = gateway("status", "--stats", str(gw.stats_path))
+        assert p.returncode == 0, p.stdout + p.stderr
+        out = p.stdout
+        assert "gateway gw-1 (site block-a)" in out and "forwarders: 1" in out, out
+        assert "AA555A0000000001" in out and "mqtt: DISCONNECTED" in out, out
+        assert out.splitlines()[-1] == "healthy"
+        assert gw.terminate() == 0
+        time.sleep(1.2)
+        p = gateway("status", "--stats", str(gw.stats_path), "--max-age", "1")
+        assert p.returncode == 1 and "UNHEALTHY: stats.json is" in p.stdout, p.stdout
+    finally:
+        a.close()
+        if gw.proc.poll() is None:
+            gw.kill()
+    p = gateway("status", "--stats", str(tmp_path / "none.json"))
+    assert p.returncode == 2 and "cannot read" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_status_verdicts():
+    from gateway.status_cli import verdict
+
+    ok = {"queue": {"used_bytes": 95, "max_bytes": 100}, "publisher": {"connected": True},
+          "intake": {"dropped": 0}}
+    assert verdict(ok, 1, 60) == []  # a full queue with the broker up: it is draining
+    down = dict(ok, publisher={"connected": False})
+    assert verdict(down, 1, 60) == ["MQTT is down and the queue is 95 % full"]
+    room = dict(down, queue={"used_bytes": 10, "max_bytes": 100})
+    assert verdict(room, 1, 60) == []  # the queue holds the outage
+    lost = dict(ok, intake={"dropped": 3})
+    assert verdict(lost, 1, 60) == ["3 records refused for lack of room (intake.dropped)"]
+    assert verdict({"queue": {"error": "disk I/O error"}}, 1, 60) == [
+        "the durable queue fails: disk I/O error"]
+    assert verdict(ok, 61, 60)[0].startswith("stats.json is 61 s old")
