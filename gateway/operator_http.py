@@ -41,11 +41,11 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def readiness(s: dict) -> list[str]:
-    """Why the gateway is not ready to take uplinks ([] = ready)."""
+def backhaul_problems(s: dict) -> list[str]:
+    """What keeps accepted records from a safe way to the broker, from a snapshot: a failing
+    durable queue, or the broker down while the queue is QUEUE_READY_FULL or fuller. Shared by
+    /readyz and `python -m gateway status`."""
     why = []
-    if not s.get("udp", {}).get("port"):
-        why.append("the GWMP socket is not bound")
     q = s.get("queue", {})
     if "error" in q:
         why.append("the durable queue fails: %s" % q["error"])
@@ -53,6 +53,12 @@ def readiness(s: dict) -> list[str]:
     if not s.get("publisher", {}).get("connected") and full >= QUEUE_READY_FULL:
         why.append("MQTT is down and the queue is %.0f %% full" % (100 * full))
     return why
+
+
+def readiness(s: dict) -> list[str]:
+    """Why the gateway is not ready to take uplinks ([] = ready)."""
+    why = [] if s.get("udp", {}).get("port") else ["the GWMP socket is not bound"]
+    return why + backhaul_problems(s)
 
 
 class SnapshotCollector:

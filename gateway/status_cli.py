@@ -17,7 +17,7 @@ import json
 import sys
 import time
 
-QUEUE_FULL = 0.9
+from gateway.operator_http import backhaul_problems
 
 
 def verdict(s: dict, age_s: float, max_age_s: float) -> list[str]:
@@ -26,12 +26,7 @@ def verdict(s: dict, age_s: float, max_age_s: float) -> list[str]:
     if age_s > max_age_s:
         bad.append("stats.json is %.0f s old (more than %.0f s): is the gateway running?"
                    % (age_s, max_age_s))
-    q = s.get("queue", {})
-    full = q.get("used_bytes", 0) / q["max_bytes"] if q.get("max_bytes") else 0.0
-    if "error" in q:
-        bad.append("the durable queue fails: %s" % q["error"])
-    if not s.get("publisher", {}).get("connected") and full >= QUEUE_FULL:
-        bad.append("MQTT is down and the queue is %.0f %% full" % (100 * full))
+    bad += backhaul_problems(s)  # the same rule as /readyz
     dropped = s.get("intake", {}).get("dropped", 0)
     if dropped:
         bad.append("%d records refused for lack of room (intake.dropped)" % dropped)
