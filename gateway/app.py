@@ -114,7 +114,9 @@ class GatewayService:
         try:
             qs = self.queue.stats()
             q = {"records": qs.records, "used_bytes": qs.used_bytes, "max_bytes": qs.max_bytes,
-                 "file_bytes": qs.file_bytes}
+                 "file_bytes": qs.file_bytes,
+                 "oldest_age_s": (round(max(0.0, time.time() - qs.oldest_created), 3)
+                                  if qs.oldest_created is not None else 0.0)}
         except QueueError as exc:
             q = {"error": str(exc)}
         return {
@@ -128,11 +130,15 @@ class GatewayService:
             "dedup": dict(srv.dedup.counters, open=len(srv.dedup)),
             "downlinks_pending": len(srv.downlinks),
             "forwarders": {eui: {"addr": "%s:%s" % tuple(info.addr[:2]),
-                                 "last_pull_s": round(now_mono - info.last_seen, 3)}
+                                 "last_pull_s": round(now_mono - info.last_seen, 3),
+                                 "rx": srv.packets.get(eui, (0, 0))[0],
+                                 "tx": srv.packets.get(eui, (0, 0))[1]}
                            for eui, info in sorted(srv.forwarders.items())},
             "records": dict(self.counters),
             "intake": dict(self.intake.counters, backlog=len(self.intake)),
-            "publisher": dict(pub.counters, connected=pub.connected, inflight=pub.inflight),
+            "publisher": dict(pub.counters, connected=pub.connected, inflight=pub.inflight,
+                              broker=pub.link.url, last_error=pub.last_error,
+                              latency=pub.latency.snapshot()),
             "commands": dict(self.commands.counters, waiting=len(self.device_queue),
                              subscribed=self.commands.subscribed,
                              **{k: v for k, v in self.device_queue.counters.items()
@@ -254,8 +260,8 @@ class GatewayService:
             self.queue = RecordQueue(os.path.join(cfg.data_dir, "queue.db"),
                                      max_bytes=cfg.queue_max_bytes)
             self.publisher = Publisher(
-                self.queue, gateway_id=cfg.gateway_id, site=cfg.site, host=cfg.mqtt_host,
-                port=cfg.mqtt_port, client_id=cfg.client_id, topic_prefix=cfg.topic_prefix,
+                self.queue, gateway_id=cfg.gateway_id, site=cfg.site, link=cfg.mqtt,
+                client_id=cfg.client_id, topic_prefix=cfg.topic_prefix,
                 max_batch_bytes=cfg.max_batch_bytes, max_batch_records=cfg.max_batch_records,
                 max_batch_age_s=cfg.max_batch_age_s)
             self.intake = Intake(_KindQueue(self.queue), cfg.backlog_records, self.publisher.notify)
@@ -267,8 +273,8 @@ class GatewayService:
             self.server.flush_records = self.flush  # durable before the ACKs leave
             self.commands = CommandSubscriber(
                 self.device_queue, registry, self.region,
-                command_topic(cfg.topic_prefix, cfg.site, cfg.gateway_id), cfg.mqtt_host,
-                cfg.mqtt_port, cfg.client_id + "-commands", asyncio.get_running_loop())
+                command_topic(cfg.topic_prefix, cfg.site, cfg.gateway_id), cfg.mqtt,
+                cfg.client_id + "-commands", asyncio.get_running_loop())
             for bus in cfg.modbus_buses:  # polls stored via the same durable queue
                 self.modbus.append(BusPoller(bus, self._store_modbus))
             self.commands.modbus = {p.cfg.name: p for p in self.modbus}
@@ -277,9 +283,9 @@ class GatewayService:
             self.publisher.start()
             self.commands.start()
             port = await self.server.start()
-            log.info("gateway %s (site %s, %s, %d devices) serving GWMP on %s:%d, MQTT %s, "
+            log.info("gateway %s (site %s, %s, %d devices) serving GWMP on %s:%d, MQTT %s; "
                      "%d records queued", cfg.gateway_id, cfg.site, cfg.region, len(registry),
-                     cfg.udp_host, port, cfg.mqtt_url, self.queue.stats().records)
+                     cfg.udp_host, port, cfg.mqtt.describe(), self.queue.stats().records)
             http_port = None
             if cfg.http_host is not None:
                 self.http = OperatorHttp(cfg.http_host, cfg.http_port)

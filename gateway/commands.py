@@ -33,6 +33,7 @@ import logging
 from gateway.device_queue import AppDownlink, DeviceQueue, DeviceQueueFull
 from gateway.modbus_commands import (ModbusCommand, ModbusCommandError, parse_modbus_command,
                                      run_modbus_command)
+from gateway.mqtt_link import MqttLink
 from gateway.registry import Registry
 from protocol import payload as _payload
 from protocol.lorawan.region import Region
@@ -109,18 +110,15 @@ class CommandSubscriber:
     """
 
     def __init__(self, queue: DeviceQueue, registry: Registry, region: Region, topic: str,
-                 host: str, port: int, client_id: str,
+                 link: MqttLink, client_id: str,
                  loop: asyncio.AbstractEventLoop) -> None:
-        import paho.mqtt.client as mqtt
-
         self.queue, self.registry, self.region, self.topic = queue, registry, region, topic
-        self.host, self.port, self.loop = host, port, loop
+        self.link, self.loop = link, loop
         self.counters = {"received": 0, "accepted": 0, "rejected": 0,
                          "modbus_done": 0, "modbus_failed": 0}
         self.modbus: dict = {}
         self._running: set = set()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  clean_session=False, protocol=mqtt.MQTTv311)
+        self.client = link.client(client_id)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
@@ -129,7 +127,7 @@ class CommandSubscriber:
         self.client.reconnect_delay_set(1, 60)
 
     def start(self) -> "CommandSubscriber":
-        self.client.connect_async(self.host, self.port, keepalive=60)
+        self.link.connect_async(self.client, keepalive=60)
         self.client.loop_start()
         return self
 

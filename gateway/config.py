@@ -21,7 +21,14 @@ Format (stdlib ``tomllib``; every key but ``gateway.id``, ``gateway.site`` and
     [downlink]
     rx1_margin_ms = 200             # send in RX2 when less than this is left before RX1
     [mqtt]
-    url = "mqtt://127.0.0.1:1883"   # mqtt://host[:port] (no TLS or credentials yet)
+    url = "mqtt://127.0.0.1:1883"   # mqtt://host[:port], or mqtts://host[:port] for TLS (8883)
+    ca_file = ""                    # mqtts: CA bundle the broker's certificate must chain to
+                                    # ("" = the system's CAs)
+    cert_file = ""                  # mqtts: client certificate and key (mTLS), both or neither
+    key_file = ""
+    username = ""                   # broker credentials; the password is read from
+    password_file = ""              # password_file (first line), or given as password = "..."
+    protocol = "3.1.1"              # "3.1.1" | "5" (MQTT 5: refusals are reported per publish)
     topic_prefix = "streetgrid/"
     client_id = "streetgrid-<id>"   # persistent session id (QoS 1)
     max_batch_bytes = 16384
@@ -55,6 +62,8 @@ from urllib.parse import urlsplit
 
 from gateway.log_format import FORMATS as LOG_FORMATS
 from gateway.modbus_config import parse_buses
+from gateway.mqtt_link import PROTOCOLS as MQTT_PROTOCOLS
+from gateway.mqtt_link import LinkError, MqttLink
 from gateway.toml_file import read_toml
 from protocol.lorawan.region import REGIONS
 
@@ -90,8 +99,7 @@ class Config:
     udp_rcvbuf_bytes: int
     dedup_window_s: float
     rx1_margin_s: float
-    mqtt_host: str
-    mqtt_port: int
+    mqtt: MqttLink
     topic_prefix: str
     client_id: str
     max_batch_bytes: int
@@ -108,7 +116,7 @@ class Config:
 
     @property
     def mqtt_url(self) -> str:
-        return f"mqtt://{self.mqtt_host}:{self.mqtt_port}"
+        return self.mqtt.url
 
 
 def parse_mqtt_url(url: object) -> tuple[str, int]:
@@ -147,6 +155,10 @@ def _is_num(v: object) -> bool:
     return type(v) in (int, float) and v == v and v not in (float("inf"), float("-inf"))
 
 
+def _is_str(v: object) -> bool:
+    return isinstance(v, str)
+
+
 def _name_ok(v: object) -> bool:
     return isinstance(v, str) and bool(v) and not any(c in v for c in "/+#\0")
 
@@ -177,6 +189,13 @@ _SCHEMA: dict[str, dict[str, tuple]] = {
     },
     "mqtt": {
         "url": ("mqtt://127.0.0.1:1883", None, ""),
+        "ca_file": ("", _is_str, "a path (\"\" = none)"),
+        "cert_file": ("", _is_str, "a path (\"\" = none)"),
+        "key_file": ("", _is_str, "a path (\"\" = none)"),
+        "username": ("", _is_str, "a string"),
+        "password": ("", _is_str, "a string"),
+        "password_file": ("", _is_str, "a path (\"\" = none)"),
+        "protocol": ("3.1.1", lambda v: v in MQTT_PROTOCOLS, "one of " + ", ".join(MQTT_PROTOCOLS)),
         "topic_prefix": ("streetgrid/", lambda v: isinstance(v, str) and not any(c in v for c in "+#\0"),
                          "a string without '+', '#'"),
         "client_id": (None, lambda v: isinstance(v, str) and 0 < len(v) <= 64, "1..64 characters"),
@@ -238,14 +257,21 @@ def parse_config(data: object, path: str = "<memory>", base_dir: str | None = No
                 got[key] = v
         vals[section] = got
     modbus_buses = parse_buses(data.get("modbus"), errors)
-    mqtt_host, mqtt_port = "", 0
+    m = vals["mqtt"]
+    link = None
+
+    def rel(key: str) -> str:  # a bad value was reported above; checked here as absent
+        return os.path.normpath(os.path.join(base_dir, m[key])) if m[key] else ""
     try:
-        mqtt_host, mqtt_port = parse_mqtt_url(vals["mqtt"]["url"])
-    except ValueError as exc:
-        errors.append(f"[mqtt] url: {exc}")
+        link = MqttLink.build(m["url"], ca_file=rel("ca_file"), cert_file=rel("cert_file"),
+                              key_file=rel("key_file"), username=m["username"] or "",
+                              password=m["password"] or "", password_file=rel("password_file"),
+                              protocol=m["protocol"] or "3.1.1")
+    except LinkError as exc:
+        errors.extend(f"[mqtt] {e}" for e in exc.errors)
     if errors:
         raise ConfigError(path, errors)
-    g, m = vals["gateway"], vals["mqtt"]
+    g = vals["gateway"]
     listen = vals["http"]["listen"]
     data_dir = g["data_dir"] or os.path.join("var", str(g["id"]))
     return Config(
@@ -258,7 +284,7 @@ def parse_config(data: object, path: str = "<memory>", base_dir: str | None = No
         udp_rcvbuf_bytes=vals["udp"]["rcvbuf_bytes"],
         dedup_window_s=vals["dedup"]["window_ms"] / 1000.0,
         rx1_margin_s=vals["downlink"]["rx1_margin_ms"] / 1000.0,
-        mqtt_host=mqtt_host, mqtt_port=mqtt_port, topic_prefix=m["topic_prefix"],
+        mqtt=link, topic_prefix=m["topic_prefix"],
         client_id=m["client_id"] or f"streetgrid-{g['id']}",
         max_batch_bytes=m["max_batch_bytes"], max_batch_records=m["max_batch_records"],
         max_batch_age_s=float(m["max_batch_age_s"]),

@@ -128,6 +128,9 @@ class _Confirmed:
     first_seen: float  # monotonic
 
 
+MAX_COUNTED_FORWARDERS = 1024  # per-forwarder packet counters kept; more: "forwarders-uncounted"
+
+
 @dataclass(slots=True)
 class ForwarderInfo:
     """Where PULL_RESP for one forwarder goes: addr of its last PULL_DATA, at last_seen
@@ -179,6 +182,8 @@ class ForwarderServer:
         self.flush_records: Callable[[], object] | None = None
         self._replies: list | None = None  # replies held until flush_records returned
         self.forwarders: dict[str, ForwarderInfo] = {}
+        # per forwarder EUI: [rxpk received, PULL_RESP sent]; bounded (EUIs come off the wire)
+        self.packets: dict[str, list[int]] = {}
         self._transport: asyncio.DatagramTransport | None = None
         self._task: asyncio.Task | None = None
         self._wake: asyncio.Event | None = None
@@ -245,6 +250,15 @@ class ForwarderServer:
             log.warning("unexpected datagram from %s:%s: %s", addr[0], addr[1],
                         type(msg).__name__)
 
+    def _count_packets(self, eui: str, which: int, n: int) -> None:
+        c = self.packets.get(eui)
+        if c is None:
+            if len(self.packets) >= MAX_COUNTED_FORWARDERS:
+                self._inc("forwarders-uncounted")
+                return
+            c = self.packets[eui] = [0, 0]
+        c[which] += n
+
     def _push_data(self, msg: gwmp.PushData, addr) -> None:
         self._inc("push-data")
         self._send(msg.ack().encode(), addr)
@@ -254,6 +268,8 @@ class ForwarderServer:
                         msg.gateway_eui.hex().upper(), "; ".join(msg.errors))
         now = time.monotonic()
         added = False
+        if msg.rxpk:
+            self._count_packets(msg.gateway_eui.hex().upper(), 0, len(msg.rxpk))
         for rxpk in msg.rxpk:
             self._inc("rxpk")
             if not rxpk.crc_ok:
@@ -501,6 +517,7 @@ class ForwarderServer:
             self._inc("tx-ack-missing")
         self._send(gwmp.PullResp(p.token, txpk).encode(), fw.addr)
         self._inc("downlinks")
+        self._count_packets(p.forwarder, 1, 1)
         log.debug("%s sent in %s via %s (token %d, tmst %d)", p.what, p.window.upper(),
                   p.forwarder, p.token, txpk.tmst)
 

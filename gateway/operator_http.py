@@ -23,7 +23,8 @@ import threading
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry, make_wsgi_app
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
+                                   HistogramMetricFamily, InfoMetricFamily)
 
 log = logging.getLogger("gateway.http")
 
@@ -109,17 +110,41 @@ class SnapshotCollector:
                                 "queue", q.get("used_bytes", 0))
         yield GaugeMetricFamily("streetgrid_queue_max_bytes", "The durable queue's bound",
                                 q.get("max_bytes", 0))
+        yield GaugeMetricFamily("streetgrid_queue_oldest_record_age_seconds", "Age of the "
+                                "oldest record waiting for the broker (0 when empty)",
+                                q.get("oldest_age_s", 0))
         pub = s.get("publisher", {})
         yield GaugeMetricFamily("streetgrid_mqtt_connected", "1 while the broker connection "
                                 "is up", 1 if pub.get("connected") else 0)
         yield CounterMetricFamily("streetgrid_mqtt_acked_records", "Records the broker "
                                   "acknowledged (then deleted from the queue)",
                                   pub.get("acked_records", 0))
+        yield CounterMetricFamily("streetgrid_mqtt_connect_failures", "Connects that failed "
+                                  "or were refused (the reason is in the log and in status)",
+                                  pub.get("connect_failures", 0))
+        yield CounterMetricFamily("streetgrid_mqtt_refused_batches", "Batches the broker "
+                                  "refused (MQTT 5 PUBACK reason); their records stay queued",
+                                  pub.get("refused", 0))
+        lat = pub.get("latency")
+        if lat:
+            yield HistogramMetricFamily(
+                "streetgrid_mqtt_publish_latency_seconds", "From publishing a batch to the "
+                "broker's PUBACK", buckets=[(str(le), n) for le, n in lat["buckets"]],
+                sum_value=lat["sum"])
+        fwd = sorted(s.get("forwarders", {}).items())
         fw = GaugeMetricFamily("streetgrid_forwarder_last_seen_seconds", "Seconds since the "
                                "forwarder's last PULL_DATA", labels=["forwarder"])
-        for eui, f in sorted(s.get("forwarders", {}).items()):
+        rx = CounterMetricFamily("streetgrid_forwarder_rx_packets", "rxpk received from the "
+                                 "forwarder", labels=["forwarder"])
+        tx = CounterMetricFamily("streetgrid_forwarder_tx_packets", "Downlinks (PULL_RESP) "
+                                 "sent through the forwarder", labels=["forwarder"])
+        for eui, f in fwd:
             fw.add_metric([eui], f.get("last_pull_s", 0))
+            rx.add_metric([eui], f.get("rx", 0))
+            tx.add_metric([eui], f.get("tx", 0))
         yield fw
+        yield rx
+        yield tx
         names = (("polls", "Polls that produced a reading"), ("timeouts", "Requests without "
                  "an answer"), ("crc_errors", "Replies with a bad CRC"))
         for key, doc in names:

@@ -36,6 +36,8 @@ from typing import Callable
 import paho.mqtt.client as mqtt
 
 from gateway import batch as wire
+from gateway.histogram import Histogram
+from gateway.mqtt_link import MqttLink, connect_failure, dropped_before_connack, refusal
 from gateway.store import RecordQueue
 
 __all__ = ["Publisher"]
@@ -43,15 +45,7 @@ __all__ = ["Publisher"]
 log = logging.getLogger(__name__)
 
 SEQUENCE_NAME = "mqtt"
-
-
-def _default_factory(client_id: str):
-    return mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2,
-        client_id=client_id,
-        clean_session=False,
-        protocol=mqtt.MQTTv311,
-    )
+REFUSED_PAUSE_S = 5.0  # after the broker refuses a batch (MQTT 5 PUBACK reason, e.g. an ACL)
 
 
 class Publisher:
@@ -63,6 +57,7 @@ class Publisher:
         site: str,
         host: str = "127.0.0.1",
         port: int = 1883,
+        link: MqttLink | None = None,
         client_factory: Callable[[str], object] | None = None,
         client_id: str | None = None,
         topic_prefix: str = wire.DEFAULT_PREFIX,
@@ -80,7 +75,8 @@ class Publisher:
         self.queue = queue
         self.gateway_id = gateway_id
         self.topic = wire.topic(site, gateway_id, prefix=topic_prefix)
-        self.host, self.port, self.keepalive = host, port, keepalive
+        self.link = link or MqttLink(host, port)
+        self.host, self.port, self.keepalive = self.link.host, self.link.port, keepalive
         self.max_batch_bytes = max_batch_bytes
         self.max_batch_records = max_batch_records
         self.max_batch_age_s = max_batch_age_s
@@ -88,7 +84,11 @@ class Publisher:
         self._clock = clock
         self.client_id = client_id or f"streetgrid-{gateway_id}"
         self.counters = {"published": 0, "acked": 0, "acked_records": 0, "reconnects": 0,
-                         "invalid_dropped": 0}
+                         "invalid_dropped": 0, "connect_failures": 0, "refused": 0}
+        self.last_error = ""  # why the broker is not reachable, for stats and status; "" = ok
+        self._refused_until = 0.0
+        self.latency = Histogram()  # seconds from publish() to the broker's PUBACK, per batch
+        self._sent_at: dict[int, float] = {}  # mid -> monotonic time of publish()
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._inflight: dict[int, list[int]] = {}  # mid -> queue ids
@@ -101,9 +101,13 @@ class Publisher:
         self._draining = False  # stop(): wait for the PUBACKs in flight, publish nothing new
         self._partial_since: float | None = None
         self._worker: threading.Thread | None = None
-        factory = client_factory or _default_factory
+        factory = client_factory or self.link.client
         self.client = factory(self.client_id)
         self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self._on_connect_fail
+        self.client.on_log = self._on_log
+        self._socket_error = ""  # paho's last error log line (a read error has no callback)
+        self._refused = False
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
         self.client.reconnect_delay_set(reconnect_min_s, reconnect_max_s)
@@ -114,7 +118,7 @@ class Publisher:
 
     def start(self) -> "Publisher":
         # connect_async + loop_start: paho's thread connects (and keeps retrying) in background
-        self.client.connect_async(self.host, self.port, keepalive=self.keepalive)
+        self.link.connect_async(self.client, keepalive=self.keepalive)
         self.client.loop_start()
         self._worker = threading.Thread(target=self._run, name="mqtt-publisher", daemon=True)
         self._worker.start()
@@ -185,11 +189,29 @@ class Publisher:
 
     # -- paho callbacks (paho's network thread) --------------------------------------------
 
+    def _on_log(self, client, userdata, level, buf) -> None:
+        if level == mqtt.MQTT_LOG_ERR:
+            self._socket_error = buf
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        self._note_failure(connect_failure(self.link))
+
+    def _note_failure(self, why: str) -> None:
+        """Log a connect failure once per distinct reason (paho retries with backoff; the
+        same line every few seconds for hours helps nobody), count every one."""
+        with self._lock:
+            self.counters["connect_failures"] += 1
+            new, self.last_error = why != self.last_error, why
+        if new:
+            log.error("%s; records stay queued, retrying", why)
+
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            log.warning("MQTT connect refused: %s", reason_code)
+            self._refused = True  # the disconnect that follows says nothing new
+            self._note_failure(refusal(self.link, reason_code))
             return
         with self._lock:
+            self.last_error = ""
             if self._ever_connected:
                 self.counters["reconnects"] += 1
             self._ever_connected = True
@@ -199,8 +221,11 @@ class Publisher:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         with self._lock:
-            self._connected = False
-        if not self._stopping:
+            was, self._connected = self._connected, False
+        if not was and not self._stopping and not self._refused and self._socket_error:
+            self._note_failure(dropped_before_connack(self.link, self._socket_error))
+        self._socket_error, self._refused = "", False
+        if was and not self._stopping:  # a refused connect was logged by _note_failure
             log.warning("MQTT disconnected (%s); data stays queued, reconnecting", reason_code)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
@@ -215,8 +240,16 @@ class Publisher:
         """The broker answered batch ``mid`` (caller holds the lock): hand it to the worker for
         deletion, or on a refusal release its ids so they are published again."""
         self._inflight.pop(mid, None)
+        sent = self._sent_at.pop(mid, None)
+        if sent is not None:
+            self.latency.observe(time.monotonic() - sent)
         if reason_code is not None and getattr(reason_code, "is_failure", False):
             self._inflight_ids.difference_update(ids)
+            self.counters["refused"] += 1
+            self._refused_until = time.monotonic() + REFUSED_PAUSE_S
+            log.error("the broker refused a batch of %d records on %s: %s; they stay queued "
+                      "(is this client allowed to publish there? check the broker's ACL)",
+                      len(ids), self.topic, reason_code)
         else:
             self._done.append(ids)
         self._wake.notify_all()
@@ -257,6 +290,12 @@ class Publisher:
             if stopping:
                 return
             if not ready:
+                continue
+            pause = self._refused_until - time.monotonic()
+            if pause > 0:
+                with self._lock:
+                    if not self._stopping:
+                        self._wake.wait(min(pause, 0.5))
                 continue
             with self._lock:
                 skip = set(self._inflight_ids)
@@ -314,6 +353,7 @@ class Publisher:
         )
         with self._lock:
             self._inflight_ids.update(ids)
+        sent = time.monotonic()
         info = self.client.publish(self.topic, payload, qos=1)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             # not accepted by paho at all: release the ids, retry later
@@ -325,6 +365,7 @@ class Publisher:
         with self._lock:
             self.counters["published"] += 1
             self._inflight[info.mid] = ids
+            self._sent_at[info.mid] = sent
             if info.mid in self._early:
                 self._early.discard(info.mid)
                 self._complete(info.mid, ids, None)

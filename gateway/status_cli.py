@@ -43,9 +43,9 @@ def render(s: dict, age_s: float) -> list[str]:
         % (up.get("accepted", 0), sum(rejected.values()),
            " (%s)" % ", ".join("%s %d" % kv for kv in sorted(rejected.items())) if rejected
            else "", fs.get("joins-accepted", 0)),
-        "mqtt: %s, %d batches acked (%d records), %d in flight"
-        % ("connected" if pub.get("connected") else "DISCONNECTED", pub.get("acked", 0),
-           pub.get("acked_records", 0), pub.get("inflight", 0)),
+        "mqtt %s: %s, %d batches acked (%d records), %d in flight"
+        % (pub.get("broker", "?"), "connected" if pub.get("connected") else "DISCONNECTED",
+           pub.get("acked", 0), pub.get("acked_records", 0), pub.get("inflight", 0)),
         "queue: %d records, %d of %d bytes" % (q.get("records", 0), q.get("used_bytes", 0),
                                              q.get("max_bytes", 0)),
     ]
@@ -62,6 +62,8 @@ def render(s: dict, age_s: float) -> list[str]:
             sum(m.get("crc_errors", 0) for m in meters.values())))
     devices = s.get("devices", {})
     lines.append("devices heard: %d" % len(devices))
+    if not pub.get("connected") and pub.get("last_error"):
+        lines.append("warning: MQTT is down: %s" % pub["last_error"])
     return lines
 
 

@@ -112,6 +112,7 @@ class QueueStats:
     file_bytes: int  # database + WAL file sizes on disk
     oldest_id: int | None
     newest_id: int | None
+    oldest_created: float | None = None  # UNIX time the oldest record was put
 
 
 _SCHEMA = f"""
@@ -396,6 +397,8 @@ class RecordQueue:
                     "SELECT records, payload_bytes FROM usage WHERE singleton = 0"
                 ).fetchone()
                 oldest, newest = conn.execute("SELECT min(id), max(id) FROM records").fetchone()
+                created = None if oldest is None else conn.execute(
+                    "SELECT created FROM records WHERE id = ?", (oldest,)).fetchone()[0]
             except sqlite3.Error as exc:
                 raise self._translate(exc, "stats") from exc
         file_bytes = 0
@@ -412,6 +415,7 @@ class RecordQueue:
             file_bytes=file_bytes,
             oldest_id=oldest,
             newest_id=newest,
+            oldest_created=created,
         )
 
     def _used_bytes(self, conn: sqlite3.Connection) -> int:

@@ -29,7 +29,7 @@ def test_minimal_config_gets_documented_defaults(tmp_path):
     assert c.data_dir == str(tmp_path / "var" / "gw-1")
     assert (c.udp_host, c.udp_port, c.dedup_window_s, c.rx1_margin_s) == ("127.0.0.1", 1700, 0.2, 0.2)
     assert c.udp_rcvbuf_bytes == 4 * 1024 * 1024
-    assert (c.mqtt_host, c.mqtt_port, c.topic_prefix, c.client_id) == ("127.0.0.1", 1883, "streetgrid/",
+    assert (c.mqtt.host, c.mqtt.port, c.topic_prefix, c.client_id) == ("127.0.0.1", 1883, "streetgrid/",
                                                                        "streetgrid-gw-1")
     assert (c.max_batch_bytes, c.max_batch_records, c.max_batch_age_s) == (16384, 500, 1.0)
     assert (c.log_level, c.stats_interval_s) == ("INFO", 10.0)
@@ -73,7 +73,7 @@ stats_interval_s = 0.5
     assert (c.region, c.net_id, c.time_source, c.udp_host, c.udp_port) == ("KR920", 1, "gateway",
                                                                            "0.0.0.0", 0)
     assert (c.dedup_window_s, c.rx1_margin_s) == (0.15, 0.05)
-    assert (c.mqtt_host, c.mqtt_port, c.mqtt_url) == ("broker.local", 11883, "mqtt://broker.local:11883")
+    assert (c.mqtt.host, c.mqtt.port, c.mqtt_url) == ("broker.local", 11883, "mqtt://broker.local:11883")
     assert (c.queue_max_bytes, c.backlog_records, c.log_level, c.stats_interval_s) == (100000, 7, "DEBUG", 0.5)
 
 

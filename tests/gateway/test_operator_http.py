@@ -9,7 +9,7 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.operator_http import readiness
-from tests.gateway.mosquitto import free_port
+from tests.gateway.mosquitto import Mosquitto, free_port
 from tests.gateway.test_app import (GW_A, GW_B, Forwarder, Gateway, data_frame, join, wait_for,
                                     write_setup)
 
@@ -31,7 +31,8 @@ def samples(text):
 
 
 def test_metrics_and_health_follow_the_gateway(tmp_path):
-    gw = Gateway(tmp_path, write_setup(tmp_path, free_port()))  # no broker
+    mqtt_port = free_port()
+    gw = Gateway(tmp_path, write_setup(tmp_path, mqtt_port))  # no broker yet
     http = json.loads(gw.ready.read_text())["http_port"]
     a, b = Forwarder(GW_A, gw.port), Forwarder(GW_B, gw.port)
     try:
@@ -59,6 +60,29 @@ def test_metrics_and_health_follow_the_gateway(tmp_path):
         assert m[("streetgrid_queue_records", ())] >= 1  # waiting for the broker
         assert ("streetgrid_forwarder_last_seen_seconds", (("forwarder", GW_A.hex().upper()),)) \
             in m
+        ea, eb = GW_A.hex().upper(), GW_B.hex().upper()
+        # a: one join-request, the uplink, the forgery; b: the join-request, the copy. The
+        # join-accept went out through a (the better SNR).
+        assert [m[("streetgrid_forwarder_rx_packets_total", (("forwarder", e),))]
+                for e in (ea, eb)] == [3, 2]
+        assert [m[("streetgrid_forwarder_tx_packets_total", (("forwarder", e),))]
+                for e in (ea, eb)] == [1, 0]
+        assert m[("streetgrid_queue_oldest_record_age_seconds", ())] > 0
+        assert m[("streetgrid_mqtt_connect_failures_total", ())] >= 1
+        assert m[("streetgrid_mqtt_publish_latency_seconds_count", ())] == 0
+        broker = Mosquitto(tmp_path, port=mqtt_port).start()  # the broker comes up
+        try:
+            m = wait_for(lambda: (lambda m: m if m[("streetgrid_queue_records", ())] == 0
+                                  else None)(samples(get(http, "/metrics")[2])), 15,
+                         "the queue drained to the broker")
+        finally:
+            broker.stop()
+        assert m[("streetgrid_mqtt_connected", ())] == 1
+        assert m[("streetgrid_queue_oldest_record_age_seconds", ())] == 0
+        n = m[("streetgrid_mqtt_publish_latency_seconds_count", ())]
+        assert n >= 1 and m[("streetgrid_mqtt_publish_latency_seconds_bucket",
+                             (("le", "+Inf"),))] == n
+        assert 0 < m[("streetgrid_mqtt_publish_latency_seconds_sum", ())] < 10 * n
         info = [k for k in m if k[0] == "streetgrid_gateway_info"]
         assert info and ("gateway_id", "gw-1") in info[0][1]
         status, ctype, body = get(http, "/healthz")

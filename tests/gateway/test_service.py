@@ -183,17 +183,22 @@ def test_sighup_reloads_the_registry_and_a_bad_one_keeps_the_old(tmp_path):
 def test_status_reads_a_running_gateway_and_says_when_it_stopped(tmp_path):
     from tests.gateway.test_app import GW_A, Forwarder
 
-    cfg = write_setup(tmp_path, free_port())
+    mqtt_port = free_port()  # nobody listens: the broker is down
+    cfg = write_setup(tmp_path, mqtt_port)
     gw = Gateway(tmp_path, cfg)
     a = Forwarder(GW_A, gw.port)
     try:
         a.pull()
-        gw.wait_stats(lambda s: s["forwarders"], "the forwarder seen")
+        gw.wait_stats(lambda s: s["forwarders"] and s["publisher"]["last_error"],
+                      "the forwarder seen, the broker missed")
         p = gateway("status", "--stats", str(gw.stats_path))
         assert p.returncode == 0, p.stdout + p.stderr
         out = p.stdout
         assert "gateway gw-1 (site block-a)" in out and "forwarders: 1" in out, out
-        assert "AA555A0000000001" in out and "mqtt: DISCONNECTED" in out, out
+        assert "AA555A0000000001" in out, out
+        assert "mqtt mqtt://127.0.0.1:%d: DISCONNECTED" % mqtt_port in out, out
+        assert ("warning: MQTT is down: cannot reach the MQTT broker at mqtt://127.0.0.1:%d: "
+                "connection refused" % mqtt_port) in out, out
         assert out.splitlines()[-1] == "healthy"
         assert gw.terminate() == 0
         time.sleep(1.2)
