@@ -2,6 +2,7 @@
 
     python -m gateway run --config FILE [--ready-file PATH] [--check-config]
     python -m gateway status --stats DATA_DIR/stats.json [--max-age S]
+    python -m gateway sign-command --key-file KEY [--id ID] [FILE|-]
     python -m gateway decode-batch [FILE|-]
     python -m gateway decode-batch --mqtt mqtt://host:port [--topic T] [--count N] [--timeout S]
 
@@ -27,6 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--stats", required=True, help="the gateway's <data_dir>/stats.json")
     st.add_argument("--max-age", type=float, default=60.0,
                     help="seconds after which the file means a gateway that is not running")
+    sg = sub.add_parser("sign-command", help="sign a JSON command with the gateway's command "
+                        "key (adds ts, nonce, sig; and id if missing); prints it")
+    sg.add_argument("file", nargs="?", default="-", help="the command as JSON, '-' for stdin")
+    sg.add_argument("--key-file", default="",
+                    help="hex key file ([commands] key_file); default $STREETGRID_COMMAND_KEY")
+    sg.add_argument("--id", help="the command id (default: the command's own, else a new one)")
     dec = sub.add_parser("decode-batch", help="print MQTT batches as JSON lines")
     dec.add_argument("file", nargs="?", default=None,
                      help="file with one or more CBOR batches back to back, '-' for stdin")
@@ -45,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         from gateway.app import main as run_main
         return run_main(args.config, args.ready_file)
+    if args.command == "sign-command":
+        from gateway import sign_cli
+        return sign_cli.main(args)
     if args.command == "status":
         from gateway import status_cli
         return status_cli.main(args)

@@ -31,7 +31,9 @@ import sys
 import time
 
 from gateway import log_format
-from gateway.commands import CommandSubscriber, command_topic
+from gateway.command_auth import CommandGate
+from gateway.command_ledger import CommandLedger, LedgerError
+from gateway.commands import CommandSubscriber, command_topic, results_topic
 from gateway.config import Config, ConfigError, load_config
 from gateway.device_queue import DeviceQueue
 from gateway.forwarders import ForwarderServer
@@ -72,6 +74,7 @@ class GatewayService:
         self.sessions: SessionStore | None = None
         self.device_queue = DeviceQueue()
         self.commands: CommandSubscriber | None = None
+        self.ledger: CommandLedger | None = None
         self.modbus: list[BusPoller] = []
         self.http: OperatorHttp | None = None
         self._modbus_tasks: dict[str, asyncio.Task] = {}
@@ -94,6 +97,10 @@ class GatewayService:
             self.counters["time_fallback"] += 1
         if not r.accepted:
             self.counters["payload_errors"] += 1
+        elif r.message == "ack" and self.commands is not None:
+            f = {rec.get("n"): rec.get("v", rec.get("vs")) for rec in r.records}
+            if isinstance(f.get("port"), int) and isinstance(f.get("seq"), int):
+                self.commands.device_ack(r.dev_eui, f["port"], f["seq"], f.get("result"))
         self.counters["items"] += 1
         self._pending.append(item)
         if len(self._pending) == 1:
@@ -139,10 +146,9 @@ class GatewayService:
             "publisher": dict(pub.counters, connected=pub.connected, inflight=pub.inflight,
                               broker=pub.link.url, last_error=pub.last_error,
                               latency=pub.latency.snapshot()),
-            "commands": dict(self.commands.counters, waiting=len(self.device_queue),
-                             subscribed=self.commands.subscribed,
-                             **{k: v for k, v in self.device_queue.counters.items()
-                                if k != "queued"}),
+            "commands": dict({k: v for k, v in self.device_queue.counters.items()
+                              if k not in ("queued", "sent")},
+                             **self.commands.stats(), waiting=len(self.device_queue)),
             "queue": q,
             "modbus": {p.cfg.name: p.stats() for p in self.modbus},
             "reloads": dict(self.reloads),
@@ -175,6 +181,8 @@ class GatewayService:
             await asyncio.sleep(RETRY_INTERVAL_S)
             if len(self.intake):
                 self.intake.retry()
+            if self.commands is not None:
+                self.commands.expire()
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -271,10 +279,18 @@ class GatewayService:
                                           cfg.udp_rcvbuf_bytes)
             self.server.app_downlinks = self.device_queue
             self.server.flush_records = self.flush  # durable before the ACKs leave
+            self.ledger = CommandLedger(os.path.join(cfg.data_dir, "commands.db"))
+            gate = CommandGate(cfg.command_key, self.ledger,
+                               allow_unsigned=cfg.commands_allow_unsigned,
+                               max_skew_s=cfg.commands_max_skew_s)
             self.commands = CommandSubscriber(
                 self.device_queue, registry, self.region,
                 command_topic(cfg.topic_prefix, cfg.site, cfg.gateway_id), cfg.mqtt,
-                cfg.client_id + "-commands", asyncio.get_running_loop())
+                cfg.client_id + "-commands", asyncio.get_running_loop(), gate=gate,
+                ledger=self.ledger,
+                result_topic=results_topic(cfg.topic_prefix, cfg.site, cfg.gateway_id),
+                ttl_s=cfg.commands_ttl_s)
+            log.info("commands: %s", gate.describe())
             for bus in cfg.modbus_buses:  # polls stored via the same durable queue
                 self.modbus.append(BusPoller(bus, self._store_modbus))
             self.commands.modbus = {p.cfg.name: p for p in self.modbus}
@@ -331,7 +347,7 @@ class GatewayService:
             await asyncio.get_running_loop().run_in_executor(None, self.commands.stop)
         if self.publisher is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.publisher.stop)
-        for store in (self.queue, self.sessions):
+        for store in (self.queue, self.sessions, self.ledger):
             if store is not None:
                 store.close()
         if ready_file:
@@ -378,6 +394,9 @@ def check_config(config_path: str) -> int:
           "data in %s" % (cfg.path, cfg.gateway_id, cfg.site, cfg.region, len(registry),
                           cfg.registry, len(cfg.modbus_buses),
                           "" if len(cfg.modbus_buses) == 1 else "es", cfg.data_dir))
+    print("gateway: commands: %s" % CommandGate(
+        cfg.command_key, None, allow_unsigned=cfg.commands_allow_unsigned,
+        max_skew_s=cfg.commands_max_skew_s).describe())
     return 0
 
 
@@ -410,7 +429,7 @@ def main(config_path: str, ready_file: str | None = None) -> int:
     except RegistryError as exc:
         print("gateway: %s" % exc, file=sys.stderr)
         return 2
-    except (SessionError, QueueError, OSError) as exc:
+    except (SessionError, QueueError, LedgerError, OSError) as exc:
         print("gateway: cannot run: %s" % exc, file=sys.stderr)
         return 1
     return 0

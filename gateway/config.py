@@ -37,6 +37,13 @@ Format (stdlib ``tomllib``; every key but ``gateway.id``, ``gateway.site`` and
     [queue]
     max_bytes = 67108864            # durable queue bound (gateway/store.py)
     backlog_records = 10000         # in-memory hold while the durable queue is full
+    [commands]
+    key_file = ""                   # HMAC-SHA256 key (hex, >= 32 bytes) commands are signed
+                                    # with (gateway/command_auth.py); "" = none
+    allow_unsigned = false          # run unsigned commands other than relay (a lab bench)
+    max_skew_s = 300                # a signed command's ts must be this close to our clock
+    ttl_s = 86400                   # a command not acknowledged this long after it is
+                                    # accepted expires
     [http]
     listen = "127.0.0.1:9600"       # /metrics, /healthz, /readyz (gateway/operator_http.py);
                                     # "" = off, port 0 = any free port
@@ -57,13 +64,13 @@ optional keys would otherwise be silently ignored).  The gateway refuses to star
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from urllib.parse import urlsplit
+from dataclasses import dataclass, field
 
+from gateway.command_auth import load_key
 from gateway.log_format import FORMATS as LOG_FORMATS
 from gateway.modbus_config import parse_buses
 from gateway.mqtt_link import PROTOCOLS as MQTT_PROTOCOLS
-from gateway.mqtt_link import LinkError, MqttLink
+from gateway.mqtt_link import LinkError, MqttLink, parse_broker_url
 from gateway.toml_file import read_toml
 from protocol.lorawan.region import REGIONS
 
@@ -113,6 +120,11 @@ class Config:
     http_host: str | None = "127.0.0.1"  # None: no operator HTTP endpoint
     http_port: int = 9600
     modbus_buses: tuple = ()  # gateway.modbus_poller.BusConfig per [[modbus.bus]] (modbus_config)
+    command_key: bytes | None = field(default=None, repr=False)  # [commands] key_file's key
+    command_key_file: str = ""
+    commands_allow_unsigned: bool = False
+    commands_max_skew_s: float = 300.0
+    commands_ttl_s: float = 86400.0
 
     @property
     def mqtt_url(self) -> str:
@@ -120,23 +132,12 @@ class Config:
 
 
 def parse_mqtt_url(url: object) -> tuple[str, int]:
-    """``mqtt://host[:port]`` -> (host, port); port defaults to 1883.  ValueError if unusable."""
-    if not isinstance(url, str):
-        raise ValueError(f"must be a string like 'mqtt://127.0.0.1:1883', got {type(url).__name__}")
-    try:
-        u = urlsplit(url)
-        port = u.port
-    except ValueError as exc:
-        raise ValueError(f"{url!r} is not a valid URL ({exc})") from None
-    if u.scheme != "mqtt":
-        raise ValueError(f"{url!r}: scheme must be 'mqtt' (mqtt://host:port)")
-    if not u.hostname:
-        raise ValueError(f"{url!r}: no host (mqtt://host:port)")
-    if u.username is not None or u.password is not None:
-        raise ValueError(f"{url!r}: credentials in the URL are not supported")
-    if u.path not in ("", "/") or u.query or u.fragment:
-        raise ValueError(f"{url!r}: unexpected path, query or fragment")
-    return u.hostname, 1883 if port is None else port
+    """``mqtt://host[:port]`` -> (host, port), for tools that speak plain MQTT only (TLS is
+    the gateway's, via [mqtt] and gateway.mqtt_link). ValueError if unusable."""
+    tls, host, port = parse_broker_url(url)
+    if tls:
+        raise ValueError(f"{url!r}: scheme must be 'mqtt' here (no TLS settings)")
+    return host, port
 
 
 def _listen(v: str) -> tuple[str, int] | None:
@@ -153,6 +154,11 @@ def _is_int(v: object) -> bool:
 
 def _is_num(v: object) -> bool:
     return type(v) in (int, float) and v == v and v not in (float("inf"), float("-inf"))
+
+
+def rel_to(base_dir: str, path: object) -> str:
+    """A config path made absolute against the config file's directory ("" stays "")."""
+    return os.path.normpath(os.path.join(base_dir, path)) if isinstance(path, str) and path else ""
 
 
 def _is_str(v: object) -> bool:
@@ -208,6 +214,13 @@ _SCHEMA: dict[str, dict[str, tuple]] = {
         "max_bytes": (64 * 1024 * 1024, lambda v: _is_int(v) and v >= 4096, "an integer >= 4096"),
         "backlog_records": (10_000, lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     },
+    "commands": {
+        "key_file": ("", _is_str, "a path (\"\" = none)"),
+        "allow_unsigned": (False, lambda v: type(v) is bool, "true or false"),
+        "max_skew_s": (300, lambda v: _is_num(v) and 1 <= v <= 86400, "seconds in [1, 86400]"),
+        "ttl_s": (86400, lambda v: _is_num(v) and 1 <= v <= 30 * 86400,
+                  "seconds in [1, 2592000] (30 days)"),
+    },
     "http": {
         "listen": ("127.0.0.1:9600", lambda v: isinstance(v, str) and (v == "" or _listen(v)),
                    "\"host:port\" (port 0..65535) or \"\" for off"),
@@ -261,7 +274,7 @@ def parse_config(data: object, path: str = "<memory>", base_dir: str | None = No
     link = None
 
     def rel(key: str) -> str:  # a bad value was reported above; checked here as absent
-        return os.path.normpath(os.path.join(base_dir, m[key])) if m[key] else ""
+        return rel_to(base_dir, m[key])
     try:
         link = MqttLink.build(m["url"], ca_file=rel("ca_file"), cert_file=rel("cert_file"),
                               key_file=rel("key_file"), username=m["username"] or "",
@@ -269,6 +282,13 @@ def parse_config(data: object, path: str = "<memory>", base_dir: str | None = No
                               protocol=m["protocol"] or "3.1.1")
     except LinkError as exc:
         errors.extend(f"[mqtt] {e}" for e in exc.errors)
+    cmds = vals["commands"]
+    key, key_file = None, rel_to(base_dir, cmds["key_file"])
+    if key_file:
+        try:
+            key = load_key(key_file)
+        except ValueError as exc:
+            errors.append(f"[commands] key_file {exc}")
     if errors:
         raise ConfigError(path, errors)
     g = vals["gateway"]
@@ -293,6 +313,9 @@ def parse_config(data: object, path: str = "<memory>", base_dir: str | None = No
         modbus_buses=tuple(modbus_buses), log_format=vals["log"]["format"],
         http_host=_listen(listen)[0] if listen else None,
         http_port=_listen(listen)[1] if listen else 0,
+        command_key=key, command_key_file=key_file,
+        commands_allow_unsigned=cmds["allow_unsigned"],
+        commands_max_skew_s=float(cmds["max_skew_s"]), commands_ttl_s=float(cmds["ttl_s"]),
     )
 
 

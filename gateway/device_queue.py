@@ -6,10 +6,10 @@ oldest one in that uplink's RX1/RX2 window (with FCtrl.ACK when the uplink was c
 FCtrl.FPending when more are waiting).  A downlink that could not be sent (refused by the
 forwarder in RX1 and RX2, no downlink path) goes back to the front of its device's queue.
 
-Kept in memory only: a gateway restart forgets queued commands (the operator resends; the
-pole's commands carry sequence numbers and the device acknowledges each on fPort 12, so a
-resent command is harmless).  At most ``max_per_device`` commands wait per device; more are
-refused with :class:`DeviceQueueFull`.
+The queue itself is in memory; the command ledger (gateway/command_ledger.py) keeps what
+it holds on disk and fills it again at start, and ``on_sent`` tells it which downlink left.
+At most ``max_per_device`` commands wait per device; more are refused with
+:class:`DeviceQueueFull`.
 
 Counters (``counters``): queued, sent (confirmed by TX_ACK), requeued, refused (queue full).
 """
@@ -33,6 +33,7 @@ class AppDownlink:
     fport: int
     payload: bytes
     label: str = ""  # for logs, e.g. "dim"
+    ref: int | None = None  # its row in gateway.command_ledger (None: not tracked)
 
 
 class DeviceQueue:
@@ -42,6 +43,7 @@ class DeviceQueue:
         self.max_per_device = max_per_device
         self._q: dict[bytes, deque[AppDownlink]] = {}
         self.counters = {"queued": 0, "sent": 0, "requeued": 0, "refused": 0}
+        self.on_sent = None  # (dev_eui, AppDownlink) -> None, when a downlink has left
 
     def __len__(self) -> int:
         return sum(len(q) for q in self._q.values())
@@ -62,6 +64,10 @@ class DeviceQueue:
         self.counters["queued"] += 1
         return len(q)
 
+    def restore(self, dev_eui: bytes, d: AppDownlink) -> None:
+        """Queue again a downlink accepted before a restart (no limit: it was accepted)."""
+        self._q.setdefault(bytes(dev_eui), deque()).append(d)
+
     def pop(self, dev_eui: bytes) -> AppDownlink | None:
         """The device's oldest waiting downlink (removed), or None."""
         key = bytes(dev_eui)
@@ -78,5 +84,18 @@ class DeviceQueue:
         self._q.setdefault(bytes(dev_eui), deque()).appendleft(d)
         self.counters["requeued"] += 1
 
-    def sent(self) -> None:
+    def sent(self, dev_eui: bytes, d: AppDownlink) -> None:
         self.counters["sent"] += 1
+        if self.on_sent is not None:
+            self.on_sent(bytes(dev_eui), d)
+
+    def drop(self, dev_eui: bytes, ref: int) -> bool:
+        """Take the downlink with ledger ref out of the device's queue (it expired)."""
+        q = self._q.get(bytes(dev_eui))
+        for d in list(q or ()):
+            if d.ref == ref:
+                q.remove(d)
+                if not q:
+                    del self._q[bytes(dev_eui)]
+                return True
+        return False

@@ -529,7 +529,7 @@ class ForwarderServer:
         if msg.ok:
             self._inc("downlink-%s" % p.window)
             if p.app is not None and self.app_downlinks is not None:
-                self.app_downlinks.sent()
+                self.app_downlinks.sent(p.dev_eui, p.app)
             return
         if p.window == "rx1" and msg.error in dl.RETRY_IN_RX2 and p.forwarder in self.forwarders:
             self._inc("rx2-retry")
@@ -549,3 +549,6 @@ class ForwarderServer:
     def _expire_downlinks(self) -> None:
         for p in self.downlinks.expire(time.monotonic()):
             self._inc("tx-ack-missing")
+            if p.app is not None and self.app_downlinks is not None:
+                # a v1 forwarder never confirms: the device's own ack will say if it arrived
+                self.app_downlinks.sent(p.dev_eui, p.app)

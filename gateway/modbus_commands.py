@@ -65,8 +65,9 @@ def parse_modbus_command(obj: dict, buses) -> ModbusCommand:
                          ((arm, (regmap.RELAY_ARM_MAGIC,)), (relay, (RELAY_ACTIONS[action],))))
 
 
-async def run_modbus_command(poller, cmd: ModbusCommand) -> bool:
-    """Send the command's writes through the bus's poller; True if the meter accepted them all."""
+async def run_modbus_command(poller, cmd: ModbusCommand) -> str | None:
+    """Send the command's writes through the bus's poller; None if the meter accepted them
+    all, else why not (one line)."""
     for register, values in cmd.writes:
         try:
             await poller.write(cmd.address, register, values)
@@ -74,6 +75,6 @@ async def run_modbus_command(poller, cmd: ModbusCommand) -> bool:
             why = f"exception {exc.code}" if exc.code is not None else str(exc)
             log.warning("modbus command %s for %s.%d failed at register 0x%04X: %s", cmd.label,
                         cmd.bus, cmd.address, register, why)
-            return False
+            return f"register 0x{register:04X}: {why}"
     log.info("modbus command %s for %s.%d done", cmd.label, cmd.bus, cmd.address)
-    return True
+    return None

@@ -145,6 +145,18 @@ class SnapshotCollector:
         yield fw
         yield rx
         yield tx
+        cm = s.get("commands", {})
+        outcomes = CounterMetricFamily("streetgrid_commands", "Operator commands, by outcome",
+                                       labels=["result"])
+        for key in ("accepted", "rejected", "sent", "acknowledged", "failed", "expired"):
+            outcomes.add_metric([key], cm.get(key, 0))
+        yield outcomes
+        refused = CounterMetricFamily("streetgrid_commands_refused", "Commands refused, by "
+                                      "reason (bad-signature, replayed, stale, unsigned, ...)",
+                                      labels=["reason"])
+        for reason, n in sorted(cm.get("refused", {}).items()):
+            refused.add_metric([reason], n)
+        yield refused
         names = (("polls", "Polls that produced a reading"), ("timeouts", "Requests without "
                  "an answer"), ("crc_errors", "Replies with a bad CRC"))
         for key, doc in names:

@@ -20,6 +20,7 @@ import time
 
 import pytest
 
+from gateway.command_auth import sign
 from gateway.meter_readings import meter_urn
 from protocol.modbus import registers as regmap
 from hil_tests.meter_bus_rig import (FREQUENCY_HZ, POWER_FACTOR, MeterBus, Truth, bus_toml,
@@ -512,8 +513,9 @@ def test_an_operator_relay_command_on_mqtt_switches_the_real_meter(lone_meter, m
                 for p in polls(readings) if p["bn"] == bn]
 
     def command(action, done):
-        body = {"modbus": {"bus": bus, "address": LONE}, "command": "relay",
-                "fields": {"action": action}}
+        body = sign({"id": "hil-relay-%s-%d" % (action, done), "modbus": {"bus": bus,
+                     "address": LONE}, "command": "relay", "fields": {"action": action}},
+                    gw.command_key)
         pub.publish("streetgrid/block-a/gw-1/commands", json.dumps(body).encode(),
                     qos=1).wait_for_publish(5)
         s = gw.stats_after(lambda s: s["commands"]["modbus_done"] == done, 10, action)

@@ -26,6 +26,7 @@ import paho.mqtt.publish
 import pytest
 
 import sim.demo
+from gateway.command_auth import sign
 from firmware.drivers.dimmer import level_to_duty
 from hil_tests.rig import MOSQUITTO, CityUnderTest, wait_for
 from hil_tests.truth import WorldTruth, fields_of
@@ -192,8 +193,10 @@ def test_door_and_tilt_alarms_arrive_once_acked_with_their_bits_and_clear(rig):
 # ---- 2. operator command -------------------------------------------------------------------
 
 def _command(rig, fields):
-    paho.mqtt.publish.single(COMMANDS, json.dumps({"dev_eui": rig.eui(P_CMD), "command": "dim",
-                                                   "fields": fields}),
+    cmd = sign({"id": "hil-dim-%d-%d" % (fields.get("seq", 0), fields.get("level", 0)),
+                "dev_eui": rig.eui(P_CMD),
+                "command": "dim", "fields": fields}, rig.gateway.command_key)
+    paho.mqtt.publish.single(COMMANDS, json.dumps(cmd),
                              qos=1, hostname="127.0.0.1", port=rig.broker.port,
                              protocol=paho.mqtt.client.MQTTv311)
 
@@ -220,8 +223,10 @@ def _deliver_command(rig, fields):
     wait_for(lambda: len(rig.mqtt(P_CMD, fport=12)) > acks0, 30, "the pole's ack at MQTT")
     ack = rig.mqtt(P_CMD, fport=12)[acks0:]
     assert len(ack) == 1, ack
-    stats = gw.fresh_stats()["commands"]
-    assert stats["sent"] - before["sent"] == 1  # one downlink, confirmed by TX_ACK
+    # one downlink, confirmed by TX_ACK; the real firmware's ack closed the command
+    stats = gw.stats_after(lambda s: s["commands"]["acknowledged"] == before["acknowledged"] + 1,
+                           what="the gateway to match the pole's ack")["commands"]
+    assert stats["sent"] - before["sent"] == 1 and stats["awaiting_ack"] == 0
     mine = [u for u in city.uplinks[n:] if u["board"] == P_CMD]
     return ack[0], mine, stats["requeued"] - before["requeued"]
 

@@ -22,6 +22,7 @@ process groups, so the terminal's Ctrl-C reaches only the demo, which stops them
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -153,7 +154,13 @@ class Gateway:
                     '[log]\nlevel = "INFO"\nstats_interval_s = %d\n'
                     % (GATEWAY_ID, SITE, region, GATEWAY_ID, os.path.basename(registry),
                        self.udp_port, mqtt_url, float(max_batch_age_s), stats_interval_s))
+            f.write('\n[commands]\nkey_file = "command.key"\n')
             f.write(extra_toml)
+        # the key operators sign commands with (gateway/command_auth.py), new for each run
+        self.command_key = secrets.token_bytes(32)
+        key_path = os.path.join(workdir, "command.key")
+        with open(os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            f.write(self.command_key.hex() + "\n")
         self.proc = None
         self.addr = None
 

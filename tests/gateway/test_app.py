@@ -17,6 +17,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from gateway import batch
+from gateway.command_auth import sign
 from gateway.readings import parse_rxpk_time
 from protocol import cbor, gwmp, payload
 from protocol.lorawan import frame
@@ -35,6 +36,7 @@ FREQ = 868300000
 DATR = "SF9BW125"
 GW_ID, SITE = "gw-1", "block-a"
 TOPIC = batch.topic(SITE, GW_ID)
+COMMAND_KEY = bytes(range(32))  # written to command.key by write_setup: [commands] key_file
 
 
 def wait_for(cond, timeout=10.0, what="condition"):
@@ -132,6 +134,7 @@ dev_eui = "{POLE.hex()}"
 join_eui = "{JOIN_EUI.hex()}"
 app_key = "{KEY.hex()}"
 ''')
+    (tmp_path / "command.key").write_text(COMMAND_KEY.hex() + "\n")
     cfg = tmp_path / "gateway.toml"
     cfg.write_text(f'''
 [gateway]
@@ -155,6 +158,8 @@ level = "INFO"
 stats_interval_s = 0.2
 [http]
 listen = "127.0.0.1:0"
+[commands]
+key_file = "command.key"
 ''' + extra.get("more", ""))
     return cfg
 
@@ -394,8 +399,9 @@ def test_operator_command_over_mqtt_reaches_the_device(tmp_path, broker):
         pub.connect("127.0.0.1", broker.port)
         pub.loop_start()
         topic = f"streetgrid/{SITE}/{GW_ID}/commands"
-        for body in (b"not json", json.dumps({"dev_eui": POLE.hex(), "command": "dim",
-                                              "fields": {"seq": 9, "level": 25}}).encode()):
+        dim = sign({"id": "op-1", "dev_eui": POLE.hex(), "command": "dim",
+                    "fields": {"seq": 9, "level": 25}}, COMMAND_KEY)
+        for body in (b"not json", json.dumps(dim).encode()):
             pub.publish(topic, body, qos=1).wait_for_publish(5)
         gw.wait_stats(lambda s: s["commands"]["accepted"] == 1 and s["commands"]["rejected"] == 1
                       and s["commands"]["waiting"] == 1, "the commands")

@@ -79,8 +79,9 @@ def test_relay_command_over_mqtt_is_armed_then_written_on_the_bus(tmp_path, brok
 
     import paho.mqtt.client as mqtt
 
+    from gateway.command_auth import sign
     from protocol.modbus import registers as regmap
-    from tests.gateway.test_app import GW_ID, SITE
+    from tests.gateway.test_app import COMMAND_KEY, GW_ID, SITE
 
     dev = MapDevice(VALUES)
     srv = ServerThread({4: dev})
@@ -110,11 +111,15 @@ poll_interval_s = 0.2
                {"modbus": {"bus": "tcp-1", "address": 4}, "command": "format"}]
         good = {"modbus": {"bus": "tcp-1", "address": 4}, "command": "relay",
                 "fields": {"action": "open"}}
-        for body in bad + [good]:
+        unsigned = dict(good, id="op-unsigned")  # a relay command always needs a signature
+        for i, body in enumerate(bad + [good]):
+            body = sign(dict(body, id="op-%d" % i), COMMAND_KEY)
             pub.publish(topic, json.dumps(body).encode(), qos=1).wait_for_publish(5)
+        pub.publish(topic, json.dumps(unsigned).encode(), qos=1).wait_for_publish(5)
         s = gw.wait_stats(lambda s: s["commands"]["modbus_done"] == 1
-                          and s["commands"]["rejected"] == len(bad), "the relay command")
+                          and s["commands"]["rejected"] == len(bad) + 1, "the relay command")
         assert s["commands"]["modbus_failed"] == 0
+        assert s["commands"]["refused"] == {"invalid": len(bad), "relay-unsigned": 1}
         assert dev.writes == [(regmap.entry("relay_arm").address, [regmap.RELAY_ARM_MAGIC]),
                               (regmap.entry("relay").address, [0])]
         assert dev.values["relay"] == 0

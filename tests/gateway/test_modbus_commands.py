@@ -87,7 +87,8 @@ def test_refused_and_unanswered_commands_are_reported_failed():
         return dev, refused, silent, p.stats()
 
     dev, refused, silent, stats = asyncio.run(main())
-    assert refused is False and silent is False
+    assert refused == "register 0x%04X: exception 3" % regmap.entry("relay").address
+    assert silent.startswith("register 0x%04X: " % ARM)  # no answer to the arm
     assert dev.writes == [(ARM, [regmap.RELAY_ARM_MAGIC])]  # the arm went out, the relay was refused
     assert stats["meters"][3]["exceptions"] == {3: 1}
     assert stats["meters"][4]["timeouts"] >= 1

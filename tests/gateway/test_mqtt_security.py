@@ -8,7 +8,6 @@ import sys
 import threading
 import time
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from gateway import batch
@@ -17,6 +16,7 @@ from gateway.publisher import Publisher
 from gateway.store import RecordQueue
 from protocol import cbor
 from tests.gateway.mosquitto import MOSQUITTO
+from tests.gateway.test_publisher import wait_for
 from tests.gateway.secure_broker import USERS, Pki, SecureMosquitto
 
 pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed")
@@ -76,15 +76,6 @@ def queue_with(tmp_path, n, name="queue.db"):
 def publisher(q, lk, site=SITE):
     return Publisher(q, gateway_id=GW, site=site, link=lk, max_batch_age_s=0.02,
                      reconnect_min_s=1, reconnect_max_s=1).start()
-
-
-def wait_for(cond, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
 
 
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])
