@@ -1,7 +1,7 @@
 """``python -m gateway``: run the gateway service, or decode MQTT batches for people.
 
     python -m gateway run --config FILE [--ready-file PATH] [--check-config]
-    python -m gateway status --stats DATA_DIR/stats.json [--max-age S]
+    python -m gateway status (--url http://127.0.0.1:9600 | --stats DATA_DIR/stats.json) [--max-age S]
     python -m gateway sign-command --key-file KEY [--id ID] [FILE|-]
     python -m gateway decode-batch [FILE|-]
     python -m gateway decode-batch --mqtt mqtt://host:port [--topic T] [--count N] [--timeout S]
@@ -24,8 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ready-file", help="write {udp_host, udp_port, pid} JSON here once serving")
     run.add_argument("--check-config", action="store_true",
                      help="validate the config and the registry it names, then exit (0 ok, 2 bad)")
-    st = sub.add_parser("status", help="the gateway's state from its stats.json; exit 1 if unhealthy")
-    st.add_argument("--stats", required=True, help="the gateway's <data_dir>/stats.json")
+    st = sub.add_parser("status", help="the gateway's state, from its HTTP endpoint or its "
+                        "stats.json; exit 1 if unhealthy")
+    src = st.add_mutually_exclusive_group(required=True)
+    src.add_argument("--url", help="the gateway's [http] address, e.g. http://127.0.0.1:9600")
+    src.add_argument("--stats", help="the gateway's <data_dir>/stats.json")
     st.add_argument("--max-age", type=float, default=60.0,
                     help="seconds after which the file means a gateway that is not running")
     sg = sub.add_parser("sign-command", help="sign a JSON command with the gateway's command "

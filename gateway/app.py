@@ -154,6 +154,7 @@ class GatewayService:
             "reloads": dict(self.reloads),
             "http": dict(self.http.counters) if self.http is not None else {},
             "devices": self.server.activity.snapshot(),
+            "rejections": list(self.server.rejections.recent),
         }
 
     def write_stats(self) -> dict:
@@ -307,7 +308,7 @@ class GatewayService:
                 self.http = OperatorHttp(cfg.http_host, cfg.http_port)
                 http_port = self.http.start(asyncio.get_running_loop(), self.snapshot)
                 if http_port is not None:
-                    log.info("metrics and health on http://%s:%d/metrics, /healthz, /readyz",
+                    log.info("status page on http://%s:%d/ (and /metrics, /healthz, /readyz)",
                              cfg.http_host, http_port)
             if ready_file:
                 write_json_atomic(ready_file, {"udp_host": cfg.udp_host, "udp_port": port,

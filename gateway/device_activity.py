@@ -18,7 +18,7 @@ __all__ = ["DeviceActivity"]
 
 class _Device:
     __slots__ = ("joins", "last_join", "dev_addr", "uplinks", "uplinks_total", "last_uplink",
-                 "fcnt", "fport", "rssi", "snr")
+                 "fcnt", "fport", "rssi", "snr", "alarms")
 
     def __init__(self) -> None:
         self.joins = 0
@@ -31,6 +31,7 @@ class _Device:
         self.fport: int | None = None
         self.rssi: float | None = None
         self.snr: float | None = None
+        self.alarms: list[str] | None = None  # active alarms, from its last alarm frame
 
     def as_dict(self) -> dict:
         return {
@@ -44,6 +45,7 @@ class _Device:
             "fport": self.fport,
             "rssi": self.rssi,
             "snr": self.snr,
+            "alarms": self.alarms,
         }
 
 
@@ -92,10 +94,14 @@ class DeviceActivity:
         best = up.best() if up is not None and up.copies else None
         d.rssi = None if best is None else best.rssi
         d.snr = None if best is None else best.snr
+        if result.message == "alarm":  # the frame carries the whole bitmap of active alarms
+            d.alarms = [r["n"][7:] for r in result.records
+                        if r.get("n", "").startswith("alarms/") and r.get("vb") is True]
 
     def snapshot(self) -> dict:
         """``{DevEUI hex: {joins, last_join, dev_addr, uplinks, uplinks_total, last_uplink,
-        fcnt, fport, rssi, snr}}``, JSON types only; a field never seen yet is None."""
+        fcnt, fport, rssi, snr, alarms}}``, JSON types only; a field never seen yet is None
+        (``alarms``: the active alarms of the device's last alarm frame)."""
         return {eui.hex().upper(): d.as_dict() for eui, d in sorted(self._devices.items())}
 
 

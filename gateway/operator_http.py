@@ -1,5 +1,7 @@
-"""The operator's HTTP endpoint: ``/metrics`` (Prometheus text format, by prometheus-client),
-``/healthz`` (liveness) and ``/readyz`` (readiness), on ``[http] listen`` (loopback by default).
+"""The operator's HTTP endpoint, on ``[http] listen`` (loopback by default): ``/metrics``
+(Prometheus text format, by prometheus-client), ``/healthz`` (liveness), ``/readyz``
+(readiness), the live status page ``/`` with its ``/events`` stream (gateway/status_page.py),
+and ``/status.json`` (the snapshot stats.json holds, fresh; `python -m gateway status --url`).
 
 Why a thread and a hop onto the event loop: prometheus-client serves WSGI, which blocks, so the
 server runs in its own thread; but the counters belong to the event loop, so every scrape asks
@@ -26,11 +28,25 @@ from prometheus_client import PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRe
 from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
                                    HistogramMetricFamily, InfoMetricFamily)
 
+from gateway import status_page
+from gateway.health import readiness
+
 log = logging.getLogger("gateway.http")
 
 LOOP_TIMEOUT_S = 2.0
-QUEUE_READY_FULL = 0.9  # /readyz: broker down and the queue this full = not ready
 _UPLINK_NOT_REJECTED = ("accepted", "join")
+
+
+# the page loads only its own files and talks only to this server
+_SECURITY = [("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; "
+              "frame-ancestors 'none'"), ("X-Content-Type-Options", "nosniff"),
+             ("Referrer-Policy", "no-referrer")]
+
+
+def _reply(start_response, status: str, ctype: str, body: bytes):
+    start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(body))),
+                            ("Cache-Control", "no-store")] + _SECURITY)
+    return [body]
 
 
 class _Server(socketserver.ThreadingMixIn, WSGIServer):
@@ -40,26 +56,6 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, *args) -> None:  # no access log on the gateway's stderr
         pass
-
-
-def backhaul_problems(s: dict) -> list[str]:
-    """What keeps accepted records from a safe way to the broker, from a snapshot: a failing
-    durable queue, or the broker down while the queue is QUEUE_READY_FULL or fuller. Shared by
-    /readyz and `python -m gateway status`."""
-    why = []
-    q = s.get("queue", {})
-    if "error" in q:
-        why.append("the durable queue fails: %s" % q["error"])
-    full = q.get("used_bytes", 0) / q["max_bytes"] if q.get("max_bytes") else 0.0
-    if not s.get("publisher", {}).get("connected") and full >= QUEUE_READY_FULL:
-        why.append("MQTT is down and the queue is %.0f %% full" % (100 * full))
-    return why
-
-
-def readiness(s: dict) -> list[str]:
-    """Why the gateway is not ready to take uplinks ([] = ready)."""
-    why = [] if s.get("udp", {}).get("port") else ["the GWMP socket is not bound"]
-    return why + backhaul_problems(s)
 
 
 class SnapshotCollector:
@@ -185,6 +181,7 @@ class OperatorHttp:
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
         self.counters = {"bind_errors": 0, "loop_timeouts": 0}
+        self.streams = status_page.EventStreams()
         self._server = None
         self._thread = None
         self._loop = None
@@ -224,10 +221,26 @@ class OperatorHttp:
                                [("Content-Type", "application/json"),
                                 ("Content-Length", str(len(body)))])
                 return [body]
-            body = b"not found: /metrics, /healthz, /readyz\n"
-            start_response("404 Not Found", [("Content-Type", "text/plain"),
-                                             ("Content-Length", str(len(body)))])
-            return [body]
+            if path == "/status.json":
+                try:
+                    body = json.dumps(self.snapshot()).encode()
+                except Exception as exc:  # noqa: BLE001 - the loop did not answer
+                    return _reply(start_response, "503 Service Unavailable", "application/json",
+                                  json.dumps({"error": str(exc)}).encode())
+                return _reply(start_response, "200 OK", "application/json", body)
+            if path == "/events":
+                if not self.streams.take():
+                    return _reply(start_response, "503 Service Unavailable", "text/plain",
+                                  b"too many status pages open\n")
+                start_response("200 OK", [("Content-Type", "text/event-stream"),
+                                          ("Cache-Control", "no-store")] + _SECURITY)
+                return self.streams.stream(self.snapshot)
+            page = status_page.static_file(path)
+            if page is not None:
+                return _reply(start_response, "200 OK", page[1], page[0])
+            return _reply(start_response, "404 Not Found", "text/plain",
+                          b"not found: / (status page), /events, /status.json, /metrics, "
+                          b"/healthz, /readyz\n")
         return app
 
     def start(self, loop: asyncio.AbstractEventLoop, snapshot) -> int | None:
@@ -242,8 +255,8 @@ class OperatorHttp:
                                        server_class=_Server, handler_class=_QuietHandler)
         except OSError as exc:
             self.counters["bind_errors"] += 1
-            log.error("cannot serve /metrics, /healthz, /readyz on %s:%d: %s; the gateway "
-                      "runs without them", self.host, self.port, exc)
+            log.error("cannot serve the status page, /metrics, /healthz, /readyz on %s:%d: %s; "
+                      "the gateway runs without them", self.host, self.port, exc)
             return None
         self.port = self._server.server_port
         self._thread = threading.Thread(target=self._server.serve_forever, name="operator-http",
@@ -252,6 +265,7 @@ class OperatorHttp:
         return self.port
 
     def stop(self) -> None:
+        self.streams.stopping.set()  # open /events end; serve_forever can return
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

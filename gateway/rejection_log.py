@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from typing import Callable
 
 __all__ = ["RejectionLog"]
+
+RECENT = 20
 
 
 class RejectionLog:
@@ -23,9 +26,13 @@ class RejectionLog:
         self.limit = per_reason_per_s
         self.clock = clock
         self._windows: dict[str, list] = {}  # reason -> [second, lines, suppressed]
+        # the last RECENT rejections, every one (not rate-limited), for the status page
+        self.recent: deque = deque(maxlen=RECENT)
 
     def rejected(self, what: str, reason: str, detail: str) -> None:
         """Log ``<what> rejected (<reason>): <detail>``, within the reason's rate."""
+        self.recent.append({"t": round(time.time(), 3), "what": what, "reason": reason,
+                            "detail": detail})
         now = int(self.clock())
         w = self._windows.get(reason)
         if w is None or w[0] != now:

@@ -1,9 +1,11 @@
-"""``python -m gateway status``: the gateway's state for a person, read from its stats.json,
-and an exit status a health check can use.
+"""``python -m gateway status``: the gateway's state for a person, and an exit status a health
+check can use; from the gateway's ``/status.json`` (``--url``: the state right now) or from its
+stats.json (``--stats``).
 
-Why from stats.json: the gateway rewrites it every stats_interval_s, atomically, so reading it
+Why stats.json too: the gateway rewrites it every stats_interval_s, atomically, so reading it
 needs no connection to a running process, works for a gateway that died (a stale file says
-so), and costs the gateway nothing.
+so) or one whose HTTP endpoint is off, and costs the gateway nothing. A gateway that does not
+answer on --url is unhealthy (exit 1).
 
 Unhealthy (exit 1): the file is older than --max-age (the gateway is not running, or hung);
 the broker is disconnected while the durable queue is 90 % full or more (records would soon
@@ -17,7 +19,7 @@ import json
 import sys
 import time
 
-from gateway.operator_http import backhaul_problems
+from gateway.health import backhaul_problems
 
 
 def verdict(s: dict, age_s: float, max_age_s: float) -> list[str]:
@@ -67,13 +69,29 @@ def render(s: dict, age_s: float) -> list[str]:
     return lines
 
 
+def fetch(url: str, timeout_s: float = 10.0) -> dict:
+    """The gateway's snapshot from its HTTP endpoint (OSError or ValueError if none)."""
+    import urllib.request
+
+    with urllib.request.urlopen(url.rstrip("/") + "/status.json", timeout=timeout_s) as r:
+        return json.load(r)
+
+
 def main(args) -> int:
-    try:
-        with open(args.stats) as f:
-            s = json.load(f)
-    except (OSError, ValueError) as exc:
-        print("gateway status: cannot read %s: %s" % (args.stats, exc), file=sys.stderr)
-        return 2
+    if getattr(args, "url", None):
+        try:
+            s = fetch(args.url)
+        except (OSError, ValueError) as exc:
+            print("gateway status: %s does not answer: %s" % (args.url, exc))
+            print("UNHEALTHY: no answer from the gateway at %s" % args.url)
+            return 1
+    else:
+        try:
+            with open(args.stats) as f:
+                s = json.load(f)
+        except (OSError, ValueError) as exc:
+            print("gateway status: cannot read %s: %s" % (args.stats, exc), file=sys.stderr)
+            return 2
     age = max(0.0, time.time() - float(s.get("time", 0)))
     for line in render(s, age):
         print(line)

@@ -11,6 +11,7 @@ missing=""
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="mosquitto"
 command -v mbpoll >/dev/null || missing="$missing mbpoll"
 command -v zbarimg >/dev/null || missing="$missing zbar-tools"  # scans the device labels' QR codes
+command -v chromium >/dev/null || missing="$missing chromium"  # the status page, in a real browser
 if [ -n "$missing" ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         apt-get update -qq
@@ -21,7 +22,8 @@ if [ -n "$missing" ]; then
     fi
 fi
 python3 -m pip install --quiet --disable-pip-version-check -e ".[test]"
-# The real MicroPython VM (WebAssembly build, pinned in package-lock.json) for the on-VM tests.
+# The real MicroPython VM (WebAssembly build) for the on-VM tests, and playwright-core to drive
+# chromium for the status page's test; both pinned in package-lock.json.
 npm ci --silent --no-audit --no-fund
 
 python3 -m pytest "$@"

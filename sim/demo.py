@@ -154,7 +154,8 @@ class Gateway:
                     '[log]\nlevel = "INFO"\nstats_interval_s = %d\n'
                     % (GATEWAY_ID, SITE, region, GATEWAY_ID, os.path.basename(registry),
                        self.udp_port, mqtt_url, float(max_batch_age_s), stats_interval_s))
-            f.write('\n[commands]\nkey_file = "command.key"\n')
+            # the status page on a free port: the demo says which
+            f.write('\n[commands]\nkey_file = "command.key"\n\n[http]\nlisten = "127.0.0.1:0"\n')
             f.write(extra_toml)
         # the key operators sign commands with (gateway/command_auth.py), new for each run
         self.command_key = secrets.token_bytes(32)
@@ -163,6 +164,7 @@ class Gateway:
             f.write(self.command_key.hex() + "\n")
         self.proc = None
         self.addr = None
+        self.http_port = None
 
     def start(self, timeout=30.0):
         env = dict(os.environ)
@@ -184,6 +186,7 @@ class Gateway:
                 if int(info["pid"]) != self.proc.pid:
                     raise ValueError("a ready file left by an earlier gateway process")
                 self.addr = (info["udp_host"], int(info["udp_port"]))
+                self.http_port = info.get("http_port")
                 return self
             except (OSError, ValueError, KeyError):
                 time.sleep(0.05)
@@ -417,6 +420,9 @@ class Demo:
         await asyncio.get_running_loop().run_in_executor(None, self.gateway.start)
         self.say("gateway: pid %d, GWMP on %s:%d, log %s" % (
             (self.gateway.proc.pid,) + self.gateway.addr + (self.gateway.log,)))
+        if self.gateway.http_port:
+            self.say("status page: http://127.0.0.1:%d/ (live while the demo runs)"
+                     % self.gateway.http_port)
         self.city.gateway_addr = self.gateway.addr  # known only now that the gateway serves
         self.say("")
 

@@ -37,13 +37,34 @@ def test_join_then_uplinks_fields():
     assert a.snapshot() == {"70B3D57ED0001234": {
         "joins": 1, "last_join": 1_800_000_000.123, "dev_addr": "26000001", "uplinks": 0,
         "uplinks_total": 0, "last_uplink": None, "fcnt": None, "fport": None, "rssi": None,
-        "snr": None}}
+        "snr": None, "alarms": None}}
     a.uplink(result(0), T + 1)
     a.uplink(result(70_000, fport=None, copies=((-110.0, None),)), T + 2.00049)
     d = a.snapshot()["70B3D57ED0001234"]
     assert (d["uplinks"], d["uplinks_total"], d["joins"]) == (2, 2, 1)
     assert d["last_uplink"] == 1_800_000_002.0 and d["last_join"] == 1_800_000_000.123
     assert (d["fcnt"], d["fport"], d["rssi"], d["snr"]) == (70_000, None, -110.0, None)
+
+
+def test_open_alarms_follow_the_last_alarm_frame():
+    from dataclasses import replace
+
+    from protocol import payload
+    a = DeviceActivity()
+
+    def alarm(fields):
+        port, data = payload.encode_uplink("pole", "alarm", fields)
+        recs = payload.senml_records(payload.decode_uplink(port, data))
+        return replace(result(7, fport=port), message="alarm", records=recs)
+
+    a.uplink(result(6), T)
+    assert a.snapshot()["70B3D57ED0001234"]["alarms"] is None  # no alarm frame yet
+    a.uplink(alarm({"alarms/lamp_failure": True, "alarms/day_burner": True}), T + 1)
+    assert a.snapshot()["70B3D57ED0001234"]["alarms"] == ["lamp_failure", "day_burner"]
+    a.uplink(result(8), T + 2)  # a report does not say: the alarms stay open
+    assert a.snapshot()["70B3D57ED0001234"]["alarms"] == ["lamp_failure", "day_burner"]
+    a.uplink(alarm({}), T + 3)  # all cleared
+    assert a.snapshot()["70B3D57ED0001234"]["alarms"] == []
 
 
 def test_best_copy_is_uplink_best():

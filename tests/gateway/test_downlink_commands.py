@@ -138,7 +138,12 @@ def test_operator_guide_command_examples_parse_to_the_same_downlink(env):
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     with open(os.path.join(root, "docs", "operator-guide.md")) as f:
         section = f.read().split("## Commands to devices")[1].split("##")[0]
-    examples = [line.strip() for line in section.splitlines() if line.strip().startswith('{"dev_eui"')]
+    import json
+
+    from gateway.commands import ENVELOPE
+    examples = [json.loads(line) for line in section.splitlines()
+                if line.strip().startswith('{"id"') and '"dev_eui"' in line]
     assert len(examples) == 2
-    (e1, named), (e2, raw) = (parse_command(x, env[0], EU868) for x in examples)
+    (e1, named), (e2, raw) = (parse_command({k: v for k, v in x.items() if k not in ENVELOPE},
+                                            env[0], EU868) for x in examples)
     assert e1 == e2 == POLE and (named.fport, named.payload) == (raw.fport, raw.payload)

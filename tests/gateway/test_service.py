@@ -200,7 +200,15 @@ def test_status_reads_a_running_gateway_and_says_when_it_stopped(tmp_path):
         assert ("warning: MQTT is down: cannot reach the MQTT broker at mqtt://127.0.0.1:%d: "
                 "connection refused" % mqtt_port) in out, out
         assert out.splitlines()[-1] == "healthy"
+        url = "http://127.0.0.1:%d" % json.loads(gw.ready.read_text())["http_port"]
+        live = gateway("status", "--url", url)  # the same state, from the running process
+        assert live.returncode == 0, live.stdout + live.stderr
+        steady = [ln for ln in out.splitlines()[1:] if "last seen" not in ln]  # no ages
+        assert [ln for ln in live.stdout.splitlines()[1:] if "last seen" not in ln] == steady
+        assert "AA555A0000000001" in live.stdout
         assert gw.terminate() == 0
+        gone = gateway("status", "--url", url)
+        assert gone.returncode == 1 and "UNHEALTHY: no answer from the gateway" in gone.stdout
         time.sleep(1.2)
         p = gateway("status", "--stats", str(gw.stats_path), "--max-age", "1")
         assert p.returncode == 1 and "UNHEALTHY: stats.json is" in p.stdout, p.stdout
