@@ -346,9 +346,9 @@ class CommandSubscriber:
                    else "sent, but the device never acknowledged it")
             log.warning("command %s (%s) for %s expired: %s", e.id, e.app.label,
                         e.dev_eui.hex().upper(), why)
+            extra = {"detail": "was in flight"} if e.state == "waiting" and not waiting else {}
             self._result(e.id, "expired", reason=why, dev_eui=e.dev_eui.hex().upper(),
-                         command=e.app.label, **({} if waiting or e.state != "waiting"
-                                                 else {"detail": "was in flight"}))
+                         command=e.app.label, **extra)
 
     def _ledger(self, op, *args):
         try:

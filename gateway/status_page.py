@@ -99,6 +99,7 @@ class EventStreams:
         self.open = 0
         self.refused = 0
         self.stopping = threading.Event()
+        self._latest = (float("-inf"), b"")  # (monotonic time, event body) shared by all pages
 
     def take(self) -> bool:
         with self._lock:
@@ -112,6 +113,18 @@ class EventStreams:
         with self._lock:
             self.open -= 1
 
+    def _body(self, snapshot) -> bytes:
+        """The current view, taken at most once per half interval however many pages are open:
+        a snapshot is work on the event loop (all devices), not to be repeated per page."""
+        with self._lock:
+            at, body = self._latest
+            if time.monotonic() - at < INTERVAL_S / 2:
+                return body
+        body = json.dumps(page_view(snapshot()), separators=(",", ":")).encode()
+        with self._lock:
+            self._latest = (time.monotonic(), body)
+        return body
+
     def stream(self, snapshot):
         """The SSE body: ``retry`` once, then one ``data:`` event per INTERVAL_S until the
         client goes away (the write fails) or the server stops. Call after take()."""
@@ -119,8 +132,7 @@ class EventStreams:
             yield b"retry: 2000\n\n"
             while not self.stopping.is_set():
                 try:
-                    body = json.dumps(page_view(snapshot()), separators=(",", ":"))
-                    yield b"data: " + body.encode() + b"\n\n"
+                    yield b"data: " + self._body(snapshot) + b"\n\n"
                 except TimeoutError as exc:  # the event loop did not answer: say so
                     yield b"event: stalled\ndata: " + json.dumps(str(exc)).encode() + b"\n\n"
                 self.stopping.wait(INTERVAL_S)
