@@ -113,7 +113,7 @@ def test_a_metrics_port_in_use_is_logged_and_the_gateway_runs_on(tmp_path):
         assert s["http"]["bind_errors"] == 1
         assert gw.terminate() == 0
         log = (tmp_path / "gateway.log").read_text()
-        assert "cannot serve /metrics" in log and "Traceback" not in log
+        assert "cannot serve the status page, /metrics" in log and "Traceback" not in log
     finally:
         taken.close()
         if gw.proc.poll() is None:
