@@ -20,7 +20,7 @@ What runs (all real, on 127.0.0.1):
   * a subscriber process (paho) on the readings topic that stamps every batch on arrival.
 
 Devices: a registry TOML of ``--devices`` poles; their sessions are pre-populated in the
-gateway's session store (gateway.sessions.SessionStore.save_join with the LoRaWAN key
+gateway's session store (gateway.lorawan.sessions.SessionStore.save_join with the LoRaWAN key
 derivation) before the gateway starts, so no joins happen during the run.
 
 Measured (printed): sustained uplinks/s = uplinks arriving at the subscriber between
@@ -85,7 +85,7 @@ def write_registry(path: str, n: int) -> None:
 
 def populate_sessions(path: str, n: int) -> list[tuple[bytes, int, bytes, bytes]]:
     """Create one session per device in a SessionStore file -> [(dev_eui, dev_addr, nwk, app)]."""
-    from gateway.sessions import SessionStore
+    from gateway.lorawan.sessions import SessionStore
     from protocol.lorawan.security import derive_session_keys
 
     out = []
@@ -403,11 +403,11 @@ def serve_standin(config_path: str, ready_file: str, batched: bool, sync: str,
     import asyncio
     import tomllib
 
-    from gateway.forwarders import ForwarderServer
-    from gateway.publisher import Publisher
-    from gateway.registry import load_registry
-    from gateway.sessions import SessionStore
-    from gateway.store import Record, RecordQueue
+    from gateway.lorawan.forwarders import ForwarderServer
+    from gateway.backhaul.publisher import Publisher
+    from gateway.lorawan.registry import load_registry
+    from gateway.lorawan.sessions import SessionStore
+    from gateway.backhaul.store import Record, RecordQueue
     from protocol import cbor
     from protocol.lorawan.region import EU868
 

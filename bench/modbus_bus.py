@@ -11,7 +11,7 @@ What runs (all real):
   * on its other end, one `python -m sim meter --address 1,..,M` process: M meters, each the
     meter firmware's Modbus slave behind the paced line model (bytes at the baud rate, frames
     ended by t3.5 of silence, the meter's turnaround), all on one line model (sim.rs485.Bus);
-  * the poller under test in its own process (this file's --serve-poller): gateway.modbus_poller
+  * the poller under test in its own process (this file's --serve-poller): gateway.modbus.poller
     .BusPoller on real pymodbus and pyserial, polling back to back (poll_interval_s 0), each
     meter's plan exactly one read of N input registers (2: voltage_l1; 40: the 20 floats from
     0x0000), items to a sink that drops them (the bus is measured, not the durable queue).
@@ -106,7 +106,7 @@ def phases(trace) -> dict:
 
 def serve_poller(spec: dict) -> dict:
     """Run one case in this process; returns its numbers (printed as JSON by --serve-poller)."""
-    from gateway.modbus_poller import BusConfig, BusPoller, MeterConfig
+    from gateway.modbus.poller import BusConfig, BusPoller, MeterConfig
 
     parity, stop = spec["parity"], spec["stopbits"]
     common = dict(port=spec["port"], baudrate=spec["baud"], parity=parity, stopbits=stop,

@@ -2,7 +2,7 @@
 loader.
 
 Why the loader: the file must stay one the gateway accepts, so the new text is validated by
-gateway.registry.parse_registry() before it replaces the old one; a duplicate DevEUI (or any
+gateway.lorawan.registry.parse_registry() before it replaces the old one; a duplicate DevEUI (or any
 other problem the gateway would refuse to start with) is refused here with the gateway's own
 message. The entry is appended as text, so the operator's comments and order survive, and the
 file is replaced atomically (a crash leaves the old file or the new one, never half of one).
@@ -11,7 +11,7 @@ file is replaced atomically (a crash leaves the old file or the new one, never h
 import os
 import tomllib
 
-from gateway.registry import RegistryError, load_registry, parse_registry
+from gateway.lorawan.registry import RegistryError, load_registry, parse_registry
 
 
 def entry_text(name, site, kind, dev_eui, join_eui, app_key):
@@ -50,7 +50,7 @@ def commit(path, content):
 
 
 def find(path, dev_eui):
-    """The registry's gateway.registry.Device for dev_eui, or None (also when there is no file
+    """The registry's gateway.lorawan.registry.Device for dev_eui, or None (also when there is no file
     yet)."""
     if not os.path.exists(path):
         return None

@@ -169,7 +169,7 @@ class MqttWatcher:
                              % (url, topic))
 
     def _on_message(self, client, userdata, msg):
-        from gateway.batch import decode_batch
+        from gateway.backhaul.batch import decode_batch
 
         try:
             records = decode_batch(msg.payload)["records"]

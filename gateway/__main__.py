@@ -56,12 +56,12 @@ def main(argv: list[str] | None = None) -> int:
         from gateway.app import main as run_main
         return run_main(args.config, args.ready_file)
     if args.command == "sign-command":
-        from gateway import sign_cli
+        from gateway.commands import sign_cli
         return sign_cli.main(args)
     if args.command == "status":
-        from gateway import status_cli
+        from gateway.operations import status_cli
         return status_cli.main(args)
-    from gateway import decode_cli
+    from gateway.operations import decode_cli
     return decode_cli.main(args)
 
 

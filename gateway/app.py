@@ -31,22 +31,22 @@ import sys
 import time
 
 from gateway import log_format
-from gateway.command_auth import CommandGate
-from gateway.command_ledger import CommandLedger, LedgerError
-from gateway.commands import CommandSubscriber, command_topic, results_topic
+from gateway.commands.auth import CommandGate
+from gateway.commands.ledger import CommandLedger, LedgerError
+from gateway.commands.subscriber import CommandSubscriber, command_topic, results_topic
 from gateway.config import Config, ConfigError, load_config
-from gateway.device_queue import DeviceQueue
-from gateway.forwarders import ForwarderServer
-from gateway.intake import Intake
-from gateway.modbus_poller import BusPoller
-from gateway.operator_http import OperatorHttp
-from gateway.publisher import Publisher
-from gateway.readings import uplink_item
-from gateway.registry import RegistryError, load_registry
-from gateway.sessions import SessionError, SessionStore
-from gateway.stats import summary_line, write_json_atomic
-from gateway.store import QueueError, Record, RecordQueue
-from gateway.uplink import Result
+from gateway.lorawan.device_queue import DeviceQueue
+from gateway.lorawan.forwarders import ForwarderServer
+from gateway.backhaul.intake import Intake
+from gateway.modbus.poller import BusPoller
+from gateway.operations.http_server import OperatorHttp
+from gateway.backhaul.publisher import Publisher
+from gateway.lorawan.readings import uplink_item
+from gateway.lorawan.registry import RegistryError, load_registry
+from gateway.lorawan.sessions import SessionError, SessionStore
+from gateway.operations.stats import summary_line, write_json_atomic
+from gateway.backhaul.store import QueueError, Record, RecordQueue
+from gateway.lorawan.uplink import Result
 from protocol.lorawan.region import region as get_region
 
 __all__ = ["GatewayService", "main", "STATS_FILE"]

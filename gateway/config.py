@@ -1,7 +1,7 @@
 """The gateway's TOML configuration file, validated before anything starts.
 
 Format (stdlib ``tomllib``; every key but ``gateway.id``, ``gateway.site`` and
-``gateway.registry`` has the default shown)::
+``gateway.lorawan.registry`` has the default shown)::
 
     [gateway]
     id          = "gw-1"            # MQTT topic part and batch gateway_id
@@ -9,7 +9,7 @@ Format (stdlib ``tomllib``; every key but ``gateway.id``, ``gateway.site`` and
     region      = "EU868"           # "EU868" | "KR920"
     net_id      = 0x000013          # 24-bit NetID (DevAddr prefix: net_id & 0x7F)
     data_dir    = "var/<id>"        # sessions.db, queue.db, stats.json
-    registry    = "devices.toml"    # device registry (gateway/registry.py)
+    registry    = "devices.toml"    # device registry (gateway/lorawan/registry.py)
     time_source = "forwarder"       # record time: the best copy's rxpk "time", else the
                                     # gateway clock; "gateway": always the gateway clock
     [udp]
@@ -35,19 +35,19 @@ Format (stdlib ``tomllib``; every key but ``gateway.id``, ``gateway.site`` and
     max_batch_records = 500
     max_batch_age_s = 1.0
     [queue]
-    max_bytes = 67108864            # durable queue bound (gateway/store.py)
+    max_bytes = 67108864            # durable queue bound (gateway/backhaul/store.py)
     backlog_records = 10000         # in-memory hold while the durable queue is full
     [commands]
     key_file = ""                   # HMAC-SHA256 key (hex, >= 32 bytes) commands are signed
-                                    # with (gateway/command_auth.py); "" = none
+                                    # with (gateway/commands/auth.py); "" = none
     allow_unsigned = false          # run unsigned commands other than relay (a lab bench)
     max_skew_s = 300                # a signed command's ts must be this close to our clock
     ttl_s = 86400                   # a command not acknowledged this long after it is
                                     # accepted expires
     [http]
-    listen = "127.0.0.1:9600"       # /metrics, /healthz, /readyz (gateway/operator_http.py);
+    listen = "127.0.0.1:9600"       # /metrics, /healthz, /readyz (gateway/operations/http_server.py);
                                     # "" = off, port 0 = any free port
-    [[modbus.bus]]                  # Modbus meter buses, none by default: gateway/modbus_config.py
+    [[modbus.bus]]                  # Modbus meter buses, none by default: gateway/modbus/config.py
     [log]
     level = "INFO"                  # DEBUG | INFO | WARNING | ERROR
     format = "text"                 # "text" | "json" (one JSON object per line)
@@ -56,7 +56,7 @@ Format (stdlib ``tomllib``; every key but ``gateway.id``, ``gateway.site`` and
 Relative paths (``data_dir``, ``registry``) are resolved against the directory of the config
 file, not the working directory, so a service manager can start the gateway from anywhere.
 
-Error policy (as gateway/registry.py): the whole file is checked and **every** problem is
+Error policy (as gateway/lorawan/registry.py): the whole file is checked and **every** problem is
 collected into one :class:`ConfigError`; unknown sections and keys are errors (typos of
 optional keys would otherwise be silently ignored).  The gateway refuses to start on any.
 """
@@ -66,11 +66,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from gateway.command_auth import load_key
+from gateway.commands.auth import load_key
 from gateway.log_format import FORMATS as LOG_FORMATS
-from gateway.modbus_config import parse_buses
-from gateway.mqtt_link import PROTOCOLS as MQTT_PROTOCOLS
-from gateway.mqtt_link import LinkError, MqttLink, parse_broker_url
+from gateway.modbus.config import parse_buses
+from gateway.backhaul.mqtt_link import PROTOCOLS as MQTT_PROTOCOLS
+from gateway.backhaul.mqtt_link import LinkError, MqttLink, parse_broker_url
 from gateway.toml_file import read_toml
 from protocol.lorawan.region import REGIONS
 
@@ -119,7 +119,7 @@ class Config:
     log_format: str = "text"  # gateway/log_format.py
     http_host: str | None = "127.0.0.1"  # None: no operator HTTP endpoint
     http_port: int = 9600
-    modbus_buses: tuple = ()  # gateway.modbus_poller.BusConfig per [[modbus.bus]] (modbus_config)
+    modbus_buses: tuple = ()  # gateway.modbus.poller.BusConfig per [[modbus.bus]] (gateway.modbus.config)
     command_key: bytes | None = field(default=None, repr=False)  # [commands] key_file's key
     command_key_file: str = ""
     commands_allow_unsigned: bool = False
@@ -133,7 +133,7 @@ class Config:
 
 def parse_mqtt_url(url: object) -> tuple[str, int]:
     """``mqtt://host[:port]`` -> (host, port), for tools that speak plain MQTT only (TLS is
-    the gateway's, via [mqtt] and gateway.mqtt_link). ValueError if unusable."""
+    the gateway's, via [mqtt] and gateway.backhaul.mqtt_link). ValueError if unusable."""
     tls, host, port = parse_broker_url(url)
     if tls:
         raise ValueError(f"{url!r}: scheme must be 'mqtt' here (no TLS settings)")

@@ -1,6 +1,6 @@
 """Bucket counts for a Prometheus histogram, kept by the thread that measures and read as one
 snapshot. prometheus-client's own Histogram lives in a process-wide registry; the gateway's
-metrics come from one service snapshot per scrape (gateway/operator_http.py), so the counts
+metrics come from one service snapshot per scrape (gateway/operations/http_server.py), so the counts
 live with the service and are only rendered by the collector."""
 
 from __future__ import annotations

@@ -117,7 +117,7 @@ def lone_meter(address, load_w, baud, step_wh=1, *extra):
 
 
 def bus_toml(name, port, baud, meters, **opts):
-    """A [[modbus.bus]] table (gateway/modbus_config.py); meters: [(address, points,
+    """A [[modbus.bus]] table (gateway/modbus/config.py); meters: [(address, points,
     {meter options})]; opts: bus options (timeout_s, retries, poll_interval_s, ...)."""
     out = ["", "[[modbus.bus]]", 'name = "%s"' % name, 'kind = "rtu"', 'port = "%s"' % port,
            "baudrate = %d" % baud]
@@ -152,7 +152,7 @@ def polls(readings):
 
 def expected_records(points):
     """[(SenML name, unit, register)] a poll of `points` carries, in register map order
-    (gateway/meter_readings.py: map order, measured registers only)."""
+    (gateway/modbus/readings.py: map order, measured registers only)."""
     want = set(points)
     return [(r.senml_name, r.senml_unit, r) for r in regmap.REGISTERS
             if r.name in want and r.senml_name]

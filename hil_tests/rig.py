@@ -17,8 +17,8 @@ import time
 import paho.mqtt.client as mqtt
 
 import sim.demo
-from gateway.batch import decode_batch
-from gateway.sessions import SessionStore
+from gateway.backhaul.batch import decode_batch
+from gateway.lorawan.sessions import SessionStore
 from protocol import gwmp
 from tests.gateway.mosquitto import MOSQUITTO, Mosquitto
 
@@ -101,7 +101,7 @@ class HilGateway(sim.demo.Gateway):
 
     def session(self, dev_eui):
         """The gateway's session for dev_eui (hex), read from its own store while it runs:
-        gateway.sessions.SessionStore on <data_dir>/sessions.db. The file is in WAL mode, so
+        gateway.lorawan.sessions.SessionStore on <data_dir>/sessions.db. The file is in WAL mode, so
         this second connection reads the committed state beside the gateway's writer (the
         store is only read here, then closed)."""
         with SessionStore(os.path.join(self.data_dir, "sessions.db")) as store:

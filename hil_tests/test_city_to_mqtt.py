@@ -16,7 +16,7 @@ import pytest
 
 import sim.demo
 import sim.mpvm
-from gateway.dedup import DEFAULT_REMEMBER_S
+from gateway.lorawan.dedup import DEFAULT_REMEMBER_S
 from hil_tests.rig import (MOSQUITTO, CityUnderTest, FakeForwarder, PushLog, ReportRecorder,
                            wait_for)
 from hil_tests.truth import WorldTruth, check_against_report

@@ -20,8 +20,8 @@ import time
 
 import pytest
 
-from gateway.command_auth import sign
-from gateway.meter_readings import meter_urn
+from gateway.commands.auth import sign
+from gateway.modbus.readings import meter_urn
 from protocol.modbus import registers as regmap
 from hil_tests.meter_bus_rig import (FREQUENCY_HZ, POWER_FACTOR, MeterBus, Truth, bus_toml,
                                      expected_records, polls, voltage)
@@ -491,7 +491,7 @@ def test_pymodbus_sync_client_gets_the_exception_codes_and_floats(lone_meter):
 
 
 def test_an_operator_relay_command_on_mqtt_switches_the_real_meter(lone_meter, mqtt, tmp_path):
-    """The operator's relay command (gateway/modbus_commands.py) published on the gateway's
+    """The operator's relay command (gateway/modbus/commands.py) published on the gateway's
     command topic goes out on the bus as the meter firmware's arm + relay writes: "open"
     disconnects the load (the following polls read 0 W and the energy stands still), "close"
     brings it back; each command counted done once, and the power switches once each way."""

@@ -26,7 +26,7 @@ import paho.mqtt.publish
 import pytest
 
 import sim.demo
-from gateway.command_auth import sign
+from gateway.commands.auth import sign
 from firmware.drivers.dimmer import level_to_duty
 from hil_tests.rig import MOSQUITTO, CityUnderTest, wait_for
 from hil_tests.truth import WorldTruth, fields_of

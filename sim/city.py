@@ -26,7 +26,7 @@ board's truth() says what really flowed through it. A city may have meters and n
 
 Identity: DevEUI ``70B3D57ED0`` + 6 hex digits (pole index + 1), JoinEUI fixed, AppKey drawn
 from the seed. ``devices()`` lists them in the gateway registry's fields; ``registry_toml()``
-writes the file format of gateway/registry.py.
+writes the file format of gateway/lorawan/registry.py.
 
 Faults, at virtual instants (seconds from the start): ``power_cut(at_s, pole)``,
 ``tilt(at_s, pole, deg)``, ``door(at_s, pole, open)``, ``lamp_failure(at_s, pole, failed)``,

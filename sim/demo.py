@@ -157,7 +157,7 @@ class Gateway:
             # the status page on a free port: the demo says which
             f.write('\n[commands]\nkey_file = "command.key"\n\n[http]\nlisten = "127.0.0.1:0"\n')
             f.write(extra_toml)
-        # the key operators sign commands with (gateway/command_auth.py), new for each run
+        # the key operators sign commands with (gateway/commands/auth.py), new for each run
         self.command_key = secrets.token_bytes(32)
         key_path = os.path.join(workdir, "command.key")
         with open(os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:

@@ -1,8 +1,8 @@
 """What the demo shows: one compact terminal line per uplink or Modbus poll, from the gateway's
 MQTT batches.
 
-The demo reads what a real consumer reads (the CBOR batch of gateway/batch.py with SenML
-records, gateway/readings.py and gateway/meter_readings.py), so the line proves the whole path:
+The demo reads what a real consumer reads (the CBOR batch of gateway/backhaul/batch.py with SenML
+records, gateway/lorawan/readings.py and gateway/modbus/readings.py), so the line proves the whole path:
 time, device, the decoded fields with their units, and where it came from: the frame counter,
 the best copy's RSSI/SNR and the forwarders that heard it, or the Modbus bus and address.
 """
@@ -10,8 +10,8 @@ the best copy's RSSI/SNR and the forwarders that heard it, or the Modbus bus and
 import math
 from datetime import datetime, timezone
 
-from gateway.batch import decode_batch
-from gateway.readings import LABELS
+from gateway.backhaul.batch import decode_batch
+from protocol.payload.senml import LABELS
 
 _NAMES = dict((v, k) for k, v in LABELS.items())
 _UNITS = {"/100": "%", "Cel": "°C", "%RH": "%RH", "lx": "lx", "W": "W", "Wh": "Wh", "deg": "°",

@@ -12,6 +12,10 @@ base version is SENML_BVER (RFC 9100, feature "secondary units").
 
 SENML_BVER = 26
 
+# RFC 8428 section 6: the integer labels a CBOR SenML pack uses for its text labels
+LABELS = {"bver": -1, "bn": -2, "bt": -3, "bu": -4, "bv": -5, "bs": -6,
+          "n": 0, "u": 1, "v": 2, "vs": 3, "vb": 4, "s": 5, "t": 6, "ut": 7, "vd": 8}
+
 _cache = {}  # fPort -> record templates
 
 

@@ -14,7 +14,7 @@ import serial
 
 from fieldkit import batch
 from firmware import config
-from gateway.registry import load_registry
+from gateway.lorawan.registry import load_registry
 from sim import serial_board
 
 pytestmark = pytest.mark.skipif(not serial_board.available(), reason="MicroPython VM missing")

@@ -13,7 +13,7 @@ from hypothesis import given, strategies as st
 
 from fieldkit import device_config, label, registry_file
 from firmware import config
-from gateway.registry import RegistryError, load_registry
+from gateway.lorawan.registry import RegistryError, load_registry
 
 KEY = "2B7E151628AED2A6ABF7158809CF4F3C"
 EUI = "70B3D57ED0001234"

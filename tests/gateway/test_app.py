@@ -16,9 +16,9 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from gateway import batch
-from gateway.command_auth import sign
-from gateway.readings import parse_rxpk_time
+from gateway.backhaul import batch
+from gateway.commands.auth import sign
+from gateway.lorawan.readings import parse_rxpk_time
 from protocol import cbor, gwmp, payload
 from protocol.lorawan import frame
 from protocol.lorawan.session import build_data_frame, open_data_frame

@@ -3,8 +3,8 @@ bounded backlog; only a full backlog drops (counted, logged).  Real SQLite queue
 
 import logging
 
-from gateway.intake import Intake
-from gateway.store import RECORD_OVERHEAD, RecordQueue
+from gateway.backhaul.intake import Intake
+from gateway.backhaul.store import RECORD_OVERHEAD, RecordQueue
 
 
 def item(i, size=100):

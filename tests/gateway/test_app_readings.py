@@ -7,11 +7,11 @@ import cbor2
 import pytest
 from hypothesis import given, strategies as st
 
-from gateway import batch
-from gateway.dedup import Uplink
-from gateway.forwarders import ForwarderCopy
-from gateway.readings import ItemError, parse_rxpk_time, uplink_item
-from gateway.uplink import Result
+from gateway.backhaul import batch
+from gateway.lorawan.dedup import Uplink
+from gateway.lorawan.forwarders import ForwarderCopy
+from gateway.lorawan.readings import ItemError, parse_rxpk_time, uplink_item
+from gateway.lorawan.uplink import Result
 from protocol import cbor
 from protocol.lorawan.region import EU868
 

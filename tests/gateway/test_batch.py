@@ -2,7 +2,7 @@ import cbor2
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from gateway import batch
+from gateway.backhaul import batch
 from protocol import cbor
 
 label_vals = st.one_of(

@@ -1,4 +1,4 @@
-"""Who may command a device (gateway/command_auth.py), with the ledger's real on-disk nonces:
+"""Who may command a device (gateway/commands/auth.py), with the ledger's real on-disk nonces:
 signatures, timestamps, nonces, unsigned and relay commands; hypothesis for the canonical form
 and for tampering."""
 
@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.command_auth import (RELAY_PORTS, CommandGate, CommandRefused, canonical, load_key,
+from gateway.commands.auth import (RELAY_PORTS, CommandGate, CommandRefused, canonical, load_key,
                                   moves_relay, sign)
-from gateway.command_ledger import CommandLedger
+from gateway.commands.ledger import CommandLedger
 
 KEY = bytes.fromhex("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff")
 NOW = 1_765_000_000

@@ -8,7 +8,7 @@ import sys
 
 import paho.mqtt.client as mqtt
 
-from gateway import batch
+from gateway.backhaul import batch
 from protocol import cbor
 from tests.gateway.mosquitto import Mosquitto
 

@@ -1,7 +1,7 @@
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from gateway.dedup import Deduplicator, RadioMeta, Uplink
+from gateway.lorawan.dedup import Deduplicator, RadioMeta, Uplink
 from protocol.gwmp import Rxpk
 
 FRAME = bytes.fromhex("40785634120000010001aabbccdd")

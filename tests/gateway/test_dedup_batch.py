@@ -2,7 +2,7 @@
 
 import pytest
 
-from gateway.dedup import Deduplicator, RadioMeta
+from gateway.lorawan.dedup import Deduplicator, RadioMeta
 
 
 def meta(fw):

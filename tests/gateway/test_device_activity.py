@@ -1,13 +1,13 @@
-"""gateway.device_activity.DeviceActivity, and the stats.json ``devices`` section it feeds through
+"""gateway.lorawan.device_activity.DeviceActivity, and the stats.json ``devices`` section it feeds through
 the real gateway (subprocess, real UDP forwarders; no broker needed)."""
 
 from __future__ import annotations
 
 import json
 
-from gateway.dedup import RadioMeta, Uplink
-from gateway.device_activity import DeviceActivity
-from gateway.uplink import Result
+from gateway.lorawan.dedup import RadioMeta, Uplink
+from gateway.lorawan.device_activity import DeviceActivity
+from gateway.lorawan.uplink import Result
 from tests.gateway.mosquitto import free_port
 from tests.gateway.test_app import (GW_A, GW_B, POLE, Forwarder, Gateway, data_frame, join,
                                     write_setup)

@@ -6,9 +6,9 @@ import asyncio
 import pytest
 from hypothesis import given, strategies as st
 
-from gateway import downlink as dl
-from gateway.dedup import RadioMeta
-from gateway.forwarders import ForwarderServer
+from gateway.lorawan import downlink as dl
+from gateway.lorawan.dedup import RadioMeta
+from gateway.lorawan.forwarders import ForwarderServer
 from protocol import gwmp, payload
 from protocol.lorawan import frame
 from protocol.lorawan.region import EU868, KR920

@@ -7,9 +7,9 @@ import json
 import pytest
 from hypothesis import given, strategies as st
 
-from gateway.commands import CommandError, parse_command
-from gateway.device_queue import AppDownlink, DeviceQueue, DeviceQueueFull
-from gateway.forwarders import ForwarderServer
+from gateway.commands.subscriber import CommandError, parse_command
+from gateway.lorawan.device_queue import AppDownlink, DeviceQueue, DeviceQueueFull
+from gateway.lorawan.forwarders import ForwarderServer
 from protocol import gwmp, payload
 from protocol.lorawan import frame
 from protocol.lorawan.region import EU868
@@ -54,7 +54,7 @@ def test_bad_commands_are_refused_with_a_reason(env, body, needle):
 
 @given(st.binary(max_size=200))
 def test_any_bytes_parse_or_are_refused(body):
-    from gateway.registry import Registry
+    from gateway.lorawan.registry import Registry
     try:
         parse_command(body, Registry([]), EU868)
     except CommandError:
@@ -140,7 +140,7 @@ def test_operator_guide_command_examples_parse_to_the_same_downlink(env):
         section = f.read().split("## Commands to devices")[1].split("##")[0]
     import json
 
-    from gateway.commands import ENVELOPE
+    from gateway.commands.subscriber import ENVELOPE
     examples = [json.loads(line) for line in section.splitlines()
                 if line.strip().startswith('{"id"') and '"dev_eui"' in line]
     assert len(examples) == 2

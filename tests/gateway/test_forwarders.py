@@ -6,9 +6,9 @@ import socket
 
 import pytest
 
-from gateway.forwarders import ForwarderServer
-from gateway.registry import load_registry
-from gateway.sessions import SessionStore
+from gateway.lorawan.forwarders import ForwarderServer
+from gateway.lorawan.registry import load_registry
+from gateway.lorawan.sessions import SessionStore
 from protocol import gwmp, payload
 from protocol.lorawan import frame
 from protocol.lorawan.region import EU868

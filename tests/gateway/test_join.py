@@ -1,9 +1,9 @@
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from gateway.join import REASONS, handle_join_request
-from gateway.registry import load_registry
-from gateway.sessions import SessionStore
+from gateway.lorawan.join import REASONS, handle_join_request
+from gateway.lorawan.registry import load_registry
+from gateway.lorawan.sessions import SessionStore
 from protocol.lorawan import frame, network_side
 from protocol.lorawan.region import EU868, KR920
 from protocol.lorawan.network_side import build_join_accept

@@ -47,7 +47,7 @@ timeout_s = 0.2
     sub = Subscriber(broker.port)
     gw = Gateway(tmp_path, write_setup(tmp_path, broker.port, more=more))
     try:
-        from gateway import batch
+        from gateway.backhaul import batch
 
         def meter_records():
             out = []
@@ -79,7 +79,7 @@ def test_relay_command_over_mqtt_is_armed_then_written_on_the_bus(tmp_path, brok
 
     import paho.mqtt.client as mqtt
 
-    from gateway.command_auth import sign
+    from gateway.commands.auth import sign
     from protocol.modbus import registers as regmap
     from tests.gateway.test_app import COMMAND_KEY, GW_ID, SITE
 

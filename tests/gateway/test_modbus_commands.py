@@ -1,4 +1,4 @@
-"""gateway.modbus_commands: what an operator's Modbus command becomes, and its outcome when the
+"""gateway.modbus.commands: what an operator's Modbus command becomes, and its outcome when the
 meter refuses or does not answer (real BusPoller against a real pymodbus TCP server)."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.modbus_commands import (ModbusCommandError, parse_modbus_command,
+from gateway.modbus.commands import (ModbusCommandError, parse_modbus_command,
                                      run_modbus_command)
-from gateway.modbus_poller import BusConfig, BusPoller, MeterConfig
+from gateway.modbus.poller import BusConfig, BusPoller, MeterConfig
 from protocol.modbus import registers as regmap
 from tests.gateway.modbus_servers import MapDevice, tcp_server
 

@@ -1,11 +1,11 @@
-"""gateway.modbus_config: [[modbus.bus]] tables -> BusConfig, every problem reported."""
+"""gateway.modbus.config: [[modbus.bus]] tables -> BusConfig, every problem reported."""
 
 from __future__ import annotations
 
 import tomllib
 
-from gateway.modbus_config import parse_buses
-from gateway.modbus_poller import BusConfig, MeterConfig
+from gateway.modbus.config import parse_buses
+from gateway.modbus.poller import BusConfig, MeterConfig
 
 GOOD = """
 [[modbus.bus]]

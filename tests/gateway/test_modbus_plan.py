@@ -1,4 +1,4 @@
-"""gateway.modbus_plan: reads that cover a meter's points, merged only where it is cheaper."""
+"""gateway.modbus.plan: reads that cover a meter's points, merged only where it is cheaper."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.modbus_plan import MeterPlan, PlanError, Read, max_gap_for, wire_cost_us
+from gateway.modbus.plan import MeterPlan, PlanError, Read, max_gap_for, wire_cost_us
 from protocol.modbus import registers as regmap
 from protocol.modbus.master import transaction_time_us
 

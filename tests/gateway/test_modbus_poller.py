@@ -1,4 +1,4 @@
-"""gateway.modbus_poller against real pymodbus servers: Modbus TCP on 127.0.0.1 and RTU on
+"""gateway.modbus.poller against real pymodbus servers: Modbus TCP on 127.0.0.1 and RTU on
 pseudo-terminals (pyserial on the gateway side, a pymodbus serial server on the meters' side).
 
 No test asserts how fast anything is: dead meters and FIFO order are judged by what happened
@@ -11,9 +11,9 @@ import asyncio
 import pytest
 from pymodbus.constants import ExcCodes
 
-from gateway.batch import decode_batch, encode_batch
-from gateway.modbus_poller import BusConfig, BusPoller, MeterConfig, WriteError, queue_sink
-from gateway.store import RecordQueue
+from gateway.backhaul.batch import decode_batch, encode_batch
+from gateway.modbus.poller import BusConfig, BusPoller, MeterConfig, WriteError, queue_sink
+from gateway.backhaul.store import RecordQueue
 from protocol import cbor
 from protocol.modbus import registers as regmap
 from tests.gateway.modbus_servers import MapDevice, SerialLine, tcp_server
@@ -284,7 +284,7 @@ def test_rtu_port_that_vanishes_and_comes_back_is_reopened(tmp_path):
 
 
 def test_items_a_full_queue_refuses_are_kept_and_polling_pauses_at_max_pending():
-    from gateway.store import QueueFull
+    from gateway.backhaul.store import QueueFull
 
     async def main():
         server, port = await tcp_server({1: MapDevice(meter_values(1))})

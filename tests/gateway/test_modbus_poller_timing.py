@@ -1,7 +1,7 @@
 """The poller's RTU timing guarantees, judged on the pseudo-terminal the gateway's port is
 joined to: a request never leaves before the bus has been quiet for t3.5 (after a reply,
 after a corrupted reply, after a silent meter), and the t3.5 wait it uses
-(gateway.deadline_sleep) never returns early. Lower bounds only: a slow machine makes the gaps
+(gateway.modbus.deadline_sleep) never returns early. Lower bounds only: a slow machine makes the gaps
 longer, never shorter, so nothing here depends on how fast the machine is."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import os
 
 import pytest
 
-from gateway import deadline_sleep
-from gateway.deadline_sleep import DeadlineSleep
-from gateway.modbus_plan import Read
-from gateway.modbus_poller import BusConfig, BusPoller, MeterConfig
+from gateway.modbus import deadline_sleep
+from gateway.modbus.deadline_sleep import DeadlineSleep
+from gateway.modbus.plan import Read
+from gateway.modbus.poller import BusConfig, BusPoller, MeterConfig
 from protocol.modbus import rtu
 from tests.gateway.modbus_servers import MapDevice, SerialLine, tcp_server
 from tests.gateway.test_modbus_poller import POINTS, fast, meter_values, run_until

@@ -1,4 +1,4 @@
-"""gateway.meter_readings: one meter poll -> one SenML item in the poles' batch format."""
+"""gateway.modbus.readings: one meter poll -> one SenML item in the poles' batch format."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.batch import decode_batch, encode_batch
-from gateway.meter_readings import meter_item, meter_urn
-from gateway.store import Record, RecordQueue
+from gateway.backhaul.batch import decode_batch, encode_batch
+from gateway.modbus.readings import meter_item, meter_urn
+from gateway.backhaul.store import Record, RecordQueue
 from protocol import cbor
 from protocol.modbus import registers as regmap
 from protocol.payload import SENML_BVER

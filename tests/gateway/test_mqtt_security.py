@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from gateway import batch
-from gateway.mqtt_link import LinkError, MqttLink
-from gateway.publisher import Publisher
-from gateway.store import RecordQueue
+from gateway.backhaul import batch
+from gateway.backhaul.mqtt_link import LinkError, MqttLink
+from gateway.backhaul.publisher import Publisher
+from gateway.backhaul.store import RecordQueue
 from protocol import cbor
 from tests.gateway.mosquitto import MOSQUITTO
 from tests.gateway.test_publisher import wait_for

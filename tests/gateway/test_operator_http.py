@@ -8,7 +8,7 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.health import readiness
+from gateway.operations.health import readiness
 from tests.gateway.mosquitto import Mosquitto, free_port
 from tests.gateway.test_app import (GW_A, GW_B, Forwarder, Gateway, data_frame, join, wait_for,
                                     write_setup)

@@ -5,9 +5,9 @@ import cbor2
 import paho.mqtt.client as mqtt
 import pytest
 
-from gateway import batch
-from gateway.publisher import Publisher
-from gateway.store import RecordQueue
+from gateway.backhaul import batch
+from gateway.backhaul.publisher import Publisher
+from gateway.backhaul.store import RecordQueue
 from protocol import cbor
 from tests.gateway.mosquitto import MOSQUITTO, Mosquitto
 

@@ -1,4 +1,4 @@
-"""Tests for gateway.store.RecordQueue: real SQLite files, real SIGKILLed child processes."""
+"""Tests for gateway.backhaul.store.RecordQueue: real SQLite files, real SIGKILLed child processes."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from gateway.store import (
+from gateway.backhaul.store import (
     RECORD_OVERHEAD,
     QueueCorrupt,
     QueueError,
@@ -254,7 +254,7 @@ def test_disk_full_via_max_page_count_then_recovery(qpath: Path) -> None:
 _PUT_CHILD = """
 import sys
 sys.path.insert(0, {root!r})
-from gateway.store import RecordQueue
+from gateway.backhaul.store import RecordQueue
 q = RecordQueue(sys.argv[1], max_bytes=1 << 30)
 print("ready", flush=True)
 i = int(sys.argv[2])
@@ -268,7 +268,7 @@ while True:
 _SEQ_CHILD = """
 import sys
 sys.path.insert(0, {root!r})
-from gateway.store import RecordQueue
+from gateway.backhaul.store import RecordQueue
 q = RecordQueue(sys.argv[1])
 print("ready", flush=True)
 while True:

@@ -1,6 +1,6 @@
 """RecordQueue.next_sequence reserves values in blocks: one commit per SEQUENCE_BLOCK values."""
 
-from gateway.store import SEQUENCE_BLOCK, RecordQueue
+from gateway.backhaul.store import SEQUENCE_BLOCK, RecordQueue
 
 
 def commits(q):

@@ -3,7 +3,7 @@ import string
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from gateway.registry import Registry, RegistryError, load_registry, parse_registry
+from gateway.lorawan.registry import Registry, RegistryError, load_registry, parse_registry
 
 KEY = "2B7E151628AED2A6ABF7158809CF4F3C"
 

@@ -2,7 +2,7 @@
 
 import logging
 
-from gateway.rejection_log import RejectionLog
+from gateway.lorawan.rejection_log import RejectionLog
 
 
 class Clock:

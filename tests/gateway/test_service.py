@@ -137,7 +137,7 @@ def test_sighup_reloads_the_registry_and_a_bad_one_keeps_the_old(tmp_path):
     an error in between changes nothing and its error is logged."""
     import signal
 
-    from gateway.registry import load_registry
+    from gateway.lorawan.registry import load_registry
     from protocol import gwmp
     from protocol.lorawan.join import build_join_request, open_join_accept
     from tests.gateway.test_app import GW_A, JOIN_EUI, KEY, POLE, Forwarder, wait_for
@@ -221,7 +221,7 @@ def test_status_reads_a_running_gateway_and_says_when_it_stopped(tmp_path):
 
 
 def test_status_verdicts():
-    from gateway.status_cli import verdict
+    from gateway.operations.status_cli import verdict
 
     ok = {"queue": {"used_bytes": 95, "max_bytes": 100}, "publisher": {"connected": True},
           "intake": {"dropped": 0}}

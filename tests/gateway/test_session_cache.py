@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.sessions import DevNonceReplay, Session, SessionError, SessionStore, UnknownSession
+from gateway.lorawan.sessions import DevNonceReplay, Session, SessionError, SessionStore, UnknownSession
 
 EUIS = [bytes([0x70, 0xB3, 0xD5, 0x7E, 0xD0, 0, 0, i]) for i in range(3)]
 
@@ -105,7 +105,7 @@ def test_sessions_are_loaded_at_open_when_they_fit(tmp_path):
 
 
 def test_new_files_get_small_pages_old_files_keep_theirs(tmp_path, monkeypatch):
-    import gateway.sessions as sessions_mod
+    import gateway.lorawan.sessions as sessions_mod
 
     with SessionStore(tmp_path / "new.db") as s:
         assert s._conn.execute("PRAGMA page_size").fetchone()[0] == sessions_mod.PAGE_SIZE == 1024

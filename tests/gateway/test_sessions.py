@@ -3,7 +3,7 @@ import sqlite3
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from gateway.sessions import (DevNonceReplay, SessionError, SessionStore, UnknownSession,
+from gateway.lorawan.sessions import (DevNonceReplay, SessionError, SessionStore, UnknownSession,
                               dev_addr_prefix)
 
 EUI = bytes.fromhex("70B3D57ED0001234")
@@ -89,7 +89,7 @@ def test_dev_addr_unique_and_prefixed(tmp_path):
 
 
 def test_dev_addr_collision_retries(tmp_path, monkeypatch):
-    import gateway.sessions as mod
+    import gateway.lorawan.sessions as mod
     seq = iter([1, 1, 2])
     monkeypatch.setattr(mod.secrets, "randbelow", lambda n: next(seq))
     with SessionStore(tmp_path / "s.db") as s:

@@ -9,7 +9,7 @@ import threading
 import paho.mqtt.client as mqtt
 import pytest
 
-from gateway.command_auth import sign
+from gateway.commands.auth import sign
 from protocol import gwmp, payload
 from protocol.lorawan.session import open_data_frame
 from tests.gateway.mosquitto import MOSQUITTO

@@ -1,4 +1,4 @@
-"""The live status page (gateway/status_page.py): its view of a snapshot, and the page itself
+"""The live status page (gateway/operations/status_page.py): its view of a snapshot, and the page itself
 in headless Debian chromium (playwright-core) against a running demo: real numbers appear,
 change, match the gateway's own /status.json, and a screenshot is taken."""
 
@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from gateway.status_page import MAX_DEVICES, page_view
+from gateway.operations.status_page import MAX_DEVICES, page_view
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -1,10 +1,10 @@
 import pytest
 
-from gateway.dedup import RadioMeta, Uplink
-from gateway.join import handle_join_request
-from gateway.registry import load_registry
-from gateway.sessions import SessionStore
-from gateway.uplink import REASONS, UplinkProcessor
+from gateway.lorawan.dedup import RadioMeta, Uplink
+from gateway.lorawan.join import handle_join_request
+from gateway.lorawan.registry import load_registry
+from gateway.lorawan.sessions import SessionStore
+from gateway.lorawan.uplink import REASONS, UplinkProcessor
 from protocol import payload
 from protocol.lorawan import frame
 from protocol.lorawan.region import EU868

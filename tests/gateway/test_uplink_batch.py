@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.dedup import RadioMeta, Uplink
-from gateway.registry import load_registry
-from gateway.sessions import SessionError, SessionStore
-from gateway.uplink import UplinkProcessor
+from gateway.lorawan.dedup import RadioMeta, Uplink
+from gateway.lorawan.registry import load_registry
+from gateway.lorawan.sessions import SessionError, SessionStore
+from gateway.lorawan.uplink import UplinkProcessor
 from protocol import payload
 from protocol.lorawan import frame
 from protocol.lorawan.session import build_data_frame

@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from gateway.registry import load_registry
+from gateway.lorawan.registry import load_registry
 from protocol import gwmp
 from sim.board import LocalBoard
 from sim.city import City

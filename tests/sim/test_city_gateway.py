@@ -14,7 +14,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from gateway import batch
+from gateway.backhaul import batch
 from sim.city import City
 from tests.gateway.mosquitto import MOSQUITTO, Mosquitto
 

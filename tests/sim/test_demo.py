@@ -14,8 +14,8 @@ from hypothesis import given, settings, strategies as st
 
 import sim.broker
 import sim.mpvm
-from gateway.batch import encode_batch
-from gateway.readings import LABELS
+from gateway.backhaul.batch import encode_batch
+from protocol.payload.senml import LABELS
 from protocol import cbor
 from sim import demo_view
 
@@ -73,7 +73,7 @@ def test_alarm_bits_are_named_and_a_cleared_alarm_says_so():
 
 
 def test_a_modbus_poll_is_one_line_with_its_bus_and_address():
-    from gateway.meter_readings import meter_item
+    from gateway.modbus.readings import meter_item
 
     item = meter_item("urn:dev:modbus:rs485-1.3:", "rs485-1", 3, 1795845600,
                       {"voltage_l1": 231.5, "power": 1530.0, "energy_import_wh": 1234})

@@ -11,7 +11,7 @@ only and starts empty at every start, like the other counters.
 
 from __future__ import annotations
 
-from gateway.uplink import Result
+from gateway.lorawan.uplink import Result
 
 __all__ = ["DeviceActivity"]
 

@@ -1,8 +1,8 @@
-"""One processed uplink (gateway.uplink.Result) -> one queued item: a CBOR SenML record array.
+"""One processed uplink (gateway.lorawan.uplink.Result) -> one queued item: a CBOR SenML record array.
 
 Why one item per uplink: the queue's put is one transaction, so an uplink's records are stored
 (and later published) all together or not at all, and the publisher splices the array into a
-batch without decoding it (gateway/batch.py).
+batch without decoding it (gateway/backhaul/batch.py).
 
 Records use the RFC 8428 CBOR labels (bver -1, bn -2, bt -3, n 0, u 1, v 2, vs 3, vb 4).  The
 first record also carries the SenML extension field ``"lora"`` (a text label), the radio
@@ -30,7 +30,7 @@ used and the caller counts it (``time_fallback`` is True).  ``"gateway"``: alway
 clock (the time the uplink was processed).
 
 Which records:
-  * decoded payload: the records of gateway.uplink (names and units from the payload table);
+  * decoded payload: the records of gateway.lorawan.uplink (names and units from the payload table);
   * payload-error (good MIC, FRMPayload does not decode): one record ``n = "frm_payload"``,
     ``vs`` = the decrypted FRMPayload in hex, and ``lora.error`` -- authentic data is kept;
   * no application payload (MAC commands only): one record ``n = "lora/fcnt"``, ``v`` = FCnt,
@@ -42,15 +42,13 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 
-from gateway.uplink import MIN_EPOCH, Result
+from gateway.lorawan.uplink import MIN_EPOCH, Result
 from protocol import cbor, gwmp
 from protocol import payload as _payload
 from protocol.lorawan.region import Region, RegionError
+from protocol.payload.senml import LABELS
 
-__all__ = ["LABELS", "parse_rxpk_time", "uplink_item", "ItemError"]
-
-LABELS = {"bver": -1, "bn": -2, "bt": -3, "bu": -4, "bv": -5, "bs": -6,
-          "n": 0, "u": 1, "v": 2, "vs": 3, "vb": 4, "s": 5, "t": 6, "ut": 7, "vd": 8}
+__all__ = ["parse_rxpk_time", "uplink_item", "ItemError"]
 
 _ISO = re.compile(r"^(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:[.,](\d+))?"
                   r"(Z|z|[+-]\d\d:?\d\d)?$")

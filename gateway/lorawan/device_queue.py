@@ -6,7 +6,7 @@ oldest one in that uplink's RX1/RX2 window (with FCtrl.ACK when the uplink was c
 FCtrl.FPending when more are waiting).  A downlink that could not be sent (refused by the
 forwarder in RX1 and RX2, no downlink path) goes back to the front of its device's queue.
 
-The queue itself is in memory; the command ledger (gateway/command_ledger.py) keeps what
+The queue itself is in memory; the command ledger (gateway/commands/ledger.py) keeps what
 it holds on disk and fills it again at start, and ``on_sent`` tells it which downlink left.
 At most ``max_per_device`` commands wait per device; more are refused with
 :class:`DeviceQueueFull`.
@@ -33,7 +33,7 @@ class AppDownlink:
     fport: int
     payload: bytes
     label: str = ""  # for logs, e.g. "dim"
-    ref: int | None = None  # its row in gateway.command_ledger (None: not tracked)
+    ref: int | None = None  # its row in gateway.commands.ledger (None: not tracked)
 
 
 class DeviceQueue:

@@ -1,4 +1,4 @@
-"""``python -m gateway decode-batch``: MQTT batches (gateway/batch.py) as JSON lines, for people
+"""``python -m gateway decode-batch``: MQTT batches (gateway/backhaul/batch.py) as JSON lines, for people
 and scripts.
 
 Each batch becomes one line ``{"gateway_id", "seq", "created", "records": [...]}`` (plus
@@ -21,9 +21,9 @@ import math
 import sys
 import threading
 
-from gateway import batch as wire
+from gateway.backhaul import batch as wire
 from gateway.config import parse_mqtt_url
-from gateway.readings import LABELS
+from protocol.payload.senml import LABELS
 from protocol import cbor
 
 __all__ = ["batch_json", "decode_stream", "main"]

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.dedup import RadioMeta
-from gateway.device_queue import AppDownlink
-from gateway.sessions import SessionStore, UnknownSession
+from gateway.lorawan.dedup import RadioMeta
+from gateway.lorawan.device_queue import AppDownlink
+from gateway.lorawan.sessions import SessionStore, UnknownSession
 from protocol import gwmp
 from protocol.lorawan import frame as _frame
 from protocol.lorawan import network_side

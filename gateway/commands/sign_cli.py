@@ -7,7 +7,7 @@ import json
 import sys
 import uuid
 
-from gateway.command_auth import key_from_env_or_file, sign
+from gateway.commands.auth import key_from_env_or_file, sign
 
 
 def main(args) -> int:

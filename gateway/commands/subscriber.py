@@ -13,18 +13,18 @@ or raw bytes on an fPort (for tests and for payloads this gateway has no table f
     {"dev_eui": "70B3D57ED0001234", "fport": 50, "data": "0107320a00"}
 
 or a command for a meter on a Modbus bus, run at once through that bus's poller
-(gateway/modbus_commands.py)::
+(gateway/modbus/commands.py)::
 
     {"modbus": {"bus": "rs485-1", "address": 3}, "command": "relay", "fields": {"action": "open"}}
 
 Every command carries an ``id`` and, unless the config allows unsigned ones, an HMAC-SHA256
-signature with a timestamp and a nonce (gateway/command_auth.py; relay commands always). It
+signature with a timestamp and a nonce (gateway/commands/auth.py; relay commands always). It
 is checked completely before it is queued (:func:`parse_command`): the device must be in the
 registry, the fields must encode, and the payload must fit the region's RX2 data rate (51
 bytes in EU868 and KR920) so it can be sent in either window.  A bad or unauthorized command
 is logged with the reason and counted (``rejected``, ``refused`` by reason); it is never sent
-in part.  A good one is written to the command ledger (gateway/command_ledger.py, survives a
-restart) and waits in gateway.device_queue.DeviceQueue for the device's next uplink.
+in part.  A good one is written to the command ledger (gateway/commands/ledger.py, survives a
+restart) and waits in gateway.lorawan.device_queue.DeviceQueue for the device's next uplink.
 
 Outcomes go to ``<topic_prefix><site>/<gateway_id>/command-results`` (QoS 1, JSON):
 ``accepted``, ``sent`` (the forwarder transmitted it), ``acknowledged`` (the device's ack
@@ -43,20 +43,20 @@ import logging
 import threading
 import time
 
-from gateway.command_auth import CommandGate, CommandRefused
-from gateway.command_ledger import CommandLedger, LedgerError
-from gateway.device_queue import AppDownlink, DeviceQueue
-from gateway.modbus_commands import (ModbusCommand, ModbusCommandError, parse_modbus_command,
+from gateway.commands.auth import CommandGate, CommandRefused
+from gateway.commands.ledger import CommandLedger, LedgerError
+from gateway.lorawan.device_queue import AppDownlink, DeviceQueue
+from gateway.modbus.commands import (ModbusCommand, ModbusCommandError, parse_modbus_command,
                                      run_modbus_command)
-from gateway.mqtt_link import MqttLink
-from gateway.registry import Registry
+from gateway.backhaul.mqtt_link import MqttLink
+from gateway.lorawan.registry import Registry
 from protocol import payload as _payload
 from protocol.lorawan.region import Region
 
 __all__ = ["CommandError", "parse_command", "CommandSubscriber", "command_topic",
            "results_topic", "ENVELOPE"]
 
-ENVELOPE = ("id", "ts", "nonce", "sig")  # the keys command_auth reads; the rest is the command
+ENVELOPE = ("id", "ts", "nonce", "sig")  # the keys gateway.commands.auth reads; the rest is the command
 MAX_RESULTS_INFLIGHT = 32
 
 log = logging.getLogger(__name__)

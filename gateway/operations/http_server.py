@@ -1,6 +1,6 @@
 """The operator's HTTP endpoint, on ``[http] listen`` (loopback by default): ``/metrics``
 (Prometheus text format, by prometheus-client), ``/healthz`` (liveness), ``/readyz``
-(readiness), the live status page ``/`` with its ``/events`` stream (gateway/status_page.py),
+(readiness), the live status page ``/`` with its ``/events`` stream (gateway/operations/status_page.py),
 and ``/status.json`` (the snapshot stats.json holds, fresh; `python -m gateway status --url`).
 
 Why a thread and a hop onto the event loop: prometheus-client serves WSGI, which blocks, so the
@@ -28,8 +28,8 @@ from prometheus_client import PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRe
 from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
                                    HistogramMetricFamily, InfoMetricFamily)
 
-from gateway import status_page
-from gateway.health import readiness
+from gateway.operations import status_page
+from gateway.operations.health import readiness
 
 log = logging.getLogger("gateway.http")
 

@@ -1,6 +1,6 @@
 """The live status page: what an operator looks at instead of reading stats.json.
 
-``/`` serves gateway/static/status.html (with status.js and status.css: no inline script, so
+``/`` serves gateway/operations/static/status.html (with status.js and status.css: no inline script, so
 the page runs under a strict Content-Security-Policy), which opens ``/events``: a Server-Sent
 Events stream of :func:`page_view` once a second. Why SSE: one direction is all the page
 needs, the browser reconnects by itself, and it is plain HTTP a WSGI thread can serve.
@@ -18,7 +18,7 @@ import os
 import threading
 import time
 
-from gateway.health import readiness
+from gateway.operations.health import readiness
 
 __all__ = ["page_view", "static_file", "EventStreams", "MAX_STREAMS"]
 

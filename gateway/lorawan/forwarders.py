@@ -3,7 +3,7 @@
 :class:`ForwarderServer` binds one UDP socket (asyncio DatagramProtocol) and:
 
 * PUSH_DATA: answers PUSH_ACK at once (same token and version) to the sender, then feeds
-  every decoded rxpk with ``stat == 1`` (CRC ok) into a :class:`gateway.dedup.Deduplicator`
+  every decoded rxpk with ``stat == 1`` (CRC ok) into a :class:`gateway.lorawan.dedup.Deduplicator`
   as a :class:`ForwarderCopy` (RadioMeta plus the rxpk ``time`` string).  rxpk entries the
   decoder dropped count in ``rxpk-errors``, CRC-bad / no-CRC frames in ``crc-bad``.
 * PULL_DATA: answers PULL_ACK and remembers the sender's address in ``forwarders``
@@ -29,17 +29,17 @@ DevEUI + FCnt); never an accepted uplink lost.  Per result:
   them.  Other rejections count as ``uplink-<reason>`` (payload-error counts there too).
 * a confirmed uplink (accepted or payload-error) is answered with an ACK: UnconfirmedDown,
   FCtrl.ACK = 1, no FRMPayload, FCntDown reserved with SessionStore.next_fcnt_down.  When
-  ``app_downlinks`` (gateway.device_queue.DeviceQueue) holds a command for the device, any data
+  ``app_downlinks`` (gateway.lorawan.device_queue.DeviceQueue) holds a command for the device, any data
   uplink is answered with it (plus ACK when confirmed, FPending when more wait); a command
   whose downlink fails goes back to the front of the device's queue.
 * MAC requests the network answers (LinkCheckReq, DeviceTimeReq; downlink.mac_answers) are
   answered in FOpts of that reply, which is sent for them alone too (``mac-answers``).
 * a confirmed uplink repeated by its device (our ACK was lost) is ACKed again without being
   queued again (``retransmission-acked``; see ``_retransmission``).
-* join-requests -> :func:`gateway.join.handle_join_request`; an accepted join's join-accept
+* join-requests -> :func:`gateway.lorawan.join.handle_join_request`; an accepted join's join-accept
   goes out the same way, with JOIN_ACCEPT_DELAY1/2 instead of RECEIVE_DELAY1/2.
 
-Downlinks (gateway/downlink.py decides, this class sends): through the forwarder of the best
+Downlinks (gateway/lorawan/downlink.py decides, this class sends): through the forwarder of the best
 copy (``Uplink.best()`` order: SNR, then RSSI) or the next best that has sent PULL_DATA (none:
 ``no-downlink-path``); forwarders whose last PULL_DATA is older than STALE_PULL_S come last
 (``stale-downlink-path`` when one is used anyway).  RX1 (``tmst + rx1 delay``, region.rx1
@@ -52,7 +52,7 @@ other refusal, or a refused RX2 -> ``downlink-failed``.  A TX_ACK whose token (a
 nothing counts ``tx-ack-unmatched``; a PULL_RESP without TX_ACK for 15 s counts
 ``tx-ack-missing`` (v1 forwarders never send TX_ACK).
 
-Per-device activity (``activity``, a :class:`gateway.device_activity.DeviceActivity`): every
+Per-device activity (``activity``, a :class:`gateway.lorawan.device_activity.DeviceActivity`): every
 accepted join and every accepted or payload-error data uplink, for stats.json ``devices``.
 
 Storage errors (SessionError) and on_records exceptions are logged and counted
@@ -76,16 +76,16 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
-from gateway import downlink as dl
-from gateway.dedup import Deduplicator, RadioMeta, Uplink, _rank
-from gateway.device_activity import DeviceActivity
-from gateway.device_queue import AppDownlink, DeviceQueue
-from gateway.join import handle_join_request
-from gateway.readings import parse_rxpk_time
-from gateway.registry import Registry
-from gateway.rejection_log import RejectionLog
-from gateway.sessions import SessionError, SessionStore
-from gateway.uplink import Result, UplinkProcessor
+from gateway.lorawan import downlink as dl
+from gateway.lorawan.dedup import Deduplicator, RadioMeta, Uplink, _rank
+from gateway.lorawan.device_activity import DeviceActivity
+from gateway.lorawan.device_queue import AppDownlink, DeviceQueue
+from gateway.lorawan.join import handle_join_request
+from gateway.lorawan.readings import parse_rxpk_time
+from gateway.lorawan.registry import Registry
+from gateway.lorawan.rejection_log import RejectionLog
+from gateway.lorawan.sessions import SessionError, SessionStore
+from gateway.lorawan.uplink import Result, UplinkProcessor
 from protocol import gwmp
 from protocol.lorawan import network_side as _network
 from protocol.lorawan.region import Region, RegionError
@@ -105,7 +105,7 @@ JOIN_ACCEPT_CODR = dl.DOWNLINK_CODR
 @dataclass(frozen=True, slots=True)
 class ForwarderCopy(RadioMeta):
     """RadioMeta plus the rxpk ``time`` (ISO 8601 string as sent, None when absent): the
-    forwarder's own reception time, used as the record time (gateway/readings.py)."""
+    forwarder's own reception time, used as the record time (gateway/lorawan/readings.py)."""
 
     time: str | None = None
 

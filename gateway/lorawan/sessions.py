@@ -1,6 +1,6 @@
 """Durable LoRaWAN 1.0.x session store on SQLite (one active session per device).
 
-Durability is the same as gateway.store.RecordQueue: WAL mode with ``PRAGMA
+Durability is the same as gateway.backhaul.store.RecordQueue: WAL mode with ``PRAGMA
 synchronous=FULL`` (every commit fsyncs the WAL before returning; ``NORMAL``/``EXTRA`` may be
 chosen, ``OFF`` is refused), the directory is fsynced when the file is created, the file is
 marked with its own ``application_id`` and ``user_version``.  Every mutating call is one

@@ -27,7 +27,7 @@ frame by silence see separate frames; nothing else is waited for. "Quiet since" 
 last byte was read from the port (pymodbus' trace_packet sees every chunk as it arrives) or
 when our own last request left the wire, not when pymodbus handed back the reply (that is
 later by its decoding, which then overlaps the silence), and the wait is a timerfd deadline
-(gateway.deadline_sleep) because asyncio's own timers are whole milliseconds late. Together
+(gateway.modbus.deadline_sleep) because asyncio's own timers are whole milliseconds late. Together
 they made the gap after a reply t3.5 + ~0.1 ms instead of t3.5 + 0.5-0.6 ms on the emulated
 bus (bench/modbus_bus.py prints both and the rates against the wire limit).
 
@@ -48,9 +48,9 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException
 from pymodbus.framer import FramerType
 
-from gateway.deadline_sleep import DeadlineSleep
-from gateway.meter_readings import meter_item, meter_urn
-from gateway.modbus_plan import MeterPlan, max_gap_for
+from gateway.modbus.deadline_sleep import DeadlineSleep
+from gateway.modbus.readings import meter_item, meter_urn
+from gateway.modbus.plan import MeterPlan, max_gap_for
 from protocol.modbus import rtu
 from protocol.modbus.pdu import READ_INPUT
 
@@ -64,7 +64,7 @@ _NO_DISCONNECT = 1 << 30
 
 def queue_sink(queue):
     """The sink that stores polls in the gateway's durable RecordQueue (one put per batch)."""
-    from gateway.store import Record
+    from gateway.backhaul.store import Record
 
     def put(items):
         queue.put([Record(bytes(i), "modbus") for i in items])

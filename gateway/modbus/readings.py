@@ -1,6 +1,6 @@
 """One poll of one Modbus meter -> one queued item: a CBOR SenML record array.
 
-Same shape as a LoRaWAN uplink's item (gateway/readings.py): RFC 8428 CBOR labels, bver on the
+Same shape as a LoRaWAN uplink's item (gateway/lorawan/readings.py): RFC 8428 CBOR labels, bver on the
 first record, ``bn`` the meter's URN, ``bt`` the poll time (UNIX seconds), one record per
 measured register with the SenML name and unit from the register map
 (protocol/modbus/registers.py, which also holds each point's OBIS code). The first record
@@ -15,7 +15,7 @@ and are left out; float32 values stay floats, exact u64 Wh counters stay integer
 
 from __future__ import annotations
 
-from gateway.readings import LABELS
+from protocol.payload.senml import LABELS
 from protocol import cbor
 from protocol.modbus import registers as regmap
 from protocol.payload import SENML_BVER

@@ -99,7 +99,7 @@ def moves_relay(obj: dict) -> bool:
 class CommandGate:
     """check(obj, now) raises CommandRefused or returns whether the command was signed.
     ``nonces`` is where seen nonces are kept: seen(nonce, ts, now, window_s) -> bool records
-    the nonce and answers whether it was already there (gateway.command_ledger)."""
+    the nonce and answers whether it was already there (gateway.commands.ledger)."""
 
     def __init__(self, key: bytes | None, nonces, *, allow_unsigned: bool = False,
                  max_skew_s: float = 300.0) -> None:

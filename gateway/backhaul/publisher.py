@@ -1,4 +1,4 @@
-"""Publish the durable record queue to MQTT as CBOR batches (see :mod:`gateway.batch`).
+"""Publish the durable record queue to MQTT as CBOR batches (see :mod:`gateway.backhaul.batch`).
 
 Design (threads, no asyncio needed):
 
@@ -35,10 +35,10 @@ from typing import Callable
 
 import paho.mqtt.client as mqtt
 
-from gateway import batch as wire
+from gateway.backhaul import batch as wire
 from gateway.histogram import Histogram
-from gateway.mqtt_link import MqttLink, connect_failure, dropped_before_connack, refusal
-from gateway.store import RecordQueue
+from gateway.backhaul.mqtt_link import MqttLink, connect_failure, dropped_before_connack, refusal
+from gateway.backhaul.store import RecordQueue
 
 __all__ = ["Publisher"]
 

@@ -1,5 +1,5 @@
 """Operator commands for meters on a Modbus bus, received on the same MQTT command topic as the
-LoRaWAN commands (gateway/commands.py) and carried out as writes on the bus's poller.
+LoRaWAN commands (gateway/commands/subscriber.py) and carried out as writes on the bus's poller.
 
     {"modbus": {"bus": "rs485-1", "address": 3}, "command": "relay", "fields": {"action": "open"}}
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from gateway.modbus_poller import WriteError
+from gateway.modbus.poller import WriteError
 from protocol.modbus import registers as regmap
 
 __all__ = ["ModbusCommand", "parse_modbus_command", "run_modbus_command", "RELAY_ACTIONS"]

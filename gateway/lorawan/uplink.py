@@ -1,4 +1,4 @@
-"""Uplink processing: one de-duplicated frame (gateway.dedup.Uplink) -> SenML records or a reason.
+"""Uplink processing: one de-duplicated frame (gateway.lorawan.dedup.Uplink) -> SenML records or a reason.
 
 :meth:`UplinkProcessor.process` does no network I/O (only the SessionStore's SQLite commit of
 the frame counter) and never raises for anything a radio can send; every outcome is a
@@ -6,7 +6,7 @@ the frame counter) and never raises for anything a radio can send; every outcome
 
     "malformed"         the PHYPayload does not decode
     "join"              a join-request: not handled here.  The Result has ``kind == "join"``;
-                        the caller passes ``result.uplink.phy`` to gateway.join.handle_join_request
+                        the caller passes ``result.uplink.phy`` to gateway.lorawan.join.handle_join_request
     "not-uplink"        a downlink data frame, a join-accept or a proprietary frame
     "unknown-dev-addr"  no session for the DevAddr (or its DevEUI left the registry)
     "fcnt-gap"          the counter is more than MAX_GAP ahead of the last one, or it would pass
@@ -43,7 +43,7 @@ device, so that AES/CMAC contexts are built once per session, not once per uplin
 :meth:`UplinkProcessor.process_batch` gives the same Results for a list of uplinks (e.g. one
 dedup release) with one frame-counter commit for all of them instead of one per uplink;
 :meth:`UplinkProcessor.prepare_batch` gives them too but leaves that commit to the caller, who
-stores the records first (gateway/forwarders.py does: a record must never be lost to a counter
+stores the records first (gateway/lorawan/forwarders.py does: a record must never be lost to a counter
 that was stored without it).
 SessionError (storage failure) is *not* caught: that is a gateway fault, not a bad frame.
 """
@@ -53,9 +53,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from gateway.dedup import Uplink
-from gateway.registry import Registry
-from gateway.sessions import SessionStore, UnknownSession
+from gateway.lorawan.dedup import Uplink
+from gateway.lorawan.registry import Registry
+from gateway.lorawan.sessions import SessionStore, UnknownSession
 from protocol import cipher as _cipher
 from protocol import payload as _payload
 from protocol.lorawan import frame as _frame

@@ -19,7 +19,7 @@ import json
 import sys
 import time
 
-from gateway.health import backhaul_problems
+from gateway.operations.health import backhaul_problems
 
 
 def verdict(s: dict, age_s: float, max_age_s: float) -> list[str]:

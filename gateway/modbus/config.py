@@ -1,6 +1,6 @@
 """The ``[[modbus.bus]]`` tables of the gateway config -> BusConfig, every problem collected.
 
-Format (TOML; defaults shown, as gateway.modbus_poller.BusConfig)::
+Format (TOML; defaults shown, as gateway.modbus.poller.BusConfig)::
 
     [[modbus.bus]]
     name = "rs485-1"            # MQTT/SenML-visible bus name (urn:dev:modbus:<name>.<address>:)
@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from gateway.modbus_plan import MeterPlan, PlanError
-from gateway.modbus_poller import BusConfig, MeterConfig
+from gateway.modbus.plan import MeterPlan, PlanError
+from gateway.modbus.poller import BusConfig, MeterConfig
 
 __all__ = ["parse_buses"]
 

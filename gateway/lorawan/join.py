@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.registry import Registry
-from gateway.sessions import (DevAddrExhausted, DevNonceReplay, JoinNonceExhausted, Session,
+from gateway.lorawan.registry import Registry
+from gateway.lorawan.sessions import (DevAddrExhausted, DevNonceReplay, JoinNonceExhausted, Session,
                               SessionStore)
 from protocol.lorawan import network_side as _network
 from protocol.lorawan.region import Region

@@ -1,7 +1,7 @@
 """Where accepted uplinks enter the durable queue, with a bounded in-memory backlog for when it
 refuses them.
 
-The durable queue (gateway/store.py) never evicts and refuses new items with ``QueueFull`` when
+The durable queue (gateway/backhaul/store.py) never evicts and refuses new items with ``QueueFull`` when
 its byte bound or the disk is full (or fails with another ``QueueError``).  An accepted uplink
 has already moved the device's frame counter, so the device will never resend it: dropping it
 here would lose it for good.  :class:`Intake` therefore holds refused items, in order, in a
@@ -26,7 +26,7 @@ import logging
 from collections import deque
 from typing import Callable
 
-from gateway.store import QueueError, QueueFull, RecordQueue
+from gateway.backhaul.store import QueueError, QueueFull, RecordQueue
 
 __all__ = ["Intake"]
 

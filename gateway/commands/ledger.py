@@ -16,7 +16,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from gateway.device_queue import AppDownlink
+from gateway.lorawan.device_queue import AppDownlink
 from gateway.sqlite_file import FileMismatch, is_corrupt, prepare
 
 __all__ = ["CommandLedger", "LedgerError", "Entry"]
@@ -90,7 +90,7 @@ class CommandLedger:
         except sqlite3.Error as exc:
             raise LedgerError(f"command ledger {self.path!r}: {exc}") from exc
 
-    # ---- nonces (gateway.command_auth.CommandGate) -----------------------------------------
+    # ---- nonces (gateway.commands.auth.CommandGate) -----------------------------------------
 
     def seen(self, nonce: str, ts: int, now: float, window_s: float) -> bool:
         """Record the nonce; True if it was there already. Nonces older than the window are
