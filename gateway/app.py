@@ -33,6 +33,7 @@ import time
 from gateway import log_format
 from gateway.commands.auth import CommandGate
 from gateway.commands.ledger import CommandLedger, LedgerError
+from gateway.chirpstack.source import ChirpStackSource
 from gateway.commands.subscriber import CommandSubscriber, command_topic, results_topic
 from gateway.config import Config, ConfigError, load_config
 from gateway.lorawan.device_queue import DeviceQueue
@@ -74,6 +75,7 @@ class GatewayService:
         self.sessions: SessionStore | None = None
         self.device_queue = DeviceQueue()
         self.commands: CommandSubscriber | None = None
+        self.chirpstack: ChirpStackSource | None = None  # [chirpstack]: its events, our records
         self.ledger: CommandLedger | None = None
         self.modbus: list[BusPoller] = []
         self.http: OperatorHttp | None = None
@@ -151,6 +153,7 @@ class GatewayService:
                              **self.commands.stats(), waiting=len(self.device_queue)),
             "queue": q,
             "modbus": {p.cfg.name: p.stats() for p in self.modbus},
+            "chirpstack": self.chirpstack.stats() if self.chirpstack is not None else {},
             "reloads": dict(self.reloads),
             "http": dict(self.http.counters) if self.http is not None else {},
             "devices": self.server.activity.snapshot(),
@@ -217,6 +220,8 @@ class GatewayService:
             old = len(self.server.registry)
             self.server.registry = self.server.processor.registry = registry
             self.commands.registry = registry
+            if self.chirpstack is not None:
+                self.chirpstack.registry = registry
             self.reloads["ok"] += 1
             log.info("reload: registry %s: %d devices (was %d)", self.cfg.registry,
                      len(registry), old)
@@ -297,8 +302,14 @@ class GatewayService:
             self.commands.modbus = {p.cfg.name: p for p in self.modbus}
             if self.tune_gc:
                 _tune_gc()
+            if cfg.chirpstack is not None:
+                self.chirpstack = ChirpStackSource(
+                    cfg.chirpstack, cfg.chirpstack_client_id, cfg.chirpstack_application,
+                    registry, self.intake.put, asyncio.get_running_loop())
             self.publisher.start()
             self.commands.start()
+            if self.chirpstack is not None:
+                self.chirpstack.start()
             port = await self.server.start()
             log.info("gateway %s (site %s, %s, %d devices) serving GWMP on %s:%d, MQTT %s; "
                      "%d records queued", cfg.gateway_id, cfg.site, cfg.region, len(registry),
@@ -333,6 +344,8 @@ class GatewayService:
     async def _shutdown(self, ready_file: str | None) -> None:
         if self.http is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.http.stop)
+        if self.chirpstack is not None:  # no new events; unacked ones the broker redelivers
+            await asyncio.get_running_loop().run_in_executor(None, self.chirpstack.stop)
         if self.server is not None:
             await self.server.stop()
         if self.intake is not None:

@@ -44,6 +44,16 @@ Format (stdlib ``tomllib``; every key but ``gateway.id``, ``gateway.site`` and
     max_skew_s = 300                # a signed command's ts must be this close to our clock
     ttl_s = 86400                   # a command not acknowledged this long after it is
                                     # accepted expires
+    [chirpstack]                    # ChirpStack v4 as an uplink source (docs/city-scale.md)
+    url = ""                        # its MQTT broker, mqtt:// or mqtts://; "" = off
+    application_id = "+"            # the application(s) to take events of ("+" = all)
+    ca_file = ""                    # TLS and credentials as [mqtt]
+    cert_file = ""
+    key_file = ""
+    username = ""
+    password_file = ""
+    protocol = "3.1.1"
+    client_id = "streetgrid-<id>-chirpstack"
     [http]
     listen = "127.0.0.1:9600"       # /metrics, /healthz, /readyz (gateway/operations/http_server.py);
                                     # "" = off, port 0 = any free port
@@ -125,6 +135,9 @@ class Config:
     commands_allow_unsigned: bool = False
     commands_max_skew_s: float = 300.0
     commands_ttl_s: float = 86400.0
+    chirpstack: MqttLink | None = None  # [chirpstack] url's broker; None: off
+    chirpstack_application: str = "+"
+    chirpstack_client_id: str = ""
 
     @property
     def mqtt_url(self) -> str:
@@ -171,6 +184,17 @@ def _name_ok(v: object) -> bool:
 
 # section -> key -> (default, check, description of what is expected); default None = required
 _REQ = object()
+# how a broker is reached ([mqtt] and [chirpstack]; gateway/backhaul/mqtt_link.py)
+_LINK_KEYS = {
+        "ca_file": ("", _is_str, "a path (\"\" = none)"),
+        "cert_file": ("", _is_str, "a path (\"\" = none)"),
+        "key_file": ("", _is_str, "a path (\"\" = none)"),
+        "username": ("", _is_str, "a string"),
+        "password": ("", _is_str, "a string"),
+        "password_file": ("", _is_str, "a path (\"\" = none)"),
+        "protocol": ("3.1.1", lambda v: v in MQTT_PROTOCOLS, "one of " + ", ".join(MQTT_PROTOCOLS)),
+}
+
 _SCHEMA: dict[str, dict[str, tuple]] = {
     "gateway": {
         "id": (_REQ, _name_ok, "a non-empty string without '/', '+', '#'"),
@@ -195,13 +219,7 @@ _SCHEMA: dict[str, dict[str, tuple]] = {
     },
     "mqtt": {
         "url": ("mqtt://127.0.0.1:1883", None, ""),
-        "ca_file": ("", _is_str, "a path (\"\" = none)"),
-        "cert_file": ("", _is_str, "a path (\"\" = none)"),
-        "key_file": ("", _is_str, "a path (\"\" = none)"),
-        "username": ("", _is_str, "a string"),
-        "password": ("", _is_str, "a string"),
-        "password_file": ("", _is_str, "a path (\"\" = none)"),
-        "protocol": ("3.1.1", lambda v: v in MQTT_PROTOCOLS, "one of " + ", ".join(MQTT_PROTOCOLS)),
+        **_LINK_KEYS,
         "topic_prefix": ("streetgrid/", lambda v: isinstance(v, str) and not any(c in v for c in "+#\0"),
                          "a string without '+', '#'"),
         "client_id": (None, lambda v: isinstance(v, str) and 0 < len(v) <= 64, "1..64 characters"),
@@ -220,6 +238,14 @@ _SCHEMA: dict[str, dict[str, tuple]] = {
         "max_skew_s": (300, lambda v: _is_num(v) and 1 <= v <= 86400, "seconds in [1, 86400]"),
         "ttl_s": (86400, lambda v: _is_num(v) and 1 <= v <= 30 * 86400,
                   "seconds in [1, 2592000] (30 days)"),
+    },
+    "chirpstack": {
+        "url": ("", _is_str, "mqtt://host[:port], mqtts://host[:port] or \"\" for off"),
+        "application_id": ("+", lambda v: isinstance(v, str) and 0 < len(v) <= 64
+                           and not any(c in v for c in "/#\0") and (v == "+" or "+" not in v),
+                           "an application id (UUID) or \"+\""),
+        **_LINK_KEYS,
+        "client_id": (None, lambda v: isinstance(v, str) and 0 < len(v) <= 64, "1..64 characters"),
     },
     "http": {
         "listen": ("127.0.0.1:9600", lambda v: isinstance(v, str) and (v == "" or _listen(v)),
@@ -271,17 +297,9 @@ def parse_config(data: object, path: str = "<memory>", base_dir: str | None = No
         vals[section] = got
     modbus_buses = parse_buses(data.get("modbus"), errors)
     m = vals["mqtt"]
-    link = None
-
-    def rel(key: str) -> str:  # a bad value was reported above; checked here as absent
-        return rel_to(base_dir, m[key])
-    try:
-        link = MqttLink.build(m["url"], ca_file=rel("ca_file"), cert_file=rel("cert_file"),
-                              key_file=rel("key_file"), username=m["username"] or "",
-                              password=m["password"] or "", password_file=rel("password_file"),
-                              protocol=m["protocol"] or "3.1.1")
-    except LinkError as exc:
-        errors.extend(f"[mqtt] {e}" for e in exc.errors)
+    link = _link(m, "mqtt", base_dir, errors)
+    cs = vals["chirpstack"]
+    cs_link = _link(cs, "chirpstack", base_dir, errors) if cs["url"] else None
     cmds = vals["commands"]
     key, key_file = None, rel_to(base_dir, cmds["key_file"])
     if key_file:
@@ -316,7 +334,24 @@ def parse_config(data: object, path: str = "<memory>", base_dir: str | None = No
         command_key=key, command_key_file=key_file,
         commands_allow_unsigned=cmds["allow_unsigned"],
         commands_max_skew_s=float(cmds["max_skew_s"]), commands_ttl_s=float(cmds["ttl_s"]),
+        chirpstack=cs_link, chirpstack_application=cs["application_id"] or "+",
+        chirpstack_client_id=cs["client_id"] or f"streetgrid-{g['id']}-chirpstack",
     )
+
+
+def _link(v: dict, section: str, base_dir: str, errors: list[str]) -> MqttLink | None:
+    """The section's broker link (files read now), or None with its problems in errors.  A bad
+    value was reported by the schema already and is taken here as absent."""
+    def rel(key: str) -> str:
+        return rel_to(base_dir, v[key])
+    try:
+        return MqttLink.build(v["url"], ca_file=rel("ca_file"), cert_file=rel("cert_file"),
+                              key_file=rel("key_file"), username=v["username"] or "",
+                              password=v["password"] or "", password_file=rel("password_file"),
+                              protocol=v["protocol"] or "3.1.1")
+    except LinkError as exc:
+        errors.extend(f"[{section}] {e}" for e in exc.errors)
+        return None
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

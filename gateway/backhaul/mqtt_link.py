@@ -131,17 +131,19 @@ class MqttLink:
         return cls(host, port, tls, ca_file, cert_file, key_file, username, password, protocol,
                    context)
 
-    def client(self, client_id: str):
+    def client(self, client_id: str, manual_ack: bool = False):
         """A paho client with our TLS, credentials and version, persistent session; connect
-        with :meth:`connect_async`."""
+        with :meth:`connect_async`.  ``manual_ack``: a subscriber PUBACKs a message itself
+        (``client.ack``) once what it carried is stored."""
         import paho.mqtt.client as mqtt
 
         if self.protocol == "5":
             c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                            protocol=mqtt.MQTTv5)
+                            protocol=mqtt.MQTTv5, manual_ack=manual_ack)
         else:
             c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                            clean_session=False, protocol=mqtt.MQTTv311)
+                            clean_session=False, protocol=mqtt.MQTTv311,
+                            manual_ack=manual_ack)
         if self.context is not None:
             c.tls_set_context(self.context)
         if self.username:

@@ -48,7 +48,7 @@ from protocol import payload as _payload
 from protocol.lorawan.region import Region, RegionError
 from protocol.payload.senml import LABELS
 
-__all__ = ["parse_rxpk_time", "uplink_item", "ItemError"]
+__all__ = ["parse_rxpk_time", "uplink_item", "senml_item", "ItemError"]
 
 _ISO = re.compile(r"^(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:[.,](\d+))?"
                   r"(Z|z|[+-]\d\d:?\d\d)?$")
@@ -139,15 +139,24 @@ def uplink_item(result: Result, region: Region | None, gateway_now_s: float,
             lora["dr"] = gwmp.dr_from_datr(region, best.datr)
         except (RegionError, TypeError, ValueError):
             pass
-    base = {"bver": _payload.SENML_BVER, "bn": "urn:dev:eui64:%s:" % result.dev_eui.hex(), "bt": t}
-    if result.accepted and result.records:
-        records = [dict(r) for r in result.records]
+    return senml_item(result.dev_eui, t, result.fcnt, lora, result.records if result.accepted
+                      else None, result.payload_hex, result.error), fallback
+
+
+def senml_item(dev_eui: bytes, t: float, fcnt: int | None, lora: dict, records: list | None,
+               payload_hex: str | None = None, error: str | None = None) -> bytes:
+    """The queued CBOR item of one uplink, whoever ran the network: ``records`` decoded (an
+    empty list: a sign of life, "lora/fcnt"), or None for a payload that did not decode (its
+    hex kept as "frm_payload", ``error`` in the metadata)."""
+    base = {"bver": _payload.SENML_BVER, "bn": "urn:dev:eui64:%s:" % dev_eui.hex(), "bt": t}
+    if records:
+        records = [dict(r) for r in records]
         records[0].update(base)
-    elif result.accepted:
-        records = [dict(base, n="lora/fcnt", v=result.fcnt, u="count")]
+    elif records is not None:
+        records = [dict(base, n="lora/fcnt", v=fcnt, u="count")]
     else:
-        records = [dict(base, n="frm_payload", vs=result.payload_hex or "")]
-        lora["error"] = result.error or "payload-error"
+        records = [dict(base, n="frm_payload", vs=payload_hex or "")]
+        lora["error"] = error or "payload-error"
     out = [_record(r) for r in records]
     out[0]["lora"] = lora
-    return cbor.dumps(out), fallback
+    return cbor.dumps(out)

@@ -220,20 +220,26 @@ class UplinkProcessor:
         if not f.fport:  # no FRMPayload, or MAC commands on fPort 0
             return Result(True, **base)
         try:
-            decoded = _payload.decode_uplink(f.fport, o.payload)
-            if decoded["kind"] != dev.kind:
-                raise _payload.PayloadError(
-                    f"fPort {f.fport} carries a {decoded['kind']} payload, device is a {dev.kind}")
-            recs = _payload.senml_records(decoded)
+            records, message = decoded_records(f.fport, o.payload, dev.kind)
         except Exception as exc:  # PayloadError, or a decoder bug: keep the bytes either way
             return Result(False, "payload-error", payload_hex=o.payload.hex(), error=str(exc), **base)
-        records = recs  # fresh dicts from senml_records: drop the non-SenML hint in place
-        for r in records:
-            r.pop("lwm2m", None)
         if records:
             records[0] = {"bver": _payload.SENML_BVER, "bn": f"urn:dev:eui64:{s.dev_eui.hex()}:",
                           "bt": now_epoch_s, **records[0]}
-        return Result(True, message=decoded["message"], records=records, **base)
+        return Result(True, message=message, records=records, **base)
+
+
+def decoded_records(fport: int, payload: bytes, kind: str) -> tuple[list[dict], str]:
+    """(SenML records, message) of a device's FRMPayload, by our payload tables; PayloadError
+    when it does not decode or is another kind's payload."""
+    decoded = _payload.decode_uplink(fport, payload)
+    if decoded["kind"] != kind:
+        raise _payload.PayloadError(
+            f"fPort {fport} carries a {decoded['kind']} payload, device is a {kind}")
+    records = _payload.senml_records(decoded)  # fresh dicts: drop the non-SenML hint in place
+    for r in records:
+        r.pop("lwm2m", None)
+    return records, decoded["message"]
 
 
 class PreparedBatch:

@@ -153,6 +153,23 @@ class SnapshotCollector:
         for reason, n in sorted(cm.get("refused", {}).items()):
             refused.add_metric([reason], n)
         yield refused
+        cs = s.get("chirpstack") or {}
+        if cs:
+            ev = CounterMetricFamily("streetgrid_chirpstack_events", "ChirpStack integration "
+                                     "events taken, by type", labels=["type"])
+            for t, n in sorted(cs.get("events", {}).items()):
+                ev.add_metric([t], n)
+            yield ev
+            bad = CounterMetricFamily("streetgrid_chirpstack_events_refused", "ChirpStack events "
+                                      "refused, by reason", labels=["reason"])
+            for reason, n in sorted(cs.get("refused", {}).items()):
+                bad.add_metric([reason], n)
+            yield bad
+            yield CounterMetricFamily("streetgrid_chirpstack_duplicates", "ChirpStack up events "
+                                      "dropped as already taken (deduplicationId)",
+                                      value=cs.get("duplicates", 0))
+            yield GaugeMetricFamily("streetgrid_chirpstack_connected", "1 while subscribed to "
+                                    "ChirpStack's events", value=int(bool(cs.get("subscribed"))))
         names = (("polls", "Polls that produced a reading"), ("timeouts", "Requests without "
                  "an answer"), ("crc_errors", "Replies with a bad CRC"))
         for key, doc in names:

@@ -161,3 +161,32 @@ def test_operator_guide_example_is_a_valid_config_with_the_documented_defaults(t
         if name not in ("path", "data_dir", "registry"):
             assert getattr(documented, name) == getattr(defaults, name), name
     assert documented.data_dir == defaults.data_dir
+
+
+def test_chirpstack_is_off_by_default_and_its_problems_are_reported_with_the_rest(tmp_path):
+    assert load_config(write(tmp_path, MINIMAL)).chirpstack is None
+    (tmp_path / "cs.password").write_text("s3cret\n")
+    c = load_config(write(tmp_path, MINIMAL + '''
+[chirpstack]
+url = "mqtts://cs.example:8883"
+application_id = "17c82e96-be03-4f38-aef3-f83d48582d97"
+username = "gw"
+password_file = "cs.password"
+protocol = "5"
+'''))
+    assert (c.chirpstack.host, c.chirpstack.port, c.chirpstack.protocol) == ("cs.example", 8883, "5")
+    assert c.chirpstack.password == "s3cret" and c.chirpstack_client_id == "streetgrid-gw-1-chirpstack"
+    assert c.chirpstack_application == "17c82e96-be03-4f38-aef3-f83d48582d97"
+    assert c.mqtt.port == 1883  # [mqtt] is a separate link
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, MINIMAL + '''
+[chirpstack]
+url = "http://cs.example"
+application_id = "a/b"
+password_file = "missing.password"
+colour = "blue"
+'''))
+    text = str(e.value)
+    assert "[chirpstack] unknown key 'colour'" in text
+    assert "[chirpstack] application_id = 'a/b'" in text
+    assert "[chirpstack] url" in text and "scheme must be" in text
