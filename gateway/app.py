@@ -33,6 +33,7 @@ import time
 from gateway import log_format
 from gateway.commands.auth import CommandGate
 from gateway.commands.ledger import CommandLedger, LedgerError
+from gateway.chirpstack.downlinks import ChirpStackDownlinks
 from gateway.chirpstack.source import ChirpStackSource
 from gateway.commands.subscriber import CommandSubscriber, command_topic, results_topic
 from gateway.config import Config, ConfigError, load_config
@@ -99,14 +100,20 @@ class GatewayService:
             self.counters["time_fallback"] += 1
         if not r.accepted:
             self.counters["payload_errors"] += 1
-        elif r.message == "ack" and self.commands is not None:
-            f = {rec.get("n"): rec.get("v", rec.get("vs")) for rec in r.records}
-            if isinstance(f.get("port"), int) and isinstance(f.get("seq"), int):
-                self.commands.device_ack(r.dev_eui, f["port"], f["seq"], f.get("result"))
+        elif r.message == "ack":
+            self._device_ack(r.dev_eui, r.records)
         self.counters["items"] += 1
         self._pending.append(item)
         if len(self._pending) == 1:
             asyncio.get_running_loop().call_soon(self.flush)
+
+    def _device_ack(self, dev_eui: bytes, records: list[dict]) -> None:
+        """A device's ack uplink (ours or through ChirpStack) closes the command it answers."""
+        if self.commands is None:
+            return
+        f = {rec.get("n"): rec.get("v", rec.get("vs")) for rec in records}
+        if isinstance(f.get("port"), int) and isinstance(f.get("seq"), int):
+            self.commands.device_ack(dev_eui, f["port"], f["seq"], f.get("result"))
 
     def flush(self) -> None:
         """Store the items collected by on_records (in order) through the intake."""
@@ -187,6 +194,8 @@ class GatewayService:
                 self.intake.retry()
             if self.commands is not None:
                 self.commands.expire()
+            if self.chirpstack is not None:  # handed over once its broker is back
+                self.chirpstack.downlinks.drain_all()
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -303,9 +312,13 @@ class GatewayService:
             if self.tune_gc:
                 _tune_gc()
             if cfg.chirpstack is not None:
+                downlinks = ChirpStackDownlinks(self.device_queue, cfg.gateway_id,
+                                                lambda t, b: self.chirpstack.publish(t, b))
+                self.device_queue.on_push = downlinks.drain
                 self.chirpstack = ChirpStackSource(
                     cfg.chirpstack, cfg.chirpstack_client_id, cfg.chirpstack_application,
-                    registry, self.intake.put, asyncio.get_running_loop())
+                    registry, self.intake.put, asyncio.get_running_loop(), downlinks=downlinks,
+                    on_device_ack=self._device_ack)
             self.publisher.start()
             self.commands.start()
             if self.chirpstack is not None:

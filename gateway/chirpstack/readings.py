@@ -14,18 +14,27 @@ decoded and the item keeps the bytes as a payload-error, as for any undecodable 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from gateway.chirpstack.events import UpEvent
 from gateway.lorawan.readings import parse_rxpk_time, senml_item
 from gateway.lorawan.uplink import decoded_records
 
-__all__ = ["KIND_TAG", "KINDS", "up_item"]
+__all__ = ["KIND_TAG", "KINDS", "UpItem", "up_item"]
 
 KIND_TAG = "streetgrid_kind"
 KINDS = ("pole", "meter")
 
 
-def up_item(ev: UpEvent, kind: str | None, gateway_now_s: float) -> tuple[bytes, str | None]:
-    """(CBOR item, payload error or None).  ``kind``: the registry's, or None to use the tag."""
+class UpItem(NamedTuple):
+    item: bytes  # the CBOR array to queue
+    error: str | None  # why the payload did not decode (the item keeps its bytes)
+    records: list  # the decoded records (SenML text labels), [] when none
+    message: str | None  # "report" / "alarm" / "ack" / ..., None when not decoded
+
+
+def up_item(ev: UpEvent, kind: str | None, gateway_now_s: float) -> UpItem:
+    """``kind``: the registry's, or None to use the device's tag."""
     kind = kind or ev.tags.get(KIND_TAG)
     t = parse_rxpk_time(ev.time)
     src = "network" if t is not None else "gateway"
@@ -46,18 +55,20 @@ def up_item(ev: UpEvent, kind: str | None, gateway_now_s: float) -> tuple[bytes,
     if ev.dr is not None:
         lora["dr"] = ev.dr
     if not ev.fport:
-        return senml_item(ev.dev_eui, t, ev.fcnt, lora, []), None
+        return UpItem(senml_item(ev.dev_eui, t, ev.fcnt, lora, []), None, [], None)
     error = None
     if kind not in KINDS:
         error = (f"device kind unknown: not in the registry and no {KIND_TAG} tag"
                  if kind is None else f"device kind {kind!r} is not one of {', '.join(KINDS)}")
     else:
         try:
-            records, _message = decoded_records(ev.fport, ev.data, kind)
-            return senml_item(ev.dev_eui, t, ev.fcnt, lora, records), None
+            records, message = decoded_records(ev.fport, ev.data, kind)
+            return UpItem(senml_item(ev.dev_eui, t, ev.fcnt, lora, records), None, records,
+                          message)
         except Exception as exc:  # PayloadError, or a decoder bug: keep the bytes either way
             error = str(exc)
-    return senml_item(ev.dev_eui, t, ev.fcnt, lora, None, ev.data.hex(), error), error
+    return UpItem(senml_item(ev.dev_eui, t, ev.fcnt, lora, None, ev.data.hex(), error), error,
+                  [], None)
 
 
 def _copy(r) -> dict:

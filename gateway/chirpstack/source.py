@@ -9,6 +9,10 @@ at least once, never lost.  A redelivered or doubly-published event is dropped b
 ``deduplicationId`` (the last DEDUP_IDS of them are remembered; consumers still drop duplicates
 on (gateway_id, seq) across restarts, see docs/city-scale.md).
 
+An event the intake cannot take (its durable queue full and its backlog too) is not
+acknowledged: ChirpStack's broker keeps it, and stops sending more once paho's in-flight window
+is full, which is the back-pressure a full disk should cause.
+
 Malformed events are counted by reason (events.REASONS), logged once per reason per minute,
 acknowledged (a broker would otherwise redeliver them forever) and dropped: there is nothing
 in them to keep.
@@ -23,7 +27,8 @@ from collections import Counter, OrderedDict
 from typing import Callable
 
 from gateway.backhaul.mqtt_link import MqttLink
-from gateway.chirpstack.events import EVENT_TYPES, EventError, UpEvent, parse_event
+from gateway.chirpstack.events import (EVENT_TYPES, EventError, JoinEvent, TxAckEvent, UpEvent,
+                                       parse_event)
 from gateway.chirpstack.readings import up_item
 from gateway.lorawan.registry import Registry
 
@@ -40,14 +45,19 @@ def event_topics(application_id: str = "+") -> list[str]:
 
 
 class ChirpStackSource:
-    """``store(item) -> bool`` queues one item (the service's intake; False: dropped)."""
+    """``store(item) -> bool`` queues one item (the service's intake; False: dropped);
+    ``downlinks`` (gateway/chirpstack/downlinks.py) is told which devices are ChirpStack's and
+    of txacks; ``on_device_ack(dev_eui, records)`` gets every decoded ack uplink."""
 
     def __init__(self, link: MqttLink, client_id: str, application_id: str, registry: Registry,
-                 store: Callable[[bytes], bool], loop: asyncio.AbstractEventLoop) -> None:
+                 store: Callable[[bytes], bool], loop: asyncio.AbstractEventLoop,
+                 downlinks=None, on_device_ack: Callable | None = None) -> None:
         self.link = link
         self.registry = registry
         self.store = store
         self.loop = loop
+        self.downlinks = downlinks
+        self.on_device_ack = on_device_ack
         self.topics = event_topics(application_id)
         self.client = link.client(client_id, manual_ack=True)
         self.client.on_connect = self._on_connect
@@ -57,7 +67,7 @@ class ChirpStackSource:
         self.connected = self.subscribed = False
         self.events: Counter = Counter({t: 0 for t in EVENT_TYPES})
         self.refused: Counter = Counter()
-        self.counters = {"items": 0, "duplicates": 0, "payload_errors": 0, "dropped": 0}
+        self.counters = {"items": 0, "duplicates": 0, "payload_errors": 0, "not_stored": 0}
         self.last_error: str | None = None
         self._seen: OrderedDict = OrderedDict()
         self._logged: dict[str, float] = {}
@@ -72,8 +82,15 @@ class ChirpStackSource:
         self.client.disconnect()
         self.client.loop_stop()
 
+    def publish(self, topic: str, body: bytes) -> bool:
+        """A command for ChirpStack (QoS 1); False when not connected (it waits)."""
+        if not self.connected:
+            return False
+        return self.client.publish(topic, body, qos=1).rc == 0
+
     def stats(self) -> dict:
-        return dict(self.counters, events=dict(self.events), refused=dict(self.refused),
+        extra = dict(self.downlinks.counters) if self.downlinks is not None else {}
+        return dict(self.counters, **extra, events=dict(self.events), refused=dict(self.refused),
                     connected=self.connected, subscribed=self.subscribed,
                     last_error=self.last_error)
 
@@ -103,41 +120,55 @@ class ChirpStackSource:
 
     def _handle(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
         try:
-            self._take(topic, payload)
-        finally:
-            if qos:
-                self.client.ack(mid, qos)
+            stored = self._take(topic, payload)
+        except Exception as exc:
+            stored = False
+            self.last_error = f"event on {topic} not stored: {exc}"
+            log.exception("ChirpStack %s", self.last_error)
+        if not stored:  # no PUBACK: the broker keeps it and sends it again on reconnect
+            self.counters["not_stored"] += 1
+        elif qos:
+            self.client.ack(mid, qos)
 
-    def _take(self, topic: str, payload: bytes) -> None:
+    def _take(self, topic: str, payload: bytes) -> bool:
+        """False: the event was not stored and must not be acknowledged."""
         try:
             ev = parse_event(topic, payload)
         except EventError as exc:
             self.refused[exc.reason] += 1
             self._log_refusal(exc)
-            return
+            return True
         except Exception as exc:  # a bug in the parser must not stop the source
             self.refused["bad-encoding"] += 1
             log.exception("ChirpStack event on %s could not be parsed: %s", topic, exc)
-            return
+            return True
         kind = type(ev).__name__
         self.events[{"UpEvent": "up", "JoinEvent": "join", "AckEvent": "ack",
                      "TxAckEvent": "txack"}[kind]] += 1
+        if self.downlinks is not None:
+            if isinstance(ev, TxAckEvent):
+                self.downlinks.tx_acked(ev.queue_item_id)
+            elif isinstance(ev, (UpEvent, JoinEvent)):
+                self.downlinks.heard(ev.dev_eui, ev.application_id)
         if not isinstance(ev, UpEvent):
-            return
+            return True
         if ev.deduplication_id in self._seen:
             self.counters["duplicates"] += 1
-            return
+            return True
         dev = self.registry.get(ev.dev_eui)
-        item, error = up_item(ev, dev.kind if dev is not None else None, time.time())
-        if not self.store(item):
-            self.counters["dropped"] += 1
-            return
+        item, error, records, message = up_item(ev, dev.kind if dev is not None else None,
+                                                time.time())
+        if not self.store(item):  # the intake's backlog is full too (counted, logged there)
+            return False
         self._seen[ev.deduplication_id] = None
         if len(self._seen) > DEDUP_IDS:
             self._seen.popitem(last=False)
         self.counters["items"] += 1
         if error is not None:
             self.counters["payload_errors"] += 1
+        if message == "ack" and self.on_device_ack is not None:
+            self.on_device_ack(ev.dev_eui, records)
+        return True
 
     def _log_refusal(self, exc: EventError) -> None:
         now = time.monotonic()

@@ -44,6 +44,7 @@ class DeviceQueue:
         self._q: dict[bytes, deque[AppDownlink]] = {}
         self.counters = {"queued": 0, "sent": 0, "requeued": 0, "refused": 0}
         self.on_sent = None  # (dev_eui, AppDownlink) -> None, when a downlink has left
+        self.on_push = None  # (dev_eui) -> None, when a downlink starts waiting (ChirpStack's)
 
     def __len__(self) -> int:
         return sum(len(q) for q in self._q.values())
@@ -62,7 +63,10 @@ class DeviceQueue:
             raise DeviceQueueFull(f"{bytes(dev_eui).hex().upper()} already has {len(q)} downlinks waiting")
         q.append(d)
         self.counters["queued"] += 1
-        return len(q)
+        n = len(q)
+        if self.on_push is not None:
+            self.on_push(bytes(dev_eui))
+        return n
 
     def restore(self, dev_eui: bytes, d: AppDownlink) -> None:
         """Queue again a downlink accepted before a restart (no limit: it was accepted)."""

@@ -68,7 +68,7 @@ def test_the_documented_json_up_event():
     assert ev.deduplication_id == "3ac7e3c4-4401-4b8d-9386-a5c902f9202d"
     assert [(r.gateway_id, r.rssi, r.snr) for r in ev.receptions] == [("0016C001F153A14C", -36, 10.5)]
     # fPort 1 is not one of our payloads, and the device has no kind: the bytes are kept
-    item, error = up_item(ev, None, 1_800_000_000)
+    item, error, *_ = up_item(ev, None, 1_800_000_000)
     assert "kind unknown" in error
     recs = records_of(item)
     assert recs[0]["n"] == "frm_payload" and recs[0]["vs"] == "aa"
@@ -83,14 +83,14 @@ def test_the_documented_json_up_event():
 def test_a_pole_report_decodes_with_our_tables_from_the_kind_tag():
     port, body = pole_report()
     ev = parse_event(topic("up"), json.dumps(documented_up(body, port, "pole")).encode())
-    item, error = up_item(ev, None, 0)
+    item, error, *_ = up_item(ev, None, 0)
     assert error is None
     recs = {r["n"]: r for r in records_of(item)}
     assert recs["dim_level"]["v"] == 40 and recs["temperature"]["v"] == 21.5
     first = records_of(item)[0]
     assert first["bver"] == payload.SENML_BVER and first["lora"]["fport"] == port
     # the registry's kind wins over the tag: a meter's tables refuse a pole's fPort
-    item, error = up_item(ev, "meter", 0)
+    item, error, *_ = up_item(ev, "meter", 0)
     assert "pole payload, device is a meter" in error
     assert records_of(item)[0]["vs"] == body.hex()
 
@@ -121,7 +121,7 @@ def test_a_protobuf_up_event_gives_the_same_records_as_its_json():
     from google.protobuf import json_format
     as_json = json_format.MessageToJson(integration.UplinkEvent.FromString(raw)).encode()
     assert parse_event(topic("up"), as_json) == ev
-    item, error = up_item(ev, None, 0)
+    item, error, *_ = up_item(ev, None, 0)
     assert error is None and records_of(item)[0]["bt"] == 1796637600.5
 
 
@@ -183,7 +183,7 @@ def test_any_json_event_parses_or_is_refused_with_a_reason(fields, kind):
         assert exc.reason in REASONS
         return
     if isinstance(ev, UpEvent):  # whatever parsed also becomes an item
-        item, _ = up_item(ev, "pole", 0)
+        item, *_ = up_item(ev, "pole", 0)
         assert records_of(item)[0]["bn"] == f"urn:dev:eui64:{EUI}:"
 
 

@@ -103,3 +103,90 @@ application_id = "{APP}"
         sub.stop()
         if gw.proc.poll() is None:
             gw.terminate()
+
+
+def test_a_signed_command_for_a_chirpstack_device_goes_out_on_command_down(tmp_path, brokers):
+    """Accepted as for our own devices; handed to ChirpStack once the device was heard through
+    it; ChirpStack's txack makes it "sent", the device's ack uplink "acknowledged"."""
+    import base64
+    import threading
+
+    from tests.gateway.test_signed_commands import Operator, dim
+
+    ours, cs = brokers
+    cfg = write_setup(tmp_path, ours.port, more=f'''
+[chirpstack]
+url = "mqtt://127.0.0.1:{cs.port}"
+''')
+    gw = Gateway(tmp_path, cfg)
+    op = Operator(ours.port)
+    downs, ready = [], threading.Event()
+    cs_app = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="chirpstack")
+    cs_app.on_connect = lambda c, u, f, rc, p: c.subscribe("application/+/device/+/command/down", 1)
+    cs_app.on_subscribe = lambda *a: ready.set()
+    cs_app.on_message = lambda c, u, m: downs.append((m.topic, json.loads(m.payload)))
+    cs_app.connect("127.0.0.1", cs.port)
+    cs_app.loop_start()
+    try:
+        assert ready.wait(5)
+        gw.wait_stats(lambda s: s["chirpstack"].get("subscribed"), "subscribed to ChirpStack")
+        op.send(dim("cs-dim", 7, 30))
+        op.wait("cs-dim", "accepted")
+        assert downs == []  # the device was not heard through ChirpStack yet: it waits
+        port, body = payload.encode_uplink("pole", "report", {})
+        cs_app.publish(up_topic(POLE.hex()), protobuf_up(body, port, eui=POLE.hex(), dedup="u1"),
+                       qos=1).wait_for_publish(5)
+        wait_for(lambda: downs, 10, "the command on command/down")
+        (topic, cmd), = downs
+        assert topic == f"application/{APP}/device/{POLE.hex()}/command/down"
+        assert (cmd["devEui"], cmd["confirmed"]) == (POLE.hex(), False)
+        sent = payload.decode_downlink(cmd["fPort"], base64.b64decode(cmd["data"]))
+        assert (sent["command"], sent["fields"]["level"], sent["fields"]["seq"]) == ("dim", 30, 7)
+        assert op.of("cs-dim") == [("accepted", None)]
+        cs_app.publish(up_topic(POLE.hex(), "txack"), json.dumps(
+            {"queueItemId": cmd["id"], "downlinkId": 5, "fCntDown": 3,
+             "gatewayId": "aa555a0000000001"}).encode(), qos=1).wait_for_publish(5)
+        op.wait("cs-dim", "sent")
+        aport, abody = payload.encode_uplink("pole", "ack", {"port": cmd["fPort"], "seq": 7,
+                                                           "result": "ok"})
+        cs_app.publish(up_topic(POLE.hex()), protobuf_up(abody, aport, eui=POLE.hex(), dedup="u2",
+                                                         fcnt=70001), qos=1).wait_for_publish(5)
+        op.wait("cs-dim", "acknowledged")
+        s = gw.wait_stats(lambda s: s["chirpstack"]["tx_acked"] == 1, "the txack counted")
+        assert s["chirpstack"]["handed_over"] == 1 and s["commands"]["acknowledged"] == 1
+        assert len(downs) == 1  # handed over once
+    finally:
+        cs_app.loop_stop()
+        op.stop()
+        gw.terminate()
+
+
+def test_an_event_the_intake_cannot_take_is_not_acknowledged():
+    """A full queue and backlog: no PUBACK, so ChirpStack's broker keeps the event."""
+    import asyncio
+
+    from gateway.backhaul.mqtt_link import MqttLink
+    from gateway.chirpstack.source import ChirpStackSource
+    from gateway.lorawan.registry import Registry
+
+    taken, acks = [], []
+    room = [False]
+
+    def store(item):
+        if room[0]:
+            taken.append(item)
+        return room[0]
+
+    src = ChirpStackSource(MqttLink.build("mqtt://127.0.0.1:1"), "t", APP, Registry([]), store,
+                           asyncio.new_event_loop())
+    src.client.ack = lambda mid, qos: acks.append(mid)
+    port, body = payload.encode_uplink("pole", "report", {})
+    raw = protobuf_up(body, port, eui=POLE.hex(), dedup="full-1")
+    src._handle(up_topic(POLE.hex()), raw, 1, 1)
+    assert (acks, taken, src.counters["not_stored"], src.counters["items"]) == ([], [], 1, 0)
+    room[0] = True  # redelivered once there is room: stored, acknowledged, not a duplicate
+    src._handle(up_topic(POLE.hex()), raw, 2, 1)
+    assert (acks, len(taken), src.counters["items"], src.counters["duplicates"]) == ([2], 1, 1, 0)
+    src._handle(up_topic(POLE.hex()), b"\xff", 3, 1)  # malformed: acknowledged, nothing stored
+    assert acks == [2, 3] and len(taken) == 1 and src.refused["bad-encoding"] == 1
+    src.loop.close()
