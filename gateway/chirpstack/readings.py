@@ -40,8 +40,6 @@ def up_item(ev: UpEvent, kind: str | None, gateway_now_s: float) -> UpItem:
     src = "network" if t is not None else "gateway"
     if t is None:
         t = float(gateway_now_s)
-    if t == int(t):
-        t = int(t)
     lora = {"network": "chirpstack", "dedup_id": ev.deduplication_id,
             "dev_addr": "%08X" % (ev.dev_addr or 0), "fcnt": ev.fcnt,
             "confirmed": ev.confirmed, "time_source": src,

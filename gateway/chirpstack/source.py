@@ -27,8 +27,8 @@ from collections import Counter, OrderedDict
 from typing import Callable
 
 from gateway.backhaul.mqtt_link import MqttLink
-from gateway.chirpstack.events import (EVENT_TYPES, EventError, JoinEvent, TxAckEvent, UpEvent,
-                                       parse_event)
+from gateway.chirpstack.events import (EVENT_TYPES, AckEvent, EventError, JoinEvent, TxAckEvent,
+                                       UpEvent, parse_event)
 from gateway.chirpstack.readings import up_item
 from gateway.lorawan.registry import Registry
 
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 DEDUP_IDS = 16384
 LOG_EVERY_S = 60.0
+_TYPE_OF = {UpEvent: "up", JoinEvent: "join", AckEvent: "ack", TxAckEvent: "txack"}
 
 
 def event_topics(application_id: str = "+") -> list[str]:
@@ -142,9 +143,7 @@ class ChirpStackSource:
             self.refused["bad-encoding"] += 1
             log.exception("ChirpStack event on %s could not be parsed: %s", topic, exc)
             return True
-        kind = type(ev).__name__
-        self.events[{"UpEvent": "up", "JoinEvent": "join", "AckEvent": "ack",
-                     "TxAckEvent": "txack"}[kind]] += 1
+        self.events[_TYPE_OF[type(ev)]] += 1
         if self.downlinks is not None:
             if isinstance(ev, TxAckEvent):
                 self.downlinks.tx_acked(ev.queue_item_id)

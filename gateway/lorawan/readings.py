@@ -127,8 +127,6 @@ def uplink_item(result: Result, region: Region | None, gateway_now_s: float,
     src = "forwarder" if t is not None else "gateway"
     if t is None:
         t = float(gateway_now_s)
-    if t == int(t):
-        t = int(t)
     lora = {"dev_addr": "%08X" % (result.dev_addr or 0), "fcnt": result.fcnt,
             "confirmed": bool(result.confirmed), "datr": best.datr, "freq": best.freq_hz,
             "time_source": src, "copies": [_copy_dict(m) for m in uplink.copies]}
@@ -148,6 +146,8 @@ def senml_item(dev_eui: bytes, t: float, fcnt: int | None, lora: dict, records: 
     """The queued CBOR item of one uplink, whoever ran the network: ``records`` decoded (an
     empty list: a sign of life, "lora/fcnt"), or None for a payload that did not decode (its
     hex kept as "frm_payload", ``error`` in the metadata)."""
+    if t == int(t):  # a whole second is an integer: shorter in CBOR
+        t = int(t)
     base = {"bver": _payload.SENML_BVER, "bn": "urn:dev:eui64:%s:" % dev_eui.hex(), "bt": t}
     if records:
         records = [dict(r) for r in records]
